@@ -1,0 +1,207 @@
+//! The [`Backend`] contract: the minimum a storage backend implements for
+//! one repository (a registry repository, an image layout, a bucket prefix).
+//!
+//! Callers do not use a backend directly; they hold a [`Store`](crate::Store),
+//! which verifies every byte, checks capabilities and adds context.
+
+use std::fmt;
+use std::ops::Range;
+
+use async_trait::async_trait;
+
+use crate::body::Body;
+use crate::capabilities::Capabilities;
+use crate::error::Result;
+use crate::model::{Descriptor, MediaType, Selector};
+
+/// Options for [`Backend::push`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PushOptions {
+    /// Also point this tag at the pushed manifest, in the same operation
+    /// where the backend can (a registry `PUT …/manifests/<tag>`).
+    pub tag: Option<String>,
+}
+
+impl PushOptions {
+    /// Options that tag the pushed manifest.
+    pub fn tagged(tag: impl Into<String>) -> Self {
+        PushOptions {
+            tag: Some(tag.into()),
+        }
+    }
+}
+
+/// A page request for tag and repository listings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListQuery {
+    /// Start after this entry (exclusive), in lexical order.
+    pub last: Option<String>,
+    /// At most this many entries; `None` for all.
+    pub limit: Option<usize>,
+}
+
+impl ListQuery {
+    /// Everything.
+    pub fn all() -> Self {
+        ListQuery::default()
+    }
+
+    /// At most `limit` entries after `last`.
+    pub fn page(last: Option<String>, limit: usize) -> Self {
+        ListQuery {
+            last,
+            limit: Some(limit),
+        }
+    }
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListPage {
+    /// The entries, in lexical order.
+    pub entries: Vec<String>,
+    /// Pass this as [`ListQuery::last`] for the next page; `None` at the end.
+    pub next: Option<String>,
+}
+
+impl ListPage {
+    /// A page of entries and the continuation marker.
+    pub fn new(entries: Vec<String>, next: Option<String>) -> Self {
+        ListPage { entries, next }
+    }
+
+    /// Pages a complete, sorted list the way a paginating server would.
+    pub fn slice(sorted: &[String], query: &ListQuery) -> Self {
+        let start = match &query.last {
+            Some(last) => sorted.partition_point(|e| e <= last),
+            None => 0,
+        };
+        let rest = &sorted[start..];
+        let take = query.limit.unwrap_or(rest.len()).min(rest.len());
+        let entries = rest[..take].to_vec();
+        let next = if take < rest.len() {
+            entries.last().cloned()
+        } else {
+            None
+        };
+        ListPage { entries, next }
+    }
+}
+
+/// The manifests that name a subject, as the Referrers API lists them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Referrers {
+    /// One descriptor per referrer, with `artifactType` and annotations.
+    pub manifests: Vec<Descriptor>,
+    /// Whether the `artifactType` filter was applied by the backend
+    /// (`OCI-Filters-Applied`); when not, `Store` filters.
+    pub filtered: bool,
+}
+
+impl Referrers {
+    /// A listing and whether it is already filtered.
+    pub fn new(manifests: Vec<Descriptor>, filtered: bool) -> Self {
+        Referrers {
+            manifests,
+            filtered,
+        }
+    }
+}
+
+/// A storage backend for one repository.
+///
+/// Content is addressed by descriptor; whether it is a manifest or a blob is
+/// told by [`MediaType::is_manifest`] on the descriptor's media type. The
+/// `Display` form names the backend and repository for error messages
+/// (`oci:./layout`, `localhost:5000/app`).
+///
+/// Every method is required. An optional operation whose capability is off
+/// returns `Error::Unsupported`, though `Store` refuses it first.
+#[async_trait]
+pub trait Backend: fmt::Debug + fmt::Display + Send + Sync + 'static {
+    /// What the backend supports. Must return the same value every time.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Whether the content is present. Absence is `Ok(false)`, not an error.
+    async fn exists(&self, descriptor: &Descriptor) -> Result<bool>;
+
+    /// Streams the content. `Error::NotFound` when absent. The body must
+    /// promise `descriptor.size` bytes; `Store` verifies them.
+    async fn fetch(&self, descriptor: &Descriptor) -> Result<Body>;
+
+    /// Stores content read from `body`, tagging it when `options.tag` is set.
+    ///
+    /// The backend must read `body` until it ends and must publish nothing
+    /// if any item is an error — `Store` reports a digest or size mismatch
+    /// as the last item. Write to a temporary place, then publish (rename,
+    /// final `PUT`, multipart complete) only after the body ended cleanly.
+    /// Pushing content that already exists succeeds without change.
+    async fn push(&self, descriptor: &Descriptor, body: Body, options: &PushOptions) -> Result<()>;
+
+    /// Removes content (and, for a manifest, the tags pointing at it).
+    /// `Error::NotFound` when absent. Capability: `delete`.
+    async fn delete(&self, descriptor: &Descriptor) -> Result<()>;
+
+    /// The descriptor of the manifest a tag or digest names, with its media
+    /// type and size. `Error::NotFound` when absent.
+    async fn resolve(&self, selector: &Selector) -> Result<Descriptor>;
+
+    /// Points `tag` at a manifest that is present, moving it if it pointed
+    /// elsewhere. `Error::NotFound` when the manifest is absent.
+    async fn tag(&self, descriptor: &Descriptor, tag: &str) -> Result<()>;
+
+    /// Removes a tag, keeping what it pointed at. `Error::NotFound` when the
+    /// tag does not exist. Capability: `untag`.
+    async fn untag(&self, tag: &str) -> Result<()>;
+
+    /// Lists tags in lexical order. With `tag_list_pagination` the backend
+    /// honours `query`; without it, it returns every tag and `Store` pages.
+    async fn tags(&self, query: &ListQuery) -> Result<ListPage>;
+
+    /// Lists the manifests whose `subject` is `subject`, filtered by
+    /// `artifact_type` where the backend can. Capability: `referrers_api`.
+    async fn referrers(
+        &self,
+        subject: &Descriptor,
+        artifact_type: Option<&MediaType>,
+    ) -> Result<Referrers>;
+
+    /// Makes a blob of repository `from` (same backend) present here without
+    /// transferring it. `Ok(false)` when the backend declined and the caller
+    /// must push. Capability: `mount`.
+    async fn mount(&self, descriptor: &Descriptor, from: &str) -> Result<bool>;
+
+    /// Streams bytes `range` of a blob; the body promises exactly the range's
+    /// length. Capability: `fetch_range`.
+    async fn fetch_range(&self, descriptor: &Descriptor, range: Range<u64>) -> Result<Body>;
+
+    /// Lists the repositories of the backend's registry, in lexical order.
+    /// Capability: `catalog`.
+    async fn catalog(&self, query: &ListQuery) -> Result<ListPage>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slicing_pages_like_a_server() {
+        let all: Vec<String> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let p1 = ListPage::slice(&all, &ListQuery::page(None, 2));
+        assert_eq!(p1.entries, ["a", "b"]);
+        assert_eq!(p1.next.as_deref(), Some("b"));
+        let p3 = ListPage::slice(&all, &ListQuery::page(Some("d".into()), 2));
+        assert_eq!(p3.entries, ["e"]);
+        assert_eq!(p3.next, None);
+        let between = ListPage::slice(&all, &ListQuery::page(Some("bb".into()), 10));
+        assert_eq!(between.entries, ["c", "d", "e"]);
+        assert_eq!(ListPage::slice(&all, &ListQuery::all()).entries.len(), 5);
+    }
+}

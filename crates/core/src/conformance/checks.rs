@@ -1,0 +1,881 @@
+//! The checks. Each is `pub async fn name(subject: Subject)` and panics with
+//! a message naming the behaviour that does not hold.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use futures::{StreamExt, stream};
+
+use super::Subject;
+use super::content::{CHUNK, GeneratedBlob, LiveChunks};
+use crate::backend::{ListQuery, PushOptions};
+use crate::body::Body;
+use crate::error::{Error, Result, chain};
+use crate::model::{Descriptor, Digest, Index, Manifest, MediaType, RawManifest, Selector};
+use crate::store::Store;
+
+const LAYER: MediaType = MediaType::OCI_LAYER_TAR;
+
+#[track_caller]
+fn ok<T>(result: Result<T>, doing: &str) -> T {
+    match result {
+        Ok(value) => value,
+        Err(e) => panic!("{doing}: unexpected error: {}", chain(&e)),
+    }
+}
+
+#[track_caller]
+fn expect_err<T: std::fmt::Debug>(result: Result<T>, doing: &str) -> Error {
+    match result {
+        Ok(value) => panic!("{doing}: expected an error, got {value:?}"),
+        Err(e) => e,
+    }
+}
+
+async fn read_all(mut body: Body) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}
+
+async fn push_blob(store: &Store, data: &[u8]) -> Descriptor {
+    ok(
+        store.push_bytes(LAYER, Bytes::copy_from_slice(data)).await,
+        "push blob",
+    )
+}
+
+/// Pushes a config and a layer and an image manifest naming them (written
+/// with deliberate odd spacing and an unknown field, so a backend that
+/// re-serialises would change its digest). Returns the manifest's raw form.
+async fn push_image(store: &Store, seed: &str, tag: Option<&str>) -> RawManifest {
+    let config = ok(
+        store
+            .push_bytes(
+                MediaType::OCI_CONFIG,
+                format!(r#"{{"architecture":"amd64","os":"linux","seed":"{seed}"}}"#),
+            )
+            .await,
+        "push config",
+    );
+    let layer = push_blob(store, format!("layer of {seed}").as_bytes()).await;
+    let text = format!(
+        "{{\n  \"schemaVersion\": 2,\n  \"mediaType\": \"{}\",\n  \"config\": {},\n  \"layers\": [ {} ],\n  \"x-orca-test\": {{ \"seed\": \"{seed}\" }}\n}}\n",
+        MediaType::OCI_MANIFEST,
+        ok(
+            serde_json::to_string(&config).map_err(invalid),
+            "config json"
+        ),
+        ok(serde_json::to_string(&layer).map_err(invalid), "layer json"),
+    );
+    let raw = RawManifest::new(MediaType::OCI_MANIFEST, text.into_bytes());
+    ok(store.push_manifest(&raw, tag).await, "push manifest");
+    raw
+}
+
+fn invalid(e: serde_json::Error) -> Error {
+    Error::InvalidInput {
+        what: "test document".into(),
+        reason: e.to_string(),
+    }
+}
+
+fn artifact(
+    subject: &Descriptor,
+    artifact_type: &str,
+    note: &str,
+    config: &Descriptor,
+) -> RawManifest {
+    let mut annotations = BTreeMap::new();
+    annotations.insert("org.example.note".to_owned(), note.to_owned());
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(MediaType::OCI_MANIFEST),
+        artifact_type: Some(MediaType::new(artifact_type)),
+        config: config.clone(),
+        layers: vec![config.clone()],
+        subject: Some(subject.plain()),
+        annotations,
+        extra: BTreeMap::new(),
+    };
+    ok(manifest.to_raw(), "serialise artifact")
+}
+
+fn assert_kind(err: &Error, expected: fn(&Error) -> bool, doing: &str) {
+    assert!(
+        expected(err),
+        "{doing}: wrong error kind: {} ({err:?})",
+        chain(err)
+    );
+}
+
+/// A small blob round-trips byte for byte.
+pub async fn push_fetch_small(subject: Subject) {
+    let store = subject.store;
+    let data = b"hello from orca's conformance suite";
+    let desc = push_blob(&store, data).await;
+    assert!(
+        ok(store.exists(&desc).await, "exists"),
+        "pushed blob is not present"
+    );
+    let fetched = ok(
+        read_all(ok(store.fetch(&desc).await, "fetch")).await,
+        "read",
+    );
+    assert_eq!(fetched, data, "fetched bytes differ from pushed bytes");
+    assert_eq!(
+        ok(store.fetch_bytes(&desc).await, "fetch_bytes").as_ref(),
+        data
+    );
+}
+
+/// A 256 MiB blob streams in and out: the backend never holds more than
+/// 16 MiB of the pushed body at once, and fetch delivers it in chunks.
+pub async fn push_fetch_large_streamed(subject: Subject) {
+    let store = subject.store;
+    let blob = GeneratedBlob::new(256 * 1024 * 1024, 7);
+    let desc = blob.descriptor(LAYER);
+    let live = LiveChunks::default();
+    ok(
+        store.push(&desc, blob.tracked_body(&live)).await,
+        "push 256 MiB",
+    );
+    let limit = 16;
+    assert!(
+        live.peak() <= limit,
+        "the backend held {} MiB of the pushed body at once (limit {limit} MiB): it must stream, not buffer",
+        live.peak() * CHUNK / (1024 * 1024)
+    );
+    assert!(
+        ok(store.exists(&desc).await, "exists"),
+        "large blob is not present"
+    );
+    let mut body = ok(store.fetch(&desc).await, "fetch 256 MiB");
+    let (mut total, mut chunks) = (0u64, 0u64);
+    while let Some(chunk) = body.next().await {
+        let chunk = ok(chunk, "read 256 MiB");
+        assert!(
+            chunk.len() <= limit * CHUNK,
+            "fetch delivered a chunk of {} bytes: it must stream",
+            chunk.len()
+        );
+        total += chunk.len() as u64;
+        chunks += 1;
+    }
+    assert_eq!(total, blob.size(), "fetched size");
+    assert!(
+        chunks >= 16,
+        "fetch delivered 256 MiB in {chunks} chunks: it must stream"
+    );
+}
+
+/// The empty blob (size 0) can be pushed and fetched.
+pub async fn empty_blob(subject: Subject) {
+    let store = subject.store;
+    let desc = push_blob(&store, b"").await;
+    assert!(
+        ok(store.exists(&desc).await, "exists"),
+        "empty blob is not present"
+    );
+    assert!(ok(store.fetch_bytes(&desc).await, "fetch empty").is_empty());
+}
+
+/// Absent content is `exists == false`, and fetching or resolving it is
+/// `NotFound` with a message naming it.
+pub async fn exists_and_not_found(subject: Subject) {
+    let store = subject.store;
+    let desc = Descriptor::of(LAYER, b"never pushed");
+    assert!(
+        !ok(store.exists(&desc).await, "exists"),
+        "absent blob reported present"
+    );
+    let err = expect_err(store.fetch(&desc).await, "fetch absent blob");
+    assert_kind(&err, Error::is_not_found, "fetch absent blob");
+    assert!(
+        err.to_string().contains(&desc.digest.to_string()),
+        "error does not name the digest: {err}"
+    );
+    let err = expect_err(
+        store.resolve(&Selector::Tag("absent".into())).await,
+        "resolve absent tag",
+    );
+    assert_kind(&err, Error::is_not_found, "resolve absent tag");
+    let digest = Digest::sha256(b"no such manifest");
+    let err = expect_err(
+        store.resolve(&Selector::Digest(digest)).await,
+        "resolve absent digest",
+    );
+    assert_kind(&err, Error::is_not_found, "resolve absent digest");
+}
+
+/// Bytes that do not hash to the descriptor's digest are refused and
+/// nothing is published, for blobs and manifests.
+pub async fn wrong_digest_publishes_nothing(subject: Subject) {
+    let store = subject.store;
+    let blob = GeneratedBlob::new(3 * CHUNK as u64 + 17, 11);
+    let other = GeneratedBlob::new(blob.size(), 12);
+    let desc = blob.descriptor(LAYER);
+    let err = expect_err(
+        store.push(&desc, other.body()).await,
+        "push with wrong digest",
+    );
+    assert_kind(
+        &err,
+        |e| matches!(e, Error::DigestMismatch { .. }),
+        "push with wrong digest",
+    );
+    assert!(
+        !ok(store.exists(&desc).await, "exists"),
+        "a blob with the wrong bytes was published"
+    );
+    assert!(
+        !ok(store.exists(&other.descriptor(LAYER)).await, "exists"),
+        "the wrong bytes were published"
+    );
+
+    let raw = push_image(&store, "digest", None).await;
+    let mut forged = raw.descriptor();
+    forged.digest = Digest::sha256(b"something else");
+    let err = expect_err(
+        store
+            .push(&forged, Body::from_bytes(raw.bytes().clone()))
+            .await,
+        "push manifest with wrong digest",
+    );
+    assert_kind(
+        &err,
+        |e| matches!(e, Error::DigestMismatch { .. }),
+        "push manifest with wrong digest",
+    );
+    assert!(
+        !ok(store.exists(&forged).await, "exists"),
+        "a manifest with the wrong bytes was published"
+    );
+}
+
+/// Bodies longer or shorter than the descriptor's size are refused and
+/// nothing is published.
+pub async fn wrong_size_publishes_nothing(subject: Subject) {
+    let store = subject.store;
+    let data = Bytes::from_static(b"0123456789");
+    let desc = Descriptor::of(LAYER, &data);
+    let cases = [
+        (
+            "a body that yields more than it promised",
+            Body::new(
+                10,
+                stream::iter([Ok(data.clone()), Ok(Bytes::from_static(b"ab"))]),
+            ),
+        ),
+        (
+            "a body that yields less than it promised",
+            Body::new(10, stream::iter([Ok(data.slice(..8))])),
+        ),
+        (
+            "a body that promises less than the descriptor",
+            Body::new(8, stream::iter([Ok(data.slice(..8))])),
+        ),
+        (
+            "a body that promises more than the descriptor",
+            Body::new(
+                12,
+                stream::iter([Ok(data.clone()), Ok(Bytes::from_static(b"ab"))]),
+            ),
+        ),
+    ];
+    for (case, body) in cases {
+        let err = expect_err(store.push(&desc, body).await, case);
+        assert_kind(&err, |e| matches!(e, Error::SizeMismatch { .. }), case);
+        assert!(
+            !ok(store.exists(&desc).await, "exists"),
+            "{case}: content was published"
+        );
+    }
+}
+
+/// A body whose stream fails midway publishes nothing.
+pub async fn failing_body_publishes_nothing(subject: Subject) {
+    let store = subject.store;
+    let blob = GeneratedBlob::new(3 * CHUNK as u64, 13);
+    let desc = blob.descriptor(LAYER);
+    let chunks = blob.body().take(2).chain(stream::iter([Err(Error::Backend {
+        backend: "test source".into(),
+        operation: "read",
+        source: "connection reset".into(),
+    })]));
+    let err = expect_err(
+        store.push(&desc, Body::new(blob.size(), chunks)).await,
+        "push failing body",
+    );
+    assert!(
+        chain(&err).contains("connection reset"),
+        "the body's error was lost: {}",
+        chain(&err)
+    );
+    assert!(
+        !ok(store.exists(&desc).await, "exists"),
+        "a failed push published content"
+    );
+}
+
+/// Pushing content that is already present succeeds and changes nothing.
+pub async fn push_is_idempotent(subject: Subject) {
+    let store = subject.store;
+    let first = push_blob(&store, b"twice").await;
+    let second = push_blob(&store, b"twice").await;
+    assert_eq!(first, second);
+    assert_eq!(
+        ok(store.fetch_bytes(&first).await, "fetch").as_ref(),
+        b"twice"
+    );
+    let raw = push_image(&store, "idempotent", Some("again")).await;
+    ok(
+        store.push_manifest(&raw, Some("again")).await,
+        "push manifest again",
+    );
+    let resolved = ok(
+        store.resolve(&Selector::Tag("again".into())).await,
+        "resolve",
+    );
+    assert_eq!(resolved.digest, raw.digest());
+}
+
+/// Concurrent pushes of the same blob all succeed and leave it intact.
+pub async fn concurrent_pushes_of_one_blob(subject: Subject) {
+    let store = subject.store;
+    let blob = GeneratedBlob::new(4 * CHUNK as u64 + 3, 17);
+    let desc = blob.descriptor(LAYER);
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let (store, desc, body) = (store.clone(), desc.clone(), blob.body());
+            tokio::spawn(async move { store.push(&desc, body).await })
+        })
+        .collect();
+    for task in tasks {
+        match task.await {
+            Ok(result) => ok(result, "concurrent push"),
+            Err(e) => panic!("concurrent push task failed: {e}"),
+        }
+    }
+    let fetched = ok(
+        read_all(ok(store.fetch(&desc).await, "fetch")).await,
+        "read",
+    );
+    assert_eq!(fetched.len() as u64, blob.size());
+}
+
+/// A manifest pushed by digest resolves by digest with its media type and
+/// size, and fetches back byte for byte.
+pub async fn manifest_push_by_digest(subject: Subject) {
+    let store = subject.store;
+    let raw = push_image(&store, "by-digest", None).await;
+    let resolved = ok(
+        store.resolve(&Selector::Digest(raw.digest())).await,
+        "resolve by digest",
+    );
+    assert_eq!(resolved.digest, raw.digest(), "resolved digest");
+    assert_eq!(resolved.size, raw.bytes().len() as u64, "resolved size");
+    assert_eq!(
+        resolved.media_type,
+        MediaType::OCI_MANIFEST,
+        "resolved media type"
+    );
+    let (_, fetched) = ok(
+        store.fetch_manifest(&Selector::Digest(raw.digest())).await,
+        "fetch manifest",
+    );
+    assert_eq!(
+        fetched.bytes(),
+        raw.bytes(),
+        "the manifest's bytes changed in storage"
+    );
+}
+
+/// Manifests and indexes pushed with a tag resolve by that tag.
+pub async fn manifest_push_by_tag(subject: Subject) {
+    let store = subject.store;
+    let raw = push_image(&store, "by-tag", Some("v1")).await;
+    let resolved = ok(
+        store.resolve(&Selector::Tag("v1".into())).await,
+        "resolve v1",
+    );
+    assert_eq!(resolved.digest, raw.digest());
+    let mut member = raw.descriptor();
+    member.platform = Some(crate::model::Platform::new("linux", "amd64"));
+    let index = Index {
+        manifests: vec![member],
+        ..Index::new()
+    };
+    let index_raw = ok(index.to_raw(), "serialise index");
+    ok(
+        store.push_manifest(&index_raw, Some("multi")).await,
+        "push index by tag",
+    );
+    let (desc, fetched) = ok(
+        store.fetch_manifest(&Selector::Tag("multi".into())).await,
+        "fetch index",
+    );
+    assert_eq!(desc.media_type, MediaType::OCI_INDEX);
+    assert_eq!(fetched.bytes(), index_raw.bytes());
+    let tags = ok(store.tags_all().await, "tags");
+    assert_eq!(tags, ["multi", "v1"], "tag list");
+}
+
+/// Bytes that are not the manifest their media type says are refused
+/// before they reach the backend.
+pub async fn invalid_manifest_is_refused(subject: Subject) {
+    let store = subject.store;
+    for (case, media_type, text) in [
+        ("not JSON", MediaType::OCI_MANIFEST, "this is not json"),
+        (
+            "an index sent as a manifest",
+            MediaType::OCI_MANIFEST,
+            r#"{"schemaVersion":2,"manifests":[]}"#,
+        ),
+        (
+            "a manifest without config",
+            MediaType::OCI_MANIFEST,
+            r#"{"schemaVersion":2,"layers":[]}"#,
+        ),
+    ] {
+        let raw = RawManifest::new(media_type, text.as_bytes().to_vec());
+        let err = expect_err(store.push_manifest(&raw, Some("bad")).await, case);
+        assert_kind(&err, |e| matches!(e, Error::InvalidManifest { .. }), case);
+        assert!(
+            !ok(store.exists(&raw.descriptor()).await, "exists"),
+            "{case}: it was stored"
+        );
+    }
+    let err = expect_err(
+        store.resolve(&Selector::Tag("bad".into())).await,
+        "resolve bad",
+    );
+    assert_kind(&err, Error::is_not_found, "a refused manifest's tag exists");
+}
+
+/// Resolving by tag and by digest agree.
+pub async fn resolve_tag_and_digest(subject: Subject) {
+    let store = subject.store;
+    let raw = push_image(&store, "resolve", Some("latest")).await;
+    let by_tag = ok(
+        store.resolve(&Selector::Tag("latest".into())).await,
+        "resolve tag",
+    );
+    let by_digest = ok(
+        store.resolve(&Selector::Digest(raw.digest())).await,
+        "resolve digest",
+    );
+    assert_eq!(by_tag.plain(), by_digest.plain());
+    assert_eq!(by_tag.plain(), raw.descriptor());
+}
+
+/// Tagging again moves the tag; the old manifest stays.
+pub async fn tag_moves(subject: Subject) {
+    let store = subject.store;
+    let first = push_image(&store, "first", Some("moving")).await;
+    let second = push_image(&store, "second", None).await;
+    ok(store.tag(&second.descriptor(), "moving").await, "move tag");
+    let resolved = ok(
+        store.resolve(&Selector::Tag("moving".into())).await,
+        "resolve moved tag",
+    );
+    assert_eq!(resolved.digest, second.digest(), "the tag did not move");
+    let old = ok(
+        store.resolve(&Selector::Digest(first.digest())).await,
+        "resolve old manifest",
+    );
+    assert_eq!(old.digest, first.digest());
+    ok(
+        store.tag(&first.descriptor(), "second-name").await,
+        "add a second tag",
+    );
+    assert_eq!(
+        ok(store.tags_all().await, "tags"),
+        ["moving", "second-name"]
+    );
+}
+
+/// Tagging a manifest that is not present is `NotFound`.
+pub async fn tag_needs_the_manifest(subject: Subject) {
+    let store = subject.store;
+    let absent = Descriptor::of(MediaType::OCI_MANIFEST, br#"{"schemaVersion":2}"#);
+    let err = expect_err(store.tag(&absent, "dangling").await, "tag absent manifest");
+    assert_kind(&err, Error::is_not_found, "tag absent manifest");
+    assert!(
+        ok(store.tags_all().await, "tags").is_empty(),
+        "a dangling tag was created"
+    );
+}
+
+/// Tags outside the grammar are refused with `InvalidReference`.
+pub async fn invalid_tags_are_refused(subject: Subject) {
+    let store = subject.store;
+    let raw = push_image(&store, "tags", None).await;
+    for tag in [
+        "",
+        "has space",
+        ".dot-first",
+        "-dash-first",
+        "slash/no",
+        &"t".repeat(129),
+    ] {
+        let err = expect_err(store.tag(&raw.descriptor(), tag).await, "invalid tag");
+        assert_kind(
+            &err,
+            |e| matches!(e, Error::InvalidReference { .. }),
+            "invalid tag",
+        );
+        let err = expect_err(
+            store.resolve(&Selector::Tag(tag.to_owned())).await,
+            "resolve invalid tag",
+        );
+        assert_kind(
+            &err,
+            |e| matches!(e, Error::InvalidReference { .. }),
+            "resolve invalid tag",
+        );
+    }
+    let err = expect_err(
+        store
+            .push_opts(
+                &raw.descriptor(),
+                Body::from_bytes(raw.bytes().clone()),
+                PushOptions::tagged("no way"),
+            )
+            .await,
+        "push with invalid tag",
+    );
+    assert_kind(
+        &err,
+        |e| matches!(e, Error::InvalidReference { .. }),
+        "push with invalid tag",
+    );
+    let blob = push_blob(&store, b"not a manifest").await;
+    let err = expect_err(store.tag(&blob, "blob").await, "tag a blob");
+    assert_kind(
+        &err,
+        |e| matches!(e, Error::InvalidInput { .. }),
+        "tag a blob",
+    );
+}
+
+/// `untag` removes one tag and keeps the manifest, or is `Unsupported`.
+pub async fn untag(subject: Subject) {
+    let store = subject.store;
+    let raw = push_image(&store, "untag", Some("one")).await;
+    ok(store.tag(&raw.descriptor(), "two").await, "second tag");
+    if !store.capabilities().untag {
+        let err = expect_err(store.untag("one").await, "untag without capability");
+        assert_kind(
+            &err,
+            |e| matches!(e, Error::Unsupported { .. }),
+            "untag without capability",
+        );
+        return;
+    }
+    ok(store.untag("one").await, "untag");
+    let err = expect_err(
+        store.resolve(&Selector::Tag("one".into())).await,
+        "resolve removed tag",
+    );
+    assert_kind(&err, Error::is_not_found, "resolve removed tag");
+    assert_eq!(
+        ok(
+            store.resolve(&Selector::Tag("two".into())).await,
+            "other tag"
+        )
+        .digest,
+        raw.digest()
+    );
+    assert!(
+        ok(store.exists(&raw.descriptor()).await, "exists"),
+        "untag deleted the manifest"
+    );
+    let err = expect_err(store.untag("one").await, "untag twice");
+    assert_kind(&err, Error::is_not_found, "untag twice");
+}
+
+/// Tags list in lexical order and page with `last`/`limit`, natively or
+/// paged by `Store`.
+pub async fn tags_pagination(subject: Subject) {
+    let store = subject.store;
+    let raw = push_image(&store, "pages", None).await;
+    let mut names: Vec<String> = (0..23).map(|i| format!("t{:02}", (i * 7) % 23)).collect();
+    names.push("A-upper".into());
+    names.push("z_last".into());
+    for name in &names {
+        ok(store.tag(&raw.descriptor(), name).await, "tag");
+    }
+    names.sort();
+    assert_eq!(ok(store.tags_all().await, "all tags"), names, "tags_all");
+    let mut paged = Vec::new();
+    let mut query = ListQuery::page(None, 7);
+    let mut pages = 0;
+    loop {
+        let page = ok(store.tags(&query).await, "tag page");
+        assert!(
+            page.entries.len() <= 7,
+            "a page of limit 7 had {} tags",
+            page.entries.len()
+        );
+        pages += 1;
+        assert!(pages <= 10, "pagination does not end");
+        paged.extend(page.entries);
+        match page.next {
+            Some(next) => query = ListQuery::page(Some(next), 7),
+            None => break,
+        }
+    }
+    assert_eq!(paged, names, "pages joined");
+    assert_eq!(pages, 4, "25 tags in pages of 7");
+    let after = ok(
+        store.tags(&ListQuery::page(Some("t20".into()), 100)).await,
+        "after t20",
+    );
+    assert_eq!(after.entries, ["t21", "t22", "z_last"]);
+}
+
+/// `delete` removes blobs and manifests (and tags on them), or is
+/// `Unsupported`.
+pub async fn delete(subject: Subject) {
+    let store = subject.store;
+    let blob = push_blob(&store, b"to be deleted").await;
+    if !store.capabilities().delete {
+        let err = expect_err(store.delete(&blob).await, "delete without capability");
+        assert_kind(
+            &err,
+            |e| matches!(e, Error::Unsupported { .. }),
+            "delete without capability",
+        );
+        return;
+    }
+    ok(store.delete(&blob).await, "delete blob");
+    assert!(
+        !ok(store.exists(&blob).await, "exists"),
+        "deleted blob is present"
+    );
+    let err = expect_err(store.delete(&blob).await, "delete twice");
+    assert_kind(&err, Error::is_not_found, "delete twice");
+    let raw = push_image(&store, "delete", Some("doomed")).await;
+    ok(store.delete(&raw.descriptor()).await, "delete manifest");
+    let err = expect_err(
+        store.resolve(&Selector::Digest(raw.digest())).await,
+        "resolve deleted",
+    );
+    assert_kind(&err, Error::is_not_found, "resolve deleted manifest");
+    let err = expect_err(
+        store.resolve(&Selector::Tag("doomed".into())).await,
+        "resolve tag of deleted",
+    );
+    assert_kind(&err, Error::is_not_found, "resolve tag of deleted manifest");
+}
+
+/// With `referrers_api`, manifests with a subject are listed with their
+/// artifact type and annotations and can be filtered; else `Unsupported`.
+pub async fn referrers_api(subject: Subject) {
+    let store = subject.store;
+    let image = push_image(&store, "subject", Some("subject")).await;
+    let empty = ok(
+        store.push_bytes(MediaType::OCI_EMPTY, &b"{}"[..]).await,
+        "push empty config",
+    );
+    let sbom = artifact(
+        &image.descriptor(),
+        "application/vnd.example.sbom",
+        "sbom",
+        &empty,
+    );
+    let sig = artifact(
+        &image.descriptor(),
+        "application/vnd.example.sig",
+        "sig",
+        &empty,
+    );
+    ok(store.push_manifest(&sbom, None).await, "push sbom");
+    ok(store.push_manifest(&sig, None).await, "push signature");
+    if !store.capabilities().referrers_api {
+        let err = expect_err(
+            store.referrers(&image.descriptor(), None).await,
+            "referrers without capability",
+        );
+        assert_kind(
+            &err,
+            |e| matches!(e, Error::Unsupported { .. }),
+            "referrers without capability",
+        );
+        return;
+    }
+    let mut all = ok(
+        store.referrers(&image.descriptor(), None).await,
+        "referrers",
+    );
+    all.sort_by(|a, b| {
+        a.annotations
+            .get("org.example.note")
+            .cmp(&b.annotations.get("org.example.note"))
+    });
+    assert_eq!(all.len(), 2, "referrers listed: {all:?}");
+    assert_eq!(all[0].digest, sbom.digest());
+    assert_eq!(
+        all[0].artifact_type.as_ref().map(MediaType::as_str),
+        Some("application/vnd.example.sbom")
+    );
+    assert_eq!(
+        all[1]
+            .annotations
+            .get("org.example.note")
+            .map(String::as_str),
+        Some("sig")
+    );
+    let wanted = MediaType::new("application/vnd.example.sig");
+    let only = ok(
+        store.referrers(&image.descriptor(), Some(&wanted)).await,
+        "filtered referrers",
+    );
+    assert_eq!(only.len(), 1, "filtered referrers: {only:?}");
+    assert_eq!(only[0].digest, sig.digest());
+    let none = ok(
+        store.referrers(&sbom.descriptor(), None).await,
+        "referrers of a referrer",
+    );
+    assert!(none.is_empty(), "unexpected referrers: {none:?}");
+}
+
+/// With `mount`, a blob of the sibling repository is mounted; an absent one
+/// is declined with `false`. Else `Unsupported`.
+pub async fn mount(subject: Subject) {
+    let store = subject.store;
+    let desc = Descriptor::of(LAYER, b"mounted blob");
+    if !store.capabilities().mount {
+        let err = expect_err(
+            store.mount(&desc, "elsewhere").await,
+            "mount without capability",
+        );
+        assert_kind(
+            &err,
+            |e| matches!(e, Error::Unsupported { .. }),
+            "mount without capability",
+        );
+        return;
+    }
+    let Some(sibling) = subject.sibling else {
+        panic!("a backend that claims `mount` must give the check a sibling repository");
+    };
+    let pushed = push_blob(&sibling.store, b"mounted blob").await;
+    assert_eq!(pushed, desc);
+    assert!(
+        ok(store.mount(&desc, &sibling.repository).await, "mount"),
+        "mount of a present blob was declined"
+    );
+    assert_eq!(
+        ok(store.fetch_bytes(&desc).await, "fetch mounted").as_ref(),
+        b"mounted blob"
+    );
+    let absent = Descriptor::of(LAYER, b"nowhere");
+    assert!(
+        !ok(
+            store.mount(&absent, &sibling.repository).await,
+            "mount absent"
+        ),
+        "mount of an absent blob succeeded"
+    );
+    assert!(
+        !ok(store.exists(&absent).await, "exists"),
+        "declined mount left content"
+    );
+}
+
+/// With `fetch_range`, byte ranges come back exactly; out-of-bounds ranges
+/// are refused. Else `Unsupported`.
+pub async fn fetch_range(subject: Subject) {
+    let store = subject.store;
+    let blob = GeneratedBlob::new(2 * CHUNK as u64 + 100, 19);
+    let desc = blob.descriptor(LAYER);
+    ok(store.push(&desc, blob.body()).await, "push");
+    if !store.capabilities().fetch_range {
+        let err = expect_err(
+            store.fetch_range(&desc, 0..10).await,
+            "range without capability",
+        );
+        assert_kind(
+            &err,
+            |e| matches!(e, Error::Unsupported { .. }),
+            "range without capability",
+        );
+        return;
+    }
+    let all = blob.to_bytes();
+    for range in [
+        0..10,
+        100..(CHUNK as u64 + 5),
+        (desc.size - 7)..desc.size,
+        5..5,
+    ] {
+        let got = ok(
+            read_all(ok(
+                store.fetch_range(&desc, range.clone()).await,
+                "fetch range",
+            ))
+            .await,
+            "read range",
+        );
+        let (start, end) = (range.start as usize, range.end as usize);
+        assert_eq!(got, all[start..end], "bytes {range:?}");
+    }
+    let err = expect_err(
+        store.fetch_range(&desc, 0..desc.size + 1).await,
+        "range past the end",
+    );
+    assert_kind(
+        &err,
+        |e| matches!(e, Error::InvalidInput { .. }),
+        "range past the end",
+    );
+}
+
+/// With `catalog`, repositories holding content are listed and paged.
+/// Else `Unsupported`.
+pub async fn catalog(subject: Subject) {
+    let store = subject.store;
+    if !store.capabilities().catalog {
+        let err = expect_err(
+            store.catalog(&ListQuery::all()).await,
+            "catalog without capability",
+        );
+        assert_kind(
+            &err,
+            |e| matches!(e, Error::Unsupported { .. }),
+            "catalog without capability",
+        );
+        return;
+    }
+    let Some(sibling) = subject.sibling else {
+        panic!("a backend that claims `catalog` must give the check a sibling repository");
+    };
+    push_image(&sibling.store, "catalog", Some("listed")).await;
+    let mut all = Vec::new();
+    let mut query = ListQuery::page(None, 1);
+    for _ in 0..10_000 {
+        let page = ok(store.catalog(&query).await, "catalog page");
+        assert!(
+            page.entries.len() <= 1,
+            "a page of limit 1 had {} entries",
+            page.entries.len()
+        );
+        all.extend(page.entries);
+        match page.next {
+            Some(next) => query = ListQuery::page(Some(next), 1),
+            None => break,
+        }
+    }
+    assert!(
+        all.contains(&sibling.repository),
+        "{} missing from the catalog {all:?}",
+        sibling.repository
+    );
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(all, sorted, "catalog is not in lexical order");
+}

@@ -1,0 +1,37 @@
+//! orca-core: the OCI content model, the [`Backend`] contract every storage
+//! backend implements, and [`Store`], the verifying handle callers hold.
+//!
+//! Files stand on floors and import only downward: the model (`model`),
+//! the contract (`error`, `body`, `verify`, `capabilities`, `backend`),
+//! the handle (`store`), then implementations and checks (`memory`,
+//! `conformance`).
+
+pub mod backend;
+pub mod body;
+pub mod capabilities;
+pub mod error;
+pub mod memory;
+pub mod model;
+pub mod store;
+pub mod verify;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use backend::{Backend, ListPage, ListQuery, PushOptions, Referrers};
+pub use body::Body;
+pub use capabilities::Capabilities;
+pub use error::{Error, Result};
+pub use memory::{MemoryBackend, MemoryRegistry};
+pub use model::{
+    Algorithm, Descriptor, Digest, Digester, Document, Index, Manifest, MediaType, Platform,
+    RawManifest, Reference, Schema1, Selector,
+};
+pub use store::Store;
+
+// The README's examples are compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
+pub use async_trait::async_trait;

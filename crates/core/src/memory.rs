@@ -1,0 +1,369 @@
+//! An in-memory registry: every operation of the contract, for tests and
+//! for programs that stage content before copying it elsewhere. Repositories
+//! of one [`MemoryRegistry`] share it, so mount and catalog work between them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream;
+
+use crate::backend::{Backend, ListPage, ListQuery, PushOptions, Referrers};
+use crate::body::Body;
+use crate::capabilities::Capabilities;
+use crate::error::{Error, Result};
+use crate::model::{Descriptor, Digest, MediaType, RawManifest, Selector};
+
+/// Chunk size of fetched bodies: big enough to hash efficiently, small
+/// enough that nothing downstream holds a whole blob.
+const CHUNK: usize = 1024 * 1024;
+
+/// A registry held in memory; open repositories with [`MemoryRegistry::repository`].
+#[derive(Clone, Default)]
+pub struct MemoryRegistry {
+    repositories: Arc<Mutex<BTreeMap<String, Repository>>>,
+}
+
+#[derive(Default)]
+struct Repository {
+    content: HashMap<Digest, Entry>,
+    tags: BTreeMap<String, Digest>,
+}
+
+#[derive(Clone)]
+struct Entry {
+    media_type: MediaType,
+    bytes: Bytes,
+    /// For manifests with a `subject`: the descriptor the Referrers API lists.
+    referrer_of: Option<(Digest, Descriptor)>,
+}
+
+impl MemoryRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        MemoryRegistry::default()
+    }
+
+    /// A backend for repository `name` with every capability.
+    pub fn repository(&self, name: &str) -> MemoryBackend {
+        MemoryBackend {
+            registry: self.clone(),
+            name: name.to_owned(),
+            capabilities: Capabilities::ALL,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Repository>> {
+        // A panic elsewhere while holding the lock leaves consistent data:
+        // every change below is a single insert or remove.
+        self.repositories
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl fmt::Debug for MemoryRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryRegistry").finish_non_exhaustive()
+    }
+}
+
+/// One repository of a [`MemoryRegistry`].
+#[derive(Clone, Debug)]
+pub struct MemoryBackend {
+    registry: MemoryRegistry,
+    name: String,
+    capabilities: Capabilities,
+}
+
+impl MemoryBackend {
+    /// A backend over a fresh registry, repository `default`, every capability.
+    pub fn new() -> Self {
+        MemoryRegistry::new().repository("default")
+    }
+
+    /// The same repository offering only `capabilities`: operations whose
+    /// flag is off return `Unsupported`, and with `referrers_api` off no
+    /// referrers index is kept, as on a registry without the API.
+    pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
+    /// The repository name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn unsupported(&self, operation: &'static str) -> Error {
+        Error::Unsupported {
+            operation,
+            place: self.to_string(),
+        }
+    }
+
+    fn not_found(&self, what: String) -> Error {
+        Error::NotFound {
+            what,
+            place: self.to_string(),
+        }
+    }
+
+    fn entry(&self, digest: &Digest) -> Option<Entry> {
+        let repos = self.registry.lock();
+        repos.get(&self.name)?.content.get(digest).cloned()
+    }
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        MemoryBackend::new()
+    }
+}
+
+impl fmt::Display for MemoryBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "memory:{}", self.name)
+    }
+}
+
+fn chunked(bytes: Bytes) -> Body {
+    let len = bytes.len() as u64;
+    let chunks = (0..bytes.len())
+        .step_by(CHUNK)
+        .map(move |start| Ok(bytes.slice(start..(start + CHUNK).min(bytes.len()))));
+    Body::new(len, stream::iter(chunks.collect::<Vec<_>>()))
+}
+
+fn kind(descriptor: &Descriptor) -> &'static str {
+    if descriptor.media_type.is_manifest() {
+        "manifest"
+    } else {
+        "blob"
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+
+    async fn exists(&self, descriptor: &Descriptor) -> Result<bool> {
+        Ok(self.entry(&descriptor.digest).is_some())
+    }
+
+    async fn fetch(&self, descriptor: &Descriptor) -> Result<Body> {
+        let entry = self
+            .entry(&descriptor.digest)
+            .ok_or_else(|| self.not_found(format!("{} {}", kind(descriptor), descriptor.digest)))?;
+        Ok(chunked(entry.bytes))
+    }
+
+    async fn push(
+        &self,
+        descriptor: &Descriptor,
+        mut body: Body,
+        options: &PushOptions,
+    ) -> Result<()> {
+        // Copy chunks out as they arrive, so the caller's buffers are
+        // released while the body streams; publish only after a clean end.
+        let capacity = usize::try_from(descriptor.size.min(64 * CHUNK as u64)).unwrap_or(CHUNK);
+        let mut buffer = BytesMut::with_capacity(capacity);
+        while let Some(chunk) = body.next().await {
+            buffer.extend_from_slice(&chunk?);
+        }
+        let bytes = buffer.freeze();
+        let referrer_of = if descriptor.media_type.is_manifest() && self.capabilities.referrers_api
+        {
+            referrer_entry(descriptor, &bytes)
+        } else {
+            None
+        };
+        let mut repos = self.registry.lock();
+        let repo = repos.entry(self.name.clone()).or_default();
+        repo.content
+            .entry(descriptor.digest.clone())
+            .or_insert(Entry {
+                media_type: descriptor.media_type.clone(),
+                bytes,
+                referrer_of,
+            });
+        if let Some(tag) = &options.tag {
+            repo.tags.insert(tag.clone(), descriptor.digest.clone());
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, descriptor: &Descriptor) -> Result<()> {
+        if !self.capabilities.delete {
+            return Err(self.unsupported("delete"));
+        }
+        let mut repos = self.registry.lock();
+        let removed = repos
+            .get_mut(&self.name)
+            .and_then(|repo| {
+                let entry = repo.content.remove(&descriptor.digest)?;
+                repo.tags.retain(|_, d| *d != descriptor.digest);
+                Some(entry)
+            })
+            .is_some();
+        if removed {
+            Ok(())
+        } else {
+            Err(self.not_found(format!("{} {}", kind(descriptor), descriptor.digest)))
+        }
+    }
+
+    async fn resolve(&self, selector: &Selector) -> Result<Descriptor> {
+        let repos = self.registry.lock();
+        let repo = repos.get(&self.name);
+        let (digest, what) = match selector {
+            Selector::Tag(tag) => (
+                repo.and_then(|r| r.tags.get(tag)).cloned(),
+                format!("tag {tag}"),
+            ),
+            Selector::Digest(d) => (Some(d.clone()), format!("manifest {d}")),
+        };
+        let found = digest.and_then(|d| {
+            let entry = repo?.content.get(&d)?;
+            entry
+                .media_type
+                .is_manifest()
+                .then(|| Descriptor::new(entry.media_type.clone(), d, entry.bytes.len() as u64))
+        });
+        found.ok_or_else(|| self.not_found(what))
+    }
+
+    async fn tag(&self, descriptor: &Descriptor, tag: &str) -> Result<()> {
+        let mut repos = self.registry.lock();
+        let repo = repos
+            .get_mut(&self.name)
+            .filter(|r| r.content.contains_key(&descriptor.digest))
+            .ok_or_else(|| self.not_found(format!("manifest {}", descriptor.digest)))?;
+        repo.tags.insert(tag.to_owned(), descriptor.digest.clone());
+        Ok(())
+    }
+
+    async fn untag(&self, tag: &str) -> Result<()> {
+        if !self.capabilities.untag {
+            return Err(self.unsupported("untag"));
+        }
+        let mut repos = self.registry.lock();
+        repos
+            .get_mut(&self.name)
+            .and_then(|r| r.tags.remove(tag))
+            .map(drop)
+            .ok_or_else(|| self.not_found(format!("tag {tag}")))
+    }
+
+    async fn tags(&self, query: &ListQuery) -> Result<ListPage> {
+        let repos = self.registry.lock();
+        let all: Vec<String> = repos
+            .get(&self.name)
+            .map(|r| r.tags.keys().cloned().collect())
+            .unwrap_or_default();
+        if self.capabilities.tag_list_pagination {
+            Ok(ListPage::slice(&all, query))
+        } else {
+            Ok(ListPage::new(all, None))
+        }
+    }
+
+    async fn referrers(
+        &self,
+        subject: &Descriptor,
+        artifact_type: Option<&MediaType>,
+    ) -> Result<Referrers> {
+        if !self.capabilities.referrers_api {
+            return Err(self.unsupported("referrers"));
+        }
+        let repos = self.registry.lock();
+        let mut manifests: Vec<Descriptor> = repos
+            .get(&self.name)
+            .map(|r| {
+                r.content
+                    .values()
+                    .filter_map(|e| e.referrer_of.as_ref())
+                    .filter(|(s, _)| *s == subject.digest)
+                    .map(|(_, d)| d.clone())
+                    .filter(|d| {
+                        artifact_type.is_none() || d.artifact_type.as_ref() == artifact_type
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        manifests.sort_by(|a, b| a.digest.cmp(&b.digest));
+        Ok(Referrers::new(manifests, true))
+    }
+
+    async fn mount(&self, descriptor: &Descriptor, from: &str) -> Result<bool> {
+        if !self.capabilities.mount {
+            return Err(self.unsupported("mount"));
+        }
+        let mut repos = self.registry.lock();
+        let Some(entry) = repos
+            .get(from)
+            .and_then(|r| r.content.get(&descriptor.digest))
+            .cloned()
+        else {
+            return Ok(false);
+        };
+        repos
+            .entry(self.name.clone())
+            .or_default()
+            .content
+            .entry(descriptor.digest.clone())
+            .or_insert(entry);
+        Ok(true)
+    }
+
+    async fn fetch_range(&self, descriptor: &Descriptor, range: Range<u64>) -> Result<Body> {
+        if !self.capabilities.fetch_range {
+            return Err(self.unsupported("fetch_range"));
+        }
+        let entry = self
+            .entry(&descriptor.digest)
+            .ok_or_else(|| self.not_found(format!("{} {}", kind(descriptor), descriptor.digest)))?;
+        let len = entry.bytes.len() as u64;
+        if range.start > range.end || range.end > len {
+            return Err(Error::InvalidInput {
+                what: format!("range {}..{}", range.start, range.end),
+                reason: format!("{} has {len} bytes", descriptor.digest),
+            });
+        }
+        // In bounds of an in-memory buffer, so the conversions cannot fail.
+        let (start, end) = (range.start as usize, range.end as usize);
+        Ok(chunked(entry.bytes.slice(start..end)))
+    }
+
+    async fn catalog(&self, query: &ListQuery) -> Result<ListPage> {
+        if !self.capabilities.catalog {
+            return Err(self.unsupported("catalog"));
+        }
+        let repos = self.registry.lock();
+        let names: Vec<String> = repos
+            .iter()
+            .filter(|(_, r)| !r.content.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect();
+        Ok(ListPage::slice(&names, query))
+    }
+}
+
+/// The Referrers API entry for a manifest with a subject: its descriptor
+/// with `artifactType` (or config media type) and annotations.
+fn referrer_entry(descriptor: &Descriptor, bytes: &Bytes) -> Option<(Digest, Descriptor)> {
+    let document = RawManifest::new(descriptor.media_type.clone(), bytes.clone())
+        .parse()
+        .ok()?;
+    let subject = document.subject()?.digest.clone();
+    let mut entry = descriptor.plain();
+    entry.artifact_type = document.artifact_type().cloned();
+    entry.annotations = document.annotations().clone();
+    Some((subject, entry))
+}

@@ -1,0 +1,352 @@
+//! [`Store`]: the handle every caller holds. It wraps a [`Backend`] and is
+//! where the guarantees live: every byte fetched or pushed is verified
+//! against its descriptor, manifests are checked before they are stored,
+//! unsupported operations are refused from the capabilities, and tags are
+//! validated before any backend sees them.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::backend::{Backend, ListPage, ListQuery, PushOptions};
+use crate::body::Body;
+use crate::capabilities::Capabilities;
+use crate::error::{Error, Result};
+use crate::model::reference::validate_tag;
+use crate::model::{Descriptor, MediaType, RawManifest, Selector};
+use crate::verify::{length_checked, verified};
+
+/// A verifying handle on a backend. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    capabilities: Capabilities,
+    place: Arc<str>,
+}
+
+impl Store {
+    /// Wraps a backend.
+    pub fn new(backend: impl Backend) -> Self {
+        Store::from_arc(Arc::new(backend))
+    }
+
+    /// Wraps a shared backend.
+    pub fn from_arc(backend: Arc<dyn Backend>) -> Self {
+        let capabilities = backend.capabilities();
+        let place = backend.to_string().into();
+        Store {
+            backend,
+            capabilities,
+            place,
+        }
+    }
+
+    /// What the backend supports.
+    pub fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+
+    fn require(&self, supported: bool, operation: &'static str) -> Result<()> {
+        if supported {
+            Ok(())
+        } else {
+            Err(Error::Unsupported {
+                operation,
+                place: self.place.to_string(),
+            })
+        }
+    }
+
+    fn check_manifest_size(&self, descriptor: &Descriptor) -> Result<()> {
+        let limit = self.capabilities.max_manifest_size;
+        if descriptor.media_type.is_manifest() && descriptor.size > limit {
+            return Err(Error::LimitExceeded {
+                what: format!(
+                    "manifest {} of {} bytes",
+                    descriptor.digest, descriptor.size
+                ),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_body_len(&self, descriptor: &Descriptor, body: &Body) -> Result<()> {
+        if body.len() != descriptor.size {
+            return Err(Error::SizeMismatch {
+                what: format!("content {}", descriptor.digest),
+                place: self.place.to_string(),
+                expected: descriptor.size,
+                actual: body.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the content is present.
+    pub async fn exists(&self, descriptor: &Descriptor) -> Result<bool> {
+        self.backend.exists(descriptor).await
+    }
+
+    /// Streams the content; the stream ends with an error unless the bytes
+    /// match the descriptor's size and digest. Read it to the end.
+    pub async fn fetch(&self, descriptor: &Descriptor) -> Result<Body> {
+        self.check_manifest_size(descriptor)?;
+        let body = self.backend.fetch(descriptor).await?;
+        self.check_body_len(descriptor, &body)?;
+        Ok(verified(body, descriptor, &self.place))
+    }
+
+    /// Fetches small content (configs, manifests) into memory, verified.
+    /// Refused with `LimitExceeded` above the manifest size limit.
+    pub async fn fetch_bytes(&self, descriptor: &Descriptor) -> Result<Bytes> {
+        let limit = self.capabilities.max_manifest_size;
+        if descriptor.size > limit {
+            return Err(Error::LimitExceeded {
+                what: format!("content {} of {} bytes", descriptor.digest, descriptor.size),
+                limit,
+            });
+        }
+        self.fetch(descriptor).await?.bytes(limit).await
+    }
+
+    /// Resolves a tag or digest and fetches the manifest's exact bytes,
+    /// verified against the resolved descriptor.
+    pub async fn fetch_manifest(&self, selector: &Selector) -> Result<(Descriptor, RawManifest)> {
+        let descriptor = self.resolve(selector).await?;
+        let bytes = self.fetch_bytes(&descriptor).await?;
+        let raw = RawManifest::new(descriptor.media_type.clone(), bytes);
+        Ok((descriptor, raw))
+    }
+
+    /// Pushes content, verifying it as it streams: nothing is published
+    /// unless the bytes match the descriptor.
+    pub async fn push(&self, descriptor: &Descriptor, body: Body) -> Result<()> {
+        self.push_opts(descriptor, body, PushOptions::default())
+            .await
+    }
+
+    /// [`Store::push`] with options (tagging a manifest in the same step).
+    ///
+    /// Manifests are read into memory (they are capped by
+    /// `max_manifest_size`) and must parse as the document their media type
+    /// says before they reach the backend.
+    pub async fn push_opts(
+        &self,
+        descriptor: &Descriptor,
+        body: Body,
+        options: PushOptions,
+    ) -> Result<()> {
+        if let Some(tag) = &options.tag {
+            self.check_tag(tag)?;
+            if !descriptor.media_type.is_manifest() {
+                return Err(Error::InvalidInput {
+                    what: format!("push of {} with tag {tag}", descriptor.media_type),
+                    reason: "only manifests and indexes can be tagged".into(),
+                });
+            }
+        }
+        self.check_body_len(descriptor, &body)?;
+        if descriptor.media_type.is_manifest() {
+            self.check_manifest_size(descriptor)?;
+            let bytes = verified(body, descriptor, &self.place)
+                .bytes(self.capabilities.max_manifest_size)
+                .await?;
+            RawManifest::new(descriptor.media_type.clone(), bytes.clone()).parse()?;
+            return self
+                .backend
+                .push(descriptor, Body::from_bytes(bytes), &options)
+                .await;
+        }
+        let body = verified(body, descriptor, &self.place);
+        self.backend.push(descriptor, body, &options).await
+    }
+
+    /// Pushes small content held in memory and returns its descriptor.
+    pub async fn push_bytes(
+        &self,
+        media_type: MediaType,
+        bytes: impl Into<Bytes>,
+    ) -> Result<Descriptor> {
+        let bytes: Bytes = bytes.into();
+        let descriptor = Descriptor::of(media_type, &bytes);
+        self.push(&descriptor, Body::from_bytes(bytes)).await?;
+        Ok(descriptor)
+    }
+
+    /// Pushes a manifest's exact bytes, optionally tagging it, and returns
+    /// its descriptor.
+    pub async fn push_manifest(
+        &self,
+        manifest: &RawManifest,
+        tag: Option<&str>,
+    ) -> Result<Descriptor> {
+        let descriptor = manifest.descriptor();
+        let options = PushOptions {
+            tag: tag.map(str::to_owned),
+        };
+        self.push_opts(
+            &descriptor,
+            Body::from_bytes(manifest.bytes().clone()),
+            options,
+        )
+        .await?;
+        Ok(descriptor)
+    }
+
+    /// Deletes content. Needs the `delete` capability.
+    pub async fn delete(&self, descriptor: &Descriptor) -> Result<()> {
+        self.require(self.capabilities.delete, "delete")?;
+        self.backend.delete(descriptor).await
+    }
+
+    /// Resolves a tag or digest to the manifest's descriptor.
+    pub async fn resolve(&self, selector: &Selector) -> Result<Descriptor> {
+        if let Selector::Tag(tag) = selector {
+            self.check_tag(tag)?;
+        }
+        let descriptor = self.backend.resolve(selector).await?;
+        if let Selector::Digest(wanted) = selector
+            && &descriptor.digest != wanted
+        {
+            return Err(Error::DigestMismatch {
+                what: format!("manifest resolved from {wanted}"),
+                place: self.place.to_string(),
+                expected: wanted.clone(),
+                actual: descriptor.digest,
+            });
+        }
+        Ok(descriptor)
+    }
+
+    /// Points a tag at a manifest that is present.
+    pub async fn tag(&self, descriptor: &Descriptor, tag: &str) -> Result<()> {
+        self.check_tag(tag)?;
+        if !descriptor.media_type.is_manifest() {
+            return Err(Error::InvalidInput {
+                what: format!(
+                    "tag {tag} for {} {}",
+                    descriptor.media_type, descriptor.digest
+                ),
+                reason: "only manifests and indexes can be tagged".into(),
+            });
+        }
+        self.backend.tag(descriptor, tag).await
+    }
+
+    /// Removes a tag. Needs the `untag` capability.
+    pub async fn untag(&self, tag: &str) -> Result<()> {
+        self.check_tag(tag)?;
+        self.require(self.capabilities.untag, "untag")?;
+        self.backend.untag(tag).await
+    }
+
+    /// One page of tags in lexical order; paged here when the backend
+    /// cannot page itself.
+    pub async fn tags(&self, query: &ListQuery) -> Result<ListPage> {
+        if self.capabilities.tag_list_pagination {
+            return self.backend.tags(query).await;
+        }
+        let mut all = self.backend.tags(&ListQuery::all()).await?.entries;
+        all.sort();
+        all.dedup();
+        Ok(ListPage::slice(&all, query))
+    }
+
+    /// Every tag, in lexical order.
+    pub async fn tags_all(&self) -> Result<Vec<String>> {
+        let mut all = Vec::new();
+        let mut query = ListQuery::all();
+        loop {
+            let page = self.tags(&query).await?;
+            all.extend(page.entries);
+            match page.next {
+                Some(next) if query.last.as_ref() != Some(&next) => query.last = Some(next),
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// The manifests that refer to `subject`, optionally only those of one
+    /// artifact type. Needs the `referrers_api` capability.
+    pub async fn referrers(
+        &self,
+        subject: &Descriptor,
+        artifact_type: Option<&MediaType>,
+    ) -> Result<Vec<Descriptor>> {
+        self.require(self.capabilities.referrers_api, "referrers")?;
+        let listing = self.backend.referrers(subject, artifact_type).await?;
+        let mut manifests = listing.manifests;
+        if let (Some(wanted), false) = (artifact_type, listing.filtered) {
+            manifests.retain(|d| d.artifact_type.as_ref() == Some(wanted));
+        }
+        Ok(manifests)
+    }
+
+    /// Mounts a blob from another repository of the same backend; `false`
+    /// when the caller must push instead. Needs the `mount` capability.
+    pub async fn mount(&self, descriptor: &Descriptor, from: &str) -> Result<bool> {
+        self.require(self.capabilities.mount, "mount")?;
+        self.backend.mount(descriptor, from).await
+    }
+
+    /// Streams a byte range of a blob. A range cannot be checked against the
+    /// digest, so only its length is verified. Needs `fetch_range`.
+    pub async fn fetch_range(&self, descriptor: &Descriptor, range: Range<u64>) -> Result<Body> {
+        self.require(self.capabilities.fetch_range, "fetch_range")?;
+        if range.start > range.end || range.end > descriptor.size {
+            return Err(Error::InvalidInput {
+                what: format!(
+                    "range {}..{} of {}",
+                    range.start, range.end, descriptor.digest
+                ),
+                reason: format!("the content has {} bytes", descriptor.size),
+            });
+        }
+        let len = range.end - range.start;
+        let what = format!(
+            "bytes {}..{} of {}",
+            range.start, range.end, descriptor.digest
+        );
+        let body = self.backend.fetch_range(descriptor, range).await?;
+        if body.len() != len {
+            return Err(Error::SizeMismatch {
+                what,
+                place: self.place.to_string(),
+                expected: len,
+                actual: body.len(),
+            });
+        }
+        Ok(length_checked(body, len, what, &self.place))
+    }
+
+    /// Lists repositories. Needs the `catalog` capability.
+    pub async fn catalog(&self, query: &ListQuery) -> Result<ListPage> {
+        self.require(self.capabilities.catalog, "catalog")?;
+        self.backend.catalog(query).await
+    }
+
+    fn check_tag(&self, tag: &str) -> Result<()> {
+        validate_tag(tag).map_err(|reason| Error::InvalidReference {
+            input: crate::model::digest::shorten(tag),
+            reason,
+        })
+    }
+}
+
+impl fmt::Display for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.place)
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .field("capabilities", &self.capabilities)
+            .finish()
+    }
+}

@@ -1,0 +1,46 @@
+//! The whole conformance suite against the memory backend: with every
+//! capability, without the Referrers API, and with no optional capability.
+
+use orca_core::conformance::Subject;
+use orca_core::{Capabilities, MemoryRegistry, Store};
+
+mod full {
+    use super::*;
+
+    async fn make() -> Subject {
+        let registry = MemoryRegistry::new();
+        Subject::new(Store::new(registry.repository("under/test")))
+            .with_sibling(Store::new(registry.repository("sibling")), "sibling")
+    }
+
+    orca_core::conformance_tests!(make);
+}
+
+mod without_referrers_api {
+    use super::*;
+
+    async fn make() -> Subject {
+        let registry = MemoryRegistry::new();
+        let mut caps = Capabilities::ALL;
+        caps.referrers_api = false;
+        Subject::new(Store::new(
+            registry.repository("under/test").with_capabilities(caps),
+        ))
+        .with_sibling(Store::new(registry.repository("sibling")), "sibling")
+    }
+
+    orca_core::conformance_tests!(make);
+}
+
+mod minimal {
+    use super::*;
+
+    async fn make() -> Subject {
+        let backend = MemoryRegistry::new()
+            .repository("minimal")
+            .with_capabilities(Capabilities::NONE);
+        Subject::new(Store::new(backend))
+    }
+
+    orca_core::conformance_tests!(make);
+}
