@@ -1,3 +1,10 @@
-//! orca-backend-fs: an OCI image layout directory (and oci-archive /
-//! docker-archive tars) as an orca backend. The implementation lands with
-//! its issue; the crate exists so the workspace has its final shape.
+//! orca-backend-fs: an OCI image layout directory as an orca backend —
+//! `oci-layout`, `index.json` (tags are `org.opencontainers.image.ref.name`
+//! annotations) and `blobs/<alg>/<hex>` — crash-safe and safe for
+//! concurrent processes.
+
+mod backend;
+mod error;
+mod files;
+
+pub use backend::LayoutBackend;

@@ -10,6 +10,7 @@ pub mod backend;
 pub mod body;
 pub mod capabilities;
 pub mod error;
+pub mod layout;
 pub mod memory;
 pub mod model;
 pub mod store;

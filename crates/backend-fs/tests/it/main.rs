@@ -1,0 +1,4 @@
+//! Integration tests of orca-backend-fs: the conformance suite on layouts in
+//! temporary directories, crash and concurrency safety, bad input.
+
+mod conformance;

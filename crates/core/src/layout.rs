@@ -1,0 +1,238 @@
+//! OCI image layout rules shared by every backend that stores a layout
+//! (a directory, a bucket prefix): file names, the `oci-layout` marker, and
+//! `index.json` as the list of root manifests whose
+//! `org.opencontainers.image.ref.name` annotations are the tags.
+//!
+//! Everything here is pure: reading and writing the files, and making the
+//! read-modify-write of `index.json` atomic, is each backend's job.
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::model::{
+    ANNOTATION_REF_NAME, Descriptor, Digest, Document, Index, MediaType, RawManifest,
+};
+
+/// The marker file at the root of a layout.
+pub const OCI_LAYOUT_FILE: &str = "oci-layout";
+/// The root index of a layout.
+pub const INDEX_FILE: &str = "index.json";
+/// The directory holding content, by algorithm then hex.
+pub const BLOBS_DIR: &str = "blobs";
+/// The layout version orca writes and reads.
+pub const LAYOUT_VERSION: &str = "1.0.0";
+
+/// The path of a blob relative to the layout root: `blobs/<alg>/<hex>`.
+pub fn blob_path(digest: &Digest) -> String {
+    format!("{BLOBS_DIR}/{}/{}", digest.algorithm(), digest.hex())
+}
+
+/// The bytes of the `oci-layout` marker orca writes.
+pub fn marker() -> Bytes {
+    Bytes::from(format!(r#"{{"imageLayoutVersion":"{LAYOUT_VERSION}"}}"#))
+}
+
+/// Checks an `oci-layout` marker; `file` names it in the error.
+pub fn check_marker(bytes: &[u8], file: &str) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Marker {
+        image_layout_version: String,
+    }
+    let invalid = |reason: String| Error::InvalidInput {
+        what: format!("layout marker {file}"),
+        reason,
+    };
+    let marker: Marker = serde_json::from_slice(bytes).map_err(|e| {
+        invalid(format!(
+            "it is not a JSON object with an imageLayoutVersion string ({e})"
+        ))
+    })?;
+    if marker.image_layout_version != LAYOUT_VERSION {
+        return Err(invalid(format!(
+            "imageLayoutVersion is {:?}, orca reads {LAYOUT_VERSION:?}",
+            marker.image_layout_version
+        )));
+    }
+    Ok(())
+}
+
+/// A layout's `index.json`: its root manifests, tagged or not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayoutIndex {
+    index: Index,
+}
+
+impl LayoutIndex {
+    /// An empty index, as a new layout starts.
+    pub fn new() -> Self {
+        LayoutIndex {
+            index: Index::new(),
+        }
+    }
+
+    /// Parses `index.json` bytes; `file` names the file in errors. Anything
+    /// that is not an image index is refused, never guessed at.
+    pub fn parse(bytes: &[u8], file: &str) -> Result<Self> {
+        let raw = RawManifest::new(MediaType::OCI_INDEX, Bytes::copy_from_slice(bytes));
+        match raw.parse() {
+            Ok(Document::Index(index)) => Ok(LayoutIndex { index: *index }),
+            Ok(Document::Manifest(_)) => Err(Error::InvalidManifest {
+                what: file.to_owned(),
+                reason: "it is an image manifest, not an image index".into(),
+                source: None,
+            }),
+            Err(Error::InvalidManifest { reason, source, .. }) => Err(Error::InvalidManifest {
+                what: file.to_owned(),
+                reason,
+                source,
+            }),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// The bytes to write, deterministic for the same content.
+    pub fn to_bytes(&self) -> Result<Bytes> {
+        Ok(self.index.to_raw()?.bytes().clone())
+    }
+
+    /// The root entries.
+    pub fn entries(&self) -> &[Descriptor] {
+        &self.index.manifests
+    }
+
+    /// The manifest a tag points at (the last entry with that name wins, as
+    /// other tools read it).
+    pub fn resolve_tag(&self, tag: &str) -> Option<&Descriptor> {
+        self.index
+            .manifests
+            .iter()
+            .rev()
+            .find(|d| ref_name(d) == Some(tag))
+    }
+
+    /// A root entry with this digest.
+    pub fn find(&self, digest: &Digest) -> Option<&Descriptor> {
+        self.index.manifests.iter().find(|d| &d.digest == digest)
+    }
+
+    /// Every tag, sorted, without duplicates.
+    pub fn tags(&self) -> Vec<String> {
+        let mut tags: Vec<String> = self
+            .index
+            .manifests
+            .iter()
+            .filter_map(ref_name)
+            .map(str::to_owned)
+            .collect();
+        tags.sort();
+        tags.dedup();
+        tags
+    }
+
+    /// Points `tag` at `descriptor`: entries carrying the tag are dropped
+    /// and one entry (media type, digest, size, platform and the tag) added.
+    pub fn set_tag(&mut self, descriptor: &Descriptor, tag: &str) {
+        self.index.manifests.retain(|d| ref_name(d) != Some(tag));
+        let mut entry = descriptor.plain();
+        entry.platform = descriptor.platform.clone();
+        entry
+            .annotations
+            .insert(ANNOTATION_REF_NAME.to_owned(), tag.to_owned());
+        self.index.manifests.push(entry);
+    }
+
+    /// Removes `tag`; `false` when no entry carried it.
+    pub fn remove_tag(&mut self, tag: &str) -> bool {
+        let before = self.index.manifests.len();
+        self.index.manifests.retain(|d| ref_name(d) != Some(tag));
+        before != self.index.manifests.len()
+    }
+
+    /// Removes every entry for `digest`; `false` when there was none.
+    pub fn remove_digest(&mut self, digest: &Digest) -> bool {
+        let before = self.index.manifests.len();
+        self.index.manifests.retain(|d| &d.digest != digest);
+        before != self.index.manifests.len()
+    }
+}
+
+impl Default for LayoutIndex {
+    fn default() -> Self {
+        LayoutIndex::new()
+    }
+}
+
+fn ref_name(descriptor: &Descriptor) -> Option<&str> {
+    descriptor
+        .annotations
+        .get(ANNOTATION_REF_NAME)
+        .map(String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(n: u8) -> Descriptor {
+        Descriptor::of(MediaType::OCI_MANIFEST, &[n])
+    }
+
+    #[test]
+    fn tags_move_and_coexist() {
+        let mut index = LayoutIndex::new();
+        index.set_tag(&manifest(1), "a");
+        index.set_tag(&manifest(1), "b");
+        index.set_tag(&manifest(2), "a");
+        assert_eq!(index.tags(), ["a", "b"]);
+        assert_eq!(
+            index.resolve_tag("a").map(|d| &d.digest),
+            Some(&manifest(2).digest)
+        );
+        assert_eq!(
+            index.resolve_tag("b").map(|d| &d.digest),
+            Some(&manifest(1).digest)
+        );
+        assert!(index.remove_tag("a"));
+        assert!(!index.remove_tag("a"));
+        assert!(index.remove_digest(&manifest(1).digest));
+        assert!(index.entries().is_empty());
+    }
+
+    #[test]
+    fn round_trips_and_refuses_non_indexes() {
+        let mut index = LayoutIndex::new();
+        index.set_tag(&manifest(1), "v1");
+        let bytes = index.to_bytes().expect("bytes");
+        assert_eq!(
+            LayoutIndex::parse(&bytes, "index.json").expect("parse"),
+            index
+        );
+        for (text, expected) in [
+            ("not json", "invalid index.json: it is not valid JSON"),
+            (
+                r#"{"schemaVersion":2,"config":{"mediaType":"a/b","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0},"layers":[]}"#,
+                "invalid index.json: the document is a application/vnd.oci.image.manifest.v1+json",
+            ),
+            (
+                r#"{"schemaVersion":2,"manifests":[{"digest":"sha256:00"}]}"#,
+                "invalid index.json: it is not a valid index",
+            ),
+        ] {
+            let err = LayoutIndex::parse(text.as_bytes(), "index.json").expect_err(text);
+            assert!(err.to_string().starts_with(expected), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn markers() {
+        check_marker(&marker(), "oci-layout").expect("own marker");
+        let err = check_marker(br#"{"imageLayoutVersion":"2.0.0"}"#, "x/oci-layout")
+            .expect_err("version");
+        assert!(
+            err.to_string().contains("x/oci-layout") && err.to_string().contains("2.0.0"),
+            "{err}"
+        );
+        assert!(check_marker(b"[]", "oci-layout").is_err());
+    }
+}
