@@ -381,10 +381,10 @@ impl Backend for LayoutBackend {
                     Ok(descriptor)
                 }
                 Selector::Digest(digest) => {
-                    if let Some(entry) = index.find(digest) {
-                        if layout.blob_path(digest).exists() {
-                            return Ok(entry.plain());
-                        }
+                    if let Some(entry) = index.find(digest)
+                        && layout.blob_path(digest).exists()
+                    {
+                        return Ok(entry.plain());
                     }
                     LayoutBackend::manifest_descriptor(layout, digest)?
                         .ok_or_else(|| this.not_found(format!("manifest {digest}")))
