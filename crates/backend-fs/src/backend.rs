@@ -161,6 +161,17 @@ fn read_chunk(mut file: File, want: usize) -> (File, io::Result<Bytes>) {
     (file, Ok(buffer.freeze()))
 }
 
+/// Deletes a path when dropped, unless disarmed by taking it out.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
 impl LayoutBackend {
     fn open_blob(&self, descriptor: &Descriptor) -> Result<(File, u64)> {
         let path = self.layout.blob_path(&descriptor.digest);
@@ -189,6 +200,9 @@ impl LayoutBackend {
         let layout = self.layout.clone();
         let target = layout.blob_path(&descriptor.digest);
         let temp = layout.temp_path("blob");
+        // Removes the temporary file however this future ends — error,
+        // mismatch or cancellation — unless it was renamed into place.
+        let mut cleanup = RemoveOnDrop(Some(temp.clone()));
         let (sender, mut receiver) = mpsc::channel::<Bytes>(QUEUE);
         let writer_temp = temp.clone();
         let writer =
@@ -252,8 +266,8 @@ impl LayoutBackend {
                 .map_err(|e| layout.file_error("push", e))
             }
         };
-        if result.is_err() {
-            let _ = fs::remove_file(&temp);
+        if result.is_ok() {
+            cleanup.0 = None;
         }
         result
     }

@@ -70,8 +70,14 @@ impl Layout {
         match fs::read(&marker) {
             Ok(bytes) => layout::check_marker(&bytes, &marker.display().to_string()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // `ingest/` and `blobs/` alone mean another process is
+                // creating the layout right now.
+                let foreign =
+                    |name: &std::ffi::OsStr| name != INGEST_DIR && name != layout::BLOBS_DIR;
                 let non_empty = match fs::read_dir(&self.root) {
-                    Ok(mut entries) => entries.next().is_some(),
+                    Ok(entries) => entries
+                        .filter_map(|e| e.ok())
+                        .any(|e| foreign(&e.file_name())),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => false,
                     Err(e) => {
                         return Err(self.file_error("open", FileError::new("list", &self.root, e)));

@@ -1,4 +1,7 @@
 //! Integration tests of orca-backend-fs: the conformance suite on layouts in
 //! temporary directories, crash and concurrency safety, bad input.
 
+mod bad_input;
+mod common;
 mod conformance;
+mod safety;

@@ -1,0 +1,215 @@
+//! Crash and concurrency safety: failed, cancelled and killed pushes publish
+//! nothing; concurrent processes never lose a tag; readers never see a
+//! half-written `index.json`.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream;
+use orca_core::layout::LayoutIndex;
+use orca_core::{Body, Descriptor, MediaType};
+
+use crate::common::{leftovers, push_image, store};
+
+const LAYOUT_ENV: &str = "ORCA_TEST_LAYOUT";
+const PREFIX_ENV: &str = "ORCA_TEST_PREFIX";
+
+/// In a child process: the layout the parent chose. Otherwise a fresh one.
+fn layout_for_test() -> (Option<tempfile::TempDir>, PathBuf, String) {
+    match std::env::var_os(LAYOUT_ENV) {
+        Some(root) => {
+            let prefix = std::env::var(PREFIX_ENV).expect("prefix for the child");
+            (None, PathBuf::from(root), prefix)
+        }
+        None => {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let root = dir.path().join("layout");
+            (Some(dir), root, "solo".to_owned())
+        }
+    }
+}
+
+fn child(test: &str, root: &std::path::Path, prefix: &str) -> Command {
+    let mut command = Command::new(std::env::current_exe().expect("test binary"));
+    command
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(LAYOUT_ENV, root)
+        .env(PREFIX_ENV, prefix);
+    command
+}
+
+/// Tags one manifest 100 times and finds all 100 tags. Run alone it uses
+/// its own layout; `two_processes_never_lose_a_tag` runs it as a child.
+#[tokio::test]
+async fn tagger() {
+    let (_guard, root, prefix) = layout_for_test();
+    let store = store(&root);
+    let manifest = push_image(&store, "shared", None).await;
+    for i in 0..100 {
+        store
+            .tag(&manifest, &format!("{prefix}-{i:03}"))
+            .await
+            .expect("tag");
+    }
+    let tags = store.tags_all().await.expect("tags");
+    let mine = tags
+        .iter()
+        .filter(|t| t.starts_with(&format!("{prefix}-")))
+        .count();
+    assert_eq!(mine, 100, "tags of {prefix}: {tags:?}");
+}
+
+#[tokio::test]
+async fn two_processes_never_lose_a_tag() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let root = dir.path().join("layout");
+    let mut children: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|prefix| {
+            child("safety::tagger", &root, prefix)
+                .spawn()
+                .expect("spawn tagger")
+        })
+        .collect();
+    for c in &mut children {
+        let status = c.wait().expect("wait for tagger");
+        assert!(status.success(), "a tagger process failed: {status}");
+    }
+    let tags = store(&root).tags_all().await.expect("tags");
+    assert_eq!(
+        tags.len(),
+        200,
+        "tags after 2 processes x 100 tag operations: {tags:?}"
+    );
+}
+
+#[tokio::test]
+async fn readers_never_see_a_half_written_index() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let root = dir.path().join("layout");
+    let store = store(&root);
+    let manifest = push_image(&store, "readers", Some("first")).await;
+    let index_path = root.join("index.json");
+    let reader = std::thread::spawn(move || {
+        let mut reads = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let bytes = std::fs::read(&index_path).expect("index.json is always there");
+            LayoutIndex::parse(&bytes, "index.json").expect("index.json is always whole");
+            reads += 1;
+            if std::fs::metadata(index_path.with_file_name("done")).is_ok() {
+                break;
+            }
+        }
+        reads
+    });
+    for i in 0..150 {
+        store.tag(&manifest, &format!("t{i}")).await.expect("tag");
+    }
+    std::fs::write(root.join("done"), b"").expect("signal");
+    let reads = reader.join().expect("reader");
+    assert!(reads > 0);
+}
+
+fn stalling_body(descriptor: &Descriptor) -> Body {
+    let first = Bytes::from(vec![7u8; 1024 * 1024]);
+    Body::new(
+        descriptor.size,
+        stream::iter([Ok(first)]).chain(stream::pending()),
+    )
+}
+
+use futures::StreamExt;
+
+fn wait_for_temp_file(root: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while leftovers(root).is_empty() {
+        assert!(Instant::now() < deadline, "the push never started writing");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn big_descriptor() -> Descriptor {
+    Descriptor::of(MediaType::OCI_LAYER_TAR, &vec![7u8; 8 * 1024 * 1024])
+}
+
+/// A push that stalls is cancelled: nothing appears at the blob path and
+/// the temporary file goes away. As a child of `killed_pushes_publish_nothing`
+/// it stalls until it is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pusher() {
+    let (_guard, root, prefix) = layout_for_test();
+    let store = store(&root);
+    let desc = big_descriptor();
+    let task = {
+        let (store, desc) = (store.clone(), desc.clone());
+        tokio::spawn(async move { store.push(&desc, stalling_body(&desc)).await })
+    };
+    if prefix != "solo" {
+        let outcome = task.await;
+        panic!("the stalled push was meant to be killed, it ended: {outcome:?}");
+    }
+    wait_for_temp_file(&root);
+    task.abort();
+    assert!(task.await.is_err(), "the push was not cancelled");
+    assert!(
+        !store.exists(&desc).await.expect("exists"),
+        "a cancelled push published a blob"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !leftovers(&root).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "temporary files stayed: {:?}",
+            leftovers(&root)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_pushes_publish_nothing() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let root = dir.path().join("layout");
+    let mut process = child("safety::pusher", &root, "child")
+        .spawn()
+        .expect("spawn pusher");
+    wait_for_temp_file(&root);
+    process.kill().expect("kill the pusher");
+    process.wait().expect("reap the pusher");
+    let store = store(&root);
+    assert!(
+        !store.exists(&big_descriptor()).await.expect("exists"),
+        "a killed push published a blob"
+    );
+    assert!(
+        !root
+            .join("blobs/sha256")
+            .join(big_descriptor().digest.hex())
+            .exists()
+    );
+}
+
+#[tokio::test]
+async fn failed_pushes_leave_no_temporary_files() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let root = dir.path().join("layout");
+    let store = store(&root);
+    let desc = Descriptor::of(MediaType::OCI_LAYER_TAR, b"expected bytes");
+    let err = store
+        .push(&desc, Body::from_bytes(&b"other  bytes!!"[..]))
+        .await
+        .expect_err("mismatch");
+    assert!(
+        matches!(err, orca_core::Error::DigestMismatch { .. }),
+        "{err}"
+    );
+    assert!(!root.join("blobs/sha256").join(desc.digest.hex()).exists());
+    assert!(
+        leftovers(&root).is_empty(),
+        "temporary files stayed: {:?}",
+        leftovers(&root)
+    );
+}
