@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use orca_core::layout::{self, LayoutIndex};
-use orca_core::{Digest, Error, Result};
+use orca_core::{Algorithm, Digest, Error, Result};
 
 use crate::error::{FileError, IoContext};
 
@@ -157,14 +157,9 @@ impl Layout {
         }
     }
 
-    /// Read-modify-write of `index.json` under the layout's exclusive lock:
-    /// concurrent processes never lose each other's changes. `change`
-    /// returns whether it changed anything; nothing is written otherwise.
-    pub(crate) fn update_index<T>(
-        &self,
-        operation: &'static str,
-        change: impl FnOnce(&mut LayoutIndex) -> Result<(bool, T)>,
-    ) -> Result<T> {
+    /// Takes the layout's exclusive lock (creating the layout if needed);
+    /// it is held until the returned file is closed.
+    pub(crate) fn lock(&self, operation: &'static str) -> Result<File> {
         self.ensure()?;
         let lock_path = self.ingest_dir().join(LOCK_FILE);
         let lock = OpenOptions::new()
@@ -177,6 +172,70 @@ impl Layout {
         lock.lock()
             .at("lock", &lock_path)
             .map_err(|e| self.file_error(operation, e))?;
+        Ok(lock)
+    }
+
+    /// Every blob file whose name is a digest, with its size. Other files
+    /// under `blobs/` are not orca's to judge and are left out.
+    pub(crate) fn list_blobs(&self) -> Result<Vec<(Digest, u64)>> {
+        let mut blobs = Vec::new();
+        for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
+            let dir = self.root.join(layout::BLOBS_DIR).join(algorithm.as_str());
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.file_error("list blobs", FileError::new("list", &dir, e))),
+            };
+            for entry in entries {
+                let entry = entry.at("list", &dir).map_err(|e| self.file_error("list blobs", e))?;
+                let name = entry.file_name();
+                let Some(digest) = name
+                    .to_str()
+                    .and_then(|hex| Digest::parse(&format!("{algorithm}:{hex}")).ok())
+                else {
+                    continue;
+                };
+                let meta = entry
+                    .metadata()
+                    .at("inspect", &entry.path())
+                    .map_err(|e| self.file_error("list blobs", e))?;
+                if meta.is_file() {
+                    blobs.push((digest, meta.len()));
+                }
+            }
+        }
+        blobs.sort();
+        Ok(blobs)
+    }
+
+    /// Temporary files older than `age`: left by processes that died.
+    pub(crate) fn stale_temp_files(&self, age: std::time::Duration) -> Vec<PathBuf> {
+        let Ok(entries) = fs::read_dir(self.ingest_dir()) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name() != LOCK_FILE)
+            .filter(|e| {
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|elapsed| elapsed > age)
+            })
+            .map(|e| e.path())
+            .collect()
+    }
+
+    /// Read-modify-write of `index.json` under the layout's exclusive lock:
+    /// concurrent processes never lose each other's changes. `change`
+    /// returns whether it changed anything; nothing is written otherwise.
+    pub(crate) fn update_index<T>(
+        &self,
+        operation: &'static str,
+        change: impl FnOnce(&mut LayoutIndex) -> Result<(bool, T)>,
+    ) -> Result<T> {
+        let lock = self.lock(operation)?;
         let mut index = self.read_index()?;
         let (changed, value) = change(&mut index)?;
         if changed {

@@ -6,5 +6,6 @@
 mod backend;
 mod error;
 mod files;
+mod gc;
 
 pub use backend::LayoutBackend;
