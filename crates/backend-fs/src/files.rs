@@ -184,10 +184,14 @@ impl Layout {
             let entries = match fs::read_dir(&dir) {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(self.file_error("list blobs", FileError::new("list", &dir, e))),
+                Err(e) => {
+                    return Err(self.file_error("list blobs", FileError::new("list", &dir, e)));
+                }
             };
             for entry in entries {
-                let entry = entry.at("list", &dir).map_err(|e| self.file_error("list blobs", e))?;
+                let entry = entry
+                    .at("list", &dir)
+                    .map_err(|e| self.file_error("list blobs", e))?;
                 let name = entry.file_name();
                 let Some(digest) = name
                     .to_str()

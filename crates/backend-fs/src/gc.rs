@@ -24,7 +24,10 @@ impl LayoutBackend {
         let lock = self.blocking("gc", |layout| layout.lock("gc")).await?;
         let (roots, blobs) = self
             .blocking("gc", |layout| {
-                Ok((layout.read_index()?.entries().to_vec(), layout.list_blobs()?))
+                Ok((
+                    layout.read_index()?.entries().to_vec(),
+                    layout.list_blobs()?,
+                ))
             })
             .await?;
         let store = Store::new(self.clone());

@@ -9,7 +9,10 @@ use orca_core::{Descriptor, Digest, Document, Index, Manifest, MediaType, RawMan
 use crate::common::push_image;
 
 async fn push_referrer(store: &Store, subject: &Descriptor, note: &str) -> Descriptor {
-    let empty = store.push_bytes(MediaType::OCI_EMPTY, &b"{}"[..]).await.expect("empty config");
+    let empty = store
+        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+        .await
+        .expect("empty config");
     let mut annotations = BTreeMap::new();
     annotations.insert("note".to_owned(), note.to_owned());
     let manifest = Manifest {
@@ -22,7 +25,10 @@ async fn push_referrer(store: &Store, subject: &Descriptor, note: &str) -> Descr
         annotations,
         extra: BTreeMap::new(),
     };
-    store.push_manifest(&manifest.to_raw().expect("raw"), None).await.expect("push referrer")
+    store
+        .push_manifest(&manifest.to_raw().expect("raw"), None)
+        .await
+        .expect("push referrer")
 }
 
 async fn children(store: &Store, manifest: &Descriptor) -> Vec<Digest> {
@@ -46,7 +52,10 @@ async fn collects_exactly_the_unreachable() {
         manifests: vec![member.clone()],
         ..Index::new()
     };
-    store.push_manifest(&index.to_raw().expect("raw"), Some("multi")).await.expect("index");
+    store
+        .push_manifest(&index.to_raw().expect("raw"), Some("multi"))
+        .await
+        .expect("index");
     let referrer = push_referrer(&store, &kept, "kept").await;
     let orphan = push_image(&store, "orphan", None).await;
     let orphan_referrer = push_referrer(&store, &orphan, "orphan").await;
@@ -61,18 +70,37 @@ async fn collects_exactly_the_unreachable() {
     found.sort();
     assert_eq!(found, expected, "unreachable blobs");
     assert!(!report.removed);
-    assert!(store.exists(&orphan).await.expect("exists"), "a dry run removed content");
+    assert!(
+        store.exists(&orphan).await.expect("exists"),
+        "a dry run removed content"
+    );
 
     let report = backend.gc(false).await.expect("collect");
     assert!(report.removed);
     assert_eq!(report.blobs.len(), expected.len());
-    assert!(!store.exists(&orphan).await.expect("exists"), "the orphan survived");
+    assert!(
+        !store.exists(&orphan).await.expect("exists"),
+        "the orphan survived"
+    );
     for survivor in [&kept, &member, &referrer] {
-        store.fetch_bytes(survivor).await.expect("reachable content was removed");
+        store
+            .fetch_bytes(survivor)
+            .await
+            .expect("reachable content was removed");
     }
-    for digest in children(&store, &kept).await.into_iter().chain(children(&store, &member).await) {
+    for digest in children(&store, &kept)
+        .await
+        .into_iter()
+        .chain(children(&store, &member).await)
+    {
         let probe = Descriptor::new(MediaType::OCTET_STREAM, digest, 0);
-        assert!(store.exists(&probe).await.expect("exists"), "a reachable blob was removed");
+        assert!(
+            store.exists(&probe).await.expect("exists"),
+            "a reachable blob was removed"
+        );
     }
-    assert!(backend.gc(true).await.expect("again").blobs.is_empty(), "a second collection found more");
+    assert!(
+        backend.gc(true).await.expect("again").blobs.is_empty(),
+        "a second collection found more"
+    );
 }
