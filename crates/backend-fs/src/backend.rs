@@ -19,7 +19,7 @@ use orca_core::{
 use tokio::sync::mpsc;
 
 use crate::error::{FileError, IoContext};
-use crate::files::Layout;
+use crate::files::{Layout, RemoveOnDrop};
 
 /// Chunk size for reads and the unit of the writer's queue.
 const CHUNK: usize = 1024 * 1024;
@@ -60,6 +60,10 @@ impl LayoutBackend {
     /// The layout's root directory.
     pub fn root(&self) -> &Path {
         &self.layout.root
+    }
+
+    pub(crate) fn is_durable(&self) -> bool {
+        self.layout.durable
     }
 
     /// Runs blocking file work on tokio's blocking pool.
@@ -159,17 +163,6 @@ fn read_chunk(mut file: File, want: usize) -> (File, io::Result<Bytes>) {
     }
     buffer.truncate(filled);
     (file, Ok(buffer.freeze()))
-}
-
-/// Deletes a path when dropped, unless disarmed by taking it out.
-struct RemoveOnDrop(Option<PathBuf>);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = fs::remove_file(path);
-        }
-    }
 }
 
 impl LayoutBackend {

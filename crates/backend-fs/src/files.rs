@@ -252,3 +252,14 @@ impl Layout {
         Ok(value)
     }
 }
+
+/// Deletes a file when dropped, unless disarmed by taking the path out.
+pub(crate) struct RemoveOnDrop(pub(crate) Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
+}

@@ -136,12 +136,26 @@ impl LayoutIndex {
     /// Points `tag` at `descriptor`: entries carrying the tag are dropped
     /// and one entry (media type, digest, size, platform and the tag) added.
     pub fn set_tag(&mut self, descriptor: &Descriptor, tag: &str) {
-        self.index.manifests.retain(|d| ref_name(d) != Some(tag));
         let mut entry = descriptor.plain();
         entry.platform = descriptor.platform.clone();
         entry
             .annotations
             .insert(ANNOTATION_REF_NAME.to_owned(), tag.to_owned());
+        self.put(entry);
+    }
+
+    /// Adds an entry as it is (from another layout's index). An entry with
+    /// a tag replaces the entries carrying that tag; an untagged entry is
+    /// added unless the same untagged entry is already there.
+    pub fn put(&mut self, entry: Descriptor) {
+        match ref_name(&entry) {
+            Some(tag) => {
+                let tag = tag.to_owned();
+                self.index.manifests.retain(|d| ref_name(d) != Some(&tag));
+            }
+            None if self.index.manifests.contains(&entry) => return,
+            None => {}
+        }
         self.index.manifests.push(entry);
     }
 
