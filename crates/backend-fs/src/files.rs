@@ -98,11 +98,23 @@ impl Layout {
         }
     }
 
-    /// Creates the directories and the `oci-layout` marker if missing, and
-    /// checks the marker if present.
+    /// Creates the directories, the `oci-layout` marker and an empty
+    /// `index.json` if missing, and checks the marker if present.
     pub(crate) fn ensure(&self) -> Result<()> {
+        self.ensure_marker()?;
+        if !self.index_path().exists() {
+            // Under the lock, so an index another process just wrote is
+            // never replaced by an empty one.
+            self.update_index("create layout", |_| Ok((false, ())))?;
+        }
+        Ok(())
+    }
+
+    fn ensure_marker(&self) -> Result<()> {
         let result = (|| -> std::result::Result<(), FileError> {
             fs::create_dir_all(self.ingest_dir()).at("create", &self.ingest_dir())?;
+            let blobs = self.root.join(layout::BLOBS_DIR);
+            fs::create_dir_all(&blobs).at("create", &blobs)?;
             let marker = self.marker_path();
             if !marker.exists() {
                 self.write_atomic(&marker, &layout::marker())?;
@@ -160,7 +172,7 @@ impl Layout {
     /// Takes the layout's exclusive lock (creating the layout if needed);
     /// it is held until the returned file is closed.
     pub(crate) fn lock(&self, operation: &'static str) -> Result<File> {
-        self.ensure()?;
+        self.ensure_marker()?;
         let lock_path = self.ingest_dir().join(LOCK_FILE);
         let lock = OpenOptions::new()
             .create(true)
@@ -240,9 +252,10 @@ impl Layout {
         change: impl FnOnce(&mut LayoutIndex) -> Result<(bool, T)>,
     ) -> Result<T> {
         let lock = self.lock(operation)?;
+        let exists = self.index_path().exists();
         let mut index = self.read_index()?;
         let (changed, value) = change(&mut index)?;
-        if changed {
+        if changed || !exists {
             let bytes = index.to_bytes()?;
             self.write_atomic(&self.index_path(), &bytes)
                 .map_err(|e| self.file_error(operation, e))?;

@@ -213,3 +213,24 @@ async fn failed_pushes_leave_no_temporary_files() {
         leftovers(&root)
     );
 }
+
+#[tokio::test]
+async fn first_write_creates_a_complete_layout() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let root = dir.path().join("new");
+    let store = store(&root);
+    assert!(!root.exists(), "opening must not write");
+    store
+        .push_bytes(MediaType::OCI_LAYER_TAR, &b"first"[..])
+        .await
+        .expect("push");
+    let marker = std::fs::read_to_string(root.join("oci-layout")).expect("oci-layout");
+    assert_eq!(marker, r#"{"imageLayoutVersion":"1.0.0"}"#);
+    let index = std::fs::read(root.join("index.json")).expect("index.json");
+    assert!(
+        LayoutIndex::parse(&index, "index.json")
+            .expect("parse")
+            .entries()
+            .is_empty()
+    );
+}
