@@ -24,7 +24,7 @@ use crate::files::{Layout, RemoveOnDrop};
 /// Chunk size for reads and the unit of the writer's queue.
 const CHUNK: usize = 1024 * 1024;
 /// Chunks in flight between the hashing task and the writing thread.
-const QUEUE: usize = 4;
+const QUEUE: usize = 16;
 
 /// An OCI image layout directory as a backend.
 ///
