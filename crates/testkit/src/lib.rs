@@ -5,6 +5,14 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 
+mod image;
+mod moto;
+mod proxy;
+
+pub use image::{push_real_image, run, run_with_env};
+pub use moto::MotoServer;
+pub use proxy::RecordingProxy;
+
 /// Where to find the program `name`, or a panic saying how to install it
 /// (`scripts/setup` installs everything the tests use).
 pub fn require_program(name: &str, install: &str) -> PathBuf {

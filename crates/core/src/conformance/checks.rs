@@ -131,8 +131,10 @@ pub async fn push_fetch_small(subject: Subject) {
     );
 }
 
-/// A 256 MiB blob streams in and out: the backend never holds more than
-/// 16 MiB of the pushed body at once, and fetch delivers it in chunks.
+/// A 256 MiB blob streams in and out: the backend never holds on to more
+/// than 64 MiB of the caller's chunks at once (room for multipart parts in
+/// flight, far from the whole blob), and fetch delivers it in chunks of at
+/// most 16 MiB.
 pub async fn push_fetch_large_streamed(subject: Subject) {
     let store = subject.store;
     let blob = GeneratedBlob::new(256 * 1024 * 1024, 7);

@@ -1,0 +1,137 @@
+//! [`S3Builder`]: an [`S3Backend`] from an `s3://bucket/prefix` URL, with
+//! credentials, region and endpoint from the standard `AWS_*` environment.
+
+use std::sync::Arc;
+
+use object_store::aws::AmazonS3Builder;
+use orca_core::{Error, Result};
+
+use crate::backend::S3Backend;
+
+/// Builds an [`S3Backend`] for an S3 (or S3-compatible) bucket.
+#[derive(Debug, Clone)]
+pub struct S3Builder {
+    url: String,
+    allow_http: bool,
+    endpoint: Option<String>,
+    region: Option<String>,
+    credentials: Option<(String, String)>,
+    part_size: Option<usize>,
+    concurrency: Option<usize>,
+}
+
+impl S3Builder {
+    /// A builder for `s3://bucket[/prefix]`. Credentials and region come
+    /// from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+    /// `AWS_DEFAULT_REGION`/`AWS_REGION`; `AWS_ENDPOINT_URL` names an
+    /// S3-compatible server.
+    pub fn new(url: impl Into<String>) -> Self {
+        S3Builder {
+            url: url.into(),
+            allow_http: false,
+            endpoint: None,
+            region: None,
+            credentials: None,
+            part_size: None,
+            concurrency: None,
+        }
+    }
+
+    /// Allows a plain-HTTP endpoint (off by default, whatever the
+    /// environment says).
+    pub fn allow_http(mut self, allow: bool) -> Self {
+        self.allow_http = allow;
+        self
+    }
+
+    /// The endpoint of an S3-compatible server (instead of `AWS_ENDPOINT_URL`).
+    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+        self.endpoint = Some(url.into());
+        self
+    }
+
+    /// The region (instead of `AWS_DEFAULT_REGION` / `AWS_REGION`).
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// Static credentials (instead of the environment's).
+    pub fn credentials(
+        mut self,
+        access_key_id: impl Into<String>,
+        secret_access_key: impl Into<String>,
+    ) -> Self {
+        self.credentials = Some((access_key_id.into(), secret_access_key.into()));
+        self
+    }
+
+    /// Multipart part size in bytes (at least 5 MiB, S3's minimum).
+    pub fn part_size(mut self, bytes: usize) -> Self {
+        self.part_size = Some(bytes);
+        self
+    }
+
+    /// Parts uploaded at once.
+    pub fn concurrency(mut self, parts: usize) -> Self {
+        self.concurrency = Some(parts);
+        self
+    }
+
+    /// Builds the backend. Nothing is contacted until it is used.
+    pub fn build(self) -> Result<S3Backend> {
+        let invalid = |reason: String| Error::InvalidInput {
+            what: format!("S3 location {:?}", self.url),
+            reason,
+        };
+        let rest = self
+            .url
+            .strip_prefix("s3://")
+            .ok_or_else(|| invalid("expected s3://bucket[/prefix]".into()))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.len() < 3
+            || !bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        {
+            return Err(invalid(format!(
+                "bucket name {bucket:?} must be 3 or more lowercase letters, digits, '-' or '.'"
+            )));
+        }
+        // rustls needs a process-wide crypto provider; another part of the
+        // program may have installed one already, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_allow_http(self.allow_http);
+        let region = self.region.clone().or_else(|| {
+            std::env::var("AWS_DEFAULT_REGION")
+                .or_else(|_| std::env::var("AWS_REGION"))
+                .ok()
+        });
+        if let Some(region) = region {
+            builder = builder.with_region(region);
+        }
+        if let Some(endpoint) = &self.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        if let Some((key, secret)) = &self.credentials {
+            builder = builder
+                .with_access_key_id(key)
+                .with_secret_access_key(secret);
+        }
+        let store = builder.build().map_err(|e| Error::Backend {
+            backend: format!("s3://{bucket}"),
+            operation: "configure",
+            source: Box::new(e),
+        })?;
+        let mut backend = S3Backend::new(Arc::new(store), prefix, format!("s3://{rest}"));
+        if let Some(size) = self.part_size {
+            backend = backend.with_part_size(size)?;
+        }
+        if let Some(parts) = self.concurrency {
+            backend = backend.with_concurrency(parts);
+        }
+        Ok(backend)
+    }
+}

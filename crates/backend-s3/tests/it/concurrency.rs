@@ -1,0 +1,135 @@
+//! Compare-and-swap tagging: concurrent writers, in one process and in
+//! several, never lose a tag; and requests are signed.
+
+use std::process::Command;
+
+use orca_core::{Descriptor, MediaType, Store};
+use orca_testkit::{MotoServer, RecordingProxy};
+
+use crate::common::{aws_env, backend, bucket, builder, fresh_prefix};
+
+const URL_ENV: &str = "ORCA_TEST_S3_URL";
+const PREFIX_ENV: &str = "ORCA_TEST_TAG_PREFIX";
+
+async fn manifest(store: &Store) -> Descriptor {
+    let config = store
+        .push_bytes(MediaType::OCI_CONFIG, &b"{}"[..])
+        .await
+        .expect("config");
+    let manifest = orca_core::Manifest {
+        schema_version: 2,
+        media_type: Some(MediaType::OCI_MANIFEST),
+        artifact_type: None,
+        config,
+        layers: vec![],
+        subject: None,
+        annotations: Default::default(),
+        extra: Default::default(),
+    };
+    store
+        .push_manifest(&manifest.to_raw().expect("raw"), None)
+        .await
+        .expect("manifest")
+}
+
+async fn tag_fifty(store: &Store, prefix: &str) {
+    let manifest = manifest(store).await;
+    for i in 0..50 {
+        store
+            .tag(&manifest, &format!("{prefix}-{i:02}"))
+            .await
+            .expect("tag");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tasks_never_lose_a_tag() {
+    let prefix = fresh_prefix("tasks");
+    let tasks: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|t| {
+            let store = Store::new(backend(&prefix));
+            tokio::spawn(async move { tag_fifty(&store, t).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("tagging task");
+    }
+    let tags = Store::new(backend(&prefix)).tags_all().await.expect("tags");
+    assert_eq!(tags.len(), 100, "{tags:?}");
+}
+
+/// Tags 50 times. Run alone it uses a prefix of its own on the shared
+/// server; `two_processes_never_lose_a_tag` runs it as a child, configured
+/// only through the standard AWS environment.
+#[tokio::test]
+async fn tagger() {
+    match std::env::var(URL_ENV) {
+        Ok(url) => {
+            let prefix = std::env::var(PREFIX_ENV).expect("tag prefix");
+            let backend = orca_backend_s3::S3Builder::new(url)
+                .allow_http(true)
+                .build()
+                .expect("from the environment");
+            tag_fifty(&Store::new(backend), &prefix).await;
+        }
+        Err(_) => {
+            let store = Store::new(backend(&fresh_prefix("solo")));
+            tag_fifty(&store, "solo").await;
+            assert_eq!(store.tags_all().await.expect("tags").len(), 50);
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_processes_never_lose_a_tag() {
+    let prefix = fresh_prefix("processes");
+    let url = format!("s3://{}/{prefix}", bucket());
+    let mut children: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|t| {
+            Command::new(std::env::current_exe().expect("test binary"))
+                .args([
+                    "--exact",
+                    "concurrency::tagger",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .envs(aws_env())
+                .env(URL_ENV, &url)
+                .env(PREFIX_ENV, t)
+                .spawn()
+                .expect("spawn tagger")
+        })
+        .collect();
+    for child in &mut children {
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "a tagger process failed: {status}");
+    }
+    let tags = Store::new(backend(&prefix)).tags_all().await.expect("tags");
+    assert_eq!(tags.len(), 100, "{tags:?}");
+}
+
+#[tokio::test]
+async fn requests_are_signed_with_sigv4() {
+    // moto accepts unsigned requests, so look at what is actually sent.
+    let proxy = RecordingProxy::start(MotoServer::shared().port()).expect("proxy");
+    let backend = builder(&fresh_prefix("signed"))
+        .endpoint(format!("http://127.0.0.1:{}", proxy.port()))
+        .build()
+        .expect("backend");
+    let store = Store::new(backend);
+    let manifest = manifest(&store).await;
+    store.tag(&manifest, "signed").await.expect("tag");
+    let sent = proxy.recorded().to_ascii_lowercase();
+    let requests = sent.matches(" http/1.1\r\n").count();
+    let signed = sent
+        .matches("authorization: aws4-hmac-sha256 credential=orca-test-key/")
+        .count();
+    assert!(requests >= 4, "expected several requests, saw {requests}");
+    assert_eq!(
+        signed, requests,
+        "every request must carry a SigV4 signature:\n{sent}"
+    );
+    assert!(sent.contains("x-amz-date:") && sent.contains("x-amz-content-sha256:"));
+}

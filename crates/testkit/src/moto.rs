@@ -1,0 +1,121 @@
+//! `moto_server`, a real S3 server, on a free loopback port. One server is
+//! shared by the tests of a binary; a watchdog shell stops it when the test
+//! process ends, and dropping a server started by `start` stops it at once.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::{free_port, require_program};
+
+/// How to install the server, for the failure message.
+pub(crate) const INSTALL: &str = "python3 -m pip install 'moto[server]'";
+
+/// A running `moto_server`.
+#[derive(Debug)]
+pub struct MotoServer {
+    watchdog: Child,
+    port: u16,
+}
+
+impl MotoServer {
+    /// Starts a server and waits until it accepts connections.
+    pub fn start() -> std::io::Result<Self> {
+        let program = require_program("moto_server", INSTALL);
+        let port = free_port()?;
+        // The shell runs the server and kills it when this test process is
+        // gone, so a server shared through a static never outlives its tests.
+        let script = format!(
+            "{} -H 127.0.0.1 -p {port} >/dev/null 2>&1 & child=$!; \
+             trap 'kill $child 2>/dev/null' EXIT INT TERM; \
+             while kill -0 {} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 0.5; done",
+            program.display(),
+            std::process::id()
+        );
+        let watchdog = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .spawn()?;
+        let server = MotoServer { watchdog, port };
+        server.wait_ready(Duration::from_secs(60))?;
+        Ok(server)
+    }
+
+    /// The server shared by every test of this binary.
+    pub fn shared() -> &'static MotoServer {
+        static SERVER: OnceLock<MotoServer> = OnceLock::new();
+        SERVER.get_or_init(|| {
+            MotoServer::start().unwrap_or_else(|e| panic!("cannot start moto_server: {e}"))
+        })
+    }
+
+    fn wait_ready(&self, limit: Duration) -> std::io::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(status) = self.request("GET", "/")
+                && status < 500
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(std::io::Error::other(format!(
+                    "moto_server did not answer on port {} within {limit:?}",
+                    self.port
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The endpoint URL (`http://127.0.0.1:PORT`).
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Creates a bucket (path-style `PUT /name`; moto needs no signature).
+    pub fn create_bucket(&self, name: &str) -> std::io::Result<()> {
+        let status = self.request("PUT", &format!("/{name}"))?;
+        if status == 200 || status == 409 {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "creating bucket {name} answered HTTP {status}"
+            )))
+        }
+    }
+
+    /// One bodiless HTTP/1.1 request; returns the status code.
+    fn request(&self, method: &str, path: &str) -> std::io::Result<u16> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response)?;
+        let head = String::from_utf8_lossy(&response);
+        head.split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {head:.80}")))
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        // SIGTERM runs the watchdog's trap, which stops the server.
+        let _ = Command::new("kill")
+            .arg(self.watchdog.id().to_string())
+            .status();
+        let _ = self.watchdog.wait();
+    }
+}
