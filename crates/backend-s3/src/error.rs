@@ -21,6 +21,14 @@ pub(crate) fn convert(
                 place: place.to_owned(),
             }
         }
+        object_store::Error::Unauthenticated { source, .. } => Error::Unauthorized {
+            place: place.to_owned(),
+            message: format!("{what}: {source}"),
+        },
+        object_store::Error::PermissionDenied { source, .. } => Error::Denied {
+            place: place.to_owned(),
+            message: format!("{what}: {source}"),
+        },
         other => Error::Backend {
             backend: place.to_owned(),
             operation,

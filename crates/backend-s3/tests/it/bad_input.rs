@@ -13,9 +13,37 @@ use orca_testkit::push_real_image;
 use crate::common::{backend, fresh_prefix};
 
 #[tokio::test]
+async fn wrong_credentials_are_unauthorized_and_write_nothing() {
+    let server = orca_testkit::MotoServer::start_checking_credentials().expect("moto with auth");
+    let backend = orca_backend_s3::S3Builder::new("s3://orca-auth/p")
+        .endpoint(server.endpoint())
+        .region(crate::common::REGION)
+        .credentials("AKIAWRONGWRONGWRONG0", "wrong-secret")
+        .allow_http(true)
+        .build()
+        .expect("builder");
+    let store = Store::new(backend);
+    let err = store
+        .push_bytes(MediaType::OCI_LAYER_TAR, &b"x"[..])
+        .await
+        .expect_err("wrong credentials");
+    let text = chain(&err);
+    assert!(
+        matches!(err, Error::Denied { .. } | Error::Unauthorized { .. }),
+        "{text}"
+    );
+    assert!(
+        text.contains("s3://orca-auth/p") && text.contains("InvalidAccessKeyId"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("wrong-secret"),
+        "the secret leaked into an error: {text}"
+    );
+}
+
+#[tokio::test]
 async fn a_missing_bucket_is_named() {
-    let backend = crate::common::builder("x").build().expect("builder");
-    drop(backend);
     let missing = orca_backend_s3::S3Builder::new("s3://orca-no-such-bucket/p")
         .endpoint(orca_testkit::MotoServer::shared().endpoint())
         .region(crate::common::REGION)
