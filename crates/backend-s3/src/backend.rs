@@ -28,7 +28,7 @@ use crate::error::convert;
 /// S3's smallest part (except the last).
 const MIN_PART: usize = 5 * 1024 * 1024;
 const DEFAULT_PART: usize = 8 * 1024 * 1024;
-const DEFAULT_CONCURRENCY: usize = 4;
+const DEFAULT_CONCURRENCY: usize = 8;
 /// Compare-and-swap attempts on `index.json` before giving up.
 const MAX_ATTEMPTS: u32 = 200;
 
