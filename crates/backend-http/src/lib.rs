@@ -1,3 +1,16 @@
-//! orca-backend-http: a registry repository as an orca backend, over the OCI
-//! distribution API. The implementation lands with its issue; the crate
-//! exists so the workspace has its final shape and dependency direction.
+//! orca-backend-http: registries as orca backends, over the OCI
+//! distribution API — auth (basic, bearer tokens), streamed and chunked
+//! uploads, streamed downloads, retries, the Referrers API where offered.
+
+mod auth;
+mod backend;
+mod builder;
+mod client;
+mod error;
+mod registry;
+mod upload;
+
+pub use auth::Credentials;
+pub use backend::RegistryBackend;
+pub use builder::RegistryBuilder;
+pub use registry::Registry;

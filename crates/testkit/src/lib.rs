@@ -8,10 +8,13 @@ use std::path::PathBuf;
 mod image;
 mod moto;
 mod proxy;
+mod registry;
+mod watchdog;
 
 pub use image::{push_real_image, run, run_with_env};
 pub use moto::MotoServer;
 pub use proxy::RecordingProxy;
+pub use registry::RegistryServer;
 
 /// Where to find the program `name`, or a panic saying how to install it
 /// (`scripts/setup` installs everything the tests use).

@@ -4,10 +4,10 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::watchdog::Watched;
 use crate::{free_port, require_program};
 
 /// How to install the server, for the failure message.
@@ -16,7 +16,8 @@ pub(crate) const INSTALL: &str = "python3 -m pip install 'moto[server]'";
 /// A running `moto_server`.
 #[derive(Debug)]
 pub struct MotoServer {
-    watchdog: Child,
+    _process: Watched,
+    _log_dir: tempfile::TempDir,
     port: u16,
 }
 
@@ -35,21 +36,19 @@ impl MotoServer {
     fn start_with_env(env: &[(&str, &str)]) -> std::io::Result<Self> {
         let program = require_program("moto_server", INSTALL);
         let port = free_port()?;
-        // The shell runs the server and kills it when this test process is
-        // gone, so a server shared through a static never outlives its tests.
-        let script = format!(
-            "{} -H 127.0.0.1 -p {port} >/dev/null 2>&1 & child=$!; \
-             trap 'kill $child 2>/dev/null' EXIT INT TERM; \
-             while kill -0 {} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 0.5; done",
-            program.display(),
-            std::process::id()
-        );
-        let watchdog = Command::new("sh")
-            .args(["-c", &script])
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .spawn()?;
-        let server = MotoServer { watchdog, port };
+        let log_dir = tempfile::tempdir()?;
+        let port_text = port.to_string();
+        let process = Watched::spawn(
+            &program,
+            &["-H", "127.0.0.1", "-p", &port_text],
+            env,
+            &log_dir.path().join("moto.log"),
+        )?;
+        let server = MotoServer {
+            _process: process,
+            _log_dir: log_dir,
+            port,
+        };
         server.wait_ready(Duration::from_secs(60))?;
         Ok(server)
     }
@@ -118,15 +117,5 @@ impl MotoServer {
             .nth(1)
             .and_then(|code| code.parse().ok())
             .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {head:.80}")))
-    }
-}
-
-impl Drop for MotoServer {
-    fn drop(&mut self) {
-        // SIGTERM runs the watchdog's trap, which stops the server.
-        let _ = Command::new("kill")
-            .arg(self.watchdog.id().to_string())
-            .status();
-        let _ = self.watchdog.wait();
     }
 }

@@ -1,0 +1,158 @@
+//! [`RegistryBuilder`]: a [`Registry`] for a host, with credentials, TLS
+//! settings and upload tuning.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use orca_core::capabilities::DEFAULT_MAX_MANIFEST_SIZE;
+use orca_core::{Error, Result};
+
+use crate::auth::Credentials;
+use crate::client::{Client, Retry};
+use crate::registry::Registry;
+
+/// Tuning shared by the repositories of a registry.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) max_metadata_size: u64,
+    pub(crate) chunk_threshold: u64,
+    pub(crate) chunk_size: u64,
+}
+
+/// Builds a [`Registry`].
+#[derive(Debug, Clone)]
+pub struct RegistryBuilder {
+    host: String,
+    credentials: Credentials,
+    plain_http: Option<bool>,
+    insecure: bool,
+    ca_file: Option<PathBuf>,
+    options: Options,
+    retry: Retry,
+}
+
+impl RegistryBuilder {
+    /// A builder for `host[:port]` (`docker.io` means Docker Hub's API host).
+    pub fn new(host: impl Into<String>) -> Self {
+        RegistryBuilder {
+            host: host.into(),
+            credentials: Credentials::Anonymous,
+            plain_http: None,
+            insecure: false,
+            ca_file: None,
+            options: Options {
+                max_metadata_size: DEFAULT_MAX_MANIFEST_SIZE,
+                chunk_threshold: 256 * 1024 * 1024,
+                chunk_size: 16 * 1024 * 1024,
+            },
+            retry: Retry::default(),
+        }
+    }
+
+    /// Credentials to present.
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// Speak plain HTTP. By default only loopback hosts (`localhost`,
+    /// `127.*`, `[::1]`) do; every other host needs TLS.
+    pub fn plain_http(mut self, plain: bool) -> Self {
+        self.plain_http = Some(plain);
+        self
+    }
+
+    /// Accept any TLS certificate (explicitly insecure).
+    pub fn insecure(mut self, insecure: bool) -> Self {
+        self.insecure = insecure;
+        self
+    }
+
+    /// Trust the CA certificates in this PEM file as well.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// Blobs larger than this are uploaded in chunks.
+    pub fn chunk_threshold(mut self, bytes: u64) -> Self {
+        self.options.chunk_threshold = bytes;
+        self
+    }
+
+    /// Size of upload chunks (raised to the registry's minimum if it says one).
+    pub fn chunk_size(mut self, bytes: u64) -> Self {
+        self.options.chunk_size = bytes.max(1);
+        self
+    }
+
+    /// Largest manifest or metadata response read.
+    pub fn max_metadata_size(mut self, bytes: u64) -> Self {
+        self.options.max_metadata_size = bytes;
+        self
+    }
+
+    /// Attempts per request for transient failures (at least 1).
+    pub fn retries(mut self, attempts: u32) -> Self {
+        self.retry.attempts = attempts.max(1);
+        self
+    }
+
+    fn is_loopback(host: &str) -> bool {
+        let name = host
+            .rsplit_once(':')
+            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+            .map_or(host, |(name, _)| name);
+        name == "localhost" || name.starts_with("127.") || name == "[::1]"
+    }
+
+    /// Builds the registry handle. Nothing is contacted yet.
+    pub fn build(self) -> Result<Registry> {
+        let invalid = |reason: String| Error::InvalidInput {
+            what: format!("registry {:?}", self.host),
+            reason,
+        };
+        orca_core::Reference::parse(&format!("{}/probe", self.host))
+            .map_err(|e| invalid(e.to_string()))?;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let api_host = if self.host == "docker.io" {
+            "registry-1.docker.io".to_owned()
+        } else {
+            self.host.clone()
+        };
+        let plain = self
+            .plain_http
+            .unwrap_or_else(|| Self::is_loopback(&self.host));
+        let scheme = if plain { "http" } else { "https" };
+        let mut http = reqwest::Client::builder()
+            .user_agent(concat!("orca/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(30))
+            .danger_accept_invalid_certs(self.insecure);
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| invalid(format!("cannot read CA file {}: {e}", path.display())))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| invalid(format!("CA file {} is not PEM: {e}", path.display())))?
+            {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build().map_err(|e| Error::Backend {
+            backend: self.host.clone(),
+            operation: "configure",
+            source: Box::new(e),
+        })?;
+        let client = Client::new(
+            http,
+            format!("{scheme}://{api_host}"),
+            self.host.clone(),
+            self.credentials,
+            self.retry,
+        );
+        Ok(Registry {
+            client: Arc::new(client),
+            options: Arc::new(self.options),
+        })
+    }
+}

@@ -1,0 +1,349 @@
+//! The transport: one HTTP client per registry host that authenticates
+//! (basic, or bearer tokens per scope from the challenge flow), retries
+//! connection errors, 429 and 5xx with jittered exponential backoff and
+//! `Retry-After`, and re-authenticates once on a 401.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use orca_core::{Error, Result};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{Method, Response, StatusCode};
+
+use crate::auth::{Challenge, Credentials, TokenCache, TokenResponse, parse_challenge};
+use crate::error::{convert, read_error};
+
+/// A request that can be sent again (its body, if any, is in memory).
+#[derive(Debug, Clone)]
+pub(crate) struct Request {
+    pub(crate) method: Method,
+    pub(crate) url: String,
+    pub(crate) headers: Vec<(HeaderName, String)>,
+    pub(crate) body: Option<Bytes>,
+}
+
+impl Request {
+    pub(crate) fn new(method: Method, url: impl Into<String>) -> Self {
+        Request {
+            method,
+            url: url.into(),
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    pub(crate) fn header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub(crate) fn body(mut self, body: Bytes) -> Self {
+        self.body = Some(body);
+        self
+    }
+}
+
+/// Retry settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retry {
+    pub(crate) attempts: u32,
+    pub(crate) base: Duration,
+    pub(crate) cap: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: 5,
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Retry {
+    fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(wait) = retry_after {
+            return wait.min(self.cap.max(Duration::from_secs(60)));
+        }
+        let exp = self.base.saturating_mul(1u32 << attempt.min(10));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        // Full jitter: anywhere between half and all of the exponential step.
+        let jitter = exp.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0);
+        jitter.min(self.cap)
+    }
+}
+
+/// The HTTP client of one registry host.
+pub(crate) struct Client {
+    http: reqwest::Client,
+    /// `https://host` or `http://host`.
+    pub(crate) base: String,
+    /// The host as users write it, for messages.
+    pub(crate) host: String,
+    credentials: Credentials,
+    tokens: Mutex<TokenCache>,
+    /// The registry asked for basic auth: send it up front from now on.
+    basic: AtomicBool,
+    retry: Retry,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("credentials", &self.credentials)
+            .finish_non_exhaustive()
+    }
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+fn transient(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::BAD_GATEWAY
+        || status == StatusCode::SERVICE_UNAVAILABLE
+        || status == StatusCode::GATEWAY_TIMEOUT
+        || status == StatusCode::INTERNAL_SERVER_ERROR
+}
+
+impl Client {
+    pub(crate) fn new(
+        http: reqwest::Client,
+        base: String,
+        host: String,
+        credentials: Credentials,
+        retry: Retry,
+    ) -> Self {
+        Client {
+            http,
+            base,
+            host,
+            credentials,
+            tokens: Mutex::default(),
+            basic: AtomicBool::new(false),
+            retry,
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Resolves a `Location` (absolute, or relative to the host).
+    pub(crate) fn resolve_location(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_owned()
+        } else if location.starts_with('/') {
+            self.url(location)
+        } else {
+            self.url(&format!("/{location}"))
+        }
+    }
+
+    fn authorization(&self, scope: &str) -> Option<String> {
+        let cached = self.tokens.lock().ok().and_then(|t| t.get(scope));
+        cached.or_else(|| {
+            if self.basic.load(Ordering::Relaxed) {
+                self.credentials.basic_header()
+            } else {
+                None
+            }
+        })
+    }
+
+    fn transport_error(&self, operation: &'static str, e: reqwest::Error) -> Error {
+        Error::Backend {
+            backend: self.host.clone(),
+            operation,
+            source: Box::new(e.without_url()),
+        }
+    }
+
+    /// Sends a replayable request: authenticates as the registry asks
+    /// (once per call), and retries transient failures with backoff.
+    /// Returns the final response, successful or not.
+    pub(crate) async fn send(
+        &self,
+        request: &Request,
+        scope: &str,
+        operation: &'static str,
+    ) -> Result<Response> {
+        let mut authenticated = false;
+        let mut attempt = 0;
+        loop {
+            let mut builder = self.http.request(request.method.clone(), &request.url);
+            for (name, value) in &request.headers {
+                builder = builder.header(name, value);
+            }
+            if let Some(body) = &request.body {
+                builder = builder.body(body.clone());
+            }
+            if let Some(auth) = self.authorization(scope) {
+                builder = builder.header(AUTHORIZATION, auth);
+            }
+            let outcome = builder.send().await;
+            attempt += 1;
+            match outcome {
+                Err(e) if (e.is_connect() || e.is_timeout()) && attempt < self.retry.attempts => {
+                    tokio::time::sleep(self.retry.delay(attempt, None)).await;
+                }
+                Err(e) => return Err(self.transport_error(operation, e)),
+                Ok(response) if response.status() == StatusCode::UNAUTHORIZED && !authenticated => {
+                    authenticated = true;
+                    self.authenticate(&response, scope).await?;
+                    // An answered challenge is not a failed attempt.
+                    attempt -= 1;
+                }
+                Ok(response) if transient(response.status()) && attempt < self.retry.attempts => {
+                    let wait = self.retry.delay(attempt, retry_after(response.headers()));
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(response) => return Ok(response),
+            }
+        }
+    }
+
+    /// Sends a request with a streamed body, once: streams cannot be
+    /// replayed. Auth is whatever earlier requests in `scope` established.
+    pub(crate) async fn send_stream(
+        &self,
+        method: Method,
+        url: &str,
+        headers: Vec<(HeaderName, String)>,
+        body: reqwest::Body,
+        scope: &str,
+        operation: &'static str,
+    ) -> Result<Response> {
+        let mut builder = self.http.request(method, url).body(body);
+        for (name, value) in headers {
+            builder = builder.header(name, value);
+        }
+        if let Some(auth) = self.authorization(scope) {
+            builder = builder.header(AUTHORIZATION, auth);
+        }
+        builder
+            .send()
+            .await
+            .map_err(|e| self.transport_error(operation, e))
+    }
+
+    /// Answers a 401's challenge: remember to send basic auth, or obtain a
+    /// bearer token for `scope`.
+    async fn authenticate(&self, response: &Response, scope: &str) -> Result<()> {
+        if let Ok(mut tokens) = self.tokens.lock() {
+            tokens.forget(scope);
+        }
+        let header = response
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        match parse_challenge(header) {
+            Some(Challenge::Basic) => {
+                if self.credentials.basic_header().is_none() {
+                    return Err(Error::Unauthorized {
+                        place: self.host.clone(),
+                        message: "the registry requires a user name and password".into(),
+                    });
+                }
+                self.basic.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Some(Challenge::Bearer {
+                realm,
+                service,
+                scope: offered,
+            }) => {
+                let token = self
+                    .fetch_token(&realm, service.as_deref(), scope, offered.as_deref())
+                    .await?;
+                if let Ok(mut tokens) = self.tokens.lock() {
+                    tokens.put(scope, format!("Bearer {}", token.0), token.1);
+                }
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        offered: Option<&str>,
+    ) -> Result<(String, Duration)> {
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        if let Some(service) = service {
+            query.push(("service", service));
+        }
+        // Our scope may name several repositories (mounts): one `scope` each.
+        for part in scope.split(' ').filter(|s| !s.is_empty()) {
+            query.push(("scope", part));
+        }
+        if scope.is_empty()
+            && let Some(offered) = offered
+        {
+            query.push(("scope", offered));
+        }
+        let builder = match &self.credentials {
+            Credentials::IdentityToken(token) => {
+                let mut form = vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", token.as_str()),
+                    ("client_id", "orca"),
+                ];
+                form.extend(query.iter().copied());
+                self.http.post(realm).form(&form)
+            }
+            other => {
+                let mut builder = self.http.get(realm).query(&query);
+                if let Some(basic) = other.basic_header() {
+                    builder = builder.header(AUTHORIZATION, basic);
+                }
+                builder
+            }
+        };
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| self.transport_error("authenticate", e))?;
+        if !response.status().is_success() {
+            let retry = retry_after(response.headers());
+            let error = read_error(response).await;
+            return Err(convert(
+                error,
+                &self.host,
+                "authenticate",
+                format!("token from {realm}"),
+                retry,
+            ));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error("authenticate", e))?;
+        serde_json::from_slice::<TokenResponse>(&bytes)
+            .ok()
+            .and_then(TokenResponse::into_token)
+            .ok_or_else(|| Error::Unauthorized {
+                place: self.host.clone(),
+                message: format!("the token service {realm} answered without a token"),
+            })
+    }
+}

@@ -1,0 +1,154 @@
+//! [`Registry`]: a registry host — open repositories (probing what the
+//! registry supports once), and list repositories (`_catalog`).
+
+use std::sync::Arc;
+
+use orca_core::{Capabilities, Error, ListPage, ListQuery, Result};
+use reqwest::header::ACCEPT;
+use reqwest::{Method, StatusCode};
+
+use crate::backend::{RegistryBackend, urlencode};
+use crate::builder::Options;
+use crate::client::{Client, Request};
+use crate::error::{convert, read_error};
+
+/// The digest of nothing, used to ask whether the Referrers API exists.
+const ZERO_DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+/// A registry host.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    pub(crate) client: Arc<Client>,
+    pub(crate) options: Arc<Options>,
+}
+
+impl Registry {
+    /// The host (`registry.example:5000`).
+    pub fn host(&self) -> &str {
+        &self.client.host
+    }
+
+    /// Opens repository `name`, asking the registry once whether it offers
+    /// the Referrers API (`GET /v2/<name>/referrers/<zero digest>`).
+    pub async fn repository(&self, name: &str) -> Result<RegistryBackend> {
+        orca_core::Reference::parse(&format!("{}/{name}", self.client.host))?;
+        let mut capabilities = Capabilities::NONE;
+        capabilities.delete = true;
+        capabilities.mount = true;
+        capabilities.fetch_range = true;
+        capabilities.catalog = true;
+        capabilities.max_manifest_size = self.options.max_metadata_size;
+        let mut backend = RegistryBackend {
+            client: self.client.clone(),
+            repository: name.to_owned(),
+            place: format!("{}/{name}", self.client.host),
+            capabilities,
+            options: self.options.clone(),
+        };
+        backend.capabilities.referrers_api = self.probe_referrers(&backend).await?;
+        Ok(backend)
+    }
+
+    async fn probe_referrers(&self, backend: &RegistryBackend) -> Result<bool> {
+        let request = Request::new(
+            Method::GET,
+            backend.path(&format!("referrers/{ZERO_DIGEST}")),
+        )
+        .header(ACCEPT, "application/vnd.oci.image.index.v1+json");
+        let response = self
+            .client
+            .send(&request, &backend.scope(false), "open")
+            .await?;
+        let status = response.status();
+        let is_index = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/vnd.oci.image.index.v1+json"));
+        match status {
+            StatusCode::OK => Ok(is_index),
+            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::METHOD_NOT_ALLOWED => {
+                Ok(false)
+            }
+            _ => Err(backend
+                .fail(response, "open", "referrers support".into())
+                .await),
+        }
+    }
+
+    /// Lists repositories, one page (`_catalog?n=&last=`).
+    pub async fn catalog(&self, query: &ListQuery) -> Result<ListPage> {
+        catalog(&self.client, &self.client.host, &self.options, query).await
+    }
+}
+
+/// `GET /v2/_catalog` with `n` and `last`; a `Link` header means more.
+pub(crate) async fn catalog(
+    client: &Client,
+    place: &str,
+    options: &Options,
+    query: &ListQuery,
+) -> Result<ListPage> {
+    let mut params = Vec::new();
+    if let Some(n) = query.limit {
+        params.push(format!("n={n}"));
+    }
+    if let Some(last) = &query.last {
+        params.push(format!("last={}", urlencode(last)));
+    }
+    let mut url = client.url("/v2/_catalog");
+    if !params.is_empty() {
+        url.push('?');
+        url.push_str(&params.join("&"));
+    }
+    let response = client
+        .send(
+            &Request::new(Method::GET, url),
+            "registry:catalog:*",
+            "catalog",
+        )
+        .await?;
+    if !response.status().is_success() {
+        let error = read_error(response).await;
+        return Err(convert(
+            error,
+            place,
+            "catalog",
+            "repository list".into(),
+            None,
+        ));
+    }
+    let more = response.headers().contains_key(reqwest::header::LINK);
+    if let Some(len) = response.content_length()
+        && len > options.max_metadata_size
+    {
+        return Err(Error::LimitExceeded {
+            what: format!("repository list from {place}"),
+            limit: options.max_metadata_size,
+        });
+    }
+    let bytes = response.bytes().await.map_err(|e| Error::Backend {
+        backend: place.to_owned(),
+        operation: "catalog",
+        source: Box::new(e.without_url()),
+    })?;
+    #[derive(serde::Deserialize)]
+    struct Catalog {
+        #[serde(default)]
+        repositories: Vec<String>,
+    }
+    let mut listing: Catalog = serde_json::from_slice(&bytes).map_err(|e| Error::Backend {
+        backend: place.to_owned(),
+        operation: "catalog",
+        source: Box::new(e),
+    })?;
+    if let Some(n) = query.limit {
+        listing.repositories.truncate(n);
+    }
+    let next = if more {
+        listing.repositories.last().cloned()
+    } else {
+        None
+    };
+    Ok(ListPage::new(listing.repositories, next))
+}

@@ -1,0 +1,297 @@
+//! Uploads: manifests by `PUT`, blobs by `POST` + monolithic `PUT` (the body
+//! streamed with its length) or, for large blobs or when the registry asks
+//! (`OCI-Chunk-Min-Length`), `POST` + `PATCH`… + `PUT`, always following the
+//! newest `Location`. An abandoned upload session is cancelled.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use orca_core::{Body, Descriptor, Error, Result};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+
+use crate::backend::{RegistryBackend, location, urlencode};
+use crate::client::Request;
+
+const OCI_CHUNK_MIN_LENGTH: &str = "oci-chunk-min-length";
+
+/// Puts a manifest's exact bytes under `reference` (a tag or its digest).
+pub(crate) async fn put_manifest(
+    backend: &RegistryBackend,
+    descriptor: &Descriptor,
+    bytes: Bytes,
+    reference: &str,
+) -> Result<()> {
+    let request = Request::new(Method::PUT, backend.path(&format!("manifests/{reference}")))
+        .header(CONTENT_TYPE, descriptor.media_type.as_str())
+        .body(bytes);
+    let response = backend
+        .client
+        .send(&request, &backend.scope(true), "push")
+        .await?;
+    if !response.status().is_success() {
+        return Err(backend
+            .fail(response, "push", format!("manifest {}", descriptor.digest))
+            .await);
+    }
+    if let Some(sent) = response
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        && sent.trim() != descriptor.digest.to_string()
+    {
+        return Err(Error::DigestMismatch {
+            what: format!("manifest stored as {reference}"),
+            place: backend.place.clone(),
+            expected: descriptor.digest.clone(),
+            actual: orca_core::Digest::parse(sent.trim())?,
+        });
+    }
+    Ok(())
+}
+
+/// Starts an upload session; returns its location and the registry's
+/// minimum chunk size, if it said one.
+async fn start(
+    backend: &RegistryBackend,
+    query: &str,
+) -> Result<(StatusCode, String, Option<u64>)> {
+    let request = Request::new(
+        Method::POST,
+        backend.path(&format!("blobs/uploads/{query}")),
+    )
+    .header(CONTENT_LENGTH, "0");
+    let response = backend
+        .client
+        .send(&request, &backend.scope(true), "push")
+        .await?;
+    let status = response.status();
+    if status != StatusCode::ACCEPTED && status != StatusCode::CREATED {
+        return Err(backend
+            .fail(response, "push", "upload session".into())
+            .await);
+    }
+    let min_chunk = response
+        .headers()
+        .get(OCI_CHUNK_MIN_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let url = location(&backend.client, &response).ok_or_else(|| Error::Backend {
+        backend: backend.place.clone(),
+        operation: "push",
+        source: "the registry started an upload without a Location".into(),
+    })?;
+    Ok((status, url, min_chunk))
+}
+
+/// Cancels an upload session, best effort.
+async fn cancel(backend: &RegistryBackend, url: &str) {
+    let request = Request::new(Method::DELETE, url);
+    let _ = backend
+        .client
+        .send(&request, &backend.scope(true), "cancel upload")
+        .await;
+}
+
+fn with_query(url: &str, key: &str, value: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{key}={}", urlencode(value))
+}
+
+/// Pushes a blob, monolithic or chunked.
+pub(crate) async fn push_blob(
+    backend: &RegistryBackend,
+    descriptor: &Descriptor,
+    body: Body,
+) -> Result<()> {
+    let (_, url, min_chunk) = start(backend, "").await?;
+    let threshold = backend.options.chunk_threshold;
+    let chunked = descriptor.size > threshold || min_chunk.is_some();
+    let outcome = if chunked {
+        let size = backend.options.chunk_size.max(min_chunk.unwrap_or(0));
+        push_chunked(backend, descriptor, body, url.clone(), size).await
+    } else {
+        push_monolithic(backend, descriptor, body, &url).await
+    };
+    if outcome.is_err() {
+        cancel(backend, &url).await;
+    }
+    outcome
+}
+
+async fn push_monolithic(
+    backend: &RegistryBackend,
+    descriptor: &Descriptor,
+    body: Body,
+    url: &str,
+) -> Result<()> {
+    let url = with_query(url, "digest", &descriptor.digest.to_string());
+    // The registry checks the digest in the URL against what arrives. The
+    // body is read one item ahead, so an error at its end (a mismatch found
+    // by Store, bytes beyond the promised length) aborts the request before
+    // its last bytes go out, and that error is what the caller sees.
+    let failure = Arc::new(Mutex::new(None));
+    let stream = lookahead(body, failure.clone());
+    let sent = backend
+        .client
+        .send_stream(
+            Method::PUT,
+            &url,
+            vec![
+                (CONTENT_TYPE, "application/octet-stream".into()),
+                (CONTENT_LENGTH, descriptor.size.to_string()),
+            ],
+            reqwest::Body::wrap_stream(stream),
+            &backend.scope(true),
+            "push",
+        )
+        .await;
+    if let Some(e) = failure.lock().ok().and_then(|mut f| f.take()) {
+        return Err(e);
+    }
+    let response = sent?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(backend
+            .fail(response, "push", format!("blob {}", descriptor.digest))
+            .await)
+    }
+}
+
+/// Yields each chunk only once the item after it is known, so the body's
+/// final error (if any) arrives before its last chunk is handed on. The
+/// error is also kept in `failure` for the caller.
+fn lookahead(
+    body: Body,
+    failure: Arc<Mutex<Option<Error>>>,
+) -> impl futures::Stream<Item = Result<Bytes>> + Send + 'static {
+    let stream = body.into_stream();
+    futures::stream::unfold(
+        (stream, None::<Bytes>, false),
+        move |(mut stream, held, done)| {
+            let failure = failure.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                let mut held = held;
+                loop {
+                    match stream.next().await {
+                        Some(Ok(chunk)) => match held.replace(chunk) {
+                            Some(previous) => return Some((Ok(previous), (stream, held, false))),
+                            None => continue,
+                        },
+                        Some(Err(e)) => {
+                            let message = e.to_string();
+                            if let Ok(mut slot) = failure.lock() {
+                                *slot = Some(e);
+                            }
+                            let abort = Error::InvalidInput {
+                                what: "upload body".into(),
+                                reason: message,
+                            };
+                            return Some((Err(abort), (stream, None, true)));
+                        }
+                        None => return held.map(|last| (Ok(last), (stream, None, true))),
+                    }
+                }
+            }
+        },
+    )
+}
+
+async fn push_chunked(
+    backend: &RegistryBackend,
+    descriptor: &Descriptor,
+    mut body: Body,
+    mut url: String,
+    chunk_size: u64,
+) -> Result<()> {
+    let chunk_size = usize::try_from(chunk_size).unwrap_or(usize::MAX);
+    let mut buffer = BytesMut::with_capacity(chunk_size.min(64 * 1024 * 1024));
+    let mut offset = 0u64;
+    let mut ended = false;
+    loop {
+        // Fill one chunk (the body's chunks may be larger or smaller).
+        while buffer.len() < chunk_size && !ended {
+            match body.next().await {
+                Some(chunk) => buffer.extend_from_slice(&chunk?),
+                None => ended = true,
+            }
+        }
+        if buffer.is_empty() {
+            break;
+        }
+        let part = buffer.split_to(buffer.len().min(chunk_size)).freeze();
+        let end = offset + part.len() as u64 - 1;
+        let request = Request::new(Method::PATCH, url.clone())
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_RANGE, format!("{offset}-{end}"))
+            .header(CONTENT_LENGTH, part.len().to_string())
+            .body(part);
+        let response = backend
+            .client
+            .send(&request, &backend.scope(true), "push")
+            .await?;
+        if response.status() != StatusCode::ACCEPTED {
+            let what = format!("blob {} (chunk at {offset})", descriptor.digest);
+            return Err(backend.fail(response, "push", what).await);
+        }
+        // Every answer carries a new Location (with signed state): use it.
+        url = location(&backend.client, &response).unwrap_or(url);
+        offset = end + 1;
+    }
+    let request = Request::new(
+        Method::PUT,
+        with_query(&url, "digest", &descriptor.digest.to_string()),
+    )
+    .header(CONTENT_LENGTH, "0");
+    let response = backend
+        .client
+        .send(&request, &backend.scope(true), "push")
+        .await?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(backend
+            .fail(response, "push", format!("blob {}", descriptor.digest))
+            .await)
+    }
+}
+
+/// Mounts a blob from another repository of the same registry; a registry
+/// that answers with an upload session instead declined, and the session
+/// is cancelled.
+pub(crate) async fn mount(
+    backend: &RegistryBackend,
+    descriptor: &Descriptor,
+    from: &str,
+) -> Result<bool> {
+    let query = format!(
+        "?mount={}&from={}",
+        urlencode(&descriptor.digest.to_string()),
+        urlencode(from)
+    );
+    // The token must also allow pulling from the source repository.
+    let scope = format!("{} repository:{from}:pull", backend.scope(true));
+    let request = Request::new(
+        Method::POST,
+        backend.path(&format!("blobs/uploads/{query}")),
+    )
+    .header(CONTENT_LENGTH, "0");
+    let response = backend.client.send(&request, &scope, "mount").await?;
+    match response.status() {
+        StatusCode::CREATED => Ok(true),
+        StatusCode::ACCEPTED => {
+            if let Some(url) = location(&backend.client, &response) {
+                cancel(backend, &url).await;
+            }
+            Ok(false)
+        }
+        _ => Err(backend
+            .fail(response, "mount", format!("blob {}", descriptor.digest))
+            .await),
+    }
+}

@@ -1,0 +1,38 @@
+//! Registries shared by the tests, and fresh repository names.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use orca_backend_http::{Credentials, Registry, RegistryBackend, RegistryBuilder};
+use orca_testkit::RegistryServer;
+
+/// A repository name no other test uses.
+pub(crate) fn fresh_repository(label: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "orca/{label}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// The plain registry.
+pub(crate) fn plain() -> Registry {
+    RegistryBuilder::new(RegistryServer::shared().host())
+        .build()
+        .expect("registry")
+}
+
+/// The htpasswd registry, with the right credentials.
+pub(crate) fn authenticated() -> Registry {
+    let server = RegistryServer::shared_htpasswd();
+    let (user, password) = server.credentials().expect("credentials");
+    RegistryBuilder::new(server.host())
+        .credentials(Credentials::basic(user, password))
+        .build()
+        .expect("registry")
+}
+
+/// A repository of `registry`.
+pub(crate) async fn repository(registry: &Registry, name: &str) -> RegistryBackend {
+    registry.repository(name).await.expect("open repository")
+}

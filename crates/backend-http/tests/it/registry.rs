@@ -1,0 +1,126 @@
+//! Registry-specific behaviour: mounts, chunked uploads, long tag lists,
+//! auth failures, and interoperability with skopeo.
+
+use futures::StreamExt;
+use orca_backend_http::{Credentials, RegistryBuilder};
+use orca_core::conformance::GeneratedBlob;
+use orca_core::{Document, Error, ListQuery, MediaType, Selector, Store};
+use orca_testkit::{RecordingProxy, RegistryServer, push_real_image, run};
+
+use crate::common::{fresh_repository, plain, repository};
+
+const SKOPEO: &str = "apt-get install -y skopeo";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_upload_of_64_mib_in_5_mib_chunks() {
+    let registry = RegistryBuilder::new(RegistryServer::shared().host())
+        .chunk_threshold(1024 * 1024)
+        .chunk_size(5 * 1024 * 1024)
+        .build()
+        .expect("registry");
+    let store = Store::new(repository(&registry, &fresh_repository("chunked")).await);
+    let blob = GeneratedBlob::new(64 * 1024 * 1024 + 12_345, 21);
+    let desc = blob.descriptor(MediaType::OCI_LAYER_TAR);
+    store.push(&desc, blob.body()).await.expect("chunked push");
+    let mut body = store.fetch(&desc).await.expect("fetch");
+    let mut total = 0;
+    while let Some(chunk) = body.next().await {
+        total += chunk.expect("verified").len() as u64;
+    }
+    assert_eq!(total, blob.size());
+}
+
+#[tokio::test]
+async fn tag_lists_of_more_than_250_tags_are_complete_and_paged() {
+    let store = Store::new(repository(&plain(), &fresh_repository("tags")).await);
+    let image = push_real_image(&store, &[("f", b"tags")], "t000").await;
+    let mut expected: Vec<String> = (0..260).map(|i| format!("t{i:03}")).collect();
+    for tag in &expected[1..] {
+        store.tag(&image, tag).await.expect("tag");
+    }
+    expected.sort();
+    assert_eq!(store.tags_all().await.expect("all"), expected);
+    let page = store
+        .tags(&ListQuery::page(Some("t099".into()), 50))
+        .await
+        .expect("page");
+    assert_eq!(page.entries, expected[100..150]);
+    assert_eq!(page.next.as_deref(), Some("t149"));
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_unauthorized_without_a_retry_storm() {
+    let server = RegistryServer::shared_htpasswd();
+    let proxy = RecordingProxy::start(server.port()).expect("proxy");
+    let registry = RegistryBuilder::new(format!("127.0.0.1:{}", proxy.port()))
+        .credentials(Credentials::basic("orca", "not-the-password"))
+        .build()
+        .expect("registry");
+    let store = Store::new(repository(&registry, "orca/denied").await);
+    let before = proxy.recorded().matches(" HTTP/1.1\r\n").count();
+    let err = store
+        .resolve(&Selector::Tag("v1".into()))
+        .await
+        .expect_err("wrong password");
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err}");
+    let text = orca_core::error::chain(&err);
+    assert!(
+        !text.contains("not-the-password"),
+        "the password leaked: {text}"
+    );
+    let requests = proxy.recorded().matches(" HTTP/1.1\r\n").count() - before;
+    assert!(requests <= 2, "{requests} requests for one refused call");
+}
+
+#[tokio::test]
+async fn anonymous_access_to_an_authenticated_registry_is_unauthorized() {
+    let registry = RegistryBuilder::new(RegistryServer::shared_htpasswd().host())
+        .build()
+        .expect("registry");
+    let store = Store::new(repository(&registry, "orca/anonymous").await);
+    let err = store.tags_all().await.expect_err("no credentials");
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn skopeo_reads_what_orca_pushes_and_orca_verifies_what_skopeo_pushes() {
+    let host = RegistryServer::shared().host();
+    let name = fresh_repository("interop");
+    let store = Store::new(repository(&plain(), &name).await);
+    let pushed = push_real_image(&store, &[("etc/hello", b"pushed by orca\n")], "v1").await;
+    let inspect = run(
+        "skopeo",
+        SKOPEO,
+        &[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{host}/{name}:v1"),
+        ],
+    );
+    let inspected: serde_json::Value = serde_json::from_str(&inspect).expect("json");
+    assert_eq!(inspected["Digest"], pushed.digest.to_string(), "{inspect}");
+
+    let copy = format!("{name}-by-skopeo");
+    run(
+        "skopeo",
+        SKOPEO,
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            &format!("docker://{host}/{name}:v1"),
+            &format!("docker://{host}/{copy}:copied"),
+        ],
+    );
+    let copied = Store::new(repository(&plain(), &copy).await);
+    let (_, raw) = copied
+        .fetch_manifest(&Selector::Tag("copied".into()))
+        .await
+        .expect("manifest");
+    let Document::Manifest(manifest) = raw.parse().expect("parse") else {
+        panic!("not an image manifest");
+    };
+    for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
+        copied.fetch_bytes(blob).await.expect("verified blob");
+    }
+}
