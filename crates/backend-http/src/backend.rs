@@ -171,6 +171,31 @@ impl RegistryBackend {
         Ok((media_type, bytes, headers))
     }
 
+    /// GETs a blob from `offset` on (a `Range` request past the start,
+    /// which must be answered with 206).
+    pub(crate) async fn get_blob(&self, descriptor: &Descriptor, offset: u64) -> Result<Response> {
+        let mut request = Request::new(
+            Method::GET,
+            self.path(&format!("blobs/{}", descriptor.digest)),
+        );
+        if offset > 0 {
+            request = request.header(RANGE, format!("bytes={offset}-"));
+        }
+        let response = self
+            .client
+            .send(&request, &self.scope(false), "fetch")
+            .await?;
+        match response.status() {
+            StatusCode::PARTIAL_CONTENT if offset > 0 => Ok(response),
+            s if s.is_success() && offset == 0 => Ok(response),
+            s if s.is_success() => Err(Error::Unsupported {
+                operation: "resuming a download (the registry ignored Range)",
+                place: self.place.clone(),
+            }),
+            _ => Err(self.fail(response, "fetch", Self::what(descriptor)).await),
+        }
+    }
+
     /// Follows `Link: <…>; rel="next"`.
     pub(crate) fn next_link(&self, headers: &HeaderMap) -> Option<String> {
         let link = headers.get(LINK)?.to_str().ok()?;
@@ -231,25 +256,14 @@ impl Backend for RegistryBackend {
             self.check_digest(&headers, &descriptor.digest)?;
             return Ok(Body::from_bytes(bytes));
         }
-        let request = Request::new(
-            Method::GET,
-            self.path(&format!("blobs/{}", descriptor.digest)),
-        );
-        let response = self
-            .client
-            .send(&request, &self.scope(false), "fetch")
-            .await?;
-        if !response.status().is_success() {
-            return Err(self.fail(response, "fetch", Self::what(descriptor)).await);
-        }
+        let response = self.get_blob(descriptor, 0).await?;
         let len = response.content_length().unwrap_or(descriptor.size);
-        let place = self.place.clone();
-        let stream = response.bytes_stream().map_err(move |e| Error::Backend {
-            backend: place.clone(),
-            operation: "fetch",
-            source: Box::new(e.without_url()),
-        });
-        Ok(Body::new(len, stream))
+        Ok(crate::download::resuming(
+            self.clone(),
+            descriptor.clone(),
+            response,
+            len,
+        ))
     }
 
     async fn push(&self, descriptor: &Descriptor, body: Body, options: &PushOptions) -> Result<()> {

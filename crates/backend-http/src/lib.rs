@@ -6,6 +6,7 @@ mod auth;
 mod backend;
 mod builder;
 mod client;
+mod download;
 mod error;
 mod registry;
 mod upload;

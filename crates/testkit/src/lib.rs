@@ -13,7 +13,7 @@ mod watchdog;
 
 pub use image::{push_real_image, run, run_with_env};
 pub use moto::MotoServer;
-pub use proxy::RecordingProxy;
+pub use proxy::{Faults, RecordingProxy};
 pub use registry::RegistryServer;
 
 /// Where to find the program `name`, or a panic saying how to install it

@@ -1,45 +1,91 @@
-//! A TCP proxy on a free loopback port in front of a real server, recording
-//! what clients send, so tests can check what went over the wire.
+//! A TCP proxy on a free loopback port in front of a real server. It
+//! records what clients send, and can inject faults: answer some requests
+//! with an error status, cut responses after some bytes, or flip a byte of
+//! a response body — each a bounded number of times.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Most bytes kept from the client side.
-const RECORD_LIMIT: usize = 1024 * 1024;
+const RECORD_LIMIT: usize = 4 * 1024 * 1024;
 
-/// A running recording proxy. It stops accepting when dropped.
+/// Faults a [`RecordingProxy`] injects.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Answer requests whose first line contains this text with this
+    /// status (and close), this many times.
+    pub fail_requests: Option<(String, u16, u32)>,
+    /// Close a connection after this many response bytes, this many times
+    /// (small responses never reach the mark).
+    pub cut_after: Option<(u64, u32)>,
+    /// Flip the response body byte at this offset, this many times.
+    pub corrupt_at: Option<(u64, u32)>,
+}
+
+#[derive(Debug, Default)]
+struct Budget {
+    fail: AtomicU32,
+    cut: AtomicU32,
+    corrupt: AtomicU32,
+}
+
+impl Budget {
+    fn take(counter: &AtomicU32) -> bool {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+/// A running proxy. It stops accepting when dropped.
 #[derive(Debug)]
 pub struct RecordingProxy {
     port: u16,
     recorded: Arc<Mutex<Vec<u8>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+struct Shared {
+    upstream: u16,
+    faults: Faults,
+    budget: Budget,
+    recorded: Arc<Mutex<Vec<u8>>>,
 }
 
 impl RecordingProxy {
-    /// Starts a proxy forwarding to `127.0.0.1:upstream`.
+    /// Starts a proxy forwarding to `127.0.0.1:upstream`, recording only.
     pub fn start(upstream: u16) -> std::io::Result<Self> {
+        Self::with_faults(upstream, Faults::default())
+    }
+
+    /// Starts a proxy forwarding to `127.0.0.1:upstream` with `faults`.
+    pub fn with_faults(upstream: u16, faults: Faults) -> std::io::Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", 0))?;
         let port = listener.local_addr()?.port();
         let recorded = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (rec, halt) = (recorded.clone(), stop.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let budget = Budget {
+            fail: AtomicU32::new(faults.fail_requests.as_ref().map_or(0, |f| f.2)),
+            cut: AtomicU32::new(faults.cut_after.map_or(0, |f| f.1)),
+            corrupt: AtomicU32::new(faults.corrupt_at.map_or(0, |f| f.1)),
+        };
+        let shared = Arc::new(Shared {
+            upstream,
+            faults,
+            budget,
+            recorded: recorded.clone(),
+        });
+        let halt = stop.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
-                if halt.load(std::sync::atomic::Ordering::SeqCst) {
+                if halt.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(client) = client else { continue };
-                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
-                    continue;
-                };
-                let rec = rec.clone();
-                let (c2, s2) = match (client.try_clone(), server.try_clone()) {
-                    (Ok(c), Ok(s)) => (c, s),
-                    _ => continue,
-                };
-                std::thread::spawn(move || pump(client, server, Some(rec)));
-                std::thread::spawn(move || pump(s2, c2, None));
+                let shared = shared.clone();
+                std::thread::spawn(move || serve(client, &shared));
             }
         });
         Ok(RecordingProxy {
@@ -54,7 +100,7 @@ impl RecordingProxy {
         self.port
     }
 
-    /// Everything clients sent so far (up to 1 MiB), lossily as text.
+    /// Everything clients sent so far (up to 4 MiB), lossily as text.
     pub fn recorded(&self) -> String {
         let bytes = self.recorded.lock().map(|b| b.clone()).unwrap_or_default();
         String::from_utf8_lossy(&bytes).into_owned()
@@ -63,29 +109,133 @@ impl RecordingProxy {
 
 impl Drop for RecordingProxy {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stop.store(true, Ordering::SeqCst);
         // Wake the accept loop so it sees the flag.
         let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, record: Option<Arc<Mutex<Vec<u8>>>>) {
+fn record(shared: &Shared, bytes: &[u8]) {
+    if let Ok(mut kept) = shared.recorded.lock()
+        && kept.len() < RECORD_LIMIT
+    {
+        let room = RECORD_LIMIT - kept.len();
+        kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+}
+
+fn serve(mut client: TcpStream, shared: &Shared) {
+    // Read the first request's head to decide on request faults.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 64 * 1024 {
+        match client.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    record(shared, &head);
+    if let Some((pattern, status, _)) = &shared.faults.fail_requests {
+        let first_line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+        if String::from_utf8_lossy(first_line).contains(pattern.as_str())
+            && Budget::take(&shared.budget.fail)
+        {
+            let _ = write!(
+                client,
+                "HTTP/1.1 {status} Injected\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = client.shutdown(Shutdown::Both);
+            return;
+        }
+    }
+    let Ok(mut server) = TcpStream::connect(("127.0.0.1", shared.upstream)) else {
+        return;
+    };
+    // One request per connection, so every request's head passes here.
+    if server.write_all(&close_after(&head)).is_err() {
+        return;
+    }
+    let (Ok(client_read), Ok(server_write)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    std::thread::scope(|scope| {
+        scope.spawn(|| pump_up(client_read, server_write, shared));
+        pump_down(&mut server, &mut client, shared);
+    });
+}
+
+/// The request head with `Connection: close` in place of any
+/// `Connection` header.
+fn close_after(head: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(head);
+    let mut out = String::with_capacity(text.len() + 20);
+    for line in text.trim_end_matches("\r\n").split("\r\n") {
+        if !line.to_ascii_lowercase().starts_with("connection:") {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    out.into_bytes()
+}
+
+fn pump_up(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
     let mut buffer = [0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buffer) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if let Some(record) = &record
-            && let Ok(mut kept) = record.lock()
-            && kept.len() < RECORD_LIMIT
-        {
-            let room = RECORD_LIMIT - kept.len();
-            kept.extend_from_slice(&buffer[..n.min(room)]);
-        }
+        record(shared, &buffer[..n]);
         if to.write_all(&buffer[..n]).is_err() {
             break;
         }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+fn pump_down(from: &mut TcpStream, to: &mut TcpStream, shared: &Shared) {
+    let mut buffer = [0u8; 64 * 1024];
+    let mut sent = 0u64;
+    // Where the first response's body starts, once the head has passed.
+    let mut body_start: Option<u64> = None;
+    let mut head = Vec::new();
+    let mut corrupted = false;
+    loop {
+        let n = match from.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let chunk = &mut buffer[..n];
+        if body_start.is_none() {
+            head.extend_from_slice(chunk);
+            if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                body_start = Some(end as u64 + 4);
+            }
+        }
+        if let (Some((offset, _)), Some(start), false) =
+            (shared.faults.corrupt_at, body_start, corrupted)
+        {
+            let target = start + offset;
+            if target >= sent && target < sent + n as u64 && Budget::take(&shared.budget.corrupt) {
+                chunk[(target - sent) as usize] ^= 0x55;
+                corrupted = true;
+            }
+        }
+        if let Some((limit, _)) = shared.faults.cut_after
+            && sent + n as u64 > limit
+            && Budget::take(&shared.budget.cut)
+        {
+            let keep = (limit.saturating_sub(sent)) as usize;
+            let _ = to.write_all(&chunk[..keep]);
+            let _ = to.shutdown(Shutdown::Both);
+            let _ = from.shutdown(Shutdown::Both);
+            return;
+        }
+        if to.write_all(chunk).is_err() {
+            break;
+        }
+        sent += n as u64;
     }
     let _ = to.shutdown(Shutdown::Write);
 }
