@@ -124,3 +124,74 @@ async fn skopeo_reads_what_orca_pushes_and_orca_verifies_what_skopeo_pushes() {
         copied.fetch_bytes(blob).await.expect("verified blob");
     }
 }
+
+#[tokio::test]
+async fn credentials_come_from_docker_config_and_credential_helpers() {
+    let server = RegistryServer::shared_htpasswd();
+    let (user, password) = server.credentials().expect("credentials");
+    let dir = tempfile::tempdir().expect("temporary directory");
+
+    // auths: base64 user:password
+    let auth = {
+        use std::io::Write;
+        let mut encoded = Vec::new();
+        let mut child = std::process::Command::new("base64")
+            .arg("-w0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("base64");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{user}:{password}").as_bytes())
+            .expect("write");
+        encoded.extend(child.wait_with_output().expect("base64").stdout);
+        String::from_utf8(encoded).expect("ascii")
+    };
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, server.host()),
+    )
+    .expect("config");
+    let credentials = orca_backend_http::DockerConfig::load(&config)
+        .expect("load")
+        .credentials_for(&server.host())
+        .expect("credentials");
+    let registry = RegistryBuilder::new(server.host())
+        .credentials(credentials)
+        .build()
+        .expect("registry");
+    let store = Store::new(repository(&registry, &fresh_repository("docker-config")).await);
+    push_real_image(&store, &[("f", b"via config.json")], "v1").await;
+
+    // credHelpers: a helper speaking the docker credential-helper protocol.
+    let helper = dir.path().join("docker-credential-orca-test");
+    std::fs::write(
+        &helper,
+        format!("#!/bin/sh\nread server\n[ \"$1\" = get ] || exit 1\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"{password}\"}}' \"$server\"\n"),
+    )
+    .expect("helper");
+    std::process::Command::new("chmod")
+        .args(["+x", helper.to_str().expect("utf-8")])
+        .status()
+        .expect("chmod");
+    std::fs::write(
+        &config,
+        format!(r#"{{"credHelpers":{{"{}":"orca-test"}}}}"#, server.host()),
+    )
+    .expect("config");
+    let credentials = orca_backend_http::DockerConfig::load(&config)
+        .expect("load")
+        .with_helper_dirs(vec![dir.path().to_owned()])
+        .credentials_for(&server.host())
+        .expect("helper credentials");
+    let registry = RegistryBuilder::new(server.host())
+        .credentials(credentials)
+        .build()
+        .expect("registry");
+    let store = Store::new(repository(&registry, &fresh_repository("cred-helper")).await);
+    push_real_image(&store, &[("f", b"via a credential helper")], "v1").await;
+}

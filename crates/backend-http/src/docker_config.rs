@@ -1,0 +1,260 @@
+//! Credentials from docker's `config.json`, found the way docker finds them:
+//! a per-registry credential helper (`credHelpers`), else the default store
+//! (`credsStore`), else `auths` (base64 `user:password`, or an identity
+//! token). Helpers are `docker-credential-<name>` programs speaking the
+//! docker credential-helper protocol (`get`, host on stdin, JSON out).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+use orca_core::{Error, Result};
+use serde::Deserialize;
+
+use crate::auth::Credentials;
+
+/// The key Docker Hub's credentials are stored under.
+const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct File {
+    #[serde(default)]
+    auths: HashMap<String, Entry>,
+    #[serde(default)]
+    creds_store: Option<String>,
+    #[serde(default)]
+    cred_helpers: HashMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Entry {
+    #[serde(default)]
+    auth: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    identitytoken: Option<String>,
+}
+
+/// A loaded docker `config.json`.
+#[derive(Debug, Default)]
+pub struct DockerConfig {
+    file: File,
+    source: Option<PathBuf>,
+    helper_dirs: Option<Vec<PathBuf>>,
+}
+
+impl DockerConfig {
+    /// Loads `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`; a
+    /// missing file is an empty configuration (anonymous access).
+    pub fn load_default() -> Result<Self> {
+        let dir = std::env::var_os("DOCKER_CONFIG")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")));
+        match dir {
+            Some(dir) if dir.join("config.json").exists() => Self::load(&dir.join("config.json")),
+            _ => Ok(DockerConfig::default()),
+        }
+    }
+
+    /// Loads a `config.json`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidInput {
+            what: format!("docker config {}", path.display()),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| invalid(format!("cannot be read ({e})")))?;
+        let file: File =
+            serde_json::from_slice(&bytes).map_err(|e| invalid(format!("is not valid ({e})")))?;
+        Ok(DockerConfig {
+            file,
+            source: Some(path.to_owned()),
+            helper_dirs: None,
+        })
+    }
+
+    /// Looks for credential helpers in these directories instead of `PATH`.
+    pub fn with_helper_dirs(mut self, dirs: Vec<PathBuf>) -> Self {
+        self.helper_dirs = Some(dirs);
+        self
+    }
+
+    fn keys(host: &str) -> Vec<String> {
+        if host == "docker.io" || host == "index.docker.io" || host == "registry-1.docker.io" {
+            return vec![
+                DOCKER_HUB_KEY.to_owned(),
+                "docker.io".to_owned(),
+                "index.docker.io".to_owned(),
+            ];
+        }
+        vec![
+            host.to_owned(),
+            format!("https://{host}"),
+            format!("http://{host}"),
+        ]
+    }
+
+    /// The credentials for `host` (`Anonymous` when none are configured).
+    pub fn credentials_for(&self, host: &str) -> Result<Credentials> {
+        let keys = Self::keys(host);
+        if let Some(helper) = keys.iter().find_map(|k| self.file.cred_helpers.get(k)) {
+            return self.from_helper(helper, &keys[0]);
+        }
+        if let Some(store) = &self.file.creds_store {
+            let found = self.from_helper(store, &keys[0])?;
+            if !matches!(found, Credentials::Anonymous) {
+                return Ok(found);
+            }
+        }
+        let Some(entry) = keys.iter().find_map(|k| self.file.auths.get(k)) else {
+            return Ok(Credentials::Anonymous);
+        };
+        if let Some(token) = entry.identitytoken.as_ref().filter(|t| !t.is_empty()) {
+            return Ok(Credentials::IdentityToken(token.clone()));
+        }
+        if let (Some(user), Some(password)) = (&entry.username, &entry.password) {
+            return Ok(Credentials::basic(user, password));
+        }
+        if let Some(auth) = &entry.auth {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(auth.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|text| {
+                    text.split_once(':')
+                        .map(|(u, p)| (u.to_owned(), p.to_owned()))
+                });
+            return match decoded {
+                Some((user, password)) => Ok(Credentials::basic(user, password)),
+                None => Err(self.invalid(format!(
+                    "the auth entry for {host} is not base64 of user:password"
+                ))),
+            };
+        }
+        Ok(Credentials::Anonymous)
+    }
+
+    fn invalid(&self, reason: String) -> Error {
+        Error::InvalidInput {
+            what: format!(
+                "docker config {}",
+                self.source
+                    .as_ref()
+                    .map_or("(default)".into(), |p| p.display().to_string())
+            ),
+            reason,
+        }
+    }
+
+    fn find_helper(&self, name: &str) -> Option<PathBuf> {
+        let program = format!("docker-credential-{name}");
+        match &self.helper_dirs {
+            Some(dirs) => dirs.iter().map(|d| d.join(&program)).find(|p| p.is_file()),
+            None => std::env::var_os("PATH").and_then(|path| {
+                std::env::split_paths(&path)
+                    .map(|d| d.join(&program))
+                    .find(|p| p.is_file())
+            }),
+        }
+    }
+
+    /// Runs `docker-credential-<name> get` for `server`.
+    fn from_helper(&self, name: &str, server: &str) -> Result<Credentials> {
+        let helper = self.find_helper(name).ok_or_else(|| {
+            self.invalid(format!(
+                "credential helper docker-credential-{name} is not installed"
+            ))
+        })?;
+        let failed = |reason: String| self.invalid(format!("credential helper {name}: {reason}"));
+        let mut child = Command::new(&helper)
+            .arg("get")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| failed(format!("cannot run ({e})")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(server.as_bytes())
+                .map_err(|e| failed(format!("cannot be told the server ({e})")))?;
+        }
+        let output = child
+            .wait_with_output()
+            .map_err(|e| failed(format!("did not finish ({e})")))?;
+        if !output.status.success() {
+            let said = String::from_utf8_lossy(&output.stdout);
+            // "credentials not found" is an answer, not a failure.
+            if said.contains("credentials not found") {
+                return Ok(Credentials::Anonymous);
+            }
+            return Err(failed(format!("exited with {}", output.status)));
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Answer {
+            username: String,
+            secret: String,
+        }
+        let answer: Answer = serde_json::from_slice(&output.stdout).map_err(|_| {
+            failed("answered something that is not {\"Username\",\"Secret\"}".into())
+        })?;
+        if answer.username == "<token>" {
+            return Ok(Credentials::IdentityToken(answer.secret));
+        }
+        Ok(Credentials::basic(answer.username, answer.secret))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: &str) -> DockerConfig {
+        DockerConfig {
+            file: serde_json::from_str(json).expect("config"),
+            source: None,
+            helper_dirs: Some(Vec::new()),
+        }
+    }
+
+    #[test]
+    fn auths_entries() {
+        let c = config(
+            r#"{"auths":{"reg.example":{"auth":"dXNlcjpwYXNz"},"https://index.docker.io/v1/":{"identitytoken":"tok"}}}"#,
+        );
+        assert!(
+            matches!(c.credentials_for("reg.example").expect("basic"), Credentials::Basic { ref username, ref password } if username == "user" && password == "pass")
+        );
+        assert!(
+            matches!(c.credentials_for("docker.io").expect("hub"), Credentials::IdentityToken(ref t) if t == "tok")
+        );
+        assert!(matches!(
+            c.credentials_for("other.example").expect("none"),
+            Credentials::Anonymous
+        ));
+        let bad = config(r#"{"auths":{"reg.example":{"auth":"!!"}}}"#);
+        assert!(
+            bad.credentials_for("reg.example")
+                .expect_err("bad")
+                .to_string()
+                .contains("not base64")
+        );
+    }
+
+    #[test]
+    fn a_missing_helper_is_named() {
+        let c = config(r#"{"credHelpers":{"reg.example":"nonexistent"}}"#);
+        let err = c
+            .credentials_for("reg.example")
+            .expect_err("missing helper");
+        assert!(
+            err.to_string().contains("docker-credential-nonexistent"),
+            "{err}"
+        );
+    }
+}
