@@ -103,10 +103,10 @@ impl DockerConfig {
     pub fn credentials_for(&self, host: &str) -> Result<Credentials> {
         let keys = Self::keys(host);
         if let Some(helper) = keys.iter().find_map(|k| self.file.cred_helpers.get(k)) {
-            return self.from_helper(helper, &keys[0]);
+            return self.ask_helper(helper, &keys[0]);
         }
         if let Some(store) = &self.file.creds_store {
-            let found = self.from_helper(store, &keys[0])?;
+            let found = self.ask_helper(store, &keys[0])?;
             if !matches!(found, Credentials::Anonymous) {
                 return Ok(found);
             }
@@ -164,7 +164,7 @@ impl DockerConfig {
     }
 
     /// Runs `docker-credential-<name> get` for `server`.
-    fn from_helper(&self, name: &str, server: &str) -> Result<Credentials> {
+    fn ask_helper(&self, name: &str, server: &str) -> Result<Credentials> {
         let helper = self.find_helper(name).ok_or_else(|| {
             self.invalid(format!(
                 "credential helper docker-credential-{name} is not installed"
