@@ -9,6 +9,7 @@ mod image;
 mod moto;
 mod proxy;
 mod registry;
+mod token;
 mod watchdog;
 
 pub use image::{push_real_image, run, run_with_env};

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::token::{ISSUER, SERVICE, TokenIssuer};
 use crate::watchdog::Watched;
 use crate::{free_port, require_program};
 
@@ -20,17 +21,29 @@ pub struct RegistryServer {
     dir: tempfile::TempDir,
     port: u16,
     credentials: Option<(String, String)>,
+    issuer: Option<TokenIssuer>,
 }
 
 impl RegistryServer {
     /// A registry without authentication.
     pub fn start() -> std::io::Result<Self> {
-        Self::start_with(None)
+        Self::start_with(None, false)
     }
 
     /// A registry that requires `user`/`password` (htpasswd, bcrypt).
     pub fn start_htpasswd(user: &str, password: &str) -> std::io::Result<Self> {
-        Self::start_with(Some((user.to_owned(), password.to_owned())))
+        Self::start_with(Some((user.to_owned(), password.to_owned())), false)
+    }
+
+    /// A registry with token auth (`auth: token`): clients get bearer
+    /// tokens from a small issuer that accepts `user`/`password`.
+    pub fn start_token(user: &str, password: &str) -> std::io::Result<Self> {
+        Self::start_with(Some((user.to_owned(), password.to_owned())), true)
+    }
+
+    /// Tokens the issuer handed out (token registries only).
+    pub fn tokens_issued(&self) -> Option<u32> {
+        self.issuer.as_ref().map(TokenIssuer::issued)
     }
 
     /// The plain registry shared by the tests of this binary.
@@ -51,7 +64,7 @@ impl RegistryServer {
         })
     }
 
-    fn start_with(credentials: Option<(String, String)>) -> std::io::Result<Self> {
+    fn start_with(credentials: Option<(String, String)>, token: bool) -> std::io::Result<Self> {
         let program = require_program("docker-registry", INSTALL);
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
@@ -63,7 +76,18 @@ impl RegistryServer {
              http:\n  addr: 127.0.0.1:{port}\n  secret: orca-test-secret\n",
             root = dir.path().join("data").display(),
         );
-        if let Some((user, password)) = &credentials {
+        let mut issuer = None;
+        if let (true, Some((user, password))) = (token, &credentials) {
+            let started = TokenIssuer::start(user, password)?;
+            let bundle = dir.path().join("token.pem");
+            std::fs::write(&bundle, &started.certificate_pem)?;
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+                started.port,
+                bundle.display()
+            ));
+            issuer = Some(started);
+        } else if let Some((user, password)) = &credentials {
             let htpasswd = require_program("htpasswd", "apt-get install -y apache2-utils");
             let output = Command::new(htpasswd)
                 .args(["-Bbn", user, password])
@@ -92,6 +116,7 @@ impl RegistryServer {
             dir,
             port,
             credentials,
+            issuer,
         };
         server.wait_ready(Duration::from_secs(30))?;
         Ok(server)

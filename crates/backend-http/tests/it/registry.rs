@@ -195,3 +195,40 @@ async fn credentials_come_from_docker_config_and_credential_helpers() {
     let store = Store::new(repository(&registry, &fresh_repository("cred-helper")).await);
     push_real_image(&store, &[("f", b"via a credential helper")], "v1").await;
 }
+
+#[tokio::test]
+async fn the_bearer_token_flow_works_and_reuses_tokens() {
+    let server = RegistryServer::start_token("orca", "token-password").expect("token registry");
+    let registry = RegistryBuilder::new(server.host())
+        .credentials(Credentials::basic("orca", "token-password"))
+        .build()
+        .expect("registry");
+    let name = fresh_repository("token");
+    let store = Store::new(repository(&registry, &name).await);
+    let pushed = push_real_image(&store, &[("f", b"behind a token")], "v1").await;
+    let (descriptor, _) = store
+        .fetch_manifest(&Selector::Tag("v1".into()))
+        .await
+        .expect("pull with a token");
+    assert_eq!(descriptor.digest, pushed.digest);
+    let issued = server.tokens_issued().expect("issuer");
+    assert!(
+        (1..=3).contains(&issued),
+        "tokens are cached per scope, yet {issued} were issued"
+    );
+
+    let wrong = RegistryBuilder::new(server.host())
+        .credentials(Credentials::basic("orca", "wrong"))
+        .build()
+        .expect("registry");
+    let store = Store::new(repository(&wrong, &name).await);
+    let err = store
+        .resolve(&Selector::Tag("v1".into()))
+        .await
+        .expect_err("wrong password");
+    assert!(
+        matches!(err, Error::Unauthorized { .. }),
+        "{}",
+        orca_core::error::chain(&err)
+    );
+}
