@@ -12,9 +12,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use orca_core::layout;
 use orca_core::{
     Backend, Body, Capabilities, Descriptor, Error, ListPage, ListQuery, MediaType, PushOptions,
-    RawManifest, Referrers, Result, Selector,
+    Referrers, Result, Selector,
 };
 use tokio::sync::mpsc;
 
@@ -288,28 +289,14 @@ impl LayoutBackend {
         if bytes.len() as u64 > limit {
             return Ok(None);
         }
-        let Ok(raw) = RawManifest::detect(bytes, orca_core::Schema1::Refuse) else {
-            return Ok(None);
-        };
-        if raw.parse().is_err() {
-            return Ok(None);
-        }
-        let mut descriptor = raw.descriptor();
-        descriptor.digest = digest.clone();
-        Ok(Some(descriptor))
+        Ok(layout::as_manifest(digest, bytes.into()).map(|(descriptor, _)| descriptor))
     }
 }
 
 #[async_trait]
 impl Backend for LayoutBackend {
     fn capabilities(&self) -> Capabilities {
-        let mut caps = Capabilities::NONE;
-        caps.delete = true;
-        caps.untag = true;
-        caps.tag_list_pagination = true;
-        caps.fetch_range = true;
-        caps.tag_compare_and_swap = true;
-        caps
+        layout::capabilities()
     }
 
     async fn exists(&self, descriptor: &Descriptor) -> Result<bool> {
@@ -379,14 +366,9 @@ impl Backend for LayoutBackend {
         self.blocking("resolve", move |layout| {
             let index = layout.read_index()?;
             match &selector {
-                Selector::Tag(tag) => {
-                    let entry = index
-                        .resolve_tag(tag)
-                        .ok_or_else(|| this.not_found(format!("tag {tag}")))?;
-                    let mut descriptor = entry.plain();
-                    descriptor.platform = entry.platform.clone();
-                    Ok(descriptor)
-                }
+                Selector::Tag(tag) => index
+                    .tagged(tag)
+                    .ok_or_else(|| this.not_found(format!("tag {tag}"))),
                 Selector::Digest(digest) => {
                     if let Some(entry) = index.find(digest)
                         && layout.blob_path(digest).exists()

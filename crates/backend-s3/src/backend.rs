@@ -20,7 +20,7 @@ use object_store::{
 use orca_core::layout::{self, LayoutIndex};
 use orca_core::{
     Backend, Body, Capabilities, Descriptor, Digest, Error, ListPage, ListQuery, MediaType,
-    PushOptions, RawManifest, Referrers, Result, Schema1, Selector,
+    PushOptions, Referrers, Result, Selector,
 };
 
 use crate::error::convert;
@@ -337,15 +337,7 @@ impl S3Backend {
             .bytes()
             .await
             .map_err(self.err("resolve", format!("object {key}")))?;
-        let Ok(raw) = RawManifest::detect(bytes, Schema1::Refuse) else {
-            return Ok(None);
-        };
-        if raw.parse().is_err() {
-            return Ok(None);
-        }
-        let mut descriptor = raw.descriptor();
-        descriptor.digest = digest.clone();
-        Ok(Some(descriptor))
+        Ok(layout::as_manifest(digest, bytes).map(|(descriptor, _)| descriptor))
     }
 }
 
@@ -392,13 +384,7 @@ impl fmt::Debug for S3Backend {
 #[async_trait]
 impl Backend for S3Backend {
     fn capabilities(&self) -> Capabilities {
-        let mut caps = Capabilities::NONE;
-        caps.delete = true;
-        caps.untag = true;
-        caps.tag_list_pagination = true;
-        caps.fetch_range = true;
-        caps.tag_compare_and_swap = true;
-        caps
+        layout::capabilities()
     }
 
     async fn exists(&self, descriptor: &Descriptor) -> Result<bool> {
@@ -448,14 +434,9 @@ impl Backend for S3Backend {
     async fn resolve(&self, selector: &Selector) -> Result<Descriptor> {
         let (index, _) = self.read_index().await?;
         match selector {
-            Selector::Tag(tag) => {
-                let entry = index
-                    .resolve_tag(tag)
-                    .ok_or_else(|| self.not_found(format!("tag {tag}")))?;
-                let mut descriptor = entry.plain();
-                descriptor.platform = entry.platform.clone();
-                Ok(descriptor)
-            }
+            Selector::Tag(tag) => index
+                .tagged(tag)
+                .ok_or_else(|| self.not_found(format!("tag {tag}"))),
             Selector::Digest(digest) => {
                 if let Some(entry) = index.find(digest)
                     && self.exists(entry).await?

@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 
+use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::model::{
     ANNOTATION_REF_NAME, Descriptor, Digest, Document, Index, MediaType, RawManifest, Schema1,
@@ -24,6 +25,32 @@ pub const INDEX_FILE: &str = "index.json";
 pub const BLOBS_DIR: &str = "blobs";
 /// The layout version orca writes and reads.
 pub const LAYOUT_VERSION: &str = "1.0.0";
+
+/// What a layout offers, wherever it is stored: deleting, untagging,
+/// paging tags and byte ranges natively, with tag changes made atomic by
+/// the storage (a lock, a conditional write). No Referrers API, mounts or
+/// catalog: a layout is one repository.
+pub fn capabilities() -> Capabilities {
+    Capabilities {
+        delete: true,
+        untag: true,
+        tag_list_pagination: true,
+        fetch_range: true,
+        tag_compare_and_swap: true,
+        ..Capabilities::NONE
+    }
+}
+
+/// Reads content stored under `digest` as a manifest, if it is one orca
+/// can parse (used for digests `index.json` does not list, which a layout
+/// stores without their media type).
+pub fn as_manifest(digest: &Digest, bytes: Bytes) -> Option<(Descriptor, Document)> {
+    let raw = RawManifest::detect(bytes, Schema1::Refuse).ok()?;
+    let document = raw.parse().ok()?;
+    let mut descriptor = raw.descriptor();
+    descriptor.digest = digest.clone();
+    Some((descriptor, document))
+}
 
 /// The path of a blob relative to the layout root: `blobs/<alg>/<hex>`.
 pub fn blob_path(digest: &Digest) -> String {
@@ -112,6 +139,15 @@ impl LayoutIndex {
             .iter()
             .rev()
             .find(|d| ref_name(d) == Some(tag))
+    }
+
+    /// The descriptor a tag resolves to: the entry without its
+    /// annotations, keeping its platform.
+    pub fn tagged(&self, tag: &str) -> Option<Descriptor> {
+        let entry = self.resolve_tag(tag)?;
+        let mut descriptor = entry.plain();
+        descriptor.platform = entry.platform.clone();
+        Some(descriptor)
     }
 
     /// A root entry with this digest.
@@ -239,14 +275,9 @@ pub async fn unreachable(
         let Ok(bytes) = store.fetch_bytes(&probe).await else {
             continue;
         };
-        let Ok(raw) = RawManifest::detect(bytes, Schema1::Allow) else {
-            continue;
-        };
-        if let Ok(document) = raw.parse()
+        if let Some((descriptor, document)) = as_manifest(digest, bytes)
             && let Some(subject) = document.subject()
         {
-            let mut descriptor = raw.descriptor();
-            descriptor.digest = digest.clone();
             referrers.push((descriptor, subject.digest.clone()));
         }
     }
