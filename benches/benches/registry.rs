@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
+use orca_backend_fs::LayoutBackend;
 use orca_backend_http::RegistryBuilder;
 use orca_benches::pseudo_random;
 use orca_core::{Body, Descriptor, MediaType, Store};
@@ -132,6 +133,23 @@ fn registry(c: &mut Criterion) {
                 n += chunk.expect("verified").len();
             }
             assert_eq!(n, SIZE);
+        })
+    });
+    group.bench_function("orca_pull_to_layout", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let root = scratch.path().join("layout");
+                let layout = Store::new(LayoutBackend::open_with(&root, false).expect("layout"));
+                let start = Instant::now();
+                rt.block_on(async {
+                    let body = store.fetch(&desc).await.expect("fetch");
+                    layout.push(&desc, body).await.expect("write to the layout");
+                });
+                total += start.elapsed();
+                std::fs::remove_dir_all(&root).expect("clean");
+            }
+            total
         })
     });
     let target = scratch.path().join("pulled.bin");
