@@ -7,20 +7,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use orca_backend_fs::LayoutBackend;
-use orca_benches::pseudo_random;
-use orca_core::{Body, Descriptor, MediaType, Store};
+use orca_benches::{chunked, pseudo_random};
+use orca_core::{Descriptor, MediaType, Store};
 use sha2::Digest as _;
 
 const SIZE: usize = 1024 * 1024 * 1024;
-
-/// Feeds the in-memory bytes as 1 MiB chunks, as a network or file would.
-fn chunked(data: &bytes::Bytes) -> Body {
-    let chunks: Vec<_> = (0..data.len())
-        .step_by(1024 * 1024)
-        .map(|i| Ok(data.slice(i..(i + 1024 * 1024).min(data.len()))))
-        .collect();
-    Body::new(data.len() as u64, futures::stream::iter(chunks))
-}
 
 fn layout_push(c: &mut Criterion) {
     let data = pseudo_random(SIZE, 3);

@@ -9,8 +9,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
 use orca_backend_fs::LayoutBackend;
 use orca_backend_http::RegistryBuilder;
-use orca_benches::pseudo_random;
-use orca_core::{Body, Descriptor, MediaType, Store};
+use orca_benches::{chunked, pseudo_random};
+use orca_core::{Descriptor, MediaType, Store};
 use orca_testkit::RegistryServer;
 
 const SIZE: usize = 256 * 1024 * 1024;
@@ -46,13 +46,6 @@ fn registry(c: &mut Criterion) {
     std::fs::write(&file, &data).expect("source file");
     let file = file.to_str().expect("utf-8").to_owned();
     let registry = RegistryBuilder::new(&host).build().expect("registry");
-    let chunked = || {
-        let chunks: Vec<_> = (0..SIZE)
-            .step_by(1024 * 1024)
-            .map(|i| Ok(data.slice(i..(i + 1024 * 1024).min(SIZE))))
-            .collect();
-        Body::new(SIZE as u64, futures::stream::iter(chunks))
-    };
 
     let mut group = c.benchmark_group("registry_256MiB");
     group.throughput(Throughput::Bytes(SIZE as u64));
@@ -71,7 +64,8 @@ fn registry(c: &mut Criterion) {
                         .expect("repo"),
                 );
                 let start = Instant::now();
-                rt.block_on(store.push(&desc, chunked())).expect("push");
+                rt.block_on(store.push(&desc, chunked(&data)))
+                    .expect("push");
                 total += start.elapsed();
             }
             total
@@ -123,7 +117,7 @@ fn registry(c: &mut Criterion) {
         rt.block_on(registry.repository("bench/pull"))
             .expect("repo"),
     );
-    rt.block_on(store.push(&desc, chunked()))
+    rt.block_on(store.push(&desc, chunked(&data)))
         .expect("seed pull");
     group.bench_function("orca_pull", |b| {
         b.to_async(&rt).iter(|| async {

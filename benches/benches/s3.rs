@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
 use orca_backend_s3::S3Builder;
-use orca_benches::pseudo_random;
-use orca_core::{Body, Descriptor, MediaType, Store};
+use orca_benches::{chunked, pseudo_random};
+use orca_core::{Descriptor, MediaType, Store};
 use orca_testkit::MotoServer;
 
 const SIZE: usize = 256 * 1024 * 1024;
@@ -55,13 +55,6 @@ fn s3(c: &mut Criterion) {
                 .expect("backend"),
         )
     };
-    let chunked = || {
-        let chunks: Vec<_> = (0..SIZE)
-            .step_by(1024 * 1024)
-            .map(|i| Ok(data.slice(i..(i + 1024 * 1024).min(SIZE))))
-            .collect();
-        Body::new(SIZE as u64, futures::stream::iter(chunks))
-    };
 
     let mut group = c.benchmark_group("s3_256MiB");
     group.throughput(Throughput::Bytes(SIZE as u64));
@@ -77,7 +70,7 @@ fn s3(c: &mut Criterion) {
                 round += 1;
                 let s = store(&format!("up-{round}"));
                 let start = Instant::now();
-                rt.block_on(s.push(&desc, chunked())).expect("push");
+                rt.block_on(s.push(&desc, chunked(&data))).expect("push");
                 total += start.elapsed();
                 rt.block_on(s.delete(&desc)).expect("clean up");
             }
@@ -115,7 +108,7 @@ fn s3(c: &mut Criterion) {
     });
 
     let reader = store("download");
-    rt.block_on(reader.push(&desc, chunked()))
+    rt.block_on(reader.push(&desc, chunked(&data)))
         .expect("seed download");
     aws(
         &server,

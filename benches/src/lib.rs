@@ -1,6 +1,7 @@
 //! orca-benches: shared helpers for the criterion benches in `benches/`.
 
 use bytes::Bytes;
+use orca_core::Body;
 
 /// Pseudo-random bytes (xorshift), the same for the same `len` and `seed`.
 pub fn pseudo_random(len: usize, seed: u64) -> Bytes {
@@ -14,4 +15,15 @@ pub fn pseudo_random(len: usize, seed: u64) -> Bytes {
     }
     out.truncate(len);
     out.into()
+}
+
+/// `data` as a body of 1 MiB chunks (zero-copy slices), as a network or a
+/// file would deliver it.
+pub fn chunked(data: &Bytes) -> Body {
+    const CHUNK: usize = 1024 * 1024;
+    let chunks: Vec<_> = (0..data.len())
+        .step_by(CHUNK)
+        .map(|i| Ok(data.slice(i..(i + CHUNK).min(data.len()))))
+        .collect();
+    Body::new(data.len() as u64, futures::stream::iter(chunks))
 }
