@@ -4,7 +4,7 @@
 //! checked against the config's `diff_ids`). Export writes a tar that is at
 //! once `docker load`-compatible and an OCI layout.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;
 
@@ -151,15 +151,10 @@ pub async fn import_docker_archive(archive: &Path, into: &LayoutBackend) -> Resu
                 }
                 layer_descriptors.push(Descriptor::new(MediaType::DOCKER_LAYER_GZIP, digest, size));
             }
+            let config = Descriptor::new(MediaType::DOCKER_CONFIG, config_digest, config_size);
             let manifest = Manifest {
-                schema_version: 2,
                 media_type: Some(MediaType::DOCKER_MANIFEST),
-                artifact_type: None,
-                config: Descriptor::new(MediaType::DOCKER_CONFIG, config_digest, config_size),
-                layers: layer_descriptors,
-                subject: None,
-                annotations: BTreeMap::new(),
-                extra: BTreeMap::new(),
+                ..Manifest::new(config, layer_descriptors)
             };
             let raw = manifest.to_raw()?;
             staging.stage_bytes(raw.bytes())?;

@@ -151,13 +151,7 @@ async fn push_monolithic(
         return Err(e);
     }
     let response = sent?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        Err(backend
-            .fail(response, "push", format!("blob {}", descriptor.digest))
-            .await)
-    }
+    committed(backend, descriptor, response).await
 }
 
 /// Yields each chunk only once the item after it is known, so the body's
@@ -252,13 +246,7 @@ async fn push_chunked(
         .client
         .send(&request, &backend.scope(true), "push")
         .await?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        Err(backend
-            .fail(response, "push", format!("blob {}", descriptor.digest))
-            .await)
-    }
+    committed(backend, descriptor, response).await
 }
 
 /// Mounts a blob from another repository of the same registry; a registry
@@ -293,5 +281,20 @@ pub(crate) async fn mount(
         _ => Err(backend
             .fail(response, "mount", format!("blob {}", descriptor.digest))
             .await),
+    }
+}
+
+/// The answer to the request that completes a blob upload.
+async fn committed(
+    backend: &RegistryBackend,
+    descriptor: &Descriptor,
+    response: reqwest::Response,
+) -> Result<()> {
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(backend
+            .fail(response, "push", format!("blob {}", descriptor.digest))
+            .await)
     }
 }

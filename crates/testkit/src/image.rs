@@ -36,16 +36,7 @@ pub async fn push_real_image(store: &Store, files: &[(&str, &[u8])], tag: &str) 
         )
         .await
         .expect("push config");
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(MediaType::OCI_MANIFEST),
-        artifact_type: None,
-        config,
-        layers: vec![layer],
-        subject: None,
-        annotations: Default::default(),
-        extra: Default::default(),
-    };
+    let manifest = Manifest::new(config, vec![layer]);
     store
         .push_manifest(&manifest.to_raw().expect("serialise"), Some(tag))
         .await

@@ -24,16 +24,7 @@ pub(crate) async fn push_image(store: &Store, seed: &str, tag: Option<&str>) -> 
         .push_bytes(MediaType::OCI_LAYER_TAR, format!("layer {seed}"))
         .await
         .expect("push layer");
-    let manifest = orca_core::Manifest {
-        schema_version: 2,
-        media_type: Some(MediaType::OCI_MANIFEST),
-        artifact_type: None,
-        config,
-        layers: vec![layer],
-        subject: None,
-        annotations: Default::default(),
-        extra: Default::default(),
-    };
+    let manifest = orca_core::Manifest::new(config, vec![layer]);
     let raw: RawManifest = manifest.to_raw().expect("serialise");
     store.push_manifest(&raw, tag).await.expect("push manifest")
 }

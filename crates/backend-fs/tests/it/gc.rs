@@ -16,14 +16,10 @@ async fn push_referrer(store: &Store, subject: &Descriptor, note: &str) -> Descr
     let mut annotations = BTreeMap::new();
     annotations.insert("note".to_owned(), note.to_owned());
     let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(MediaType::OCI_MANIFEST),
         artifact_type: Some(MediaType::new("application/vnd.example.note")),
-        config: empty.clone(),
-        layers: vec![empty],
         subject: Some(subject.plain()),
         annotations,
-        extra: BTreeMap::new(),
+        ..Manifest::new(empty.clone(), vec![empty])
     };
     store
         .push_manifest(&manifest.to_raw().expect("raw"), None)

@@ -16,16 +16,7 @@ async fn manifest(store: &Store) -> Descriptor {
         .push_bytes(MediaType::OCI_CONFIG, &b"{}"[..])
         .await
         .expect("config");
-    let manifest = orca_core::Manifest {
-        schema_version: 2,
-        media_type: Some(MediaType::OCI_MANIFEST),
-        artifact_type: None,
-        config,
-        layers: vec![],
-        subject: None,
-        annotations: Default::default(),
-        extra: Default::default(),
-    };
+    let manifest = orca_core::Manifest::new(config, vec![]);
     store
         .push_manifest(&manifest.to_raw().expect("raw"), None)
         .await

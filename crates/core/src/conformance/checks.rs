@@ -91,14 +91,10 @@ fn artifact(
     let mut annotations = BTreeMap::new();
     annotations.insert("org.example.note".to_owned(), note.to_owned());
     let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(MediaType::OCI_MANIFEST),
         artifact_type: Some(MediaType::new(artifact_type)),
-        config: config.clone(),
-        layers: vec![config.clone()],
         subject: Some(subject.plain()),
         annotations,
-        extra: BTreeMap::new(),
+        ..Manifest::new(config.clone(), vec![config.clone()])
     };
     ok(manifest.to_raw(), "serialise artifact")
 }

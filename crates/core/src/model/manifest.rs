@@ -65,6 +65,20 @@ pub struct Index {
 }
 
 impl Manifest {
+    /// An OCI image manifest naming `config` and `layers`, with nothing else.
+    pub fn new(config: Descriptor, layers: Vec<Descriptor>) -> Self {
+        Manifest {
+            schema_version: 2,
+            media_type: Some(MediaType::OCI_MANIFEST),
+            artifact_type: None,
+            config,
+            layers,
+            subject: None,
+            annotations: BTreeMap::new(),
+            extra: BTreeMap::new(),
+        }
+    }
+
     /// Serialises deterministically into a [`RawManifest`] whose media type
     /// is the document's own (OCI manifest when absent).
     pub fn to_raw(&self) -> Result<RawManifest> {
