@@ -67,9 +67,18 @@ impl Registry {
             .is_some_and(|t| t.starts_with("application/vnd.oci.image.index.v1+json"));
         match status {
             StatusCode::OK => Ok(is_index),
-            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::METHOD_NOT_ALLOWED => {
+            StatusCode::BAD_REQUEST => {
+                // Go's TLS listener answers plain HTTP with exactly this.
+                let error = read_error(response).await;
+                if error.body.contains("HTTP request to an HTTPS server") {
+                    return Err(Error::InvalidInput {
+                        what: format!("registry {}", self.client.host),
+                        reason: "it speaks only HTTPS, but orca was told to use plain HTTP".into(),
+                    });
+                }
                 Ok(false)
             }
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => Ok(false),
             _ => Err(backend
                 .fail(response, "open", "referrers support".into())
                 .await),

@@ -22,23 +22,51 @@ pub struct RegistryServer {
     port: u16,
     credentials: Option<(String, String)>,
     issuer: Option<TokenIssuer>,
+    ca_file: Option<std::path::PathBuf>,
+}
+
+/// How a registry is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Plain,
+    Htpasswd,
+    Token,
+    Tls,
 }
 
 impl RegistryServer {
     /// A registry without authentication.
     pub fn start() -> std::io::Result<Self> {
-        Self::start_with(None, false)
+        Self::start_with(None, Mode::Plain)
+    }
+
+    /// A registry without authentication that speaks only HTTPS, with a
+    /// certificate for `127.0.0.1` and `localhost` signed by a fresh test
+    /// CA (see [`RegistryServer::ca_file`]).
+    pub fn start_tls() -> std::io::Result<Self> {
+        Self::start_with(None, Mode::Tls)
+    }
+
+    /// The PEM file of the CA that signed a TLS registry's certificate.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.ca_file.as_deref()
+    }
+
+    /// The refresh ("identity") token the issuer of a token registry
+    /// accepts in the OAuth2 `refresh_token` grant.
+    pub fn identity_token(&self) -> Option<&str> {
+        self.issuer.as_ref().map(|i| i.refresh_token.as_str())
     }
 
     /// A registry that requires `user`/`password` (htpasswd, bcrypt).
     pub fn start_htpasswd(user: &str, password: &str) -> std::io::Result<Self> {
-        Self::start_with(Some((user.to_owned(), password.to_owned())), false)
+        Self::start_with(Some((user.to_owned(), password.to_owned())), Mode::Htpasswd)
     }
 
     /// A registry with token auth (`auth: token`): clients get bearer
     /// tokens from a small issuer that accepts `user`/`password`.
     pub fn start_token(user: &str, password: &str) -> std::io::Result<Self> {
-        Self::start_with(Some((user.to_owned(), password.to_owned())), true)
+        Self::start_with(Some((user.to_owned(), password.to_owned())), Mode::Token)
     }
 
     /// Tokens the issuer handed out (token registries only).
@@ -64,7 +92,7 @@ impl RegistryServer {
         })
     }
 
-    fn start_with(credentials: Option<(String, String)>, token: bool) -> std::io::Result<Self> {
+    fn start_with(credentials: Option<(String, String)>, mode: Mode) -> std::io::Result<Self> {
         let program = require_program("docker-registry", INSTALL);
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
@@ -77,7 +105,17 @@ impl RegistryServer {
             root = dir.path().join("data").display(),
         );
         let mut issuer = None;
-        if let (true, Some((user, password))) = (token, &credentials) {
+        let mut ca_file = None;
+        if mode == Mode::Tls {
+            let (ca, certificate, key) = tls_files(dir.path())?;
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                certificate.display(),
+                key.display()
+            ));
+            ca_file = Some(ca);
+        }
+        if let (Mode::Token, Some((user, password))) = (mode, &credentials) {
             let started = TokenIssuer::start(user, password)?;
             let bundle = dir.path().join("token.pem");
             std::fs::write(&bundle, &started.certificate_pem)?;
@@ -117,6 +155,7 @@ impl RegistryServer {
             port,
             credentials,
             issuer,
+            ca_file,
         };
         server.wait_ready(Duration::from_secs(30))?;
         Ok(server)
@@ -150,7 +189,8 @@ impl RegistryServer {
         )?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response)?;
-        if response.starts_with(b"HTTP/1.1") {
+        // A TLS listener answers plain HTTP with a 400 in HTTP/1.0.
+        if response.starts_with(b"HTTP/1.") {
             Ok(())
         } else {
             Err(std::io::Error::other("not an HTTP answer"))
@@ -173,4 +213,33 @@ impl RegistryServer {
             .as_ref()
             .map(|(u, p)| (u.as_str(), p.as_str()))
     }
+}
+
+/// Writes a test CA and a server certificate for `127.0.0.1`/`localhost`
+/// signed by it; returns the CA, certificate and key paths.
+fn tls_files(
+    dir: &std::path::Path,
+) -> std::io::Result<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
+    let other = |e: rcgen::Error| std::io::Error::other(e.to_string());
+    let mut ca_params = rcgen::CertificateParams::new(Vec::new()).map_err(other)?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "orca test CA");
+    let ca_key = rcgen::KeyPair::generate().map_err(other)?;
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).map_err(other)?;
+    let server_params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .map_err(other)?;
+    let server_key = rcgen::KeyPair::generate().map_err(other)?;
+    let server = server_params.signed_by(&server_key, &ca).map_err(other)?;
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&paths.0, ca.pem())?;
+    std::fs::write(&paths.1, server.pem())?;
+    std::fs::write(&paths.2, server_key.serialize_pem())?;
+    Ok(paths)
 }

@@ -1,9 +1,10 @@
 //! A small token issuer for the bearer-token flow: it checks basic
 //! credentials and hands out ES256 JWTs that a registry configured with
 //! `auth: token` trusts (the signing certificate is its root bundle and
-//! travels in the token's `x5c` header).
+//! travels in the token's `x5c` header). It also answers the OAuth2
+//! `refresh_token` grant (a POSTed form) for one identity token.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -25,6 +26,8 @@ pub(crate) struct TokenIssuer {
     /// PEM of the certificate the registry must trust.
     pub(crate) certificate_pem: String,
     pub(crate) issued: Arc<AtomicU32>,
+    /// The identity token accepted in the refresh grant.
+    pub(crate) refresh_token: String,
 }
 
 struct Signer {
@@ -32,6 +35,7 @@ struct Signer {
     x5c: String,
     user: String,
     password: String,
+    refresh_token: String,
 }
 
 impl TokenIssuer {
@@ -48,11 +52,16 @@ impl TokenIssuer {
             &SystemRandom::new(),
         )
         .map_err(|e| other(e.to_string()))?;
+        let mut nonce = [0u8; 16];
+        ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut nonce)
+            .map_err(|_| other("no randomness".into()))?;
+        let refresh_token = format!("orca-refresh-{}", b64url(&nonce));
         let signer = Arc::new(Signer {
             key,
             x5c: base64::engine::general_purpose::STANDARD.encode(cert.der()),
             user: user.to_owned(),
             password: password.to_owned(),
+            refresh_token: refresh_token.clone(),
         });
         let listener = TcpListener::bind(("127.0.0.1", 0))?;
         let port = listener.local_addr()?.port();
@@ -70,6 +79,7 @@ impl TokenIssuer {
             port,
             certificate_pem: cert.pem(),
             issued,
+            refresh_token,
         })
     }
 
@@ -113,24 +123,39 @@ fn answer(stream: TcpStream, signer: &Signer, count: &AtomicU32) -> std::io::Res
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     let mut authorization = None;
+    let mut length = 0usize;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" {
             break;
         }
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("authorization")
-        {
-            authorization = Some(value.trim().to_owned());
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("authorization") {
+                authorization = Some(value.trim().to_owned());
+            } else if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
         }
     }
+    let mut form = vec![0u8; length.min(64 * 1024)];
+    reader.read_exact(&mut form)?;
+    let form = String::from_utf8_lossy(&form).into_owned();
+    let field = |name: &str| {
+        form.split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| decode_query(value))
+    };
     let expected = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD
             .encode(format!("{}:{}", signer.user, signer.password))
     );
+    let refreshed = request_line.starts_with("POST ")
+        && field("grant_type").as_deref() == Some("refresh_token")
+        && field("refresh_token").as_deref() == Some(signer.refresh_token.as_str());
     let mut stream = stream;
-    if authorization.as_deref() != Some(expected.as_str()) {
+    if !refreshed && authorization.as_deref() != Some(expected.as_str()) {
         let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#;
         write!(
             stream,
@@ -140,7 +165,11 @@ fn answer(stream: TcpStream, signer: &Signer, count: &AtomicU32) -> std::io::Res
         return Ok(());
     }
     let target = request_line.split_whitespace().nth(1).unwrap_or("/");
-    let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let query = if refreshed {
+        form.as_str()
+    } else {
+        target.split_once('?').map(|(_, q)| q).unwrap_or("")
+    };
     let mut access = Vec::new();
     for pair in query.split('&') {
         let Some(("scope", value)) = pair.split_once('=') else {

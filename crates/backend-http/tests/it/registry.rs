@@ -5,7 +5,7 @@ use futures::StreamExt;
 use orca_backend_http::{Credentials, RegistryBuilder};
 use orca_core::conformance::GeneratedBlob;
 use orca_core::{Document, Error, ListQuery, MediaType, Selector, Store};
-use orca_testkit::{RecordingProxy, RegistryServer, push_real_image, run};
+use orca_testkit::{Faults, RecordingProxy, RegistryServer, push_real_image, run};
 
 use crate::common::{fresh_repository, plain, repository};
 
@@ -217,6 +217,34 @@ async fn the_bearer_token_flow_works_and_reuses_tokens() {
         "tokens are cached per scope, yet {issued} were issued"
     );
 
+    let identity = RegistryBuilder::new(server.host())
+        .credentials(Credentials::IdentityToken(
+            server.identity_token().expect("issuer").to_owned(),
+        ))
+        .build()
+        .expect("registry");
+    let store = Store::new(repository(&identity, &name).await);
+    let (descriptor, _) = store
+        .fetch_manifest(&Selector::Tag("v1".into()))
+        .await
+        .expect("pull with an identity token");
+    assert_eq!(descriptor.digest, pushed.digest);
+    let revoked = RegistryBuilder::new(server.host())
+        .credentials(Credentials::IdentityToken("orca-refresh-revoked".into()))
+        .build()
+        .expect("registry");
+    let store = Store::new(repository(&revoked, &name).await);
+    let err = store
+        .resolve(&Selector::Tag("v1".into()))
+        .await
+        .expect_err("unknown identity token");
+    assert!(
+        matches!(err, Error::Unauthorized { .. }),
+        "{}",
+        orca_core::error::chain(&err)
+    );
+    assert!(!orca_core::error::chain(&err).contains("orca-refresh-revoked"));
+
     let wrong = RegistryBuilder::new(server.host())
         .credentials(Credentials::basic("orca", "wrong"))
         .build()
@@ -231,4 +259,76 @@ async fn the_bearer_token_flow_works_and_reuses_tokens() {
         "{}",
         orca_core::error::chain(&err)
     );
+}
+
+#[tokio::test]
+async fn client_errors_are_not_retried_and_server_errors_are() {
+    let server = RegistryServer::shared();
+    let name = fresh_repository("retry");
+    let store = Store::new(repository(&plain(), &name).await);
+    push_real_image(&store, &[("f", b"retried")], "v1").await;
+    let count = |proxy: &RecordingProxy| proxy.recorded().matches(" HTTP/1.1\r\n").count();
+
+    let faults = Faults {
+        fail_requests: Some(("/manifests/v1".into(), 404, 3)),
+        ..Faults::default()
+    };
+    let proxy = RecordingProxy::with_faults(server.port(), faults).expect("proxy");
+    let registry = RegistryBuilder::new(format!("127.0.0.1:{}", proxy.port()))
+        .build()
+        .expect("registry");
+    let store = Store::new(repository(&registry, &name).await);
+    let before = count(&proxy);
+    let err = store
+        .resolve(&Selector::Tag("v1".into()))
+        .await
+        .expect_err("404");
+    assert!(err.is_not_found(), "{err}");
+    assert_eq!(count(&proxy) - before, 1, "a 404 was retried");
+
+    let faults = Faults {
+        fail_requests: Some(("/manifests/v1".into(), 503, 2)),
+        ..Faults::default()
+    };
+    let proxy = RecordingProxy::with_faults(server.port(), faults).expect("proxy");
+    let registry = RegistryBuilder::new(format!("127.0.0.1:{}", proxy.port()))
+        .build()
+        .expect("registry");
+    let store = Store::new(repository(&registry, &name).await);
+    let before = count(&proxy);
+    store
+        .resolve(&Selector::Tag("v1".into()))
+        .await
+        .expect("503 twice, then the answer");
+    assert_eq!(count(&proxy) - before, 3, "two 503s and a success");
+}
+
+#[tokio::test]
+async fn metadata_larger_than_the_cap_is_refused_before_parsing() {
+    let name = fresh_repository("cap");
+    let store = Store::new(repository(&plain(), &name).await);
+    let pushed = push_real_image(&store, &[("f", b"capped")], "v1").await;
+    let capped = RegistryBuilder::new(RegistryServer::shared().host())
+        .max_metadata_size(pushed.size - 1)
+        .build()
+        .expect("registry");
+    let store = Store::new(repository(&capped, &name).await);
+    let err = store
+        .fetch_manifest(&Selector::Tag("v1".into()))
+        .await
+        .expect_err("over the cap");
+    assert!(matches!(err, Error::LimitExceeded { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&pushed.digest.to_string()),
+        "{err}"
+    );
+    let roomy = RegistryBuilder::new(RegistryServer::shared().host())
+        .max_metadata_size(pushed.size)
+        .build()
+        .expect("registry");
+    let store = Store::new(repository(&roomy, &name).await);
+    store
+        .fetch_manifest(&Selector::Tag("v1".into()))
+        .await
+        .expect("exactly at the cap");
 }
