@@ -356,11 +356,8 @@ impl Backend for RegistryBackend {
         upload::put_manifest(self, &tagged, bytes, tag).await
     }
 
-    async fn untag(&self, _: &str) -> Result<()> {
-        Err(Error::Unsupported {
-            operation: "untag",
-            place: self.place.clone(),
-        })
+    async fn untag(&self, tag: &str) -> Result<()> {
+        crate::untag::untag(self, tag).await
     }
 
     async fn tags(&self, _: &ListQuery) -> Result<ListPage> {

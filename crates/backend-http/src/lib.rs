@@ -10,6 +10,7 @@ mod docker_config;
 mod download;
 mod error;
 mod registry;
+mod untag;
 mod upload;
 
 pub use auth::Credentials;

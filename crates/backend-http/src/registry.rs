@@ -34,6 +34,7 @@ impl Registry {
         orca_core::Reference::parse(&format!("{}/{name}", self.client.host))?;
         let mut capabilities = Capabilities::NONE;
         capabilities.delete = true;
+        capabilities.untag = true;
         capabilities.mount = true;
         capabilities.fetch_range = true;
         capabilities.catalog = true;

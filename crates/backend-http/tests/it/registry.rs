@@ -332,3 +332,46 @@ async fn metadata_larger_than_the_cap_is_refused_before_parsing() {
         .await
         .expect("exactly at the cap");
 }
+
+#[tokio::test]
+async fn untag_keeps_the_manifest_and_puts_the_tag_back_when_delete_is_refused() {
+    let server = RegistryServer::shared();
+    let name = fresh_repository("untag");
+    let store = Store::new(repository(&plain(), &name).await);
+    let pushed = push_real_image(&store, &[("f", b"untagged")], "one").await;
+    store.tag(&pushed, "two").await.expect("second tag");
+
+    // A registry that refuses deleting manifests (as with delete disabled).
+    let faults = Faults {
+        fail_requests: Some(("DELETE /v2/".into(), 405, 2)),
+        ..Faults::default()
+    };
+    let proxy = RecordingProxy::with_faults(server.port(), faults).expect("proxy");
+    let registry = RegistryBuilder::new(format!("127.0.0.1:{}", proxy.port()))
+        .build()
+        .expect("registry");
+    let refusing = Store::new(repository(&registry, &name).await);
+    let err = refusing.untag("one").await.expect_err("delete refused");
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+    let still = store
+        .resolve(&Selector::Tag("one".into()))
+        .await
+        .expect("the tag was put back");
+    assert_eq!(still.digest, pushed.digest);
+
+    store.untag("one").await.expect("untag");
+    let err = store
+        .resolve(&Selector::Tag("one".into()))
+        .await
+        .expect_err("tag gone");
+    assert!(err.is_not_found(), "{err}");
+    let two = store
+        .resolve(&Selector::Tag("two".into()))
+        .await
+        .expect("other tag kept");
+    assert_eq!(two.digest, pushed.digest);
+    assert!(store.exists(&pushed).await.expect("exists"), "manifest kept");
+    let mut tags = store.tags_all().await.expect("tags");
+    tags.sort();
+    assert_eq!(tags, ["two"]);
+}
