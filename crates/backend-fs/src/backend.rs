@@ -14,8 +14,8 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use orca_core::layout;
 use orca_core::{
-    Backend, Body, Capabilities, Descriptor, Error, ListPage, ListQuery, MediaType, PushOptions,
-    Referrers, Result, Selector,
+    Backend, Body, Capabilities, Descriptor, Digest, Error, ListPage, ListQuery, MediaType,
+    PushOptions, Referrers, Result, Selector,
 };
 use tokio::sync::mpsc;
 
@@ -417,6 +417,35 @@ impl Backend for LayoutBackend {
             } else {
                 Err(this.not_found(format!("tag {tag}")))
             }
+        })
+        .await
+    }
+
+    async fn swap_tag(
+        &self,
+        tag: &str,
+        expected: Option<&Digest>,
+        new: Option<&Descriptor>,
+    ) -> Result<()> {
+        let (tag, expected, new) = (tag.to_owned(), expected.cloned(), new.cloned());
+        let this = self.clone();
+        self.blocking("swap_tag", move |layout| {
+            if let Some(new) = &new
+                && !layout.blob_path(&new.digest).is_file()
+            {
+                return Err(this.not_found(format!("manifest {}", new.digest)));
+            }
+            // Under the index lock, so the comparison and the change are one step.
+            layout.update_index("swap_tag", |index| {
+                if index.swap_tag(&tag, expected.as_ref(), new.as_ref()) {
+                    Ok((true, ()))
+                } else {
+                    Err(Error::Conflict {
+                        what: format!("tag {tag}"),
+                        place: this.to_string(),
+                    })
+                }
+            })
         })
         .await
     }

@@ -356,6 +356,14 @@ impl Backend for RegistryBackend {
         upload::put_manifest(self, &tagged, bytes, tag).await
     }
 
+    async fn swap_tag(&self, _: &str, _: Option<&Digest>, _: Option<&Descriptor>) -> Result<()> {
+        // The distribution API has no conditional tag update.
+        Err(Error::Unsupported {
+            operation: "swap_tag",
+            place: self.place.clone(),
+        })
+    }
+
     async fn untag(&self, tag: &str) -> Result<()> {
         crate::untag::untag(self, tag).await
     }

@@ -466,6 +466,31 @@ impl Backend for S3Backend {
         .await
     }
 
+    async fn swap_tag(
+        &self,
+        tag: &str,
+        expected: Option<&Digest>,
+        new: Option<&Descriptor>,
+    ) -> Result<()> {
+        if let Some(new) = new
+            && !self.exists(new).await?
+        {
+            return Err(self.not_found(format!("manifest {}", new.digest)));
+        }
+        // The comparison is part of the conditional write of index.json.
+        self.update_index("swap_tag", |index| {
+            if index.swap_tag(tag, expected, new) {
+                Ok((true, ()))
+            } else {
+                Err(Error::Conflict {
+                    what: format!("tag {tag}"),
+                    place: self.to_string(),
+                })
+            }
+        })
+        .await
+    }
+
     async fn untag(&self, tag: &str) -> Result<()> {
         let removed = self
             .update_index("untag", |index| {

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use crate::body::Body;
 use crate::capabilities::Capabilities;
 use crate::error::Result;
-use crate::model::{Descriptor, MediaType, Selector};
+use crate::model::{Descriptor, Digest, MediaType, Selector};
 
 /// Options for [`Backend::push`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -157,6 +157,17 @@ pub trait Backend: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// Removes a tag, keeping what it pointed at. `Error::NotFound` when the
     /// tag does not exist. Capability: `untag`.
     async fn untag(&self, tag: &str) -> Result<()>;
+
+    /// Compare-and-swap of a tag: points `tag` at `new` (or removes it when
+    /// `new` is `None`) only if it points at `expected` now (or is absent
+    /// when `expected` is `None`); otherwise `Error::Conflict` and no
+    /// change. `new` must be present. Capability: `tag_compare_and_swap`.
+    async fn swap_tag(
+        &self,
+        tag: &str,
+        expected: Option<&Digest>,
+        new: Option<&Descriptor>,
+    ) -> Result<()>;
 
     /// Lists tags in lexical order. With `tag_list_pagination` the backend
     /// honours `query`; without it, it returns every tag and `Store` pages.

@@ -195,6 +195,27 @@ impl LayoutIndex {
         self.index.manifests.push(entry);
     }
 
+    /// Compare-and-swap of `tag`: points it at `new` (removes it when
+    /// `None`) if it points at `expected` now (is absent when `None`).
+    /// `false`, with nothing changed, when it does not.
+    pub fn swap_tag(
+        &mut self,
+        tag: &str,
+        expected: Option<&Digest>,
+        new: Option<&Descriptor>,
+    ) -> bool {
+        if self.resolve_tag(tag).map(|d| &d.digest) != expected {
+            return false;
+        }
+        match new {
+            Some(descriptor) => self.set_tag(descriptor, tag),
+            None => {
+                self.remove_tag(tag);
+            }
+        }
+        true
+    }
+
     /// Removes `tag`; `false` when no entry carried it.
     pub fn remove_tag(&mut self, tag: &str) -> bool {
         let before = self.index.manifests.len();

@@ -13,6 +13,7 @@ pub mod error;
 pub mod layout;
 pub mod memory;
 pub mod model;
+pub mod referrers;
 pub mod store;
 pub mod verify;
 

@@ -261,6 +261,37 @@ impl Backend for MemoryBackend {
             .ok_or_else(|| self.not_found(format!("tag {tag}")))
     }
 
+    async fn swap_tag(
+        &self,
+        tag: &str,
+        expected: Option<&Digest>,
+        new: Option<&Descriptor>,
+    ) -> Result<()> {
+        if !self.capabilities.tag_compare_and_swap {
+            return Err(self.unsupported("swap_tag"));
+        }
+        let mut repos = self.registry.lock();
+        let repo = repos.entry(self.name.clone()).or_default();
+        if repo.tags.get(tag) != expected {
+            return Err(Error::Conflict {
+                what: format!("tag {tag}"),
+                place: self.to_string(),
+            });
+        }
+        match new {
+            Some(d) if !repo.content.contains_key(&d.digest) => {
+                return Err(self.not_found(format!("manifest {}", d.digest)));
+            }
+            Some(d) => {
+                repo.tags.insert(tag.to_owned(), d.digest.clone());
+            }
+            None => {
+                repo.tags.remove(tag);
+            }
+        }
+        Ok(())
+    }
+
     async fn tags(&self, query: &ListQuery) -> Result<ListPage> {
         let repos = self.registry.lock();
         let all: Vec<String> = repos
@@ -362,8 +393,8 @@ fn referrer_entry(descriptor: &Descriptor, bytes: &Bytes) -> Option<(Digest, Des
         .parse()
         .ok()?;
     let subject = document.subject()?.digest.clone();
-    let mut entry = descriptor.plain();
-    entry.artifact_type = document.artifact_type().cloned();
-    entry.annotations = document.annotations().clone();
-    Some((subject, entry))
+    Some((
+        subject,
+        crate::referrers::referrer_entry(descriptor, &document),
+    ))
 }

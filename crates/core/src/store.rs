@@ -2,7 +2,9 @@
 //! where the guarantees live: every byte fetched or pushed is verified
 //! against its descriptor, manifests are checked before they are stored,
 //! unsupported operations are refused from the capabilities, and tags are
-//! validated before any backend sees them.
+//! validated before any backend sees them. It also keeps referrers listable
+//! on backends that do not index subjects, through the tag schema in
+//! [`referrers`](crate::referrers).
 
 use std::fmt;
 use std::ops::Range;
@@ -15,7 +17,8 @@ use crate::body::Body;
 use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::model::reference::validate_tag;
-use crate::model::{Descriptor, MediaType, RawManifest, Selector};
+use crate::model::{Descriptor, Document, MediaType, RawManifest, Selector};
+use crate::referrers::{self, Batcher, Change, ReferrerList, Settings, Via};
 use crate::verify::{length_checked, verified};
 
 /// A verifying handle on a backend. Cheap to clone.
@@ -24,6 +27,8 @@ pub struct Store {
     backend: Arc<dyn Backend>,
     capabilities: Capabilities,
     place: Arc<str>,
+    referrers: Arc<Batcher>,
+    referrers_gc: bool,
 }
 
 impl Store {
@@ -40,7 +45,39 @@ impl Store {
             backend,
             capabilities,
             place,
+            referrers: Arc::default(),
+            referrers_gc: true,
         }
+    }
+
+    /// Another handle on the same backend that does not share this one's
+    /// in-process batching of referrers changes, as a second process would
+    /// not.
+    pub fn clone_unshared(&self) -> Self {
+        Store {
+            referrers: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether superseded referrers indexes (tag schema) are deleted once
+    /// the tag has moved on; on by default.
+    pub fn with_referrers_gc(mut self, gc: bool) -> Self {
+        self.referrers_gc = gc;
+        self
+    }
+
+    fn referrers_settings(&self) -> Settings {
+        Settings {
+            gc: self.referrers_gc,
+            max: self.capabilities.max_manifest_size,
+        }
+    }
+
+    /// Whether the backend indexes subjects itself. Read live: a registry
+    /// learns it from `OCI-Subject` on the first push of a referrer.
+    fn indexes_subjects(&self) -> bool {
+        self.backend.capabilities().referrers_api
     }
 
     /// What the backend supports.
@@ -132,7 +169,9 @@ impl Store {
     ///
     /// Manifests are read into memory (they are capped by
     /// `max_manifest_size`) and must parse as the document their media type
-    /// says before they reach the backend.
+    /// says before they reach the backend. A manifest with a `subject` is
+    /// added to the subject's referrers index (tag schema) when the backend
+    /// does not index it itself.
     pub async fn push_opts(
         &self,
         descriptor: &Descriptor,
@@ -154,11 +193,25 @@ impl Store {
             let bytes = verified(body, descriptor, &self.place)
                 .bytes(self.capabilities.max_manifest_size)
                 .await?;
-            RawManifest::new(descriptor.media_type.clone(), bytes.clone()).parse()?;
-            return self
-                .backend
+            let document =
+                RawManifest::new(descriptor.media_type.clone(), bytes.clone()).parse()?;
+            self.backend
                 .push(descriptor, Body::from_bytes(bytes), &options)
-                .await;
+                .await?;
+            if let Some(subject) = document.subject()
+                && !self.indexes_subjects()
+            {
+                let entry = referrers::referrer_entry(descriptor, &document);
+                self.referrers
+                    .submit(
+                        self.backend.as_ref(),
+                        &subject.digest,
+                        Change::add(entry),
+                        self.referrers_settings(),
+                    )
+                    .await?;
+            }
+            return Ok(());
         }
         let body = verified(body, descriptor, &self.place);
         self.backend.push(descriptor, body, &options).await
@@ -196,10 +249,39 @@ impl Store {
         Ok(descriptor)
     }
 
-    /// Deletes content. Needs the `delete` capability.
+    /// Deletes content. Needs the `delete` capability. A manifest with a
+    /// `subject` leaves its subject's referrers index (tag schema) too.
     pub async fn delete(&self, descriptor: &Descriptor) -> Result<()> {
         self.require(self.capabilities.delete, "delete")?;
-        self.backend.delete(descriptor).await
+        let subject = if descriptor.media_type.is_manifest() && !self.indexes_subjects() {
+            self.subject_of(descriptor).await
+        } else {
+            None
+        };
+        self.backend.delete(descriptor).await?;
+        if let Some(subject) = subject {
+            self.referrers
+                .submit(
+                    self.backend.as_ref(),
+                    &subject.digest,
+                    Change::remove(descriptor.digest.clone()),
+                    self.referrers_settings(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The subject of a stored manifest, if it has one and can be read.
+    async fn subject_of(&self, descriptor: &Descriptor) -> Option<Descriptor> {
+        let bytes = self.fetch_bytes(descriptor).await.ok()?;
+        match RawManifest::new(descriptor.media_type.clone(), bytes)
+            .parse()
+            .ok()?
+        {
+            Document::Manifest(m) => m.subject,
+            Document::Index(i) => i.subject,
+        }
     }
 
     /// Resolves a tag or digest to the manifest's descriptor.
@@ -270,19 +352,27 @@ impl Store {
     }
 
     /// The manifests that refer to `subject`, optionally only those of one
-    /// artifact type. Needs the `referrers_api` capability.
+    /// artifact type: from the backend's own index (`referrers_api`) or
+    /// else from the tag schema, filtered here when the backend did not.
+    /// An index at the fallback tag that is not an image index, or that
+    /// lists the subject itself, is refused as `InvalidManifest`.
     pub async fn referrers(
         &self,
         subject: &Descriptor,
         artifact_type: Option<&MediaType>,
-    ) -> Result<Vec<Descriptor>> {
-        self.require(self.capabilities.referrers_api, "referrers")?;
-        let listing = self.backend.referrers(subject, artifact_type).await?;
-        let mut manifests = listing.manifests;
-        if let (Some(wanted), false) = (artifact_type, listing.filtered) {
+    ) -> Result<ReferrerList> {
+        let (mut manifests, filtered, via) = if self.indexes_subjects() {
+            let listing = self.backend.referrers(subject, artifact_type).await?;
+            (listing.manifests, listing.filtered, Via::Api)
+        } else {
+            let max = self.capabilities.max_manifest_size;
+            let all = referrers::list(self.backend.as_ref(), &subject.digest, max).await?;
+            (all, false, Via::TagSchema)
+        };
+        if let (Some(wanted), false) = (artifact_type, filtered) {
             manifests.retain(|d| d.artifact_type.as_ref() == Some(wanted));
         }
-        Ok(manifests)
+        Ok(ReferrerList::new(manifests, via))
     }
 
     /// Mounts a blob from another repository of the same backend; `false`

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 mod image;
 mod moto;
 mod proxy;
+mod referrers;
 mod registry;
 mod token;
 mod watchdog;
@@ -15,6 +16,7 @@ mod watchdog;
 pub use image::{push_real_image, run, run_with_env};
 pub use moto::MotoServer;
 pub use proxy::{Faults, RecordingProxy};
+pub use referrers::ReferrersFront;
 pub use registry::RegistryServer;
 
 /// Where to find the program `name`, or a panic saying how to install it

@@ -370,7 +370,10 @@ async fn untag_keeps_the_manifest_and_puts_the_tag_back_when_delete_is_refused()
         .await
         .expect("other tag kept");
     assert_eq!(two.digest, pushed.digest);
-    assert!(store.exists(&pushed).await.expect("exists"), "manifest kept");
+    assert!(
+        store.exists(&pushed).await.expect("exists"),
+        "manifest kept"
+    );
     let mut tags = store.tags_all().await.expect("tags");
     tags.sort();
     assert_eq!(tags, ["two"]);

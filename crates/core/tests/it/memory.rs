@@ -1,5 +1,6 @@
 //! The whole conformance suite against the memory backend: with every
-//! capability, without the Referrers API, and with no optional capability.
+//! capability, without the Referrers API (with and without tag
+//! compare-and-swap), and with no optional capability.
 
 use orca_core::conformance::Subject;
 use orca_core::{Capabilities, MemoryRegistry, Store};
@@ -23,6 +24,23 @@ mod without_referrers_api {
         let registry = MemoryRegistry::new();
         let mut caps = Capabilities::ALL;
         caps.referrers_api = false;
+        Subject::new(Store::new(
+            registry.repository("under/test").with_capabilities(caps),
+        ))
+        .with_sibling(Store::new(registry.repository("sibling")), "sibling")
+    }
+
+    orca_core::conformance_tests!(make);
+}
+
+mod without_referrers_api_or_compare_and_swap {
+    use super::*;
+
+    async fn make() -> Subject {
+        let registry = MemoryRegistry::new();
+        let mut caps = Capabilities::ALL;
+        caps.referrers_api = false;
+        caps.tag_compare_and_swap = false;
         Subject::new(Store::new(
             registry.repository("under/test").with_capabilities(caps),
         ))

@@ -90,6 +90,14 @@ impl Backend for Liar {
     async fn untag(&self, t: &str) -> Result<()> {
         self.inner.untag(t).await
     }
+    async fn swap_tag(
+        &self,
+        t: &str,
+        expected: Option<&orca_core::Digest>,
+        new: Option<&Descriptor>,
+    ) -> Result<()> {
+        self.inner.swap_tag(t, expected, new).await
+    }
     async fn tags(&self, q: &ListQuery) -> Result<ListPage> {
         self.inner.tags(q).await
     }

@@ -1,0 +1,536 @@
+//! The referrers tag schema (OCI distribution-spec 1.1). A backend that does
+//! not index subjects itself keeps the referrers of a manifest in an image
+//! index tagged `<alg>-<ref>`. This module names that tag, reads and checks
+//! the index, and changes it without losing entries when several writers
+//! change it at once:
+//!
+//! - in one process, concurrent changes to one subject are batched into one
+//!   update (per [`Store`](crate::Store) and its clones);
+//! - backends with `tag_compare_and_swap` move the tag only if it still
+//!   points where it did when the index was read, and retry on conflict;
+//! - other backends (plain registries) get verify-after-write: the tag is
+//!   read again just before it is moved, and again after settling delays;
+//!   if another writer replaced the index, both lists are merged and written
+//!   again, a bounded number of times.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::model::{Descriptor, Digest, Document, Index, MediaType, RawManifest, Selector};
+
+/// Attempts at one update before it gives up with `Error::Conflict`.
+const MAX_ATTEMPTS: u32 = 60;
+/// Confirmations a verify-after-write update waits for.
+const CONFIRMATIONS: u32 = 2;
+
+/// The fallback tag for referrers of `digest`: `<alg>-<hex>`, the algorithm
+/// cut to 32 characters and the hex to 64, as the distribution spec says.
+pub fn fallback_tag(digest: &Digest) -> String {
+    let clean = |s: &str, limit: usize| -> String {
+        s.chars()
+            .take(limit)
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect()
+    };
+    format!(
+        "{}-{}",
+        clean(digest.algorithm().as_str(), 32),
+        clean(digest.hex(), 64)
+    )
+}
+
+/// The entry a referrer gets in a referrers listing: its digest, size and
+/// media type, its `artifactType` (or, for manifests without one, the
+/// config media type), and its annotations.
+pub fn referrer_entry(descriptor: &Descriptor, document: &Document) -> Descriptor {
+    let mut entry = Descriptor::new(
+        descriptor.media_type.clone(),
+        descriptor.digest.clone(),
+        descriptor.size,
+    );
+    entry.artifact_type = match document {
+        Document::Manifest(m) => m
+            .artifact_type
+            .clone()
+            .or_else(|| Some(m.config.media_type.clone())),
+        Document::Index(i) => i.artifact_type.clone(),
+    };
+    entry.annotations = document.annotations().clone();
+    entry
+}
+
+/// Where a referrers listing came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Via {
+    /// The backend's own index (the registry's Referrers API).
+    Api,
+    /// The image index at the fallback tag.
+    TagSchema,
+}
+
+/// The referrers of a subject, and how they were found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReferrerList {
+    /// One descriptor per referrer.
+    pub manifests: Vec<Descriptor>,
+    /// Which path produced the listing.
+    pub via: Via,
+}
+
+impl ReferrerList {
+    /// A listing found through `via`.
+    pub fn new(manifests: Vec<Descriptor>, via: Via) -> Self {
+        ReferrerList { manifests, via }
+    }
+}
+
+/// Referrers to add and remove, by digest.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Change {
+    add: Vec<Descriptor>,
+    remove: Vec<Digest>,
+}
+
+impl Change {
+    pub(crate) fn add(entry: Descriptor) -> Self {
+        Change {
+            add: vec![entry],
+            remove: Vec::new(),
+        }
+    }
+
+    pub(crate) fn remove(digest: Digest) -> Self {
+        Change {
+            add: Vec::new(),
+            remove: vec![digest],
+        }
+    }
+
+    /// Folds a later change into this one: the later wins for a digest.
+    fn then(&mut self, later: &Change) {
+        for digest in &later.remove {
+            self.add.retain(|d| &d.digest != digest);
+            if !self.remove.contains(digest) {
+                self.remove.push(digest.clone());
+            }
+        }
+        for entry in &later.add {
+            self.remove.retain(|d| d != &entry.digest);
+            self.add.retain(|d| d.digest != entry.digest);
+            self.add.push(entry.clone());
+        }
+    }
+
+    /// Whether `entries` already reflect the change.
+    fn applied(&self, entries: &[Descriptor]) -> bool {
+        self.add.iter().all(|a| entries.contains(a))
+            && self
+                .remove
+                .iter()
+                .all(|r| entries.iter().all(|e| &e.digest != r))
+    }
+
+    /// `entries` with the change made, keeping their order.
+    fn apply(&self, entries: &[Descriptor]) -> Vec<Descriptor> {
+        let mut out: Vec<Descriptor> = entries
+            .iter()
+            .filter(|e| !self.remove.contains(&e.digest))
+            .filter(|e| self.add.iter().all(|a| a.digest != e.digest))
+            .cloned()
+            .collect();
+        out.extend(self.add.iter().cloned());
+        out
+    }
+}
+
+/// What reading the fallback tag found.
+enum Found {
+    /// No tag: no referrers.
+    Absent,
+    /// The index the tag points at, and its entries.
+    Present(Descriptor, Vec<Descriptor>),
+    /// The tag pointed at an index that was gone when read: it moved.
+    Moved,
+}
+
+/// Reads and checks the index at the fallback tag for `subject`.
+async fn read(backend: &dyn Backend, subject: &Digest, tag: &str, max: u64) -> Result<Found> {
+    let descriptor = match backend.resolve(&Selector::Tag(tag.to_owned())).await {
+        Ok(d) => d,
+        Err(e) if e.is_not_found() => return Ok(Found::Absent),
+        Err(e) => return Err(e),
+    };
+    let what = || format!("referrers index at tag {tag} of {backend}");
+    if descriptor.media_type != MediaType::OCI_INDEX {
+        return Err(Error::InvalidManifest {
+            what: what(),
+            reason: format!("it is {}, not an image index", descriptor.media_type),
+            source: None,
+        });
+    }
+    if descriptor.size > max {
+        return Err(Error::LimitExceeded {
+            what: what(),
+            limit: max,
+        });
+    }
+    let body = match backend.fetch(&descriptor).await {
+        Ok(body) => body,
+        Err(e) if e.is_not_found() => return Ok(Found::Moved),
+        Err(e) => return Err(e),
+    };
+    let place = backend.to_string();
+    let bytes = crate::verify::verified(body, &descriptor, &place)
+        .bytes(max)
+        .await?;
+    let raw = RawManifest::new(descriptor.media_type.clone(), bytes);
+    let index = match raw.parse() {
+        Ok(Document::Index(index)) => index,
+        Ok(Document::Manifest(_)) => {
+            return Err(Error::InvalidManifest {
+                what: what(),
+                reason: "it is an image manifest, not an image index".into(),
+                source: None,
+            });
+        }
+        Err(e) => {
+            return Err(Error::InvalidManifest {
+                what: what(),
+                reason: "it does not parse".into(),
+                source: Some(Box::new(e)),
+            });
+        }
+    };
+    if index.manifests.iter().any(|d| &d.digest == subject) {
+        return Err(Error::InvalidManifest {
+            what: what(),
+            reason: format!("it lists the subject {subject} as its own referrer"),
+            source: None,
+        });
+    }
+    Ok(Found::Present(descriptor, index.manifests))
+}
+
+/// The referrers of `subject` recorded at its fallback tag.
+pub(crate) async fn list(
+    backend: &dyn Backend,
+    subject: &Digest,
+    max: u64,
+) -> Result<Vec<Descriptor>> {
+    let tag = fallback_tag(subject);
+    for _ in 0..MAX_ATTEMPTS {
+        match read(backend, subject, &tag, max).await? {
+            Found::Absent => return Ok(Vec::new()),
+            Found::Present(_, entries) => return Ok(entries),
+            Found::Moved => backoff(1).await,
+        }
+    }
+    Err(conflict(backend, &tag))
+}
+
+fn conflict(backend: &dyn Backend, tag: &str) -> Error {
+    Error::Conflict {
+        what: format!("referrers index at tag {tag}"),
+        place: backend.to_string(),
+    }
+}
+
+/// A short jittered pause that grows with `attempt`.
+async fn backoff(attempt: u32) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let step = Duration::from_millis(2u64 << attempt.min(6));
+    let jitter = step.mul_f64(0.5 + f64::from(nanos % 1000) / 1000.0);
+    tokio::time::sleep(jitter).await;
+}
+
+/// Pushes an index listing `entries` (by digest, untagged).
+async fn push_index(backend: &dyn Backend, entries: Vec<Descriptor>) -> Result<Descriptor> {
+    let mut index = Index::new();
+    index.manifests = entries;
+    let raw = index.to_raw()?;
+    let descriptor = raw.descriptor();
+    backend
+        .push(
+            &descriptor,
+            crate::body::Body::from_bytes(raw.bytes().clone()),
+            &crate::backend::PushOptions::default(),
+        )
+        .await?;
+    Ok(descriptor)
+}
+
+/// How an update treats superseded indexes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Settings {
+    /// Delete superseded indexes (after checking the tag moved on).
+    pub(crate) gc: bool,
+    /// Largest index read.
+    pub(crate) max: u64,
+}
+
+/// Deletes superseded indexes the tag no longer points at.
+async fn collect(backend: &dyn Backend, tag: &str, superseded: Vec<Descriptor>) {
+    if superseded.is_empty() || !backend.capabilities().delete {
+        return;
+    }
+    let current = backend
+        .resolve(&Selector::Tag(tag.to_owned()))
+        .await
+        .ok()
+        .map(|d| d.digest);
+    for old in superseded {
+        if current.as_ref() != Some(&old.digest) {
+            // Best effort: a leftover index is garbage, not damage.
+            let _ = backend.delete(&old).await;
+        }
+    }
+}
+
+/// Applies `change` as a compare-and-swap of the tag, retried on conflict.
+async fn update_swapping(
+    backend: &dyn Backend,
+    subject: &Digest,
+    tag: &str,
+    change: &Change,
+    settings: Settings,
+) -> Result<()> {
+    for attempt in 0..MAX_ATTEMPTS {
+        let (old, entries) = match read(backend, subject, tag, settings.max).await? {
+            Found::Absent => (None, Vec::new()),
+            Found::Present(d, e) => (Some(d), e),
+            Found::Moved => {
+                backoff(attempt).await;
+                continue;
+            }
+        };
+        if change.applied(&entries) {
+            return Ok(());
+        }
+        let entries = change.apply(&entries);
+        let new = if entries.is_empty() {
+            None
+        } else {
+            Some(push_index(backend, entries).await?)
+        };
+        let expected = old.as_ref().map(|d| &d.digest);
+        match backend.swap_tag(tag, expected, new.as_ref()).await {
+            Ok(()) => {
+                if settings.gc {
+                    collect(backend, tag, old.into_iter().collect()).await;
+                }
+                return Ok(());
+            }
+            Err(Error::Conflict { .. }) => {
+                if settings.gc {
+                    collect(backend, tag, new.into_iter().collect()).await;
+                }
+                backoff(attempt).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(conflict(backend, tag))
+}
+
+/// Applies `change` by writing, then verifying after settling delays, and
+/// merging again when another writer replaced the index.
+async fn update_verifying(
+    backend: &dyn Backend,
+    subject: &Digest,
+    tag: &str,
+    change: &Change,
+    settings: Settings,
+) -> Result<()> {
+    let mut superseded = Vec::new();
+    let mut wrote = false;
+    let mut confirmed = 0;
+    let mut settle = Duration::from_millis(30);
+    for attempt in 0..MAX_ATTEMPTS {
+        let started = std::time::Instant::now();
+        let (old, entries) = match read(backend, subject, tag, settings.max).await? {
+            Found::Absent => (None, Vec::new()),
+            Found::Present(d, e) => (Some(d), e),
+            Found::Moved => {
+                backoff(attempt).await;
+                continue;
+            }
+        };
+        if change.applied(&entries) {
+            confirmed += 1;
+            if !wrote || confirmed > CONFIRMATIONS {
+                break;
+            }
+            tokio::time::sleep(settle * confirmed).await;
+            continue;
+        }
+        confirmed = 0;
+        let entries = change.apply(&entries);
+        if entries.is_empty() && settings.gc && backend.capabilities().delete {
+            // Deleting the index takes the tag with it.
+            if let Some(old) = &old {
+                match backend.delete(old).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        } else {
+            let new = push_index(backend, entries).await?;
+            // Narrow the window: move the tag only if it has not moved.
+            let now = match backend.resolve(&Selector::Tag(tag.to_owned())).await {
+                Ok(d) => Some(d.digest),
+                Err(e) if e.is_not_found() => None,
+                Err(e) => return Err(e),
+            };
+            if now.as_ref() != old.as_ref().map(|d| &d.digest) {
+                superseded.push(new);
+                backoff(attempt).await;
+                continue;
+            }
+            backend.tag(&new, tag).await?;
+            superseded.extend(old);
+        }
+        wrote = true;
+        // Another writer's read-to-write window is about as long as ours.
+        settle = (started.elapsed() * 3).clamp(Duration::from_millis(30), Duration::from_secs(2));
+        tokio::time::sleep(settle).await;
+    }
+    if confirmed == 0 {
+        return Err(conflict(backend, tag));
+    }
+    if settings.gc {
+        collect(backend, tag, superseded).await;
+    }
+    Ok(())
+}
+
+/// Applies one change to the fallback index of `subject`.
+async fn update(
+    backend: &dyn Backend,
+    subject: &Digest,
+    change: &Change,
+    settings: Settings,
+) -> Result<()> {
+    let tag = fallback_tag(subject);
+    if backend.capabilities().tag_compare_and_swap {
+        update_swapping(backend, subject, &tag, change, settings).await
+    } else {
+        update_verifying(backend, subject, &tag, change, settings).await
+    }
+}
+
+/// A subject's queue of changes waiting for their turn.
+#[derive(Default)]
+struct Slot {
+    turn: tokio::sync::Mutex<()>,
+    pending: Mutex<Vec<(Change, oneshot::Sender<bool>)>>,
+}
+
+/// Batches concurrent changes to one subject within a process.
+#[derive(Default)]
+pub(crate) struct Batcher {
+    slots: Mutex<HashMap<Digest, Arc<Slot>>>,
+}
+
+impl Batcher {
+    fn slot(&self, subject: &Digest) -> Arc<Slot> {
+        self.slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(subject.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Applies `change` to the fallback index of `subject`, together with
+    /// whatever other changes to it are waiting. If the batch fails, each
+    /// change is tried again on its own, so every caller gets its own error.
+    pub(crate) async fn submit(
+        &self,
+        backend: &dyn Backend,
+        subject: &Digest,
+        change: Change,
+        settings: Settings,
+    ) -> Result<()> {
+        let slot = self.slot(subject);
+        let (sender, receiver) = oneshot::channel();
+        slot.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((change.clone(), sender));
+        {
+            let _turn = slot.turn.lock().await;
+            let batch =
+                std::mem::take(&mut *slot.pending.lock().unwrap_or_else(PoisonError::into_inner));
+            if !batch.is_empty() {
+                let mut combined = Change::default();
+                for (c, _) in &batch {
+                    combined.then(c);
+                }
+                let done = update(backend, subject, &combined, settings).await.is_ok();
+                for (_, sender) in batch {
+                    let _ = sender.send(done);
+                }
+            }
+        }
+        if receiver.await == Ok(true) {
+            return Ok(());
+        }
+        let _turn = slot.turn.lock().await;
+        update(backend, subject, &change, settings).await
+    }
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_tags_follow_the_spec() {
+        let digest = Digest::sha256(b"subject");
+        assert_eq!(fallback_tag(&digest), format!("sha256-{}", digest.hex()));
+        let long = Digest::compute(crate::model::digest::Algorithm::Sha512, b"subject");
+        let tag = fallback_tag(&long);
+        assert_eq!(tag, format!("sha512-{}", &long.hex()[..64]));
+        assert!(tag.len() <= 128);
+    }
+
+    fn entry(n: u8) -> Descriptor {
+        Descriptor::of(MediaType::OCI_MANIFEST, &[n])
+    }
+
+    #[test]
+    fn changes_merge_with_the_later_winning() {
+        let mut change = Change::add(entry(1));
+        change.then(&Change::add(entry(2)));
+        change.then(&Change::remove(entry(1).digest));
+        let out = change.apply(&[entry(3), entry(1)]);
+        assert_eq!(out, vec![entry(3), entry(2)]);
+        assert!(change.applied(&out));
+        assert!(!change.applied(&[entry(1), entry(2)]));
+        change.then(&Change::add(entry(1)));
+        assert_eq!(change.apply(&[entry(1)]), vec![entry(2), entry(1)]);
+    }
+}
