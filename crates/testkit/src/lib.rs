@@ -5,6 +5,7 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 
+mod attach;
 mod image;
 mod moto;
 mod proxy;
@@ -13,6 +14,10 @@ mod registry;
 mod token;
 mod watchdog;
 
+pub use attach::{
+    ATTACH_PREFIX_ENV, ATTACH_PROCESSES, ATTACHES_PER_PROCESS, attach_from_processes, attach_many,
+    attach_subject,
+};
 pub use image::{push_real_image, run, run_with_env};
 pub use moto::MotoServer;
 pub use proxy::{Faults, RecordingProxy};

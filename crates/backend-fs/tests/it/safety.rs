@@ -1,6 +1,6 @@
 //! Crash and concurrency safety: failed, cancelled and killed pushes publish
 //! nothing; concurrent processes never lose a tag; readers never see a
-//! half-written `index.json`.
+//! half-written `index.json`; concurrent processes never lose a referrer.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -233,4 +233,30 @@ async fn first_write_creates_a_complete_layout() {
             .entries()
             .is_empty()
     );
+}
+
+/// Attaches 25 referrers to one subject. Run alone it uses its own layout;
+/// `four_processes_never_lose_a_referrer` runs it as a child.
+#[tokio::test]
+async fn attacher() {
+    let (guard, root, _) = layout_for_test();
+    let store = store(&root);
+    let prefix = std::env::var(orca_testkit::ATTACH_PREFIX_ENV).unwrap_or_else(|_| "solo".into());
+    orca_testkit::attach_many(&store, &prefix).await;
+    if guard.is_some() {
+        let subject = orca_testkit::attach_subject(&store).await;
+        let listed = store.referrers(&subject, None).await.expect("referrers");
+        assert_eq!(listed.manifests.len(), orca_testkit::ATTACHES_PER_PROCESS);
+    }
+}
+
+#[tokio::test]
+async fn four_processes_never_lose_a_referrer() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let root = dir.path().join("layout");
+    let env = [
+        (LAYOUT_ENV.to_owned(), root.display().to_string()),
+        (PREFIX_ENV.to_owned(), "attach".to_owned()),
+    ];
+    orca_testkit::attach_from_processes(&store(&root), "safety::attacher", &env).await;
 }

@@ -378,3 +378,38 @@ async fn untag_keeps_the_manifest_and_puts_the_tag_back_when_delete_is_refused()
     tags.sort();
     assert_eq!(tags, ["two"]);
 }
+
+const REPOSITORY_ENV: &str = "ORCA_TEST_REPOSITORY";
+const HOST_ENV: &str = "ORCA_TEST_REGISTRY_HOST";
+
+/// Attaches 25 referrers to one subject. Run alone it uses a repository of
+/// its own; `four_processes_never_lose_a_referrer` runs it as a child.
+#[tokio::test]
+async fn attacher() {
+    let solo = std::env::var(REPOSITORY_ENV).is_err();
+    let name = std::env::var(REPOSITORY_ENV).unwrap_or_else(|_| fresh_repository("attach-solo"));
+    let prefix = std::env::var(orca_testkit::ATTACH_PREFIX_ENV).unwrap_or_else(|_| "solo".into());
+    let registry = match std::env::var(HOST_ENV) {
+        Ok(host) => RegistryBuilder::new(host).build().expect("registry"),
+        Err(_) => plain(),
+    };
+    let store = Store::new(repository(&registry, &name).await);
+    orca_testkit::attach_many(&store, &prefix).await;
+    if solo {
+        let subject = orca_testkit::attach_subject(&store).await;
+        let listed = store.referrers(&subject, None).await.expect("referrers");
+        assert_eq!(listed.manifests.len(), orca_testkit::ATTACHES_PER_PROCESS);
+    }
+}
+
+#[tokio::test]
+async fn four_processes_never_lose_a_referrer() {
+    let name = fresh_repository("attach");
+    let store = Store::new(repository(&plain(), &name).await);
+    // The children talk to this process's registry, through the same port.
+    let env = [
+        (REPOSITORY_ENV.to_owned(), name.clone()),
+        (HOST_ENV.to_owned(), RegistryServer::shared().host()),
+    ];
+    orca_testkit::attach_from_processes(&store, "registry::attacher", &env).await;
+}

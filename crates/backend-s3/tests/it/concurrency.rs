@@ -1,5 +1,5 @@
 //! Compare-and-swap tagging: concurrent writers, in one process and in
-//! several, never lose a tag; and requests are signed.
+//! several, never lose a tag or a referrer; and requests are signed.
 
 use std::process::Command;
 
@@ -123,4 +123,39 @@ async fn requests_are_signed_with_sigv4() {
         "every request must carry a SigV4 signature:\n{sent}"
     );
     assert!(sent.contains("x-amz-date:") && sent.contains("x-amz-content-sha256:"));
+}
+
+/// Attaches 25 referrers to one subject. Run alone it uses a prefix of its
+/// own; `four_processes_never_lose_a_referrer` runs it as a child.
+#[tokio::test]
+async fn attacher() {
+    match std::env::var(URL_ENV) {
+        Ok(url) => {
+            let prefix = std::env::var(orca_testkit::ATTACH_PREFIX_ENV).expect("attach prefix");
+            let backend = orca_backend_s3::S3Builder::new(url)
+                .allow_http(true)
+                .build()
+                .expect("from the environment");
+            orca_testkit::attach_many(&Store::new(backend), &prefix).await;
+        }
+        Err(_) => {
+            let store = Store::new(backend(&fresh_prefix("attach-solo")));
+            orca_testkit::attach_many(&store, "solo").await;
+            let subject = orca_testkit::attach_subject(&store).await;
+            let listed = store.referrers(&subject, None).await.expect("referrers");
+            assert_eq!(listed.manifests.len(), orca_testkit::ATTACHES_PER_PROCESS);
+        }
+    }
+}
+
+#[tokio::test]
+async fn four_processes_never_lose_a_referrer() {
+    let prefix = fresh_prefix("attach");
+    let mut env: Vec<(String, String)> = aws_env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    env.push((URL_ENV.to_owned(), format!("s3://{}/{prefix}", bucket())));
+    let store = Store::new(backend(&prefix));
+    orca_testkit::attach_from_processes(&store, "concurrency::attacher", &env).await;
 }
