@@ -5,6 +5,7 @@
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -38,6 +39,9 @@ pub struct RegistryBackend {
     pub(crate) repository: String,
     pub(crate) place: String,
     pub(crate) capabilities: Capabilities,
+    /// Whether the registry indexes subjects (Referrers API): probed when
+    /// the repository is opened, then learnt from `OCI-Subject` on pushes.
+    pub(crate) referrers_api: Arc<AtomicBool>,
     pub(crate) options: Arc<crate::builder::Options>,
 }
 
@@ -224,7 +228,9 @@ impl fmt::Debug for RegistryBackend {
 #[async_trait]
 impl Backend for RegistryBackend {
     fn capabilities(&self) -> Capabilities {
-        self.capabilities
+        let mut capabilities = self.capabilities;
+        capabilities.referrers_api = self.referrers_api.load(Ordering::Relaxed);
+        capabilities
     }
 
     async fn exists(&self, descriptor: &Descriptor) -> Result<bool> {

@@ -39,14 +39,18 @@ impl Registry {
         capabilities.fetch_range = true;
         capabilities.catalog = true;
         capabilities.max_manifest_size = self.options.max_metadata_size;
-        let mut backend = RegistryBackend {
+        let backend = RegistryBackend {
             client: self.client.clone(),
             repository: name.to_owned(),
             place: format!("{}/{name}", self.client.host),
             capabilities,
+            referrers_api: Arc::default(),
             options: self.options.clone(),
         };
-        backend.capabilities.referrers_api = self.probe_referrers(&backend).await?;
+        let native = self.probe_referrers(&backend).await?;
+        backend
+            .referrers_api
+            .store(native, std::sync::atomic::Ordering::Relaxed);
         Ok(backend)
     }
 

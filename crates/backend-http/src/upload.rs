@@ -23,6 +23,7 @@ pub(crate) async fn put_manifest(
     bytes: Bytes,
     reference: &str,
 ) -> Result<()> {
+    let bytes_for_probe = bytes.clone();
     let request = Request::new(Method::PUT, backend.path(&format!("manifests/{reference}")))
         .header(CONTENT_TYPE, descriptor.media_type.as_str())
         .body(bytes);
@@ -34,6 +35,22 @@ pub(crate) async fn put_manifest(
         return Err(backend
             .fail(response, "push", format!("manifest {}", descriptor.digest))
             .await);
+    }
+    // A registry that indexed the subject says so (distribution-spec 1.1);
+    // one that did not leaves the referrers index to the client.
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        subject: Option<serde_json::Value>,
+    }
+    let has_subject = serde_json::from_slice::<Probe>(&bytes_for_probe)
+        .ok()
+        .and_then(|p| p.subject)
+        .is_some();
+    if has_subject {
+        let indexed = response.headers().contains_key("oci-subject");
+        backend
+            .referrers_api
+            .store(indexed, std::sync::atomic::Ordering::Relaxed);
     }
     if let Some(sent) = response
         .headers()

@@ -32,3 +32,30 @@ mod htpasswd_registry {
 
     orca_core::conformance_tests!(make);
 }
+
+/// The plain registry behind a front that adds the Referrers API (Debian's
+/// registry has none), so the native path runs the suite too.
+mod referrers_api_registry {
+    use super::*;
+
+    async fn make() -> Subject {
+        let front =
+            orca_testkit::ReferrersFront::start(orca_testkit::RegistryServer::shared().port())
+                .expect("referrers front");
+        let registry =
+            orca_backend_http::RegistryBuilder::new(format!("127.0.0.1:{}", front.port()))
+                .build()
+                .expect("registry");
+        let store = Store::new(repository(&registry, &fresh_repository("native")).await);
+        assert!(
+            store.capabilities().referrers_api,
+            "the zero-digest probe did not find the Referrers API"
+        );
+        let sibling = fresh_repository("sibling");
+        Subject::new(store)
+            .with_sibling(Store::new(repository(&registry, &sibling).await), sibling)
+            .with_guard(front)
+    }
+
+    orca_core::conformance_tests!(make);
+}

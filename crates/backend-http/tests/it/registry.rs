@@ -413,3 +413,56 @@ async fn four_processes_never_lose_a_referrer() {
     ];
     orca_testkit::attach_from_processes(&store, "registry::attacher", &env).await;
 }
+
+#[tokio::test]
+async fn the_referrers_api_is_used_paged_and_filtered_where_the_registry_has_it() {
+    let front =
+        orca_testkit::ReferrersFront::start(RegistryServer::shared().port()).expect("front");
+    let registry = RegistryBuilder::new(format!("127.0.0.1:{}", front.port()))
+        .build()
+        .expect("registry");
+    let name = fresh_repository("native-referrers");
+    let store = Store::new(repository(&registry, &name).await);
+    assert!(store.capabilities().referrers_api, "probe");
+    let subject = push_real_image(&store, &[("f", b"subject")], "v1").await;
+    let empty = store
+        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+        .await
+        .expect("empty");
+    for n in 0..7 {
+        let mut manifest = orca_core::Manifest::new(empty.clone(), vec![empty.clone()]);
+        let kind = if n % 2 == 0 { "even" } else { "odd" };
+        manifest.artifact_type = Some(MediaType::new(format!("application/vnd.example.{kind}")));
+        manifest.subject = Some(subject.clone());
+        manifest.annotations.insert("n".into(), n.to_string());
+        store
+            .push_manifest(&manifest.to_raw().expect("raw"), None)
+            .await
+            .expect("attach");
+    }
+    assert!(
+        store.capabilities().referrers_api,
+        "OCI-Subject on push keeps the native path"
+    );
+    // Nothing was written to the fallback tag: the registry indexed them.
+    let tag = orca_core::referrers::fallback_tag(&subject.digest);
+    let err = store
+        .resolve(&Selector::Tag(tag))
+        .await
+        .expect_err("no fallback tag on a registry with the API");
+    assert!(err.is_not_found(), "{err}");
+    let all = store.referrers(&subject, None).await.expect("referrers");
+    assert_eq!(all.via, orca_core::referrers::Via::Api);
+    assert_eq!(all.manifests.len(), 7, "three pages of three: {all:?}");
+    let odd = MediaType::new("application/vnd.example.odd");
+    let only = store
+        .referrers(&subject, Some(&odd))
+        .await
+        .expect("filtered");
+    assert_eq!(only.manifests.len(), 3);
+    assert!(
+        only.manifests
+            .iter()
+            .all(|d| d.artifact_type.as_ref() == Some(&odd))
+    );
+}
