@@ -104,10 +104,12 @@ pub(crate) fn convert(
     let place = place.to_owned();
     let code = error.code().unwrap_or_default().to_owned();
     match error.status {
-        StatusCode::UNAUTHORIZED => Error::Unauthorized {
-            place,
-            message: format!("{what}: {}", error.message()),
-        },
+        StatusCode::UNAUTHORIZED | StatusCode::PROXY_AUTHENTICATION_REQUIRED => {
+            Error::Unauthorized {
+                place,
+                message: format!("{what}: {}", error.message()),
+            }
+        }
         StatusCode::FORBIDDEN => Error::Denied {
             place,
             message: format!("{what}: {}", error.message()),
@@ -125,6 +127,11 @@ pub(crate) fn convert(
             what: format!("{what} for {place}"),
             reason: error.message(),
             source: None,
+        },
+        status if status.is_client_error() => Error::Rejected {
+            what,
+            place,
+            message: error.to_string(),
         },
         _ => Error::Backend {
             backend: place,

@@ -148,6 +148,18 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
+    /// The backend refused a request as one it does not accept (an HTTP
+    /// 4xx other than those above: an unknown media type, a field it does
+    /// not allow), with its own words.
+    #[error("{place} refused {what}: {message}")]
+    Rejected {
+        /// What was refused.
+        what: String,
+        /// The backend.
+        place: String,
+        /// What the backend said.
+        message: String,
+    },
     /// A failure inside a backend that is none of the kinds above.
     #[error("{backend}: {operation} failed")]
     Backend {

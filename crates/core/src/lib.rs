@@ -6,6 +6,7 @@
 //! the handle (`store`), then implementations and checks (`memory`,
 //! `conformance`).
 
+pub mod artifact;
 pub mod backend;
 pub mod body;
 pub mod capabilities;

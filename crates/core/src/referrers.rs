@@ -161,7 +161,7 @@ enum Found {
     /// No tag: no referrers.
     Absent,
     /// The index the tag points at, and its entries.
-    Present(Descriptor, Vec<Descriptor>),
+    Present(Box<Descriptor>, Vec<Descriptor>),
     /// The tag pointed at an index that was gone when read: it moved.
     Moved,
 }
@@ -221,7 +221,7 @@ async fn read(backend: &dyn Backend, subject: &Digest, tag: &str, max: u64) -> R
             source: None,
         });
     }
-    Ok(Found::Present(descriptor, index.manifests))
+    Ok(Found::Present(Box::new(descriptor), index.manifests))
 }
 
 /// The referrers of `subject` recorded at its fallback tag.
@@ -313,7 +313,7 @@ async fn update_swapping(
     for attempt in 0..MAX_ATTEMPTS {
         let (old, entries) = match read(backend, subject, tag, settings.max).await? {
             Found::Absent => (None, Vec::new()),
-            Found::Present(d, e) => (Some(d), e),
+            Found::Present(d, e) => (Some(*d), e),
             Found::Moved => {
                 backoff(attempt).await;
                 continue;
@@ -365,7 +365,7 @@ async fn update_verifying(
         let started = std::time::Instant::now();
         let (old, entries) = match read(backend, subject, tag, settings.max).await? {
             Found::Absent => (None, Vec::new()),
-            Found::Present(d, e) => (Some(d), e),
+            Found::Present(d, e) => (Some(*d), e),
             Found::Moved => {
                 backoff(attempt).await;
                 continue;

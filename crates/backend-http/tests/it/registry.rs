@@ -466,3 +466,72 @@ async fn the_referrers_api_is_used_paged_and_filtered_where_the_registry_has_it(
             .all(|d| d.artifact_type.as_ref() == Some(&odd))
     );
 }
+
+#[tokio::test]
+async fn artifacts_fall_back_to_oci_1_0_on_a_client_error_but_not_on_auth_errors() {
+    use orca_core::artifact::{Artifact, Form, pack};
+    let server = RegistryServer::shared();
+    let name = fresh_repository("artifact-fallback");
+    let store = Store::new(repository(&plain(), &name).await);
+    let file = store
+        .push_bytes(MediaType::new("text/plain"), &b"payload"[..])
+        .await
+        .expect("file");
+    let artifact = Artifact::new(MediaType::new("application/vnd.example.thing"), vec![file]);
+    let manifest_put = format!("PUT /v2/{name}/manifests/");
+    let count_puts = |proxy: &RecordingProxy| proxy.recorded().matches(&manifest_put).count();
+
+    // A registry that refuses the 1.1 form once, as older registries do.
+    let faults = Faults {
+        fail_requests: Some((format!("PUT /v2/{name}/manifests/"), 400, 1)),
+        ..Faults::default()
+    };
+    let proxy = RecordingProxy::with_faults(server.port(), faults).expect("proxy");
+    let registry = RegistryBuilder::new(format!("127.0.0.1:{}", proxy.port()))
+        .build()
+        .expect("registry");
+    let refusing = Store::new(repository(&registry, &name).await);
+    let packed = pack(&refusing, &artifact, Form::Auto, Some("thing"))
+        .await
+        .expect("auto falls back");
+    assert_eq!(packed.form, Form::V1_0);
+    assert_eq!(count_puts(&proxy), 2, "one refused 1.1 PUT, one 1.0 PUT");
+    let (_, raw) = store
+        .fetch_manifest(&Selector::Tag("thing".into()))
+        .await
+        .expect("stored");
+    let stored: serde_json::Value = serde_json::from_slice(raw.bytes()).expect("json");
+    assert!(stored.get("artifactType").is_none(), "{stored}");
+    assert_eq!(
+        stored["config"]["mediaType"],
+        "application/vnd.example.thing"
+    );
+
+    // An auth refusal is an error, never a reason to try another form.
+    let faults = Faults {
+        fail_requests: Some((format!("PUT /v2/{name}/manifests/"), 403, 1)),
+        ..Faults::default()
+    };
+    let proxy = RecordingProxy::with_faults(server.port(), faults).expect("proxy");
+    let registry = RegistryBuilder::new(format!("127.0.0.1:{}", proxy.port()))
+        .build()
+        .expect("registry");
+    let denying = Store::new(repository(&registry, &name).await);
+    let err = pack(&denying, &artifact, Form::Auto, Some("denied"))
+        .await
+        .expect_err("403");
+    assert!(matches!(err, Error::Denied { .. }), "{err}");
+    assert_eq!(count_puts(&proxy), 1, "no second form after a 403");
+
+    // An explicit form is pushed as asked, without probing.
+    let proxy = RecordingProxy::start(server.port()).expect("proxy");
+    let registry = RegistryBuilder::new(format!("127.0.0.1:{}", proxy.port()))
+        .build()
+        .expect("registry");
+    let direct = Store::new(repository(&registry, &name).await);
+    let packed = pack(&direct, &artifact, Form::V1_1, Some("v11"))
+        .await
+        .expect("1.1");
+    assert_eq!(packed.form, Form::V1_1);
+    assert_eq!(count_puts(&proxy), 1);
+}

@@ -1037,3 +1037,194 @@ pub async fn catalog(subject: Subject) {
     sorted.sort();
     assert_eq!(all, sorted, "catalog is not in lexical order");
 }
+
+/// A scratch directory for a check, removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(label: &str) -> Self {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path =
+            std::env::temp_dir().join(format!("orca-check-{label}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        if let Err(e) = std::fs::create_dir_all(&path) {
+            panic!("scratch directory {}: {e}", path.display());
+        }
+        Scratch(path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Artifacts: files packed in the OCI 1.1 form (with a subject, listed as
+/// a referrer) and in the explicit 1.0 form, pulled back by title; a
+/// hostile title writes nothing.
+pub async fn artifacts(subject: Subject) {
+    use crate::artifact::{Artifact, Form, pack, pull_files, push_file};
+    let store = subject.store;
+    let scratch = Scratch::new("artifact");
+    let input = scratch.0.join("in");
+    ok(
+        std::fs::create_dir_all(input.join("docs")).map_err(io),
+        "mkdir",
+    );
+    ok(
+        std::fs::write(input.join("report.json"), br#"{"ok":true}"#).map_err(io),
+        "write",
+    );
+    ok(
+        std::fs::write(input.join("docs/readme.txt"), b"read me").map_err(io),
+        "write",
+    );
+    let report = ok(
+        push_file(
+            &store,
+            &input.join("report.json"),
+            MediaType::new("application/json"),
+            None,
+        )
+        .await,
+        "push file",
+    );
+    let readme = ok(
+        push_file(
+            &store,
+            &input.join("docs/readme.txt"),
+            MediaType::new("text/plain"),
+            Some("docs/readme.txt"),
+        )
+        .await,
+        "push titled file",
+    );
+    let image = push_image(&store, "artifact-subject", None).await;
+    let mut artifact = Artifact::new(
+        MediaType::new("application/vnd.example.report"),
+        vec![report.clone(), readme.clone()],
+    );
+    artifact.subject = Some(image.descriptor());
+    let packed = ok(
+        pack(&store, &artifact, Form::Auto, Some("report")).await,
+        "pack 1.1",
+    );
+    assert_eq!(packed.form, Form::V1_1);
+    let (_, raw) = ok(
+        store.fetch_manifest(&Selector::Tag("report".into())).await,
+        "fetch",
+    );
+    let manifest: Manifest = ok(
+        serde_json::from_slice(raw.bytes()).map_err(invalid),
+        "parse",
+    );
+    assert_eq!(
+        manifest.artifact_type.as_ref().map(MediaType::as_str),
+        Some("application/vnd.example.report")
+    );
+    assert_eq!(manifest.config.media_type, MediaType::OCI_EMPTY);
+    assert_eq!(manifest.config.size, 2);
+    assert!(
+        manifest
+            .annotations
+            .contains_key(crate::model::ANNOTATION_CREATED)
+    );
+    let listed = ok(
+        store.referrers(&image.descriptor(), None).await,
+        "referrers",
+    );
+    assert_eq!(listed.manifests.len(), 1, "{listed:?}");
+    assert_eq!(listed.manifests[0].digest, packed.descriptor.digest);
+
+    let out = scratch.0.join("out");
+    ok(std::fs::create_dir_all(&out).map_err(io), "mkdir");
+    let written = ok(
+        pull_files(&store, &Selector::Tag("report".into()), &out).await,
+        "pull",
+    );
+    assert_eq!(written.len(), 2);
+    assert_eq!(
+        ok(std::fs::read(out.join("report.json")).map_err(io), "read"),
+        br#"{"ok":true}"#
+    );
+    assert_eq!(
+        ok(
+            std::fs::read(out.join("docs/readme.txt")).map_err(io),
+            "read"
+        ),
+        b"read me"
+    );
+
+    artifact.subject = None;
+    let old = ok(
+        pack(&store, &artifact, Form::V1_0, Some("report-1.0")).await,
+        "pack 1.0",
+    );
+    assert_eq!(old.form, Form::V1_0);
+    let (_, raw) = ok(
+        store
+            .fetch_manifest(&Selector::Tag("report-1.0".into()))
+            .await,
+        "fetch",
+    );
+    let manifest: Manifest = ok(
+        serde_json::from_slice(raw.bytes()).map_err(invalid),
+        "parse",
+    );
+    assert!(
+        manifest.artifact_type.is_none(),
+        "1.0 form has no artifactType"
+    );
+    assert_eq!(
+        manifest.config.media_type.as_str(),
+        "application/vnd.example.report"
+    );
+    artifact.subject = Some(image.descriptor());
+    let err = expect_err(
+        pack(&store, &artifact, Form::V1_0, None).await,
+        "1.0 with a subject",
+    );
+    assert_kind(
+        &err,
+        |e| matches!(e, Error::InvalidInput { .. }),
+        "1.0 with a subject",
+    );
+
+    // A title that climbs out: nothing is written anywhere.
+    let mut evil = report.clone();
+    evil.annotations.insert(
+        crate::model::ANNOTATION_TITLE.into(),
+        "../escaped.json".into(),
+    );
+    let hostile = Artifact::new(
+        MediaType::new("application/vnd.example.evil"),
+        vec![readme.clone(), evil],
+    );
+    ok(
+        pack(&store, &hostile, Form::V1_1, Some("evil")).await,
+        "pack hostile",
+    );
+    let clean = scratch.0.join("clean");
+    ok(std::fs::create_dir_all(&clean).map_err(io), "mkdir");
+    let err = expect_err(
+        pull_files(&store, &Selector::Tag("evil".into()), &clean).await,
+        "hostile pull",
+    );
+    assert_kind(
+        &err,
+        |e| matches!(e, Error::InvalidInput { .. }),
+        "hostile title",
+    );
+    assert!(!scratch.0.join("escaped.json").exists(), "a file escaped");
+    let left: Vec<_> = ok(std::fs::read_dir(&clean).map_err(io), "read_dir").collect();
+    assert!(left.is_empty(), "a refused pull wrote {left:?}");
+}
+
+fn io(e: std::io::Error) -> Error {
+    Error::InvalidInput {
+        what: "scratch files".into(),
+        reason: e.to_string(),
+    }
+}

@@ -90,6 +90,7 @@ macro_rules! conformance_tests {
             referrers,
             referrers_fallback_is_checked,
             referrers_concurrent_attaches,
+            artifacts,
             mount,
             fetch_range,
             catalog,
