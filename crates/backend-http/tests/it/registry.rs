@@ -535,3 +535,46 @@ async fn artifacts_fall_back_to_oci_1_0_on_a_client_error_but_not_on_auth_errors
     assert_eq!(packed.form, Form::V1_1);
     assert_eq!(count_puts(&proxy), 1);
 }
+
+#[tokio::test]
+async fn index_creation_pushes_members_by_digest_and_only_the_index_by_tag() {
+    use orca_core::index::{Annotations, Source, create};
+    let server = RegistryServer::shared();
+    // One member from another repository, one from a local layout.
+    let other = Store::new(repository(&plain(), &fresh_repository("idx-src")).await);
+    let from_registry = push_real_image(&other, &[("a", b"from the registry")], "v1").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = Store::new(
+        orca_backend_fs::LayoutBackend::open(dir.path().join("layout")).expect("layout"),
+    );
+    let from_layout = push_real_image(&layout, &[("b", b"from a layout")], "v1").await;
+
+    let proxy = RecordingProxy::start(server.port()).expect("proxy");
+    let registry = RegistryBuilder::new(format!("127.0.0.1:{}", proxy.port()))
+        .build()
+        .expect("registry");
+    let name = fresh_repository("idx");
+    let target = Store::new(repository(&registry, &name).await);
+    let sources = [
+        Source::new(other.clone(), Selector::Tag("v1".into())),
+        Source::new(layout.clone(), Selector::Tag("v1".into())),
+    ];
+    let created = create(&target, &sources, &Annotations::default(), Some("multi"))
+        .await
+        .expect("create");
+    let recorded = proxy.recorded();
+    let prefix = format!("PUT /v2/{name}/manifests/");
+    let puts: Vec<&str> = recorded
+        .match_indices(&prefix)
+        .filter_map(|(at, _)| recorded[at..].split(" HTTP/1.1").next())
+        .collect();
+    assert_eq!(puts.len(), 3, "{puts:?}");
+    assert!(
+        puts[..2].iter().all(|l| l.contains("/manifests/sha256:")),
+        "members must be pushed by digest: {puts:?}"
+    );
+    assert!(puts[2].ends_with("/manifests/multi"), "{puts:?}");
+    let index: orca_core::Index = serde_json::from_slice(created.raw.bytes()).expect("index json");
+    let digests: Vec<_> = index.manifests.iter().map(|m| m.digest.clone()).collect();
+    assert_eq!(digests, [from_registry.digest, from_layout.digest]);
+}

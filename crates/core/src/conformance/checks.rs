@@ -1228,3 +1228,160 @@ fn io(e: std::io::Error) -> Error {
         reason: e.to_string(),
     }
 }
+
+/// An image whose config names `arch`, OCI- or Docker-typed.
+async fn platform_image(store: &Store, seed: &str, arch: &str, docker: bool) -> Descriptor {
+    let (config_type, layer_type, manifest_type) = if docker {
+        (
+            MediaType::DOCKER_CONFIG,
+            MediaType::DOCKER_LAYER_GZIP,
+            MediaType::DOCKER_MANIFEST,
+        )
+    } else {
+        (MediaType::OCI_CONFIG, LAYER, MediaType::OCI_MANIFEST)
+    };
+    let config = ok(
+        store
+            .push_bytes(
+                config_type,
+                format!(r#"{{"architecture":"{arch}","os":"linux","seed":"{seed}"}}"#),
+            )
+            .await,
+        "push config",
+    );
+    let layer = ok(
+        store
+            .push_bytes(layer_type, format!("layer {seed} {arch}"))
+            .await,
+        "push layer",
+    );
+    let mut manifest = Manifest::new(config, vec![layer]);
+    manifest.media_type = Some(manifest_type);
+    let raw = ok(manifest.to_raw(), "serialise");
+    ok(store.push_manifest(&raw, None).await, "push manifest")
+}
+
+/// Index creation: members from this store and from another backend,
+/// de-duplicated with annotations merged, platforms read from configs,
+/// copied here by digest, an OCI index unless every member is Docker (then
+/// a Docker list, which refuses annotations); one index source alone is
+/// kept byte for byte.
+pub async fn index_creation(subject: Subject) {
+    use crate::index::{Annotations, Source, create};
+    let store = subject.store;
+    let elsewhere = Store::new(crate::memory::MemoryBackend::new());
+    let amd64 = platform_image(&store, "idx", "amd64", false).await;
+    let arm64 = platform_image(&elsewhere, "idx", "arm64", false).await;
+    let sources = [
+        Source::new(store.clone(), Selector::Digest(amd64.digest.clone())),
+        Source::new(elsewhere.clone(), Selector::Digest(arm64.digest.clone())),
+        Source::new(store.clone(), Selector::Digest(amd64.digest.clone())),
+    ];
+    let mut annotations = Annotations::default();
+    annotations
+        .index
+        .insert("org.example.index".into(), "yes".into());
+    annotations.descriptors.push((
+        Some(crate::model::Platform::new("linux", "arm64")),
+        "org.example.arm".into(),
+        "yes".into(),
+    ));
+    let created = ok(
+        create(&store, &sources, &annotations, Some("multi")).await,
+        "create index",
+    );
+    assert_eq!(created.descriptor.media_type, MediaType::OCI_INDEX);
+    let index: Index = ok(
+        serde_json::from_slice(created.raw.bytes()).map_err(invalid),
+        "parse",
+    );
+    assert_eq!(index.manifests.len(), 2, "members: {index:?}");
+    assert_eq!(
+        index
+            .annotations
+            .get("org.example.index")
+            .map(String::as_str),
+        Some("yes")
+    );
+    let platforms: Vec<String> = index
+        .manifests
+        .iter()
+        .map(|m| {
+            m.platform
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    assert!(
+        index.manifests[1]
+            .annotations
+            .contains_key("org.example.arm")
+    );
+    assert!(
+        !index.manifests[0]
+            .annotations
+            .contains_key("org.example.arm")
+    );
+    let resolved = ok(
+        store.resolve(&Selector::Tag("multi".into())).await,
+        "resolve",
+    );
+    assert_eq!(resolved.digest, created.descriptor.digest);
+    let copied = ok(
+        store
+            .fetch_manifest(&Selector::Digest(arm64.digest.clone()))
+            .await,
+        "member copied",
+    );
+    let document = ok(copied.1.parse(), "parse member");
+    for child in document.children() {
+        assert!(
+            ok(store.exists(child).await, "exists"),
+            "member content {} missing",
+            child.digest
+        );
+    }
+
+    // One index source, no annotations: the same bytes.
+    let again = ok(
+        create(
+            &store,
+            &[Source::new(store.clone(), Selector::Tag("multi".into()))],
+            &Annotations::default(),
+            Some("same"),
+        )
+        .await,
+        "re-create from one index",
+    );
+    assert_eq!(again.descriptor.digest, created.descriptor.digest);
+
+    // Docker-typed members make a Docker list, which takes no annotations.
+    let d1 = platform_image(&elsewhere, "docker", "amd64", true).await;
+    let d2 = platform_image(&elsewhere, "docker", "arm64", true).await;
+    let docker_sources = [
+        Source::new(elsewhere.clone(), Selector::Digest(d1.digest.clone())),
+        Source::new(elsewhere.clone(), Selector::Digest(d2.digest.clone())),
+    ];
+    let list = ok(
+        create(
+            &store,
+            &docker_sources,
+            &Annotations::default(),
+            Some("docker"),
+        )
+        .await,
+        "docker list",
+    );
+    assert_eq!(list.descriptor.media_type, MediaType::DOCKER_MANIFEST_LIST);
+    let err = expect_err(
+        create(&store, &docker_sources, &annotations, None).await,
+        "annotated docker list",
+    );
+    assert_kind(
+        &err,
+        |e| matches!(e, Error::InvalidInput { .. }),
+        "annotated docker list",
+    );
+}

@@ -91,6 +91,7 @@ macro_rules! conformance_tests {
             referrers_fallback_is_checked,
             referrers_concurrent_attaches,
             artifacts,
+            index_creation,
             mount,
             fetch_range,
             catalog,
