@@ -1,9 +1,11 @@
 //! Integration tests of orca-backend-http against Debian's docker-registry
 //! (CNCF distribution 2.8): the conformance suite, plain and with htpasswd
-//! auth, uploads, listing, auth failures, and interoperability with skopeo.
+//! auth, uploads, listing, auth failures, TLS, referrers, artifacts, and
+//! interoperability with skopeo and the oras Python client.
 
 mod common;
 mod conformance;
 mod faults;
+mod oras;
 mod registry;
 mod tls;
