@@ -252,6 +252,18 @@ impl Layout {
         change: impl FnOnce(&mut LayoutIndex) -> Result<(bool, T)>,
     ) -> Result<T> {
         let lock = self.lock(operation)?;
+        let value = self.update_index_locked(operation, change)?;
+        // Closing the file releases the lock.
+        drop(lock);
+        Ok(value)
+    }
+
+    /// [`Layout::update_index`] for a caller that already holds the lock.
+    pub(crate) fn update_index_locked<T>(
+        &self,
+        operation: &'static str,
+        change: impl FnOnce(&mut LayoutIndex) -> Result<(bool, T)>,
+    ) -> Result<T> {
         let exists = self.index_path().exists();
         let mut index = self.read_index()?;
         let (changed, value) = change(&mut index)?;
@@ -260,8 +272,6 @@ impl Layout {
             self.write_atomic(&self.index_path(), &bytes)
                 .map_err(|e| self.file_error(operation, e))?;
         }
-        // Closing the file releases the lock.
-        drop(lock);
         Ok(value)
     }
 }

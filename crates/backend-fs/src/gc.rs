@@ -35,6 +35,14 @@ impl LayoutBackend {
         if !dry_run {
             let doomed = garbage.clone();
             self.blocking("gc", move |layout| {
+                // Referrers indexes of collected images: their tags go first.
+                layout.update_index_locked("gc", |index| {
+                    let mut changed = false;
+                    for (digest, _) in &doomed {
+                        changed |= index.remove_digest(digest);
+                    }
+                    Ok((changed, ()))
+                })?;
                 for (digest, _) in &doomed {
                     let path = layout.blob_path(digest);
                     match fs::remove_file(&path) {

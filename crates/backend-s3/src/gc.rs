@@ -49,6 +49,15 @@ impl S3Backend {
         let store = Store::new(self.clone());
         let garbage = layout::unreachable(&store, index.entries(), &blobs).await?;
         if !dry_run {
+            // Referrers indexes of collected images: their tags go first.
+            self.update_index("gc", |index| {
+                let mut changed = false;
+                for (digest, _) in &garbage {
+                    changed |= index.remove_digest(digest);
+                }
+                Ok((changed, ()))
+            })
+            .await?;
             for (digest, _) in &garbage {
                 let key = self.blob_key(digest);
                 self.store()

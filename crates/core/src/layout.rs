@@ -272,6 +272,10 @@ impl GcReport {
 /// reachable from the `roots` (the `index.json` entries) through indexes,
 /// manifests, configs, layers and subjects — except referrers of reachable
 /// manifests (manifests whose `subject` is reachable) and what they name.
+/// A referrers index at a fallback tag (`sha256-<hex>`) is not a root of
+/// its own: it lives while the manifest it names referrers for is
+/// reachable, so deleting an image lets its referrers go too. Its
+/// `index.json` entry must then go with it (see [`LayoutIndex::remove_digest`]).
 ///
 /// `blobs` lists every blob in the layout with its size; manifests are read
 /// through `store`, so they are verified.
@@ -282,7 +286,17 @@ pub async fn unreachable(
 ) -> Result<Vec<(Digest, u64)>> {
     let sizes: HashMap<&Digest, u64> = blobs.iter().map(|(d, s)| (d, *s)).collect();
     let mut reachable = HashSet::new();
-    mark(store, roots.to_vec(), &sizes, &mut reachable).await?;
+    let (fallback, regular): (Vec<&Descriptor>, Vec<&Descriptor>) = roots.iter().partition(|d| {
+        d.media_type == MediaType::OCI_INDEX
+            && ref_name(d).is_some_and(crate::referrers::is_fallback_tag)
+    });
+    mark(
+        store,
+        regular.into_iter().cloned().collect(),
+        &sizes,
+        &mut reachable,
+    )
+    .await?;
 
     // Referrers are found by reading every small blob that is not yet
     // reachable and keeping the manifests among them that have a subject.
@@ -303,10 +317,21 @@ pub async fn unreachable(
         }
     }
     loop {
+        let tags: HashSet<String> = reachable
+            .iter()
+            .map(crate::referrers::fallback_tag)
+            .collect();
         let found: Vec<Descriptor> = referrers
             .iter()
             .filter(|(d, subject)| reachable.contains(subject) && !reachable.contains(&d.digest))
             .map(|(d, _)| d.clone())
+            .chain(
+                fallback
+                    .iter()
+                    .filter(|d| !reachable.contains(&d.digest))
+                    .filter(|d| ref_name(d).is_some_and(|t| tags.contains(t)))
+                    .map(|d| (*d).clone()),
+            )
             .collect();
         if found.is_empty() {
             break;

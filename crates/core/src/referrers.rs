@@ -50,6 +50,20 @@ pub fn fallback_tag(digest: &Digest) -> String {
     )
 }
 
+/// Whether `tag` has the shape of a fallback tag (`<alg>-<hex>`).
+pub fn is_fallback_tag(tag: &str) -> bool {
+    tag.split_once('-').is_some_and(|(alg, hex)| {
+        (1..=32).contains(&alg.len())
+            && alg
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && (32..=64).contains(&hex.len())
+            && hex
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    })
+}
+
 /// The entry a referrer gets in a referrers listing: its digest, size and
 /// media type, its `artifactType` (or, for manifests without one, the
 /// config media type), and its annotations.

@@ -3,8 +3,8 @@
 //! against its descriptor, manifests are checked before they are stored,
 //! unsupported operations are refused from the capabilities, and tags are
 //! validated before any backend sees them. It also keeps referrers listable
-//! on backends that do not index subjects, through the tag schema in
-//! [`referrers`](crate::referrers).
+//! on backends that do not index subjects, through the tag schema of
+//! the [`referrers`] module.
 
 use std::fmt;
 use std::ops::Range;

@@ -1,10 +1,13 @@
 //! Garbage collection: unreachable blobs go, roots and everything they
-//! reach stay, and so do referrers of reachable manifests.
+//! reach stay, and so do referrers of reachable manifests; referrers
+//! indexes go with the images they index.
 
 use std::collections::BTreeMap;
 
 use orca_backend_fs::LayoutBackend;
-use orca_core::{Descriptor, Digest, Document, Index, Manifest, MediaType, RawManifest, Store};
+use orca_core::{
+    Descriptor, Digest, Document, Index, Manifest, MediaType, RawManifest, Selector, Store,
+};
 
 use crate::common::push_image;
 
@@ -56,9 +59,18 @@ async fn collects_exactly_the_unreachable() {
     let orphan = push_image(&store, "orphan", None).await;
     let orphan_referrer = push_referrer(&store, &orphan, "orphan").await;
 
+    // The orphan's referrers index (tag schema) goes with it; the kept
+    // image's stays, tag and all.
+    let orphan_tag = Selector::Tag(orca_core::referrers::fallback_tag(&orphan.digest));
+    let kept_tag = Selector::Tag(orca_core::referrers::fallback_tag(&kept.digest));
+    let orphan_index = store
+        .resolve(&orphan_tag)
+        .await
+        .expect("orphan's referrers index");
     let mut expected = children(&store, &orphan).await;
     expected.push(orphan.digest.clone());
     expected.push(orphan_referrer.digest.clone());
+    expected.push(orphan_index.digest.clone());
     expected.sort();
 
     let report = backend.gc(true).await.expect("dry run");
@@ -95,6 +107,20 @@ async fn collects_exactly_the_unreachable() {
             "a reachable blob was removed"
         );
     }
+    let err = store
+        .resolve(&orphan_tag)
+        .await
+        .expect_err("tag of a collected index");
+    assert!(err.is_not_found(), "{err}");
+    let listed = store
+        .referrers(&kept, None)
+        .await
+        .expect("referrers of the kept image");
+    assert_eq!(listed.manifests.len(), 1);
+    store
+        .resolve(&kept_tag)
+        .await
+        .expect("the kept image's referrers index");
     assert!(
         backend.gc(true).await.expect("again").blobs.is_empty(),
         "a second collection found more"

@@ -152,8 +152,24 @@ async fn garbage_collection_keeps_what_is_reachable() {
         .push_bytes(MediaType::OCI_LAYER_TAR, &b"orphan"[..])
         .await
         .expect("orphan");
+    // An untagged image with a referrer: both go, with the referrers
+    // index and its fallback tag.
+    let untagged = push_real_image(&store, &[("gone", b"gone")], "gone").await;
+    store.untag("gone").await.expect("untag");
+    let note =
+        orca_core::artifact::Artifact::new(MediaType::new("application/vnd.example.n"), vec![]);
+    let note = orca_core::artifact::Artifact {
+        subject: Some(untagged.clone()),
+        ..note
+    };
+    orca_core::artifact::pack(&store, &note, orca_core::artifact::Form::V1_1, None)
+        .await
+        .expect("attach");
+    let fallback = orca_core::referrers::fallback_tag(&untagged.digest);
+    assert!(store.tags_all().await.expect("tags").contains(&fallback));
     let report = backend.gc(true).await.expect("dry run");
-    assert_eq!(report.blobs, vec![(orphan.digest.clone(), orphan.size)]);
+    assert!(report.blobs.contains(&(orphan.digest.clone(), orphan.size)));
+    assert!(report.blobs.iter().any(|(d, _)| d == &untagged.digest));
     assert!(store.exists(&orphan).await.expect("exists"));
     let report = backend.gc(false).await.expect("collect");
     assert!(report.removed);
@@ -165,6 +181,8 @@ async fn garbage_collection_keeps_what_is_reachable() {
         .fetch_bytes(&kept)
         .await
         .expect("reachable manifest kept");
+    assert_eq!(store.tags_all().await.expect("tags"), ["keep"]);
+    assert!(backend.gc(true).await.expect("again").blobs.is_empty());
 }
 
 /// The bucket through object_store directly, to plant bad content.
