@@ -53,7 +53,8 @@ impl Store {
     /// Another handle on the same backend that does not share this one's
     /// in-process batching of referrers changes, as a second process would
     /// not.
-    pub fn clone_unshared(&self) -> Self {
+    #[cfg(feature = "conformance")]
+    pub(crate) fn clone_unshared(&self) -> Self {
         Store {
             referrers: Arc::default(),
             ..self.clone()
