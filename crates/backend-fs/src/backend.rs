@@ -436,15 +436,11 @@ impl Backend for LayoutBackend {
                 return Err(this.not_found(format!("manifest {}", new.digest)));
             }
             // Under the index lock, so the comparison and the change are one step.
+            let place = this.to_string();
             layout.update_index("swap_tag", |index| {
-                if index.swap_tag(&tag, expected.as_ref(), new.as_ref()) {
-                    Ok((true, ()))
-                } else {
-                    Err(Error::Conflict {
-                        what: format!("tag {tag}"),
-                        place: this.to_string(),
-                    })
-                }
+                index
+                    .swap_tag(&tag, expected.as_ref(), new.as_ref(), &place)
+                    .map(|()| (true, ()))
             })
         })
         .await

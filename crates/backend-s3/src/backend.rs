@@ -478,15 +478,11 @@ impl Backend for S3Backend {
             return Err(self.not_found(format!("manifest {}", new.digest)));
         }
         // The comparison is part of the conditional write of index.json.
+        let place = self.to_string();
         self.update_index("swap_tag", |index| {
-            if index.swap_tag(tag, expected, new) {
-                Ok((true, ()))
-            } else {
-                Err(Error::Conflict {
-                    what: format!("tag {tag}"),
-                    place: self.to_string(),
-                })
-            }
+            index
+                .swap_tag(tag, expected, new, &place)
+                .map(|()| (true, ()))
         })
         .await
     }

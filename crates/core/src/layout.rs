@@ -196,16 +196,20 @@ impl LayoutIndex {
     }
 
     /// Compare-and-swap of `tag`: points it at `new` (removes it when
-    /// `None`) if it points at `expected` now (is absent when `None`).
-    /// `false`, with nothing changed, when it does not.
+    /// `None`) if it points at `expected` now (is absent when `None`);
+    /// otherwise `Error::Conflict` naming `place`, with nothing changed.
     pub fn swap_tag(
         &mut self,
         tag: &str,
         expected: Option<&Digest>,
         new: Option<&Descriptor>,
-    ) -> bool {
+        place: &str,
+    ) -> Result<()> {
         if self.resolve_tag(tag).map(|d| &d.digest) != expected {
-            return false;
+            return Err(Error::Conflict {
+                what: format!("tag {tag}"),
+                place: place.to_owned(),
+            });
         }
         match new {
             Some(descriptor) => self.set_tag(descriptor, tag),
@@ -213,7 +217,7 @@ impl LayoutIndex {
                 self.remove_tag(tag);
             }
         }
-        true
+        Ok(())
     }
 
     /// Removes `tag`; `false` when no entry carried it.

@@ -238,6 +238,21 @@ async fn read(backend: &dyn Backend, subject: &Digest, tag: &str, max: u64) -> R
     Ok(Found::Present(Box::new(descriptor), index.manifests))
 }
 
+/// The index at the fallback tag (if any) and its entries; `None` when
+/// it moved while being read, so the caller should read again.
+async fn current(
+    backend: &dyn Backend,
+    subject: &Digest,
+    tag: &str,
+    max: u64,
+) -> Result<Option<(Option<Descriptor>, Vec<Descriptor>)>> {
+    Ok(match read(backend, subject, tag, max).await? {
+        Found::Absent => Some((None, Vec::new())),
+        Found::Present(d, e) => Some((Some(*d), e)),
+        Found::Moved => None,
+    })
+}
+
 /// The referrers of `subject` recorded at its fallback tag.
 pub(crate) async fn list(
     backend: &dyn Backend,
@@ -245,12 +260,11 @@ pub(crate) async fn list(
     max: u64,
 ) -> Result<Vec<Descriptor>> {
     let tag = fallback_tag(subject);
-    for _ in 0..MAX_ATTEMPTS {
-        match read(backend, subject, &tag, max).await? {
-            Found::Absent => return Ok(Vec::new()),
-            Found::Present(_, entries) => return Ok(entries),
-            Found::Moved => backoff(1).await,
+    for attempt in 0..MAX_ATTEMPTS {
+        if let Some((_, entries)) = current(backend, subject, &tag, max).await? {
+            return Ok(entries);
         }
+        backoff(attempt).await;
     }
     Err(conflict(backend, &tag))
 }
@@ -325,13 +339,9 @@ async fn update_swapping(
     settings: Settings,
 ) -> Result<()> {
     for attempt in 0..MAX_ATTEMPTS {
-        let (old, entries) = match read(backend, subject, tag, settings.max).await? {
-            Found::Absent => (None, Vec::new()),
-            Found::Present(d, e) => (Some(*d), e),
-            Found::Moved => {
-                backoff(attempt).await;
-                continue;
-            }
+        let Some((old, entries)) = current(backend, subject, tag, settings.max).await? else {
+            backoff(attempt).await;
+            continue;
         };
         if change.applied(&entries) {
             return Ok(());
@@ -377,13 +387,9 @@ async fn update_verifying(
     let mut settle = Duration::from_millis(30);
     for attempt in 0..MAX_ATTEMPTS {
         let started = std::time::Instant::now();
-        let (old, entries) = match read(backend, subject, tag, settings.max).await? {
-            Found::Absent => (None, Vec::new()),
-            Found::Present(d, e) => (Some(*d), e),
-            Found::Moved => {
-                backoff(attempt).await;
-                continue;
-            }
+        let Some((old, entries)) = current(backend, subject, tag, settings.max).await? else {
+            backoff(attempt).await;
+            continue;
         };
         if change.applied(&entries) {
             confirmed += 1;

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use orca_backend_http::{Credentials, Registry, RegistryBackend, RegistryBuilder};
-use orca_testkit::RegistryServer;
+use orca_testkit::{Faults, RecordingProxy, RegistryServer};
 
 /// A repository name no other test uses.
 pub(crate) fn fresh_repository(label: &str) -> String {
@@ -35,4 +35,15 @@ pub(crate) fn authenticated() -> Registry {
 /// A repository of `registry`.
 pub(crate) async fn repository(registry: &Registry, name: &str) -> RegistryBackend {
     registry.repository(name).await.expect("open repository")
+}
+
+/// A proxy (injecting `faults`) in front of the plain registry, and a
+/// registry handle that goes through it.
+pub(crate) fn through_proxy(faults: Faults) -> (RecordingProxy, Registry) {
+    let proxy =
+        RecordingProxy::with_faults(RegistryServer::shared().port(), faults).expect("proxy");
+    let registry = RegistryBuilder::new(format!("127.0.0.1:{}", proxy.port()))
+        .build()
+        .expect("registry");
+    (proxy, registry)
 }

@@ -7,7 +7,7 @@ use orca_core::conformance::GeneratedBlob;
 use orca_core::{Document, Error, ListQuery, MediaType, Selector, Store};
 use orca_testkit::{Faults, RecordingProxy, RegistryServer, push_real_image, run};
 
-use crate::common::{fresh_repository, plain, repository};
+use crate::common::{fresh_repository, plain, repository, through_proxy};
 
 const SKOPEO: &str = "apt-get install -y skopeo";
 
@@ -263,7 +263,6 @@ async fn the_bearer_token_flow_works_and_reuses_tokens() {
 
 #[tokio::test]
 async fn client_errors_are_not_retried_and_server_errors_are() {
-    let server = RegistryServer::shared();
     let name = fresh_repository("retry");
     let store = Store::new(repository(&plain(), &name).await);
     push_real_image(&store, &[("f", b"retried")], "v1").await;
@@ -273,10 +272,7 @@ async fn client_errors_are_not_retried_and_server_errors_are() {
         fail_requests: Some(("/manifests/v1".into(), 404, 3)),
         ..Faults::default()
     };
-    let proxy = RecordingProxy::with_faults(server.port(), faults).expect("proxy");
-    let registry = RegistryBuilder::new(format!("127.0.0.1:{}", proxy.port()))
-        .build()
-        .expect("registry");
+    let (proxy, registry) = through_proxy(faults);
     let store = Store::new(repository(&registry, &name).await);
     let before = count(&proxy);
     let err = store
@@ -290,10 +286,7 @@ async fn client_errors_are_not_retried_and_server_errors_are() {
         fail_requests: Some(("/manifests/v1".into(), 503, 2)),
         ..Faults::default()
     };
-    let proxy = RecordingProxy::with_faults(server.port(), faults).expect("proxy");
-    let registry = RegistryBuilder::new(format!("127.0.0.1:{}", proxy.port()))
-        .build()
-        .expect("registry");
+    let (proxy, registry) = through_proxy(faults);
     let store = Store::new(repository(&registry, &name).await);
     let before = count(&proxy);
     store
@@ -335,7 +328,6 @@ async fn metadata_larger_than_the_cap_is_refused_before_parsing() {
 
 #[tokio::test]
 async fn untag_keeps_the_manifest_and_puts_the_tag_back_when_delete_is_refused() {
-    let server = RegistryServer::shared();
     let name = fresh_repository("untag");
     let store = Store::new(repository(&plain(), &name).await);
     let pushed = push_real_image(&store, &[("f", b"untagged")], "one").await;
@@ -346,10 +338,7 @@ async fn untag_keeps_the_manifest_and_puts_the_tag_back_when_delete_is_refused()
         fail_requests: Some(("DELETE /v2/".into(), 405, 2)),
         ..Faults::default()
     };
-    let proxy = RecordingProxy::with_faults(server.port(), faults).expect("proxy");
-    let registry = RegistryBuilder::new(format!("127.0.0.1:{}", proxy.port()))
-        .build()
-        .expect("registry");
+    let (_proxy, registry) = through_proxy(faults);
     let refusing = Store::new(repository(&registry, &name).await);
     let err = refusing.untag("one").await.expect_err("delete refused");
     assert!(matches!(err, Error::Unsupported { .. }), "{err}");
@@ -470,7 +459,6 @@ async fn the_referrers_api_is_used_paged_and_filtered_where_the_registry_has_it(
 #[tokio::test]
 async fn artifacts_fall_back_to_oci_1_0_on_a_client_error_but_not_on_auth_errors() {
     use orca_core::artifact::{Artifact, Form, pack};
-    let server = RegistryServer::shared();
     let name = fresh_repository("artifact-fallback");
     let store = Store::new(repository(&plain(), &name).await);
     let file = store
@@ -486,10 +474,7 @@ async fn artifacts_fall_back_to_oci_1_0_on_a_client_error_but_not_on_auth_errors
         fail_requests: Some((format!("PUT /v2/{name}/manifests/"), 400, 1)),
         ..Faults::default()
     };
-    let proxy = RecordingProxy::with_faults(server.port(), faults).expect("proxy");
-    let registry = RegistryBuilder::new(format!("127.0.0.1:{}", proxy.port()))
-        .build()
-        .expect("registry");
+    let (proxy, registry) = through_proxy(faults);
     let refusing = Store::new(repository(&registry, &name).await);
     let packed = pack(&refusing, &artifact, Form::Auto, Some("thing"))
         .await
@@ -512,10 +497,7 @@ async fn artifacts_fall_back_to_oci_1_0_on_a_client_error_but_not_on_auth_errors
         fail_requests: Some((format!("PUT /v2/{name}/manifests/"), 403, 1)),
         ..Faults::default()
     };
-    let proxy = RecordingProxy::with_faults(server.port(), faults).expect("proxy");
-    let registry = RegistryBuilder::new(format!("127.0.0.1:{}", proxy.port()))
-        .build()
-        .expect("registry");
+    let (proxy, registry) = through_proxy(faults);
     let denying = Store::new(repository(&registry, &name).await);
     let err = pack(&denying, &artifact, Form::Auto, Some("denied"))
         .await
@@ -524,10 +506,7 @@ async fn artifacts_fall_back_to_oci_1_0_on_a_client_error_but_not_on_auth_errors
     assert_eq!(count_puts(&proxy), 1, "no second form after a 403");
 
     // An explicit form is pushed as asked, without probing.
-    let proxy = RecordingProxy::start(server.port()).expect("proxy");
-    let registry = RegistryBuilder::new(format!("127.0.0.1:{}", proxy.port()))
-        .build()
-        .expect("registry");
+    let (proxy, registry) = through_proxy(Faults::default());
     let direct = Store::new(repository(&registry, &name).await);
     let packed = pack(&direct, &artifact, Form::V1_1, Some("v11"))
         .await
@@ -539,7 +518,6 @@ async fn artifacts_fall_back_to_oci_1_0_on_a_client_error_but_not_on_auth_errors
 #[tokio::test]
 async fn index_creation_pushes_members_by_digest_and_only_the_index_by_tag() {
     use orca_core::index::{Annotations, Source, create};
-    let server = RegistryServer::shared();
     // One member from another repository, one from a local layout.
     let other = Store::new(repository(&plain(), &fresh_repository("idx-src")).await);
     let from_registry = push_real_image(&other, &[("a", b"from the registry")], "v1").await;
@@ -549,10 +527,7 @@ async fn index_creation_pushes_members_by_digest_and_only_the_index_by_tag() {
     );
     let from_layout = push_real_image(&layout, &[("b", b"from a layout")], "v1").await;
 
-    let proxy = RecordingProxy::start(server.port()).expect("proxy");
-    let registry = RegistryBuilder::new(format!("127.0.0.1:{}", proxy.port()))
-        .build()
-        .expect("registry");
+    let (proxy, registry) = through_proxy(Faults::default());
     let name = fresh_repository("idx");
     let target = Store::new(repository(&registry, &name).await);
     let sources = [
