@@ -337,9 +337,12 @@ impl Backend for LayoutBackend {
         let this = self.clone();
         self.blocking("delete", move |layout| {
             let path = layout.blob_path(&desc.digest);
-            // Untag first, so no tag ever points at a missing blob.
+            // Untag first, so no tag ever points at a missing blob; and
+            // hold the lock until the blob is gone, so no tag is added to
+            // it in between.
+            let _lock = layout.lock("delete")?;
             let listed = if layout.index_path().exists() {
-                layout.update_index("delete", |index| {
+                layout.update_index_locked("delete", |index| {
                     let removed = index.remove_digest(&desc.digest);
                     Ok((removed, removed))
                 })?
@@ -388,10 +391,11 @@ impl Backend for LayoutBackend {
         let tag = tag.to_owned();
         let this = self.clone();
         self.blocking("tag", move |layout| {
-            if !layout.blob_path(&desc.digest).is_file() {
-                return Err(this.not_found(format!("manifest {}", desc.digest)));
-            }
             layout.update_index("tag", |index| {
+                // Under the lock, which delete holds until the blob is gone.
+                if !layout.blob_path(&desc.digest).is_file() {
+                    return Err(this.not_found(format!("manifest {}", desc.digest)));
+                }
                 let unchanged = index
                     .resolve_tag(&tag)
                     .is_some_and(|d| d.digest == desc.digest && d.media_type == desc.media_type);
@@ -430,14 +434,14 @@ impl Backend for LayoutBackend {
         let (tag, expected, new) = (tag.to_owned(), expected.cloned(), new.cloned());
         let this = self.clone();
         self.blocking("swap_tag", move |layout| {
-            if let Some(new) = &new
-                && !layout.blob_path(&new.digest).is_file()
-            {
-                return Err(this.not_found(format!("manifest {}", new.digest)));
-            }
-            // Under the index lock, so the comparison and the change are one step.
+            // Under the index lock, so the checks and the change are one step.
             let place = this.to_string();
             layout.update_index("swap_tag", |index| {
+                if let Some(new) = &new
+                    && !layout.blob_path(&new.digest).is_file()
+                {
+                    return Err(this.not_found(format!("manifest {}", new.digest)));
+                }
                 index
                     .swap_tag(&tag, expected.as_ref(), new.as_ref(), &place)
                     .map(|()| (true, ()))

@@ -83,6 +83,11 @@ impl Layout {
                         return Err(self.file_error("open", FileError::new("list", &self.root, e)));
                     }
                 };
+                // Another process may have finished creating the layout
+                // between the two looks: read the marker once more.
+                if non_empty && let Ok(bytes) = fs::read(&marker) {
+                    return layout::check_marker(&bytes, &marker.display().to_string());
+                }
                 if non_empty {
                     return Err(Error::InvalidInput {
                         what: format!("image layout {}", self.root.display()),

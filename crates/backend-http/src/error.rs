@@ -34,6 +34,11 @@ impl RegistryError {
         self.details.first().map(|d| d.code.as_str())
     }
 
+    /// Every error code in the envelope.
+    pub(crate) fn details_codes(&self) -> impl Iterator<Item = &str> {
+        self.details.iter().map(|d| d.code.as_str())
+    }
+
     fn message(&self) -> String {
         if self.details.is_empty() {
             return self.body.trim().chars().take(200).collect();

@@ -44,7 +44,20 @@ pub(crate) async fn untag(backend: &RegistryBackend, tag: &str) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) => {
             // Put the tag back before reporting: no tag may be lost.
-            backend.tag(&current, tag).await?;
+            if let Err(restore) = backend.tag(&current, tag).await {
+                return Err(Error::Backend {
+                    backend: backend.place.clone(),
+                    operation: "untag",
+                    source: format!(
+                        "the registry refused to delete the placeholder ({}), and putting \
+                         tag {tag} back on {} failed: {}",
+                        orca_core::error::chain(&e),
+                        current.digest,
+                        orca_core::error::chain(&restore)
+                    )
+                    .into(),
+                });
+            }
             Err(match e {
                 Error::Unsupported { .. } => Error::Unsupported {
                     operation: "untag",
@@ -69,6 +82,8 @@ async fn placeholder(backend: &RegistryBackend) -> Result<(Descriptor, Bytes)> {
             .await?;
     }
     let mut manifest = Manifest::new(empty.clone(), vec![empty]);
+    // Image-spec 1.1: an empty config needs an artifact type.
+    manifest.artifact_type = Some(MediaType::new("application/vnd.orca.untag-placeholder"));
     manifest.annotations.insert(PLACEHOLDER.into(), nonce());
     let raw = manifest.to_raw()?;
     Ok((raw.descriptor(), raw.bytes().clone()))

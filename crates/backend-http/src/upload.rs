@@ -4,6 +4,7 @@
 //! newest `Location`. An abandoned upload session is cancelled.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -13,8 +14,11 @@ use reqwest::{Method, StatusCode};
 
 use crate::backend::{RegistryBackend, location, urlencode};
 use crate::client::Request;
+use crate::error::{convert, read_error};
 
 const OCI_CHUNK_MIN_LENGTH: &str = "oci-chunk-min-length";
+/// Times a manifest refused for naming an unknown blob is sent again.
+const BLOB_UNKNOWN_RETRIES: u32 = 3;
 
 /// Puts a manifest's exact bytes under `reference` (a tag or its digest).
 pub(crate) async fn put_manifest(
@@ -27,15 +31,37 @@ pub(crate) async fn put_manifest(
     let request = Request::new(Method::PUT, backend.path(&format!("manifests/{reference}")))
         .header(CONTENT_TYPE, descriptor.media_type.as_str())
         .body(bytes);
-    let response = backend
-        .client
-        .send(&request, &backend.scope(true), "push")
-        .await?;
-    if !response.status().is_success() {
-        return Err(backend
-            .fail(response, "push", format!("manifest {}", descriptor.digest))
-            .await);
-    }
+    let mut attempt = 0;
+    let response = loop {
+        let response = backend
+            .client
+            .send(&request, &backend.scope(true), "push")
+            .await?;
+        if response.status().is_success() {
+            break response;
+        }
+        let status = response.status();
+        let error = read_error(response).await;
+        // Distribution 2.8 rewrites a repository's blob link in place when
+        // the same blob is pushed again, so while another client pushes it
+        // a manifest naming it can be refused as naming an unknown blob.
+        // The children were pushed first: ask again, a bounded few times.
+        let blob_unknown = error
+            .details_codes()
+            .any(|c| c == "MANIFEST_BLOB_UNKNOWN" || c == "BLOB_UNKNOWN");
+        if status == StatusCode::BAD_REQUEST && blob_unknown && attempt < BLOB_UNKNOWN_RETRIES {
+            attempt += 1;
+            tokio::time::sleep(Duration::from_millis(150 * u64::from(attempt))).await;
+            continue;
+        }
+        return Err(convert(
+            error,
+            &backend.place,
+            "push",
+            format!("manifest {}", descriptor.digest),
+            None,
+        ));
+    };
     // A registry that indexed the subject says so (distribution-spec 1.1);
     // one that did not leaves the referrers index to the client.
     #[derive(serde::Deserialize)]

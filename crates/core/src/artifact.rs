@@ -296,52 +296,82 @@ pub async fn pull_files(store: &Store, selector: &Selector, out: &Path) -> Resul
             continue;
         };
         check_title(title)?;
-        if !seen.insert(title.clone()) {
+        // `a`, `./a` and `a/` are one file.
+        let relative: PathBuf = Path::new(title)
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .collect();
+        if !seen.insert(relative.clone()) {
             return Err(Error::InvalidManifest {
                 what: format!("artifact {selector}"),
                 reason: format!("two files are titled {title:?}"),
                 source: None,
             });
         }
-        files.push((layer.clone(), out.join(title)));
+        files.push((layer.clone(), relative));
     }
-    let io = |path: &Path, e: std::io::Error| Error::InvalidInput {
-        what: format!("output {}", path.display()),
-        reason: e.to_string(),
-    };
-    let root = std::fs::canonicalize(out).map_err(|e| io(out, e))?;
+    let root = std::fs::canonicalize(out).map_err(|e| io_error(out, e))?;
     let mut written = Vec::new();
-    for (layer, target) in files {
-        let parent = target.parent().unwrap_or(out).to_path_buf();
-        std::fs::create_dir_all(&parent).map_err(|e| io(&parent, e))?;
-        // A symbolic link already in `out` must not lead outside it.
-        let real_parent = std::fs::canonicalize(&parent).map_err(|e| io(&parent, e))?;
-        if !real_parent.starts_with(&root) {
-            return Err(Error::InvalidInput {
-                what: format!("output {}", target.display()),
-                reason: "it leads outside the output directory".into(),
-            });
-        }
-        let temp = real_parent.join(format!(".orca-pull-{}", layer.digest.hex()));
+    for (layer, relative) in files {
+        let parent = inside(&root, relative.parent().unwrap_or(Path::new("")))?;
+        let name = relative.file_name().map(PathBuf::from).unwrap_or_default();
+        let temp = parent.join(format!(".orca-pull-{}", layer.digest.hex()));
         let result = async {
-            let mut file = std::fs::File::create(&temp).map_err(|e| io(&temp, e))?;
+            let mut file = std::fs::File::create(&temp).map_err(|e| io_error(&temp, e))?;
             let mut body = store.fetch(&layer).await?;
             while let Some(chunk) = body.next().await {
-                file.write_all(&chunk?).map_err(|e| io(&temp, e))?;
+                file.write_all(&chunk?).map_err(|e| io_error(&temp, e))?;
             }
-            file.sync_all().map_err(|e| io(&temp, e))
+            file.sync_all().map_err(|e| io_error(&temp, e))
         }
         .await;
         if let Err(e) = result {
             let _ = std::fs::remove_file(&temp);
             return Err(e);
         }
-        let name = target.file_name().map(PathBuf::from).unwrap_or_default();
-        let final_path = real_parent.join(name);
-        std::fs::rename(&temp, &final_path).map_err(|e| io(&final_path, e))?;
-        written.push(final_path);
+        let target = parent.join(name);
+        std::fs::rename(&temp, &target).map_err(|e| io_error(&target, e))?;
+        written.push(target);
     }
     Ok(written)
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> Error {
+    Error::InvalidInput {
+        what: format!("output {}", path.display()),
+        reason: e.to_string(),
+    }
+}
+
+/// The directory `relative` under `root` (canonical), created one level at
+/// a time; a symbolic link on the way must stay inside `root`, and is
+/// checked before anything is created beyond it.
+fn inside(root: &Path, relative: &Path) -> Result<PathBuf> {
+    let mut current = root.to_path_buf();
+    for component in relative.components() {
+        current.push(component);
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let real = std::fs::canonicalize(&current).map_err(|e| io_error(&current, e))?;
+                if !real.starts_with(root) || !real.is_dir() {
+                    return Err(Error::InvalidInput {
+                        what: format!("output {}", current.display()),
+                        reason: "a link there leads outside the output directory".into(),
+                    });
+                }
+                current = real;
+            }
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(io_error(&current, std::io::Error::other("not a directory")));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&current).map_err(|e| io_error(&current, e))?;
+            }
+            Err(e) => return Err(io_error(&current, e)),
+        }
+    }
+    Ok(current)
 }
 
 #[cfg(test)]
@@ -356,6 +386,22 @@ mod tests {
         for good in ["a.txt", "dir/a.txt", "./a", "a..b"] {
             assert!(check_title(good).is_ok(), "{good:?} refused");
         }
+    }
+
+    #[test]
+    fn links_out_of_the_output_directory_are_refused_before_creating() {
+        let base = std::env::temp_dir().join(format!("orca-inside-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (root, outside) = (base.join("out"), base.join("outside"));
+        std::fs::create_dir_all(&root).expect("mkdir");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::os::unix::fs::symlink(&outside, root.join("link")).expect("symlink");
+        let root = std::fs::canonicalize(&root).expect("canonical");
+        assert!(inside(&root, Path::new("link/x")).is_err());
+        assert!(!outside.join("x").exists(), "created outside");
+        let made = inside(&root, Path::new("a/b")).expect("inside");
+        assert!(made.is_dir() && made.starts_with(&root));
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     #[test]

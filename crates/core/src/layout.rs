@@ -311,8 +311,12 @@ pub async fn unreachable(
             continue;
         }
         let probe = Descriptor::new(MediaType::OCTET_STREAM, digest.clone(), *size);
-        let Ok(bytes) = store.fetch_bytes(&probe).await else {
-            continue;
+        // A blob that vanished meanwhile is no referrer; any other failure
+        // stops the collection rather than risk deleting a referrer.
+        let bytes = match store.fetch_bytes(&probe).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
         };
         if let Some((descriptor, document)) = as_manifest(digest, bytes)
             && let Some(subject) = document.subject()

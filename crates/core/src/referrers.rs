@@ -23,8 +23,9 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::{Descriptor, Digest, Document, Index, MediaType, RawManifest, Selector};
 
-/// Attempts at one update before it gives up with `Error::Conflict`.
-const MAX_ATTEMPTS: u32 = 60;
+/// Attempts at one update before it gives up with `Error::Conflict` (with
+/// the backoff capped near 128 ms, some twenty seconds of losing races).
+const MAX_ATTEMPTS: u32 = 200;
 /// Confirmations a verify-after-write update waits for.
 const CONFIRMATIONS: u32 = 2;
 
@@ -50,18 +51,29 @@ pub fn fallback_tag(digest: &Digest) -> String {
     )
 }
 
-/// Whether `tag` has the shape of a fallback tag (`<alg>-<hex>`).
+/// Whether `tag` is the fallback tag of some digest orca knows: `sha256-`
+/// or `sha512-` and exactly 64 lowercase hex digits (sha512 is cut to 64).
 pub fn is_fallback_tag(tag: &str) -> bool {
     tag.split_once('-').is_some_and(|(alg, hex)| {
-        (1..=32).contains(&alg.len())
-            && alg
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && (32..=64).contains(&hex.len())
-            && hex
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        matches!(alg, "sha256" | "sha512")
+            && hex.len() == 64
+            && hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
     })
+}
+
+/// Annotation that makes every referrers index orca writes unique, so a
+/// superseded index is never the same content as a later one (which a
+/// collector could otherwise delete from under the tag).
+const GENERATION: &str = "dev.orca.referrers.generation";
+
+fn generation() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{nanos}-{n}", std::process::id())
 }
 
 /// The entry a referrer gets in a referrers listing: its digest, size and
@@ -291,6 +303,9 @@ async fn backoff(attempt: u32) {
 async fn push_index(backend: &dyn Backend, entries: Vec<Descriptor>) -> Result<Descriptor> {
     let mut index = Index::new();
     index.manifests = entries;
+    index
+        .annotations
+        .insert(GENERATION.to_owned(), generation());
     let raw = index.to_raw()?;
     let descriptor = raw.descriptor();
     backend
@@ -425,13 +440,16 @@ async fn update_verifying(
             }
             backend.tag(&new, tag).await?;
             superseded.extend(old);
+            // Ours too, should another writer replace it; `collect` keeps
+            // whichever the tag names at the end.
+            superseded.push(new);
         }
         wrote = true;
         // Another writer's read-to-write window is about as long as ours.
         settle = (started.elapsed() * 3).clamp(Duration::from_millis(30), Duration::from_secs(2));
         tokio::time::sleep(settle).await;
     }
-    if confirmed == 0 {
+    if confirmed == 0 || (wrote && confirmed <= CONFIRMATIONS) {
         return Err(conflict(backend, tag));
     }
     if settings.gc {
@@ -509,11 +527,27 @@ impl Batcher {
                 }
             }
         }
-        if receiver.await == Ok(true) {
-            return Ok(());
+        let result = if receiver.await == Ok(true) {
+            Ok(())
+        } else {
+            let _turn = slot.turn.lock().await;
+            update(backend, subject, &change, settings).await
+        };
+        self.release(subject, slot);
+        result
+    }
+
+    /// Forgets an idle subject's slot (held only by the map and `slot`).
+    fn release(&self, subject: &Digest, slot: Arc<Slot>) {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let idle = slot
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty();
+        if idle && Arc::strong_count(&slot) == 2 {
+            slots.remove(subject);
         }
-        let _turn = slot.turn.lock().await;
-        update(backend, subject, &change, settings).await
     }
 }
 
@@ -535,6 +569,13 @@ mod tests {
         let tag = fallback_tag(&long);
         assert_eq!(tag, format!("sha512-{}", &long.hex()[..64]));
         assert!(tag.len() <= 128);
+        assert!(is_fallback_tag(&fallback_tag(&digest)));
+        assert!(is_fallback_tag(&tag));
+        // A git-sha tag on a multi-arch image is not a referrers index.
+        assert!(!is_fallback_tag(
+            "sha-0123456789abcdef0123456789abcdef01234567"
+        ));
+        assert!(!is_fallback_tag(&format!("sha256-{}.sig", digest.hex())));
     }
 
     fn entry(n: u8) -> Descriptor {

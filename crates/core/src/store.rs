@@ -255,7 +255,7 @@ impl Store {
     pub async fn delete(&self, descriptor: &Descriptor) -> Result<()> {
         self.require(self.capabilities.delete, "delete")?;
         let subject = if descriptor.media_type.is_manifest() && !self.indexes_subjects() {
-            self.subject_of(descriptor).await
+            self.subject_of(descriptor).await?
         } else {
             None
         };
@@ -273,16 +273,21 @@ impl Store {
         Ok(())
     }
 
-    /// The subject of a stored manifest, if it has one and can be read.
-    async fn subject_of(&self, descriptor: &Descriptor) -> Option<Descriptor> {
-        let bytes = self.fetch_bytes(descriptor).await.ok()?;
-        match RawManifest::new(descriptor.media_type.clone(), bytes)
-            .parse()
-            .ok()?
-        {
-            Document::Manifest(m) => m.subject,
-            Document::Index(i) => i.subject,
-        }
+    /// The subject of a stored manifest, if it has one. An absent manifest
+    /// or one that does not parse has none; a failed read is an error.
+    async fn subject_of(&self, descriptor: &Descriptor) -> Result<Option<Descriptor>> {
+        let bytes = match self.fetch_bytes(descriptor).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(
+            match RawManifest::new(descriptor.media_type.clone(), bytes).parse() {
+                Ok(Document::Manifest(m)) => m.subject,
+                Ok(Document::Index(i)) => i.subject,
+                Err(_) => None,
+            },
+        )
     }
 
     /// Resolves a tag or digest to the manifest's descriptor.
