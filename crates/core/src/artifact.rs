@@ -133,7 +133,8 @@ fn manifest(artifact: &Artifact, form: Form, empty: &Descriptor) -> Result<RawMa
 }
 
 /// Whether a refusal of the 1.1 form should be retried as 1.0: a client
-/// error that is not about authentication.
+/// error that is not about authentication (401, 403 and 407 are
+/// `Unauthorized` and `Denied`; 429 is retried by the transport instead).
 fn refused_form(error: &Error) -> bool {
     matches!(
         error,
@@ -141,6 +142,7 @@ fn refused_form(error: &Error) -> bool {
             | Error::InvalidManifest { .. }
             | Error::Unsupported { .. }
             | Error::NotFound { .. }
+            | Error::Conflict { .. }
             | Error::LimitExceeded { .. }
     )
 }
