@@ -553,3 +553,62 @@ async fn index_creation_pushes_members_by_digest_and_only_the_index_by_tag() {
     let digests: Vec<_> = index.manifests.iter().map(|m| m.digest.clone()).collect();
     assert_eq!(digests, [from_registry.digest, from_layout.digest]);
 }
+
+#[tokio::test]
+async fn copy_mounts_within_a_registry_and_round_trips_through_a_layout() {
+    use orca_core::copy::{CopyOptions, copy};
+    let from = fresh_repository("copy-from");
+    let source = Store::new(repository(&plain(), &from).await);
+    let image = push_real_image(&source, &[("f", b"copied around")], "v1").await;
+
+    // Same registry: blobs are mounted, only the manifest moves.
+    let to = fresh_repository("copy-to");
+    let mounted = Store::new(repository(&plain(), &to).await);
+    let options = CopyOptions {
+        mount_from: Some(from.clone()),
+        ..CopyOptions::default()
+    };
+    let report = copy(
+        &source,
+        &Selector::Tag("v1".into()),
+        &mounted,
+        Some("v1"),
+        &options,
+    )
+    .await
+    .expect("copy with mounts");
+    assert_eq!(report.mounted, 2, "config and layer: {report:?}");
+    assert_eq!(report.copied, 1, "only the manifest: {report:?}");
+
+    // Registry -> layout -> another repository, byte for byte.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = Store::new(
+        orca_backend_fs::LayoutBackend::open(dir.path().join("layout")).expect("layout"),
+    );
+    let defaults = CopyOptions::default();
+    copy(
+        &mounted,
+        &Selector::Tag("v1".into()),
+        &layout,
+        Some("v1"),
+        &defaults,
+    )
+    .await
+    .expect("to the layout");
+    let back = Store::new(repository(&plain(), &fresh_repository("copy-back")).await);
+    let report = copy(
+        &layout,
+        &Selector::Tag("v1".into()),
+        &back,
+        Some("v1"),
+        &defaults,
+    )
+    .await
+    .expect("back to the registry");
+    assert_eq!(report.root.as_ref().map(|d| &d.digest), Some(&image.digest));
+    let resolved = back
+        .resolve(&Selector::Tag("v1".into()))
+        .await
+        .expect("resolve");
+    assert_eq!(resolved.digest, image.digest);
+}

@@ -1385,3 +1385,181 @@ pub async fn index_creation(subject: Subject) {
         "annotated docker list",
     );
 }
+
+/// The copy engine brings a multi-platform index from another backend:
+/// children before parents, a layer shared by two images transferred once,
+/// referrers (nested) and digest tags along, nothing twice on a second
+/// copy, and a platform filter that makes one manifest the root.
+pub async fn copy_engine(subject: Subject) {
+    use crate::copy::{CopyOptions, Tally, copy};
+    let target = subject.store;
+    let source = Store::new(crate::memory::MemoryBackend::new());
+    let shared = ok(
+        source.push_bytes(LAYER, &b"shared base layer"[..]).await,
+        "shared layer",
+    );
+    let mut members = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let config = ok(
+            source
+                .push_bytes(
+                    MediaType::OCI_CONFIG,
+                    format!(r#"{{"architecture":"{arch}","os":"linux"}}"#),
+                )
+                .await,
+            "config",
+        );
+        let own = ok(
+            source.push_bytes(LAYER, format!("{arch} layer")).await,
+            "layer",
+        );
+        let raw = ok(
+            Manifest::new(config, vec![shared.clone(), own]).to_raw(),
+            "manifest",
+        );
+        let mut descriptor = ok(source.push_manifest(&raw, None).await, "push manifest");
+        descriptor.platform = Some(crate::model::Platform::new("linux", arch));
+        members.push(descriptor);
+    }
+    let index = Index {
+        manifests: members.clone(),
+        ..Index::new()
+    };
+    let index = ok(
+        source
+            .push_manifest(&ok(index.to_raw(), "index"), Some("multi"))
+            .await,
+        "push index",
+    );
+    let empty = ok(
+        source.push_bytes(MediaType::OCI_EMPTY, &b"{}"[..]).await,
+        "empty",
+    );
+    let sbom = artifact(&members[0], "application/vnd.example.sbom", "sbom", &empty);
+    ok(source.push_manifest(&sbom, None).await, "push sbom");
+    let sbom_sig = artifact(
+        &sbom.descriptor(),
+        "application/vnd.example.sig",
+        "sbom-sig",
+        &empty,
+    );
+    ok(
+        source.push_manifest(&sbom_sig, None).await,
+        "push signature of the sbom",
+    );
+    let cosign = ok(
+        Manifest::new(empty.clone(), vec![empty.clone()]).to_raw(),
+        "sig",
+    );
+    let sig_tag = format!("{}.sig", fallback_tag(&index.digest));
+    ok(
+        source.push_manifest(&cosign, Some(&sig_tag)).await,
+        "push digest-tagged signature",
+    );
+
+    let tally = std::sync::Arc::new(Tally::default());
+    let options = CopyOptions {
+        referrers: true,
+        digest_tags: true,
+        concurrency: 3,
+        progress: Some(tally.clone()),
+        ..CopyOptions::default()
+    };
+    let report = ok(
+        copy(
+            &source,
+            &Selector::Tag("multi".into()),
+            &target,
+            Some("copied"),
+            &options,
+        )
+        .await,
+        "copy",
+    );
+    let copied = ok(
+        target.resolve(&Selector::Tag("copied".into())).await,
+        "resolve the copy",
+    );
+    assert_eq!(copied.digest, index.digest, "the index was re-serialised");
+    assert_eq!(
+        tally.copied(&shared.digest),
+        1,
+        "a shared layer moved more than once"
+    );
+    assert_eq!(report.referrers, 2, "{report:?}");
+    assert_eq!(report.digest_tags, 1, "{report:?}");
+    for member in &members {
+        let (_, raw) = ok(
+            target
+                .fetch_manifest(&Selector::Digest(member.digest.clone()))
+                .await,
+            "member",
+        );
+        for child in ok(raw.parse(), "parse").children() {
+            assert!(
+                ok(target.exists(child).await, "exists"),
+                "missing {}",
+                child.digest
+            );
+        }
+    }
+    let listed = ok(
+        target.referrers(&members[0], None).await,
+        "referrers in the target",
+    );
+    assert_eq!(listed.manifests.len(), 1, "{listed:?}");
+    assert_eq!(listed.manifests[0].digest, sbom.digest());
+    let nested = ok(
+        target.referrers(&sbom.descriptor(), None).await,
+        "nested referrers",
+    );
+    assert_eq!(nested.manifests.len(), 1, "{nested:?}");
+    let tagged = ok(
+        target.resolve(&Selector::Tag(sig_tag.clone())).await,
+        "digest tag copied",
+    );
+    assert_eq!(tagged.digest, cosign.digest());
+
+    let again = std::sync::Arc::new(Tally::default());
+    let options = CopyOptions {
+        progress: Some(again.clone()),
+        ..options
+    };
+    let report = ok(
+        copy(
+            &source,
+            &Selector::Tag("multi".into()),
+            &target,
+            Some("copied"),
+            &options,
+        )
+        .await,
+        "copy again",
+    );
+    assert_eq!(
+        again.total(),
+        0,
+        "a second copy transferred content: {report:?}"
+    );
+
+    let options = CopyOptions {
+        platforms: vec![crate::model::Platform::new("linux", "arm64")],
+        ..CopyOptions::default()
+    };
+    ok(
+        copy(
+            &source,
+            &Selector::Tag("multi".into()),
+            &target,
+            Some("arm"),
+            &options,
+        )
+        .await,
+        "copy one platform",
+    );
+    let arm = ok(
+        target.resolve(&Selector::Tag("arm".into())).await,
+        "resolve arm",
+    );
+    assert_eq!(arm.digest, members[1].digest);
+}

@@ -92,6 +92,7 @@ macro_rules! conformance_tests {
             referrers_concurrent_attaches,
             artifacts,
             index_creation,
+            copy_engine,
             mount,
             fetch_range,
             catalog,

@@ -1,6 +1,8 @@
 //! Integration tests of orca-core: the conformance suite on the memory
-//! backend in its configurations, and the parsers' property tests.
+//! backend in its configurations, the copy engine's edges, and the
+//! parsers' property tests.
 
+mod copy;
 mod memory;
 mod properties;
 mod store;
