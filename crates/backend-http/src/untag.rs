@@ -72,15 +72,14 @@ pub(crate) async fn untag(backend: &RegistryBackend, tag: &str) -> Result<()> {
 /// A manifest no one else has: the empty config and layer, with a nonce.
 async fn placeholder(backend: &RegistryBackend) -> Result<(Descriptor, Bytes)> {
     let empty = Descriptor::of(MediaType::OCI_EMPTY, b"{}");
-    if !backend.exists(&empty).await? {
-        backend
-            .push(
-                &empty,
-                Body::from_bytes(Bytes::from_static(b"{}")),
-                &PushOptions::default(),
-            )
-            .await?;
-    }
+    // A blob push asks the registry whether it has the blob first.
+    backend
+        .push(
+            &empty,
+            Body::from_bytes(Bytes::from_static(b"{}")),
+            &PushOptions::default(),
+        )
+        .await?;
     let mut manifest = Manifest::new(empty.clone(), vec![empty]);
     // Image-spec 1.1: an empty config needs an artifact type.
     manifest.artifact_type = Some(MediaType::new("application/vnd.orca.untag-placeholder"));

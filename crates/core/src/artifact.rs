@@ -163,7 +163,12 @@ pub async fn pack(
             reason: "the OCI 1.0 form cannot carry a subject; use 1.1 or auto".into(),
         });
     }
-    let empty = store.push_bytes(MediaType::OCI_EMPTY, &b"{}"[..]).await?;
+    // The empty `{}` blob is pushed only when a form uses it: as the 1.1
+    // config, as the 1.0 config, or as the layer of a file-less artifact.
+    let empty = Descriptor::of(MediaType::OCI_EMPTY, b"{}");
+    if artifact.config.is_none() || artifact.files.is_empty() {
+        store.push_bytes(MediaType::OCI_EMPTY, &b"{}"[..]).await?;
+    }
     let first = if form == Form::V1_0 {
         Form::V1_0
     } else {

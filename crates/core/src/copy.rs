@@ -244,10 +244,11 @@ async fn choose_root(
     selector: &Selector,
     platforms: &[Platform],
 ) -> Result<(Descriptor, Option<RawManifest>)> {
-    let (descriptor, raw) = source.fetch_manifest(selector).await?;
     if platforms.is_empty() {
-        return Ok((descriptor, None));
+        // The walk reads the manifest itself; resolving is enough here.
+        return Ok((source.resolve(selector).await?, None));
     }
+    let (descriptor, raw) = source.fetch_manifest(selector).await?;
     let Document::Index(index) = raw.parse()? else {
         // A single manifest is copied as it is, as skopeo and crane do.
         return Ok((descriptor, None));
@@ -297,6 +298,19 @@ pub async fn copy(
     options: &CopyOptions,
 ) -> Result<CopyReport> {
     let (root, new_root) = choose_root(source, selector, &options.platforms).await?;
+    copy_root(source, root, new_root, target, tag, options).await
+}
+
+/// [`copy`] once the root is known: `new_root` is the index a platform
+/// filter made, if it made one.
+async fn copy_root(
+    source: &Store,
+    root: Descriptor,
+    new_root: Option<RawManifest>,
+    target: &Store,
+    tag: Option<&str>,
+    options: &CopyOptions,
+) -> Result<CopyReport> {
     let source_tags = if options.digest_tags {
         source.tags_all().await?
     } else {
@@ -390,9 +404,10 @@ pub async fn copy(
 /// Copies `root` and everything under it from `source` to `target`, by
 /// digest (no tag is set), with default options.
 pub async fn copy_graph(source: &Store, target: &Store, root: &Descriptor) -> Result<()> {
-    copy(
+    copy_root(
         source,
-        &Selector::Digest(root.digest.clone()),
+        root.clone(),
+        None,
         target,
         None,
         &CopyOptions::default(),
