@@ -275,6 +275,15 @@ impl Backend for RegistryBackend {
     async fn push(&self, descriptor: &Descriptor, body: Body, options: &PushOptions) -> Result<()> {
         if descriptor.media_type.is_manifest() {
             let bytes = body.bytes(self.options.max_metadata_size).await?;
+            // A manifest addressed by another algorithm than the registry's
+            // canonical sha256 is put by digest first, so it is reachable
+            // by its own digest and not only as the tag's sha256.
+            if descriptor.digest.algorithm() != orca_core::Algorithm::Sha256
+                && options.tag.is_some()
+            {
+                let by_digest = descriptor.digest.to_string();
+                upload::put_manifest(self, descriptor, bytes.clone(), &by_digest).await?;
+            }
             let reference = options
                 .tag
                 .clone()

@@ -54,6 +54,17 @@ pub(crate) async fn put_manifest(
             tokio::time::sleep(Duration::from_millis(150 * u64::from(attempt))).await;
             continue;
         }
+        // A registry that addresses manifests only by sha256 (distribution
+        // 2.8 does) refuses any other digest as not matching the content.
+        if status == StatusCode::BAD_REQUEST
+            && descriptor.digest.algorithm() != orca_core::Algorithm::Sha256
+            && error.code() == Some("DIGEST_INVALID")
+        {
+            return Err(Error::Unsupported {
+                operation: "manifests addressed by a digest other than sha256",
+                place: backend.place.clone(),
+            });
+        }
         return Err(convert(
             error,
             &backend.place,
@@ -82,14 +93,23 @@ pub(crate) async fn put_manifest(
         .headers()
         .get("docker-content-digest")
         .and_then(|v| v.to_str().ok())
-        && sent.trim() != descriptor.digest.to_string()
     {
-        return Err(Error::DigestMismatch {
-            what: format!("manifest stored as {reference}"),
-            place: backend.place.clone(),
-            expected: descriptor.digest.clone(),
-            actual: orca_core::Digest::parse(sent.trim())?,
-        });
+        let sent = orca_core::Digest::parse(sent.trim())?;
+        // A registry names content by its own algorithm: compare like
+        // with like.
+        let expected = if sent.algorithm() == descriptor.digest.algorithm() {
+            descriptor.digest.clone()
+        } else {
+            orca_core::Digest::compute(sent.algorithm(), &bytes_for_probe)
+        };
+        if sent != expected {
+            return Err(Error::DigestMismatch {
+                what: format!("manifest stored as {reference}"),
+                place: backend.place.clone(),
+                expected,
+                actual: sent,
+            });
+        }
     }
     Ok(())
 }

@@ -1,53 +1,105 @@
 //! The copy engine: copies the graph under a manifest or index from one
 //! [`Store`] to another, whatever backends they wrap.
 //!
-//! It first walks the graph (reading only manifests, which are small) into
-//! a plan: the manifests in an order where every child comes before its
-//! parent, and the set of blobs, each listed once however often it is
-//! named. Manifests the target already has are not descended into. Then
-//! the blobs move with bounded concurrency — mounted instead when the
-//! caller names a repository of the same registry, skipped when the target
-//! has them, and skipped when they live at external URLs unless asked —
-//! and the manifests are pushed in plan order, the root last and only then
-//! tagged, so a tag never names something half-copied. Both stores verify
-//! every byte. Optionally the referrers of copied manifests and their
-//! `<alg>-<hex>.*` digest tags come along, and a platform filter narrows an
-//! index. Progress is reported as [`Event`]s.
+//! It first walks the graph into a plan, reading manifests and asking the
+//! target what it has with bounded concurrency: the manifests, each with
+//! the manifests it depends on, and the set of blobs, each listed once
+//! however often it is named. Manifests the target already has are not
+//! descended into unless [`CopyOptions::force`] asks for a repair. Then the
+//! blobs move with bounded concurrency — mounted when the target can mount
+//! and the caller names a repository of the same registry, skipped when
+//! the target has them, skipped when they live at external URLs unless
+//! asked — and the manifests are pushed level by level, every manifest
+//! only once everything it names is present. The root's tag is set last,
+//! so a tag never names something half-copied. Both stores verify every
+//! byte. Optionally the referrers of copied manifests and their
+//! `<alg>-<hex>.*` digest tags come along, and a platform filter narrows
+//! an index. Progress is reported as [`Event`]s.
+//!
+//! Memory stays bounded for huge graphs: the plan holds descriptors, and
+//! manifest bytes are kept only up to a budget; beyond it they are read
+//! again from the source when pushed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt, TryStreamExt};
 
+use crate::backend::PushOptions;
+use crate::body::Body;
 use crate::error::{Error, Result};
 use crate::model::{Descriptor, Digest, Document, Index, Platform, RawManifest, Selector};
 use crate::referrers::fallback_tag;
 use crate::store::Store;
 
-/// What happened to one piece of content.
+/// Manifest bytes kept in memory between the walk and the push; past this,
+/// manifests are fetched again when pushed.
+const KEEP_MANIFEST_BYTES: u64 = 64 * 1024 * 1024;
+/// Shortest time between two [`Event::Advanced`] of one blob.
+const ADVANCE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What the plan holds, known before the first transfer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Totals {
+    /// Blobs to move (some may turn out present, mounted or external).
+    pub blobs: u64,
+    /// Manifests to push.
+    pub manifests: u64,
+    /// Bytes of those blobs and manifests: the most a copy will move.
+    pub bytes: u64,
+}
+
+/// Something that happened during a copy, in the order it happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
-    /// The content was transferred.
+    /// The walk is done: what the copy will move at most.
+    Planned(Totals),
+    /// A blob transfer started.
+    Started(Descriptor),
+    /// Bytes of a blob read so far (throttled, and always sent at its end).
+    Advanced {
+        /// The blob.
+        digest: Digest,
+        /// Bytes done.
+        done: u64,
+        /// Its size.
+        size: u64,
+    },
+    /// A blob was transferred.
     Copied(Descriptor),
-    /// The content was mounted from another repository.
+    /// A blob was mounted from another repository.
     Mounted(Descriptor),
-    /// The target already had it.
+    /// The target already had this blob or manifest.
     Present(Descriptor),
     /// A layer at external URLs, left where it is.
     External(Descriptor),
+    /// A referrer the source listed but no longer holds, left out.
+    Gone(Descriptor),
+    /// A manifest was pushed.
+    Pushed(Descriptor),
+    /// A tag was set in the target.
+    Tagged {
+        /// The tag.
+        tag: String,
+        /// What it points at.
+        descriptor: Descriptor,
+    },
 }
 
 /// Receives progress events (from several tasks at once).
 pub trait Progress: Send + Sync {
-    /// One piece of content is done.
+    /// Something happened.
     fn event(&self, event: &Event);
 }
 
 /// How to copy.
 #[derive(Clone)]
 pub struct CopyOptions {
-    /// Blobs in flight at once (at least 1).
+    /// Transfers (and, during the walk, reads) in flight at once (at least 1).
     pub concurrency: usize,
     /// Keep only these platforms of an index: one platform makes its
     /// manifest the root; several make a new index of the matches.
@@ -59,8 +111,12 @@ pub struct CopyOptions {
     pub digest_tags: bool,
     /// Copy layers that live at external URLs too.
     pub external: bool,
+    /// Walk manifests the target already has too, so what is missing under
+    /// them (an interrupted copy, a partial cache) is repaired and
+    /// referrers added since to their children come along.
+    pub force: bool,
     /// A repository of the target's registry that holds the blobs already:
-    /// mount from it instead of transferring.
+    /// mount from it instead of transferring, where the target can mount.
     pub mount_from: Option<String>,
     /// Where events go.
     pub progress: Option<Arc<dyn Progress>>,
@@ -74,6 +130,7 @@ impl Default for CopyOptions {
             referrers: false,
             digest_tags: false,
             external: false,
+            force: false,
             mount_from: None,
             progress: None,
         }
@@ -88,6 +145,7 @@ impl std::fmt::Debug for CopyOptions {
             .field("referrers", &self.referrers)
             .field("digest_tags", &self.digest_tags)
             .field("external", &self.external)
+            .field("force", &self.force)
             .field("mount_from", &self.mount_from)
             .finish_non_exhaustive()
     }
@@ -111,22 +169,102 @@ pub struct CopyReport {
     pub external: u64,
     /// Referrers copied (by the graph of each, counted once).
     pub referrers: u64,
+    /// Listed referrers the source no longer holds, left out.
+    pub gone: u64,
     /// Digest tags set on the target.
     pub digest_tags: u64,
+}
+
+/// Why a manifest is in the walk.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Named by the graph: it must be there.
+    Graph,
+    /// Listed as a referrer: it may have gone since.
+    Referrer,
+}
+
+/// One manifest of the plan.
+struct Node {
+    descriptor: Descriptor,
+    /// The target has it already.
+    present: bool,
+    /// Its bytes, unless the memory budget was spent.
+    raw: Option<Bytes>,
+    /// Manifests that must be in the target first: manifest children and
+    /// the subject.
+    deps: Vec<Digest>,
+}
+
+/// What reading one manifest found.
+struct Visit {
+    node: Option<Node>,
+    children: Vec<Descriptor>,
+    gone: Option<Descriptor>,
+    referrers: Vec<Descriptor>,
+    tagged: Vec<(String, Descriptor)>,
 }
 
 /// The walk's result.
 #[derive(Default)]
 struct Plan {
-    /// Manifests to push, children before parents.
-    manifests: Vec<(Descriptor, RawManifest)>,
+    nodes: HashMap<Digest, Node>,
+    /// Where ordering starts: the roots, then referrers and digest-tagged
+    /// manifests as they were found.
+    starts: Vec<Digest>,
     /// Blobs to transfer, each once.
     blobs: Vec<Descriptor>,
     /// Digest tags to set once their manifests are there.
     tags: Vec<(String, Descriptor)>,
-    seen: HashSet<Digest>,
     referrers: u64,
-    present: Vec<Descriptor>,
+    gone: Vec<Descriptor>,
+}
+
+impl Plan {
+    /// Manifests to push, grouped in levels: every manifest's dependencies
+    /// are in earlier levels.
+    fn levels(&self) -> Vec<Vec<Digest>> {
+        let mut height: HashMap<&Digest, usize> = HashMap::new();
+        let mut entered: HashSet<&Digest> = HashSet::new();
+        let mut levels: Vec<Vec<Digest>> = Vec::new();
+        for start in &self.starts {
+            let mut stack = vec![(start, false)];
+            while let Some((digest, expanded)) = stack.pop() {
+                let Some(node) = self.nodes.get(digest) else {
+                    continue;
+                };
+                if expanded {
+                    let level = node
+                        .deps
+                        .iter()
+                        .filter_map(|d| height.get(d).map(|h| h + 1))
+                        .max()
+                        .unwrap_or(0);
+                    height.insert(digest, level);
+                    if !node.present {
+                        if levels.len() <= level {
+                            levels.resize_with(level + 1, Vec::new);
+                        }
+                        levels[level].push(digest.clone());
+                    }
+                    continue;
+                }
+                // Content addressing rules out cycles; `entered` keeps a
+                // malicious graph from looping anyway.
+                if !entered.insert(digest) {
+                    continue;
+                }
+                stack.push((digest, true));
+                for dep in node.deps.iter().rev() {
+                    if !entered.contains(dep) {
+                        stack.push((dep, false));
+                    }
+                }
+            }
+        }
+        levels.retain(|l| !l.is_empty());
+        levels
+    }
 }
 
 struct Copier<'a> {
@@ -144,96 +282,209 @@ impl Copier<'_> {
         }
     }
 
-    /// Adds `node` and what hangs off it to `plan`, children first.
-    async fn walk(&self, node: Descriptor, plan: &mut Plan) -> Result<()> {
-        enum Step {
-            Visit(Descriptor),
-            Emit(Descriptor, RawManifest),
-        }
-        let mut stack = vec![Step::Visit(node)];
-        // Referrers and digest-tagged content go after everything else, so
-        // after their subjects.
-        let mut later = Vec::new();
+    fn limit(&self) -> usize {
+        self.options.concurrency.max(1)
+    }
+
+    /// Walks the graphs under `roots` into a plan, reading up to
+    /// `concurrency` manifests at once.
+    async fn walk(&self, roots: Vec<Descriptor>) -> Result<Plan> {
+        let mut plan = Plan::default();
+        let mut seen: HashSet<Digest> = HashSet::new();
+        let mut queue: std::collections::VecDeque<(Descriptor, Role, bool)> =
+            roots.into_iter().map(|d| (d, Role::Graph, true)).collect();
+        let mut running = FuturesUnordered::new();
+        let mut kept: u64 = 0;
         loop {
-            let step = match stack.pop() {
-                Some(step) => step,
-                None => match later.pop() {
-                    Some(extra) => Step::Visit(extra),
-                    None => break,
-                },
-            };
-            let node = match step {
-                Step::Emit(node, raw) => {
-                    plan.manifests.push((node, raw));
+            while running.len() < self.limit() {
+                let Some((descriptor, role, start)) = queue.pop_front() else {
+                    break;
+                };
+                if !seen.insert(descriptor.digest.clone()) {
                     continue;
                 }
-                Step::Visit(node) => node,
+                if !descriptor.media_type.is_manifest() {
+                    plan.blobs.push(descriptor);
+                    continue;
+                }
+                if start {
+                    plan.starts.push(descriptor.digest.clone());
+                }
+                running.push(self.visit(descriptor, role));
+            }
+            let Some(visit) = running.next().await else {
+                break;
             };
-            if !plan.seen.insert(node.digest.clone()) {
+            let mut visit = visit?;
+            if let Some(gone) = visit.gone {
+                plan.gone.push(gone);
                 continue;
             }
-            if !node.media_type.is_manifest() {
-                plan.blobs.push(node);
-                continue;
+            if let Some(node) = &mut visit.node
+                && let Some(raw) = &node.raw
+            {
+                kept += raw.len() as u64;
+                if kept > KEEP_MANIFEST_BYTES {
+                    node.raw = None;
+                }
             }
-            later.extend(self.extras(&node, plan).await?);
-            if self.target.exists(&node).await? {
-                plan.present.push(node);
-                continue;
+            plan.referrers += visit.referrers.len() as u64;
+            for child in visit.children {
+                queue.push_back((child, Role::Graph, false));
             }
-            let bytes = self.source.fetch_bytes(&node).await?;
-            let raw = RawManifest::new(node.media_type.clone(), bytes);
-            let document = raw.parse()?;
-            let children: Vec<Descriptor> = document.children().into_iter().cloned().collect();
-            stack.push(Step::Emit(node, raw));
-            for child in children.into_iter().rev() {
-                stack.push(Step::Visit(child));
+            for referrer in visit.referrers {
+                queue.push_back((referrer, Role::Referrer, true));
+            }
+            for (tag, tagged) in visit.tagged {
+                queue.push_back((tagged.clone(), Role::Graph, true));
+                plan.tags.push((tag, tagged));
+            }
+            if let Some(node) = visit.node {
+                plan.nodes.insert(node.descriptor.digest.clone(), node);
             }
         }
-        Ok(())
+        Ok(plan)
+    }
+
+    /// Reads one manifest: whether the target has it, its children (unless
+    /// the target has it and no repair was asked), its referrers and digest
+    /// tags.
+    async fn visit(&self, descriptor: Descriptor, role: Role) -> Result<Visit> {
+        let (present, (referrers, tagged)) =
+            futures::try_join!(self.target.exists(&descriptor), self.extras(&descriptor))?;
+        let mut visit = Visit {
+            node: None,
+            children: Vec::new(),
+            gone: None,
+            referrers,
+            tagged,
+        };
+        if present && !self.options.force {
+            visit.node = Some(Node {
+                descriptor,
+                present,
+                raw: None,
+                deps: Vec::new(),
+            });
+            return Ok(visit);
+        }
+        let bytes = match self.source.fetch_bytes(&descriptor).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.is_not_found() && role == Role::Referrer && !present => {
+                visit.gone = Some(descriptor);
+                visit.referrers.clear();
+                visit.tagged.clear();
+                return Ok(visit);
+            }
+            Err(e) => return Err(e),
+        };
+        let document = RawManifest::new(descriptor.media_type.clone(), bytes.clone()).parse()?;
+        visit.children = document.children().into_iter().cloned().collect();
+        let deps = visit
+            .children
+            .iter()
+            .chain(document.subject())
+            .filter(|d| d.media_type.is_manifest())
+            .map(|d| d.digest.clone())
+            .collect();
+        visit.node = Some(Node {
+            descriptor,
+            present,
+            raw: Some(bytes),
+            deps,
+        });
+        Ok(visit)
     }
 
     /// The referrers and digest-tagged manifests of `node` to copy too.
-    async fn extras(&self, node: &Descriptor, plan: &mut Plan) -> Result<Vec<Descriptor>> {
-        let mut extras = Vec::new();
+    async fn extras(
+        &self,
+        node: &Descriptor,
+    ) -> Result<(Vec<Descriptor>, Vec<(String, Descriptor)>)> {
+        let mut referrers = Vec::new();
         if self.options.referrers {
             let listing = self.source.referrers(node, None).await?;
             for referrer in listing.manifests {
-                plan.referrers += 1;
-                extras.push(Descriptor::new(
+                referrers.push(Descriptor::new(
                     referrer.media_type,
                     referrer.digest,
                     referrer.size,
                 ));
             }
         }
+        let mut tagged = Vec::new();
         if self.options.digest_tags {
             let prefix = format!("{}.", fallback_tag(&node.digest));
             for tag in self.source_tags.iter().filter(|t| t.starts_with(&prefix)) {
-                let tagged = self.source.resolve(&Selector::Tag(tag.clone())).await?;
-                plan.tags.push((tag.clone(), tagged.clone()));
-                extras.push(tagged);
+                let found = self.source.resolve(&Selector::Tag(tag.clone())).await?;
+                tagged.push((tag.clone(), found));
             }
         }
-        Ok(extras)
+        Ok((referrers, tagged))
     }
 
-    /// Moves one blob: mount, skip or transfer. Returns its event.
+    /// Moves one blob: mount, skip or transfer. Returns its final event.
     async fn blob(&self, blob: Descriptor) -> Result<Event> {
         if !blob.urls.is_empty() && !self.options.external {
             return Ok(Event::External(blob));
         }
         if let Some(from) = &self.options.mount_from
-            && self.target.mount(&blob, from).await?
+            && self.target.capabilities().mount
         {
-            return Ok(Event::Mounted(blob));
+            // A mount is a shortcut: when it is refused or fails, the blob
+            // is transferred instead.
+            if let Ok(true) = self.target.mount(&blob, from).await {
+                return Ok(Event::Mounted(blob));
+            }
         }
         if self.target.exists(&blob).await? {
             return Ok(Event::Present(blob));
         }
+        self.emit(Event::Started(blob.clone()));
         let body = self.source.fetch(&blob).await?;
+        let body = self.metered(body, &blob);
         self.target.push(&blob, body).await?;
         Ok(Event::Copied(blob))
+    }
+
+    /// Reports the bytes of `body` as they are read, throttled.
+    fn metered(&self, body: Body, blob: &Descriptor) -> Body {
+        let Some(progress) = self.options.progress.clone() else {
+            return body;
+        };
+        let size = body.len();
+        let digest = blob.digest.clone();
+        let mut done = 0u64;
+        let mut last = Instant::now();
+        let stream = body.into_stream().inspect(move |chunk| {
+            if let Ok(bytes) = chunk {
+                done += bytes.len() as u64;
+                if done == size || last.elapsed() >= ADVANCE_INTERVAL {
+                    last = Instant::now();
+                    progress.event(&Event::Advanced {
+                        digest: digest.clone(),
+                        done,
+                        size,
+                    });
+                }
+            }
+        });
+        Body::new(size, stream)
+    }
+
+    /// Pushes one planned manifest, reading it again if its bytes were not
+    /// kept, under its own descriptor (whatever its digest algorithm).
+    async fn push_manifest(&self, node: &Node, tag: Option<&str>) -> Result<()> {
+        let bytes = match &node.raw {
+            Some(bytes) => bytes.clone(),
+            None => self.source.fetch_bytes(&node.descriptor).await?,
+        };
+        let options = PushOptions {
+            tag: tag.map(str::to_owned),
+        };
+        self.target
+            .push_opts(&node.descriptor.plain(), Body::from_bytes(bytes), options)
+            .await
     }
 }
 
@@ -322,34 +573,57 @@ async fn copy_root(
         options,
         source_tags,
     };
-    let mut plan = Plan::default();
-    match &new_root {
-        Some(raw) => {
-            // A filtered index: its members first, then the new index.
-            let Document::Index(index) = raw.parse()? else {
+    let roots = match &new_root {
+        Some(raw) => match raw.parse()? {
+            // A filtered index: its members, then the new index.
+            Document::Index(index) => index.manifests,
+            _ => {
                 return Err(Error::InvalidInput {
                     what: "platform filter".into(),
                     reason: "the filtered root is not an index".into(),
                 });
-            };
-            for member in &index.manifests {
-                copier.walk(member.clone(), &mut plan).await?;
             }
+        },
+        None => vec![root.clone()],
+    };
+    let plan = copier.walk(roots).await?;
+    let levels = plan.levels();
+
+    let mut totals = Totals {
+        blobs: plan.blobs.len() as u64,
+        ..Totals::default()
+    };
+    for blob in &plan.blobs {
+        if blob.urls.is_empty() || options.external {
+            totals.bytes += blob.size;
         }
-        None => copier.walk(root.clone(), &mut plan).await?,
     }
+    for digest in levels.iter().flatten() {
+        totals.manifests += 1;
+        totals.bytes += plan.nodes[digest].descriptor.size;
+    }
+    if let Some(raw) = &new_root {
+        totals.manifests += 1;
+        totals.bytes += raw.bytes().len() as u64;
+    }
+    copier.emit(Event::Planned(totals));
+
     let mut report = CopyReport {
         root: Some(root.clone()),
         referrers: plan.referrers,
+        gone: plan.gone.len() as u64,
         ..CopyReport::default()
     };
-    for present in plan.present {
+    for gone in &plan.gone {
+        copier.emit(Event::Gone(gone.clone()));
+    }
+    for node in plan.nodes.values().filter(|n| n.present) {
         report.present += 1;
-        copier.emit(Event::Present(present));
+        copier.emit(Event::Present(node.descriptor.clone()));
     }
 
-    let mut transfers = futures::stream::iter(plan.blobs.into_iter().map(|blob| copier.blob(blob)))
-        .buffer_unordered(options.concurrency.max(1));
+    let mut transfers = futures::stream::iter(plan.blobs.iter().cloned().map(|b| copier.blob(b)))
+        .buffer_unordered(copier.limit());
     while let Some(event) = transfers.next().await {
         let event = event?;
         match &event {
@@ -360,43 +634,74 @@ async fn copy_root(
             Event::Mounted(_) => report.mounted += 1,
             Event::Present(_) => report.present += 1,
             Event::External(_) => report.external += 1,
+            _ => {}
         }
         copier.emit(event);
     }
     drop(transfers);
 
-    // Manifests in plan order; the root is tagged as it is pushed, when
-    // everything under it is already there.
-    let mut root_pushed = false;
-    for (descriptor, raw) in &plan.manifests {
-        let is_root = new_root.is_none() && descriptor.digest == root.digest;
-        root_pushed |= is_root;
-        target
-            .push_manifest(raw, if is_root { tag } else { None })
-            .await?;
-        report.copied += 1;
-        report.bytes += descriptor.size;
-        copier.emit(Event::Copied(descriptor.clone()));
+    // The root is pushed with its tag in one step when nothing follows it;
+    // otherwise it is tagged at the very end.
+    let last = levels.last().and_then(|l| l.last());
+    let tag_with_push = new_root.is_none()
+        && last == Some(&root.digest)
+        && levels.last().is_some_and(|l| l.len() == 1);
+    let copier = &copier;
+    for level in &levels {
+        futures::stream::iter(level.iter().map(|digest| {
+            let node = &plan.nodes[digest];
+            let with_tag = if tag_with_push && *digest == root.digest {
+                tag
+            } else {
+                None
+            };
+            async move {
+                copier.push_manifest(node, with_tag).await?;
+                copier.emit(Event::Pushed(node.descriptor.clone()));
+                if let Some(tag) = with_tag {
+                    copier.emit(Event::Tagged {
+                        tag: tag.to_owned(),
+                        descriptor: node.descriptor.clone(),
+                    });
+                }
+                Ok::<_, Error>(())
+            }
+        }))
+        .buffer_unordered(copier.limit())
+        .try_collect::<Vec<()>>()
+        .await?;
+        for digest in level {
+            report.copied += 1;
+            report.bytes += plan.nodes[digest].descriptor.size;
+        }
     }
+    let mut root_tagged = tag_with_push;
     if let Some(raw) = &new_root {
         if target.exists(&root).await? {
             report.present += 1;
             copier.emit(Event::Present(root.clone()));
-            if let Some(tag) = tag {
-                target.tag(&root, tag).await?;
-            }
         } else {
-            target.push_manifest(raw, tag).await?;
+            target.push_manifest(raw, None).await?;
             report.copied += 1;
             report.bytes += root.size;
-            copier.emit(Event::Copied(root.clone()));
+            copier.emit(Event::Pushed(root.clone()));
         }
-    } else if let (false, Some(tag)) = (root_pushed, tag) {
-        target.tag(&root, tag).await?;
+        root_tagged = false;
     }
     for (name, tagged) in &plan.tags {
         target.tag(tagged, name).await?;
         report.digest_tags += 1;
+        copier.emit(Event::Tagged {
+            tag: name.clone(),
+            descriptor: tagged.clone(),
+        });
+    }
+    if let (false, Some(tag)) = (root_tagged, tag) {
+        target.tag(&root, tag).await?;
+        copier.emit(Event::Tagged {
+            tag: tag.to_owned(),
+            descriptor: root.clone(),
+        });
     }
     Ok(report)
 }
@@ -416,8 +721,9 @@ pub async fn copy_graph(source: &Store, target: &Store, root: &Descriptor) -> Re
     .map(drop)
 }
 
-/// Counts events by digest: how often each was transferred. For tests
-/// and for callers that want totals without drawing anything.
+/// Counts transfers by digest: how often each blob was copied or manifest
+/// pushed. For tests and for callers that want totals without drawing
+/// anything.
 #[derive(Debug, Default)]
 pub struct Tally {
     copied: std::sync::Mutex<HashMap<Digest, u32>>,
@@ -440,7 +746,7 @@ impl Tally {
 
 impl Progress for Tally {
     fn event(&self, event: &Event) {
-        if let (Event::Copied(d), Ok(mut copied)) = (event, self.copied.lock()) {
+        if let (Event::Copied(d) | Event::Pushed(d), Ok(mut copied)) = (event, self.copied.lock()) {
             *copied.entry(d.digest.clone()).or_default() += 1;
         }
     }

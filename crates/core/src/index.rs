@@ -93,12 +93,35 @@ fn add(members: &mut Vec<Descriptor>, entry: Descriptor) {
     }
 }
 
+/// The platform of member `entry` of an index in `store`, from its
+/// descriptor or else from its image config.
+async fn member_platform(store: &Store, entry: &Descriptor) -> Result<Platform> {
+    if let Some(p) = &entry.platform
+        && !p.os.is_empty()
+        && !p.architecture.is_empty()
+    {
+        return Ok(p.clone());
+    }
+    let bytes = store.fetch_bytes(entry).await?;
+    match RawManifest::new(entry.media_type.clone(), bytes).parse()? {
+        Document::Manifest(manifest) => platform_from_config(store, &manifest.config).await,
+        _ => Err(Error::InvalidInput {
+            what: format!("member {} of an index in {store}", entry.digest),
+            reason: "it has no platform, and it is not an image manifest whose config could \
+                     name one"
+                .into(),
+        }),
+    }
+}
+
 /// Builds one index from `sources`, copies every member into `target` by
 /// digest, then pushes the index (tagged `tag` if given).
 ///
+/// Every input is read and checked before anything is copied: no sources
+/// or no members, a member whose platform cannot be found, schema 1, and
+/// annotations when the result is a Docker manifest list are refused.
 /// A single index source without annotations is copied as it is, byte for
-/// byte. Schema 1 sources are refused; so are annotations when the result
-/// is a Docker manifest list.
+/// byte.
 pub async fn create(
     target: &Store,
     sources: &[Source],
@@ -113,13 +136,21 @@ pub async fn create(
     }
     let mut members = Vec::new();
     let mut single_index = None;
+    let mut graphs = Vec::new();
     for source in sources {
         let (descriptor, raw) = source.store.fetch_manifest(&source.selector).await?;
         match raw.parse()? {
             Document::Index(index) => {
-                copy_graph(&source.store, target, &descriptor).await?;
+                if index.manifests.is_empty() {
+                    return Err(Error::InvalidInput {
+                        what: format!("index {} in {}", descriptor.digest, source.store),
+                        reason: "it names no manifests".into(),
+                    });
+                }
                 for member in &index.manifests {
-                    add(&mut members, member.clone());
+                    let mut entry = member.clone();
+                    entry.platform = Some(member_platform(&source.store, member).await?);
+                    add(&mut members, entry);
                 }
                 single_index = Some(raw);
             }
@@ -133,11 +164,35 @@ pub async fn create(
                     Some(p) if !p.os.is_empty() && !p.architecture.is_empty() => Some(p),
                     _ => Some(platform_from_config(&source.store, &manifest.config).await?),
                 };
-                copy_graph(&source.store, target, &descriptor).await?;
                 add(&mut members, entry);
                 single_index = None;
             }
+            Document::Artifact(_) => {
+                return Err(Error::InvalidInput {
+                    what: format!("{} in {}", descriptor.digest, source.store),
+                    reason: "an artifact manifest cannot be a member of an image index".into(),
+                });
+            }
         }
+        graphs.push((source.store.clone(), descriptor));
+    }
+    if members.is_empty() {
+        return Err(Error::InvalidInput {
+            what: "index creation".into(),
+            reason: "the sources name no manifests".into(),
+        });
+    }
+    let docker = members.iter().all(|m| m.media_type.is_docker());
+    if docker && !annotations.is_empty() {
+        return Err(Error::InvalidInput {
+            what: "annotations".into(),
+            reason: "every member is a Docker manifest, so the result is a Docker manifest \
+                     list, which cannot carry annotations"
+                .into(),
+        });
+    }
+    for (store, descriptor) in &graphs {
+        copy_graph(store, target, descriptor).await?;
     }
     if let (1, Some(raw), true) = (sources.len(), &single_index, annotations.is_empty()) {
         let descriptor = target.push_manifest(raw, tag).await?;
@@ -146,17 +201,8 @@ pub async fn create(
             raw: raw.clone(),
         });
     }
-    let docker = members.iter().all(|m| m.media_type.is_docker());
     let mut index = Index::new();
     if docker {
-        if !annotations.is_empty() {
-            return Err(Error::InvalidInput {
-                what: "annotations".into(),
-                reason: "every member is a Docker manifest, so the result is a Docker manifest \
-                         list, which cannot carry annotations"
-                    .into(),
-            });
-        }
         index.media_type = Some(MediaType::DOCKER_MANIFEST_LIST);
     } else {
         index.annotations = annotations.index.clone();

@@ -107,9 +107,9 @@ impl LayoutIndex {
         let raw = RawManifest::new(MediaType::OCI_INDEX, Bytes::copy_from_slice(bytes));
         match raw.parse() {
             Ok(Document::Index(index)) => Ok(LayoutIndex { index: *index }),
-            Ok(Document::Manifest(_)) => Err(Error::InvalidManifest {
+            Ok(Document::Manifest(_) | Document::Artifact(_)) => Err(Error::InvalidManifest {
                 what: file.to_owned(),
-                reason: "it is an image manifest, not an image index".into(),
+                reason: "it is a manifest, not an image index".into(),
                 source: None,
             }),
             Err(Error::InvalidManifest { reason, source, .. }) => Err(Error::InvalidManifest {

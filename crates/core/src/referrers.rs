@@ -91,6 +91,7 @@ pub fn referrer_entry(descriptor: &Descriptor, document: &Document) -> Descripto
             .clone()
             .or_else(|| Some(m.config.media_type.clone())),
         Document::Index(i) => i.artifact_type.clone(),
+        Document::Artifact(a) => a.artifact_type.clone(),
     };
     entry.annotations = document.annotations().clone();
     entry
@@ -225,10 +226,10 @@ async fn read(backend: &dyn Backend, subject: &Digest, tag: &str, max: u64) -> R
     let raw = RawManifest::new(descriptor.media_type.clone(), bytes);
     let index = match raw.parse() {
         Ok(Document::Index(index)) => index,
-        Ok(Document::Manifest(_)) => {
+        Ok(Document::Manifest(_) | Document::Artifact(_)) => {
             return Err(Error::InvalidManifest {
                 what: what(),
-                reason: "it is an image manifest, not an image index".into(),
+                reason: "it is a manifest, not an image index".into(),
                 source: None,
             });
         }

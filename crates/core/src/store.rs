@@ -17,7 +17,7 @@ use crate::body::Body;
 use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::model::reference::validate_tag;
-use crate::model::{Descriptor, Document, MediaType, RawManifest, Selector};
+use crate::model::{Descriptor, MediaType, RawManifest, Selector};
 use crate::referrers::{self, Batcher, Change, ReferrerList, Settings, Via};
 use crate::verify::{length_checked, verified};
 
@@ -281,13 +281,10 @@ impl Store {
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e),
         };
-        Ok(
-            match RawManifest::new(descriptor.media_type.clone(), bytes).parse() {
-                Ok(Document::Manifest(m)) => m.subject,
-                Ok(Document::Index(i)) => i.subject,
-                Err(_) => None,
-            },
-        )
+        Ok(RawManifest::new(descriptor.media_type.clone(), bytes)
+            .parse()
+            .ok()
+            .and_then(|document| document.subject().cloned()))
     }
 
     /// Resolves a tag or digest to the manifest's descriptor.

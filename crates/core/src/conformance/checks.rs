@@ -15,10 +15,10 @@ use crate::model::{Descriptor, Digest, Index, Manifest, MediaType, RawManifest, 
 use crate::referrers::{Via, fallback_tag};
 use crate::store::Store;
 
-const LAYER: MediaType = MediaType::OCI_LAYER_TAR;
+pub(super) const LAYER: MediaType = MediaType::OCI_LAYER_TAR;
 
 #[track_caller]
-fn ok<T>(result: Result<T>, doing: &str) -> T {
+pub(super) fn ok<T>(result: Result<T>, doing: &str) -> T {
     match result {
         Ok(value) => value,
         Err(e) => panic!("{doing}: unexpected error: {}", chain(&e)),
@@ -26,7 +26,7 @@ fn ok<T>(result: Result<T>, doing: &str) -> T {
 }
 
 #[track_caller]
-fn expect_err<T: std::fmt::Debug>(result: Result<T>, doing: &str) -> Error {
+pub(super) fn expect_err<T: std::fmt::Debug>(result: Result<T>, doing: &str) -> Error {
     match result {
         Ok(value) => panic!("{doing}: expected an error, got {value:?}"),
         Err(e) => e,
@@ -51,7 +51,7 @@ async fn push_blob(store: &Store, data: &[u8]) -> Descriptor {
 /// Pushes a config and a layer and an image manifest naming them (written
 /// with deliberate odd spacing and an unknown field, so a backend that
 /// re-serialises would change its digest). Returns the manifest's raw form.
-async fn push_image(store: &Store, seed: &str, tag: Option<&str>) -> RawManifest {
+pub(super) async fn push_image(store: &Store, seed: &str, tag: Option<&str>) -> RawManifest {
     let config = ok(
         store
             .push_bytes(
@@ -83,7 +83,7 @@ fn invalid(e: serde_json::Error) -> Error {
     }
 }
 
-fn artifact(
+pub(super) fn artifact(
     subject: &Descriptor,
     artifact_type: &str,
     note: &str,
@@ -100,7 +100,7 @@ fn artifact(
     ok(manifest.to_raw(), "serialise artifact")
 }
 
-fn assert_kind(err: &Error, expected: fn(&Error) -> bool, doing: &str) {
+pub(super) fn assert_kind(err: &Error, expected: fn(&Error) -> bool, doing: &str) {
     assert!(
         expected(err),
         "{doing}: wrong error kind: {} ({err:?})",
@@ -1384,182 +1384,4 @@ pub async fn index_creation(subject: Subject) {
         |e| matches!(e, Error::InvalidInput { .. }),
         "annotated docker list",
     );
-}
-
-/// The copy engine brings a multi-platform index from another backend:
-/// children before parents, a layer shared by two images transferred once,
-/// referrers (nested) and digest tags along, nothing twice on a second
-/// copy, and a platform filter that makes one manifest the root.
-pub async fn copy_engine(subject: Subject) {
-    use crate::copy::{CopyOptions, Tally, copy};
-    let target = subject.store;
-    let source = Store::new(crate::memory::MemoryBackend::new());
-    let shared = ok(
-        source.push_bytes(LAYER, &b"shared base layer"[..]).await,
-        "shared layer",
-    );
-    let mut members = Vec::new();
-    for arch in ["amd64", "arm64"] {
-        let config = ok(
-            source
-                .push_bytes(
-                    MediaType::OCI_CONFIG,
-                    format!(r#"{{"architecture":"{arch}","os":"linux"}}"#),
-                )
-                .await,
-            "config",
-        );
-        let own = ok(
-            source.push_bytes(LAYER, format!("{arch} layer")).await,
-            "layer",
-        );
-        let raw = ok(
-            Manifest::new(config, vec![shared.clone(), own]).to_raw(),
-            "manifest",
-        );
-        let mut descriptor = ok(source.push_manifest(&raw, None).await, "push manifest");
-        descriptor.platform = Some(crate::model::Platform::new("linux", arch));
-        members.push(descriptor);
-    }
-    let index = Index {
-        manifests: members.clone(),
-        ..Index::new()
-    };
-    let index = ok(
-        source
-            .push_manifest(&ok(index.to_raw(), "index"), Some("multi"))
-            .await,
-        "push index",
-    );
-    let empty = ok(
-        source.push_bytes(MediaType::OCI_EMPTY, &b"{}"[..]).await,
-        "empty",
-    );
-    let sbom = artifact(&members[0], "application/vnd.example.sbom", "sbom", &empty);
-    ok(source.push_manifest(&sbom, None).await, "push sbom");
-    let sbom_sig = artifact(
-        &sbom.descriptor(),
-        "application/vnd.example.sig",
-        "sbom-sig",
-        &empty,
-    );
-    ok(
-        source.push_manifest(&sbom_sig, None).await,
-        "push signature of the sbom",
-    );
-    let cosign = ok(
-        Manifest::new(empty.clone(), vec![empty.clone()]).to_raw(),
-        "sig",
-    );
-    let sig_tag = format!("{}.sig", fallback_tag(&index.digest));
-    ok(
-        source.push_manifest(&cosign, Some(&sig_tag)).await,
-        "push digest-tagged signature",
-    );
-
-    let tally = std::sync::Arc::new(Tally::default());
-    let options = CopyOptions {
-        referrers: true,
-        digest_tags: true,
-        concurrency: 3,
-        progress: Some(tally.clone()),
-        ..CopyOptions::default()
-    };
-    let report = ok(
-        copy(
-            &source,
-            &Selector::Tag("multi".into()),
-            &target,
-            Some("copied"),
-            &options,
-        )
-        .await,
-        "copy",
-    );
-    let copied = ok(
-        target.resolve(&Selector::Tag("copied".into())).await,
-        "resolve the copy",
-    );
-    assert_eq!(copied.digest, index.digest, "the index was re-serialised");
-    assert_eq!(
-        tally.copied(&shared.digest),
-        1,
-        "a shared layer moved more than once"
-    );
-    assert_eq!(report.referrers, 2, "{report:?}");
-    assert_eq!(report.digest_tags, 1, "{report:?}");
-    for member in &members {
-        let (_, raw) = ok(
-            target
-                .fetch_manifest(&Selector::Digest(member.digest.clone()))
-                .await,
-            "member",
-        );
-        for child in ok(raw.parse(), "parse").children() {
-            assert!(
-                ok(target.exists(child).await, "exists"),
-                "missing {}",
-                child.digest
-            );
-        }
-    }
-    let listed = ok(
-        target.referrers(&members[0], None).await,
-        "referrers in the target",
-    );
-    assert_eq!(listed.manifests.len(), 1, "{listed:?}");
-    assert_eq!(listed.manifests[0].digest, sbom.digest());
-    let nested = ok(
-        target.referrers(&sbom.descriptor(), None).await,
-        "nested referrers",
-    );
-    assert_eq!(nested.manifests.len(), 1, "{nested:?}");
-    let tagged = ok(
-        target.resolve(&Selector::Tag(sig_tag.clone())).await,
-        "digest tag copied",
-    );
-    assert_eq!(tagged.digest, cosign.digest());
-
-    let again = std::sync::Arc::new(Tally::default());
-    let options = CopyOptions {
-        progress: Some(again.clone()),
-        ..options
-    };
-    let report = ok(
-        copy(
-            &source,
-            &Selector::Tag("multi".into()),
-            &target,
-            Some("copied"),
-            &options,
-        )
-        .await,
-        "copy again",
-    );
-    assert_eq!(
-        again.total(),
-        0,
-        "a second copy transferred content: {report:?}"
-    );
-
-    let options = CopyOptions {
-        platforms: vec![crate::model::Platform::new("linux", "arm64")],
-        ..CopyOptions::default()
-    };
-    ok(
-        copy(
-            &source,
-            &Selector::Tag("multi".into()),
-            &target,
-            Some("arm"),
-            &options,
-        )
-        .await,
-        "copy one platform",
-    );
-    let arm = ok(
-        target.resolve(&Selector::Tag("arm".into())).await,
-        "resolve arm",
-    );
-    assert_eq!(arm.digest, members[1].digest);
 }

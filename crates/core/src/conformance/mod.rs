@@ -8,9 +8,11 @@
 
 mod checks;
 mod content;
+mod copy;
 
 pub use checks::*;
 pub use content::{GeneratedBlob, LiveChunks};
+pub use copy::{copy_engine, copy_order, copy_repair, copy_sha512};
 
 use std::any::Any;
 
@@ -93,6 +95,9 @@ macro_rules! conformance_tests {
             artifacts,
             index_creation,
             copy_engine,
+            copy_order,
+            copy_sha512,
+            copy_repair,
             mount,
             fetch_range,
             catalog,

@@ -64,6 +64,31 @@ pub struct Index {
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
+/// The withdrawn OCI artifact manifest
+/// (`application/vnd.oci.artifact.manifest.v1+json`): orca never writes
+/// one, but carries those it finds, walking their `blobs` and `subject`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactManifest {
+    /// Always the artifact manifest media type.
+    pub media_type: MediaType,
+    /// What the artifact is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<MediaType>,
+    /// The artifact's blobs.
+    #[serde(default)]
+    pub blobs: Vec<Descriptor>,
+    /// The manifest this one refers to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Descriptor>,
+    /// Annotations, sorted by key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Fields this version of orca does not know, kept as they were.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
 impl Manifest {
     /// An OCI image manifest naming `config` and `layers`, with nothing else.
     pub fn new(config: Descriptor, layers: Vec<Descriptor>) -> Self {
@@ -133,6 +158,8 @@ pub enum Document {
     Manifest(Box<Manifest>),
     /// An index.
     Index(Box<Index>),
+    /// A withdrawn OCI artifact manifest, carried as it is.
+    Artifact(Box<ArtifactManifest>),
 }
 
 impl Document {
@@ -141,6 +168,7 @@ impl Document {
         match self {
             Document::Manifest(m) => m.subject.as_ref(),
             Document::Index(i) => i.subject.as_ref(),
+            Document::Artifact(a) => a.subject.as_ref(),
         }
     }
 
@@ -150,6 +178,7 @@ impl Document {
         match self {
             Document::Manifest(m) => m.artifact_type.as_ref().or(Some(&m.config.media_type)),
             Document::Index(i) => i.artifact_type.as_ref(),
+            Document::Artifact(a) => a.artifact_type.as_ref(),
         }
     }
 
@@ -158,15 +187,17 @@ impl Document {
         match self {
             Document::Manifest(m) => &m.annotations,
             Document::Index(i) => &i.annotations,
+            Document::Artifact(a) => &a.annotations,
         }
     }
 
-    /// Everything the document names directly: config and layers, or the
-    /// index members (the subject is not included).
+    /// Everything the document names directly: config and layers, the
+    /// index members, or an artifact's blobs (the subject is not included).
     pub fn children(&self) -> Vec<&Descriptor> {
         match self {
             Document::Manifest(m) => std::iter::once(&m.config).chain(&m.layers).collect(),
             Document::Index(i) => i.manifests.iter().collect(),
+            Document::Artifact(a) => a.blobs.iter().collect(),
         }
     }
 }
@@ -227,6 +258,13 @@ impl RawManifest {
         };
         if self.media_type.is_schema1() {
             return Err(Error::Schema1Refused { what: what() });
+        }
+        if self.media_type.essence() == MediaType::OCI_ARTIFACT_MANIFEST.as_str() {
+            let a: ArtifactManifest = serde_json::from_slice(&self.bytes)
+                .map_err(|e| invalid("it is not a valid artifact manifest".into(), Some(e)))?;
+            check_inner_type(Some(&a.media_type), self.media_type.essence())
+                .map_err(|r| invalid(r, None))?;
+            return Ok(Document::Artifact(Box::new(a)));
         }
         // Detection applies its shape checks whatever type was claimed, and
         // tells which kind of document the bytes really are.

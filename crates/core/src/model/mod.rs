@@ -12,7 +12,7 @@ pub mod reference;
 pub use descriptor::{ANNOTATION_CREATED, ANNOTATION_REF_NAME, ANNOTATION_TITLE, Descriptor};
 pub use detect::{Schema1, detect_media_type};
 pub use digest::{Algorithm, Digest, Digester};
-pub use manifest::{Document, Index, Manifest, RawManifest};
+pub use manifest::{ArtifactManifest, Document, Index, Manifest, RawManifest};
 pub use media_type::MediaType;
 pub use platform::Platform;
 pub use reference::{Reference, Selector};

@@ -1,8 +1,18 @@
-//! The copy engine's edges: external layers are left out unless asked, and
-//! a source missing content fails the copy without tagging anything.
+//! The copy engine's edges: external layers are left out unless asked, a
+//! source missing content fails the copy without tagging anything, the walk
+//! reads concurrently, mounts fall back to transfers, withdrawn artifact
+//! manifests and gone referrers are handled, and index creation checks its
+//! inputs before copying.
 
-use orca_core::copy::{CopyOptions, copy};
-use orca_core::{Descriptor, Manifest, MediaType, MemoryBackend, Selector, Store};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use orca_core::copy::{CopyOptions, Event, Progress, copy};
+use orca_core::{
+    Backend, Body, Capabilities, Descriptor, Digest, Index, ListPage, ListQuery, Manifest,
+    MediaType, MemoryBackend, Platform, PushOptions, RawManifest, Referrers, Result, Selector,
+    Store, index,
+};
 
 async fn image_with(source: &Store, layer: Descriptor) -> Descriptor {
     let config = source
@@ -82,4 +92,397 @@ async fn a_source_missing_content_tags_nothing() {
         .await
         .expect_err("nothing tagged");
     assert!(err.is_not_found(), "{err}");
+}
+
+/// Counts manifest reads in flight on the way to a memory backend.
+#[derive(Debug)]
+struct Slow {
+    inner: MemoryBackend,
+    in_flight: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Display for Slow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "slow {}", self.inner)
+    }
+}
+
+#[orca_core::async_trait]
+impl Backend for Slow {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn exists(&self, d: &Descriptor) -> Result<bool> {
+        self.inner.exists(d).await
+    }
+    async fn fetch(&self, d: &Descriptor) -> Result<Body> {
+        if d.media_type.is_manifest() {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.inner.fetch(d).await
+    }
+    async fn push(&self, d: &Descriptor, body: Body, o: &PushOptions) -> Result<()> {
+        self.inner.push(d, body, o).await
+    }
+    async fn delete(&self, d: &Descriptor) -> Result<()> {
+        self.inner.delete(d).await
+    }
+    async fn resolve(&self, s: &Selector) -> Result<Descriptor> {
+        self.inner.resolve(s).await
+    }
+    async fn tag(&self, d: &Descriptor, tag: &str) -> Result<()> {
+        self.inner.tag(d, tag).await
+    }
+    async fn untag(&self, tag: &str) -> Result<()> {
+        self.inner.untag(tag).await
+    }
+    async fn swap_tag(&self, tag: &str, e: Option<&Digest>, n: Option<&Descriptor>) -> Result<()> {
+        self.inner.swap_tag(tag, e, n).await
+    }
+    async fn tags(&self, q: &ListQuery) -> Result<ListPage> {
+        self.inner.tags(q).await
+    }
+    async fn referrers(&self, s: &Descriptor, a: Option<&MediaType>) -> Result<Referrers> {
+        self.inner.referrers(s, a).await
+    }
+    async fn mount(&self, d: &Descriptor, from: &str) -> Result<bool> {
+        self.inner.mount(d, from).await
+    }
+    async fn fetch_range(&self, d: &Descriptor, r: std::ops::Range<u64>) -> Result<Body> {
+        self.inner.fetch_range(d, r).await
+    }
+    async fn catalog(&self, q: &ListQuery) -> Result<ListPage> {
+        self.inner.catalog(q).await
+    }
+}
+
+async fn platform_index(source: &Store, count: usize) -> Vec<Descriptor> {
+    let mut members = Vec::new();
+    for i in 0..count {
+        let config = source
+            .push_bytes(
+                MediaType::OCI_CONFIG,
+                format!(r#"{{"os":"linux","architecture":"arch{i}"}}"#),
+            )
+            .await
+            .expect("config");
+        let layer = source
+            .push_bytes(MediaType::OCI_LAYER_TAR, format!("layer {i}"))
+            .await
+            .expect("layer");
+        let raw = Manifest::new(config, vec![layer]).to_raw().expect("raw");
+        let mut member = source.push_manifest(&raw, None).await.expect("member");
+        member.platform = Some(Platform::new("linux", &format!("arch{i}")));
+        members.push(member);
+    }
+    let index = Index {
+        manifests: members.clone(),
+        ..Index::new()
+    };
+    source
+        .push_manifest(&index.to_raw().expect("raw"), Some("multi"))
+        .await
+        .expect("index");
+    members
+}
+
+#[tokio::test]
+async fn the_walk_reads_manifests_concurrently() {
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let source = Store::new(Slow {
+        inner: MemoryBackend::new(),
+        in_flight: in_flight.clone(),
+        most: most.clone(),
+    });
+    platform_index(&source, 20).await;
+    let target = Store::new(MemoryBackend::new());
+    let options = CopyOptions {
+        concurrency: 8,
+        ..CopyOptions::default()
+    };
+    let report = copy(
+        &source,
+        &Selector::Tag("multi".into()),
+        &target,
+        Some("multi"),
+        &options,
+    )
+    .await
+    .expect("copy");
+    assert_eq!(report.copied, 20 * 3 + 1, "{report:?}");
+    let most = most.load(Ordering::SeqCst);
+    assert!(
+        most > 1 && most <= 8,
+        "{most} manifest reads were in flight at most; expected between 2 and the bound of 8"
+    );
+}
+
+#[tokio::test]
+async fn a_mount_the_target_cannot_do_falls_back_to_a_transfer() {
+    let source = Store::new(MemoryBackend::new());
+    let layer = source
+        .push_bytes(MediaType::OCI_LAYER_TAR, &b"mount me"[..])
+        .await
+        .expect("layer");
+    image_with(&source, layer.clone()).await;
+    let options = CopyOptions {
+        mount_from: Some("elsewhere".into()),
+        ..CopyOptions::default()
+    };
+    // A target without the mount capability, and one whose mount fails
+    // (no repository of that name).
+    let mut capabilities = Capabilities::ALL;
+    capabilities.mount = false;
+    let no_mount = Store::new(MemoryBackend::new().with_capabilities(capabilities));
+    let registry = orca_core::MemoryRegistry::new();
+    let failing = Store::new(registry.repository("target"));
+    for target in [no_mount, failing] {
+        let report = copy(
+            &source,
+            &Selector::Tag("v1".into()),
+            &target,
+            Some("v1"),
+            &options,
+        )
+        .await
+        .expect("copy with a mount that cannot happen");
+        assert_eq!(report.mounted, 0, "{report:?}");
+        assert!(target.exists(&layer).await.expect("exists"), "{target}");
+    }
+}
+
+#[tokio::test]
+async fn withdrawn_artifact_manifests_are_carried_as_they_are() {
+    let source = Store::new(MemoryBackend::new());
+    let layer = source
+        .push_bytes(MediaType::OCI_LAYER_TAR, &b"image layer"[..])
+        .await
+        .expect("layer");
+    let image = image_with(&source, layer).await;
+    let blob = source
+        .push_bytes(
+            MediaType::new("application/vnd.example.sig"),
+            &b"signature"[..],
+        )
+        .await
+        .expect("blob");
+    let text = serde_json::json!({
+        "mediaType": MediaType::OCI_ARTIFACT_MANIFEST.as_str(),
+        "artifactType": "application/vnd.example.sig",
+        "blobs": [blob],
+        "subject": image.plain(),
+        "annotations": {"org.example": "old"},
+    })
+    .to_string();
+    let raw = RawManifest::new(MediaType::OCI_ARTIFACT_MANIFEST, text.into_bytes());
+    let pushed = source
+        .push_manifest(&raw, None)
+        .await
+        .expect("push artifact manifest");
+    let listed = source.referrers(&image, None).await.expect("referrers");
+    assert_eq!(listed.manifests.len(), 1, "{listed:?}");
+    assert_eq!(
+        listed.manifests[0]
+            .artifact_type
+            .as_ref()
+            .map(MediaType::as_str),
+        Some("application/vnd.example.sig")
+    );
+
+    let target = Store::new(MemoryBackend::new());
+    let options = CopyOptions {
+        referrers: true,
+        ..CopyOptions::default()
+    };
+    let report = copy(
+        &source,
+        &Selector::Tag("v1".into()),
+        &target,
+        Some("v1"),
+        &options,
+    )
+    .await
+    .expect("copy with an artifact-manifest referrer");
+    assert_eq!(report.referrers, 1, "{report:?}");
+    let (_, copied) = target
+        .fetch_manifest(&Selector::Digest(pushed.digest.clone()))
+        .await
+        .expect("the artifact manifest arrived");
+    assert_eq!(copied.bytes(), raw.bytes());
+    assert!(
+        target.exists(&blob).await.expect("exists"),
+        "its blob did not"
+    );
+}
+
+#[tokio::test]
+async fn a_referrer_gone_from_the_source_is_left_out() {
+    let mut capabilities = Capabilities::ALL;
+    capabilities.referrers_api = false;
+    let raw_backend = MemoryBackend::new().with_capabilities(capabilities);
+    let source = Store::new(raw_backend.clone());
+    let layer = source
+        .push_bytes(MediaType::OCI_LAYER_TAR, &b"base"[..])
+        .await
+        .expect("layer");
+    let image = image_with(&source, layer).await;
+    let empty = source
+        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+        .await
+        .expect("empty");
+    let referrer = Manifest {
+        artifact_type: Some(MediaType::new("application/vnd.example")),
+        subject: Some(image.plain()),
+        ..Manifest::new(empty.clone(), vec![empty.clone()])
+    }
+    .to_raw()
+    .expect("raw");
+    let referrer = source.push_manifest(&referrer, None).await.expect("push");
+    // Delete the manifest behind the referrers index's back, as another
+    // tool or a failed clean-up might.
+    raw_backend
+        .delete(&referrer)
+        .await
+        .expect("delete behind the index");
+    assert_eq!(
+        source
+            .referrers(&image, None)
+            .await
+            .expect("list")
+            .manifests
+            .len(),
+        1
+    );
+
+    let target = Store::new(MemoryBackend::new());
+    let recorder = Arc::new(Events::default());
+    let options = CopyOptions {
+        referrers: true,
+        progress: Some(recorder.clone()),
+        ..CopyOptions::default()
+    };
+    let report = copy(
+        &source,
+        &Selector::Tag("v1".into()),
+        &target,
+        Some("v1"),
+        &options,
+    )
+    .await
+    .expect("copy despite the gone referrer");
+    assert_eq!(report.gone, 1, "{report:?}");
+    assert!(
+        recorder
+            .0
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|e| matches!(e, Event::Gone(d) if d.digest == referrer.digest))
+    );
+    target
+        .resolve(&Selector::Tag("v1".into()))
+        .await
+        .expect("tagged");
+}
+
+#[derive(Default)]
+struct Events(std::sync::Mutex<Vec<Event>>);
+
+impl Progress for Events {
+    fn event(&self, event: &Event) {
+        if let Ok(mut events) = self.0.lock() {
+            events.push(event.clone());
+        }
+    }
+}
+
+#[tokio::test]
+async fn index_creation_checks_every_input_before_copying() {
+    let source = Store::new(MemoryBackend::new());
+    // An index member that is itself an index without a platform.
+    let members = platform_index(&source, 1).await;
+    let inner = Index {
+        manifests: members,
+        ..Index::new()
+    };
+    let inner = source
+        .push_manifest(&inner.to_raw().expect("raw"), Some("inner"))
+        .await
+        .expect("inner");
+    let outer = Index {
+        manifests: vec![inner],
+        ..Index::new()
+    };
+    source
+        .push_manifest(&outer.to_raw().expect("raw"), Some("outer"))
+        .await
+        .expect("outer");
+    let empty = Index::new();
+    source
+        .push_manifest(&empty.to_raw().expect("raw"), Some("empty"))
+        .await
+        .expect("empty");
+
+    let good = index::Source::new(source.clone(), Selector::Tag("multi".into()));
+    for (bad, expected) in [("outer", "no platform"), ("empty", "names no manifests")] {
+        let target = Store::new(MemoryBackend::new());
+        let sources = [
+            good.clone(),
+            index::Source::new(source.clone(), Selector::Tag(bad.into())),
+        ];
+        let err = index::create(
+            &target,
+            &sources,
+            &index::Annotations::default(),
+            Some("new"),
+        )
+        .await
+        .expect_err(bad);
+        assert!(
+            err.to_string().contains(expected) || orca_core::error::chain(&err).contains(expected),
+            "{bad}: {err}"
+        );
+        if bad == "empty" {
+            // An empty source alone leaves no members at all.
+            let err = index::create(
+                &target,
+                &[index::Source::new(
+                    source.clone(),
+                    Selector::Tag("empty".into()),
+                )],
+                &index::Annotations::default(),
+                None,
+            )
+            .await
+            .expect_err("zero members");
+            assert!(err.to_string().contains("names no manifests"), "{err}");
+        }
+        assert!(
+            target.tags_all().await.expect("tags").is_empty(),
+            "{bad}: something was tagged"
+        );
+        assert!(
+            !target
+                .exists(&good_member(&source).await)
+                .await
+                .expect("exists"),
+            "{bad}: a member was copied before the inputs were checked"
+        );
+    }
+}
+
+async fn good_member(source: &Store) -> Descriptor {
+    let (_, raw) = source
+        .fetch_manifest(&Selector::Tag("multi".into()))
+        .await
+        .expect("multi");
+    match raw.parse().expect("parse") {
+        orca_core::Document::Index(index) => index.manifests[0].plain(),
+        _ => panic!("multi is not an index"),
+    }
 }
