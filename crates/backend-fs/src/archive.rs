@@ -1,22 +1,17 @@
-//! Reading layout tars safely, shared by the oci-archive and docker-archive
-//! importers: entry paths are checked (no absolute paths, no `..`), links
-//! are followed only inside the archive, files are streamed (never held
-//! whole), and everything lands in a staging area that is published into
-//! the layout only once all of it is verified.
+//! Reading image tars safely, shared by both archive formats: one pass over
+//! the headers (seeking past file data) records where each regular file's
+//! bytes lie, so content is later served straight out of the tar by
+//! offset. Entry paths are checked (no absolute paths, no `..`), links are
+//! resolved inside the archive in linear time, and entries that have no
+//! place in an image archive (devices, fifos, sparse files) are refused.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use orca_core::layout::LayoutIndex;
-use orca_core::{Algorithm, Descriptor, Digest, Digester, Error, Result};
+use orca_core::{Error, Result};
 
-use crate::error::IoContext;
-use crate::files::Layout;
-
-/// Metadata files are read into memory up to this size.
-const METADATA_LIMIT: u64 = 4 * 1024 * 1024;
 /// Longest chain of links followed.
 const MAX_LINK_DEPTH: usize = 16;
 
@@ -28,11 +23,12 @@ pub(crate) fn invalid(archive: &Path, reason: impl Into<String>) -> Error {
     }
 }
 
-fn io_error(archive: &Path, action: &'static str, e: io::Error) -> Error {
+/// The error for a failed read of an archive.
+pub(crate) fn io_error(archive: &Path, operation: &'static str, e: io::Error) -> Error {
     Error::Backend {
         backend: format!("archive {}", archive.display()),
-        operation: "import",
-        source: Box::new(crate::error::FileError::new(action, archive, e)),
+        operation,
+        source: Box::new(crate::error::FileError::new("read", archive, e)),
     }
 }
 
@@ -78,11 +74,10 @@ fn resolve_link(entry: &str, target: &[u8], hard: bool, archive: &Path) -> Resul
     let mut parts: Vec<&str> = if hard {
         Vec::new()
     } else {
-        entry.split('/').collect()
-    };
-    if !hard {
+        let mut parts: Vec<&str> = entry.split('/').collect();
         parts.pop();
-    }
+        parts
+    };
     for part in text.split('/') {
         match part {
             "" | "." => {}
@@ -100,309 +95,174 @@ fn resolve_link(entry: &str, target: &[u8], hard: bool, archive: &Path) -> Resul
     Ok(parts.join("/"))
 }
 
-/// What a first pass over an archive found.
+/// Where a regular file's bytes lie in the tar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Span {
+    /// Offset of the first byte.
+    pub(crate) offset: u64,
+    /// Length in bytes.
+    pub(crate) size: u64,
+}
+
+/// What one pass over an archive found: every regular file by path, links
+/// included under their own names.
 #[derive(Debug, Default)]
-pub(crate) struct Scan {
-    /// Regular files and their sizes.
-    pub(crate) files: BTreeMap<String, u64>,
-    /// Links, resolved to the regular file they end at.
-    pub(crate) links: HashMap<String, String>,
-    /// The small metadata files asked for, by path.
-    pub(crate) metadata: HashMap<String, Vec<u8>>,
+pub(crate) struct TarIndex {
+    files: HashMap<String, Span>,
 }
 
-impl Scan {
-    /// The regular file `path` ends at (itself, or a link's target).
-    pub(crate) fn file(&self, path: &str) -> Option<&str> {
-        if self.files.contains_key(path) {
-            return Some(self.files.get_key_value(path)?.0);
-        }
-        self.links.get(path).map(String::as_str)
-    }
-}
-
-/// First pass: checks every entry and reads the metadata files named in
-/// `wanted` (for example `index.json`, `manifest.json`).
-pub(crate) fn scan(archive: &Path, wanted: &[&str]) -> Result<Scan> {
-    let file = File::open(archive).map_err(|e| io_error(archive, "open", e))?;
-    let mut tar = tar::Archive::new(file);
-    let mut scan = Scan::default();
-    let mut raw_links: Vec<(String, String)> = Vec::new();
-    let entries = tar.entries().map_err(|e| io_error(archive, "read", e))?;
-    for entry in entries {
-        let mut entry =
-            entry.map_err(|e| invalid(archive, format!("it is not a readable tar ({e})")))?;
-        let path = normalise(&entry.path_bytes(), archive)?;
-        let kind = entry.header().entry_type();
-        if kind.is_dir() {
-            continue;
-        }
-        if kind.is_symlink() || kind.is_hard_link() {
-            let target = entry
-                .link_name_bytes()
-                .ok_or_else(|| invalid(archive, format!("link {path:?} has no target")))?;
-            let target = resolve_link(&path, &target, kind.is_hard_link(), archive)?;
-            raw_links.push((path, target));
-            continue;
-        }
-        if !(kind.is_file() || kind == tar::EntryType::Continuous) {
-            return Err(invalid(
-                archive,
-                format!("entry {path:?} is a {kind:?}, which has no place in an image archive"),
-            ));
-        }
-        let size = entry.size();
-        if wanted.contains(&path.as_str()) {
-            if size > METADATA_LIMIT {
+impl TarIndex {
+    /// Scans the tar at `archive`.
+    pub(crate) fn scan(archive: &Path) -> Result<Self> {
+        let file = File::open(archive).map_err(|e| io_error(archive, "open", e))?;
+        let mut tar = tar::Archive::new(file);
+        let mut files = HashMap::new();
+        let mut links: HashMap<String, String> = HashMap::new();
+        let entries = tar
+            .entries_with_seek()
+            .map_err(|e| io_error(archive, "scan", e))?;
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| invalid(archive, format!("it is not a readable tar ({e})")))?;
+            let kind = entry.header().entry_type();
+            // PAX global headers (written by `git archive`) describe the
+            // archive, not a file.
+            if kind == tar::EntryType::XGlobalHeader || kind.is_dir() {
+                continue;
+            }
+            let path = normalise(&entry.path_bytes(), archive)?;
+            if kind.is_symlink() || kind.is_hard_link() {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| invalid(archive, format!("link {path:?} has no target")))?;
+                let target = resolve_link(&path, &target, kind.is_hard_link(), archive)?;
+                links.insert(path, target);
+                continue;
+            }
+            if !(kind.is_file() || kind == tar::EntryType::Continuous) {
                 return Err(invalid(
                     archive,
-                    format!("{path} is {size} bytes, more than the {METADATA_LIMIT} allowed"),
+                    format!("entry {path:?} is a {kind:?}, which has no place in an image archive"),
                 ));
             }
-            let mut bytes = Vec::with_capacity(size as usize);
-            entry
-                .read_to_end(&mut bytes)
-                .map_err(|e| invalid(archive, format!("{path} cannot be read ({e})")))?;
-            scan.metadata.insert(path.clone(), bytes);
+            let span = Span {
+                offset: entry.raw_file_position(),
+                size: entry.size(),
+            };
+            links.remove(&path);
+            files.insert(path, span);
         }
-        scan.files.insert(path, size);
-    }
-    for (link, first) in raw_links.iter() {
-        let mut target = first.clone();
-        let mut depth = 0;
-        while !scan.files.contains_key(&target) {
-            let next = raw_links
-                .iter()
-                .find(|(l, _)| *l == target)
-                .map(|(_, t)| t.clone());
-            depth += 1;
-            match next {
-                Some(next) if depth < MAX_LINK_DEPTH => target = next,
-                _ => {
-                    return Err(invalid(
-                        archive,
-                        format!("link {link:?} does not lead to a file in the archive"),
-                    ));
+        // Each link is followed to the file it ends at; a chain is walked
+        // at most MAX_LINK_DEPTH steps, so the whole pass is linear.
+        let mut resolved = HashMap::new();
+        for (link, first) in &links {
+            let mut target = first;
+            let mut depth = 0;
+            let span = loop {
+                if let Some(span) = files.get(target) {
+                    break *span;
                 }
-            }
+                depth += 1;
+                match links.get(target) {
+                    Some(next) if depth < MAX_LINK_DEPTH => target = next,
+                    _ => {
+                        return Err(invalid(
+                            archive,
+                            format!("link {link:?} does not lead to a file in the archive"),
+                        ));
+                    }
+                }
+            };
+            resolved.insert(link.clone(), span);
         }
-        scan.links.insert(link.clone(), target);
+        files.extend(resolved);
+        Ok(TarIndex { files })
     }
-    Ok(scan)
+
+    /// Where `path` lies (a file or a link to one).
+    pub(crate) fn get(&self, path: &str) -> Option<Span> {
+        self.files.get(path).copied()
+    }
+
+    /// Every path, in no order.
+    pub(crate) fn paths(&self) -> impl Iterator<Item = (&str, Span)> {
+        self.files.iter().map(|(p, s)| (p.as_str(), *s))
+    }
 }
 
-/// Second pass: streams the regular files named in `wanted` to `visit`,
-/// once each, in archive order.
-pub(crate) fn stream_files(
-    archive: &Path,
-    wanted: &HashMap<String, ()>,
-    mut visit: impl FnMut(&str, &mut dyn Read) -> Result<()>,
-) -> Result<()> {
-    let file = File::open(archive).map_err(|e| io_error(archive, "open", e))?;
-    let mut tar = tar::Archive::new(file);
-    let entries = tar.entries().map_err(|e| io_error(archive, "read", e))?;
-    for entry in entries {
-        let mut entry =
-            entry.map_err(|e| invalid(archive, format!("it is not a readable tar ({e})")))?;
-        let path = normalise(&entry.path_bytes(), archive)?;
-        if wanted.contains_key(&path) && entry.header().entry_type().is_file() {
-            visit(&path, &mut entry)?;
+/// Reads a small file out of the archive, refusing one over `limit`.
+pub(crate) fn read_span(archive: &Path, span: Span, limit: u64, name: &str) -> Result<Vec<u8>> {
+    if span.size > limit {
+        return Err(invalid(
+            archive,
+            format!(
+                "{name} is {} bytes, more than the {limit} allowed",
+                span.size
+            ),
+        ));
+    }
+    let mut file = File::open(archive).map_err(|e| io_error(archive, "open", e))?;
+    file.seek(SeekFrom::Start(span.offset))
+        .map_err(|e| io_error(archive, "read", e))?;
+    let mut bytes = Vec::with_capacity(span.size as usize);
+    file.take(span.size)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_error(archive, "read", e))?;
+    if bytes.len() as u64 != span.size {
+        return Err(invalid(archive, format!("{name} is cut short")));
+    }
+    Ok(bytes)
+}
+
+/// A readable file behind an archive: the archive itself, or — for a
+/// gzip-compressed one — a copy unpacked once into the temporary
+/// directory, removed when dropped.
+#[derive(Debug)]
+pub(crate) struct Unpacked {
+    /// The plain tar to read.
+    pub(crate) path: PathBuf,
+    temporary: bool,
+}
+
+impl Unpacked {
+    /// Unpacks `archive` when it is gzip-compressed.
+    pub(crate) fn open(archive: &Path) -> Result<Self> {
+        let mut file = File::open(archive).map_err(|e| io_error(archive, "open", e))?;
+        let mut magic = [0u8; 2];
+        let n = file
+            .read(&mut magic)
+            .map_err(|e| io_error(archive, "read", e))?;
+        if n < 2 || magic != [0x1f, 0x8b] {
+            return Ok(Unpacked {
+                path: archive.to_owned(),
+                temporary: false,
+            });
         }
-    }
-    Ok(())
-}
-
-/// Rewrites a file on its way into staging (for example, compresses it).
-pub(crate) type Transform<'a> = dyn FnMut(&mut dyn Read, &mut dyn Write) -> io::Result<()> + 'a;
-
-/// A staging area inside the layout's `ingest/` directory: content lands
-/// here first and moves into `blobs/` only when the whole import is good.
-/// Dropping it removes whatever was not published.
-pub(crate) struct Staging<'a> {
-    layout: &'a Layout,
-    dir: PathBuf,
-    /// Staged blobs and their sizes.
-    pub(crate) blobs: BTreeMap<Digest, u64>,
-}
-
-impl<'a> Staging<'a> {
-    pub(crate) fn new(layout: &'a Layout) -> Result<Self> {
-        layout.ensure()?;
-        let dir = layout.temp_path("import");
-        fs::create_dir_all(&dir)
-            .at("create", &dir)
-            .map_err(|e| layout.file_error("import", e))?;
-        Ok(Staging {
-            layout,
-            dir,
-            blobs: BTreeMap::new(),
-        })
-    }
-
-    /// Streams `reader` (through `transform`, if given, e.g. a compressor)
-    /// into the staging area, hashing what is written, and returns its
-    /// digest and size. Callers compare the digest with what they expect.
-    pub(crate) fn stage(
-        &mut self,
-        reader: &mut dyn Read,
-        algorithm: Algorithm,
-        transform: Option<&mut Transform<'_>>,
-    ) -> Result<(Digest, u64)> {
-        let temp = self.dir.join(format!("staged-{}", self.blobs.len()));
-        let file = File::create(&temp)
-            .at("create", &temp)
-            .map_err(|e| self.layout.file_error("import", e))?;
-        let mut writer = HashingWriter {
-            inner: io::BufWriter::with_capacity(1024 * 1024, file),
-            digester: Digester::new(algorithm),
-            written: 0,
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| io_error(archive, "read", e))?;
+        let path = std::env::temp_dir().join(format!(
+            "orca-unpacked-{}-{}.tar",
+            std::process::id(),
+            UNPACKED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let unpacked = Unpacked {
+            path: path.clone(),
+            temporary: true,
         };
-        let copied = match transform {
-            Some(transform) => transform(reader, &mut writer),
-            None => io::copy(reader, &mut writer).map(drop),
-        };
-        copied
-            .and_then(|()| writer.inner.flush())
-            .at("write", &temp)
-            .map_err(|e| self.layout.file_error("import", e))?;
-        let digest = writer.digester.finish();
-        let size = writer.written;
-        let staged = self.dir.join(digest.to_string().replace(':', "-"));
-        fs::rename(&temp, &staged)
-            .at("rename", &staged)
-            .map_err(|e| self.layout.file_error("import", e))?;
-        self.blobs.insert(digest.clone(), size);
-        Ok((digest, size))
-    }
-
-    /// Stages small bytes (a manifest orca made).
-    pub(crate) fn stage_bytes(&mut self, bytes: &[u8]) -> Result<(Digest, u64)> {
-        self.stage(&mut &bytes[..], Algorithm::Sha256, None)
-    }
-
-    /// Reads a staged blob (for manifests, which are small).
-    pub(crate) fn read(&self, digest: &Digest, limit: u64) -> Result<Option<Vec<u8>>> {
-        let path = self.dir.join(digest.to_string().replace(':', "-"));
-        let mut bytes = Vec::new();
-        match File::open(&path) {
-            Ok(f) => f
-                .take(limit)
-                .read_to_end(&mut bytes)
-                .at("read", &path)
-                .map_err(|e| self.layout.file_error("import", e))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(self
-                    .layout
-                    .file_error("import", crate::error::FileError::new("open", &path, e)));
-            }
-        };
-        Ok(Some(bytes))
-    }
-
-    /// Moves every staged blob into `blobs/` (keeping blobs already there),
-    /// then applies `change` to `index.json` under the layout lock.
-    pub(crate) fn publish(self, change: impl FnOnce(&mut LayoutIndex)) -> Result<()> {
-        let layout = self.layout;
-        for digest in self.blobs.keys() {
-            let from = self.dir.join(digest.to_string().replace(':', "-"));
-            let to = layout.blob_path(digest);
-            let moved = (|| {
-                if to.exists() {
-                    return Ok(());
-                }
-                if let Some(dir) = to.parent() {
-                    fs::create_dir_all(dir).at("create", dir)?;
-                }
-                if layout.durable {
-                    File::open(&from)
-                        .and_then(|f| f.sync_all())
-                        .at("sync", &from)?;
-                }
-                fs::rename(&from, &to).at("rename into place", &to)?;
-                layout.sync_dir(&to)
-            })();
-            moved.map_err(|e| layout.file_error("import", e))?;
-        }
-        layout.update_index("import", |index| {
-            let before = index.clone();
-            change(index);
-            Ok((*index != before, ()))
-        })
+        let mut out = File::create(&path).map_err(|e| io_error(&path, "unpack", e))?;
+        let mut decoder = flate2::read::MultiGzDecoder::new(io::BufReader::new(file));
+        io::copy(&mut decoder, &mut out)
+            .map_err(|e| invalid(archive, format!("its gzip compression is damaged ({e})")))?;
+        Ok(unpacked)
     }
 }
 
-impl Drop for Staging<'_> {
+static UNPACKED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Drop for Unpacked {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-struct HashingWriter<W: Write> {
-    inner: W,
-    digester: Digester,
-    written: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.digester.update(&buf[..n]);
-        self.written += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// Checks that every descriptor reachable from `roots` through staged
-/// manifests names a staged blob of the same size (blobs with `urls` may
-/// be absent: they live elsewhere).
-pub(crate) fn check_sizes(
-    staging: &Staging<'_>,
-    roots: &[Descriptor],
-    archive: &Path,
-) -> Result<()> {
-    let mut queue: Vec<Descriptor> = roots.to_vec();
-    let mut seen = std::collections::HashSet::new();
-    while let Some(descriptor) = queue.pop() {
-        if !seen.insert(descriptor.digest.clone()) {
-            continue;
-        }
-        let Some(&size) = staging.blobs.get(&descriptor.digest) else {
-            if descriptor.urls.is_empty() {
-                return Err(invalid(
-                    archive,
-                    format!(
-                        "{} {} is named but not in the archive",
-                        descriptor.media_type, descriptor.digest
-                    ),
-                ));
-            }
-            continue;
-        };
-        if size != descriptor.size {
-            return Err(invalid(
-                archive,
-                format!(
-                    "blob {} is {size} bytes but its descriptor says {}",
-                    descriptor.digest, descriptor.size
-                ),
-            ));
-        }
-        if descriptor.media_type.is_manifest() {
-            let bytes = staging
-                .read(
-                    &descriptor.digest,
-                    orca_core::capabilities::DEFAULT_MAX_MANIFEST_SIZE,
-                )?
-                .unwrap_or_default();
-            let raw = orca_core::RawManifest::new(descriptor.media_type.clone(), bytes);
-            let document = raw.parse()?;
-            queue.extend(document.children().into_iter().cloned());
+        if self.temporary {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
-    Ok(())
 }

@@ -63,10 +63,6 @@ impl LayoutBackend {
         &self.layout.root
     }
 
-    pub(crate) fn is_durable(&self) -> bool {
-        self.layout.durable
-    }
-
     /// Runs blocking file work on tokio's blocking pool.
     pub(crate) async fn blocking<T, F>(&self, operation: &'static str, work: F) -> Result<T>
     where
@@ -117,7 +113,7 @@ fn kind(descriptor: &Descriptor) -> &'static str {
 /// Streams `len` bytes of `file` from its current position, a chunk per
 /// blocking read. A file that ends early simply ends the stream: `Store`
 /// reports the short body.
-fn file_body(file: File, len: u64, place: String) -> Body {
+pub(crate) fn file_body(file: File, len: u64, place: String) -> Body {
     let chunks = futures::stream::unfold(Some((file, len)), move |state| {
         let place = place.clone();
         async move {

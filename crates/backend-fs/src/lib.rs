@@ -1,17 +1,20 @@
 //! orca-backend-fs: an OCI image layout directory as an orca backend —
 //! `oci-layout`, `index.json` (tags are `org.opencontainers.image.ref.name`
 //! annotations) and `blobs/<alg>/<hex>` — crash-safe and safe for
-//! concurrent processes — and the `oci-archive` and `docker-archive` tars.
+//! concurrent processes; and the `oci-archive` and `docker-archive` tars as
+//! backends too: [`Archive`] reads one in place, [`ArchiveWriter`] writes
+//! one that appears only when finished. Copying to or from an archive is a
+//! `copy` like any other.
 
 mod archive;
+mod archive_read;
+mod archive_write;
 mod backend;
 mod docker_archive;
 mod error;
 mod files;
 mod gc;
-mod oci_archive;
-mod tar_writer;
 
+pub use archive_read::{Archive, ArchiveImage};
+pub use archive_write::{ArchiveFormat, ArchiveWriter};
 pub use backend::LayoutBackend;
-pub use docker_archive::{export_docker_archive, import_docker_archive};
-pub use oci_archive::{Imported, export_oci_archive, import_oci_archive};
