@@ -375,7 +375,13 @@ impl ArchiveWriter {
         let image_of = |descriptor: &Descriptor| -> Option<Digest> {
             let written = state.content.get(&descriptor.digest)?;
             if written.media_type.is_image_manifest() {
-                return Some(descriptor.digest.clone());
+                // Only images: artifacts (signatures, SBOMs) have other
+                // configs, which `docker load` cannot read.
+                let image = written.names.first().is_some_and(|c| {
+                    c.media_type == MediaType::DOCKER_CONFIG
+                        || c.media_type == MediaType::OCI_CONFIG
+                });
+                return image.then(|| descriptor.digest.clone());
             }
             if !written.media_type.is_index() {
                 return None;

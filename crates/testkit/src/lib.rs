@@ -12,6 +12,7 @@ mod proxy;
 mod referrers;
 mod registry;
 mod token;
+mod umoci;
 mod watchdog;
 
 pub use attach::{
@@ -23,6 +24,7 @@ pub use moto::MotoServer;
 pub use proxy::{Faults, RecordingProxy};
 pub use referrers::ReferrersFront;
 pub use registry::RegistryServer;
+pub use umoci::umoci_image;
 
 /// Where to find the program `name`, or a panic saying how to install it
 /// (`scripts/setup` installs everything the tests use).
