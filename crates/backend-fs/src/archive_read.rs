@@ -294,6 +294,10 @@ impl Backend for Archive {
         Err(self.read_only("push"))
     }
 
+    async fn partial(&self, _: &Descriptor) -> Result<u64> {
+        Ok(0)
+    }
+
     async fn delete(&self, _: &Descriptor) -> Result<()> {
         Err(self.read_only("delete"))
     }

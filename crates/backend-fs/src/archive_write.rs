@@ -587,6 +587,10 @@ impl Backend for ArchiveWriter {
         Ok(())
     }
 
+    async fn partial(&self, _: &Descriptor) -> Result<u64> {
+        Ok(0)
+    }
+
     async fn delete(&self, _: &Descriptor) -> Result<()> {
         Err(Error::Unsupported {
             operation: "delete",

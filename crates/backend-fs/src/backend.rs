@@ -14,8 +14,8 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use orca_core::layout;
 use orca_core::{
-    Backend, Body, Capabilities, Descriptor, Digest, Error, ListPage, ListQuery, MediaType,
-    PushOptions, Referrers, Result, Selector,
+    Backend, Body, Capabilities, Descriptor, Digest, Digester, Error, ListPage, ListQuery,
+    MediaType, PushOptions, Referrers, Result, Selector,
 };
 use tokio::sync::mpsc;
 
@@ -110,6 +110,23 @@ fn kind(descriptor: &Descriptor) -> &'static str {
     }
 }
 
+/// Opens and locks the partial file at `path`, creating it if needed;
+/// `None` when another push holds it.
+fn open_partial(path: &Path) -> std::result::Result<Option<File>, FileError> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .at("open", path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(FileError::new("lock", path, e)),
+    }
+}
+
 /// Streams `len` bytes of `file` from its current position, a chunk per
 /// blocking read. A file that ends early simply ends the stream: `Store`
 /// reports the short body.
@@ -183,29 +200,113 @@ impl LayoutBackend {
         }
     }
 
-    /// Streams the body into a temporary file on a writer thread (so hashing
-    /// and writing overlap), then renames it into place if the body ended
-    /// cleanly. On any error the temporary file is removed.
-    async fn write_blob(&self, descriptor: &Descriptor, mut body: Body) -> Result<()> {
+    /// Streams the body into a file in `ingest/` on a writer thread (so
+    /// hashing and writing overlap), then renames it into place if the
+    /// body ended cleanly.
+    ///
+    /// The file is the blob's partial file (`ingest/partial-<alg>-<hex>`),
+    /// locked while written, so an interrupted push — a cancelled future,
+    /// a killed process, a source that failed — leaves what arrived for a
+    /// later push to continue from `offset`; a continued push re-hashes
+    /// what was there and checks the whole digest before publishing.
+    /// Content found wrong is removed. When another push holds the
+    /// partial file, a private temporary file (removed however the push
+    /// ends) is used instead.
+    async fn write_blob(&self, descriptor: &Descriptor, mut body: Body, offset: u64) -> Result<()> {
         let layout = self.layout.clone();
         let target = layout.blob_path(&descriptor.digest);
+        let partial = layout.partial_path(&descriptor.digest);
         let temp = layout.temp_path("blob");
-        // Removes the temporary file however this future ends — error,
-        // mismatch or cancellation — unless it was renamed into place.
-        let mut cleanup = RemoveOnDrop(Some(temp.clone()));
+        let place = layout.place.clone();
+        // A private temporary file is removed however this future ends —
+        // error, mismatch or cancellation — unless it was renamed into
+        // place; the partial file is kept unless its content is wrong.
+        let mut cleanup = RemoveOnDrop(None);
         let (sender, mut receiver) = mpsc::channel::<Bytes>(QUEUE);
-        let writer_temp = temp.clone();
+        let (opened_tx, opened_rx) = tokio::sync::oneshot::channel::<Option<PathBuf>>();
+        let digest = descriptor.digest.clone();
         let writer =
-            tokio::task::spawn_blocking(move || -> std::result::Result<File, FileError> {
-                if let Some(dir) = writer_temp.parent() {
-                    fs::create_dir_all(dir).at("create", dir)?;
+            tokio::task::spawn_blocking(move || -> Result<(File, PathBuf, Option<Digester>)> {
+                let file_error = |e: FileError| e.into_core(&place, "push");
+                if let Some(dir) = partial.parent() {
+                    fs::create_dir_all(dir)
+                        .at("create", dir)
+                        .map_err(file_error)?;
                 }
-                let mut file = File::create(&writer_temp).at("create", &writer_temp)?;
+                let opened = open_partial(&partial).map_err(file_error);
+                let opened = match opened {
+                    Ok(opened) => opened,
+                    Err(e) => {
+                        let _ = opened_tx.send(None);
+                        return Err(e);
+                    }
+                };
+                let (mut file, path) = match opened {
+                    Some(file) => {
+                        let _ = opened_tx.send(None);
+                        (file, partial)
+                    }
+                    None if offset > 0 => {
+                        let _ = opened_tx.send(None);
+                        return Err(Error::Conflict {
+                            what: format!("resumed push of {digest}: another push holds it"),
+                            place,
+                        });
+                    }
+                    None => {
+                        // Registered for removal before it exists, so no path
+                        // leaves it behind.
+                        let _ = opened_tx.send(Some(temp.clone()));
+                        let file = File::create(&temp)
+                            .at("create", &temp)
+                            .map_err(file_error)?;
+                        (file, temp)
+                    }
+                };
+                let mut digester = None;
+                if offset > 0 {
+                    let held = file
+                        .metadata()
+                        .at("inspect", &path)
+                        .map_err(file_error)?
+                        .len();
+                    if held != offset {
+                        return Err(Error::Conflict {
+                            what: format!(
+                                "resumed push of {digest} at byte {offset} (holding {held})"
+                            ),
+                            place,
+                        });
+                    }
+                    let mut hashing = Digester::new(digest.algorithm());
+                    let mut buffer = vec![0u8; CHUNK];
+                    loop {
+                        let n = file
+                            .read(&mut buffer)
+                            .at("read", &path)
+                            .map_err(file_error)?;
+                        if n == 0 {
+                            break;
+                        }
+                        hashing.update(&buffer[..n]);
+                    }
+                    digester = Some(hashing);
+                } else {
+                    file.set_len(0).at("truncate", &path).map_err(file_error)?;
+                }
                 while let Some(chunk) = receiver.blocking_recv() {
-                    file.write_all(&chunk).at("write", &writer_temp)?;
+                    file.write_all(&chunk)
+                        .at("write", &path)
+                        .map_err(file_error)?;
+                    if let Some(hashing) = &mut digester {
+                        hashing.update(&chunk);
+                    }
                 }
-                Ok(file)
+                Ok((file, path, digester))
             });
+        if let Ok(Some(temp)) = opened_rx.await {
+            cleanup.0 = Some(temp);
+        }
 
         let mut failure: Option<Error> = None;
         while let Some(item) = body.next().await {
@@ -228,38 +329,54 @@ impl LayoutBackend {
             operation: "push",
             source: Box::new(e),
         })?;
-        let result = match (failure, written) {
-            (Some(e), _) => Err(e),
-            (None, Err(e)) => Err(layout.file_error("push", e)),
-            (None, Ok(file)) => {
-                let target = target.clone();
-                let temp = temp.clone();
-                let durable = layout.durable;
-                let layout2 = layout.clone();
-                tokio::task::spawn_blocking(move || -> std::result::Result<(), FileError> {
-                    if durable {
-                        file.sync_all().at("sync", &temp)?;
-                    }
-                    drop(file);
-                    if let Some(dir) = target.parent() {
-                        fs::create_dir_all(dir).at("create", dir)?;
-                    }
-                    fs::rename(&temp, &target).at("rename into place", &target)?;
-                    layout2.sync_dir(&target)
-                })
-                .await
-                .map_err(|e| Error::Backend {
-                    backend: layout.place.clone(),
-                    operation: "push",
-                    source: Box::new(e),
-                })?
-                .map_err(|e| layout.file_error("push", e))
+        let (file, path, digester) = match (failure, written) {
+            (_, Err(e)) => return Err(e),
+            (Some(e), Ok((_, path, _))) => {
+                if matches!(e, Error::DigestMismatch { .. } | Error::SizeMismatch { .. }) {
+                    let _ = fs::remove_file(&path);
+                }
+                return Err(e);
             }
+            (None, Ok(done)) => done,
         };
-        if result.is_ok() {
-            cleanup.0 = None;
+        if let Some(digester) = digester {
+            let actual = digester.finish();
+            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            if actual != descriptor.digest || size != descriptor.size {
+                let _ = fs::remove_file(&path);
+                return Err(Error::DigestMismatch {
+                    what: format!("resumed blob {}", descriptor.digest),
+                    place: layout.place.clone(),
+                    expected: descriptor.digest.clone(),
+                    actual,
+                });
+            }
         }
-        result
+        let durable = layout.durable;
+        let layout2 = layout.clone();
+        let moved = path.clone();
+        tokio::task::spawn_blocking(move || -> std::result::Result<(), FileError> {
+            if durable {
+                file.sync_all().at("sync", &moved)?;
+            }
+            if let Some(dir) = target.parent() {
+                fs::create_dir_all(dir).at("create", dir)?;
+            }
+            // Renamed while still locked, so no other push starts over
+            // the file between the rename and the unlock.
+            fs::rename(&moved, &target).at("rename into place", &target)?;
+            drop(file);
+            layout2.sync_dir(&target)
+        })
+        .await
+        .map_err(|e| Error::Backend {
+            backend: layout.place.clone(),
+            operation: "push",
+            source: Box::new(e),
+        })?
+        .map_err(|e| layout.file_error("push", e))?;
+        cleanup.0 = None;
+        Ok(())
     }
 
     /// Reads a blob that may be a manifest and returns its descriptor if it
@@ -292,7 +409,9 @@ impl LayoutBackend {
 #[async_trait]
 impl Backend for LayoutBackend {
     fn capabilities(&self) -> Capabilities {
-        layout::capabilities()
+        let mut capabilities = layout::capabilities();
+        capabilities.resume = true;
+        capabilities
     }
 
     async fn exists(&self, descriptor: &Descriptor) -> Result<bool> {
@@ -320,12 +439,29 @@ impl Backend for LayoutBackend {
     async fn push(&self, descriptor: &Descriptor, body: Body, options: &PushOptions) -> Result<()> {
         self.blocking("push", |layout| layout.ensure()).await?;
         if !self.exists(descriptor).await? {
-            self.write_blob(descriptor, body).await?;
+            self.write_blob(descriptor, body, options.offset).await?;
         }
         if let Some(tag) = options.tag.clone() {
             self.tag(descriptor, &tag).await?;
         }
         Ok(())
+    }
+
+    async fn partial(&self, descriptor: &Descriptor) -> Result<u64> {
+        let digest = descriptor.digest.clone();
+        self.blocking("partial", move |layout| {
+            let path = layout.partial_path(&digest);
+            match File::open(&path) {
+                // A partial file another push is writing is not ours to offer.
+                Ok(file) => match file.try_lock() {
+                    Ok(()) => Ok(file.metadata().map(|m| m.len()).unwrap_or(0)),
+                    Err(_) => Ok(0),
+                },
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+                Err(e) => Err(layout.file_error("partial", FileError::new("open", &path, e))),
+            }
+        })
+        .await
     }
 
     async fn delete(&self, descriptor: &Descriptor) -> Result<()> {

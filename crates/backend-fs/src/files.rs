@@ -47,6 +47,12 @@ impl Layout {
         self.root.join(INGEST_DIR)
     }
 
+    /// Where an interrupted push of `digest` leaves what arrived.
+    pub(crate) fn partial_path(&self, digest: &Digest) -> PathBuf {
+        self.ingest_dir()
+            .join(format!("partial-{}-{}", digest.algorithm(), digest.hex()))
+    }
+
     /// A fresh temporary path in `ingest/`.
     pub(crate) fn temp_path(&self, label: &str) -> PathBuf {
         static COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -293,7 +293,13 @@ impl Backend for RegistryBackend {
         if self.exists(descriptor).await? {
             return Ok(());
         }
-        upload::push_blob(self, descriptor, body).await
+        upload::push_blob(self, descriptor, body, options.offset).await
+    }
+
+    async fn partial(&self, descriptor: &Descriptor) -> Result<u64> {
+        Ok(upload::open_session(self, descriptor)
+            .await?
+            .map_or(0, |(_, held)| held))
     }
 
     async fn delete(&self, descriptor: &Descriptor) -> Result<()> {

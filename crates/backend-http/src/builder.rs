@@ -18,6 +18,8 @@ pub(crate) struct Options {
     pub(crate) max_metadata_size: u64,
     pub(crate) chunk_threshold: u64,
     pub(crate) chunk_size: u64,
+    /// Where open upload sessions are remembered, when uploads resume.
+    pub(crate) sessions: Option<crate::sessions::Sessions>,
 }
 
 /// Builds a [`Registry`].
@@ -45,6 +47,7 @@ impl RegistryBuilder {
                 max_metadata_size: DEFAULT_MAX_MANIFEST_SIZE,
                 chunk_threshold: 256 * 1024 * 1024,
                 chunk_size: 16 * 1024 * 1024,
+                sessions: None,
             },
             retry: Retry::default(),
         }
@@ -84,6 +87,14 @@ impl RegistryBuilder {
     /// Size of upload chunks (raised to the registry's minimum if it says one).
     pub fn chunk_size(mut self, bytes: u64) -> Self {
         self.options.chunk_size = bytes.max(1);
+        self
+    }
+
+    /// Remember open chunked uploads in `dir`, so an upload a killed or
+    /// cancelled process left is continued by the next push of the same
+    /// blob to the same repository (capability `resume`). Off by default.
+    pub fn resume_uploads(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.options.sessions = Some(crate::sessions::Sessions::new(dir.into()));
         self
     }
 

@@ -10,6 +10,7 @@ mod docker_config;
 mod download;
 mod error;
 mod registry;
+mod sessions;
 mod untag;
 mod upload;
 

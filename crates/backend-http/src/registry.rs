@@ -38,6 +38,7 @@ impl Registry {
         capabilities.mount = true;
         capabilities.fetch_range = true;
         capabilities.catalog = true;
+        capabilities.resume = self.options.sessions.is_some();
         capabilities.max_manifest_size = self.options.max_metadata_size;
         let backend = RegistryBackend {
             client: self.client.clone(),

@@ -15,6 +15,7 @@ use reqwest::{Method, StatusCode};
 use crate::backend::{RegistryBackend, location, urlencode};
 use crate::client::Request;
 use crate::error::{convert, read_error};
+use crate::sessions::Record;
 
 const OCI_CHUNK_MIN_LENGTH: &str = "oci-chunk-min-length";
 /// Times a manifest refused for naming an unknown blob is sent again.
@@ -162,25 +163,101 @@ fn with_query(url: &str, key: &str, value: &str) -> String {
     format!("{url}{separator}{key}={}", urlencode(value))
 }
 
-/// Pushes a blob, monolithic or chunked.
+/// Pushes a blob, monolithic or chunked; with `offset` above zero,
+/// continues the chunked upload a remembered session holds (the registry
+/// checks the whole digest when it completes). A failed upload is
+/// cancelled at its newest `Location` and forgotten; one whose future is
+/// dropped stays remembered, to be continued.
 pub(crate) async fn push_blob(
     backend: &RegistryBackend,
     descriptor: &Descriptor,
     body: Body,
+    offset: u64,
 ) -> Result<()> {
-    let (_, url, min_chunk) = start(backend, "").await?;
-    let threshold = backend.options.chunk_threshold;
-    let chunked = descriptor.size > threshold || min_chunk.is_some();
+    let sessions = backend.options.sessions.as_ref();
+    let (mut url, chunked, size) = if offset > 0 {
+        let Some(url) = open_session(backend, descriptor)
+            .await?
+            .filter(|(_, held)| *held == offset)
+            .map(|(url, _)| url)
+        else {
+            return Err(Error::Conflict {
+                what: format!("resumed upload of {} at byte {offset}", descriptor.digest),
+                place: backend.place.clone(),
+            });
+        };
+        (url, true, backend.options.chunk_size)
+    } else {
+        let (_, url, min_chunk) = start(backend, "").await?;
+        let threshold = backend.options.chunk_threshold;
+        let chunked = descriptor.size > threshold || min_chunk.is_some();
+        (
+            url,
+            chunked,
+            backend.options.chunk_size.max(min_chunk.unwrap_or(0)),
+        )
+    };
     let outcome = if chunked {
-        let size = backend.options.chunk_size.max(min_chunk.unwrap_or(0));
-        push_chunked(backend, descriptor, body, url.clone(), size).await
+        if let Some(sessions) = sessions {
+            let record = Record {
+                location: url.clone(),
+                offset,
+            };
+            let _ = sessions.save(&backend.place, &descriptor.digest, &record);
+        }
+        push_chunked(backend, descriptor, body, &mut url, size, offset).await
     } else {
         push_monolithic(backend, descriptor, body, &url).await
     };
     if outcome.is_err() {
         cancel(backend, &url).await;
     }
+    if let Some(sessions) = sessions.filter(|_| chunked) {
+        sessions.forget(&backend.place, &descriptor.digest);
+    }
     outcome
+}
+
+/// The remembered session of `descriptor`'s upload, if the registry still
+/// has it: its newest `Location` and the bytes it holds. A session the
+/// registry no longer knows, or that disagrees with the record, is
+/// forgotten.
+pub(crate) async fn open_session(
+    backend: &RegistryBackend,
+    descriptor: &Descriptor,
+) -> Result<Option<(String, u64)>> {
+    let Some(sessions) = backend.options.sessions.as_ref() else {
+        return Ok(None);
+    };
+    let Some(record) = sessions.load(&backend.place, &descriptor.digest) else {
+        return Ok(None);
+    };
+    let request = Request::new(Method::GET, record.location.clone());
+    let response = backend
+        .client
+        .send(&request, &backend.scope(true), "resume upload")
+        .await;
+    let held = response
+        .ok()
+        .filter(|r| r.status() == StatusCode::NO_CONTENT)
+        .and_then(|r| {
+            let end: u64 = r
+                .headers()
+                .get(reqwest::header::RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().strip_prefix("0-"))
+                .and_then(|v| v.parse().ok())?;
+            let url = location(&backend.client, &r).unwrap_or_else(|| record.location.clone());
+            Some((url, end + 1))
+        });
+    match held {
+        Some((url, held)) if held == record.offset && held > 0 => Ok(Some((url, held))),
+        _ => {
+            cancel(backend, &record.location).await;
+            sessions.forget(&backend.place, &descriptor.digest);
+            Ok(None)
+        }
+    }
 }
 
 async fn push_monolithic(
@@ -259,19 +336,23 @@ fn lookahead(
     )
 }
 
+/// Sends `body` (the content from byte `offset` on) in chunks of
+/// `chunk_size`, then completes the upload. `url` always holds the newest
+/// `Location`, for the caller to cancel on failure.
 async fn push_chunked(
     backend: &RegistryBackend,
     descriptor: &Descriptor,
     mut body: Body,
-    mut url: String,
+    url: &mut String,
     chunk_size: u64,
+    mut offset: u64,
 ) -> Result<()> {
     let chunk_size = usize::try_from(chunk_size).unwrap_or(usize::MAX);
     let mut buffer = BytesMut::with_capacity(chunk_size.min(64 * 1024 * 1024));
-    let mut offset = 0u64;
     let mut ended = false;
     loop {
-        // Fill one chunk (the body's chunks may be larger or smaller).
+        // Fill one chunk (the body's chunks may be larger or smaller), so a
+        // source that stalls or fails does so between requests.
         while buffer.len() < chunk_size && !ended {
             match body.next().await {
                 Some(chunk) => buffer.extend_from_slice(&chunk?),
@@ -297,12 +378,21 @@ async fn push_chunked(
             return Err(backend.fail(response, "push", what).await);
         }
         // Every answer carries a new Location (with signed state): use it.
-        url = location(&backend.client, &response).unwrap_or(url);
+        if let Some(newest) = location(&backend.client, &response) {
+            *url = newest;
+        }
         offset = end + 1;
+        if let Some(sessions) = &backend.options.sessions {
+            let record = Record {
+                location: url.clone(),
+                offset,
+            };
+            let _ = sessions.save(&backend.place, &descriptor.digest, &record);
+        }
     }
     let request = Request::new(
         Method::PUT,
-        with_query(&url, "digest", &descriptor.digest.to_string()),
+        with_query(url, "digest", &descriptor.digest.to_string()),
     )
     .header(CONTENT_LENGTH, "0");
     let response = backend

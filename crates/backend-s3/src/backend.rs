@@ -411,6 +411,11 @@ impl Backend for S3Backend {
         Ok(())
     }
 
+    async fn partial(&self, _: &Descriptor) -> Result<u64> {
+        // Interrupted multipart uploads are aborted, not continued (yet).
+        Ok(0)
+    }
+
     async fn delete(&self, descriptor: &Descriptor) -> Result<()> {
         let what = format!("{} {}", kind(descriptor), descriptor.digest);
         let present = self.exists(descriptor).await?;

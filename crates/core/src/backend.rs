@@ -21,6 +21,10 @@ pub struct PushOptions {
     /// Also point this tag at the pushed manifest, in the same operation
     /// where the backend can (a registry `PUT …/manifests/<tag>`).
     pub tag: Option<String>,
+    /// The body starts at this byte of the content: the push continues an
+    /// interrupted one whose first `offset` bytes the backend holds
+    /// ([`Backend::partial`]). Zero for a whole push.
+    pub offset: u64,
 }
 
 impl PushOptions {
@@ -28,7 +32,13 @@ impl PushOptions {
     pub fn tagged(tag: impl Into<String>) -> Self {
         PushOptions {
             tag: Some(tag.into()),
+            offset: 0,
         }
+    }
+
+    /// Options that continue an interrupted blob push from `offset`.
+    pub fn resumed(offset: u64) -> Self {
+        PushOptions { tag: None, offset }
     }
 }
 
@@ -140,7 +150,22 @@ pub trait Backend: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// as the last item. Write to a temporary place, then publish (rename,
     /// final `PUT`, multipart complete) only after the body ended cleanly.
     /// Pushing content that already exists succeeds without change.
+    ///
+    /// With `options.offset` above zero (capability `resume`) the body
+    /// holds the content from that byte on, and the backend continues the
+    /// interrupted push whose first `offset` bytes it holds. `Store` can
+    /// only check the body's length then, so the backend must check the
+    /// whole content's digest itself before publishing (re-hashing what it
+    /// held, or letting the registry check it when the upload completes),
+    /// and answer `DigestMismatch` — dropping what it held — when it does
+    /// not match. When it no longer holds exactly `offset` bytes it answers
+    /// `Conflict` and the caller pushes the whole content instead.
     async fn push(&self, descriptor: &Descriptor, body: Body, options: &PushOptions) -> Result<()>;
+
+    /// How many leading bytes of the blob an interrupted push left here,
+    /// ready to be continued with `PushOptions::offset`; zero when none.
+    /// Capability: `resume` (without it, always zero).
+    async fn partial(&self, descriptor: &Descriptor) -> Result<u64>;
 
     /// Removes content (and, for a manifest, the tags pointing at it).
     /// `Error::NotFound` when absent. Capability: `delete`.

@@ -29,6 +29,10 @@ pub struct Capabilities {
     pub tag_compare_and_swap: bool,
     /// Repositories can be listed.
     pub catalog: bool,
+    /// A blob push that was interrupted (the process killed, the copy
+    /// cancelled, the source cut off) leaves what arrived, and a later push
+    /// can continue from there: see `Backend::partial`.
+    pub resume: bool,
     /// Largest manifest the backend stores or orca reads from it.
     pub max_manifest_size: u64,
 }
@@ -44,6 +48,7 @@ impl Capabilities {
         fetch_range: false,
         tag_compare_and_swap: false,
         catalog: false,
+        resume: false,
         max_manifest_size: DEFAULT_MAX_MANIFEST_SIZE,
     };
 
@@ -57,6 +62,7 @@ impl Capabilities {
         fetch_range: true,
         tag_compare_and_swap: true,
         catalog: true,
+        resume: true,
         max_manifest_size: DEFAULT_MAX_MANIFEST_SIZE,
     };
 }

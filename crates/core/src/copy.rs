@@ -60,6 +60,14 @@ pub enum Event {
     Planned(Totals),
     /// A blob transfer started.
     Started(Descriptor),
+    /// The transfer continues an interrupted one: the target already held
+    /// the first `offset` bytes, which are not moved again.
+    Resumed {
+        /// The blob.
+        digest: Digest,
+        /// Bytes the target held.
+        offset: u64,
+    },
     /// Bytes of a blob read so far (throttled, and always sent at its end).
     Advanced {
         /// The blob.
@@ -159,8 +167,10 @@ pub struct CopyReport {
     pub root: Option<Descriptor>,
     /// Blobs and manifests transferred.
     pub copied: u64,
-    /// Bytes transferred.
+    /// Bytes transferred (a resumed blob counts only what moved).
     pub bytes: u64,
+    /// Blobs whose interrupted transfer was continued.
+    pub resumed: u64,
     /// Blobs mounted.
     pub mounted: u64,
     /// Content the target already had.
@@ -423,10 +433,11 @@ impl Copier<'_> {
         Ok((referrers, tagged))
     }
 
-    /// Moves one blob: mount, skip or transfer. Returns its final event.
-    async fn blob(&self, blob: Descriptor) -> Result<Event> {
+    /// Moves one blob: mount, skip or transfer. Returns its final event,
+    /// and the bytes the target already held when the transfer resumed.
+    async fn blob(&self, blob: Descriptor) -> Result<(Event, u64)> {
         if !blob.urls.is_empty() && !self.options.external {
-            return Ok(Event::External(blob));
+            return Ok((Event::External(blob), 0));
         }
         if let Some(from) = &self.options.mount_from
             && self.target.capabilities().mount
@@ -434,27 +445,58 @@ impl Copier<'_> {
             // A mount is a shortcut: when it is refused or fails, the blob
             // is transferred instead.
             if let Ok(true) = self.target.mount(&blob, from).await {
-                return Ok(Event::Mounted(blob));
+                return Ok((Event::Mounted(blob), 0));
             }
         }
         if self.target.exists(&blob).await? {
-            return Ok(Event::Present(blob));
+            return Ok((Event::Present(blob), 0));
         }
         self.emit(Event::Started(blob.clone()));
+        if let Some(offset) = self.resumable(&blob).await? {
+            self.emit(Event::Resumed {
+                digest: blob.digest.clone(),
+                offset,
+            });
+            let body = self.source.fetch_range(&blob, offset..blob.size).await?;
+            let body = self.metered(body, &blob, offset);
+            match self
+                .target
+                .push_opts(&blob, body, PushOptions::resumed(offset))
+                .await
+            {
+                Ok(()) => return Ok((Event::Copied(blob), offset)),
+                // What the target held was not the start of this blob, or
+                // went away: it dropped it, and the whole blob moves.
+                Err(Error::DigestMismatch { .. } | Error::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let body = self.source.fetch(&blob).await?;
-        let body = self.metered(body, &blob);
+        let body = self.metered(body, &blob, 0);
         self.target.push(&blob, body).await?;
-        Ok(Event::Copied(blob))
+        Ok((Event::Copied(blob), 0))
     }
 
-    /// Reports the bytes of `body` as they are read, throttled.
-    fn metered(&self, body: Body, blob: &Descriptor) -> Body {
+    /// Where an interrupted transfer of `blob` can continue from, when the
+    /// target kept part of it and the source can serve the rest.
+    async fn resumable(&self, blob: &Descriptor) -> Result<Option<u64>> {
+        if !self.target.capabilities().resume || !self.source.capabilities().fetch_range {
+            return Ok(None);
+        }
+        let offset = self.target.partial(blob).await?;
+        Ok((offset > 0 && offset < blob.size).then_some(offset))
+    }
+
+    /// Reports the bytes of `body` (which starts at byte `offset` of the
+    /// blob) as they are read, throttled.
+    fn metered(&self, body: Body, blob: &Descriptor, offset: u64) -> Body {
         let Some(progress) = self.options.progress.clone() else {
             return body;
         };
-        let size = body.len();
+        let len = body.len();
+        let size = blob.size;
         let digest = blob.digest.clone();
-        let mut done = 0u64;
+        let mut done = offset;
         let mut last = Instant::now();
         let stream = body.into_stream().inspect(move |chunk| {
             if let Ok(bytes) = chunk {
@@ -469,7 +511,7 @@ impl Copier<'_> {
                 }
             }
         });
-        Body::new(size, stream)
+        Body::new(len, stream)
     }
 
     /// Pushes one planned manifest, reading it again if its bytes were not
@@ -479,8 +521,9 @@ impl Copier<'_> {
             Some(bytes) => bytes.clone(),
             None => self.source.fetch_bytes(&node.descriptor).await?,
         };
-        let options = PushOptions {
-            tag: tag.map(str::to_owned),
+        let options = match tag {
+            Some(tag) => PushOptions::tagged(tag),
+            None => PushOptions::default(),
         };
         self.target
             .push_opts(&node.descriptor.plain(), Body::from_bytes(bytes), options)
@@ -624,12 +667,13 @@ async fn copy_root(
 
     let mut transfers = futures::stream::iter(plan.blobs.iter().cloned().map(|b| copier.blob(b)))
         .buffer_unordered(copier.limit());
-    while let Some(event) = transfers.next().await {
-        let event = event?;
+    while let Some(done) = transfers.next().await {
+        let (event, held) = done?;
         match &event {
             Event::Copied(d) => {
                 report.copied += 1;
-                report.bytes += d.size;
+                report.bytes += d.size - held;
+                report.resumed += u64::from(held > 0);
             }
             Event::Mounted(_) => report.mounted += 1,
             Event::Present(_) => report.present += 1,

@@ -32,6 +32,8 @@ pub struct MemoryRegistry {
 struct Repository {
     content: HashMap<Digest, Entry>,
     tags: BTreeMap<String, Digest>,
+    /// What interrupted blob pushes left, to be continued.
+    partials: HashMap<Digest, Bytes>,
 }
 
 #[derive(Clone)]
@@ -147,6 +149,24 @@ fn kind(descriptor: &Descriptor) -> &'static str {
     }
 }
 
+/// The bytes of a push in progress, kept as a partial if it is interrupted.
+struct Holding<'a> {
+    backend: &'a MemoryBackend,
+    digest: Digest,
+    buffer: Option<BytesMut>,
+    keep: bool,
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        if let Some(buffer) = self.buffer.take().filter(|b| self.keep && !b.is_empty()) {
+            let mut repos = self.backend.registry.lock();
+            let repo = repos.entry(self.backend.name.clone()).or_default();
+            repo.partials.insert(self.digest.clone(), buffer.freeze());
+        }
+    }
+}
+
 #[async_trait]
 impl Backend for MemoryBackend {
     fn capabilities(&self) -> Capabilities {
@@ -170,14 +190,71 @@ impl Backend for MemoryBackend {
         mut body: Body,
         options: &PushOptions,
     ) -> Result<()> {
+        let resumable = self.capabilities.resume && !descriptor.media_type.is_manifest();
         // Copy chunks out as they arrive, so the caller's buffers are
         // released while the body streams; publish only after a clean end.
-        let capacity = usize::try_from(descriptor.size.min(64 * CHUNK as u64)).unwrap_or(CHUNK);
-        let mut buffer = BytesMut::with_capacity(capacity);
+        let buffer = if options.offset > 0 {
+            if !resumable {
+                return Err(self.unsupported("resume"));
+            }
+            let held = self
+                .registry
+                .lock()
+                .get_mut(&self.name)
+                .and_then(|repo| repo.partials.remove(&descriptor.digest))
+                .unwrap_or_default();
+            if held.len() as u64 != options.offset {
+                return Err(Error::Conflict {
+                    what: format!(
+                        "resumed push of {} at byte {} (holding {})",
+                        descriptor.digest,
+                        options.offset,
+                        held.len()
+                    ),
+                    place: self.to_string(),
+                });
+            }
+            BytesMut::from(held)
+        } else {
+            let capacity = usize::try_from(descriptor.size.min(64 * CHUNK as u64)).unwrap_or(CHUNK);
+            BytesMut::with_capacity(capacity)
+        };
+        // What arrived stays for a later push when this one is interrupted
+        // (an error from the source, or the future dropped), unless the
+        // content was found wrong.
+        let mut holding = Holding {
+            backend: self,
+            digest: descriptor.digest.clone(),
+            buffer: Some(buffer),
+            keep: resumable,
+        };
         while let Some(chunk) = body.next().await {
-            buffer.extend_from_slice(&chunk?);
+            match chunk {
+                Ok(chunk) => {
+                    if let Some(buffer) = &mut holding.buffer {
+                        buffer.extend_from_slice(&chunk);
+                    }
+                }
+                Err(e) => {
+                    holding.keep &=
+                        !matches!(e, Error::DigestMismatch { .. } | Error::SizeMismatch { .. });
+                    return Err(e);
+                }
+            }
         }
+        let buffer = holding.buffer.take().unwrap_or_default();
         let bytes = buffer.freeze();
+        if options.offset > 0 {
+            let actual = Digest::compute(descriptor.digest.algorithm(), &bytes);
+            if actual != descriptor.digest || bytes.len() as u64 != descriptor.size {
+                return Err(Error::DigestMismatch {
+                    what: format!("resumed blob {}", descriptor.digest),
+                    place: self.to_string(),
+                    expected: descriptor.digest.clone(),
+                    actual,
+                });
+            }
+        }
         let referrer_of = if descriptor.media_type.is_manifest() && self.capabilities.referrers_api
         {
             referrer_entry(descriptor, &bytes)
@@ -197,6 +274,18 @@ impl Backend for MemoryBackend {
             repo.tags.insert(tag.clone(), descriptor.digest.clone());
         }
         Ok(())
+    }
+
+    async fn partial(&self, descriptor: &Descriptor) -> Result<u64> {
+        if !self.capabilities.resume {
+            return Ok(0);
+        }
+        Ok(self
+            .registry
+            .lock()
+            .get(&self.name)
+            .and_then(|repo| repo.partials.get(&descriptor.digest))
+            .map_or(0, |held| held.len() as u64))
     }
 
     async fn delete(&self, descriptor: &Descriptor) -> Result<()> {

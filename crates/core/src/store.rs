@@ -188,6 +188,9 @@ impl Store {
                 });
             }
         }
+        if options.offset > 0 {
+            return self.push_resumed(descriptor, body, options).await;
+        }
         self.check_body_len(descriptor, &body)?;
         if descriptor.media_type.is_manifest() {
             self.check_manifest_size(descriptor)?;
@@ -218,6 +221,50 @@ impl Store {
         self.backend.push(descriptor, body, &options).await
     }
 
+    /// Continues an interrupted blob push from `options.offset`; `body`
+    /// holds the rest of the content. Only the length can be checked here:
+    /// the backend checks the whole content's digest (see
+    /// [`Backend::push`]). Needs the `resume` capability.
+    async fn push_resumed(
+        &self,
+        descriptor: &Descriptor,
+        body: Body,
+        options: PushOptions,
+    ) -> Result<()> {
+        self.require(self.capabilities.resume, "resume")?;
+        let offset = options.offset;
+        if descriptor.media_type.is_manifest() || options.tag.is_some() || offset >= descriptor.size
+        {
+            return Err(Error::InvalidInput {
+                what: format!("resumed push of {} at byte {offset}", descriptor.digest),
+                reason: "only a blob's missing tail can be pushed, untagged".into(),
+            });
+        }
+        let rest = descriptor.size - offset;
+        if body.len() != rest {
+            return Err(Error::SizeMismatch {
+                what: format!("the rest of {} from byte {offset}", descriptor.digest),
+                place: self.place.to_string(),
+                expected: rest,
+                actual: body.len(),
+            });
+        }
+        let what = format!("bytes {offset}.. of blob {}", descriptor.digest);
+        let body = length_checked(body, rest, what, &self.place);
+        self.backend.push(descriptor, body, &options).await
+    }
+
+    /// How many leading bytes of a blob an interrupted push left in the
+    /// backend, to be continued with [`PushOptions::resumed`]; zero when
+    /// none or when the backend cannot resume.
+    pub async fn partial(&self, descriptor: &Descriptor) -> Result<u64> {
+        if !self.capabilities.resume || descriptor.media_type.is_manifest() {
+            return Ok(0);
+        }
+        let held = self.backend.partial(descriptor).await?;
+        Ok(if held < descriptor.size { held } else { 0 })
+    }
+
     /// Pushes small content held in memory and returns its descriptor.
     pub async fn push_bytes(
         &self,
@@ -240,6 +287,7 @@ impl Store {
         let descriptor = manifest.descriptor();
         let options = PushOptions {
             tag: tag.map(str::to_owned),
+            offset: 0,
         };
         self.push_opts(
             &descriptor,

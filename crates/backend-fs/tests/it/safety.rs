@@ -113,8 +113,11 @@ async fn readers_never_see_a_half_written_index() {
     assert!(reads > 0);
 }
 
+/// Bytes a stalling body yields before it stalls.
+const STALL_AFTER: u64 = 1024 * 1024;
+
 fn stalling_body(descriptor: &Descriptor) -> Body {
-    let first = Bytes::from(vec![7u8; 1024 * 1024]);
+    let first = Bytes::from(vec![7u8; STALL_AFTER as usize]);
     Body::new(
         descriptor.size,
         stream::iter([Ok(first)]).chain(stream::pending()),
@@ -135,8 +138,9 @@ fn big_descriptor() -> Descriptor {
     Descriptor::of(MediaType::OCI_LAYER_TAR, &vec![7u8; 8 * 1024 * 1024])
 }
 
-/// A push that stalls is cancelled: nothing appears at the blob path and
-/// the temporary file goes away. As a child of `killed_pushes_publish_nothing`
+/// A push that stalls is cancelled: nothing appears at the blob path, and
+/// the bytes that arrived stay in the blob's partial file, from which a
+/// later push continues. As a child of `killed_pushes_publish_nothing`
 /// it stalls until it is killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pusher() {
@@ -158,19 +162,50 @@ async fn pusher() {
         !store.exists(&desc).await.expect("exists"),
         "a cancelled push published a blob"
     );
+    let held = wait_for_partial(&store, &desc, STALL_AFTER).await;
+    assert_eq!(held, STALL_AFTER, "the partial file holds what arrived");
+    resume(&store, &desc, held).await;
+    assert!(leftovers(&root).is_empty(), "{:?}", leftovers(&root));
+}
+
+/// Waits until the partial file of `desc` holds `want` bytes (or, with
+/// `want` zero, anything), and returns what it holds.
+async fn wait_for_partial(store: &orca_core::Store, desc: &Descriptor, want: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !leftovers(&root).is_empty() {
+    loop {
+        let held = store.partial(desc).await.expect("partial");
+        if (want == 0 && held > 0) || (want > 0 && held == want) {
+            return held;
+        }
         assert!(
             Instant::now() < deadline,
-            "temporary files stayed: {:?}",
-            leftovers(&root)
+            "the partial file holds {held} bytes"
         );
-        std::thread::sleep(Duration::from_millis(10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
+/// Pushes the rest of `desc` from `held` and checks the whole blob.
+async fn resume(store: &orca_core::Store, desc: &Descriptor, held: u64) {
+    let rest = Bytes::from(vec![7u8; (desc.size - held) as usize]);
+    store
+        .push_opts(
+            desc,
+            Body::from_bytes(rest),
+            orca_core::PushOptions::resumed(held),
+        )
+        .await
+        .expect("resume the push");
+    let bytes = store.fetch(desc).await.expect("fetch");
+    let read: Vec<_> = bytes.collect().await;
+    assert!(
+        read.iter().all(Result::is_ok),
+        "the resumed blob does not verify"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_pushes_publish_nothing() {
+async fn killed_pushes_publish_nothing_and_resume() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let root = dir.path().join("layout");
     let mut process = child("safety::pusher", &root, "child")
@@ -190,6 +225,12 @@ async fn killed_pushes_publish_nothing() {
             .join(big_descriptor().digest.hex())
             .exists()
     );
+    // Whatever the killed process wrote is continued, not sent again.
+    let held = store.partial(&big_descriptor()).await.expect("partial");
+    assert!(held <= STALL_AFTER, "{held}");
+    if held > 0 {
+        resume(&store, &big_descriptor(), held).await;
+    }
 }
 
 #[tokio::test]

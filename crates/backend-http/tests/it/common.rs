@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use orca_backend_http::{Credentials, Registry, RegistryBackend, RegistryBuilder};
+use orca_backend_http::{Registry, RegistryBackend, RegistryBuilder};
 use orca_testkit::{Faults, RecordingProxy, RegistryServer};
 
 /// A repository name no other test uses.
@@ -18,16 +18,6 @@ pub(crate) fn fresh_repository(label: &str) -> String {
 /// The plain registry.
 pub(crate) fn plain() -> Registry {
     RegistryBuilder::new(RegistryServer::shared().host())
-        .build()
-        .expect("registry")
-}
-
-/// The htpasswd registry, with the right credentials.
-pub(crate) fn authenticated() -> Registry {
-    let server = RegistryServer::shared_htpasswd();
-    let (user, password) = server.credentials().expect("credentials");
-    RegistryBuilder::new(server.host())
-        .credentials(Credentials::basic(user, password))
         .build()
         .expect("registry")
 }

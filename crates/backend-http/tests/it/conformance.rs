@@ -1,10 +1,12 @@
-//! The whole conformance suite, on the plain registry and on the one that
-//! requires basic auth.
+//! The whole conformance suite: on the plain registry (monolithic uploads),
+//! on the one that requires basic auth (chunked uploads of 1 MiB, upload
+//! sessions remembered so interrupted pushes resume), and behind a front
+//! with the Referrers API.
 
 use orca_core::Store;
 use orca_core::conformance::Subject;
 
-use crate::common::{authenticated, fresh_repository, plain, repository};
+use crate::common::{fresh_repository, plain, repository};
 
 async fn subject(registry: orca_backend_http::Registry) -> Subject {
     let name = fresh_repository("conformance");
@@ -27,7 +29,17 @@ mod htpasswd_registry {
     use super::*;
 
     async fn make() -> Subject {
-        subject(authenticated()).await
+        let sessions = tempfile::tempdir().expect("temporary directory");
+        let server = orca_testkit::RegistryServer::shared_htpasswd();
+        let (user, password) = server.credentials().expect("credentials");
+        let registry = orca_backend_http::RegistryBuilder::new(server.host())
+            .credentials(orca_backend_http::Credentials::basic(user, password))
+            .chunk_threshold(1024 * 1024)
+            .chunk_size(1024 * 1024)
+            .resume_uploads(sessions.path())
+            .build()
+            .expect("registry");
+        subject(registry).await.with_guard(sessions)
     }
 
     orca_core::conformance_tests!(make);

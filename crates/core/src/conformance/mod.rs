@@ -9,10 +9,12 @@
 mod checks;
 mod content;
 mod copy;
+mod resume;
 
 pub use checks::*;
 pub use content::{GeneratedBlob, LiveChunks};
 pub use copy::{copy_engine, copy_order, copy_repair, copy_sha512};
+pub use resume::resume;
 
 use std::any::Any;
 
@@ -98,6 +100,7 @@ macro_rules! conformance_tests {
             copy_order,
             copy_sha512,
             copy_repair,
+            resume,
             mount,
             fetch_range,
             catalog,

@@ -74,6 +74,9 @@ impl Backend for Liar {
         }
         self.inner.push(d, body, o).await
     }
+    async fn partial(&self, d: &Descriptor) -> Result<u64> {
+        self.inner.partial(d).await
+    }
     async fn delete(&self, d: &Descriptor) -> Result<()> {
         self.inner.delete(d).await
     }

@@ -1,0 +1,85 @@
+//! Open blob upload sessions remembered on disk, so that a chunked upload
+//! a killed or cancelled process left behind is continued by the next one
+//! instead of starting over. A record names the session's newest
+//! `Location` and the bytes the registry has acknowledged; it is written
+//! after every chunk and removed when the upload completes or is
+//! cancelled. Only chunked uploads leave records: a monolithic `PUT` has
+//! nothing to continue.
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use orca_core::Digest;
+use serde::{Deserialize, Serialize};
+
+/// Where the records live.
+#[derive(Debug, Clone)]
+pub(crate) struct Sessions {
+    dir: PathBuf,
+}
+
+/// One open session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Record {
+    /// The newest `Location` the registry gave.
+    pub(crate) location: String,
+    /// Bytes the registry acknowledged.
+    pub(crate) offset: u64,
+}
+
+impl Sessions {
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        Sessions { dir }
+    }
+
+    fn path(&self, place: &str, digest: &Digest) -> PathBuf {
+        let key = Digest::sha256(format!("{place}\n{digest}").as_bytes());
+        self.dir.join(format!("{}.json", key.hex()))
+    }
+
+    /// Remembers the session of `digest`'s upload to `place`.
+    pub(crate) fn save(&self, place: &str, digest: &Digest, record: &Record) -> io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        let path = self.path(place, digest);
+        let temp = path.with_extension(format!("tmp.{}", std::process::id()));
+        let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
+        fs::write(&temp, bytes)?;
+        fs::rename(&temp, &path)
+    }
+
+    /// The session of `digest`'s upload to `place`, if one was left.
+    pub(crate) fn load(&self, place: &str, digest: &Digest) -> Option<Record> {
+        let bytes = fs::read(self.path(place, digest)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Forgets the session (done or cancelled).
+    pub(crate) fn forget(&self, place: &str, digest: &Digest) {
+        let _ = fs::remove_file(self.path(place, digest));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_are_keyed_by_place_and_digest() {
+        let dir = std::env::temp_dir().join(format!("orca-sessions-{}", std::process::id()));
+        let sessions = Sessions::new(dir.clone());
+        let digest = Digest::sha256(b"blob");
+        let record = Record {
+            location: "http://127.0.0.1/v2/a/blobs/uploads/x?_state=y".into(),
+            offset: 42,
+        };
+        sessions
+            .save("127.0.0.1/a", &digest, &record)
+            .expect("save");
+        assert_eq!(sessions.load("127.0.0.1/a", &digest), Some(record));
+        assert_eq!(sessions.load("127.0.0.1/b", &digest), None);
+        sessions.forget("127.0.0.1/a", &digest);
+        assert_eq!(sessions.load("127.0.0.1/a", &digest), None);
+        let _ = fs::remove_dir_all(dir);
+    }
+}
