@@ -514,6 +514,19 @@ impl Copier<'_> {
         Body::new(len, stream)
     }
 
+    /// Pushes one planned manifest and reports it.
+    async fn push_node(&self, node: &Node, tag: Option<&str>) -> Result<()> {
+        self.push_manifest(node, tag).await?;
+        self.emit(Event::Pushed(node.descriptor.clone()));
+        if let Some(tag) = tag {
+            self.emit(Event::Tagged {
+                tag: tag.to_owned(),
+                descriptor: node.descriptor.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// Pushes one planned manifest, reading it again if its bytes were not
     /// kept, under its own descriptor (whatever its digest algorithm).
     async fn push_manifest(&self, node: &Node, tag: Option<&str>) -> Result<()> {
@@ -665,8 +678,8 @@ async fn copy_root(
         copier.emit(Event::Present(node.descriptor.clone()));
     }
 
-    let mut transfers = futures::stream::iter(plan.blobs.iter().cloned().map(|b| copier.blob(b)))
-        .buffer_unordered(copier.limit());
+    let transfers: Vec<_> = plan.blobs.iter().map(|b| copier.blob(b.clone())).collect();
+    let mut transfers = futures::stream::iter(transfers).buffer_unordered(copier.limit());
     while let Some(done) = transfers.next().await {
         let (event, held) = done?;
         match &event {
@@ -690,30 +703,22 @@ async fn copy_root(
     let tag_with_push = new_root.is_none()
         && last == Some(&root.digest)
         && levels.last().is_some_and(|l| l.len() == 1);
-    let copier = &copier;
     for level in &levels {
-        futures::stream::iter(level.iter().map(|digest| {
-            let node = &plan.nodes[digest];
-            let with_tag = if tag_with_push && *digest == root.digest {
-                tag
-            } else {
-                None
-            };
-            async move {
-                copier.push_manifest(node, with_tag).await?;
-                copier.emit(Event::Pushed(node.descriptor.clone()));
-                if let Some(tag) = with_tag {
-                    copier.emit(Event::Tagged {
-                        tag: tag.to_owned(),
-                        descriptor: node.descriptor.clone(),
-                    });
-                }
-                Ok::<_, Error>(())
-            }
-        }))
-        .buffer_unordered(copier.limit())
-        .try_collect::<Vec<()>>()
-        .await?;
+        // Collected first: a stream of closures over borrowed digests
+        // would make the copy future unsendable.
+        let pushes: Vec<_> = level
+            .iter()
+            .map(|digest| {
+                let with_tag = (tag_with_push && *digest == root.digest)
+                    .then_some(tag)
+                    .flatten();
+                copier.push_node(&plan.nodes[digest], with_tag)
+            })
+            .collect();
+        futures::stream::iter(pushes)
+            .buffer_unordered(copier.limit())
+            .try_collect::<Vec<()>>()
+            .await?;
         for digest in level {
             report.copied += 1;
             report.bytes += plan.nodes[digest].descriptor.size;
