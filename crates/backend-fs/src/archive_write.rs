@@ -106,6 +106,7 @@ impl ArchiveWriter {
                 what: format!("archive path {}", target.display()),
                 reason: "it names no file".into(),
             })?;
+        remove_stale(&target, &name);
         static SEQUENCE: AtomicU64 = AtomicU64::new(0);
         let temp = target.with_file_name(format!(
             ".{name}.orca-{}-{}.tmp",
@@ -449,6 +450,36 @@ impl ArchiveWriter {
         Error::NotFound {
             what,
             place: self.to_string(),
+        }
+    }
+}
+
+/// Removes the temporary files of archives at `target` that processes no
+/// longer running left (killed before they could clean up). A process is
+/// known to be gone only where `/proc` tells; elsewhere nothing is removed.
+fn remove_stale(target: &Path, name: &str) {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return;
+    }
+    let Some(dir) = target.parent() else { return };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{name}.orca-");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let pid = rest.split(['-', '.']).next().unwrap_or_default();
+        if !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()) && !proc.join(pid).exists() {
+            let _ = fs::remove_file(entry.path());
         }
     }
 }

@@ -19,6 +19,13 @@
 //! Memory stays bounded for huge graphs: the plan holds descriptors, and
 //! manifest bytes are kept only up to a budget; beyond it they are read
 //! again from the source when pushed.
+//!
+//! A blob whose earlier transfer was interrupted continues from what the
+//! target kept ([`Store::partial`]) when the target can resume (capability
+//! `resume`: layouts, registries opened with upload sessions remembered,
+//! memory) and the source serves byte ranges; only the rest is fetched, and
+//! the target checks the whole digest before publishing. Other targets
+//! (S3, archives) transfer the blob again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -400,6 +400,28 @@ async fn a_failed_or_unfinished_copy_leaves_no_archive() {
 }
 
 #[tokio::test]
+async fn temporary_files_of_killed_writers_are_removed() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let archive = dir.path().join("image.tar");
+    // No process has pid 4194305 (above Linux's pid_max limit).
+    let stale = dir.path().join(".image.tar.orca-4194305-0.tmp");
+    let stale_spool = dir.path().join(".image.tar.orca-4194305-0.spool-3");
+    let live = dir
+        .path()
+        .join(format!(".image.tar.orca-{}-99.tmp", std::process::id()));
+    for path in [&stale, &stale_spool, &live] {
+        std::fs::write(path, b"left behind").expect("write");
+    }
+    let writer = ArchiveWriter::create(&archive, ArchiveFormat::Oci).expect("create");
+    assert!(
+        !stale.exists() && !stale_spool.exists(),
+        "a dead writer's files stayed"
+    );
+    assert!(live.exists(), "a live writer's file was removed");
+    drop(writer);
+}
+
+#[tokio::test]
 async fn sha512_content_keeps_its_names_in_an_archive() {
     let source = Store::new(orca_core::MemoryBackend::new());
     let sha512 = |media_type: MediaType, bytes: &[u8]| {

@@ -155,7 +155,18 @@ async fn pusher() {
         let outcome = task.await;
         panic!("the stalled push was meant to be killed, it ended: {outcome:?}");
     }
-    wait_for_temp_file(&root);
+    // Cancelled once the bytes before the stall are on disk.
+    let partial_file = root
+        .join("ingest")
+        .join(format!("partial-sha256-{}", desc.digest.hex()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&partial_file).map_or(0, |m| m.len()) < STALL_AFTER {
+        assert!(
+            Instant::now() < deadline,
+            "the push never wrote its first bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     task.abort();
     assert!(task.await.is_err(), "the push was not cancelled");
     assert!(

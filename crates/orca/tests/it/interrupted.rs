@@ -371,6 +371,21 @@ async fn killed_copy_resumes(target_spec: String, scratch: &Path) {
         .spawn()
         .expect("spawn the copying process");
     wait_for(&marker);
+    if let Some(dir) = target_spec.strip_prefix("layout|") {
+        // The layout's writer thread may lag the stall by a moment: kill
+        // once some of the blob is on disk.
+        let partial = Path::new(dir)
+            .join("ingest")
+            .join(format!("partial-sha256-{}", big.digest.hex()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::metadata(&partial).map_or(0, |m| m.len()) < 1024 * 1024 {
+            assert!(
+                Instant::now() < deadline,
+                "the copy never wrote the big layer"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     child.kill().expect("kill the copying process");
     child.wait().expect("reap it");
 
