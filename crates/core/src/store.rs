@@ -299,7 +299,10 @@ impl Store {
     }
 
     /// Deletes content. Needs the `delete` capability. A manifest with a
-    /// `subject` leaves its subject's referrers index (tag schema) too.
+    /// `subject` leaves its subject's referrers index (tag schema) first,
+    /// and is deleted only once it is no longer listed, so a failure
+    /// between the two leaves an unlisted manifest (a retry deletes it),
+    /// never a listed referrer that is gone.
     pub async fn delete(&self, descriptor: &Descriptor) -> Result<()> {
         self.require(self.capabilities.delete, "delete")?;
         let subject = if descriptor.media_type.is_manifest() && !self.indexes_subjects() {
@@ -307,7 +310,6 @@ impl Store {
         } else {
             None
         };
-        self.backend.delete(descriptor).await?;
         if let Some(subject) = subject {
             self.referrers
                 .submit(
@@ -318,7 +320,7 @@ impl Store {
                 )
                 .await?;
         }
-        Ok(())
+        self.backend.delete(descriptor).await
     }
 
     /// The subject of a stored manifest, if it has one. An absent manifest

@@ -20,6 +20,8 @@ enum Lie {
     WrongResolve,
     /// Holds every pushed chunk until the body ends, then stores.
     Hoard,
+    /// Refuses to set or move tags, as a registry in trouble might.
+    RefuseTagWrites,
 }
 
 #[derive(Debug)]
@@ -60,7 +62,7 @@ impl Backend for Liar {
             ),
             Lie::ShortBody => Body::new(len, body.map(|c| c.map(|c| c.slice(..c.len() / 2)))),
             Lie::WrongLength => Body::new(len + 1, body),
-            Lie::WrongResolve | Lie::Hoard => body,
+            Lie::WrongResolve | Lie::Hoard | Lie::RefuseTagWrites => body,
         })
     }
     async fn push(&self, d: &Descriptor, body: Body, o: &PushOptions) -> Result<()> {
@@ -88,6 +90,7 @@ impl Backend for Liar {
         Ok(d)
     }
     async fn tag(&self, d: &Descriptor, t: &str) -> Result<()> {
+        self.refuse_tag_writes()?;
         self.inner.tag(d, t).await
     }
     async fn untag(&self, t: &str) -> Result<()> {
@@ -99,6 +102,7 @@ impl Backend for Liar {
         expected: Option<&orca_core::Digest>,
         new: Option<&Descriptor>,
     ) -> Result<()> {
+        self.refuse_tag_writes()?;
         self.inner.swap_tag(t, expected, new).await
     }
     async fn tags(&self, q: &ListQuery) -> Result<ListPage> {
@@ -115,6 +119,19 @@ impl Backend for Liar {
     }
     async fn catalog(&self, q: &ListQuery) -> Result<ListPage> {
         self.inner.catalog(q).await
+    }
+}
+
+impl Liar {
+    fn refuse_tag_writes(&self) -> Result<()> {
+        match self.lie {
+            Lie::RefuseTagWrites => Err(Error::Backend {
+                backend: "liar".into(),
+                operation: "tag",
+                source: "503 service unavailable".into(),
+            }),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -209,4 +226,54 @@ async fn the_streaming_check_catches_a_buffering_backend() {
     });
     orca_core::conformance::push_fetch_large_streamed(orca_core::conformance::Subject::new(store))
         .await;
+}
+
+/// Deleting a referrer takes it out of its subject's index first: when
+/// that update fails, the referrer is still there and still listed (and a
+/// retry finishes the job), never listed while gone.
+#[tokio::test]
+async fn a_failed_index_update_leaves_the_referrer_listed_and_present() {
+    let mut capabilities = Capabilities::ALL;
+    capabilities.referrers_api = false;
+    let inner = MemoryBackend::new().with_capabilities(capabilities);
+    let store = Store::new(inner.clone());
+    let empty = store
+        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+        .await
+        .expect("empty");
+    let image = orca_core::Manifest::new(empty.clone(), vec![])
+        .to_raw()
+        .expect("raw");
+    let image = store.push_manifest(&image, None).await.expect("image");
+    let referrer = orca_core::Manifest {
+        artifact_type: Some(MediaType::new("application/vnd.example")),
+        subject: Some(image.clone()),
+        ..orca_core::Manifest::new(empty.clone(), vec![empty])
+    }
+    .to_raw()
+    .expect("raw");
+    let referrer = store
+        .push_manifest(&referrer, None)
+        .await
+        .expect("referrer");
+
+    let refusing = Store::new(Liar {
+        inner: inner.clone(),
+        lie: Lie::RefuseTagWrites,
+    });
+    refusing
+        .delete(&referrer)
+        .await
+        .expect_err("the index update fails");
+    assert!(
+        store.exists(&referrer).await.expect("exists"),
+        "deleted anyway"
+    );
+    let listed = store.referrers(&image, None).await.expect("list");
+    assert_eq!(listed.manifests.len(), 1, "{listed:?}");
+
+    store.delete(&referrer).await.expect("retry");
+    assert!(!store.exists(&referrer).await.expect("exists"));
+    let listed = store.referrers(&image, None).await.expect("list");
+    assert!(listed.manifests.is_empty(), "{listed:?}");
 }
