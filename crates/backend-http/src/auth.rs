@@ -119,7 +119,9 @@ impl TokenResponse {
     pub(crate) fn into_token(self) -> Option<(String, Duration)> {
         let token = self.token.or(self.access_token)?;
         // The spec's default lifetime is 60 s; renew a little early.
-        let lifetime = Duration::from_secs(self.expires_in.unwrap_or(60).max(10) - 5);
+        // A token is kept a day at most, whatever a server claims (a huge
+        // `expires_in` must not overflow the deadline).
+        let lifetime = Duration::from_secs(self.expires_in.unwrap_or(60).clamp(10, 86_400) - 5);
         Some((token, lifetime))
     }
 }
@@ -169,6 +171,18 @@ mod tests {
             Some(Challenge::Basic)
         );
         assert_eq!(parse_challenge("Negotiate"), None);
+    }
+
+    #[test]
+    fn huge_token_lifetimes_do_not_overflow() {
+        let response: TokenResponse =
+            serde_json::from_str(&format!(r#"{{"token":"t","expires_in":{}}}"#, u64::MAX))
+                .expect("json");
+        let (_, lifetime) = response.into_token().expect("token");
+        assert!(lifetime <= Duration::from_secs(86_400));
+        let mut cache = TokenCache::default();
+        cache.put("scope", "Bearer t".into(), lifetime);
+        assert_eq!(cache.get("scope").as_deref(), Some("Bearer t"));
     }
 
     #[test]

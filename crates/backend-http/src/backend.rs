@@ -31,6 +31,9 @@ const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 const OCI_FILTERS_APPLIED: &str = "oci-filters-applied";
 /// Tags asked for per page when listing.
 const TAG_PAGE: usize = 1000;
+/// Most pages followed through `Link` in one listing; more is an error,
+/// never a silently cut list.
+const MAX_PAGES: u64 = 10_000;
 
 /// One repository of a registry.
 #[derive(Clone)]
@@ -190,7 +193,28 @@ impl RegistryBackend {
             .send(&request, &self.scope(false), "fetch")
             .await?;
         match response.status() {
-            StatusCode::PARTIAL_CONTENT if offset > 0 => Ok(response),
+            StatusCode::PARTIAL_CONTENT if offset > 0 => {
+                // The bytes must start where the download stopped, or they
+                // would be spliced in at the wrong place.
+                let start = response
+                    .headers()
+                    .get(reqwest::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(range_start);
+                if start != Some(offset) {
+                    return Err(Error::Backend {
+                        backend: self.place.clone(),
+                        operation: "fetch",
+                        source: format!(
+                            "asked for {} from byte {offset}, the registry answered Content-Range {:?}",
+                            descriptor.digest,
+                            response.headers().get(reqwest::header::CONTENT_RANGE)
+                        )
+                        .into(),
+                    });
+                }
+                Ok(response)
+            }
             s if s.is_success() && offset == 0 => Ok(response),
             s if s.is_success() => Err(Error::Unsupported {
                 operation: "resuming a download (the registry ignored Range)",
@@ -200,13 +224,33 @@ impl RegistryBackend {
         }
     }
 
+    /// Refuses a `Link` that leads back to a page already read, which
+    /// would otherwise be followed until the page cap.
+    fn check_page(
+        &self,
+        seen: &mut std::collections::HashSet<String>,
+        url: &str,
+        what: &str,
+    ) -> Result<()> {
+        if seen.insert(url.to_owned()) {
+            return Ok(());
+        }
+        Err(Error::Backend {
+            backend: self.place.clone(),
+            operation: "list",
+            source: format!("the {what}'s Link header leads back to {url}, a page already read")
+                .into(),
+        })
+    }
+
     /// Follows `Link: <…>; rel="next"`.
     pub(crate) fn next_link(&self, headers: &HeaderMap) -> Option<String> {
-        let link = headers.get(LINK)?.to_str().ok()?;
-        let target = link.split(';').next()?.trim();
-        let target = target.strip_prefix('<')?.strip_suffix('>')?;
-        link.contains("rel=\"next\"")
-            .then(|| self.client.resolve_location(target))
+        let target = headers
+            .get_all(LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(next_target)?;
+        Some(self.client.resolve_location(&target))
     }
 }
 
@@ -395,10 +439,15 @@ impl Backend for RegistryBackend {
         let mut url = Some(self.path(&format!("tags/list?n={TAG_PAGE}")));
         let mut tags = Vec::new();
         let mut pages = 0;
+        let mut seen = std::collections::HashSet::new();
         while let Some(next) = url.take() {
+            self.check_page(&mut seen, &next, "tag list")?;
             pages += 1;
-            if pages > 10_000 {
-                break;
+            if pages > MAX_PAGES {
+                return Err(Error::LimitExceeded {
+                    what: format!("pages of the tag list of {}", self.place),
+                    limit: MAX_PAGES,
+                });
             }
             let request = Request::new(Method::GET, next);
             let response = self
@@ -447,7 +496,20 @@ impl Backend for RegistryBackend {
         let mut next = Some(url);
         let mut manifests = Vec::new();
         let mut filtered = artifact_type.is_none();
+        let mut pages = 0;
+        let mut seen = std::collections::HashSet::new();
         while let Some(url) = next.take() {
+            self.check_page(&mut seen, &url, "referrers")?;
+            pages += 1;
+            if pages > MAX_PAGES {
+                return Err(Error::LimitExceeded {
+                    what: format!(
+                        "pages of the referrers of {} in {}",
+                        subject.digest, self.place
+                    ),
+                    limit: MAX_PAGES,
+                });
+            }
             let request =
                 Request::new(Method::GET, url).header(ACCEPT, MediaType::OCI_INDEX.as_str());
             let response = self
@@ -551,7 +613,79 @@ pub(crate) fn urlencode(value: &str) -> String {
 }
 
 /// The `Location` of a response, resolved against the registry.
+/// The target of the `rel="next"` link among the comma-separated links of
+/// one `Link` header value.
+pub(crate) fn next_target(header: &str) -> Option<String> {
+    // Commas may appear inside `<…>`, so split at `>` boundaries.
+    let mut rest = header;
+    while let Some(open) = rest.find('<') {
+        let close = open + rest[open..].find('>')?;
+        let target = &rest[open + 1..close];
+        let params_end = rest[close..].find(',').map_or(rest.len(), |i| close + i);
+        let params = &rest[close + 1..params_end];
+        let is_next = params.split(';').any(|p| {
+            let p = p.trim();
+            p.strip_prefix("rel=")
+                .map(|v| v.trim_matches('"'))
+                .is_some_and(|v| v.split_whitespace().any(|r| r.eq_ignore_ascii_case("next")))
+        });
+        if is_next {
+            return Some(target.to_owned());
+        }
+        rest = &rest[params_end..];
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+    }
+    None
+}
+
+/// The first byte of a `Content-Range: bytes START-END/TOTAL` value.
+fn range_start(value: &str) -> Option<u64> {
+    value
+        .trim()
+        .strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 pub(crate) fn location(client: &Client, response: &Response) -> Option<String> {
     let location = response.headers().get(LOCATION)?.to_str().ok()?;
     Some(client.resolve_location(location))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{next_target, range_start};
+
+    #[test]
+    fn the_next_link_is_the_one_marked_next() {
+        assert_eq!(
+            next_target(r#"</v2/a/tags/list?n=2&last=b>; rel="next""#).as_deref(),
+            Some("/v2/a/tags/list?n=2&last=b")
+        );
+        // Not the first URL when another relation comes first.
+        assert_eq!(
+            next_target(
+                r#"</v2/a/tags/list?n=2>; rel="prev", </v2/a/tags/list?n=2&last=d>; rel="next""#
+            )
+            .as_deref(),
+            Some("/v2/a/tags/list?n=2&last=d")
+        );
+        assert_eq!(
+            next_target(r#"</x?a=1,2>; rel=next"#).as_deref(),
+            Some("/x?a=1,2")
+        );
+        assert_eq!(next_target(r#"</v2/a/tags/list?n=2>; rel="prev""#), None);
+        assert_eq!(next_target(r#"</v2/x>; title="next""#), None);
+        assert_eq!(next_target("garbage <"), None);
+    }
+
+    #[test]
+    fn content_ranges_name_their_start() {
+        assert_eq!(range_start("bytes 100-199/200"), Some(100));
+        assert_eq!(range_start("bytes */200"), None);
+        assert_eq!(range_start("items 1-2/3"), None);
+    }
 }

@@ -30,9 +30,16 @@ pub struct RegistryBuilder {
     plain_http: Option<bool>,
     insecure: bool,
     ca_file: Option<PathBuf>,
+    idle_timeout: Duration,
     options: Options,
     retry: Retry,
 }
+
+/// How long a request may wait for its next bytes (the response head, or
+/// more of the body) before orca gives up on the connection and retries or
+/// resumes: long enough for a busy registry, short enough that a stuck
+/// connection does not hang a copy.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl RegistryBuilder {
     /// A builder for `host[:port]` (`docker.io` means Docker Hub's API host).
@@ -43,6 +50,7 @@ impl RegistryBuilder {
             plain_http: None,
             insecure: false,
             ca_file: None,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             options: Options {
                 max_metadata_size: DEFAULT_MAX_MANIFEST_SIZE,
                 chunk_threshold: 256 * 1024 * 1024,
@@ -75,6 +83,14 @@ impl RegistryBuilder {
     /// Trust the CA certificates in this PEM file as well.
     pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.ca_file = Some(path.into());
+        self
+    }
+
+    /// How long a request may wait for its next bytes before the
+    /// connection counts as stalled: an idle response is then retried, and
+    /// a stalled download resumes with `Range` (default 60 s).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout.max(Duration::from_millis(10));
         self
     }
 
@@ -139,6 +155,7 @@ impl RegistryBuilder {
         let mut http = reqwest::Client::builder()
             .user_agent(concat!("orca/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(30))
+            .read_timeout(self.idle_timeout)
             .danger_accept_invalid_certs(self.insecure);
         if let Some(path) = &self.ca_file {
             let pem = std::fs::read(path)

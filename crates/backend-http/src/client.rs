@@ -15,6 +15,9 @@ use reqwest::{Method, Response, StatusCode};
 use crate::auth::{Challenge, Credentials, TokenCache, TokenResponse, parse_challenge};
 use crate::error::{convert, read_error};
 
+/// Largest token-service answer read.
+const TOKEN_LIMIT: usize = 1024 * 1024;
+
 /// A request that can be sent again (its body, if any, is in memory).
 #[derive(Debug, Clone)]
 pub(crate) struct Request {
@@ -334,10 +337,22 @@ impl Client {
                 retry,
             ));
         }
-        let bytes = response
-            .bytes()
+        // Read at most TOKEN_LIMIT bytes: a token answer is small.
+        let mut response = response;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| self.transport_error("authenticate", e))?;
+            .map_err(|e| self.transport_error("authenticate", e))?
+        {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > TOKEN_LIMIT {
+                return Err(Error::LimitExceeded {
+                    what: format!("token answer from {realm}"),
+                    limit: TOKEN_LIMIT as u64,
+                });
+            }
+        }
         serde_json::from_slice::<TokenResponse>(&bytes)
             .ok()
             .and_then(TokenResponse::into_token)

@@ -84,10 +84,13 @@ impl Registry {
                 }
                 Ok(false)
             }
-            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => Ok(false),
-            _ => Err(backend
+            // Credentials that do not work are worth saying at once;
+            // anything else unexpected only means no Referrers API, and
+            // must not keep ordinary pulls and pushes from working.
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(backend
                 .fail(response, "open", "referrers support".into())
                 .await),
+            _ => Ok(false),
         }
     }
 

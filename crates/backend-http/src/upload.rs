@@ -18,6 +18,8 @@ use crate::error::{convert, read_error};
 use crate::sessions::Record;
 
 const OCI_CHUNK_MIN_LENGTH: &str = "oci-chunk-min-length";
+/// The largest chunk orca holds in memory, whatever minimum a registry asks.
+const MAX_CHUNK: u64 = 64 * 1024 * 1024;
 /// Times a manifest refused for naming an unknown blob is sent again.
 const BLOB_UNKNOWN_RETRIES: u32 = 3;
 
@@ -189,13 +191,12 @@ pub(crate) async fn push_blob(
         (url, true, backend.options.chunk_size)
     } else {
         let (_, url, min_chunk) = start(backend, "").await?;
-        let threshold = backend.options.chunk_threshold;
-        let chunked = descriptor.size > threshold || min_chunk.is_some();
-        (
-            url,
-            chunked,
-            backend.options.chunk_size.max(min_chunk.unwrap_or(0)),
-        )
+        // `OCI-Chunk-Min-Length` binds chunked uploads only: it never
+        // forces chunking, and a minimum above what orca buffers per chunk
+        // sends the blob in one request instead.
+        let min_chunk = min_chunk.unwrap_or(0);
+        let chunked = descriptor.size > backend.options.chunk_threshold && min_chunk <= MAX_CHUNK;
+        (url, chunked, backend.options.chunk_size.max(min_chunk))
     };
     let outcome = if chunked {
         if let Some(sessions) = sessions {

@@ -1,7 +1,8 @@
 //! A TCP proxy on a free loopback port in front of a real server. It
 //! records what clients send, and can inject faults: answer some requests
-//! with an error status, cut responses after some bytes, or flip a byte of
-//! a response body — each a bounded number of times.
+//! with an error status, cut responses after some bytes, stall them
+//! (stop sending, connection open), flip a byte of a response body — each
+//! a bounded number of times — or add a header to some responses.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -22,6 +23,13 @@ pub struct Faults {
     pub cut_after: Option<(u64, u32)>,
     /// Flip the response body byte at this offset, this many times.
     pub corrupt_at: Option<(u64, u32)>,
+    /// Stop sending (keeping the connection open, as a stuck load balancer
+    /// does) after this many response bytes, this many times; 0 stalls
+    /// before the response head.
+    pub stall_after: Option<(u64, u32)>,
+    /// Add this header line (`Name: value`) to the responses of requests
+    /// whose first line contains the text.
+    pub add_header: Option<(String, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -29,6 +37,7 @@ struct Budget {
     fail: AtomicU32,
     cut: AtomicU32,
     corrupt: AtomicU32,
+    stall: AtomicU32,
 }
 
 impl Budget {
@@ -70,6 +79,7 @@ impl RecordingProxy {
             fail: AtomicU32::new(faults.fail_requests.as_ref().map_or(0, |f| f.2)),
             cut: AtomicU32::new(faults.cut_after.map_or(0, |f| f.1)),
             corrupt: AtomicU32::new(faults.corrupt_at.map_or(0, |f| f.1)),
+            stall: AtomicU32::new(faults.stall_after.map_or(0, |f| f.1)),
         };
         let shared = Arc::new(Shared {
             upstream,
@@ -158,9 +168,16 @@ fn serve(mut client: TcpStream, shared: &Shared) {
     let (Ok(client_read), Ok(server_write)) = (client.try_clone(), server.try_clone()) else {
         return;
     };
+    let first_line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let extra = shared
+        .faults
+        .add_header
+        .as_ref()
+        .filter(|(pattern, _)| String::from_utf8_lossy(first_line).contains(pattern.as_str()))
+        .map(|(_, line)| line.clone());
     std::thread::scope(|scope| {
         scope.spawn(|| pump_up(client_read, server_write, shared));
-        pump_down(&mut server, &mut client, shared);
+        pump_down(&mut server, &mut client, shared, extra.as_deref());
     });
 }
 
@@ -194,19 +211,67 @@ fn pump_up(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
     let _ = to.shutdown(Shutdown::Write);
 }
 
-fn pump_down(from: &mut TcpStream, to: &mut TcpStream, shared: &Shared) {
+/// Holds the connection open without sending, until the client gives up.
+fn stall(to: &mut TcpStream) {
+    let mut sink = [0u8; 1024];
+    let _ = to.set_read_timeout(Some(std::time::Duration::from_secs(120)));
+    // Returns when the client closes the connection (or after two minutes).
+    while let Ok(n) = to.read(&mut sink) {
+        if n == 0 {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+fn pump_down(from: &mut TcpStream, to: &mut TcpStream, shared: &Shared, extra: Option<&str>) {
     let mut buffer = [0u8; 64 * 1024];
     let mut sent = 0u64;
     // Where the first response's body starts, once the head has passed.
     let mut body_start: Option<u64> = None;
     let mut head = Vec::new();
     let mut corrupted = false;
+    if let Some((0, _)) = shared.faults.stall_after
+        && Budget::take(&shared.budget.stall)
+    {
+        stall(to);
+        return;
+    }
     loop {
         let n = match from.read(&mut buffer) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if let Some(line) = extra
+            && body_start.is_none()
+        {
+            // Hold the head back until it is whole, then add the line.
+            head.extend_from_slice(&buffer[..n]);
+            let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let mut edited = head[..end].to_vec();
+            edited.extend_from_slice(format!("\r\n{line}\r\n\r\n").as_bytes());
+            body_start = Some(edited.len() as u64);
+            edited.extend_from_slice(&head[end + 4..]);
+            if to.write_all(&edited).is_err() {
+                break;
+            }
+            sent += edited.len() as u64;
+            continue;
+        }
         let chunk = &mut buffer[..n];
+        if let Some((limit, _)) = shared.faults.stall_after
+            && limit > 0
+            && sent + n as u64 > limit
+            && Budget::take(&shared.budget.stall)
+        {
+            let keep = (limit.saturating_sub(sent)) as usize;
+            let _ = to.write_all(&chunk[..keep]);
+            stall(to);
+            let _ = from.shutdown(Shutdown::Both);
+            return;
+        }
         if body_start.is_none() {
             head.extend_from_slice(chunk);
             if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {

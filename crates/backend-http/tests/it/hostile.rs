@@ -1,0 +1,179 @@
+//! Servers that misbehave, through the fault-injecting proxy: a download
+//! that stalls resumes, a response that never starts is retried, an
+//! unexpected Referrers API answer does not stop pulls, a `Link` that
+//! loops is refused, and `OCI-Chunk-Min-Length` binds chunked uploads only
+//! (and is ignored past what orca buffers).
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use orca_backend_http::RegistryBuilder;
+use orca_core::conformance::GeneratedBlob;
+use orca_core::{MediaType, Selector, Store};
+use orca_testkit::{Faults, RecordingProxy, RegistryServer};
+
+use crate::common::{fresh_repository, plain, repository};
+
+const MIB: u64 = 1024 * 1024;
+
+/// A store on `name` through a proxy with `faults`, built by `tune`.
+async fn through(
+    name: &str,
+    faults: Faults,
+    tune: impl FnOnce(RegistryBuilder) -> RegistryBuilder,
+) -> (RecordingProxy, Store) {
+    let proxy =
+        RecordingProxy::with_faults(RegistryServer::shared().port(), faults).expect("proxy");
+    let registry = tune(RegistryBuilder::new(format!("127.0.0.1:{}", proxy.port())))
+        .build()
+        .expect("registry");
+    let store = Store::new(registry.repository(name).await.expect("repository"));
+    (proxy, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_download_resumes_with_range() {
+    let name = fresh_repository("stall");
+    let direct = Store::new(repository(&plain(), &name).await);
+    let blob = GeneratedBlob::new(4 * MIB + 3, 41);
+    let desc = blob.descriptor(MediaType::OCI_LAYER_TAR);
+    direct.push(&desc, blob.body()).await.expect("seed");
+    let faults = Faults {
+        stall_after: Some((MIB, 1)),
+        ..Faults::default()
+    };
+    let (proxy, store) = through(&name, faults, |b| b.idle_timeout(Duration::from_secs(1))).await;
+    let started = Instant::now();
+    let mut body = store.fetch(&desc).await.expect("fetch");
+    let mut total = 0u64;
+    while let Some(chunk) = body.next().await {
+        total += chunk.expect("verified after resuming").len() as u64;
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(total, blob.size());
+    let sent = proxy.recorded().to_ascii_lowercase();
+    assert_eq!(sent.matches("range: bytes=").count(), 1, "{sent:.2000}");
+    eprintln!("stall detected and resumed: {elapsed:?} with a 1 s idle timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_that_never_starts_is_retried() {
+    let name = fresh_repository("silent");
+    let direct = Store::new(repository(&plain(), &name).await);
+    let empty = direct
+        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+        .await
+        .expect("blob");
+    let manifest = orca_core::Manifest::new(empty, vec![])
+        .to_raw()
+        .expect("raw");
+    direct
+        .push_manifest(&manifest, Some("v1"))
+        .await
+        .expect("manifest");
+    // The first request (opening the repository) gets no answer at all.
+    let faults = Faults {
+        stall_after: Some((0, 1)),
+        ..Faults::default()
+    };
+    let (_proxy, store) = through(&name, faults, |b| b.idle_timeout(Duration::from_secs(1))).await;
+    let resolved = store
+        .resolve(&Selector::Tag("v1".into()))
+        .await
+        .expect("resolve after a silent server");
+    assert_eq!(resolved.digest, manifest.digest());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unexpected_referrers_probe_answer_does_not_stop_pulls() {
+    let name = fresh_repository("probe");
+    let direct = Store::new(repository(&plain(), &name).await);
+    let empty = direct
+        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+        .await
+        .expect("blob");
+    let manifest = orca_core::Manifest::new(empty, vec![])
+        .to_raw()
+        .expect("raw");
+    direct
+        .push_manifest(&manifest, Some("v1"))
+        .await
+        .expect("manifest");
+    let faults = Faults {
+        fail_requests: Some(("/referrers/".into(), 500, 1000)),
+        ..Faults::default()
+    };
+    let (_proxy, store) = through(&name, faults, |b| b.retries(1)).await;
+    assert!(!store.capabilities().referrers_api);
+    let (_, raw) = store
+        .fetch_manifest(&Selector::Tag("v1".into()))
+        .await
+        .expect("pull");
+    assert_eq!(raw.bytes(), manifest.bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_that_loops_is_refused() {
+    let name = fresh_repository("loop");
+    let direct = Store::new(repository(&plain(), &name).await);
+    let empty = direct
+        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+        .await
+        .expect("blob");
+    let manifest = orca_core::Manifest::new(empty, vec![])
+        .to_raw()
+        .expect("raw");
+    direct
+        .push_manifest(&manifest, Some("v1"))
+        .await
+        .expect("manifest");
+    let faults = Faults {
+        add_header: Some((
+            "/tags/list".into(),
+            format!("Link: </v2/{name}/tags/list?n=1000>; rel=\"next\""),
+        )),
+        ..Faults::default()
+    };
+    let (_proxy, store) = through(&name, faults, |b| b).await;
+    let err = store.tags_all().await.expect_err("a looping Link");
+    let text = orca_core::error::chain(&err);
+    assert!(text.contains("leads back"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_minimums_bind_only_chunked_uploads() {
+    let chunked = |min: u64| Faults {
+        add_header: Some(("POST /v2/".into(), format!("OCI-Chunk-Min-Length: {min}"))),
+        ..Faults::default()
+    };
+    let tune = |b: RegistryBuilder| b.chunk_threshold(MIB).chunk_size(MIB);
+
+    // Above the threshold: chunks of the registry's 2 MiB minimum.
+    let (proxy, store) = through(&fresh_repository("min"), chunked(2 * MIB), tune).await;
+    let blob = GeneratedBlob::new(5 * MIB, 51);
+    store
+        .push(&blob.descriptor(MediaType::OCI_LAYER_TAR), blob.body())
+        .await
+        .expect("chunked push");
+    // (The proxy keeps the first 4 MiB sent: the first chunks.)
+    let sent = proxy.recorded().to_ascii_lowercase();
+    assert!(sent.contains("patch "), "{sent:.3000}");
+    assert!(sent.contains("content-length: 2097152"), "{sent:.3000}");
+
+    // Below the threshold: one request, whatever the minimum.
+    let (proxy, store) = through(&fresh_repository("min"), chunked(2 * MIB), tune).await;
+    let small = GeneratedBlob::new(MIB / 2, 52);
+    store
+        .push(&small.descriptor(MediaType::OCI_LAYER_TAR), small.body())
+        .await
+        .expect("monolithic push");
+    assert_eq!(proxy.recorded().matches("PATCH ").count(), 0);
+
+    // A minimum past what orca holds per chunk: one request instead.
+    let (proxy, store) = through(&fresh_repository("min"), chunked(1 << 40), tune).await;
+    store
+        .push(&blob.descriptor(MediaType::OCI_LAYER_TAR), blob.body())
+        .await
+        .expect("push despite a huge minimum");
+    assert_eq!(proxy.recorded().matches("PATCH ").count(), 0);
+}
