@@ -126,12 +126,21 @@ impl RegistryBuilder {
         self
     }
 
+    /// Whether `host[:port]` names this machine: `localhost`, or an
+    /// address in 127.0.0.0/8 or `::1` — parsed, so `127.corp.example`
+    /// is not loopback.
     fn is_loopback(host: &str) -> bool {
-        let name = host
-            .rsplit_once(':')
-            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
-            .map_or(host, |(name, _)| name);
-        name == "localhost" || name.starts_with("127.") || name == "[::1]"
+        let name = match host.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or(rest),
+            None => host
+                .rsplit_once(':')
+                .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+                .map_or(host, |(name, _)| name),
+        };
+        name.eq_ignore_ascii_case("localhost")
+            || name
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
     }
 
     /// Builds the registry handle. Nothing is contacted yet.
@@ -152,7 +161,22 @@ impl RegistryBuilder {
             .plain_http
             .unwrap_or_else(|| Self::is_loopback(&self.host));
         let scheme = if plain { "http" } else { "https" };
+        // Redirects (to a CDN or a bucket) are followed, never from HTTPS
+        // down to plain HTTP; reqwest drops credentials on any redirect to
+        // another host.
+        let redirects = reqwest::redirect::Policy::custom(|attempt| {
+            let downgrade = attempt.url().scheme() != "https"
+                && attempt.previous().iter().any(|u| u.scheme() == "https");
+            if downgrade {
+                attempt.error("a redirect from HTTPS to plain HTTP was refused")
+            } else if attempt.previous().len() > 10 {
+                attempt.error("more than 10 redirects")
+            } else {
+                attempt.follow()
+            }
+        });
         let mut http = reqwest::Client::builder()
+            .redirect(redirects)
             .user_agent(concat!("orca/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(self.idle_timeout)
@@ -182,5 +206,34 @@ impl RegistryBuilder {
             client: Arc::new(client),
             options: Arc::new(self.options),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RegistryBuilder;
+
+    #[test]
+    fn loopback_is_decided_from_the_address() {
+        for host in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+            "[::1]",
+        ] {
+            assert!(RegistryBuilder::is_loopback(host), "{host}");
+        }
+        for host in [
+            "127.corp.example",
+            "127.corp.example:5000",
+            "registry.example",
+            "10.0.0.1:5000",
+            "[2001:db8::1]:5000",
+            "localhost.evil.example",
+        ] {
+            assert!(!RegistryBuilder::is_loopback(host), "{host}");
+        }
     }
 }

@@ -158,6 +158,37 @@ impl Client {
         }
     }
 
+    /// Whether `url` has the registry's scheme, host and port: only then
+    /// does it get the registry's credentials (a `Location` or `Link` to
+    /// another origin — a CDN, a storage bucket — gets none).
+    pub(crate) fn same_origin(&self, url: &str) -> bool {
+        match (reqwest::Url::parse(&self.base), reqwest::Url::parse(url)) {
+            (Ok(base), Ok(url)) => {
+                base.scheme() == url.scheme()
+                    && base.host_str() == url.host_str()
+                    && base.port_or_known_default() == url.port_or_known_default()
+            }
+            _ => false,
+        }
+    }
+
+    /// Refuses a plain-HTTP URL from a registry that speaks HTTPS: a
+    /// `Location` or `Link` must not downgrade the connection.
+    fn check_scheme(&self, url: &str, operation: &'static str) -> Result<()> {
+        if self.base.starts_with("https://") && !url.starts_with("https://") {
+            return Err(Error::Backend {
+                backend: self.host.clone(),
+                operation,
+                source: format!(
+                    "the registry speaks HTTPS but sent orca to {}, which is not: refused",
+                    crate::client::redact_query(url)
+                )
+                .into(),
+            });
+        }
+        Ok(())
+    }
+
     fn authorization(&self, scope: &str) -> Option<String> {
         let cached = self.tokens.lock().ok().and_then(|t| t.get(scope));
         cached.or_else(|| {
@@ -186,6 +217,7 @@ impl Client {
         scope: &str,
         operation: &'static str,
     ) -> Result<Response> {
+        self.check_scheme(&request.url, operation)?;
         let mut authenticated = false;
         let mut attempt = 0;
         loop {
@@ -196,7 +228,9 @@ impl Client {
             if let Some(body) = &request.body {
                 builder = builder.body(body.clone());
             }
-            if let Some(auth) = self.authorization(scope) {
+            if let Some(auth) = self.authorization(scope)
+                && self.same_origin(&request.url)
+            {
                 builder = builder.header(AUTHORIZATION, auth);
             }
             let outcome = builder.send().await;
@@ -232,11 +266,14 @@ impl Client {
         scope: &str,
         operation: &'static str,
     ) -> Result<Response> {
+        self.check_scheme(url, operation)?;
         let mut builder = self.http.request(method, url).body(body);
         for (name, value) in headers {
             builder = builder.header(name, value);
         }
-        if let Some(auth) = self.authorization(scope) {
+        if let Some(auth) = self.authorization(scope)
+            && self.same_origin(url)
+        {
             builder = builder.header(AUTHORIZATION, auth);
         }
         builder
@@ -304,6 +341,18 @@ impl Client {
         {
             query.push(("scope", offered));
         }
+        // Credentials go to the token service only over HTTPS, unless the
+        // registry itself speaks plain HTTP (loopback, or the user's
+        // explicit choice).
+        if !realm.starts_with("https://") && self.base.starts_with("https://") {
+            return Err(Error::Unauthorized {
+                place: self.host.clone(),
+                message: format!(
+                    "the token service {} is not HTTPS: refused, so credentials never travel in the clear",
+                    redact_query(realm)
+                ),
+            });
+        }
         let builder = match &self.credentials {
             Credentials::IdentityToken(token) => {
                 let mut form = vec![
@@ -360,5 +409,56 @@ impl Client {
                 place: self.host.clone(),
                 message: format!("the token service {realm} answered without a token"),
             })
+    }
+}
+
+/// A URL without its query (which may carry signed state), for messages.
+pub(crate) fn redact_query(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(base: &str) -> Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Client::new(
+            reqwest::Client::new(),
+            base.to_owned(),
+            "registry.example".into(),
+            Credentials::basic("user", "secret"),
+            Retry::default(),
+        )
+    }
+
+    #[test]
+    fn only_the_registry_origin_is_the_same_origin() {
+        let c = client("https://registry.example");
+        assert!(c.same_origin("https://registry.example/v2/a/blobs/uploads/1"));
+        assert!(c.same_origin("https://registry.example:443/v2/"));
+        assert!(!c.same_origin("https://cdn.example/blob"));
+        assert!(!c.same_origin("https://registry.example:8443/v2/"));
+        assert!(!c.same_origin("http://registry.example/v2/"));
+        assert!(!c.same_origin("https://registry.example.evil.example/v2/"));
+        assert!(!c.same_origin("not a url"));
+    }
+
+    #[tokio::test]
+    async fn an_https_registry_is_never_left_for_plain_http() {
+        let c = client("https://registry.example");
+        let request = Request::new(Method::GET, "http://registry.example/v2/a/tags/list?n=1");
+        let err = c.send(&request, "", "tags").await.expect_err("downgrade");
+        let text = orca_core::error::chain(&err);
+        assert!(
+            text.contains("not: refused") && !text.contains("n=1"),
+            "{text}"
+        );
+        let err = c
+            .fetch_token("http://auth.example/token", None, "repository:a:pull", None)
+            .await
+            .expect_err("a plain-HTTP realm");
+        assert!(matches!(err, Error::Unauthorized { .. }), "{err}");
+        assert!(!err.to_string().contains("secret"), "{err}");
     }
 }

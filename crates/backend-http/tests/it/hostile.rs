@@ -177,3 +177,51 @@ async fn chunk_minimums_bind_only_chunked_uploads() {
         .expect("push despite a huge minimum");
     assert_eq!(proxy.recorded().matches("PATCH ").count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_never_follow_a_link_to_another_origin() {
+    let server = RegistryServer::shared_htpasswd();
+    let (user, password) = server.credentials().expect("credentials");
+    let name = fresh_repository("origin");
+    // Another origin (another port) in front of the same registry.
+    let elsewhere = RecordingProxy::start(server.port()).expect("second proxy");
+    let faults = Faults {
+        add_header: Some((
+            "/tags/list".into(),
+            format!(
+                "Link: <http://127.0.0.1:{}/v2/{name}/tags/list?n=1000&last=a>; rel=\"next\"",
+                elsewhere.port()
+            ),
+        )),
+        ..Faults::default()
+    };
+    let proxy = RecordingProxy::with_faults(server.port(), faults).expect("proxy");
+    let registry = RegistryBuilder::new(format!("127.0.0.1:{}", proxy.port()))
+        .credentials(orca_backend_http::Credentials::basic(user, password))
+        .build()
+        .expect("registry");
+    let store = Store::new(registry.repository(&name).await.expect("repository"));
+    let empty = store
+        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+        .await
+        .expect("blob");
+    let manifest = orca_core::Manifest::new(empty, vec![])
+        .to_raw()
+        .expect("raw");
+    store
+        .push_manifest(&manifest, Some("v1"))
+        .await
+        .expect("manifest");
+    let _ = store.tags_all().await;
+    let home = proxy.recorded().to_ascii_lowercase();
+    let away = elsewhere.recorded().to_ascii_lowercase();
+    assert!(home.contains("authorization: basic"), "{home:.2000}");
+    assert!(
+        away.contains("get /v2/"),
+        "the Link was not followed: {away:.2000}"
+    );
+    assert!(
+        !away.contains("authorization"),
+        "credentials went to another origin: {away:.2000}"
+    );
+}
