@@ -29,7 +29,7 @@ struct File {
     cred_helpers: HashMap<String, String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 struct Entry {
     #[serde(default)]
     auth: Option<String>,
@@ -39,6 +39,18 @@ struct Entry {
     password: Option<String>,
     #[serde(default)]
     identitytoken: Option<String>,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Entry")
+            .field("username", &self.username)
+            .field("auth", &hidden(&self.auth))
+            .field("password", &hidden(&self.password))
+            .field("identitytoken", &hidden(&self.identitytoken))
+            .finish()
+    }
 }
 
 /// A loaded docker `config.json`.

@@ -373,7 +373,9 @@ impl fmt::Display for S3Backend {
 impl fmt::Debug for S3Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("S3Backend")
-            .field("store", &self.store)
+            // The store's Display names it; its Debug would print the
+            // credentials it was built with.
+            .field("store", &format_args!("{}", self.store))
             .field("prefix", &self.prefix)
             .field("part_size", &self.part_size)
             .field("concurrency", &self.concurrency)

@@ -9,7 +9,7 @@ use orca_core::{Error, Result};
 use crate::backend::S3Backend;
 
 /// Builds an [`S3Backend`] for an S3 (or S3-compatible) bucket.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct S3Builder {
     url: String,
     allow_http: bool,
@@ -18,6 +18,23 @@ pub struct S3Builder {
     credentials: Option<(String, String)>,
     part_size: Option<usize>,
     concurrency: Option<usize>,
+}
+
+impl std::fmt::Debug for S3Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Builder")
+            .field("url", &self.url)
+            .field("allow_http", &self.allow_http)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "<redacted>"),
+            )
+            .field("part_size", &self.part_size)
+            .field("concurrency", &self.concurrency)
+            .finish()
+    }
 }
 
 impl S3Builder {

@@ -2,9 +2,11 @@
 //! S3 (moto), registry (docker-registry), oci-archive and docker-archive
 //! copies a two-platform index with a referrer; images built by umoci make
 //! a round trip through every backend and come back byte for byte; copies
-//! cut, cancelled or killed mid-blob resume when run again.
+//! cut, cancelled or killed mid-blob resume when run again; no public type
+//! prints a secret.
 
 mod common;
 mod interrupted;
 mod matrix;
 mod round_trip;
+mod secrets;
