@@ -1,7 +1,7 @@
-//! Uploads: manifests by `PUT`, blobs by `POST` + monolithic `PUT` (the body
-//! streamed with its length) or, for large blobs or when the registry asks
-//! (`OCI-Chunk-Min-Length`), `POST` + `PATCH`… + `PUT`, always following the
-//! newest `Location`. An abandoned upload session is cancelled.
+//! Uploads: manifests by `PUT`; blobs by `POST` + one streamed `PATCH` +
+//! `PUT ?digest=`, or, for large blobs, `POST` + `PATCH` per chunk + `PUT`,
+//! always following the newest `Location`. A failed upload is cancelled at
+//! its newest `Location`, so no session stays open at the registry.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -198,6 +198,14 @@ pub(crate) async fn push_blob(
         let chunked = descriptor.size > backend.options.chunk_threshold && min_chunk <= MAX_CHUNK;
         (url, chunked, backend.options.chunk_size.max(min_chunk))
     };
+    // Dropped unfinished (a sibling transfer failed, the copy was
+    // cancelled), the session is cancelled in the background — unless it
+    // is remembered, to be continued.
+    let mut abandon = Abandon {
+        backend: backend.clone(),
+        url: url.clone(),
+        armed: !(chunked && sessions.is_some()),
+    };
     let outcome = if chunked {
         if let Some(sessions) = sessions {
             let record = Record {
@@ -206,10 +214,12 @@ pub(crate) async fn push_blob(
             };
             let _ = sessions.save(&backend.place, &descriptor.digest, &record);
         }
-        push_chunked(backend, descriptor, body, &mut url, size, offset).await
+        push_chunked(backend, descriptor, body, &mut abandon.url, size, offset).await
     } else {
-        push_monolithic(backend, descriptor, body, &url).await
+        push_streamed(backend, descriptor, body, &mut abandon.url).await
     };
+    abandon.armed = false;
+    url = abandon.url.clone();
     if outcome.is_err() {
         cancel(backend, &url).await;
     }
@@ -217,6 +227,26 @@ pub(crate) async fn push_blob(
         sessions.forget(&backend.place, &descriptor.digest);
     }
     outcome
+}
+
+/// Cancels an upload session whose push was dropped before it ended.
+struct Abandon {
+    backend: RegistryBackend,
+    /// The session's newest `Location`.
+    url: String,
+    armed: bool,
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (backend, url) = (self.backend.clone(), std::mem::take(&mut self.url));
+            runtime.spawn(async move { cancel(&backend, &url).await });
+        }
+    }
 }
 
 /// The remembered session of `descriptor`'s upload, if the registry still
@@ -261,24 +291,25 @@ pub(crate) async fn open_session(
     }
 }
 
-async fn push_monolithic(
+/// Sends the whole body in one streamed `PATCH`, then completes the upload
+/// with an empty `PUT ?digest=`. (A single `PUT` with the body would be
+/// one request fewer, but when it fails the registry keeps the bytes under
+/// a session whose signed state no longer matches them, which
+/// distribution 2.8 cannot cancel; after a `PATCH` the newest `Location`
+/// can.) `url` ends as the newest `Location`.
+async fn push_streamed(
     backend: &RegistryBackend,
     descriptor: &Descriptor,
     body: Body,
-    url: &str,
+    url: &mut String,
 ) -> Result<()> {
-    let url = with_query(url, "digest", &descriptor.digest.to_string());
-    // The registry checks the digest in the URL against what arrives. The
-    // body is read one item ahead, so an error at its end (a mismatch found
-    // by Store, bytes beyond the promised length) aborts the request before
-    // its last bytes go out, and that error is what the caller sees.
     let failure = Arc::new(Mutex::new(None));
-    let stream = lookahead(body, failure.clone());
+    let stream = padded(body, descriptor.size, failure.clone());
     let sent = backend
         .client
         .send_stream(
-            Method::PUT,
-            &url,
+            Method::PATCH,
+            url,
             vec![
                 (CONTENT_TYPE, "application/octet-stream".into()),
                 (CONTENT_LENGTH, descriptor.size.to_string()),
@@ -288,53 +319,98 @@ async fn push_monolithic(
             "push",
         )
         .await;
+    if let Ok(response) = &sent
+        && response.status() == StatusCode::ACCEPTED
+        && let Some(newest) = location(&backend.client, response)
+    {
+        *url = newest;
+    }
     if let Some(e) = failure.lock().ok().and_then(|mut f| f.take()) {
         return Err(e);
     }
     let response = sent?;
+    if response.status() != StatusCode::ACCEPTED {
+        let what = format!("blob {}", descriptor.digest);
+        return Err(backend.fail(response, "push", what).await);
+    }
+    let request = Request::new(
+        Method::PUT,
+        with_query(url, "digest", &descriptor.digest.to_string()),
+    )
+    .header(CONTENT_LENGTH, "0");
+    let response = backend
+        .client
+        .send(&request, &backend.scope(true), "push")
+        .await?;
     committed(backend, descriptor, response).await
 }
 
-/// Yields each chunk only once the item after it is known, so the body's
-/// final error (if any) arrives before its last chunk is handed on. The
-/// error is also kept in `failure` for the caller.
-fn lookahead(
+/// The body as the request's stream. When the body fails (a digest
+/// mismatch found at its end, or the source cut off), the error is kept in
+/// `failure` and the rest of the promised length is sent as zeros: the
+/// request then ends cleanly, the registry finds the content does not
+/// match the digest in the URL, refuses it and drops the upload session
+/// itself — an aborted request would leave a session whose signed state no
+/// longer matches its data, which distribution 2.8 cannot cancel.
+fn padded(
     body: Body,
+    len: u64,
     failure: Arc<Mutex<Option<Error>>>,
 ) -> impl futures::Stream<Item = Result<Bytes>> + Send + 'static {
-    let stream = body.into_stream();
-    futures::stream::unfold(
-        (stream, None::<Bytes>, false),
-        move |(mut stream, held, done)| {
-            let failure = failure.clone();
-            async move {
-                if done {
-                    return None;
-                }
-                let mut held = held;
-                loop {
-                    match stream.next().await {
-                        Some(Ok(chunk)) => match held.replace(chunk) {
-                            Some(previous) => return Some((Ok(previous), (stream, held, false))),
-                            None => continue,
-                        },
-                        Some(Err(e)) => {
-                            let message = e.to_string();
-                            if let Ok(mut slot) = failure.lock() {
-                                *slot = Some(e);
-                            }
-                            let abort = Error::InvalidInput {
-                                what: "upload body".into(),
-                                reason: message,
-                            };
-                            return Some((Err(abort), (stream, None, true)));
+    const ZEROS: usize = 1024 * 1024;
+    struct State {
+        stream: futures::stream::BoxStream<'static, Result<Bytes>>,
+        /// Read one item ahead: the request ends when its length is sent,
+        /// so an error after the last bytes must be seen before them.
+        held: Option<Bytes>,
+        sent: u64,
+        failed: bool,
+        ended: bool,
+    }
+    let state = State {
+        stream: body.into_stream(),
+        held: None,
+        sent: 0,
+        failed: false,
+        ended: false,
+    };
+    futures::stream::unfold(state, move |mut state| {
+        let failure = failure.clone();
+        async move {
+            while !state.failed && !state.ended {
+                match state.stream.next().await {
+                    Some(Ok(chunk)) => {
+                        if let Some(previous) = state.held.replace(chunk) {
+                            state.sent += previous.len() as u64;
+                            return Some((Ok(previous), state));
                         }
-                        None => return held.map(|last| (Ok(last), (stream, None, true))),
+                    }
+                    None => state.ended = true,
+                    Some(Err(e)) => {
+                        if let Ok(mut slot) = failure.lock() {
+                            *slot = Some(e);
+                        }
+                        state.failed = true;
                     }
                 }
             }
-        },
-    )
+            if let Some(last) = state.held.take() {
+                state.sent += last.len() as u64;
+                return Some((Ok(last), state));
+            }
+            let left = if state.failed {
+                len.saturating_sub(state.sent)
+            } else {
+                0
+            };
+            if left == 0 {
+                return None;
+            }
+            let n = usize::try_from(left).unwrap_or(ZEROS).min(ZEROS);
+            state.sent += n as u64;
+            Some((Ok(Bytes::from(vec![0u8; n])), state))
+        }
+    })
 }
 
 /// Sends `body` (the content from byte `offset` on) in chunks of

@@ -29,6 +29,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -290,6 +291,10 @@ struct Copier<'a> {
     options: &'a CopyOptions,
     /// The source's tags, read once when digest tags are wanted.
     source_tags: Vec<String>,
+    /// A transfer failed: the others stop at their next chunk (each
+    /// target then cleans up as after any failed push) instead of being
+    /// dropped mid-request.
+    abandoned: Arc<AtomicBool>,
 }
 
 impl Copier<'_> {
@@ -443,6 +448,9 @@ impl Copier<'_> {
     /// Moves one blob: mount, skip or transfer. Returns its final event,
     /// and the bytes the target already held when the transfer resumed.
     async fn blob(&self, blob: Descriptor) -> Result<(Event, u64)> {
+        if self.abandoned.load(Ordering::Relaxed) {
+            return Err(abandoned(&blob));
+        }
         if !blob.urls.is_empty() && !self.options.external {
             return Ok((Event::External(blob), 0));
         }
@@ -495,8 +503,21 @@ impl Copier<'_> {
     }
 
     /// Reports the bytes of `body` (which starts at byte `offset` of the
-    /// blob) as they are read, throttled.
+    /// blob) as they are read, throttled, and ends it with an error once
+    /// the copy is abandoned.
     fn metered(&self, body: Body, blob: &Descriptor, offset: u64) -> Body {
+        let len = body.len();
+        let flag = self.abandoned.clone();
+        let stopping = blob.clone();
+        let body = Body::new(
+            len,
+            body.into_stream().map(move |chunk| {
+                if flag.load(Ordering::Relaxed) {
+                    return Err(abandoned(&stopping));
+                }
+                chunk
+            }),
+        );
         let Some(progress) = self.options.progress.clone() else {
             return body;
         };
@@ -548,6 +569,14 @@ impl Copier<'_> {
         self.target
             .push_opts(&node.descriptor.plain(), Body::from_bytes(bytes), options)
             .await
+    }
+}
+
+/// The error a transfer ends with when another transfer of the copy failed.
+fn abandoned(blob: &Descriptor) -> Error {
+    Error::InvalidInput {
+        what: format!("transfer of blob {}", blob.digest),
+        reason: "abandoned because another transfer of the copy failed".into(),
     }
 }
 
@@ -635,6 +664,7 @@ async fn copy_root(
         target,
         options,
         source_tags,
+        abandoned: Arc::default(),
     };
     let roots = match &new_root {
         Some(raw) => match raw.parse()? {
@@ -687,8 +717,19 @@ async fn copy_root(
 
     let transfers: Vec<_> = plan.blobs.iter().map(|b| copier.blob(b.clone())).collect();
     let mut transfers = futures::stream::iter(transfers).buffer_unordered(copier.limit());
+    // On the first failure the others are told to stop and are waited for,
+    // so every target cleans up as after any failed push (a registry
+    // cancels its upload session) rather than being cut off mid-request.
+    let mut failed = None;
     while let Some(done) = transfers.next().await {
-        let (event, held) = done?;
+        let (event, held) = match done {
+            Ok(done) => done,
+            Err(e) => {
+                copier.abandoned.store(true, Ordering::Relaxed);
+                failed.get_or_insert(e);
+                continue;
+            }
+        };
         match &event {
             Event::Copied(d) => {
                 report.copied += 1;
@@ -703,6 +744,9 @@ async fn copy_root(
         copier.emit(event);
     }
     drop(transfers);
+    if let Some(e) = failed {
+        return Err(e);
+    }
 
     // The root is pushed with its tag in one step when nothing follows it;
     // otherwise it is tagged at the very end.

@@ -207,6 +207,26 @@ impl RegistryServer {
         self.port
     }
 
+    /// Upload sessions the registry holds open for `repository`: the
+    /// directories under the repository's `_uploads` that still hold data
+    /// or a start time. (A cancelled session leaves only its `hashstates`
+    /// behind on distribution 2.8; that is the registry's leftover, not an
+    /// open session.)
+    pub fn upload_sessions(&self, repository: &str) -> usize {
+        let dir = self
+            .dir
+            .path()
+            .join("data/docker/registry/v2/repositories")
+            .join(repository)
+            .join("_uploads");
+        std::fs::read_dir(&dir).map_or(0, |entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().join("data").exists() || e.path().join("startedat").exists())
+                .count()
+        })
+    }
+
     /// The user and password, for a registry started with htpasswd.
     pub fn credentials(&self) -> Option<(&str, &str)> {
         self.credentials

@@ -11,3 +11,4 @@ mod hostile;
 mod oras;
 mod registry;
 mod tls;
+mod uploads;
