@@ -376,19 +376,14 @@ impl ArchiveWriter {
         let image_of = |descriptor: &Descriptor| -> Option<Digest> {
             let written = state.content.get(&descriptor.digest)?;
             if written.media_type.is_image_manifest() {
-                // Only images: artifacts (signatures, SBOMs) have other
-                // configs, which `docker load` cannot read.
-                let image = written.names.first().is_some_and(|c| {
-                    c.media_type == MediaType::DOCKER_CONFIG
-                        || c.media_type == MediaType::OCI_CONFIG
-                });
-                return image.then(|| descriptor.digest.clone());
+                return is_image(written).then(|| descriptor.digest.clone());
             }
             if !written.media_type.is_index() {
                 return None;
             }
             let members = written.names.iter().filter(|m| {
-                state.content.contains_key(&m.digest) && m.media_type.is_image_manifest()
+                m.media_type.is_image_manifest()
+                    && state.content.get(&m.digest).is_some_and(is_image)
             });
             let mut first = None;
             for member in members {
@@ -452,6 +447,15 @@ impl ArchiveWriter {
             place: self.to_string(),
         }
     }
+}
+
+/// Whether a written image manifest is an image `docker load` can read:
+/// artifacts (signatures, SBOMs) have other configs.
+fn is_image(written: &Written) -> bool {
+    written.names.first().is_some_and(|config| {
+        let essence = config.media_type.essence();
+        essence == MediaType::DOCKER_CONFIG.as_str() || essence == MediaType::OCI_CONFIG.as_str()
+    })
 }
 
 /// Removes the temporary files of archives at `target` that processes no

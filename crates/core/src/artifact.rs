@@ -324,7 +324,13 @@ pub async fn pull_files(store: &Store, selector: &Selector, out: &Path) -> Resul
         let name = relative.file_name().map(PathBuf::from).unwrap_or_default();
         let temp = parent.join(format!(".orca-pull-{}", layer.digest.hex()));
         let result = async {
-            let mut file = std::fs::File::create(&temp).map_err(|e| io_error(&temp, e))?;
+            // A file (or a planted link) already at the temporary name is
+            // never followed or overwritten.
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp)
+                .map_err(|e| io_error(&temp, e))?;
             let mut body = store.fetch(&layer).await?;
             while let Some(chunk) = body.next().await {
                 file.write_all(&chunk?).map_err(|e| io_error(&temp, e))?;

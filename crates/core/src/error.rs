@@ -107,10 +107,10 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
-    /// Docker image manifest v2 schema 1 content, refused unless enabled.
+    /// Docker image manifest v2 schema 1 content, which orca does not read.
     #[error(
-        "{what} is a Docker image manifest v2 schema 1, which is deprecated and refused; \
-         ask its publisher for an OCI or Docker schema 2 image, or enable schema 1 explicitly"
+        "{what} is a Docker image manifest v2 schema 1, which is deprecated and which orca \
+         does not read; ask its publisher for an OCI or Docker schema 2 image"
     )]
     Schema1Refused {
         /// Which document.

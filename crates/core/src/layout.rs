@@ -291,8 +291,7 @@ pub async fn unreachable(
     let sizes: HashMap<&Digest, u64> = blobs.iter().map(|(d, s)| (d, *s)).collect();
     let mut reachable = HashSet::new();
     let (fallback, regular): (Vec<&Descriptor>, Vec<&Descriptor>) = roots.iter().partition(|d| {
-        d.media_type == MediaType::OCI_INDEX
-            && ref_name(d).is_some_and(crate::referrers::is_fallback_tag)
+        d.media_type.is_index() && ref_name(d).is_some_and(crate::referrers::is_fallback_tag)
     });
     mark(
         store,

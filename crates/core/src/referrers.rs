@@ -85,14 +85,7 @@ pub fn referrer_entry(descriptor: &Descriptor, document: &Document) -> Descripto
         descriptor.digest.clone(),
         descriptor.size,
     );
-    entry.artifact_type = match document {
-        Document::Manifest(m) => m
-            .artifact_type
-            .clone()
-            .or_else(|| Some(m.config.media_type.clone())),
-        Document::Index(i) => i.artifact_type.clone(),
-        Document::Artifact(a) => a.artifact_type.clone(),
-    };
+    entry.artifact_type = document.artifact_type().cloned();
     entry.annotations = document.annotations().clone();
     entry
 }

@@ -162,6 +162,8 @@ mod tests {
         let err = detect(text).expect_err("schema 1");
         assert!(matches!(err, Error::Schema1Refused { .. }), "{err}");
         assert!(err.to_string().contains("deprecated"), "{err}");
+        // No API enables schema 1, so the message offers none.
+        assert!(!err.to_string().contains("enable"), "{err}");
         let ok = detect_media_type(text.as_bytes(), Schema1::Allow).expect("allowed");
         assert!(ok.is_schema1());
         let declared = r#"{"mediaType":"application/vnd.docker.distribution.manifest.v1+prettyjws","fsLayers":[]}"#;

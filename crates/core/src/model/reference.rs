@@ -39,6 +39,11 @@ impl Reference {
         if input.is_empty() {
             return Err(invalid("the reference is empty".into()));
         }
+        if let Some((scheme, _)) = input.split_once("://") {
+            return Err(invalid(format!(
+                "a reference names no scheme: drop {scheme:?}:// (write host/repository:tag)"
+            )));
+        }
         let (rest, digest) = match input.split_once('@') {
             Some((rest, digest)) => {
                 let digest = Digest::parse(digest).map_err(|e| match e {
@@ -76,10 +81,12 @@ impl Reference {
         } else {
             path.to_owned()
         };
-        if repository.len() > MAX_REPOSITORY_LEN {
+        // The grammar's limit covers the whole name, host included.
+        let name_len = registry.len() + 1 + repository.len();
+        if name_len > MAX_REPOSITORY_LEN {
             return Err(invalid(format!(
-                "the repository name is {} characters long, at most {MAX_REPOSITORY_LEN} are allowed",
-                repository.len()
+                "the name (host and repository) is {name_len} characters long, at most \
+                 {MAX_REPOSITORY_LEN} are allowed"
             )));
         }
         Ok(Reference {
@@ -399,6 +406,13 @@ mod tests {
             ("reg.io/a:t!".into(), "contains '!'"),
             (format!("reg.io/a:{long_tag}"), "at most 128"),
             (long_repo, "at most 255"),
+            // 240 path characters fit alone, not with the host.
+            (
+                format!("a-long-registry-host.example/{}", "b".repeat(240)),
+                "host and repository",
+            ),
+            ("http://reg.io/a:tag".into(), "drop \"http\"://"),
+            ("https://reg.io/a".into(), "drop \"https\"://"),
             ("reg.io/a@sha256:abc".into(), "digest \"sha256:abc\""),
             ("bad_host.io/a".into(), "registry host \"bad_host.io\""),
             ("reg.io:port/a".into(), "port that is not a number"),

@@ -2,6 +2,7 @@
 //! backend in its configurations, the copy engine's edges, and the
 //! parsers' property tests.
 
+mod artifact;
 mod copy;
 mod memory;
 mod properties;
