@@ -7,4 +7,5 @@ mod common;
 mod conformance;
 mod gc;
 mod interop;
+mod properties;
 mod safety;

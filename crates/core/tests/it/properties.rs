@@ -201,3 +201,78 @@ proptest! {
         agree(&input)?;
     }
 }
+
+/// A manifest-ish JSON document with arbitrary fields set to arbitrary
+/// values, to reach deeper than random bytes do.
+fn jsonish() -> impl Strategy<Value = Vec<u8>> {
+    let value = prop_oneof![
+        Just("null".to_owned()),
+        Just("2".to_owned()),
+        Just("[]".to_owned()),
+        Just("{}".to_owned()),
+        "\"[a-z/.+-]{0,30}\"".prop_map(|s| s),
+        Just(r#"[{"mediaType":"a/b","digest":"sha256:0","size":-1}]"#.to_owned()),
+        Just(r#"{"mediaType":"a/b","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":18446744073709551615}"#.to_owned()),
+    ];
+    let key = prop_oneof![
+        Just("schemaVersion"),
+        Just("mediaType"),
+        Just("config"),
+        Just("layers"),
+        Just("manifests"),
+        Just("subject"),
+        Just("blobs"),
+        Just("fsLayers"),
+        Just("artifactType"),
+        Just("annotations"),
+    ];
+    proptest::collection::vec((key, value), 0..8).prop_map(|fields| {
+        let body: Vec<String> = fields
+            .into_iter()
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect();
+        format!("{{{}}}", body.join(",")).into_bytes()
+    })
+}
+
+fn check_manifest_bytes(bytes: &[u8]) {
+    let _ = orca_core::RawManifest::detect(bytes.to_vec(), orca_core::Schema1::Allow);
+    for media_type in [
+        orca_core::MediaType::OCI_MANIFEST,
+        orca_core::MediaType::OCI_INDEX,
+        orca_core::MediaType::DOCKER_MANIFEST,
+        orca_core::MediaType::DOCKER_MANIFEST_LIST,
+        orca_core::MediaType::OCI_ARTIFACT_MANIFEST,
+        orca_core::MediaType::DOCKER_SCHEMA1,
+    ] {
+        let raw = orca_core::RawManifest::new(media_type, bytes.to_vec());
+        if let Ok(document) = raw.parse() {
+            // Whatever parses can be walked.
+            let _ = (
+                document.children(),
+                document.subject(),
+                document.artifact_type(),
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Arbitrary input is an error, never a panic, for every parser.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let text = String::from_utf8_lossy(&bytes);
+        let _ = Reference::parse(&text);
+        let _ = Digest::parse(&text);
+        let _ = orca_core::Platform::parse(&text);
+        let _ = orca_core::Selector::parse(&text);
+        check_manifest_bytes(&bytes);
+    }
+
+    #[test]
+    fn manifest_like_documents_never_panic(bytes in jsonish()) {
+        check_manifest_bytes(&bytes);
+    }
+}
