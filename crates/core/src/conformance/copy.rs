@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::Subject;
-use super::checks::{LAYER, artifact, assert_kind, ok};
+use super::support::{LAYER, artifact, assert_kind, ok};
 use crate::body::Body;
 use crate::copy::{CopyOptions, Event, Progress, Tally, copy};
 use crate::error::Error;

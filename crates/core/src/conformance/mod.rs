@@ -6,15 +6,24 @@
 //! capability has its behaviour asserted, an absent one has `Unsupported`
 //! asserted. Nothing is skipped.
 
-mod checks;
+mod artifacts;
+mod blobs;
 mod content;
 mod copy;
+mod optional;
+mod referrers;
 mod resume;
+mod support;
+mod tags;
 
-pub use checks::*;
+pub use artifacts::{artifacts, index_creation};
+pub use blobs::*;
 pub use content::{GeneratedBlob, LiveChunks};
 pub use copy::{copy_engine, copy_order, copy_repair, copy_sha512};
+pub use optional::{catalog, fetch_range, mount};
+pub use referrers::{referrers, referrers_concurrent_attaches, referrers_fallback_is_checked};
 pub use resume::resume;
+pub use tags::*;
 
 use std::any::Any;
 

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use futures::{StreamExt, stream};
 
 use super::Subject;
-use super::checks::{LAYER, assert_kind, ok};
 use super::content::GeneratedBlob;
+use super::support::{LAYER, assert_kind, ok};
 use crate::backend::PushOptions;
 use crate::body::Body;
 use crate::error::Error;
