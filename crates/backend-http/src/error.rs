@@ -127,12 +127,19 @@ pub(crate) fn convert(
             what: format!("{what} (refused by {place})"),
             limit: 0,
         },
-        _ if code == "UNSUPPORTED" => Error::Unsupported { operation, place },
-        _ if code.starts_with("MANIFEST_") => Error::InvalidManifest {
-            what: format!("{what} for {place}"),
-            reason: error.message(),
-            source: None,
-        },
+        // Error codes say what is wrong with a request only on a client
+        // error; a server error carrying one is still the server's fault
+        // (and worth retrying, not a reason to change what is sent).
+        status if status.is_client_error() && code == "UNSUPPORTED" => {
+            Error::Unsupported { operation, place }
+        }
+        status if status.is_client_error() && code.starts_with("MANIFEST_") => {
+            Error::InvalidManifest {
+                what: format!("{what} for {place}"),
+                reason: error.message(),
+                source: None,
+            }
+        }
         status if status.is_client_error() => Error::Rejected {
             what,
             place,
@@ -143,5 +150,47 @@ pub(crate) fn convert(
             operation,
             source: Box::new(error),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry_error(status: u16, code: &str) -> RegistryError {
+        RegistryError {
+            status: StatusCode::from_u16(status).expect("status"),
+            details: vec![Detail {
+                code: code.into(),
+                message: "said the registry".into(),
+            }],
+            body: String::new(),
+        }
+    }
+
+    #[test]
+    fn codes_count_only_on_client_errors() {
+        let convert = |status, code| {
+            convert(
+                registry_error(status, code),
+                "r.example/a",
+                "push",
+                "manifest".into(),
+                None,
+            )
+        };
+        assert!(matches!(
+            convert(400, "MANIFEST_INVALID"),
+            Error::InvalidManifest { .. }
+        ));
+        assert!(matches!(
+            convert(400, "UNSUPPORTED"),
+            Error::Unsupported { .. }
+        ));
+        // A 5xx that happens to carry a manifest code is a server failure:
+        // no reason for an artifact to fall back to the 1.0 form.
+        let server = convert(500, "MANIFEST_INVALID");
+        assert!(matches!(server, Error::Backend { .. }), "{server:?}");
+        assert!(matches!(convert(503, "UNSUPPORTED"), Error::Backend { .. }));
     }
 }
