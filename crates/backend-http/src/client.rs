@@ -25,6 +25,8 @@ pub(crate) struct Request {
     pub(crate) url: String,
     pub(crate) headers: Vec<(HeaderName, String)>,
     pub(crate) body: Option<Bytes>,
+    /// Whether a transient failure may be answered by sending it again.
+    pub(crate) replay: bool,
 }
 
 impl Request {
@@ -34,7 +36,16 @@ impl Request {
             url: url.into(),
             headers: Vec::new(),
             body: None,
+            replay: true,
         }
+    }
+
+    /// Never sent again after a transient failure: the caller finds out
+    /// what the first attempt did (a chunk `PATCH` may have been taken
+    /// even though its answer was lost).
+    pub(crate) fn once(mut self) -> Self {
+        self.replay = false;
+        self
     }
 
     pub(crate) fn header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
@@ -236,7 +247,11 @@ impl Client {
             let outcome = builder.send().await;
             attempt += 1;
             match outcome {
-                Err(e) if (e.is_connect() || e.is_timeout()) && attempt < self.retry.attempts => {
+                Err(e)
+                    if (e.is_connect() || e.is_timeout())
+                        && request.replay
+                        && attempt < self.retry.attempts =>
+                {
                     tokio::time::sleep(self.retry.delay(attempt, None)).await;
                 }
                 Err(e) => return Err(self.transport_error(operation, e)),
@@ -246,7 +261,11 @@ impl Client {
                     // An answered challenge is not a failed attempt.
                     attempt -= 1;
                 }
-                Ok(response) if transient(response.status()) && attempt < self.retry.attempts => {
+                Ok(response)
+                    if transient(response.status())
+                        && request.replay
+                        && attempt < self.retry.attempts =>
+                {
                     let wait = self.retry.delay(attempt, retry_after(response.headers()));
                     tokio::time::sleep(wait).await;
                 }

@@ -20,6 +20,8 @@ use crate::sessions::Record;
 const OCI_CHUNK_MIN_LENGTH: &str = "oci-chunk-min-length";
 /// The largest chunk orca holds in memory, whatever minimum a registry asks.
 const MAX_CHUNK: u64 = 64 * 1024 * 1024;
+/// Attempts at one chunk whose sending failed in an unknown way.
+const CHUNK_ATTEMPTS: u32 = 4;
 /// Times a manifest refused for naming an unknown blob is sent again.
 const BLOB_UNKNOWN_RETRIES: u32 = 3;
 
@@ -263,24 +265,7 @@ pub(crate) async fn open_session(
     let Some(record) = sessions.load(&backend.place, &descriptor.digest) else {
         return Ok(None);
     };
-    let request = Request::new(Method::GET, record.location.clone());
-    let response = backend
-        .client
-        .send(&request, &backend.scope(true), "resume upload")
-        .await;
-    let held = response
-        .ok()
-        .filter(|r| r.status() == StatusCode::NO_CONTENT)
-        .and_then(|r| {
-            let end: u64 = r
-                .headers()
-                .get(reqwest::header::RANGE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().strip_prefix("0-"))
-                .and_then(|v| v.parse().ok())?;
-            let url = location(&backend.client, &r).unwrap_or_else(|| record.location.clone());
-            Some((url, end + 1))
-        });
+    let held = session_status(backend, &record.location).await;
     match held {
         Some((url, held)) if held == record.offset && held > 0 => Ok(Some((url, held))),
         _ => {
@@ -441,23 +426,7 @@ async fn push_chunked(
         }
         let part = buffer.split_to(buffer.len().min(chunk_size)).freeze();
         let end = offset + part.len() as u64 - 1;
-        let request = Request::new(Method::PATCH, url.clone())
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .header(CONTENT_RANGE, format!("{offset}-{end}"))
-            .header(CONTENT_LENGTH, part.len().to_string())
-            .body(part);
-        let response = backend
-            .client
-            .send(&request, &backend.scope(true), "push")
-            .await?;
-        if response.status() != StatusCode::ACCEPTED {
-            let what = format!("blob {} (chunk at {offset})", descriptor.digest);
-            return Err(backend.fail(response, "push", what).await);
-        }
-        // Every answer carries a new Location (with signed state): use it.
-        if let Some(newest) = location(&backend.client, &response) {
-            *url = newest;
-        }
+        send_chunk(backend, descriptor, url, part, offset).await?;
         offset = end + 1;
         if let Some(sessions) = &backend.options.sessions {
             let record = Record {
@@ -477,6 +446,95 @@ async fn push_chunked(
         .send(&request, &backend.scope(true), "push")
         .await?;
     committed(backend, descriptor, response).await
+}
+
+/// Sends one chunk starting at byte `offset`, leaving the newest
+/// `Location` in `url`. After a failure whose effect is unknown (a 5xx, a
+/// connection lost before the answer) the session is asked where it
+/// stands: a chunk it took is not sent again, one it did not take is sent
+/// again to the newest `Location`, never to a stale one.
+async fn send_chunk(
+    backend: &RegistryBackend,
+    descriptor: &Descriptor,
+    url: &mut String,
+    part: Bytes,
+    offset: u64,
+) -> Result<()> {
+    let end = offset + part.len() as u64;
+    let what = || format!("blob {} (chunk at {offset})", descriptor.digest);
+    let mut tries = 0;
+    loop {
+        let request = Request::new(Method::PATCH, url.clone())
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_RANGE, format!("{offset}-{}", end - 1))
+            .header(CONTENT_LENGTH, part.len().to_string())
+            .body(part.clone())
+            .once();
+        let failure = match backend
+            .client
+            .send(&request, &backend.scope(true), "push")
+            .await
+        {
+            Ok(response) if response.status() == StatusCode::ACCEPTED => {
+                // Every answer carries a new Location (with signed state).
+                if let Some(newest) = location(&backend.client, &response) {
+                    *url = newest;
+                }
+                return Ok(());
+            }
+            Ok(response) if !response.status().is_server_error() => {
+                return Err(backend.fail(response, "push", what()).await);
+            }
+            Ok(response) => backend.fail(response, "push", what()).await,
+            Err(e) => e,
+        };
+        tries += 1;
+        if tries >= CHUNK_ATTEMPTS {
+            return Err(failure);
+        }
+        tokio::time::sleep(Duration::from_millis(100 << tries)).await;
+        let Some((newest, held)) = session_status(backend, url).await else {
+            return Err(failure);
+        };
+        *url = newest;
+        if held == end {
+            return Ok(());
+        }
+        if held != offset {
+            return Err(Error::Backend {
+                backend: backend.place.clone(),
+                operation: "push",
+                source: format!(
+                    "after a failed chunk at byte {offset}, the upload session holds {held} bytes"
+                )
+                .into(),
+            });
+        }
+    }
+}
+
+/// Where an upload session stands: its newest `Location` and the bytes it
+/// holds, from `GET` on the session.
+async fn session_status(backend: &RegistryBackend, url: &str) -> Option<(String, u64)> {
+    let request = Request::new(Method::GET, url);
+    let response = backend
+        .client
+        .send(&request, &backend.scope(true), "upload status")
+        .await
+        .ok()
+        .filter(|r| r.status() == StatusCode::NO_CONTENT)?;
+    let held = match response
+        .headers()
+        .get(reqwest::header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("0-"))
+    {
+        // "0-0" stands for no bytes (and, ambiguously, for one).
+        Some("0") | None => 0,
+        Some(last) => last.parse::<u64>().ok()? + 1,
+    };
+    let newest = location(&backend.client, &response).unwrap_or_else(|| url.to_owned());
+    Some((newest, held))
 }
 
 /// Mounts a blob from another repository of the same registry; a registry

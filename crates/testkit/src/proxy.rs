@@ -30,6 +30,10 @@ pub struct Faults {
     /// Add this header line (`Name: value`) to the responses of requests
     /// whose first line contains the text.
     pub add_header: Option<(String, String)>,
+    /// Forward requests whose first line contains the text to the server,
+    /// but drop the server's answer and close the connection (the request
+    /// took effect; the client never hears so), this many times.
+    pub lose_answers: Option<(String, u32)>,
 }
 
 #[derive(Debug, Default)]
@@ -38,6 +42,7 @@ struct Budget {
     cut: AtomicU32,
     corrupt: AtomicU32,
     stall: AtomicU32,
+    lose: AtomicU32,
 }
 
 impl Budget {
@@ -80,6 +85,7 @@ impl RecordingProxy {
             cut: AtomicU32::new(faults.cut_after.map_or(0, |f| f.1)),
             corrupt: AtomicU32::new(faults.corrupt_at.map_or(0, |f| f.1)),
             stall: AtomicU32::new(faults.stall_after.map_or(0, |f| f.1)),
+            lose: AtomicU32::new(faults.lose_answers.as_ref().map_or(0, |f| f.1)),
         };
         let shared = Arc::new(Shared {
             upstream,
@@ -175,9 +181,23 @@ fn serve(mut client: TcpStream, shared: &Shared) {
         .as_ref()
         .filter(|(pattern, _)| String::from_utf8_lossy(first_line).contains(pattern.as_str()))
         .map(|(_, line)| line.clone());
+    let lose = shared
+        .faults
+        .lose_answers
+        .as_ref()
+        .is_some_and(|(pattern, _)| String::from_utf8_lossy(first_line).contains(pattern.as_str()))
+        && Budget::take(&shared.budget.lose);
     std::thread::scope(|scope| {
         scope.spawn(|| pump_up(client_read, server_write, shared));
-        pump_down(&mut server, &mut client, shared, extra.as_deref());
+        if lose {
+            // Let the server take the whole request and answer, then hang
+            // up on the client without a word.
+            let mut answer = Vec::new();
+            let _ = server.read_to_end(&mut answer);
+            let _ = client.shutdown(Shutdown::Both);
+        } else {
+            pump_down(&mut server, &mut client, shared, extra.as_deref());
+        }
     });
 }
 

@@ -228,3 +228,45 @@ async fn credentials_never_follow_a_link_to_another_origin() {
         "credentials went to another origin: {away:.2000}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_chunk_is_sent_again_only_after_asking_the_session() {
+    let tune = |b: RegistryBuilder| b.chunk_threshold(MIB).chunk_size(MIB);
+    // A chunk refused with a 503 before the registry saw it: the session
+    // says it holds nothing of it, so it is sent again to the newest
+    // Location.
+    let refused = Faults {
+        fail_requests: Some(("PATCH ".into(), 503, 1)),
+        ..Faults::default()
+    };
+    let name = fresh_repository("refused");
+    let (proxy, store) = through(&name, refused, tune).await;
+    let blob = GeneratedBlob::new(3 * MIB + 5, 81);
+    let desc = blob.descriptor(MediaType::OCI_LAYER_TAR);
+    store
+        .push(&desc, blob.body())
+        .await
+        .unwrap_or_else(|e| panic!("{}", orca_core::error::chain(&e)));
+    let body = store.fetch(&desc).await.expect("fetch");
+    body.bytes(desc.size).await.expect("the blob verifies");
+    let sent = proxy.recorded().to_ascii_lowercase();
+    let asked = sent
+        .lines()
+        .any(|l| l.starts_with("get /v2/") && l.contains("/blobs/uploads/"));
+    assert!(asked, "the session was not asked where it stands");
+
+    // A chunk the registry took but whose answer was lost: distribution
+    // 2.8 then refuses every request naming the session (its signed state
+    // is one chunk behind), so the push fails cleanly — it does not append
+    // the chunk twice — and nothing is published.
+    let lost = Faults {
+        lose_answers: Some(("PATCH ".into(), 1)),
+        ..Faults::default()
+    };
+    let (_proxy, store) = through(&fresh_repository("lost"), lost, tune).await;
+    store
+        .push(&desc, blob.body())
+        .await
+        .expect_err("the session cannot be asked on distribution 2.8");
+    assert!(!store.exists(&desc).await.expect("exists"));
+}
