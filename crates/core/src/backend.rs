@@ -133,7 +133,9 @@ impl Referrers {
 /// returns `Error::Unsupported`, though `Store` refuses it first.
 #[async_trait]
 pub trait Backend: fmt::Debug + fmt::Display + Send + Sync + 'static {
-    /// What the backend supports. Must return the same value every time.
+    /// What the backend supports. Must return the same value every time,
+    /// except `referrers_api`, which a backend may learn while it runs (a
+    /// registry answering `OCI-Subject`); `Store` reads that flag live.
     fn capabilities(&self) -> Capabilities;
 
     /// Whether the content is present. Absence is `Ok(false)`, not an error.

@@ -81,9 +81,13 @@ impl Store {
         self.backend.capabilities().referrers_api
     }
 
-    /// What the backend supports.
+    /// What the backend supports. Every flag is fixed when the store is
+    /// made, except `referrers_api`, which is read live: a registry learns
+    /// it from `OCI-Subject` on the first push of a referrer.
     pub fn capabilities(&self) -> Capabilities {
-        self.capabilities
+        let mut capabilities = self.capabilities;
+        capabilities.referrers_api = self.indexes_subjects();
+        capabilities
     }
 
     fn require(&self, supported: bool, operation: &'static str) -> Result<()> {

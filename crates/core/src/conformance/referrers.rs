@@ -97,6 +97,15 @@ pub async fn referrers(subject: Subject) {
         Some(index)
     };
     if !store.capabilities().delete {
+        let err = expect_err(
+            store.delete(&sig.descriptor()).await,
+            "delete without capability",
+        );
+        assert_kind(
+            &err,
+            |e| matches!(e, Error::Unsupported { .. }),
+            "delete without capability",
+        );
         return;
     }
     ok(store.delete(&sig.descriptor()).await, "delete a referrer");
@@ -128,10 +137,17 @@ pub async fn referrers(subject: Subject) {
         );
         // The tag is removed, or (where a tag cannot be removed without
         // deleting what it names) left on an empty index.
-        if let Ok(last) = keeping.resolve(&tag).await {
-            let bytes = ok(keeping.fetch_bytes(&last).await, "fetch the last index");
-            let index: Index = ok(serde_json::from_slice(&bytes).map_err(invalid), "parse");
-            assert!(index.manifests.is_empty(), "{index:?}");
+        match keeping.resolve(&tag).await {
+            Ok(last) => {
+                let bytes = ok(keeping.fetch_bytes(&last).await, "fetch the last index");
+                let index: Index = ok(serde_json::from_slice(&bytes).map_err(invalid), "parse");
+                assert!(index.manifests.is_empty(), "{index:?}");
+            }
+            Err(e) => assert!(
+                e.is_not_found(),
+                "resolving the fallback tag after the last delete: {}",
+                chain(&e)
+            ),
         }
         let gone = ok(
             keeping.referrers(&image.descriptor(), None).await,

@@ -30,6 +30,70 @@ struct Liar {
     lie: Lie,
 }
 
+/// A backend that learns, after it was wrapped, that it indexes referrers.
+#[derive(Debug)]
+struct Learner {
+    inner: MemoryBackend,
+    learned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl fmt::Display for Learner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "learner")
+    }
+}
+
+#[async_trait]
+impl Backend for Learner {
+    fn capabilities(&self) -> Capabilities {
+        let mut capabilities = self.inner.capabilities();
+        capabilities.referrers_api = self.learned.load(std::sync::atomic::Ordering::SeqCst);
+        capabilities
+    }
+    async fn exists(&self, d: &Descriptor) -> Result<bool> {
+        self.inner.exists(d).await
+    }
+    async fn fetch(&self, d: &Descriptor) -> Result<Body> {
+        self.inner.fetch(d).await
+    }
+    async fn push(&self, d: &Descriptor, body: Body, o: &PushOptions) -> Result<()> {
+        self.inner.push(d, body, o).await
+    }
+    async fn partial(&self, d: &Descriptor) -> Result<u64> {
+        self.inner.partial(d).await
+    }
+    async fn delete(&self, d: &Descriptor) -> Result<()> {
+        self.inner.delete(d).await
+    }
+    async fn resolve(&self, s: &Selector) -> Result<Descriptor> {
+        self.inner.resolve(s).await
+    }
+    async fn tag(&self, d: &Descriptor, t: &str) -> Result<()> {
+        self.inner.tag(d, t).await
+    }
+    async fn untag(&self, t: &str) -> Result<()> {
+        self.inner.untag(t).await
+    }
+    async fn swap_tag(&self, t: &str, e: Option<&Digest>, n: Option<&Descriptor>) -> Result<()> {
+        self.inner.swap_tag(t, e, n).await
+    }
+    async fn tags(&self, q: &ListQuery) -> Result<ListPage> {
+        self.inner.tags(q).await
+    }
+    async fn referrers(&self, s: &Descriptor, a: Option<&MediaType>) -> Result<Referrers> {
+        self.inner.referrers(s, a).await
+    }
+    async fn mount(&self, d: &Descriptor, from: &str) -> Result<bool> {
+        self.inner.mount(d, from).await
+    }
+    async fn fetch_range(&self, d: &Descriptor, r: Range<u64>) -> Result<Body> {
+        self.inner.fetch_range(d, r).await
+    }
+    async fn catalog(&self, q: &ListQuery) -> Result<ListPage> {
+        self.inner.catalog(q).await
+    }
+}
+
 impl fmt::Display for Liar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "liar:{:?}", self.lie)
@@ -276,4 +340,22 @@ async fn a_failed_index_update_leaves_the_referrer_listed_and_present() {
     assert!(!store.exists(&referrer).await.expect("exists"));
     let listed = store.referrers(&image, None).await.expect("list");
     assert!(listed.manifests.is_empty(), "{listed:?}");
+}
+
+/// `Store::capabilities` agrees with the backend on the one flag a backend
+/// may learn while it runs.
+#[tokio::test]
+async fn a_referrers_api_learned_later_shows_in_the_capabilities() {
+    let learned = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let store = Store::new(Learner {
+        inner: MemoryBackend::new(),
+        learned: learned.clone(),
+    });
+    assert!(!store.capabilities().referrers_api);
+    learned.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(store.capabilities().referrers_api);
+    assert!(
+        store.capabilities().delete,
+        "the other flags stay as they were"
+    );
 }
