@@ -469,11 +469,41 @@ async fn update(
     }
 }
 
+/// A change waiting for its turn: its caller's id, settings and answer.
+struct Queued {
+    id: u64,
+    change: Change,
+    settings: Settings,
+    answer: oneshot::Sender<bool>,
+}
+
 /// A subject's queue of changes waiting for their turn.
 #[derive(Default)]
 struct Slot {
     turn: tokio::sync::Mutex<()>,
-    pending: Mutex<Vec<(Change, oneshot::Sender<bool>)>>,
+    pending: Mutex<Vec<Queued>>,
+}
+
+/// Takes a cancelled caller's change back out of the queue (and forgets
+/// the slot if it is idle), so a change whose caller is gone is never
+/// applied later by someone else's batch.
+struct Withdraw<'a> {
+    batcher: &'a Batcher,
+    subject: &'a Digest,
+    slot: Option<Arc<Slot>>,
+    id: u64,
+}
+
+impl Drop for Withdraw<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            slot.pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|q| q.id != self.id);
+            self.batcher.release(self.subject, slot);
+        }
+    }
 }
 
 /// Batches concurrent changes to one subject within a process.
@@ -502,24 +532,44 @@ impl Batcher {
         change: Change,
         settings: Settings,
     ) -> Result<()> {
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let slot = self.slot(subject);
-        let (sender, receiver) = oneshot::channel();
+        let (answer, receiver) = oneshot::channel();
         slot.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push((change.clone(), sender));
+            .push(Queued {
+                id,
+                change: change.clone(),
+                settings,
+                answer,
+            });
+        let mut withdraw = Withdraw {
+            batcher: self,
+            subject,
+            slot: Some(slot.clone()),
+            id,
+        };
         {
             let _turn = slot.turn.lock().await;
-            let batch =
-                std::mem::take(&mut *slot.pending.lock().unwrap_or_else(PoisonError::into_inner));
+            let batch: Vec<Queued> =
+                std::mem::take(&mut *slot.pending.lock().unwrap_or_else(PoisonError::into_inner))
+                    .into_iter()
+                    // A caller that went away takes its change with it.
+                    .filter(|q| !q.answer.is_closed())
+                    .collect();
             if !batch.is_empty() {
                 let mut combined = Change::default();
-                for (c, _) in &batch {
-                    combined.then(c);
+                // Superseded indexes go only if every caller agrees.
+                let mut settings = batch[0].settings;
+                for queued in &batch {
+                    combined.then(&queued.change);
+                    settings.gc &= queued.settings.gc;
                 }
                 let done = update(backend, subject, &combined, settings).await.is_ok();
-                for (_, sender) in batch {
-                    let _ = sender.send(done);
+                for queued in batch {
+                    let _ = queued.answer.send(done);
                 }
             }
         }
@@ -529,6 +579,7 @@ impl Batcher {
             let _turn = slot.turn.lock().await;
             update(backend, subject, &change, settings).await
         };
+        withdraw.slot = None;
         self.release(subject, slot);
         result
     }
@@ -676,6 +727,93 @@ mod tests {
         collect(&memory, &tag, vec![old.clone(), live.clone()]).await;
         assert!(memory.exists(&live).await.expect("exists"));
         assert!(!memory.exists(&old).await.expect("exists"));
+    }
+
+    fn settings(gc: bool) -> Settings {
+        Settings {
+            gc,
+            max: crate::capabilities::DEFAULT_MAX_MANIFEST_SIZE,
+        }
+    }
+
+    fn tag_schema_memory() -> crate::memory::MemoryBackend {
+        let mut capabilities = crate::Capabilities::ALL;
+        capabilities.referrers_api = false;
+        crate::memory::MemoryBackend::new().with_capabilities(capabilities)
+    }
+
+    #[tokio::test]
+    async fn a_batch_keeps_superseded_indexes_when_any_caller_asks() {
+        let memory = tag_schema_memory();
+        let batcher = Batcher::default();
+        let subject = Digest::sha256(b"subject");
+        let tag = Selector::Tag(fallback_tag(&subject));
+        batcher
+            .submit(&memory, &subject, Change::add(entry(1)), settings(true))
+            .await
+            .expect("first");
+        let first = memory.resolve(&tag).await.expect("first index");
+        // Two callers queue behind the turn; one of them runs both.
+        let slot = batcher.slot(&subject);
+        let turn = slot.turn.lock().await;
+        let collecting = batcher.submit(&memory, &subject, Change::add(entry(2)), settings(true));
+        let keeping = batcher.submit(&memory, &subject, Change::add(entry(3)), settings(false));
+        let release = async {
+            tokio::task::yield_now().await;
+            drop(turn);
+        };
+        let (a, b, ()) = futures::join!(collecting, keeping, release);
+        a.expect("collecting");
+        b.expect("keeping");
+        drop(slot);
+        let listed = list(&memory, &subject, settings(true).max)
+            .await
+            .expect("list");
+        assert_eq!(listed.len(), 3, "{listed:?}");
+        assert!(
+            memory.exists(&first).await.expect("exists"),
+            "a caller asked to keep superseded indexes, and one was deleted"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_caller_leaves_nothing_behind() {
+        let memory = tag_schema_memory();
+        let batcher = Batcher::default();
+        let subject = Digest::sha256(b"subject");
+        let slot = batcher.slot(&subject);
+        let turn = slot.turn.lock().await;
+        {
+            let cancelled =
+                batcher.submit(&memory, &subject, Change::add(entry(9)), settings(true));
+            futures::pin_mut!(cancelled);
+            assert!(futures::poll!(cancelled.as_mut()).is_pending(), "queued");
+        }
+        drop(turn);
+        assert!(
+            slot.pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty(),
+            "the cancelled change stayed queued"
+        );
+        drop(slot);
+        batcher
+            .submit(&memory, &subject, Change::add(entry(4)), settings(true))
+            .await
+            .expect("another change");
+        let listed = list(&memory, &subject, settings(true).max)
+            .await
+            .expect("list");
+        assert_eq!(listed, vec![entry(4)], "the cancelled change was applied");
+        assert!(
+            batcher
+                .slots
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty(),
+            "a slot stayed behind"
+        );
     }
 
     fn entry(n: u8) -> Descriptor {
