@@ -7,11 +7,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use orca_core::conformance::{Hooks, Intercept};
 use orca_core::copy::{CopyOptions, Event, Progress, copy};
 use orca_core::{
-    Backend, Body, Capabilities, Descriptor, Digest, Index, ListPage, ListQuery, Manifest,
-    MediaType, MemoryBackend, Platform, PushOptions, RawManifest, Referrers, Result, Selector,
-    Store, index,
+    Backend, Body, Capabilities, Descriptor, Index, Manifest, MediaType, MemoryBackend, Platform,
+    RawManifest, Result, Selector, Store, index,
 };
 
 async fn image_with(source: &Store, layer: Descriptor) -> Descriptor {
@@ -94,72 +94,23 @@ async fn a_source_missing_content_tags_nothing() {
     assert!(err.is_not_found(), "{err}");
 }
 
-/// Counts manifest reads in flight on the way to a memory backend.
+/// Counts manifest reads in flight, each held up a moment.
 #[derive(Debug)]
 struct Slow {
-    inner: MemoryBackend,
     in_flight: Arc<AtomicUsize>,
     most: Arc<AtomicUsize>,
 }
 
-impl std::fmt::Display for Slow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "slow {}", self.inner)
-    }
-}
-
 #[orca_core::async_trait]
-impl Backend for Slow {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn exists(&self, d: &Descriptor) -> Result<bool> {
-        self.inner.exists(d).await
-    }
-    async fn fetch(&self, d: &Descriptor) -> Result<Body> {
+impl Hooks for Slow {
+    async fn fetch(&self, inner: &dyn Backend, d: &Descriptor) -> Result<Body> {
         if d.media_type.is_manifest() {
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.most.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
         }
-        self.inner.fetch(d).await
-    }
-    async fn push(&self, d: &Descriptor, body: Body, o: &PushOptions) -> Result<()> {
-        self.inner.push(d, body, o).await
-    }
-    async fn partial(&self, d: &Descriptor) -> Result<u64> {
-        self.inner.partial(d).await
-    }
-    async fn delete(&self, d: &Descriptor) -> Result<()> {
-        self.inner.delete(d).await
-    }
-    async fn resolve(&self, s: &Selector) -> Result<Descriptor> {
-        self.inner.resolve(s).await
-    }
-    async fn tag(&self, d: &Descriptor, tag: &str) -> Result<()> {
-        self.inner.tag(d, tag).await
-    }
-    async fn untag(&self, tag: &str) -> Result<()> {
-        self.inner.untag(tag).await
-    }
-    async fn swap_tag(&self, tag: &str, e: Option<&Digest>, n: Option<&Descriptor>) -> Result<()> {
-        self.inner.swap_tag(tag, e, n).await
-    }
-    async fn tags(&self, q: &ListQuery) -> Result<ListPage> {
-        self.inner.tags(q).await
-    }
-    async fn referrers(&self, s: &Descriptor, a: Option<&MediaType>) -> Result<Referrers> {
-        self.inner.referrers(s, a).await
-    }
-    async fn mount(&self, d: &Descriptor, from: &str) -> Result<bool> {
-        self.inner.mount(d, from).await
-    }
-    async fn fetch_range(&self, d: &Descriptor, r: std::ops::Range<u64>) -> Result<Body> {
-        self.inner.fetch_range(d, r).await
-    }
-    async fn catalog(&self, q: &ListQuery) -> Result<ListPage> {
-        self.inner.catalog(q).await
+        inner.fetch(d).await
     }
 }
 
@@ -197,11 +148,13 @@ async fn platform_index(source: &Store, count: usize) -> Vec<Descriptor> {
 async fn the_walk_reads_manifests_concurrently() {
     let in_flight = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
-    let source = Store::new(Slow {
-        inner: MemoryBackend::new(),
-        in_flight: in_flight.clone(),
-        most: most.clone(),
-    });
+    let source = Store::new(Intercept::new(
+        MemoryBackend::new(),
+        Slow {
+            in_flight: in_flight.clone(),
+            most: most.clone(),
+        },
+    ));
     platform_index(&source, 20).await;
     let target = Store::new(MemoryBackend::new());
     let options = CopyOptions {

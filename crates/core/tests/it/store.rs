@@ -1,14 +1,12 @@
 //! `Store`'s own guarantees, shown with a backend that lies: corrupted
 //! bytes, wrong lengths and wrong resolutions never get past `Store`.
 
-use std::fmt;
-use std::ops::Range;
-
 use bytes::Bytes;
 use futures::StreamExt;
+use orca_core::conformance::{Hooks, Intercept};
 use orca_core::{
-    Backend, Body, Capabilities, Descriptor, Digest, Error, ListPage, ListQuery, MediaType,
-    MemoryBackend, PushOptions, Referrers, Result, Selector, Store, async_trait,
+    Backend, Body, Capabilities, Descriptor, Digest, Error, MediaType, MemoryBackend, PushOptions,
+    Result, Selector, Store,
 };
 
 /// How the lying backend lies.
@@ -24,94 +22,12 @@ enum Lie {
     RefuseTagWrites,
 }
 
-#[derive(Debug)]
-struct Liar {
-    inner: MemoryBackend,
-    lie: Lie,
-}
-
-/// A backend that learns, after it was wrapped, that it indexes referrers.
-#[derive(Debug)]
-struct Learner {
-    inner: MemoryBackend,
-    learned: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl fmt::Display for Learner {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "learner")
-    }
-}
-
-#[async_trait]
-impl Backend for Learner {
-    fn capabilities(&self) -> Capabilities {
-        let mut capabilities = self.inner.capabilities();
-        capabilities.referrers_api = self.learned.load(std::sync::atomic::Ordering::SeqCst);
-        capabilities
-    }
-    async fn exists(&self, d: &Descriptor) -> Result<bool> {
-        self.inner.exists(d).await
-    }
-    async fn fetch(&self, d: &Descriptor) -> Result<Body> {
-        self.inner.fetch(d).await
-    }
-    async fn push(&self, d: &Descriptor, body: Body, o: &PushOptions) -> Result<()> {
-        self.inner.push(d, body, o).await
-    }
-    async fn partial(&self, d: &Descriptor) -> Result<u64> {
-        self.inner.partial(d).await
-    }
-    async fn delete(&self, d: &Descriptor) -> Result<()> {
-        self.inner.delete(d).await
-    }
-    async fn resolve(&self, s: &Selector) -> Result<Descriptor> {
-        self.inner.resolve(s).await
-    }
-    async fn tag(&self, d: &Descriptor, t: &str) -> Result<()> {
-        self.inner.tag(d, t).await
-    }
-    async fn untag(&self, t: &str) -> Result<()> {
-        self.inner.untag(t).await
-    }
-    async fn swap_tag(&self, t: &str, e: Option<&Digest>, n: Option<&Descriptor>) -> Result<()> {
-        self.inner.swap_tag(t, e, n).await
-    }
-    async fn tags(&self, q: &ListQuery) -> Result<ListPage> {
-        self.inner.tags(q).await
-    }
-    async fn referrers(&self, s: &Descriptor, a: Option<&MediaType>) -> Result<Referrers> {
-        self.inner.referrers(s, a).await
-    }
-    async fn mount(&self, d: &Descriptor, from: &str) -> Result<bool> {
-        self.inner.mount(d, from).await
-    }
-    async fn fetch_range(&self, d: &Descriptor, r: Range<u64>) -> Result<Body> {
-        self.inner.fetch_range(d, r).await
-    }
-    async fn catalog(&self, q: &ListQuery) -> Result<ListPage> {
-        self.inner.catalog(q).await
-    }
-}
-
-impl fmt::Display for Liar {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "liar:{:?}", self.lie)
-    }
-}
-
-#[async_trait]
-impl Backend for Liar {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn exists(&self, d: &Descriptor) -> Result<bool> {
-        self.inner.exists(d).await
-    }
-    async fn fetch(&self, d: &Descriptor) -> Result<Body> {
-        let body = self.inner.fetch(d).await?;
+#[orca_core::async_trait]
+impl Hooks for Lie {
+    async fn fetch(&self, inner: &dyn Backend, d: &Descriptor) -> Result<Body> {
+        let body = inner.fetch(d).await?;
         let len = body.len();
-        Ok(match self.lie {
+        Ok(match self {
             Lie::FlipByte => Body::new(
                 len,
                 body.map(|chunk| {
@@ -129,66 +45,48 @@ impl Backend for Liar {
             Lie::WrongResolve | Lie::Hoard | Lie::RefuseTagWrites => body,
         })
     }
-    async fn push(&self, d: &Descriptor, body: Body, o: &PushOptions) -> Result<()> {
-        if let Lie::Hoard = self.lie {
+    async fn push(
+        &self,
+        inner: &dyn Backend,
+        d: &Descriptor,
+        body: Body,
+        o: &PushOptions,
+    ) -> Result<()> {
+        if let Lie::Hoard = self {
             let len = body.len();
             let hoard: Vec<Result<Bytes>> = body.collect().await;
-            return self
-                .inner
+            return inner
                 .push(d, Body::new(len, futures::stream::iter(hoard)), o)
                 .await;
         }
-        self.inner.push(d, body, o).await
+        inner.push(d, body, o).await
     }
-    async fn partial(&self, d: &Descriptor) -> Result<u64> {
-        self.inner.partial(d).await
-    }
-    async fn delete(&self, d: &Descriptor) -> Result<()> {
-        self.inner.delete(d).await
-    }
-    async fn resolve(&self, s: &Selector) -> Result<Descriptor> {
-        let mut d = self.inner.resolve(s).await?;
-        if let Lie::WrongResolve = self.lie {
+    async fn resolve(&self, inner: &dyn Backend, s: &Selector) -> Result<Descriptor> {
+        let mut d = inner.resolve(s).await?;
+        if let Lie::WrongResolve = self {
             d.digest = Digest::sha256(b"another manifest");
         }
         Ok(d)
     }
-    async fn tag(&self, d: &Descriptor, t: &str) -> Result<()> {
+    async fn tag(&self, inner: &dyn Backend, d: &Descriptor, t: &str) -> Result<()> {
         self.refuse_tag_writes()?;
-        self.inner.tag(d, t).await
-    }
-    async fn untag(&self, t: &str) -> Result<()> {
-        self.inner.untag(t).await
+        inner.tag(d, t).await
     }
     async fn swap_tag(
         &self,
+        inner: &dyn Backend,
         t: &str,
-        expected: Option<&orca_core::Digest>,
+        expected: Option<&Digest>,
         new: Option<&Descriptor>,
     ) -> Result<()> {
         self.refuse_tag_writes()?;
-        self.inner.swap_tag(t, expected, new).await
-    }
-    async fn tags(&self, q: &ListQuery) -> Result<ListPage> {
-        self.inner.tags(q).await
-    }
-    async fn referrers(&self, s: &Descriptor, a: Option<&MediaType>) -> Result<Referrers> {
-        self.inner.referrers(s, a).await
-    }
-    async fn mount(&self, d: &Descriptor, from: &str) -> Result<bool> {
-        self.inner.mount(d, from).await
-    }
-    async fn fetch_range(&self, d: &Descriptor, r: Range<u64>) -> Result<Body> {
-        self.inner.fetch_range(d, r).await
-    }
-    async fn catalog(&self, q: &ListQuery) -> Result<ListPage> {
-        self.inner.catalog(q).await
+        inner.swap_tag(t, expected, new).await
     }
 }
 
-impl Liar {
+impl Lie {
     fn refuse_tag_writes(&self) -> Result<()> {
-        match self.lie {
+        match self {
             Lie::RefuseTagWrites => Err(Error::Backend {
                 backend: "liar".into(),
                 operation: "tag",
@@ -196,6 +94,23 @@ impl Liar {
             }),
             _ => Ok(()),
         }
+    }
+}
+
+/// A memory backend lying as `lie` says.
+fn liar(inner: MemoryBackend, lie: Lie) -> Intercept<Lie> {
+    Intercept::new(inner, lie)
+}
+
+/// A backend that learns, after it was wrapped, that it indexes referrers.
+#[derive(Debug)]
+struct Learner(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Hooks for Learner {
+    fn capabilities(&self, inner: &dyn Backend) -> Capabilities {
+        let mut capabilities = inner.capabilities();
+        capabilities.referrers_api = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        capabilities
     }
 }
 
@@ -212,7 +127,7 @@ async fn liar_with_blob(lie: Lie) -> (Store, Descriptor) {
         .push_bytes(MediaType::OCI_LAYER_TAR, &b"honest bytes"[..])
         .await
         .expect("push");
-    (Store::new(Liar { inner, lie }), desc)
+    (Store::new(liar(inner, lie)), desc)
 }
 
 #[tokio::test]
@@ -223,7 +138,7 @@ async fn corrupted_fetch_is_a_digest_mismatch() {
         .expect_err("corrupt");
     assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
     assert!(
-        err.to_string().contains("liar:FlipByte"),
+        err.to_string().contains("FlipByte"),
         "error names the backend: {err}"
     );
     let err = store.fetch_bytes(&desc).await.expect_err("corrupt bytes");
@@ -256,10 +171,7 @@ async fn wrong_resolution_by_digest_is_refused() {
     );
     let raw = orca_core::RawManifest::new(MediaType::OCI_MANIFEST, manifest.into_bytes());
     honest.push_manifest(&raw, None).await.expect("manifest");
-    let store = Store::new(Liar {
-        inner,
-        lie: Lie::WrongResolve,
-    });
+    let store = Store::new(liar(inner, Lie::WrongResolve));
     let err = store
         .resolve(&Selector::Digest(raw.digest()))
         .await
@@ -284,10 +196,7 @@ async fn oversized_manifests_are_refused_before_reading() {
 #[tokio::test]
 #[should_panic(expected = "it must stream, not buffer")]
 async fn the_streaming_check_catches_a_buffering_backend() {
-    let store = Store::new(Liar {
-        inner: MemoryBackend::new(),
-        lie: Lie::Hoard,
-    });
+    let store = Store::new(liar(MemoryBackend::new(), Lie::Hoard));
     orca_core::conformance::push_fetch_large_streamed(orca_core::conformance::Subject::new(store))
         .await;
 }
@@ -321,10 +230,7 @@ async fn a_failed_index_update_leaves_the_referrer_listed_and_present() {
         .await
         .expect("referrer");
 
-    let refusing = Store::new(Liar {
-        inner: inner.clone(),
-        lie: Lie::RefuseTagWrites,
-    });
+    let refusing = Store::new(liar(inner.clone(), Lie::RefuseTagWrites));
     refusing
         .delete(&referrer)
         .await
@@ -347,10 +253,10 @@ async fn a_failed_index_update_leaves_the_referrer_listed_and_present() {
 #[tokio::test]
 async fn a_referrers_api_learned_later_shows_in_the_capabilities() {
     let learned = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let store = Store::new(Learner {
-        inner: MemoryBackend::new(),
-        learned: learned.clone(),
-    });
+    let store = Store::new(Intercept::new(
+        MemoryBackend::new(),
+        Learner(learned.clone()),
+    ));
     assert!(!store.capabilities().referrers_api);
     learned.store(true, std::sync::atomic::Ordering::SeqCst);
     assert!(store.capabilities().referrers_api);

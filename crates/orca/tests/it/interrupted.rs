@@ -13,10 +13,8 @@ use futures::StreamExt;
 use orca::copy::{CopyOptions, CopyReport, Tally};
 use orca::fs::LayoutBackend;
 use orca::http::RegistryBuilder;
-use orca::{
-    Backend, Body, Capabilities, Descriptor, Digest, ListPage, ListQuery, Manifest, MediaType,
-    PushOptions, Referrers, Result, Selector, Store,
-};
+use orca::{Backend, Body, Descriptor, Digest, Manifest, MediaType, Result, Selector, Store};
+use orca_core::conformance::{Hooks, Intercept};
 use orca_testkit::{Faults, RecordingProxy, RegistryServer};
 
 use crate::common::fresh;
@@ -172,27 +170,14 @@ async fn a_copy_cut_mid_blob_moves_only_the_rest_when_run_again() {
 /// `marker` when it does.
 #[derive(Debug)]
 struct Stalling {
-    inner: LayoutBackend,
     big: Digest,
     marker: PathBuf,
 }
 
-impl std::fmt::Display for Stalling {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "stalling {}", self.inner)
-    }
-}
-
 #[orca::async_trait]
-impl Backend for Stalling {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn exists(&self, d: &Descriptor) -> Result<bool> {
-        self.inner.exists(d).await
-    }
-    async fn fetch(&self, d: &Descriptor) -> Result<Body> {
-        let body = self.inner.fetch(d).await?;
+impl Hooks for Stalling {
+    async fn fetch(&self, inner: &dyn Backend, d: &Descriptor) -> Result<Body> {
+        let body = inner.fetch(d).await?;
         if d.digest != self.big {
             return Ok(body);
         }
@@ -213,46 +198,8 @@ impl Backend for Stalling {
         });
         Ok(Body::new(len, head.chain(stall)))
     }
-    async fn push(&self, d: &Descriptor, body: Body, o: &PushOptions) -> Result<()> {
-        self.inner.push(d, body, o).await
-    }
-    async fn partial(&self, d: &Descriptor) -> Result<u64> {
-        self.inner.partial(d).await
-    }
-    async fn delete(&self, d: &Descriptor) -> Result<()> {
-        self.inner.delete(d).await
-    }
-    async fn resolve(&self, s: &Selector) -> Result<Descriptor> {
-        self.inner.resolve(s).await
-    }
-    async fn tag(&self, d: &Descriptor, tag: &str) -> Result<()> {
-        self.inner.tag(d, tag).await
-    }
-    async fn untag(&self, tag: &str) -> Result<()> {
-        self.inner.untag(tag).await
-    }
-    async fn swap_tag(&self, tag: &str, e: Option<&Digest>, n: Option<&Descriptor>) -> Result<()> {
-        self.inner.swap_tag(tag, e, n).await
-    }
-    async fn tags(&self, q: &ListQuery) -> Result<ListPage> {
-        self.inner.tags(q).await
-    }
-    async fn referrers(&self, s: &Descriptor, a: Option<&MediaType>) -> Result<Referrers> {
-        self.inner.referrers(s, a).await
-    }
-    async fn mount(&self, d: &Descriptor, from: &str) -> Result<bool> {
-        self.inner.mount(d, from).await
-    }
-    async fn fetch_range(&self, d: &Descriptor, r: std::ops::Range<u64>) -> Result<Body> {
-        self.inner.fetch_range(d, r).await
-    }
-    async fn catalog(&self, q: &ListQuery) -> Result<ListPage> {
-        self.inner.catalog(q).await
-    }
 }
 
-/// Where a stalled copy writes: a layout, or a registry repository whose
-/// chunked uploads (1 MiB) are remembered in a sessions directory.
 /// A child process is handed the parent's registry (each process would
 /// otherwise start its own).
 async fn target_store(spec: &str) -> Store {
@@ -309,11 +256,13 @@ async fn stalled_copy() {
         .cloned()
         .collect();
     let (big, small) = (children[2].clone(), children[1].clone());
-    let stalling = Store::new(Stalling {
-        inner: source_layout,
-        big: big.digest.clone(),
-        marker: marker.clone(),
-    });
+    let stalling = Store::new(Intercept::new(
+        source_layout,
+        Stalling {
+            big: big.digest.clone(),
+            marker: marker.clone(),
+        },
+    ));
     let target = target_store(&target_spec).await;
     let copy = {
         let (stalling, target) = (stalling.clone(), target.clone());
