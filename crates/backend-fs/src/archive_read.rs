@@ -153,6 +153,19 @@ impl Archive {
         }
     }
 
+    /// Streams the bytes of `span` out of the tar.
+    async fn serve(&self, span: Span, operation: &'static str) -> Result<Body> {
+        let this = self.clone();
+        let file = tokio::task::spawn_blocking(move || this.open_at(span, operation))
+            .await
+            .map_err(|e| Error::Backend {
+                backend: self.to_string(),
+                operation,
+                source: Box::new(e),
+            })??;
+        Ok(file_body(file, span.size, self.to_string()))
+    }
+
     fn open_at(&self, span: Span, operation: &'static str) -> Result<File> {
         let path = &self.inner.unpacked.path;
         let mut file = File::open(path).map_err(|e| io_error(path, operation, e))?;
@@ -279,15 +292,7 @@ impl Backend for Archive {
             .get(&descriptor.digest)
             .copied()
             .ok_or_else(|| self.not_found(format!("content {}", descriptor.digest)))?;
-        let this = self.clone();
-        let file = tokio::task::spawn_blocking(move || this.open_at(span, "fetch"))
-            .await
-            .map_err(|e| Error::Backend {
-                backend: self.to_string(),
-                operation: "fetch",
-                source: Box::new(e),
-            })??;
-        Ok(file_body(file, span.size, self.to_string()))
+        self.serve(span, "fetch").await
     }
 
     async fn push(&self, _: &Descriptor, _: Body, _: &PushOptions) -> Result<()> {
@@ -421,15 +426,7 @@ impl Backend for Archive {
             offset: span.offset + range.start,
             size: range.end - range.start,
         };
-        let this = self.clone();
-        let file = tokio::task::spawn_blocking(move || this.open_at(part, "fetch_range"))
-            .await
-            .map_err(|e| Error::Backend {
-                backend: self.to_string(),
-                operation: "fetch_range",
-                source: Box::new(e),
-            })??;
-        Ok(file_body(file, part.size, self.to_string()))
+        self.serve(part, "fetch_range").await
     }
 
     async fn catalog(&self, query: &ListQuery) -> Result<ListPage> {

@@ -318,16 +318,7 @@ async fn push_streamed(
         let what = format!("blob {}", descriptor.digest);
         return Err(backend.fail(response, "push", what).await);
     }
-    let request = Request::new(
-        Method::PUT,
-        with_query(url, "digest", &descriptor.digest.to_string()),
-    )
-    .header(CONTENT_LENGTH, "0");
-    let response = backend
-        .client
-        .send(&request, &backend.scope(true), "push")
-        .await?;
-    committed(backend, descriptor, response).await
+    complete(backend, descriptor, url).await
 }
 
 /// The body as the request's stream. When the body fails (a digest
@@ -436,16 +427,7 @@ async fn push_chunked(
             let _ = sessions.save(&backend.place, &descriptor.digest, &record);
         }
     }
-    let request = Request::new(
-        Method::PUT,
-        with_query(url, "digest", &descriptor.digest.to_string()),
-    )
-    .header(CONTENT_LENGTH, "0");
-    let response = backend
-        .client
-        .send(&request, &backend.scope(true), "push")
-        .await?;
-    committed(backend, descriptor, response).await
+    complete(backend, descriptor, url).await
 }
 
 /// Sends one chunk starting at byte `offset`, leaving the newest
@@ -570,6 +552,21 @@ pub(crate) async fn mount(
             .fail(response, "mount", format!("blob {}", descriptor.digest))
             .await),
     }
+}
+
+/// Completes an upload whose bytes the session holds: an empty `PUT`
+/// naming the digest, which the registry checks.
+async fn complete(backend: &RegistryBackend, descriptor: &Descriptor, url: &str) -> Result<()> {
+    let request = Request::new(
+        Method::PUT,
+        with_query(url, "digest", &descriptor.digest.to_string()),
+    )
+    .header(CONTENT_LENGTH, "0");
+    let response = backend
+        .client
+        .send(&request, &backend.scope(true), "push")
+        .await?;
+    committed(backend, descriptor, response).await
 }
 
 /// The answer to the request that completes a blob upload.

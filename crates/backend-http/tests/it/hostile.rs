@@ -31,6 +31,22 @@ async fn through(
     (proxy, store)
 }
 
+/// Pushes a small image tagged `v1`; returns its manifest.
+async fn seed(store: &Store) -> orca_core::RawManifest {
+    let empty = store
+        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+        .await
+        .expect("blob");
+    let manifest = orca_core::Manifest::new(empty, vec![])
+        .to_raw()
+        .expect("raw");
+    store
+        .push_manifest(&manifest, Some("v1"))
+        .await
+        .expect("manifest");
+    manifest
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_download_resumes_with_range() {
     let name = fresh_repository("stall");
@@ -60,17 +76,7 @@ async fn a_stalled_download_resumes_with_range() {
 async fn a_response_that_never_starts_is_retried() {
     let name = fresh_repository("silent");
     let direct = Store::new(repository(&plain(), &name).await);
-    let empty = direct
-        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
-        .await
-        .expect("blob");
-    let manifest = orca_core::Manifest::new(empty, vec![])
-        .to_raw()
-        .expect("raw");
-    direct
-        .push_manifest(&manifest, Some("v1"))
-        .await
-        .expect("manifest");
+    let manifest = seed(&direct).await;
     // The first request (opening the repository) gets no answer at all.
     let faults = Faults {
         stall_after: Some((0, 1)),
@@ -88,17 +94,7 @@ async fn a_response_that_never_starts_is_retried() {
 async fn an_unexpected_referrers_probe_answer_does_not_stop_pulls() {
     let name = fresh_repository("probe");
     let direct = Store::new(repository(&plain(), &name).await);
-    let empty = direct
-        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
-        .await
-        .expect("blob");
-    let manifest = orca_core::Manifest::new(empty, vec![])
-        .to_raw()
-        .expect("raw");
-    direct
-        .push_manifest(&manifest, Some("v1"))
-        .await
-        .expect("manifest");
+    let manifest = seed(&direct).await;
     let faults = Faults {
         fail_requests: Some(("/referrers/".into(), 500, 1000)),
         ..Faults::default()
@@ -116,17 +112,7 @@ async fn an_unexpected_referrers_probe_answer_does_not_stop_pulls() {
 async fn a_link_that_loops_is_refused() {
     let name = fresh_repository("loop");
     let direct = Store::new(repository(&plain(), &name).await);
-    let empty = direct
-        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
-        .await
-        .expect("blob");
-    let manifest = orca_core::Manifest::new(empty, vec![])
-        .to_raw()
-        .expect("raw");
-    direct
-        .push_manifest(&manifest, Some("v1"))
-        .await
-        .expect("manifest");
+    seed(&direct).await;
     let faults = Faults {
         add_header: Some((
             "/tags/list".into(),
@@ -204,17 +190,7 @@ async fn credentials_never_follow_a_link_to_another_origin() {
         .build()
         .expect("registry");
     let store = Store::new(registry.repository(&name).await.expect("repository"));
-    let empty = store
-        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
-        .await
-        .expect("blob");
-    let manifest = orca_core::Manifest::new(empty, vec![])
-        .to_raw()
-        .expect("raw");
-    store
-        .push_manifest(&manifest, Some("v1"))
-        .await
-        .expect("manifest");
+    seed(&store).await;
     let _ = store.tags_all().await;
     let home = proxy.recorded().to_ascii_lowercase();
     let away = elsewhere.recorded().to_ascii_lowercase();
