@@ -29,6 +29,8 @@ pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+
      application/vnd.oci.artifact.manifest.v1+json";
 const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 const OCI_FILTERS_APPLIED: &str = "oci-filters-applied";
+/// Reads of one metadata document, when its body keeps breaking off.
+const READ_ATTEMPTS: u32 = 3;
 /// Tags asked for per page when listing.
 const TAG_PAGE: usize = 1000;
 /// Most pages followed through `Link` in one listing; more is an error,
@@ -156,26 +158,37 @@ impl RegistryBackend {
     }
 
     /// GETs a manifest's exact bytes.
+    /// GETs a manifest. A connection lost while its body arrives is
+    /// answered by asking again (a GET is idempotent), a few times.
     async fn get_manifest(&self, reference: &str) -> Result<(MediaType, Bytes, HeaderMap)> {
         let request = Request::new(Method::GET, self.path(&format!("manifests/{reference}")))
             .header(ACCEPT, MANIFEST_ACCEPT);
-        let response = self
-            .client
-            .send(&request, &self.scope(false), "fetch")
-            .await?;
-        if !response.status().is_success() {
-            return Err(self
-                .fail(response, "fetch", format!("manifest {reference}"))
-                .await);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let response = self
+                .client
+                .send(&request, &self.scope(false), "fetch")
+                .await?;
+            if !response.status().is_success() {
+                return Err(self
+                    .fail(response, "fetch", format!("manifest {reference}"))
+                    .await);
+            }
+            let headers = response.headers().clone();
+            let media_type = headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(MediaType::from)
+                .unwrap_or(MediaType::OCI_MANIFEST);
+            match self.read_capped(response, "manifest").await {
+                Ok(bytes) => return Ok((media_type, bytes, headers)),
+                Err(Error::Backend { .. }) if attempt < READ_ATTEMPTS => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
         }
-        let headers = response.headers().clone();
-        let media_type = headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(MediaType::from)
-            .unwrap_or(MediaType::OCI_MANIFEST);
-        let bytes = self.read_capped(response, "manifest").await?;
-        Ok((media_type, bytes, headers))
     }
 
     /// GETs a blob from `offset` on (a `Range` request past the start,

@@ -246,3 +246,47 @@ async fn a_failed_chunk_is_sent_again_only_after_asking_the_session() {
         .expect_err("the session cannot be asked on distribution 2.8");
     assert!(!store.exists(&desc).await.expect("exists"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_cut_off_mid_body_is_read_again() {
+    let name = fresh_repository("cutmanifest");
+    let direct = Store::new(repository(&plain(), &name).await);
+    let empty = direct
+        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+        .await
+        .expect("blob");
+    // A manifest of some size, so the cut falls inside its body.
+    let mut manifest = orca_core::Manifest::new(empty, vec![]);
+    for i in 0..100 {
+        manifest
+            .annotations
+            .insert(format!("org.example.note.{i:03}"), "x".repeat(40));
+    }
+    let raw = manifest.to_raw().expect("raw");
+    direct
+        .push_manifest(&raw, Some("v1"))
+        .await
+        .expect("manifest");
+    assert!(raw.bytes().len() > 4000);
+    let descriptor = direct
+        .resolve(&Selector::Tag("v1".into()))
+        .await
+        .expect("resolve");
+    // The first answer over 2000 bytes (the manifest's) is cut once.
+    let cut = Faults {
+        cut_after: Some((2000, 1)),
+        ..Faults::default()
+    };
+    let (proxy, store) = through(&name, cut, |b| b).await;
+    let bytes = store
+        .fetch_bytes(&descriptor)
+        .await
+        .expect("read again after the cut");
+    assert_eq!(&bytes[..], &raw.bytes()[..]);
+    let sent = proxy.recorded().to_ascii_lowercase();
+    let manifest_gets = sent
+        .lines()
+        .filter(|l| l.starts_with("get /v2/") && l.contains("/manifests/"))
+        .count();
+    assert_eq!(manifest_gets, 2, "{sent:.2000}");
+}
