@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use object_store::aws::AmazonS3Builder;
+use object_store::ClientConfigKey;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use orca_core::{Error, Result};
 
 use crate::backend::S3Backend;
@@ -18,6 +19,7 @@ pub struct S3Builder {
     credentials: Option<(String, String)>,
     part_size: Option<usize>,
     concurrency: Option<usize>,
+    invalid_certificates: bool,
 }
 
 impl std::fmt::Debug for S3Builder {
@@ -33,6 +35,7 @@ impl std::fmt::Debug for S3Builder {
             )
             .field("part_size", &self.part_size)
             .field("concurrency", &self.concurrency)
+            .field("invalid_certificates", &self.invalid_certificates)
             .finish()
     }
 }
@@ -51,6 +54,7 @@ impl S3Builder {
             credentials: None,
             part_size: None,
             concurrency: None,
+            invalid_certificates: false,
         }
     }
 
@@ -58,6 +62,13 @@ impl S3Builder {
     /// environment says).
     pub fn allow_http(mut self, allow: bool) -> Self {
         self.allow_http = allow;
+        self
+    }
+
+    /// Accepts any TLS certificate (explicitly insecure; off by default,
+    /// whatever `AWS_ALLOW_INVALID_CERTIFICATES` says).
+    pub fn allow_invalid_certificates(mut self, allow: bool) -> Self {
+        self.invalid_certificates = allow;
         self
     }
 
@@ -118,9 +129,26 @@ impl S3Builder {
         // rustls needs a process-wide crypto provider; another part of the
         // program may have installed one already, which is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // The environment may not turn certificate checks off: only an
+        // explicit call can, as with plain HTTP.
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
-            .with_allow_http(self.allow_http);
+            .with_allow_http(self.allow_http)
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::AllowInvalidCertificates),
+                self.invalid_certificates.to_string(),
+            )
+            // A large blob streams for as long as it takes: no limit on a
+            // whole request (object_store's default is 30 s), but one on
+            // silence, so a stalled connection is noticed.
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+                "365days",
+            )
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::ReadTimeout),
+                "60s",
+            );
         let region = self.region.clone().or_else(|| {
             std::env::var("AWS_DEFAULT_REGION")
                 .or_else(|_| std::env::var("AWS_REGION"))
