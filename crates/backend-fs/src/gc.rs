@@ -6,7 +6,7 @@ use std::fs;
 use std::time::Duration;
 
 use orca_core::Store;
-use orca_core::layout::{self, GcReport};
+use orca_core::gc::{self, GcReport};
 use orca_core::{Error, Result};
 
 use crate::backend::LayoutBackend;
@@ -31,7 +31,7 @@ impl LayoutBackend {
             })
             .await?;
         let store = Store::new(self.clone());
-        let garbage = layout::unreachable(&store, &roots, &blobs).await?;
+        let garbage = gc::unreachable(&store, &roots, &blobs).await?;
         if !dry_run {
             let doomed = garbage.clone();
             self.blocking("gc", move |layout| {

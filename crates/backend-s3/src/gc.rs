@@ -1,9 +1,10 @@
 //! Garbage collection of a layout in an object store, by the same rules as
-//! the directory backend (core's `layout::unreachable`).
+//! the directory backend (core's `gc::unreachable`).
 
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
-use orca_core::layout::{self, GcReport};
+use orca_core::gc::{self, GcReport};
+use orca_core::layout;
 use orca_core::{Digest, Result, Store};
 
 use crate::backend::S3Backend;
@@ -47,7 +48,7 @@ impl S3Backend {
         }
         blobs.sort();
         let store = Store::new(self.clone());
-        let garbage = layout::unreachable(&store, index.entries(), &blobs).await?;
+        let garbage = gc::unreachable(&store, index.entries(), &blobs).await?;
         if !dry_run {
             // Referrers indexes of collected images: their tags go first.
             self.update_index("gc", |index| {

@@ -3,8 +3,9 @@
 //!
 //! Files stand on floors and import only downward: the model (`model`),
 //! the contract (`error`, `body`, `verify`, `capabilities`, `backend`),
-//! the handle (`store`), then implementations and checks (`memory`,
-//! `conformance`).
+//! the shared rules (`layout`, `referrers`), the handle (`store`), then the
+//! operations (`copy`, `artifact`, `index`, `gc`), implementations and
+//! checks (`memory`, `conformance`).
 
 pub mod artifact;
 pub mod backend;
@@ -12,6 +13,7 @@ pub mod body;
 pub mod capabilities;
 pub mod copy;
 pub mod error;
+pub mod gc;
 pub mod index;
 pub mod layout;
 pub mod memory;
