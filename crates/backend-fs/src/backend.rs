@@ -111,20 +111,43 @@ fn kind(descriptor: &Descriptor) -> &'static str {
 }
 
 /// Opens and locks the partial file at `path`, creating it if needed;
-/// `None` when another push holds it.
+/// `None` when another push holds it. The lock is good only if the file
+/// is still the one at `path` once locked: another push may have renamed
+/// it into place between the open and the lock (it is then the published
+/// blob, never to be written again).
 fn open_partial(path: &Path) -> std::result::Result<Option<File>, FileError> {
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)
-        .at("open", path)?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-        Err(std::fs::TryLockError::Error(e)) => Err(FileError::new("lock", path, e)),
+    for _ in 0..3 {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .at("open", path)?;
+        match file.try_lock() {
+            Ok(()) if still_at(&file, path) => return Ok(Some(file)),
+            Ok(()) => continue,
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => return Err(FileError::new("lock", path, e)),
+        }
     }
+    Ok(None)
+}
+
+/// Whether the open `file` is the file at `path` now.
+#[cfg(unix)]
+fn still_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(open), Ok(named)) => open.ino() == named.ino() && open.dev() == named.dev(),
+        _ => false,
+    }
+}
+
+/// Elsewhere the question cannot be asked cheaply: never resume.
+#[cfg(not(unix))]
+fn still_at(_: &File, _: &Path) -> bool {
+    false
 }
 
 /// Streams `len` bytes of `file` from its current position, a chunk per
@@ -452,10 +475,13 @@ impl Backend for LayoutBackend {
         self.blocking("partial", move |layout| {
             let path = layout.partial_path(&digest);
             match File::open(&path) {
-                // A partial file another push is writing is not ours to offer.
+                // A partial file another push is writing (or has just
+                // published) is not ours to offer.
                 Ok(file) => match file.try_lock() {
-                    Ok(()) => Ok(file.metadata().map(|m| m.len()).unwrap_or(0)),
-                    Err(_) => Ok(0),
+                    Ok(()) if still_at(&file, &path) => {
+                        Ok(file.metadata().map(|m| m.len()).unwrap_or(0))
+                    }
+                    _ => Ok(0),
                 },
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
                 Err(e) => Err(layout.file_error("partial", FileError::new("open", &path, e))),
@@ -632,5 +658,32 @@ impl Backend for LayoutBackend {
             operation: "catalog",
             place: self.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A push that opened the partial file just before another push
+    /// renamed it into place must not take it for its own: it is the
+    /// published blob now.
+    #[cfg(unix)]
+    #[test]
+    fn a_partial_renamed_into_place_is_not_taken_again() {
+        let dir = std::env::temp_dir().join(format!("orca-partial-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("dir");
+        let partial = dir.join("partial");
+        let published = dir.join("blob");
+        fs::write(&partial, b"the whole blob").expect("write");
+        let late = File::open(&partial).expect("opened before the rename");
+        fs::rename(&partial, &published).expect("published");
+        assert!(!still_at(&late, &partial));
+        // Taking the partial name again creates a fresh file.
+        let fresh = open_partial(&partial).expect("open").expect("not held");
+        assert!(still_at(&fresh, &partial));
+        assert_eq!(fresh.metadata().expect("meta").len(), 0);
+        assert_eq!(fs::read(&published).expect("read"), b"the whole blob");
+        let _ = fs::remove_dir_all(dir);
     }
 }
