@@ -11,16 +11,7 @@ use orca_core::{Error, Result};
 use crate::auth::Credentials;
 use crate::client::{Client, Retry};
 use crate::registry::Registry;
-
-/// Tuning shared by the repositories of a registry.
-#[derive(Debug, Clone)]
-pub(crate) struct Options {
-    pub(crate) max_metadata_size: u64,
-    pub(crate) chunk_threshold: u64,
-    pub(crate) chunk_size: u64,
-    /// Where open upload sessions are remembered, when uploads resume.
-    pub(crate) sessions: Option<crate::sessions::Sessions>,
-}
+use crate::repository::Options;
 
 /// Builds a [`Registry`].
 #[derive(Debug, Clone)]

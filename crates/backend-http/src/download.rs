@@ -9,7 +9,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use orca_core::{Body, Descriptor, Error};
 use reqwest::Response;
 
-use crate::backend::RegistryBackend;
+use crate::repository::RegistryBackend;
 
 /// Resumptions allowed per download.
 const MAX_RESUMES: u32 = 5;

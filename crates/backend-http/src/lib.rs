@@ -10,12 +10,13 @@ mod docker_config;
 mod download;
 mod error;
 mod registry;
+mod repository;
 mod sessions;
 mod untag;
 mod upload;
 
 pub use auth::Credentials;
-pub use backend::RegistryBackend;
 pub use builder::RegistryBuilder;
 pub use docker_config::DockerConfig;
 pub use registry::Registry;
+pub use repository::RegistryBackend;

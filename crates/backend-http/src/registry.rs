@@ -7,10 +7,9 @@ use orca_core::{Capabilities, Error, ListPage, ListQuery, Result};
 use reqwest::header::ACCEPT;
 use reqwest::{Method, StatusCode};
 
-use crate::backend::{RegistryBackend, urlencode};
-use crate::builder::Options;
 use crate::client::{Client, Request};
 use crate::error::{convert, read_error};
+use crate::repository::{Options, RegistryBackend, urlencode};
 
 /// The digest of nothing, used to ask whether the Referrers API exists.
 const ZERO_DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";

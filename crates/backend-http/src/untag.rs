@@ -11,9 +11,9 @@ use orca_core::{
 };
 use reqwest::{Method, StatusCode};
 
-use crate::backend::RegistryBackend;
 use crate::client::Request;
 use crate::error::{convert, read_error};
+use crate::repository::RegistryBackend;
 use crate::upload;
 
 /// Annotation that marks (and makes unique) a placeholder manifest.

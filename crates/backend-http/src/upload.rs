@@ -12,9 +12,9 @@ use orca_core::{Body, Descriptor, Error, Result};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 
-use crate::backend::{RegistryBackend, location, urlencode};
 use crate::client::Request;
 use crate::error::{convert, read_error};
+use crate::repository::{RegistryBackend, location, urlencode};
 use crate::sessions::Record;
 
 const OCI_CHUNK_MIN_LENGTH: &str = "oci-chunk-min-length";
