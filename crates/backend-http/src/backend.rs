@@ -204,23 +204,21 @@ impl Backend for RegistryBackend {
                 });
             }
             let request = Request::new(Method::GET, next);
-            let response = self
-                .client
-                .send(&request, &self.scope(false), "tags")
-                .await?;
-            if response.status() == StatusCode::NOT_FOUND {
-                // A repository nothing was pushed to yet has no tags.
-                let error = read_error(response).await;
-                if error.code() == Some("NAME_UNKNOWN") {
-                    break;
+            let (headers, bytes) = match self.get_capped(&request, "tags", "tag list").await? {
+                Ok(read) => read,
+                Err(response) if response.status() == StatusCode::NOT_FOUND => {
+                    // A repository nothing was pushed to yet has no tags.
+                    let error = read_error(response).await;
+                    if error.code() == Some("NAME_UNKNOWN") {
+                        break;
+                    }
+                    return Err(convert(error, &self.place, "tags", "tag list".into(), None));
                 }
-                return Err(convert(error, &self.place, "tags", "tag list".into(), None));
-            }
-            if !response.status().is_success() {
-                return Err(self.fail(response, "tags", "tag list".into()).await);
-            }
-            url = self.next_link(response.headers());
-            let bytes = self.read_capped(response, "tag list").await?;
+                Err(response) => {
+                    return Err(self.fail(response, "tags", "tag list".into()).await);
+                }
+            };
+            url = self.next_link(&headers);
             #[derive(serde::Deserialize)]
             struct TagList {
                 #[serde(default)]
@@ -266,28 +264,23 @@ impl Backend for RegistryBackend {
             }
             let request =
                 Request::new(Method::GET, url).header(ACCEPT, MediaType::OCI_INDEX.as_str());
-            let response = self
-                .client
-                .send(&request, &self.scope(false), "referrers")
+            let read = self
+                .get_capped(&request, "referrers", "referrers index")
                 .await?;
-            if !response.status().is_success() {
-                return Err(self
-                    .fail(
-                        response,
-                        "referrers",
-                        format!("referrers of {}", subject.digest),
-                    )
-                    .await);
-            }
+            let (headers, bytes) = match read {
+                Ok(read) => read,
+                Err(response) => {
+                    let what = format!("referrers of {}", subject.digest);
+                    return Err(self.fail(response, "referrers", what).await);
+                }
+            };
             if artifact_type.is_some() {
-                filtered = response
-                    .headers()
+                filtered = headers
                     .get(OCI_FILTERS_APPLIED)
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| v.split(',').any(|f| f.trim() == "artifactType"));
             }
-            next = self.next_link(response.headers());
-            let bytes = self.read_capped(response, "referrers index").await?;
+            next = self.next_link(&headers);
             let index: Index =
                 serde_json::from_slice(&bytes).map_err(|e| Error::InvalidManifest {
                     what: format!("referrers index of {} from {}", subject.digest, self.place),

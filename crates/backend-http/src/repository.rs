@@ -164,40 +164,58 @@ impl RegistryBackend {
     }
 
     /// GETs a manifest's exact bytes.
-    /// GETs a manifest. A connection lost while its body arrives is
-    /// answered by asking again (a GET is idempotent), a few times.
-    pub(crate) async fn get_manifest(
+    /// Sends a GET for a metadata document and reads its body, capped. A
+    /// connection lost while the body arrives is answered by asking again
+    /// (a GET is idempotent), a few times. An answer that is not a success
+    /// is handed back for the caller to judge.
+    pub(crate) async fn get_capped(
         &self,
-        reference: &str,
-    ) -> Result<(MediaType, Bytes, HeaderMap)> {
-        let request = Request::new(Method::GET, self.path(&format!("manifests/{reference}")))
-            .header(ACCEPT, MANIFEST_ACCEPT);
+        request: &Request,
+        operation: &'static str,
+        what: &str,
+    ) -> Result<std::result::Result<(HeaderMap, Bytes), Response>> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let response = self
                 .client
-                .send(&request, &self.scope(false), "fetch")
+                .send(request, &self.scope(false), operation)
                 .await?;
             if !response.status().is_success() {
-                return Err(self
-                    .fail(response, "fetch", format!("manifest {reference}"))
-                    .await);
+                return Ok(Err(response));
             }
             let headers = response.headers().clone();
-            let media_type = headers
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(MediaType::from)
-                .unwrap_or(MediaType::OCI_MANIFEST);
-            match self.read_capped(response, "manifest").await {
-                Ok(bytes) => return Ok((media_type, bytes, headers)),
+            match self.read_capped(response, what).await {
+                Ok(bytes) => return Ok(Ok((headers, bytes))),
                 Err(Error::Backend { .. }) if attempt < READ_ATTEMPTS => {
                     tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
                 }
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// GETs a manifest.
+    pub(crate) async fn get_manifest(
+        &self,
+        reference: &str,
+    ) -> Result<(MediaType, Bytes, HeaderMap)> {
+        let request = Request::new(Method::GET, self.path(&format!("manifests/{reference}")))
+            .header(ACCEPT, MANIFEST_ACCEPT);
+        let (headers, bytes) = match self.get_capped(&request, "fetch", "manifest").await? {
+            Ok(read) => read,
+            Err(response) => {
+                return Err(self
+                    .fail(response, "fetch", format!("manifest {reference}"))
+                    .await);
+            }
+        };
+        let media_type = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(MediaType::from)
+            .unwrap_or(MediaType::OCI_MANIFEST);
+        Ok((media_type, bytes, headers))
     }
 
     /// GETs a blob from `offset` on (a `Range` request past the start,

@@ -290,3 +290,31 @@ async fn a_manifest_cut_off_mid_body_is_read_again() {
         .count();
     assert_eq!(manifest_gets, 2, "{sent:.2000}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_list_cut_off_mid_body_is_read_again() {
+    let name = fresh_repository("cuttags");
+    let direct = Store::new(repository(&plain(), &name).await);
+    let manifest = seed(&direct).await;
+    let descriptor = manifest.descriptor();
+    for i in 0..80 {
+        direct
+            .tag(&descriptor, &format!("release-{i:03}"))
+            .await
+            .expect("tag");
+    }
+    // The first answer over 1000 bytes (the tag list's) is cut once.
+    let cut = Faults {
+        cut_after: Some((1000, 1)),
+        ..Faults::default()
+    };
+    let (proxy, store) = through(&name, cut, |b| b).await;
+    let tags = store.tags_all().await.expect("read again after the cut");
+    assert_eq!(tags.len(), 81, "{tags:?}");
+    let sent = proxy.recorded().to_ascii_lowercase();
+    let lists = sent
+        .lines()
+        .filter(|l| l.starts_with("get /v2/") && l.contains("/tags/list"))
+        .count();
+    assert_eq!(lists, 2, "{sent:.2000}");
+}
