@@ -49,7 +49,7 @@ pub enum ArchiveFormat {
 struct Written {
     span: Span,
     media_type: MediaType,
-    /// For manifests: what they name (children, and the subject).
+    /// For manifests: their children (config and layers, or members).
     names: Vec<Descriptor>,
 }
 
@@ -65,6 +65,11 @@ struct State {
 struct Out {
     file: Arc<File>,
     committed: u64,
+    /// Every write to the file holds this, and writes only while the
+    /// number in it is its entry's: an entry whose push was cancelled may
+    /// leave a write running on the blocking pool, and it must neither
+    /// interleave with the next entry nor land after it.
+    gate: Arc<Mutex<u64>>,
 }
 
 struct Inner {
@@ -139,6 +144,7 @@ impl ArchiveWriter {
                 out: tokio::sync::Mutex::new(Out {
                     file: Arc::new(file),
                     committed: 0,
+                    gate: Arc::new(Mutex::new(0)),
                 }),
                 state: Mutex::new(State::default()),
                 spools: AtomicU64::new(0),
@@ -192,43 +198,69 @@ impl ArchiveWriter {
     }
 
     /// Streams `body` into the tar as entry `name`, directly when the tar
-    /// is free and through a spool file when another push is writing.
-    async fn write_entry(&self, name: &str, body: Body) -> Result<Span> {
-        match self.inner.out.try_lock() {
-            Ok(mut out) => self.write_direct(&mut out, name, body).await,
-            Err(_) => {
-                let spool = self.inner.temp.with_extension(format!(
-                    "spool-{}",
-                    self.inner.spools.fetch_add(1, Ordering::Relaxed)
-                ));
-                let _remove = crate::files::RemoveOnDrop(Some(spool.clone()));
-                let file = File::create(&spool)
-                    .at("create", &spool)
-                    .map_err(|e| self.file_error("push", e))?;
-                let file = Arc::new(file);
-                let size = body.len();
-                self.pump(&file, &spool, body).await?;
-                let spooled = File::open(&spool)
-                    .at("open", &spool)
-                    .map_err(|e| self.file_error("push", e))?;
-                let body = file_body(spooled, size, self.to_string());
-                let mut out = self.inner.out.lock().await;
-                self.write_direct(&mut out, name, body).await
+    /// is free and through a spool file when another push is writing, and
+    /// records it (while the tar is still held, so `finish` sees every
+    /// entry a push reported written).
+    async fn write_entry(
+        &self,
+        name: &str,
+        body: Body,
+        record: impl FnOnce(Span) + Send,
+    ) -> Result<()> {
+        let body = match self.inner.out.try_lock() {
+            Ok(mut out) => {
+                self.check_open()?;
+                let span = self.write_direct(&mut out, name, body).await?;
+                record(span);
+                return Ok(());
             }
-        }
+            Err(_) => body,
+        };
+        let spool = self.inner.temp.with_extension(format!(
+            "spool-{}",
+            self.inner.spools.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _remove = crate::files::RemoveOnDrop(Some(spool.clone()));
+        let file = File::create(&spool)
+            .at("create", &spool)
+            .map_err(|e| self.file_error("push", e))?;
+        let file = Arc::new(file);
+        let size = body.len();
+        self.pump(&file, &spool, body, None).await?;
+        let spooled = File::open(&spool)
+            .at("open", &spool)
+            .map_err(|e| self.file_error("push", e))?;
+        let body = file_body(spooled, size, self.to_string());
+        let mut out = self.inner.out.lock().await;
+        self.check_open()?;
+        let span = self.write_direct(&mut out, name, body).await?;
+        record(span);
+        Ok(())
     }
 
-    /// Writes the chunks of `body` to `file` at its current position.
-    async fn pump(&self, file: &Arc<File>, path: &Path, mut body: Body) -> Result<u64> {
+    /// Writes the chunks of `body` to `file` at its current position; for
+    /// the tar, through its gate as entry `epoch`.
+    async fn pump(
+        &self,
+        file: &Arc<File>,
+        path: &Path,
+        mut body: Body,
+        gate: Option<(&Arc<Mutex<u64>>, u64)>,
+    ) -> Result<u64> {
         let mut written = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk = chunk?;
             written += chunk.len() as u64;
             let (file, path) = (file.clone(), path.to_owned());
-            tokio::task::spawn_blocking(move || (&*file).write_all(&chunk).at("write", &path))
-                .await
-                .map_err(|e| self.joined("push", e))?
-                .map_err(|e| self.file_error("push", e))?;
+            let gate = gate.map(|(g, epoch)| (g.clone(), epoch));
+            tokio::task::spawn_blocking(move || {
+                gated(gate.as_ref(), || {
+                    (&*file).write_all(&chunk).at("write", &path)
+                })
+            })
+            .await
+            .map_err(|e| self.joined("push", e))?
+            .map_err(|e| self.file_error("push", e))?;
         }
         Ok(written)
     }
@@ -241,16 +273,24 @@ impl ArchiveWriter {
         let header = header(name, size)?;
         let file = out.file.clone();
         let temp = self.inner.temp.clone();
-        tokio::task::spawn_blocking(move || -> std::result::Result<(), FileError> {
+        let gate = out.gate.clone();
+        // A new entry: earlier entries' late writes are shut out, and
+        // whatever they left past the committed end is cut off.
+        let epoch = tokio::task::spawn_blocking(move || -> std::result::Result<u64, FileError> {
+            let mut current = gate.lock().unwrap_or_else(|p| p.into_inner());
+            *current += 1;
             file.set_len(start).at("truncate", &temp)?;
             (&*file).seek(SeekFrom::Start(start)).at("seek", &temp)?;
-            (&*file).write_all(&header).at("write", &temp)
+            (&*file).write_all(&header).at("write", &temp)?;
+            Ok(*current)
         })
         .await
         .map_err(|e| self.joined("push", e))?
         .map_err(|e| self.file_error("push", e))?;
         let offset = start + header_len(name);
-        let written = self.pump(&out.file, &self.inner.temp, body).await?;
+        let written = self
+            .pump(&out.file, &self.inner.temp, body, Some((&out.gate, epoch)))
+            .await?;
         if written != size {
             return Err(Error::SizeMismatch {
                 what: format!("archive entry {name}"),
@@ -263,10 +303,13 @@ impl ArchiveWriter {
         if padding > 0 {
             let file = out.file.clone();
             let temp = self.inner.temp.clone();
+            let gate = (out.gate.clone(), epoch);
             tokio::task::spawn_blocking(move || {
-                (&*file)
-                    .write_all(&vec![0u8; padding as usize])
-                    .at("write", &temp)
+                gated(Some(&gate), || {
+                    (&*file)
+                        .write_all(&vec![0u8; padding as usize])
+                        .at("write", &temp)
+                })
             })
             .await
             .map_err(|e| self.joined("push", e))?
@@ -310,7 +353,10 @@ impl ArchiveWriter {
             self.inner.durable,
         );
         let end = out.committed;
+        let gate = out.gate.clone();
         tokio::task::spawn_blocking(move || -> std::result::Result<(), FileError> {
+            let mut current = gate.lock().unwrap_or_else(|p| p.into_inner());
+            *current += 1;
             file.set_len(end).at("truncate", &temp)?;
             (&*file).seek(SeekFrom::Start(end)).at("seek", &temp)?;
             (&*file)
@@ -445,6 +491,22 @@ impl ArchiveWriter {
         Error::NotFound {
             what,
             place: self.to_string(),
+        }
+    }
+}
+
+/// Runs `write` holding the tar's gate, and only while the gate still
+/// belongs to entry `epoch` (a write of a cancelled entry that runs late
+/// does nothing). Without a gate (a spool file), just runs it.
+fn gated(
+    gate: Option<&(Arc<Mutex<u64>>, u64)>,
+    write: impl FnOnce() -> std::result::Result<(), FileError>,
+) -> std::result::Result<(), FileError> {
+    match gate {
+        None => write(),
+        Some((gate, epoch)) => {
+            let current = gate.lock().unwrap_or_else(|p| p.into_inner());
+            if *current == *epoch { write() } else { Ok(()) }
         }
     }
 }
@@ -594,27 +656,26 @@ impl Backend for ArchiveWriter {
                 let bytes = body.bytes(Capabilities::NONE.max_manifest_size).await?;
                 let document =
                     RawManifest::new(descriptor.media_type.clone(), bytes.clone()).parse()?;
-                let names = document
-                    .children()
-                    .into_iter()
-                    .chain(document.subject())
-                    .cloned()
-                    .collect();
+                // Children only: a referrer's subject is not part of it, and
+                // an image that only referrers name is still a root.
+                let names = document.children().into_iter().cloned().collect();
                 (Body::from_bytes(bytes), names)
             } else {
                 (body, Vec::new())
             };
-            let span = self
-                .write_entry(&layout::blob_path(&descriptor.digest), body)
-                .await?;
-            self.state().content.insert(
-                descriptor.digest.clone(),
-                Written {
-                    span,
-                    media_type: descriptor.media_type.clone(),
-                    names,
-                },
-            );
+            let media_type = descriptor.media_type.clone();
+            let digest = descriptor.digest.clone();
+            self.write_entry(&layout::blob_path(&descriptor.digest), body, |span| {
+                self.state().content.insert(
+                    digest,
+                    Written {
+                        span,
+                        media_type,
+                        names,
+                    },
+                );
+            })
+            .await?;
         }
         if let Some(tag) = &options.tag {
             self.tag(descriptor, tag).await?;

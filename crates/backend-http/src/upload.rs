@@ -513,7 +513,7 @@ async fn session_status(backend: &RegistryBackend, url: &str) -> Option<(String,
     {
         // "0-0" stands for no bytes (and, ambiguously, for one).
         Some("0") | None => 0,
-        Some(last) => last.parse::<u64>().ok()? + 1,
+        Some(last) => last.parse::<u64>().ok()?.checked_add(1)?,
     };
     let newest = location(&backend.client, &response).unwrap_or_else(|| url.to_owned());
     Some((newest, held))
