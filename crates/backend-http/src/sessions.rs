@@ -54,6 +54,23 @@ impl Sessions {
         serde_json::from_slice(&bytes).ok()
     }
 
+    /// Claims the session of `digest`'s upload to `place` for this push
+    /// (an exclusive lock held as long as the returned file is open);
+    /// `None` when another push — in this process or another — holds it.
+    /// Only the holder may save, continue, cancel or forget the session.
+    pub(crate) fn claim(&self, place: &str, digest: &Digest) -> Option<fs::File> {
+        fs::create_dir_all(&self.dir).ok()?;
+        let path = self.path(place, digest).with_extension("lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .ok()?;
+        file.try_lock().ok()?;
+        Some(file)
+    }
+
     /// Forgets the session (done or cancelled).
     pub(crate) fn forget(&self, place: &str, digest: &Digest) {
         let _ = fs::remove_file(self.path(place, digest));

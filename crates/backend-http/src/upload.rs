@@ -178,13 +178,25 @@ pub(crate) async fn push_blob(
     body: Body,
     offset: u64,
 ) -> Result<()> {
-    let sessions = backend.options.sessions.as_ref();
+    // The session is this push's alone while it runs: another push of
+    // the same blob neither continues nor cancels it (nor this one
+    // theirs); a push that cannot claim it goes without remembering.
+    let claim = backend
+        .options
+        .sessions
+        .as_ref()
+        .and_then(|s| s.claim(&backend.place, &descriptor.digest));
+    let sessions = backend
+        .options
+        .sessions
+        .as_ref()
+        .filter(|_| claim.is_some());
     let (mut url, chunked, size) = if offset > 0 {
-        let Some(url) = open_session(backend, descriptor)
-            .await?
-            .filter(|(_, held)| *held == offset)
-            .map(|(url, _)| url)
-        else {
+        let held = match sessions {
+            Some(sessions) => session_held(backend, descriptor, sessions).await?,
+            None => None,
+        };
+        let Some(url) = held.filter(|(_, held)| *held == offset).map(|(url, _)| url) else {
             return Err(Error::Conflict {
                 what: format!("resumed upload of {} at byte {offset}", descriptor.digest),
                 place: backend.place.clone(),
@@ -216,7 +228,12 @@ pub(crate) async fn push_blob(
             };
             let _ = sessions.save(&backend.place, &descriptor.digest, &record);
         }
-        push_chunked(backend, descriptor, body, &mut abandon.url, size, offset).await
+        let chunks = Chunks {
+            size,
+            offset,
+            sessions,
+        };
+        push_chunked(backend, descriptor, body, &mut abandon.url, chunks).await
     } else {
         push_streamed(backend, descriptor, body, &mut abandon.url).await
     };
@@ -225,6 +242,19 @@ pub(crate) async fn push_blob(
     if outcome.is_err() {
         cancel(backend, &url).await;
     }
+    // A continued upload the registry refuses (what the session held was
+    // not the start of this blob) is a conflict: the caller sends the
+    // whole blob instead.
+    let outcome = match outcome {
+        Err(Error::Rejected { message, .. }) if offset > 0 => Err(Error::Conflict {
+            what: format!(
+                "continued upload of {} (the registry refused it: {message})",
+                descriptor.digest
+            ),
+            place: backend.place.clone(),
+        }),
+        other => other,
+    };
     if let Some(sessions) = sessions.filter(|_| chunked) {
         sessions.forget(&backend.place, &descriptor.digest);
     }
@@ -262,6 +292,19 @@ pub(crate) async fn open_session(
     let Some(sessions) = backend.options.sessions.as_ref() else {
         return Ok(None);
     };
+    // A session another push is running is not ours to judge.
+    let Some(_claim) = sessions.claim(&backend.place, &descriptor.digest) else {
+        return Ok(None);
+    };
+    session_held(backend, descriptor, sessions).await
+}
+
+/// [`open_session`] for a caller that holds the claim.
+async fn session_held(
+    backend: &RegistryBackend,
+    descriptor: &Descriptor,
+    sessions: &crate::sessions::Sessions,
+) -> Result<Option<(String, u64)>> {
     let Some(record) = sessions.load(&backend.place, &descriptor.digest) else {
         return Ok(None);
     };
@@ -389,17 +432,29 @@ fn padded(
     })
 }
 
-/// Sends `body` (the content from byte `offset` on) in chunks of
-/// `chunk_size`, then completes the upload. `url` always holds the newest
+/// How a chunked upload goes: chunk size, where it starts, and where its
+/// session is remembered (when this push holds the claim).
+struct Chunks<'a> {
+    size: u64,
+    offset: u64,
+    sessions: Option<&'a crate::sessions::Sessions>,
+}
+
+/// Sends `body` (the content from the start offset on) in chunks of
+/// the chunk size, then completes the upload. `url` always holds the newest
 /// `Location`, for the caller to cancel on failure.
 async fn push_chunked(
     backend: &RegistryBackend,
     descriptor: &Descriptor,
     mut body: Body,
     url: &mut String,
-    chunk_size: u64,
-    mut offset: u64,
+    chunks: Chunks<'_>,
 ) -> Result<()> {
+    let Chunks {
+        size: chunk_size,
+        mut offset,
+        sessions,
+    } = chunks;
     let chunk_size = usize::try_from(chunk_size).unwrap_or(usize::MAX);
     let mut buffer = BytesMut::with_capacity(chunk_size.min(64 * 1024 * 1024));
     let mut ended = false;
@@ -419,7 +474,7 @@ async fn push_chunked(
         let end = offset + part.len() as u64 - 1;
         send_chunk(backend, descriptor, url, part, offset).await?;
         offset = end + 1;
-        if let Some(sessions) = &backend.options.sessions {
+        if let Some(sessions) = sessions {
             let record = Record {
                 location: url.clone(),
                 offset,

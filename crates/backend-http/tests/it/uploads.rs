@@ -119,3 +119,61 @@ async fn a_copy_failing_mid_way_leaves_no_upload_session() {
     );
     no_sessions_left(&name).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_copies_of_one_blob_do_not_cancel_each_other() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let source = Store::new(LayoutBackend::open(dir.path().join("source")).expect("layout"));
+    let big = GeneratedBlob::new(12 * MIB, 93);
+    let layer = big.descriptor(MediaType::OCI_LAYER_TAR);
+    source.push(&layer, big.body()).await.expect("layer");
+    let config = source
+        .push_bytes(MediaType::OCI_CONFIG, &b"{}"[..])
+        .await
+        .expect("config");
+    let manifest = Manifest::new(config, vec![layer]).to_raw().expect("raw");
+    source
+        .push_manifest(&manifest, Some("v1"))
+        .await
+        .expect("manifest");
+
+    // Two copies into one repository, both remembering upload sessions in
+    // the same place, as two processes on one machine would.
+    let name = fresh_repository("twice");
+    let sessions = dir.path().join("sessions");
+    let target = || async {
+        let registry = RegistryBuilder::new(RegistryServer::shared().host())
+            .chunk_threshold(MIB)
+            .chunk_size(MIB)
+            .resume_uploads(&sessions)
+            .build()
+            .expect("registry");
+        Store::new(registry.repository(&name).await.expect("repository"))
+    };
+    let (a, b) = (target().await, target().await);
+    let selector = Selector::Tag("v1".into());
+    let options = CopyOptions::default();
+    // The second starts once the first has a session going.
+    let second = async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let started = std::fs::read_dir(&sessions).is_ok_and(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| e.path().extension().is_some_and(|x| x == "json"))
+            });
+            if started {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the first copy never started");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        copy(&source, &selector, &b, Some("v1"), &options).await
+    };
+    let (first, second) =
+        futures::join!(copy(&source, &selector, &a, Some("v1"), &options), second,);
+    first.expect("the first copy");
+    second.expect("the second copy");
+    let (_, raw) = a.fetch_manifest(&selector).await.expect("copied");
+    assert_eq!(raw.bytes(), manifest.bytes());
+}
