@@ -241,95 +241,76 @@ impl LayoutBackend {
         let partial = layout.partial_path(&descriptor.digest);
         let temp = layout.temp_path("blob");
         let place = layout.place.clone();
-        // A private temporary file is removed however this future ends —
-        // error, mismatch or cancellation — unless it was renamed into
-        // place; the partial file is kept unless its content is wrong.
-        let mut cleanup = RemoveOnDrop(None);
+        // A private temporary file is removed however the push ends —
+        // error, mismatch or cancellation, even one that comes before the
+        // writer thread has created it — unless it was renamed into place:
+        // the thread owns its guard and hands it back. The partial file is
+        // kept unless its content is wrong.
         let (sender, mut receiver) = mpsc::channel::<Bytes>(QUEUE);
-        let (opened_tx, opened_rx) = tokio::sync::oneshot::channel::<Option<PathBuf>>();
         let digest = descriptor.digest.clone();
-        let writer =
-            tokio::task::spawn_blocking(move || -> Result<(File, PathBuf, Option<Digester>)> {
-                let file_error = |e: FileError| e.into_core(&place, "push");
-                if let Some(dir) = partial.parent() {
-                    fs::create_dir_all(dir)
-                        .at("create", dir)
+        type Written = (File, PathBuf, Option<Digester>, RemoveOnDrop);
+        let writer = tokio::task::spawn_blocking(move || -> Result<Written> {
+            let file_error = |e: FileError| e.into_core(&place, "push");
+            if let Some(dir) = partial.parent() {
+                fs::create_dir_all(dir)
+                    .at("create", dir)
+                    .map_err(file_error)?;
+            }
+            let (mut file, path, guard) = match open_partial(&partial).map_err(file_error)? {
+                Some(file) => (file, partial, RemoveOnDrop(None)),
+                None if offset > 0 => {
+                    return Err(Error::Conflict {
+                        what: format!("resumed push of {digest}: another push holds it"),
+                        place,
+                    });
+                }
+                None => {
+                    let guard = RemoveOnDrop(Some(temp.clone()));
+                    let file = File::create(&temp)
+                        .at("create", &temp)
                         .map_err(file_error)?;
+                    (file, temp, guard)
                 }
-                let opened = open_partial(&partial).map_err(file_error);
-                let opened = match opened {
-                    Ok(opened) => opened,
-                    Err(e) => {
-                        let _ = opened_tx.send(None);
-                        return Err(e);
-                    }
-                };
-                let (mut file, path) = match opened {
-                    Some(file) => {
-                        let _ = opened_tx.send(None);
-                        (file, partial)
-                    }
-                    None if offset > 0 => {
-                        let _ = opened_tx.send(None);
-                        return Err(Error::Conflict {
-                            what: format!("resumed push of {digest}: another push holds it"),
-                            place,
-                        });
-                    }
-                    None => {
-                        // Registered for removal before it exists, so no path
-                        // leaves it behind.
-                        let _ = opened_tx.send(Some(temp.clone()));
-                        let file = File::create(&temp)
-                            .at("create", &temp)
-                            .map_err(file_error)?;
-                        (file, temp)
-                    }
-                };
-                let mut digester = None;
-                if offset > 0 {
-                    let held = file
-                        .metadata()
-                        .at("inspect", &path)
-                        .map_err(file_error)?
-                        .len();
-                    if held != offset {
-                        return Err(Error::Conflict {
-                            what: format!(
-                                "resumed push of {digest} at byte {offset} (holding {held})"
-                            ),
-                            place,
-                        });
-                    }
-                    let mut hashing = Digester::new(digest.algorithm());
-                    let mut buffer = vec![0u8; CHUNK];
-                    loop {
-                        let n = file
-                            .read(&mut buffer)
-                            .at("read", &path)
-                            .map_err(file_error)?;
-                        if n == 0 {
-                            break;
-                        }
-                        hashing.update(&buffer[..n]);
-                    }
-                    digester = Some(hashing);
-                } else {
-                    file.set_len(0).at("truncate", &path).map_err(file_error)?;
+            };
+            let mut digester = None;
+            if offset > 0 {
+                let held = file
+                    .metadata()
+                    .at("inspect", &path)
+                    .map_err(file_error)?
+                    .len();
+                if held != offset {
+                    return Err(Error::Conflict {
+                        what: format!("resumed push of {digest} at byte {offset} (holding {held})"),
+                        place,
+                    });
                 }
-                while let Some(chunk) = receiver.blocking_recv() {
-                    file.write_all(&chunk)
-                        .at("write", &path)
+                let mut hashing = Digester::new(digest.algorithm());
+                let mut buffer = vec![0u8; CHUNK];
+                loop {
+                    let n = file
+                        .read(&mut buffer)
+                        .at("read", &path)
                         .map_err(file_error)?;
-                    if let Some(hashing) = &mut digester {
-                        hashing.update(&chunk);
+                    if n == 0 {
+                        break;
                     }
+                    hashing.update(&buffer[..n]);
                 }
-                Ok((file, path, digester))
-            });
-        if let Ok(Some(temp)) = opened_rx.await {
-            cleanup.0 = Some(temp);
-        }
+                digester = Some(hashing);
+            } else {
+                file.set_len(0).at("truncate", &path).map_err(file_error)?;
+            }
+            while let Some(chunk) = receiver.blocking_recv() {
+                file.write_all(&chunk)
+                    .at("write", &path)
+                    .map_err(file_error)?;
+                if let Some(hashing) = &mut digester {
+                    hashing.update(&chunk);
+                }
+            }
+            Ok((file, path, digester, guard))
+        });
 
         let mut failure: Option<Error> = None;
         while let Some(item) = body.next().await {
@@ -352,9 +333,9 @@ impl LayoutBackend {
             operation: "push",
             source: Box::new(e),
         })?;
-        let (file, path, digester) = match (failure, written) {
+        let (file, path, digester, mut guard) = match (failure, written) {
             (_, Err(e)) => return Err(e),
-            (Some(e), Ok((_, path, _))) => {
+            (Some(e), Ok((_, path, _, _))) => {
                 if matches!(e, Error::DigestMismatch { .. } | Error::SizeMismatch { .. }) {
                     let _ = fs::remove_file(&path);
                 }
@@ -398,7 +379,7 @@ impl LayoutBackend {
             source: Box::new(e),
         })?
         .map_err(|e| layout.file_error("push", e))?;
-        cleanup.0 = None;
+        guard.0 = None;
         Ok(())
     }
 

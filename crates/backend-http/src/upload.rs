@@ -331,6 +331,15 @@ async fn push_streamed(
     body: Body,
     url: &mut String,
 ) -> Result<()> {
+    // A body that fails before its first byte (a copy abandoned while
+    // this transfer waited) sends nothing at all, not a blob of zeros.
+    let len = body.len();
+    let mut stream = body.into_stream();
+    let first = match stream.next().await {
+        Some(Err(e)) => return Err(e),
+        first => first,
+    };
+    let body = Body::new(len, futures::stream::iter(first).chain(stream));
     let failure = Arc::new(Mutex::new(None));
     let stream = padded(body, descriptor.size, failure.clone());
     let sent = backend
