@@ -8,6 +8,7 @@ mod common;
 mod conformance;
 mod faults;
 mod hostile;
+mod operations;
 mod oras;
 mod registry;
 mod tls;

@@ -1,0 +1,163 @@
+//! Unit tests of the tag schema: fallback tags, merging changes, clean-up
+//! that never loses the live index, and batching.
+
+use super::*;
+
+#[test]
+fn fallback_tags_follow_the_spec() {
+    let digest = Digest::sha256(b"subject");
+    assert_eq!(fallback_tag(&digest), format!("sha256-{}", digest.hex()));
+    let long = Digest::compute(crate::model::digest::Algorithm::Sha512, b"subject");
+    let tag = fallback_tag(&long);
+    assert_eq!(tag, format!("sha512-{}", &long.hex()[..64]));
+    assert!(tag.len() <= 128);
+    assert!(is_fallback_tag(&fallback_tag(&digest)));
+    assert!(is_fallback_tag(&tag));
+    // A git-sha tag on a multi-arch image is not a referrers index.
+    assert!(!is_fallback_tag(
+        "sha-0123456789abcdef0123456789abcdef01234567"
+    ));
+    assert!(!is_fallback_tag(&format!("sha256-{}.sig", digest.hex())));
+}
+
+/// Tag lookups fail, as during an outage.
+#[derive(Debug)]
+struct Blind;
+
+#[async_trait::async_trait]
+impl crate::conformance::Hooks for Blind {
+    async fn resolve(&self, _: &dyn Backend, _: &Selector) -> Result<Descriptor> {
+        Err(Error::Backend {
+            backend: "blind".into(),
+            operation: "resolve",
+            source: "503 service unavailable".into(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn clean_up_keeps_every_index_when_the_tag_cannot_be_read() {
+    let memory = crate::memory::MemoryBackend::new();
+    let subject = Digest::sha256(b"subject");
+    let tag = fallback_tag(&subject);
+    let old = push_index(&memory, vec![entry(1)]).await.expect("old");
+    let live = push_index(&memory, vec![entry(1), entry(2)])
+        .await
+        .expect("live");
+    memory.tag(&live, &tag).await.expect("tag");
+    // A failed lookup deletes nothing, not even the old index.
+    let blind = crate::conformance::Intercept::new(memory.clone(), Blind);
+    collect(&blind, &tag, vec![old.clone(), live.clone()]).await;
+    assert!(
+        memory.exists(&live).await.expect("exists"),
+        "the live index was deleted"
+    );
+    assert!(memory.exists(&old).await.expect("exists"));
+    // A lookup that works deletes only what the tag no longer names.
+    collect(&memory, &tag, vec![old.clone(), live.clone()]).await;
+    assert!(memory.exists(&live).await.expect("exists"));
+    assert!(!memory.exists(&old).await.expect("exists"));
+}
+
+fn settings(gc: bool) -> Settings {
+    Settings {
+        gc,
+        max: crate::capabilities::DEFAULT_MAX_MANIFEST_SIZE,
+    }
+}
+
+fn tag_schema_memory() -> crate::memory::MemoryBackend {
+    let mut capabilities = crate::Capabilities::ALL;
+    capabilities.referrers_api = false;
+    crate::memory::MemoryBackend::new().with_capabilities(capabilities)
+}
+
+#[tokio::test]
+async fn a_batch_keeps_superseded_indexes_when_any_caller_asks() {
+    let memory = tag_schema_memory();
+    let batcher = Batcher::default();
+    let subject = Digest::sha256(b"subject");
+    let tag = Selector::Tag(fallback_tag(&subject));
+    batcher
+        .submit(&memory, &subject, Change::add(entry(1)), settings(true))
+        .await
+        .expect("first");
+    let first = memory.resolve(&tag).await.expect("first index");
+    // Two callers queue behind the turn; one of them runs both.
+    let slot = batcher.slot(&subject);
+    let turn = slot.turn.lock().await;
+    let collecting = batcher.submit(&memory, &subject, Change::add(entry(2)), settings(true));
+    let keeping = batcher.submit(&memory, &subject, Change::add(entry(3)), settings(false));
+    let release = async {
+        tokio::task::yield_now().await;
+        drop(turn);
+    };
+    let (a, b, ()) = futures::join!(collecting, keeping, release);
+    a.expect("collecting");
+    b.expect("keeping");
+    drop(slot);
+    let listed = list(&memory, &subject, settings(true).max)
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(
+        memory.exists(&first).await.expect("exists"),
+        "a caller asked to keep superseded indexes, and one was deleted"
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_caller_leaves_nothing_behind() {
+    let memory = tag_schema_memory();
+    let batcher = Batcher::default();
+    let subject = Digest::sha256(b"subject");
+    let slot = batcher.slot(&subject);
+    let turn = slot.turn.lock().await;
+    {
+        let cancelled = batcher.submit(&memory, &subject, Change::add(entry(9)), settings(true));
+        futures::pin_mut!(cancelled);
+        assert!(futures::poll!(cancelled.as_mut()).is_pending(), "queued");
+    }
+    drop(turn);
+    assert!(
+        slot.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty(),
+        "the cancelled change stayed queued"
+    );
+    drop(slot);
+    batcher
+        .submit(&memory, &subject, Change::add(entry(4)), settings(true))
+        .await
+        .expect("another change");
+    let listed = list(&memory, &subject, settings(true).max)
+        .await
+        .expect("list");
+    assert_eq!(listed, vec![entry(4)], "the cancelled change was applied");
+    assert!(
+        batcher
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty(),
+        "a slot stayed behind"
+    );
+}
+
+fn entry(n: u8) -> Descriptor {
+    Descriptor::of(MediaType::OCI_MANIFEST, &[n])
+}
+
+#[test]
+fn changes_merge_with_the_later_winning() {
+    let mut change = Change::add(entry(1));
+    change.then(&Change::add(entry(2)));
+    change.then(&Change::remove(entry(1).digest));
+    let out = change.apply(&[entry(3), entry(1)]);
+    assert_eq!(out, vec![entry(3), entry(2)]);
+    assert!(change.applied(&out));
+    assert!(!change.applied(&[entry(1), entry(2)]));
+    change.then(&Change::add(entry(1)));
+    assert_eq!(change.apply(&[entry(1)]), vec![entry(2), entry(1)]);
+}
