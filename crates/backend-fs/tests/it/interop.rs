@@ -34,36 +34,7 @@ async fn verify_image(store: &Store, tag: &str) -> (Descriptor, usize) {
 async fn orca_reads_a_multi_layer_image_built_by_umoci() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let layout = dir.path().join("umoci-layout");
-    let l = layout.to_str().expect("utf-8 path");
-    run("umoci", UMOCI, &["init", "--layout", l]);
-    run("umoci", UMOCI, &["new", "--image", &format!("{l}:base")]);
-    for (i, content) in ["first layer", "second layer"].iter().enumerate() {
-        let file = dir.path().join(format!("file{i}"));
-        std::fs::write(&file, content).expect("write");
-        let target = format!("/data/file{i}");
-        run(
-            "umoci",
-            UMOCI,
-            &[
-                "insert",
-                "--image",
-                &format!("{l}:base"),
-                file.to_str().expect("utf-8"),
-                &target,
-            ],
-        );
-    }
-    run(
-        "umoci",
-        UMOCI,
-        &[
-            "config",
-            "--image",
-            &format!("{l}:base"),
-            "--config.cmd",
-            "/bin/sh",
-        ],
-    );
+    orca_testkit::umoci_image(&layout, "base", "amd64", &[b"first layer", b"second layer"]);
 
     let store = store(&layout);
     let (_, layers) = verify_image(&store, "base").await;
