@@ -263,11 +263,13 @@ impl Copier<'_> {
     /// Where an interrupted transfer of `blob` can continue from, when the
     /// target kept part of it and the source can serve the rest.
     async fn resumable(&self, blob: &Descriptor) -> Result<Option<u64>> {
-        if !self.target.capabilities().resume || !self.source.capabilities().fetch_range {
+        // `Store::partial` answers zero for a target that cannot resume
+        // and for anything but a proper prefix of the blob.
+        if !self.source.capabilities().fetch_range {
             return Ok(None);
         }
         let offset = self.target.partial(blob).await?;
-        Ok((offset > 0 && offset < blob.size).then_some(offset))
+        Ok((offset > 0).then_some(offset))
     }
 
     /// Reports the bytes of `body` (which starts at byte `offset` of the
