@@ -13,7 +13,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use orca_backend_fs::LayoutBackend;
 use orca_backend_http::RegistryBuilder;
 use orca_benches::pseudo_random;
 use orca_core::copy::{CopyOptions, copy};
@@ -55,7 +54,7 @@ fn skopeo(args: &[&str], home: &Path) {
 
 /// Total bytes of the blobs under `tag` in the layout at `root`.
 fn image_bytes(rt: &tokio::runtime::Runtime, root: &Path, tag: &str) -> u64 {
-    let store = Store::new(LayoutBackend::open(root).expect("layout"));
+    let store = Store::new(orca_backend_fs::open(root).expect("layout"));
     rt.block_on(async {
         let (descriptor, raw) = store
             .fetch_manifest(&Selector::Tag(tag.into()))
@@ -87,7 +86,7 @@ fn copies(c: &mut Criterion) {
         total / (1024 * 1024)
     );
     let registry = RegistryBuilder::new(&host).build().expect("registry");
-    let layout = Store::new(LayoutBackend::open(&source).expect("layout"));
+    let layout = Store::new(orca_backend_fs::open(&source).expect("layout"));
     let tag = Selector::Tag("bench".into());
     let options = CopyOptions::default();
     let src = source.to_str().expect("utf-8").to_owned();
@@ -157,7 +156,7 @@ fn copies(c: &mut Criterion) {
                 let root = scratch.path().join("orca-pulled");
                 let start = Instant::now();
                 rt.block_on(async {
-                    let target = Store::new(LayoutBackend::open(&root).expect("layout"));
+                    let target = Store::new(orca_backend_fs::open(&root).expect("layout"));
                     copy(&seeded, &tag, &target, Some("bench"), &options)
                         .await
                         .expect("copy");

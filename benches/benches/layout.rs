@@ -6,7 +6,6 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use orca_backend_fs::LayoutBackend;
 use orca_benches::{chunked, pseudo_random};
 use orca_core::{Descriptor, MediaType, Store};
 use sha2::Digest as _;
@@ -76,7 +75,12 @@ fn layout_push(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let root = scratch.path().join("layout");
-                    let store = Store::new(LayoutBackend::open_with(&root, durable).expect("open"));
+                    let store = Store::new(
+                        orca_backend_fs::LayoutBuilder::new(&root)
+                            .durable(durable)
+                            .open()
+                            .expect("open"),
+                    );
                     let start = Instant::now();
                     rt.block_on(store.push(&desc, chunked(&data)))
                         .expect("push");

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
-use orca_backend_fs::LayoutBackend;
 use orca_backend_http::RegistryBuilder;
 use orca_benches::{chunked, pseudo_random};
 use orca_core::{Descriptor, MediaType, Store};
@@ -134,7 +133,12 @@ fn registry(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let root = scratch.path().join("layout");
-                let layout = Store::new(LayoutBackend::open_with(&root, false).expect("layout"));
+                let layout = Store::new(
+                    orca_backend_fs::LayoutBuilder::new(&root)
+                        .durable(false)
+                        .open()
+                        .expect("layout"),
+                );
                 let start = Instant::now();
                 rt.block_on(async {
                     let body = store.fetch(&desc).await.expect("fetch");

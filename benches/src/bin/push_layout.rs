@@ -4,7 +4,6 @@
 
 use std::process::ExitCode;
 
-use orca_backend_fs::LayoutBackend;
 use orca_core::conformance::GeneratedBlob;
 use orca_core::{MediaType, Store};
 
@@ -23,7 +22,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let store = Store::new(LayoutBackend::open(dir)?);
+        let store = Store::new(orca_backend_fs::open(dir)?);
         let blob = GeneratedBlob::new(size, 1);
         let descriptor = blob.descriptor(MediaType::OCI_LAYER_TAR);
         let started = std::time::Instant::now();

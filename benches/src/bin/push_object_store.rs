@@ -1,20 +1,19 @@
-//! Pushes one generated blob of the given size through the S3 backend into
-//! object_store's local-file store, for measuring peak memory of a
-//! multipart upload (`/usr/bin/time -v push-object-store DIR BYTES`).
+//! Pushes one generated blob of the given size through the S3 backend to
+//! an S3 server, for measuring peak memory of a multipart upload
+//! (`/usr/bin/time -v push-object-store s3://BUCKET/PREFIX BYTES`, with
+//! the server and credentials in the usual `AWS_*` variables; plain HTTP
+//! is allowed, for a local server).
 
-use std::process::ExitCode;
-use std::sync::Arc;
-
-use object_store::local::LocalFileSystem;
-use orca_backend_s3::S3Backend;
+use orca_backend_s3::S3Builder;
 use orca_core::conformance::GeneratedBlob;
 use orca_core::{MediaType, Store};
+use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let (Some(dir), Some(size)) = (args.get(1), args.get(2).and_then(|s| s.parse::<u64>().ok()))
+    let (Some(url), Some(size)) = (args.get(1), args.get(2).and_then(|s| s.parse::<u64>().ok()))
     else {
-        eprintln!("usage: push-object-store DIR BYTES");
+        eprintln!("usage: push-object-store s3://BUCKET/PREFIX BYTES");
         return ExitCode::from(2);
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -28,20 +27,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        std::fs::create_dir_all(dir).map_err(|e| orca_core::Error::InvalidInput {
-            what: format!("directory {dir}"),
-            reason: e.to_string(),
-        })?;
-        let local =
-            LocalFileSystem::new_with_prefix(dir).map_err(|e| orca_core::Error::InvalidInput {
-                what: format!("directory {dir}"),
-                reason: e.to_string(),
-            })?;
-        let store = Store::new(S3Backend::new(
-            Arc::new(local),
-            "layout",
-            format!("file://{dir}/layout"),
-        ));
+        let store = Store::new(S3Builder::new(url.as_str()).allow_http(true).build()?);
         let blob = GeneratedBlob::new(size, 1);
         let descriptor = blob.descriptor(MediaType::OCI_LAYER_TAR);
         let started = std::time::Instant::now();

@@ -1,6 +1,7 @@
-//! The layout on disk: paths, creating the layout on first write, reading
-//! and atomically replacing `index.json` under an advisory lock, and unique
-//! temporary files in `ingest/` (the directory oras-go uses for the same).
+//! The layout on disk: paths, the check that a directory is a layout,
+//! atomic replacement of small files, the compare-and-swap of a small file
+//! under an advisory lock, and unique temporary files in `ingest/` (the
+//! directory oras-go uses for the same).
 //!
 //! Everything here is blocking and runs on tokio's blocking pool.
 
@@ -10,19 +11,20 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use orca_core::layout::{self, LayoutIndex};
-use orca_core::{Algorithm, Digest, Error, Result};
+use bytes::Bytes;
+use orca_core::layout::{self, Condition, Version};
+use orca_core::{Digest, Error, Result};
 
 use crate::error::{FileError, IoContext};
 
 /// Temporary files live here until they are renamed into place.
 const INGEST_DIR: &str = "ingest";
-/// The lock taken around every read-modify-write of `index.json`.
+/// The lock taken around every conditional write (of `index.json`, the marker).
 const LOCK_FILE: &str = "index.json.lock";
 
 /// Paths and settings of one layout.
 #[derive(Debug, Clone)]
-pub(crate) struct Layout {
+pub(crate) struct Files {
     pub(crate) root: PathBuf,
     /// The backend's display name, for errors.
     pub(crate) place: String,
@@ -30,13 +32,9 @@ pub(crate) struct Layout {
     pub(crate) durable: bool,
 }
 
-impl Layout {
+impl Files {
     pub(crate) fn marker_path(&self) -> PathBuf {
         self.root.join(layout::OCI_LAYOUT_FILE)
-    }
-
-    pub(crate) fn index_path(&self) -> PathBuf {
-        self.root.join(layout::INDEX_FILE)
     }
 
     pub(crate) fn blob_path(&self, digest: &Digest) -> PathBuf {
@@ -109,33 +107,6 @@ impl Layout {
         }
     }
 
-    /// Creates the directories, the `oci-layout` marker and an empty
-    /// `index.json` if missing, and checks the marker if present.
-    pub(crate) fn ensure(&self) -> Result<()> {
-        self.ensure_marker()?;
-        if !self.index_path().exists() {
-            // Under the lock, so an index another process just wrote is
-            // never replaced by an empty one.
-            self.update_index("create layout", |_| Ok((false, ())))?;
-        }
-        Ok(())
-    }
-
-    fn ensure_marker(&self) -> Result<()> {
-        let result = (|| -> std::result::Result<(), FileError> {
-            fs::create_dir_all(self.ingest_dir()).at("create", &self.ingest_dir())?;
-            let blobs = self.root.join(layout::BLOBS_DIR);
-            fs::create_dir_all(&blobs).at("create", &blobs)?;
-            let marker = self.marker_path();
-            if !marker.exists() {
-                self.write_atomic(&marker, &layout::marker())?;
-            }
-            Ok(())
-        })();
-        result.map_err(|e| self.file_error("create layout", e))?;
-        self.check()
-    }
-
     /// Writes `bytes` to a temporary file and renames it over `target`, so
     /// readers see the old or the new content, never a mix.
     pub(crate) fn write_atomic(
@@ -170,21 +141,68 @@ impl Layout {
             .at("sync directory", dir)
     }
 
-    /// Reads `index.json`; a layout without one has an empty index.
-    pub(crate) fn read_index(&self) -> Result<LayoutIndex> {
-        let path = self.index_path();
-        match fs::read(&path) {
-            Ok(bytes) => LayoutIndex::parse(&bytes, &path.display().to_string()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(LayoutIndex::new()),
-            Err(e) => Err(self.file_error("read index", FileError::new("read", &path, e))),
+    /// Reads the small file at `key` whole, with its version (a hash of
+    /// its bytes); `None` when absent.
+    pub(crate) fn read(&self, key: &str, limit: u64) -> Result<Option<(Bytes, Version)>> {
+        let path = self.root.join(key);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.file_error("read", FileError::new("open", &path, e))),
+        };
+        let mut bytes = Vec::new();
+        io::Read::read_to_end(&mut io::Read::take(file, limit + 1), &mut bytes)
+            .at("read", &path)
+            .map_err(|e| self.file_error("read", e))?;
+        if bytes.len() as u64 > limit {
+            return Err(Error::LimitExceeded {
+                what: format!("{} in {}", key, self.place),
+                limit,
+            });
         }
+        let version = version(&bytes);
+        Ok(Some((bytes.into(), version)))
     }
 
-    /// Takes the layout's exclusive lock (creating the layout if needed);
-    /// it is held until the returned file is closed.
-    pub(crate) fn lock(&self, operation: &'static str) -> Result<File> {
-        self.ensure_marker()?;
-        let lock_path = self.ingest_dir().join(LOCK_FILE);
+    /// Replaces the small file at `key` if `condition` holds, under the
+    /// layout's lock so the comparison and the replacement are one step.
+    pub(crate) fn write(&self, key: &str, bytes: &[u8], condition: &Condition) -> Result<()> {
+        let path = self.root.join(key);
+        let lock = self.lock("write")?;
+        let current = match fs::read(&path) {
+            Ok(bytes) => Some(version(&bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(self.file_error("write", FileError::new("read", &path, e))),
+        };
+        let holds = match (condition, &current) {
+            (Condition::Absent, None) => true,
+            (Condition::Matches(expected), Some(current)) => expected == current,
+            _ => false,
+        };
+        if !holds {
+            return Err(Error::Conflict {
+                what: format!("{key}: another writer changed it"),
+                place: self.place.clone(),
+            });
+        }
+        let written = (|| {
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir).at("create", dir)?;
+            }
+            self.write_atomic(&path, bytes)
+        })();
+        drop(lock);
+        written.map_err(|e| self.file_error("write", e))
+    }
+
+    /// Takes the layout's exclusive lock; it is held until the returned
+    /// file is closed.
+    fn lock(&self, operation: &'static str) -> Result<File> {
+        let ingest = self.ingest_dir();
+        fs::create_dir_all(&ingest)
+            .at("create", &ingest)
+            .map_err(|e| self.file_error(operation, e))?;
+        let lock_path = ingest.join(LOCK_FILE);
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -198,47 +216,50 @@ impl Layout {
         Ok(lock)
     }
 
-    /// Every blob file whose name is a digest, with its size. Other files
-    /// under `blobs/` are not orca's to judge and are left out.
-    pub(crate) fn list_blobs(&self) -> Result<Vec<(Digest, u64)>> {
-        let mut blobs = Vec::new();
-        for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
-            let dir = self.root.join(layout::BLOBS_DIR).join(algorithm.as_str());
-            let entries = match fs::read_dir(&dir) {
+    /// Every regular file under `prefix` (a directory relative to the
+    /// root), recursively, as keys with sizes. Links are not followed.
+    pub(crate) fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let mut found = Vec::new();
+        let mut pending = vec![prefix.trim_end_matches('/').to_owned()];
+        while let Some(dir) = pending.pop() {
+            let path = self.root.join(&dir);
+            let entries = match fs::read_dir(&path) {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    return Err(self.file_error("list blobs", FileError::new("list", &dir, e)));
-                }
+                Err(e) => return Err(self.file_error("list", FileError::new("list", &path, e))),
             };
             for entry in entries {
                 let entry = entry
-                    .at("list", &dir)
-                    .map_err(|e| self.file_error("list blobs", e))?;
-                let name = entry.file_name();
-                let Some(digest) = name
-                    .to_str()
-                    .and_then(|hex| Digest::parse(&format!("{algorithm}:{hex}")).ok())
-                else {
+                    .at("list", &path)
+                    .map_err(|e| self.file_error("list", e))?;
+                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                     continue;
                 };
+                let key = format!("{dir}/{name}");
                 let meta = entry
                     .metadata()
                     .at("inspect", &entry.path())
-                    .map_err(|e| self.file_error("list blobs", e))?;
-                if meta.is_file() {
-                    blobs.push((digest, meta.len()));
+                    .map_err(|e| self.file_error("list", e))?;
+                if meta.is_dir() {
+                    pending.push(key);
+                } else if meta.is_file() {
+                    found.push((key, meta.len()));
                 }
             }
         }
-        blobs.sort();
-        Ok(blobs)
+        Ok(found)
     }
 
-    /// Temporary files older than `age`: left by processes that died.
+    /// Temporary files older than `age`: left by processes that died. A
+    /// partial file a push holds locked is never one of them.
     pub(crate) fn stale_temp_files(&self, age: std::time::Duration) -> Vec<PathBuf> {
         let Ok(entries) = fs::read_dir(self.ingest_dir()) else {
             return Vec::new();
+        };
+        let held = |path: &Path| {
+            File::open(path)
+                .map(|file| matches!(file.try_lock(), Err(fs::TryLockError::WouldBlock)))
+                .unwrap_or(false)
         };
         entries
             .filter_map(|e| e.ok())
@@ -248,43 +269,18 @@ impl Layout {
                     .and_then(|m| m.modified())
                     .ok()
                     .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|elapsed| elapsed > age)
+                    .is_some_and(|elapsed| elapsed >= age)
             })
             .map(|e| e.path())
+            .filter(|path| !held(path))
             .collect()
     }
+}
 
-    /// Read-modify-write of `index.json` under the layout's exclusive lock:
-    /// concurrent processes never lose each other's changes. `change`
-    /// returns whether it changed anything; nothing is written otherwise.
-    pub(crate) fn update_index<T>(
-        &self,
-        operation: &'static str,
-        change: impl FnOnce(&mut LayoutIndex) -> Result<(bool, T)>,
-    ) -> Result<T> {
-        let lock = self.lock(operation)?;
-        let value = self.update_index_locked(operation, change)?;
-        // Closing the file releases the lock.
-        drop(lock);
-        Ok(value)
-    }
-
-    /// [`Layout::update_index`] for a caller that already holds the lock.
-    pub(crate) fn update_index_locked<T>(
-        &self,
-        operation: &'static str,
-        change: impl FnOnce(&mut LayoutIndex) -> Result<(bool, T)>,
-    ) -> Result<T> {
-        let exists = self.index_path().exists();
-        let mut index = self.read_index()?;
-        let (changed, value) = change(&mut index)?;
-        if changed || !exists {
-            let bytes = index.to_bytes()?;
-            self.write_atomic(&self.index_path(), &bytes)
-                .map_err(|e| self.file_error(operation, e))?;
-        }
-        Ok(value)
-    }
+/// The version of a small file: the digest of its bytes. Equal bytes are
+/// the same version, which is all a compare-and-swap of a whole file needs.
+fn version(bytes: &[u8]) -> Version {
+    Version(Digest::sha256(bytes).to_string())
 }
 
 /// Deletes a file when dropped, unless disarmed by taking the path out.

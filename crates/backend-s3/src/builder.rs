@@ -7,7 +7,9 @@ use object_store::ClientConfigKey;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use orca_core::{Error, Result};
 
-use crate::backend::S3Backend;
+use orca_core::layout::Layout;
+
+use crate::backend::{Bucket, S3Backend};
 
 /// Builds an [`S3Backend`] for an S3 (or S3-compatible) bucket.
 #[derive(Clone)]
@@ -170,13 +172,13 @@ impl S3Builder {
             operation: "configure",
             source: Box::new(e),
         })?;
-        let mut backend = S3Backend::new(Arc::new(store), prefix, format!("s3://{rest}"));
+        let mut bucket = Bucket::new(Arc::new(store), prefix, format!("s3://{rest}"));
         if let Some(size) = self.part_size {
-            backend = backend.with_part_size(size)?;
+            bucket = bucket.with_part_size(size)?;
         }
         if let Some(parts) = self.concurrency {
-            backend = backend.with_concurrency(parts);
+            bucket = bucket.with_concurrency(parts);
         }
-        Ok(backend)
+        Ok(Layout::new(bucket))
     }
 }

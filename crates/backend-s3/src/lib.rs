@@ -7,7 +7,7 @@
 mod backend;
 mod builder;
 mod error;
-mod gc;
+mod upload;
 
-pub use backend::S3Backend;
+pub use backend::{Bucket, S3Backend};
 pub use builder::S3Builder;

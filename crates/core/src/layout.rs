@@ -1,10 +1,17 @@
 //! OCI image layout rules shared by every backend that stores a layout
 //! (a directory, a bucket prefix): file names, the `oci-layout` marker, and
 //! `index.json` as the list of root manifests whose
-//! `org.opencontainers.image.ref.name` annotations are the tags.
-//!
-//! Everything here is pure: reading and writing the files, and making the
-//! read-modify-write of `index.json` atomic, is each backend's job.
+//! `org.opencontainers.image.ref.name` annotations are the tags — and
+//! [`Layout`], the one engine that keeps a layout in any
+//! [`ObjectStorage`]: tags, delete and garbage collection live here once.
+
+mod engine;
+mod gc;
+mod storage;
+
+pub use engine::Layout;
+pub use gc::GcReport;
+pub use storage::{Condition, ObjectStorage, Version};
 
 use bytes::Bytes;
 

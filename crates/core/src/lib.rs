@@ -13,7 +13,6 @@ pub mod body;
 pub mod capabilities;
 pub mod copy;
 pub mod error;
-pub mod gc;
 pub mod index;
 pub mod layout;
 pub mod memory;

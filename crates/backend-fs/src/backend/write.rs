@@ -12,11 +12,11 @@ use futures::StreamExt;
 use orca_core::{Body, Descriptor, Digester, Error, Result};
 use tokio::sync::mpsc;
 
-use super::{CHUNK, LayoutBackend, QUEUE};
+use super::{CHUNK, Directory, QUEUE};
 use crate::error::{FileError, IoContext};
 use crate::files::RemoveOnDrop;
 
-impl LayoutBackend {
+impl Directory {
     /// Streams the body into a file in `ingest/` on a writer thread (so
     /// hashing and writing overlap), then renames it into place if the
     /// body ended cleanly.
@@ -35,7 +35,7 @@ impl LayoutBackend {
         mut body: Body,
         offset: u64,
     ) -> Result<()> {
-        let layout = self.layout.clone();
+        let layout = self.files.clone();
         let target = layout.blob_path(&descriptor.digest);
         let partial = layout.partial_path(&descriptor.digest);
         let temp = layout.temp_path("blob");

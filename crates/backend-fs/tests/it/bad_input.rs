@@ -1,7 +1,6 @@
 //! Bad layouts: each problem is reported naming the file and what is wrong,
 //! and orca never rewrites what it could not read.
 
-use orca_backend_fs::LayoutBackend;
 use orca_core::{Error, Selector, error::chain};
 
 use crate::common::{push_image, store};
@@ -10,7 +9,7 @@ use crate::common::{push_image, store};
 fn a_directory_that_is_not_a_layout_is_refused() {
     let dir = tempfile::tempdir().expect("temporary directory");
     std::fs::write(dir.path().join("something"), b"else").expect("write");
-    let err = LayoutBackend::open(dir.path()).expect_err("not a layout");
+    let err = orca_backend_fs::open(dir.path()).expect_err("not a layout");
     let text = err.to_string();
     assert!(
         text.contains(&dir.path().display().to_string()) && text.contains("no oci-layout file"),
@@ -26,14 +25,14 @@ fn a_wrong_layout_version_is_refused() {
         br#"{"imageLayoutVersion":"9.9.9"}"#,
     )
     .expect("write");
-    let err = LayoutBackend::open(dir.path()).expect_err("wrong version");
+    let err = orca_backend_fs::open(dir.path()).expect_err("wrong version");
     let text = err.to_string();
     assert!(
         text.contains("oci-layout") && text.contains("9.9.9"),
         "{text}"
     );
     std::fs::write(dir.path().join("oci-layout"), b"{}").expect("write");
-    let err = LayoutBackend::open(dir.path()).expect_err("no version");
+    let err = orca_backend_fs::open(dir.path()).expect_err("no version");
     assert!(err.to_string().contains("imageLayoutVersion"), "{err}");
 }
 

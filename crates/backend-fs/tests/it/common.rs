@@ -2,12 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use orca_backend_fs::LayoutBackend;
 use orca_core::{Descriptor, MediaType, RawManifest, Store};
 
 /// A store on the layout at `root`.
 pub(crate) fn store(root: &Path) -> Store {
-    Store::new(LayoutBackend::open(root).expect("open layout"))
+    Store::new(orca_backend_fs::open(root).expect("open layout"))
 }
 
 /// Pushes a small image (config, layer, manifest) and returns the

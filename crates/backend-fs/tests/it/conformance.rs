@@ -1,13 +1,25 @@
-//! The whole conformance suite against a layout in a fresh temporary directory.
+//! The whole conformance suite, and the layout engine's own checks,
+//! against a layout in a fresh temporary directory.
 
-use orca_backend_fs::LayoutBackend;
+use orca_backend_fs::Directory;
 use orca_core::Store;
-use orca_core::conformance::Subject;
+use orca_core::conformance::{LayoutSubject, Subject};
 
 async fn make() -> Subject {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let backend = LayoutBackend::open(dir.path().join("layout")).expect("open layout");
+    let backend = orca_backend_fs::open(dir.path().join("layout")).expect("open layout");
     Subject::new(Store::new(backend)).with_guard(dir)
 }
 
 orca_core::conformance_tests!(make);
+
+async fn make_layout() -> LayoutSubject<Directory> {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let storage = Directory::open(dir.path().join("layout"), true).expect("open layout");
+    LayoutSubject {
+        storage,
+        guard: Box::new(dir),
+    }
+}
+
+orca_core::layout_conformance_tests!(make_layout);

@@ -6,7 +6,6 @@ mod archives;
 mod bad_input;
 mod common;
 mod conformance;
-mod gc;
 mod interop;
 mod properties;
 mod safety;

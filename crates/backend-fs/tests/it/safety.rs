@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::stream;
+use futures::{StreamExt, stream};
 use orca_core::layout::LayoutIndex;
 use orca_core::{Body, Descriptor, MediaType};
 
@@ -123,8 +123,6 @@ fn stalling_body(descriptor: &Descriptor) -> Body {
         stream::iter([Ok(first)]).chain(stream::pending()),
     )
 }
-
-use futures::StreamExt;
 
 fn wait_for_temp_file(root: &std::path::Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -311,4 +309,47 @@ async fn four_processes_never_lose_a_referrer() {
         (PREFIX_ENV.to_owned(), "attach".to_owned()),
     ];
     orca_testkit::attach_from_processes(&store(&root), "safety::attacher", &env).await;
+}
+
+/// What a push that never finished left in `ingest/` (a partial file kept
+/// for resuming) is removed by the clean-up garbage collection runs — once
+/// it is old, and never while a push holds it.
+#[tokio::test]
+async fn the_clean_up_removes_staging_of_pushes_that_died() {
+    use orca_core::layout::ObjectStorage;
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let root = dir.path().join("layout");
+    let backend = orca_backend_fs::open(&root).expect("open");
+    let store = orca_core::Store::new(backend.clone());
+    let size = 4 * 1024 * 1024;
+    let descriptor = Descriptor::new(
+        MediaType::OCI_LAYER_TAR,
+        orca_core::Digest::sha256(b"never completes"),
+        size,
+    );
+    let sent = stream::iter((0..2).map(|_| Ok(Bytes::from(vec![1u8; 1024 * 1024]))))
+        .chain(stream::pending());
+    let push = store.push(&descriptor, Body::new(size, sent));
+    let held = tokio::time::timeout(Duration::from_millis(500), push).await;
+    assert!(held.is_err(), "the stalled push ended: {held:?}");
+    // The writer thread lets go of the file once the push is dropped.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let storage = backend.storage();
+    let young = storage
+        .clean_staging(Duration::from_secs(3600))
+        .await
+        .expect("clean-up");
+    assert_eq!(young, 0, "young staging was removed");
+    assert_eq!(leftovers(&root).len(), 1, "{:?}", leftovers(&root));
+    let mut removed = 0;
+    while removed == 0 && Instant::now() < deadline {
+        removed = storage
+            .clean_staging(Duration::ZERO)
+            .await
+            .expect("clean-up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(removed, 1);
+    assert!(leftovers(&root).is_empty(), "{:?}", leftovers(&root));
 }

@@ -3,7 +3,6 @@
 //! are rejected as a digest mismatch and never stored.
 
 use futures::StreamExt;
-use orca_backend_fs::LayoutBackend;
 use orca_backend_http::RegistryBuilder;
 use orca_core::conformance::GeneratedBlob;
 use orca_core::{Error, MediaType, Store};
@@ -78,7 +77,7 @@ async fn corrupted_bytes_are_a_digest_mismatch_and_never_stored() {
     };
     let (_proxy, store, desc, _) = through_proxy(faults).await;
     let dir = tempfile::tempdir().expect("temporary directory");
-    let layout = Store::new(LayoutBackend::open(dir.path().join("layout")).expect("layout"));
+    let layout = Store::new(orca_backend_fs::open(dir.path().join("layout")).expect("layout"));
     let body = store.fetch(&desc).await.expect("fetch");
     let err = layout.push(&desc, body).await.expect_err("corrupted copy");
     assert!(

@@ -14,9 +14,7 @@ async fn index_creation_pushes_members_by_digest_and_only_the_index_by_tag() {
     let other = Store::new(repository(&plain(), &fresh_repository("idx-src")).await);
     let from_registry = push_real_image(&other, &[("a", b"from the registry")], "v1").await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let layout = Store::new(
-        orca_backend_fs::LayoutBackend::open(dir.path().join("layout")).expect("layout"),
-    );
+    let layout = Store::new(orca_backend_fs::open(dir.path().join("layout")).expect("layout"));
     let from_layout = push_real_image(&layout, &[("b", b"from a layout")], "v1").await;
 
     let (proxy, registry) = through_proxy(Faults::default());
@@ -74,9 +72,7 @@ async fn copy_mounts_within_a_registry_and_round_trips_through_a_layout() {
 
     // Registry -> layout -> another repository, byte for byte.
     let dir = tempfile::tempdir().expect("tempdir");
-    let layout = Store::new(
-        orca_backend_fs::LayoutBackend::open(dir.path().join("layout")).expect("layout"),
-    );
+    let layout = Store::new(orca_backend_fs::open(dir.path().join("layout")).expect("layout"));
     let defaults = CopyOptions::default();
     copy(
         &mounted,

@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use orca_backend_fs::LayoutBackend;
 use orca_backend_http::RegistryBuilder;
 use orca_core::conformance::GeneratedBlob;
 use orca_core::copy::{CopyOptions, copy};
@@ -66,7 +65,7 @@ async fn failed_pushes_leave_no_upload_session() {
 async fn a_copy_failing_mid_way_leaves_no_upload_session() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let root = dir.path().join("source");
-    let source = Store::new(LayoutBackend::open(&root).expect("layout"));
+    let source = Store::new(orca_backend_fs::open(&root).expect("layout"));
     // A small layer whose file is damaged, and two big ones still
     // uploading (in 1 MiB chunks) when the small one fails.
     let small = source
@@ -123,7 +122,7 @@ async fn a_copy_failing_mid_way_leaves_no_upload_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_copies_of_one_blob_do_not_cancel_each_other() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let source = Store::new(LayoutBackend::open(dir.path().join("source")).expect("layout"));
+    let source = Store::new(orca_backend_fs::open(dir.path().join("source")).expect("layout"));
     let big = GeneratedBlob::new(12 * MIB, 93);
     let layer = big.descriptor(MediaType::OCI_LAYER_TAR);
     source.push(&layer, big.body()).await.expect("layer");

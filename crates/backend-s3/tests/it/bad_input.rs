@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use orca_backend_s3::S3Backend;
+use orca_backend_s3::Bucket;
 use orca_core::error::chain;
 use orca_core::{Error, MediaType, Selector, Store};
 use orca_testkit::push_real_image;
@@ -69,7 +69,7 @@ fn malformed_locations_are_refused() {
         let err = orca_backend_s3::S3Builder::new(url).build().expect_err(url);
         assert!(err.to_string().contains(expected), "{url}: {err}");
     }
-    let err = S3Backend::new(
+    let err = Bucket::new(
         Arc::new(object_store::memory::InMemory::new()),
         "",
         "memory://",
@@ -140,49 +140,6 @@ async fn a_blob_that_does_not_match_its_key_is_refused() {
         text.contains(&desc.digest.to_string()) && text.contains(&prefix),
         "{text}"
     );
-}
-
-#[tokio::test]
-async fn garbage_collection_keeps_what_is_reachable() {
-    let prefix = fresh_prefix("gc");
-    let backend = backend(&prefix);
-    let store = Store::new(backend.clone());
-    let kept = push_real_image(&store, &[("keep", b"keep")], "keep").await;
-    let orphan = store
-        .push_bytes(MediaType::OCI_LAYER_TAR, &b"orphan"[..])
-        .await
-        .expect("orphan");
-    // An untagged image with a referrer: both go, with the referrers
-    // index and its fallback tag.
-    let untagged = push_real_image(&store, &[("gone", b"gone")], "gone").await;
-    store.untag("gone").await.expect("untag");
-    let note =
-        orca_core::artifact::Artifact::new(MediaType::new("application/vnd.example.n"), vec![]);
-    let note = orca_core::artifact::Artifact {
-        subject: Some(untagged.clone()),
-        ..note
-    };
-    orca_core::artifact::pack(&store, &note, orca_core::artifact::Form::V1_1, None)
-        .await
-        .expect("attach");
-    let fallback = orca_core::referrers::fallback_tag(&untagged.digest);
-    assert!(store.tags_all().await.expect("tags").contains(&fallback));
-    let report = backend.gc(true).await.expect("dry run");
-    assert!(report.blobs.contains(&(orphan.digest.clone(), orphan.size)));
-    assert!(report.blobs.iter().any(|(d, _)| d == &untagged.digest));
-    assert!(store.exists(&orphan).await.expect("exists"));
-    let report = backend.gc(false).await.expect("collect");
-    assert!(report.removed);
-    assert!(
-        !store.exists(&orphan).await.expect("exists"),
-        "orphan survived"
-    );
-    store
-        .fetch_bytes(&kept)
-        .await
-        .expect("reachable manifest kept");
-    assert_eq!(store.tags_all().await.expect("tags"), ["keep"]);
-    assert!(backend.gc(true).await.expect("again").blobs.is_empty());
 }
 
 /// The bucket through object_store directly, to plant bad content.

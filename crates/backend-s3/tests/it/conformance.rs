@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use orca_backend_s3::S3Backend;
+use orca_backend_s3::Bucket;
 use orca_core::Store;
-use orca_core::conformance::Subject;
+use orca_core::conformance::{LayoutSubject, Subject};
+use orca_core::layout::Layout;
 
 mod moto {
     use super::*;
@@ -16,6 +17,16 @@ mod moto {
     }
 
     orca_core::conformance_tests!(make);
+
+    async fn make_layout() -> LayoutSubject<Bucket> {
+        let prefix = crate::common::fresh_prefix("layout");
+        LayoutSubject {
+            storage: crate::common::backend(&prefix).storage().clone(),
+            guard: Box::new(()),
+        }
+    }
+
+    orca_core::layout_conformance_tests!(make_layout);
 }
 
 mod in_memory {
@@ -23,12 +34,19 @@ mod in_memory {
 
     async fn make() -> Subject {
         let store = Arc::new(object_store::memory::InMemory::new());
-        Subject::new(Store::new(S3Backend::new(
-            store,
-            "layout",
-            "memory://layout",
-        )))
+        let bucket = Bucket::new(store, "layout", "memory://layout");
+        Subject::new(Store::new(Layout::new(bucket)))
     }
 
     orca_core::conformance_tests!(make);
+
+    async fn make_layout() -> LayoutSubject<Bucket> {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        LayoutSubject {
+            storage: Bucket::new(store, "layout", "memory://layout"),
+            guard: Box::new(()),
+        }
+    }
+
+    orca_core::layout_conformance_tests!(make_layout);
 }

@@ -10,7 +10,7 @@ use crate::common::{aws_env, backend, bucket, fresh_prefix};
 
 const AWS: &str = "apt-get install -y awscli";
 
-fn aws(args: &[&str]) -> String {
+pub(crate) fn aws(args: &[&str]) -> String {
     let endpoint = MotoServer::shared().endpoint();
     let mut all = vec!["--endpoint-url", endpoint.as_str()];
     all.extend_from_slice(args);

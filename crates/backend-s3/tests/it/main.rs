@@ -8,4 +8,5 @@ mod common;
 mod concurrency;
 mod conformance;
 mod interop;
+mod staging;
 mod tls;

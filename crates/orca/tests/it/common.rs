@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use orca::copy::CopyOptions;
-use orca::fs::{Archive, ArchiveFormat, ArchiveWriter, LayoutBackend};
+use orca::fs::{Archive, ArchiveFormat, ArchiveWriter};
 use orca::http::RegistryBuilder;
 use orca::s3::S3Builder;
 use orca::{MemoryBackend, Selector, Store};
@@ -88,7 +88,7 @@ pub(crate) async fn empty(kind: Kind, dir: &Path) -> Place {
     let (store, writer, path) = match kind {
         Kind::Memory => (Store::new(MemoryBackend::new()), None, None),
         Kind::Layout => (
-            Store::new(LayoutBackend::open(dir.join(&label)).expect("layout")),
+            Store::new(orca::fs::open(dir.join(&label)).expect("layout")),
             None,
             None,
         ),

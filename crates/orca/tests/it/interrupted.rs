@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use orca::copy::{CopyOptions, CopyReport, Tally};
-use orca::fs::LayoutBackend;
 use orca::http::RegistryBuilder;
 use orca::{Backend, Body, Descriptor, Digest, Manifest, MediaType, Result, Selector, Store};
 use orca_core::conformance::{Hooks, Intercept};
@@ -139,7 +138,7 @@ async fn a_copy_cut_mid_blob_moves_only_the_rest_when_run_again() {
         .expect("registry through the proxy");
     let cut = Store::new(through.repository(&name).await.expect("repository"));
     let dir = tempfile::tempdir().expect("temporary directory");
-    let target = Store::new(LayoutBackend::open(dir.path().join("layout")).expect("layout"));
+    let target = Store::new(orca::fs::open(dir.path().join("layout")).expect("layout"));
     let err = copy_v1(&cut, &target, None)
         .await
         .expect_err("the cut copy");
@@ -204,7 +203,7 @@ impl Hooks for Stalling {
 /// otherwise start its own).
 async fn target_store(spec: &str) -> Store {
     if let Some(dir) = spec.strip_prefix("layout|") {
-        return Store::new(LayoutBackend::open(dir).expect("layout"));
+        return Store::new(orca::fs::open(dir).expect("layout"));
     }
     let rest = spec.strip_prefix("registry|").expect("target spec");
     let mut parts = rest.splitn(3, '|');
@@ -237,12 +236,12 @@ async fn stalled_copy() {
         }
         Err(_) => {
             let source = scratch.path().join("source");
-            image(&Store::new(LayoutBackend::open(&source).expect("layout"))).await;
+            image(&Store::new(orca::fs::open(&source).expect("layout"))).await;
             let target = format!("layout|{}", scratch.path().join("target").display());
             (target, source, scratch.path().join("stalled"))
         }
     };
-    let source_layout = LayoutBackend::open(&source_dir).expect("source layout");
+    let source_layout = orca::fs::open(&source_dir).expect("source layout");
     let plain_source = Store::new(source_layout.clone());
     let (_, raw) = plain_source
         .fetch_manifest(&Selector::Tag("v1".into()))
@@ -304,7 +303,7 @@ fn wait_for(path: &Path) {
 /// once its source stalled, and copies again.
 async fn killed_copy_resumes(target_spec: String, scratch: &Path) {
     let source = scratch.join("source");
-    let (big, small) = image(&Store::new(LayoutBackend::open(&source).expect("layout"))).await;
+    let (big, small) = image(&Store::new(orca::fs::open(&source).expect("layout"))).await;
     let marker = scratch.join("stalled");
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
         .args([
@@ -345,7 +344,7 @@ async fn killed_copy_resumes(target_spec: String, scratch: &Path) {
     );
     let held = target.partial(&big).await.expect("partial");
     assert!(held > 0, "the killed copy left nothing to resume");
-    let plain = Store::new(LayoutBackend::open(&source).expect("layout"));
+    let plain = Store::new(orca::fs::open(&source).expect("layout"));
     let tally = Arc::new(Tally::default());
     let report = copy_v1(&plain, &target, Some(tally.clone()))
         .await

@@ -3,7 +3,6 @@
 //! back byte for byte.
 
 use futures::StreamExt;
-use orca::fs::LayoutBackend;
 use orca::index::{Annotations, Source, create};
 use orca::{Descriptor, Selector, Store};
 use orca_testkit::umoci_image;
@@ -39,7 +38,7 @@ async fn umoci_images_survive_every_backend() {
     let first = dir.path().join("umoci");
     umoci_image(&first, "amd64", "amd64", &[b"one", b"two", b"three"]);
     umoci_image(&first, "arm64", "arm64", &[b"uno", b"dos"]);
-    let start = Store::new(LayoutBackend::open(&first).expect("layout"));
+    let start = Store::new(orca::fs::open(&first).expect("layout"));
     let sources = [
         Source::new(start.clone(), Selector::Tag("amd64".into())),
         Source::new(start.clone(), Selector::Tag("arm64".into())),

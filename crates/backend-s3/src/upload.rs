@@ -1,0 +1,232 @@
+//! Blobs into a bucket, staged so that nothing appears at a blob's key
+//! until its body ended cleanly: a small body is collected and sent in one
+//! `PUT`; a large one goes as a multipart upload, its parts sent
+//! concurrently, completed only at the end and aborted on any error.
+//!
+//! An upload a killed process leaves open is invisible to listings and
+//! billed until aborted, so each one is recorded under `ingest/` (its
+//! upload id, named after the blob) while it runs; garbage collection
+//! aborts the uploads whose records are old.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::StreamExt;
+use futures::TryStreamExt;
+use object_store::multipart::PartId;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+use orca_core::layout::blob_path;
+use orca_core::{Body, Descriptor, Digest, Error, Result};
+use tokio::task::JoinHandle;
+
+use crate::backend::Bucket;
+use crate::error::convert;
+
+/// Where records of running multipart uploads live.
+const STAGING: &str = "ingest";
+
+/// Part uploads in flight, aborted when dropped (an upload that failed or
+/// was cancelled sends no more parts).
+struct Parts(VecDeque<JoinHandle<Result<PartId>>>);
+
+impl Drop for Parts {
+    fn drop(&mut self) {
+        for part in &self.0 {
+            part.abort();
+        }
+    }
+}
+
+impl Bucket {
+    /// Streams a body to its blob key (see the module documentation).
+    pub(crate) async fn upload(&self, descriptor: &Descriptor, mut body: Body) -> Result<()> {
+        let key = self.key(&blob_path(&descriptor.digest));
+        if body.len() <= self.part_size as u64 {
+            let mut chunks = Vec::new();
+            while let Some(chunk) = body.next().await {
+                chunks.push(chunk?);
+            }
+            let payload: PutPayload = chunks.into_iter().collect();
+            return self
+                .store
+                .put(&key, payload)
+                .await
+                .map(drop)
+                .map_err(self.err("push", &key));
+        }
+        let id = self
+            .multipart
+            .create_multipart(&key)
+            .await
+            .map_err(self.err("push", &key))?;
+        let record = self.key(&format!(
+            "{STAGING}/upload-{}-{}-{}",
+            descriptor.digest.algorithm(),
+            descriptor.digest.hex(),
+            nonce()
+        ));
+        let mut outcome = self
+            .store
+            .put(&record, id.clone().into())
+            .await
+            .map(drop)
+            .map_err(self.err("push", &record));
+        if outcome.is_ok() {
+            outcome = match self.send_parts(&key, &id, body).await {
+                Ok(parts) => self
+                    .multipart
+                    .complete_multipart(&key, &id, parts)
+                    .await
+                    .map(drop)
+                    .map_err(self.err("push", &key)),
+                Err(e) => Err(e),
+            };
+        }
+        if outcome.is_err() {
+            // Abandon the upload so no object ever appears at the key.
+            let _ = self.multipart.abort_multipart(&key, &id).await;
+        }
+        let _ = self.store.delete(&record).await;
+        outcome
+    }
+
+    /// Cuts the body into parts and sends them, `concurrency` at a time,
+    /// while the body keeps streaming; memory stays within the parts in
+    /// flight.
+    async fn send_parts(&self, key: &Path, id: &str, mut body: Body) -> Result<Vec<PartId>> {
+        let mut inflight = Parts(VecDeque::new());
+        let mut done = Vec::new();
+        let mut buffer = BytesMut::with_capacity(self.part_size);
+        let mut next = 0;
+        loop {
+            let chunk = body.next().await.transpose()?;
+            let last = chunk.is_none();
+            let mut chunk = chunk.unwrap_or_default();
+            while !chunk.is_empty() || (last && !buffer.is_empty()) {
+                let take = (self.part_size - buffer.len()).min(chunk.len());
+                buffer.extend_from_slice(&chunk.split_to(take));
+                if buffer.len() < self.part_size && !last {
+                    break;
+                }
+                if inflight.0.len() >= self.concurrency
+                    && let Some(part) = inflight.0.pop_front()
+                {
+                    done.push(self.joined(part, key).await?);
+                }
+                let data = std::mem::replace(&mut buffer, BytesMut::with_capacity(self.part_size));
+                let (multipart, path, id, index) =
+                    (self.multipart.clone(), key.clone(), id.to_owned(), next);
+                let place = self.place().to_owned();
+                inflight.0.push_back(tokio::spawn(async move {
+                    multipart
+                        .put_part(&path, &id, index, PutPayload::from(data.freeze()))
+                        .await
+                        .map_err(|e| convert(&place, "push", format!("part {index} of {path}"), e))
+                }));
+                next += 1;
+            }
+            if last {
+                break;
+            }
+        }
+        while let Some(part) = inflight.0.pop_front() {
+            done.push(self.joined(part, key).await?);
+        }
+        Ok(done)
+    }
+
+    async fn joined(&self, part: JoinHandle<Result<PartId>>, key: &Path) -> Result<PartId> {
+        part.await.map_err(|e| Error::Backend {
+            backend: self.place().to_owned(),
+            operation: "push",
+            source: format!("a part upload of {key} stopped: {e}").into(),
+        })?
+    }
+
+    /// Aborts the multipart uploads whose records are older than `age`
+    /// (their processes died), and removes the records.
+    pub(crate) async fn abort_stale_uploads(&self, age: Duration) -> Result<usize> {
+        let dir = self.key(STAGING);
+        let records: Vec<_> = self
+            .store
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(self.err("gc", &dir))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut aborted = 0;
+        for record in records {
+            let elapsed = now.saturating_sub(record.last_modified.timestamp());
+            if elapsed < age.as_secs() as i64 {
+                continue;
+            }
+            let Some(digest) = record
+                .location
+                .filename()
+                .and_then(|name| name.strip_prefix("upload-"))
+                .and_then(|rest| {
+                    let mut parts = rest.splitn(3, '-');
+                    let (algorithm, hex) = (parts.next()?, parts.next()?);
+                    Digest::parse(&format!("{algorithm}:{hex}")).ok()
+                })
+            else {
+                continue;
+            };
+            let id = match self.store.get(&record.location).await {
+                Ok(found) => found
+                    .bytes()
+                    .await
+                    .map_err(self.err("gc", &record.location))?,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => {
+                    return Err(convert(
+                        self.place(),
+                        "gc",
+                        format!("object {}", record.location),
+                        e,
+                    ));
+                }
+            };
+            let id = String::from_utf8_lossy(&id).into_owned();
+            let key = self.key(&blob_path(&digest));
+            match self.multipart.abort_multipart(&key, &id).await {
+                // An upload that completed or was aborted already is gone.
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    return Err(convert(
+                        self.place(),
+                        "gc",
+                        format!("upload {id} of {key}"),
+                        e,
+                    ));
+                }
+            }
+            self.store
+                .delete(&record.location)
+                .await
+                .map_err(self.err("gc", &record.location))?;
+            aborted += 1;
+        }
+        Ok(aborted)
+    }
+}
+
+/// A name part no other upload of the same blob shares.
+fn nonce() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}.{}.{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}

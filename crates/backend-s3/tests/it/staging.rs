@@ -1,0 +1,80 @@
+//! Staging left by a push that never finished: the multipart upload a
+//! killed process leaves open (invisible to listings, billed until
+//! aborted) is found through its record and aborted by the clean-up that
+//! garbage collection runs.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use orca_core::layout::ObjectStorage;
+use orca_core::{Body, Descriptor, Digest, MediaType, Store};
+
+use crate::common::{bucket, builder, fresh_prefix};
+use crate::interop::aws;
+
+const PART: usize = 5 * 1024 * 1024;
+
+/// The multipart uploads open under `prefix`, as aws-cli lists them.
+fn open_uploads(prefix: &str) -> usize {
+    let listed = aws(&[
+        "s3api",
+        "list-multipart-uploads",
+        "--bucket",
+        bucket(),
+        "--prefix",
+        prefix,
+        "--output",
+        "json",
+    ]);
+    if listed.trim().is_empty() {
+        return 0;
+    }
+    let listed: serde_json::Value = serde_json::from_str(&listed).expect("aws-cli json");
+    listed["Uploads"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test]
+async fn an_upload_left_by_a_killed_push_is_aborted_by_the_clean_up() {
+    let prefix = fresh_prefix("killed-upload");
+    let backend = builder(&prefix).part_size(PART).build().expect("backend");
+    let store = Store::new(backend.clone());
+    // A body announced as three parts that sends one and a half, then
+    // nothing: the push is dropped while waiting, as a killed process
+    // would stop, so nothing gets the chance to abort its upload.
+    let size = 3 * PART as u64;
+    let descriptor = Descriptor::new(
+        MediaType::OCI_LAYER_TAR,
+        Digest::sha256(b"never completes"),
+        size,
+    );
+    let sent = futures::stream::iter((0..6).map(|_| Ok(Bytes::from(vec![7u8; PART / 4]))))
+        .chain(futures::stream::pending());
+    let push = store.push(&descriptor, Body::new(size, sent));
+    let stopped = tokio::time::timeout(Duration::from_secs(3), push).await;
+    assert!(stopped.is_err(), "the stalled push ended: {stopped:?}");
+    assert_eq!(
+        open_uploads(&prefix),
+        1,
+        "the killed push left no open upload"
+    );
+
+    // Staging younger than the age given is left alone (a live push).
+    let storage = backend.storage();
+    let young = storage
+        .clean_staging(Duration::from_secs(3600))
+        .await
+        .expect("clean-up");
+    assert_eq!(young, 0);
+    assert_eq!(open_uploads(&prefix), 1);
+
+    let aborted = storage
+        .clean_staging(Duration::ZERO)
+        .await
+        .expect("clean-up");
+    assert_eq!(aborted, 1);
+    assert_eq!(open_uploads(&prefix), 0, "the upload is still open");
+    assert!(!store.exists(&descriptor).await.expect("exists"));
+    let staging = storage.list("ingest/").await.expect("list");
+    assert!(staging.is_empty(), "records left: {staging:?}");
+}

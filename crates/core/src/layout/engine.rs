@@ -1,0 +1,434 @@
+//! [`Layout`]: the one layout engine. Tags, untag, compare-and-swap of
+//! tags, delete, resolve and garbage collection are written here once,
+//! over an [`ObjectStorage`]; the directory and object-store backends
+//! differ only in how they store objects.
+//!
+//! Every change to `index.json` is a read, a change and a conditional
+//! write, retried when another writer won. A tag is checked against its
+//! manifest after it is written (and taken back if the manifest is gone),
+//! and a delete sweeps `index.json` again after removing the blob, so a
+//! tag racing a delete never outlives the manifest.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::OnceCell;
+
+use super::storage::{Condition, ObjectStorage, Version};
+use super::{INDEX_FILE, LayoutIndex, OCI_LAYOUT_FILE, blob_path, capabilities, check_marker};
+use crate::backend::{Backend, ListPage, ListQuery, PushOptions, Referrers};
+use crate::body::Body;
+use crate::capabilities::Capabilities;
+use crate::error::{Error, Result};
+use crate::model::{Descriptor, Digest, Digester, MediaType, Selector};
+
+/// Compare-and-swap attempts on `index.json` before giving up.
+const MAX_ATTEMPTS: u32 = 200;
+/// The longest `index.json` orca reads.
+const INDEX_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// An OCI image layout kept in an [`ObjectStorage`], as a [`Backend`].
+#[derive(Clone, Debug)]
+pub struct Layout<S> {
+    storage: S,
+    /// Set once this handle (or a clone) made sure the marker and index exist.
+    ready: Arc<OnceCell<()>>,
+}
+
+impl<S: ObjectStorage> Layout<S> {
+    /// The layout kept in `storage`.
+    pub fn new(storage: S) -> Self {
+        Layout {
+            storage,
+            ready: Arc::default(),
+        }
+    }
+
+    /// The storage the layout is kept in.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    pub(super) fn place(&self) -> String {
+        self.storage.to_string()
+    }
+
+    fn not_found(&self, what: String) -> Error {
+        Error::NotFound {
+            what,
+            place: self.place(),
+        }
+    }
+
+    /// Reads `index.json` with its version; a missing one is empty.
+    pub(super) async fn read_index(&self) -> Result<(LayoutIndex, Option<Version>)> {
+        match self.storage.read(INDEX_FILE, INDEX_LIMIT).await? {
+            Some((bytes, version)) => {
+                let index = LayoutIndex::parse(&bytes, &format!("{self}/{INDEX_FILE}"))?;
+                Ok((index, Some(version)))
+            }
+            None => Ok((LayoutIndex::new(), None)),
+        }
+    }
+
+    /// Makes sure the layout has its marker (checking one that is there)
+    /// and an `index.json`, once per handle.
+    async fn ready(&self) -> Result<()> {
+        self.ready
+            .get_or_try_init(|| async {
+                let marker = format!("{self}/{OCI_LAYOUT_FILE}");
+                match self.storage.read(OCI_LAYOUT_FILE, 64 * 1024).await? {
+                    Some((bytes, _)) => check_marker(&bytes, &marker)?,
+                    None => match self
+                        .storage
+                        .write(OCI_LAYOUT_FILE, super::marker(), Condition::Absent)
+                        .await
+                    {
+                        Ok(()) => {}
+                        // Another writer created it first: it must be a marker we read.
+                        Err(Error::Conflict { .. }) => {
+                            let bytes = self.storage.read(OCI_LAYOUT_FILE, 64 * 1024).await?;
+                            check_marker(bytes.map(|(b, _)| b).as_deref().unwrap_or(b""), &marker)?;
+                        }
+                        Err(e) => return Err(e),
+                    },
+                }
+                self.swap_index("create layout", |_| Ok((false, ()))).await
+            })
+            .await
+            .map(drop)
+    }
+
+    /// Compare-and-swap update of `index.json` on a layout that surely
+    /// exists: read it with its version, apply `change`, write it only if
+    /// nobody else did in between, otherwise start over. `change` says
+    /// whether it changed anything; nothing is written when not.
+    pub(super) async fn update_index<T>(
+        &self,
+        operation: &'static str,
+        change: impl FnMut(&mut LayoutIndex) -> Result<(bool, T)>,
+    ) -> Result<T> {
+        self.ready().await?;
+        self.swap_index(operation, change).await
+    }
+
+    /// [`Layout::update_index`], also writing a missing index when
+    /// `change` changed nothing.
+    async fn swap_index<T>(
+        &self,
+        operation: &'static str,
+        mut change: impl FnMut(&mut LayoutIndex) -> Result<(bool, T)>,
+    ) -> Result<T> {
+        for attempt in 0..MAX_ATTEMPTS {
+            let (index, version) = self.read_index().await?;
+            match self.try_swap(index, version, &mut change).await {
+                Ok(Some(value)) => return Ok(value),
+                Ok(None) => tokio::time::sleep(backoff(attempt)).await,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Conflict {
+            what: format!("{INDEX_FILE} ({operation}) after {MAX_ATTEMPTS} attempts"),
+            place: self.place(),
+        })
+    }
+
+    /// One attempt: `None` when another writer changed the index since
+    /// `version` was read.
+    pub(super) async fn try_swap<T>(
+        &self,
+        mut index: LayoutIndex,
+        version: Option<Version>,
+        change: &mut impl FnMut(&mut LayoutIndex) -> Result<(bool, T)>,
+    ) -> Result<Option<T>> {
+        let (changed, value) = change(&mut index)?;
+        if !changed && version.is_some() {
+            return Ok(Some(value));
+        }
+        let condition = match version {
+            Some(version) => Condition::Matches(version),
+            None => Condition::Absent,
+        };
+        match self
+            .storage
+            .write(INDEX_FILE, index.to_bytes()?, condition)
+            .await
+        {
+            Ok(()) => Ok(Some(value)),
+            Err(Error::Conflict { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the blob is stored.
+    async fn has(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.storage.size(&blob_path(digest)).await?.is_some())
+    }
+
+    /// Reads a small blob whole and checks it against its digest; `None`
+    /// when it is absent or longer than `limit`.
+    pub(super) async fn read_blob(&self, digest: &Digest, limit: u64) -> Result<Option<Bytes>> {
+        let bytes = match self.storage.read(&blob_path(digest), limit).await {
+            Ok(Some((bytes, _))) => bytes,
+            Ok(None) | Err(Error::LimitExceeded { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut digester = Digester::new(digest.algorithm());
+        digester.update(&bytes);
+        let actual = digester.finish();
+        if &actual != digest {
+            return Err(Error::DigestMismatch {
+                what: format!("blob {digest}"),
+                expected: digest.clone(),
+                actual,
+                place: self.place(),
+            });
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Refuses a tag on (or the push of) a manifest a garbage collection
+    /// is removing right now.
+    fn refuse_doomed(&self, index: &LayoutIndex, digest: &Digest) -> Result<()> {
+        if index.doomed(digest) {
+            return Err(Error::Conflict {
+                what: format!(
+                    "manifest {digest}: a garbage collection is removing it; push it again when the collection has ended"
+                ),
+                place: self.place(),
+            });
+        }
+        Ok(())
+    }
+
+    /// After a tag change to `descriptor`, checks the manifest is still
+    /// there; if a delete removed it meanwhile, takes the tag back (when it
+    /// still points there) and reports the manifest missing.
+    async fn check_tagged(&self, tag: &str, descriptor: &Descriptor) -> Result<()> {
+        if self.has(&descriptor.digest).await? {
+            return Ok(());
+        }
+        self.update_index("tag", |index| {
+            let ours = index
+                .resolve_tag(tag)
+                .is_some_and(|d| d.digest == descriptor.digest);
+            Ok((ours && index.remove_tag(tag), ()))
+        })
+        .await?;
+        Err(self.not_found(format!("manifest {}", descriptor.digest)))
+    }
+}
+
+/// Jittered exponential backoff for compare-and-swap retries, capped.
+fn backoff(attempt: u32) -> Duration {
+    let base = 5u64 << attempt.min(6);
+    let jitter = u64::from(std::process::id() ^ attempt.wrapping_mul(2_654_435_761)) % base.max(1);
+    Duration::from_millis(base + jitter).min(Duration::from_millis(500))
+}
+
+fn kind(descriptor: &Descriptor) -> &'static str {
+    if descriptor.media_type.is_manifest() {
+        "manifest"
+    } else {
+        "blob"
+    }
+}
+
+impl<S: ObjectStorage> fmt::Display for Layout<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.storage, f)
+    }
+}
+
+#[async_trait]
+impl<S: ObjectStorage> Backend for Layout<S> {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            resume: self.storage.resumable(),
+            ..capabilities()
+        }
+    }
+
+    async fn exists(&self, descriptor: &Descriptor) -> Result<bool> {
+        self.has(&descriptor.digest).await
+    }
+
+    async fn fetch(&self, descriptor: &Descriptor) -> Result<Body> {
+        self.storage
+            .get(&blob_path(&descriptor.digest), None)
+            .await?
+            .ok_or_else(|| self.not_found(format!("{} {}", kind(descriptor), descriptor.digest)))
+    }
+
+    async fn push(&self, descriptor: &Descriptor, body: Body, options: &PushOptions) -> Result<()> {
+        self.ready().await?;
+        if descriptor.media_type.is_manifest() {
+            let (index, _) = self.read_index().await?;
+            self.refuse_doomed(&index, &descriptor.digest)?;
+        }
+        if !self.has(&descriptor.digest).await? {
+            self.storage
+                .put_blob(descriptor, body, options.offset)
+                .await?;
+        }
+        if let Some(tag) = &options.tag {
+            self.tag(descriptor, tag).await?;
+        }
+        Ok(())
+    }
+
+    async fn partial(&self, descriptor: &Descriptor) -> Result<u64> {
+        self.storage.partial(descriptor).await
+    }
+
+    async fn delete(&self, descriptor: &Descriptor) -> Result<()> {
+        let digest = &descriptor.digest;
+        let present = self.has(digest).await?;
+        // Untag first, so no tag ever points at a missing blob…
+        let remove = |index: &mut LayoutIndex| {
+            let removed = index.remove_digest(digest);
+            Ok((removed, removed))
+        };
+        let listed = self.update_index("delete", remove).await?;
+        if !present && !listed {
+            return Err(self.not_found(format!("{} {digest}", kind(descriptor))));
+        }
+        self.storage.delete(&blob_path(digest)).await?;
+        // …and sweep again: a tag written between the first sweep and the
+        // removal checked a blob that was still there.
+        self.update_index("delete", remove).await?;
+        Ok(())
+    }
+
+    async fn resolve(&self, selector: &Selector) -> Result<Descriptor> {
+        let (index, _) = self.read_index().await?;
+        match selector {
+            Selector::Tag(tag) => index
+                .tagged(tag)
+                .ok_or_else(|| self.not_found(format!("tag {tag}"))),
+            Selector::Digest(digest) => {
+                if let Some(entry) = index.find(digest)
+                    && self.has(digest).await?
+                {
+                    return Ok(entry.plain());
+                }
+                // Not a root: read it to learn its media type.
+                let limit = Capabilities::NONE.max_manifest_size;
+                self.read_blob(digest, limit)
+                    .await?
+                    .and_then(|bytes| super::as_manifest(digest, bytes))
+                    .map(|(descriptor, _)| descriptor)
+                    .ok_or_else(|| self.not_found(format!("manifest {digest}")))
+            }
+        }
+    }
+
+    async fn tag(&self, descriptor: &Descriptor, tag: &str) -> Result<()> {
+        if !self.has(&descriptor.digest).await? {
+            return Err(self.not_found(format!("manifest {}", descriptor.digest)));
+        }
+        self.update_index("tag", |index| {
+            self.refuse_doomed(index, &descriptor.digest)?;
+            let unchanged = index.resolve_tag(tag).is_some_and(|d| {
+                d.digest == descriptor.digest && d.media_type == descriptor.media_type
+            });
+            if !unchanged {
+                index.set_tag(descriptor, tag);
+            }
+            Ok((!unchanged, ()))
+        })
+        .await?;
+        self.check_tagged(tag, descriptor).await
+    }
+
+    async fn untag(&self, tag: &str) -> Result<()> {
+        let removed = self
+            .update_index("untag", |index| {
+                let removed = index.remove_tag(tag);
+                Ok((removed, removed))
+            })
+            .await?;
+        if removed {
+            Ok(())
+        } else {
+            Err(self.not_found(format!("tag {tag}")))
+        }
+    }
+
+    async fn swap_tag(
+        &self,
+        tag: &str,
+        expected: Option<&Digest>,
+        new: Option<&Descriptor>,
+    ) -> Result<()> {
+        if let Some(new) = new
+            && !self.has(&new.digest).await?
+        {
+            return Err(self.not_found(format!("manifest {}", new.digest)));
+        }
+        // The comparison is part of the conditional write of index.json.
+        let place = self.place();
+        self.update_index("swap_tag", |index| {
+            if let Some(new) = new {
+                self.refuse_doomed(index, &new.digest)?;
+            }
+            index
+                .swap_tag(tag, expected, new, &place)
+                .map(|()| (true, ()))
+        })
+        .await?;
+        match new {
+            Some(new) => self.check_tagged(tag, new).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn tags(&self, query: &ListQuery) -> Result<ListPage> {
+        let (index, _) = self.read_index().await?;
+        Ok(ListPage::slice(&index.tags(), query))
+    }
+
+    async fn referrers(&self, _: &Descriptor, _: Option<&MediaType>) -> Result<Referrers> {
+        Err(Error::Unsupported {
+            operation: "referrers",
+            place: self.place(),
+        })
+    }
+
+    async fn mount(&self, _: &Descriptor, _: &str) -> Result<bool> {
+        Err(Error::Unsupported {
+            operation: "mount",
+            place: self.place(),
+        })
+    }
+
+    async fn fetch_range(&self, descriptor: &Descriptor, range: Range<u64>) -> Result<Body> {
+        let key = blob_path(&descriptor.digest);
+        let missing = || self.not_found(format!("{} {}", kind(descriptor), descriptor.digest));
+        let len = self.storage.size(&key).await?.ok_or_else(missing)?;
+        if range.end > len || range.start > range.end {
+            return Err(Error::InvalidInput {
+                what: format!("range {}..{}", range.start, range.end),
+                reason: format!("{} has {len} bytes", descriptor.digest),
+            });
+        }
+        if range.is_empty() {
+            return Ok(Body::from_bytes(Bytes::new()));
+        }
+        self.storage
+            .get(&key, Some(range))
+            .await?
+            .ok_or_else(missing)
+    }
+
+    async fn catalog(&self, _: &ListQuery) -> Result<ListPage> {
+        Err(Error::Unsupported {
+            operation: "catalog",
+            place: self.place(),
+        })
+    }
+}

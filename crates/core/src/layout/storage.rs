@@ -1,0 +1,80 @@
+//! The small object-storage contract the layout engine runs over: whole
+//! reads of small objects with their version, conditional writes (the one
+//! compare-and-swap every guarantee rests on), sizes, listing, deletion,
+//! streamed reads, and blobs staged then published. A directory (a file
+//! lock around the compare) and an object store (`If-Match` /
+//! `If-None-Match`) are its two implementations.
+
+use std::fmt;
+use std::ops::Range;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::body::Body;
+use crate::error::Result;
+use crate::model::Descriptor;
+
+/// An object's version as its storage reports it (an ETag, a content
+/// hash): opaque, compared only for equality.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Version(pub String);
+
+/// The condition a [`ObjectStorage::write`] needs to hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Condition {
+    /// The object does not exist.
+    Absent,
+    /// The object is still at this version.
+    Matches(Version),
+}
+
+/// Storage for one OCI image layout, addressed by keys relative to the
+/// layout's root (`index.json`, `blobs/sha256/<hex>`).
+///
+/// Errors are core errors that name the storage (its `Display`); a missing
+/// object is `None` or `false`, never an error.
+#[async_trait]
+pub trait ObjectStorage: fmt::Debug + fmt::Display + Send + Sync + 'static {
+    /// Whether an interrupted [`ObjectStorage::put_blob`] keeps what
+    /// arrived for a later one to continue ([`ObjectStorage::partial`]).
+    fn resumable(&self) -> bool;
+
+    /// Reads a small object whole, with its version; `None` when absent.
+    /// An object longer than `limit` is `Error::LimitExceeded`.
+    async fn read(&self, key: &str, limit: u64) -> Result<Option<(Bytes, Version)>>;
+
+    /// Writes a small object if `condition` holds, atomically: readers see
+    /// the old bytes or the new ones. When the condition does not hold,
+    /// `Error::Conflict` and nothing is written.
+    async fn write(&self, key: &str, bytes: Bytes, condition: Condition) -> Result<()>;
+
+    /// The size of an object; `None` when absent.
+    async fn size(&self, key: &str) -> Result<Option<u64>>;
+
+    /// Every object under `prefix` (a key ending in `/`), as keys relative
+    /// to the layout with their sizes, in no particular order.
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>>;
+
+    /// Deletes an object; one that is already gone is no error.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Streams an object, or `range` of it (within its size); `None` when
+    /// absent.
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Option<Body>>;
+
+    /// Stages `body` (the content of `descriptor`, from byte `offset` when
+    /// continuing a partial one) and publishes it at the blob's key only
+    /// once the body ended without error. On any error nothing appears at
+    /// the key.
+    async fn put_blob(&self, descriptor: &Descriptor, body: Body, offset: u64) -> Result<()>;
+
+    /// How many bytes of `descriptor` an interrupted `put_blob` kept.
+    async fn partial(&self, descriptor: &Descriptor) -> Result<u64>;
+
+    /// Removes staging that pushes killed mid-way left behind, when older
+    /// than `age` (younger staging may belong to a push still running).
+    /// Returns how many were removed.
+    async fn clean_staging(&self, age: Duration) -> Result<usize>;
+}
