@@ -34,6 +34,9 @@ pub struct Faults {
     /// but drop the server's answer and close the connection (the request
     /// took effect; the client never hears so), this many times.
     pub lose_answers: Option<(String, u32)>,
+    /// Forward what clients send at most this many bytes a second (a slow
+    /// uplink), on every connection.
+    pub throttle_up: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -217,7 +220,12 @@ fn close_after(head: &[u8]) -> Vec<u8> {
 }
 
 fn pump_up(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
-    let mut buffer = [0u8; 64 * 1024];
+    let rate = shared.faults.throttle_up;
+    // A tenth of a second's worth at a time, so the pace is even.
+    let step = rate.map_or(64 * 1024, |r| (r / 10).clamp(1, 64 * 1024) as usize);
+    let mut buffer = vec![0u8; step];
+    let started = std::time::Instant::now();
+    let mut forwarded = 0u64;
     loop {
         let n = match from.read(&mut buffer) {
             Ok(0) | Err(_) => break,
@@ -226,6 +234,13 @@ fn pump_up(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
         record(shared, &buffer[..n]);
         if to.write_all(&buffer[..n]).is_err() {
             break;
+        }
+        forwarded += n as u64;
+        if let Some(rate) = rate {
+            let due = std::time::Duration::from_secs_f64(forwarded as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
         }
     }
     let _ = to.shutdown(Shutdown::Write);

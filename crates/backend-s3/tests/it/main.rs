@@ -8,5 +8,6 @@ mod common;
 mod concurrency;
 mod conformance;
 mod interop;
+mod slow;
 mod staging;
 mod tls;
