@@ -168,7 +168,9 @@ impl Copier<'_> {
             }
             Err(e) => return Err(e),
         };
-        let document = RawManifest::new(descriptor.media_type.clone(), bytes.clone()).parse()?;
+        let document = RawManifest::new(descriptor.media_type.clone(), bytes.clone())
+            .parse()
+            .map_err(|e| e.naming(&descriptor.digest))?;
         visit.children = document.children().into_iter().cloned().collect();
         let deps = visit
             .children
@@ -362,7 +364,7 @@ async fn choose_root(
         return Ok((source.resolve(selector).await?, None));
     }
     let (descriptor, raw) = source.fetch_manifest(selector).await?;
-    let Document::Index(index) = raw.parse()? else {
+    let Document::Index(index) = raw.parse().map_err(|e| e.naming(&descriptor.digest))? else {
         // A single manifest is copied as it is, as skopeo and crane do.
         return Ok((descriptor, None));
     };

@@ -160,6 +160,18 @@ pub enum Error {
         /// What the backend said.
         message: String,
     },
+    /// A failure inside a backend that is none of the kinds above, with
+    /// what was being done (`fetching manifest sha256:ab… from
+    /// oci:./layout`): what [`Store`](crate::Store) makes of an
+    /// [`Error::Backend`].
+    #[error("{doing}")]
+    Failed {
+        /// The operation and its subject, and where.
+        doing: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
     /// A failure inside a backend that is none of the kinds above.
     #[error("{backend}: {operation} failed")]
     Backend {
@@ -177,6 +189,39 @@ impl Error {
     /// Whether trying the same operation again may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::RateLimited { .. } | Error::Conflict { .. })
+    }
+
+    /// Names what was being done when this is a bare [`Error::Backend`]
+    /// (whose message names only the backend and the operation); other
+    /// kinds already name their subject and are returned as they are.
+    pub(crate) fn during(self, doing: impl FnOnce() -> String) -> Self {
+        match self {
+            Error::Backend { source, .. } => Error::Failed {
+                doing: doing(),
+                source,
+            },
+            other => other,
+        }
+    }
+
+    /// Adds the digest of the document to an invalid-document error
+    /// (the parser knows only the media type).
+    pub(crate) fn naming(self, digest: &Digest) -> Self {
+        match self {
+            Error::InvalidManifest {
+                what,
+                reason,
+                source,
+            } => Error::InvalidManifest {
+                what: format!("{what} {digest}"),
+                reason,
+                source,
+            },
+            Error::Schema1Refused { what } => Error::Schema1Refused {
+                what: format!("{what} {digest}"),
+            },
+            other => other,
+        }
     }
 
     /// Whether this is [`Error::NotFound`].

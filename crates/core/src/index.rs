@@ -103,7 +103,10 @@ async fn member_platform(store: &Store, entry: &Descriptor) -> Result<Platform> 
         return Ok(p.clone());
     }
     let bytes = store.fetch_bytes(entry).await?;
-    match RawManifest::new(entry.media_type.clone(), bytes).parse()? {
+    match RawManifest::new(entry.media_type.clone(), bytes)
+        .parse()
+        .map_err(|e| e.naming(&entry.digest))?
+    {
         Document::Manifest(manifest) => platform_from_config(store, &manifest.config).await,
         _ => Err(Error::InvalidInput {
             what: format!("member {} of an index in {store}", entry.digest),
@@ -139,7 +142,7 @@ pub async fn create(
     let mut graphs = Vec::new();
     for source in sources {
         let (descriptor, raw) = source.store.fetch_manifest(&source.selector).await?;
-        match raw.parse()? {
+        match raw.parse().map_err(|e| e.naming(&descriptor.digest))? {
             Document::Index(index) => {
                 if index.manifests.is_empty() {
                     return Err(Error::InvalidInput {

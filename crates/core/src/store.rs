@@ -11,6 +11,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::TryStreamExt;
 
 use crate::backend::{Backend, ListPage, ListQuery, PushOptions};
 use crate::body::Body;
@@ -129,16 +130,27 @@ impl Store {
 
     /// Whether the content is present.
     pub async fn exists(&self, descriptor: &Descriptor) -> Result<bool> {
-        self.backend.exists(descriptor).await
+        let found = self.backend.exists(descriptor).await;
+        found.map_err(|e| e.during(|| format!("looking for {} in {self}", subject(descriptor))))
     }
 
     /// Streams the content; the stream ends with an error unless the bytes
     /// match the descriptor's size and digest. Read it to the end.
     pub async fn fetch(&self, descriptor: &Descriptor) -> Result<Body> {
         self.check_manifest_size(descriptor)?;
-        let body = self.backend.fetch(descriptor).await?;
+        let body =
+            self.backend.fetch(descriptor).await.map_err(|e| {
+                e.during(|| format!("fetching {} from {self}", subject(descriptor)))
+            })?;
         self.check_body_len(descriptor, &body)?;
-        Ok(verified(body, descriptor, &self.place))
+        let body = verified(body, descriptor, &self.place);
+        // A read that fails mid-way names the content too.
+        let (what, place) = (subject(descriptor), self.place.clone());
+        let len = body.len();
+        let chunks = body
+            .into_stream()
+            .map_err(move |e| e.during(|| format!("reading {what} from {place}")));
+        Ok(Body::new(len, chunks))
     }
 
     /// Fetches small content (configs, manifests) into memory, verified.
@@ -201,11 +213,13 @@ impl Store {
             let bytes = verified(body, descriptor, &self.place)
                 .bytes(self.capabilities.max_manifest_size)
                 .await?;
-            let document =
-                RawManifest::new(descriptor.media_type.clone(), bytes.clone()).parse()?;
+            let document = RawManifest::new(descriptor.media_type.clone(), bytes.clone())
+                .parse()
+                .map_err(|e| e.naming(&descriptor.digest))?;
             self.backend
                 .push(descriptor, Body::from_bytes(bytes), &options)
-                .await?;
+                .await
+                .map_err(|e| self.pushing(e, descriptor))?;
             if let Some(subject) = document.subject()
                 && !self.indexes_subjects()
             {
@@ -222,7 +236,12 @@ impl Store {
             return Ok(());
         }
         let body = verified(body, descriptor, &self.place);
-        self.backend.push(descriptor, body, &options).await
+        let pushed = self.backend.push(descriptor, body, &options).await;
+        pushed.map_err(|e| self.pushing(e, descriptor))
+    }
+
+    fn pushing(&self, e: Error, descriptor: &Descriptor) -> Error {
+        e.during(|| format!("pushing {} to {self}", subject(descriptor)))
     }
 
     /// Continues an interrupted blob push from `options.offset`; `body`
@@ -255,7 +274,8 @@ impl Store {
         }
         let what = format!("bytes {offset}.. of blob {}", descriptor.digest);
         let body = length_checked(body, rest, what, &self.place);
-        self.backend.push(descriptor, body, &options).await
+        let pushed = self.backend.push(descriptor, body, &options).await;
+        pushed.map_err(|e| self.pushing(e, descriptor))
     }
 
     /// How many leading bytes of a blob an interrupted push left in the
@@ -265,7 +285,9 @@ impl Store {
         if !self.capabilities.resume || descriptor.media_type.is_manifest() {
             return Ok(0);
         }
-        let held = self.backend.partial(descriptor).await?;
+        let held = self.backend.partial(descriptor).await.map_err(|e| {
+            e.during(|| format!("looking for a partial {} in {self}", subject(descriptor)))
+        })?;
         Ok(if held < descriptor.size { held } else { 0 })
     }
 
@@ -309,12 +331,12 @@ impl Store {
     /// never a listed referrer that is gone.
     pub async fn delete(&self, descriptor: &Descriptor) -> Result<()> {
         self.require(self.capabilities.delete, "delete")?;
-        let subject = if descriptor.media_type.is_manifest() && !self.indexes_subjects() {
+        let referred = if descriptor.media_type.is_manifest() && !self.indexes_subjects() {
             self.subject_of(descriptor).await?
         } else {
             None
         };
-        if let Some(subject) = subject {
+        if let Some(subject) = referred {
             self.referrers
                 .submit(
                     self.backend.as_ref(),
@@ -324,7 +346,8 @@ impl Store {
                 )
                 .await?;
         }
-        self.backend.delete(descriptor).await
+        let deleted = self.backend.delete(descriptor).await;
+        deleted.map_err(|e| e.during(|| format!("deleting {} from {self}", subject(descriptor))))
     }
 
     /// The subject of a stored manifest, if it has one. An absent manifest
@@ -346,7 +369,12 @@ impl Store {
         if let Selector::Tag(tag) = selector {
             self.check_tag(tag)?;
         }
-        let descriptor = self.backend.resolve(selector).await?;
+        let descriptor = self.backend.resolve(selector).await.map_err(|e| {
+            e.during(|| match selector {
+                Selector::Tag(tag) => format!("resolving tag {tag} in {self}"),
+                Selector::Digest(digest) => format!("resolving manifest {digest} in {self}"),
+            })
+        })?;
         if let Selector::Digest(wanted) = selector
             && &descriptor.digest != wanted
         {
@@ -372,23 +400,31 @@ impl Store {
                 reason: "only manifests and indexes can be tagged".into(),
             });
         }
-        self.backend.tag(descriptor, tag).await
+        let tagged = self.backend.tag(descriptor, tag).await;
+        tagged.map_err(|e| e.during(|| format!("tagging {} as {tag} in {self}", descriptor.digest)))
     }
 
     /// Removes a tag. Needs the `untag` capability.
     pub async fn untag(&self, tag: &str) -> Result<()> {
         self.check_tag(tag)?;
         self.require(self.capabilities.untag, "untag")?;
-        self.backend.untag(tag).await
+        let untagged = self.backend.untag(tag).await;
+        untagged.map_err(|e| e.during(|| format!("removing tag {tag} from {self}")))
     }
 
     /// One page of tags in lexical order; paged here when the backend
     /// cannot page itself.
     pub async fn tags(&self, query: &ListQuery) -> Result<ListPage> {
+        let listing = |e: Error| e.during(|| format!("listing the tags of {self}"));
         if self.capabilities.tag_list_pagination {
-            return self.backend.tags(query).await;
+            return self.backend.tags(query).await.map_err(listing);
         }
-        let mut all = self.backend.tags(&ListQuery::all()).await?.entries;
+        let mut all = self
+            .backend
+            .tags(&ListQuery::all())
+            .await
+            .map_err(listing)?
+            .entries;
         all.sort();
         all.dedup();
         Ok(ListPage::slice(&all, query))
@@ -419,7 +455,13 @@ impl Store {
         artifact_type: Option<&MediaType>,
     ) -> Result<ReferrerList> {
         let (mut manifests, filtered, via) = if self.indexes_subjects() {
-            let listing = self.backend.referrers(subject, artifact_type).await?;
+            let listing = self
+                .backend
+                .referrers(subject, artifact_type)
+                .await
+                .map_err(|e| {
+                    e.during(|| format!("listing the referrers of {} in {self}", subject.digest))
+                })?;
             (listing.manifests, listing.filtered, Via::Api)
         } else {
             let max = self.capabilities.max_manifest_size;
@@ -436,7 +478,10 @@ impl Store {
     /// when the caller must push instead. Needs the `mount` capability.
     pub async fn mount(&self, descriptor: &Descriptor, from: &str) -> Result<bool> {
         self.require(self.capabilities.mount, "mount")?;
-        self.backend.mount(descriptor, from).await
+        let mounted = self.backend.mount(descriptor, from).await;
+        mounted.map_err(|e| {
+            e.during(|| format!("mounting {} from {from} into {self}", subject(descriptor)))
+        })
     }
 
     /// Streams a byte range of a blob. A range cannot be checked against the
@@ -457,7 +502,11 @@ impl Store {
             "bytes {}..{} of {}",
             range.start, range.end, descriptor.digest
         );
-        let body = self.backend.fetch_range(descriptor, range).await?;
+        let body = self
+            .backend
+            .fetch_range(descriptor, range)
+            .await
+            .map_err(|e| e.during(|| format!("fetching {what} from {self}")))?;
         if body.len() != len {
             return Err(Error::SizeMismatch {
                 what,
@@ -472,7 +521,8 @@ impl Store {
     /// Lists repositories. Needs the `catalog` capability.
     pub async fn catalog(&self, query: &ListQuery) -> Result<ListPage> {
         self.require(self.capabilities.catalog, "catalog")?;
-        self.backend.catalog(query).await
+        let listed = self.backend.catalog(query).await;
+        listed.map_err(|e| e.during(|| format!("listing the repositories of {self}")))
     }
 
     fn check_tag(&self, tag: &str) -> Result<()> {
@@ -481,6 +531,16 @@ impl Store {
             reason,
         })
     }
+}
+
+/// How errors name content: `manifest sha256:…` or `blob sha256:…`.
+fn subject(descriptor: &Descriptor) -> String {
+    let kind = if descriptor.media_type.is_manifest() {
+        "manifest"
+    } else {
+        "blob"
+    };
+    format!("{kind} {}", descriptor.digest)
 }
 
 impl fmt::Display for Store {

@@ -20,6 +20,8 @@ enum Lie {
     Hoard,
     /// Refuses to set or move tags, as a registry in trouble might.
     RefuseTagWrites,
+    /// Sends the first chunk of a body, then loses the connection.
+    BreakMidway,
 }
 
 #[orca_core::async_trait]
@@ -42,6 +44,16 @@ impl Hooks for Lie {
             ),
             Lie::ShortBody => Body::new(len, body.map(|c| c.map(|c| c.slice(..c.len() / 2)))),
             Lie::WrongLength => Body::new(len + 1, body),
+            Lie::BreakMidway => Body::new(
+                len,
+                body.take(1).chain(futures::stream::once(async {
+                    Err(Error::Backend {
+                        backend: "liar".into(),
+                        operation: "fetch",
+                        source: "connection reset by peer".into(),
+                    })
+                })),
+            ),
             Lie::WrongResolve | Lie::Hoard | Lie::RefuseTagWrites => body,
         })
     }
@@ -263,5 +275,78 @@ async fn a_referrers_api_learned_later_shows_in_the_capabilities() {
     assert!(
         store.capabilities().delete,
         "the other flags stay as they were"
+    );
+}
+
+/// A backend failure that is none of the typed kinds comes out of `Store`
+/// naming the operation, the content and the store, with the backend's
+/// cause as its source, said once.
+#[tokio::test]
+async fn backend_failures_name_the_operation_and_the_content() {
+    let inner = MemoryBackend::new();
+    let honest = Store::new(inner.clone());
+    let blob = honest
+        .push_bytes(MediaType::OCI_LAYER_TAR, vec![5u8; 3 * 1024 * 1024])
+        .await
+        .expect("push");
+    let config = honest
+        .push_bytes(MediaType::OCI_CONFIG, &b"{}"[..])
+        .await
+        .expect("config");
+    let manifest = orca_core::Manifest::new(config, vec![blob.clone()]);
+    let manifest = honest
+        .push_manifest(&manifest.to_raw().expect("raw"), None)
+        .await
+        .expect("manifest");
+
+    let refusing = Store::new(liar(inner.clone(), Lie::RefuseTagWrites));
+    let err = refusing.tag(&manifest, "v1").await.expect_err("refused");
+    let text = orca_core::error::chain(&err);
+    assert!(
+        text.starts_with(&format!(
+            "tagging {} as v1 in {refusing}: ",
+            manifest.digest
+        )),
+        "{text}"
+    );
+    assert_eq!(text.matches("503 service unavailable").count(), 1, "{text}");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the cause is not a source"
+    );
+
+    let breaking = Store::new(liar(inner, Lie::BreakMidway));
+    let body = breaking.fetch(&blob).await.expect("the fetch starts");
+    let err = drain(body).await.expect_err("broken midway");
+    let text = orca_core::error::chain(&err);
+    assert!(
+        text.starts_with(&format!("reading blob {} from {breaking}: ", blob.digest)),
+        "{text}"
+    );
+    assert!(text.ends_with("connection reset by peer"), "{text}");
+
+    // The typed kinds are left as they are, to be matched on.
+    let missing = Descriptor::new(MediaType::OCI_LAYER_TAR, Digest::sha256(b"nothing"), 7);
+    let err = breaking.fetch(&missing).await.expect_err("missing");
+    assert!(err.is_not_found(), "{err:?}");
+}
+
+/// An invalid document names its digest, so a bad member among many can
+/// be found.
+#[tokio::test]
+async fn an_invalid_manifest_names_its_digest() {
+    let store = Store::new(MemoryBackend::new());
+    let bytes = Bytes::from_static(
+        br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#,
+    );
+    let descriptor = Descriptor::of(MediaType::OCI_MANIFEST, &bytes);
+    let err = store
+        .push(&descriptor, Body::from_bytes(bytes))
+        .await
+        .expect_err("invalid manifest");
+    assert!(matches!(err, Error::InvalidManifest { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&descriptor.digest.to_string()),
+        "{err}"
     );
 }
