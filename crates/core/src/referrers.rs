@@ -12,6 +12,13 @@
 //!   read again just before it is moved, and again after settling delays;
 //!   if another writer replaced the index, both lists are merged and written
 //!   again, a bounded number of times.
+//!
+//! Every change is stamped with the time it was asked for, and the index
+//! records, per referrer, the stamp of the last change it reflects
+//! (annotations, kept for an hour). A change older than the recorded one
+//! is done already: a later opposite change won. So two writers that
+//! attach and delete the same referrer at once end with the later one's
+//! outcome, instead of undoing each other while they verify.
 
 use std::time::Duration;
 
@@ -61,6 +68,32 @@ pub fn is_fallback_tag(tag: &str) -> bool {
 /// superseded index is never the same content as a later one (which a
 /// collector could otherwise delete from under the tag).
 const GENERATION: &str = "dev.orca.referrers.generation";
+
+/// Annotation prefix of the per-referrer change stamps of an index.
+const CHANGED: &str = "dev.orca.referrers.changed.";
+/// How long an index keeps a change stamp: far longer than any update.
+const STAMP_LIFETIME: u128 = 60 * 60 * 1_000_000_000;
+
+/// Nanoseconds since the epoch.
+fn now() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// The change stamps of an index, by referrer digest.
+pub(crate) type Stamps = std::collections::BTreeMap<String, u128>;
+
+/// Reads the change stamps from an index's annotations.
+fn stamps(annotations: &std::collections::BTreeMap<String, String>) -> Stamps {
+    annotations
+        .iter()
+        .filter_map(|(key, value)| {
+            Some((key.strip_prefix(CHANGED)?.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
 
 fn generation() -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -113,17 +146,25 @@ impl ReferrerList {
     }
 }
 
-/// Referrers to add and remove, by digest.
+/// Referrers to add and remove, by digest, each with the time it was
+/// asked for.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Change {
-    add: Vec<Descriptor>,
-    remove: Vec<Digest>,
+    add: Vec<(Descriptor, u128)>,
+    remove: Vec<(Digest, u128)>,
+}
+
+/// A referrers index's content: its entries and their change stamps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Listing {
+    pub(crate) entries: Vec<Descriptor>,
+    pub(crate) stamps: Stamps,
 }
 
 impl Change {
     pub(crate) fn add(entry: Descriptor) -> Self {
         Change {
-            add: vec![entry],
+            add: vec![(entry, now())],
             remove: Vec::new(),
         }
     }
@@ -131,44 +172,75 @@ impl Change {
     pub(crate) fn remove(digest: Digest) -> Self {
         Change {
             add: Vec::new(),
-            remove: vec![digest],
+            remove: vec![(digest, now())],
         }
     }
 
     /// Folds a later change into this one: the later wins for a digest.
     fn then(&mut self, later: &Change) {
-        for digest in &later.remove {
-            self.add.retain(|d| &d.digest != digest);
-            if !self.remove.contains(digest) {
-                self.remove.push(digest.clone());
-            }
+        for (digest, at) in &later.remove {
+            self.add.retain(|(d, _)| &d.digest != digest);
+            self.remove.retain(|(d, _)| d != digest);
+            self.remove.push((digest.clone(), *at));
         }
-        for entry in &later.add {
-            self.remove.retain(|d| d != &entry.digest);
-            self.add.retain(|d| d.digest != entry.digest);
-            self.add.push(entry.clone());
+        for (entry, at) in &later.add {
+            self.remove.retain(|(d, _)| d != &entry.digest);
+            self.add.retain(|(d, _)| d.digest != entry.digest);
+            self.add.push((entry.clone(), *at));
         }
     }
 
-    /// Whether `entries` already reflect the change.
-    fn applied(&self, entries: &[Descriptor]) -> bool {
-        self.add.iter().all(|a| entries.contains(a))
-            && self
-                .remove
-                .iter()
-                .all(|r| entries.iter().all(|e| &e.digest != r))
+    /// Whether a change to `digest` asked for `at` was overtaken by a
+    /// later one the listing records.
+    fn overtaken(listing: &Listing, digest: &Digest, at: u128) -> bool {
+        listing
+            .stamps
+            .get(&digest.to_string())
+            .is_some_and(|recorded| *recorded > at)
     }
 
-    /// `entries` with the change made, keeping their order.
-    fn apply(&self, entries: &[Descriptor]) -> Vec<Descriptor> {
-        let mut out: Vec<Descriptor> = entries
+    /// Whether `listing` already reflects the change (or a later one).
+    fn applied(&self, listing: &Listing) -> bool {
+        self.add
             .iter()
-            .filter(|e| !self.remove.contains(&e.digest))
-            .filter(|e| self.add.iter().all(|a| a.digest != e.digest))
+            .all(|(a, at)| listing.entries.contains(a) || Self::overtaken(listing, &a.digest, *at))
+            && self.remove.iter().all(|(r, at)| {
+                listing.entries.iter().all(|e| &e.digest != r) || Self::overtaken(listing, r, *at)
+            })
+    }
+
+    /// `listing` with the change made where no later change overtook it,
+    /// keeping the order of the entries and stamping what changed.
+    fn apply(&self, listing: &Listing) -> Listing {
+        let add: Vec<&(Descriptor, u128)> = self
+            .add
+            .iter()
+            .filter(|(a, at)| !Self::overtaken(listing, &a.digest, *at))
+            .collect();
+        let remove: Vec<&(Digest, u128)> = self
+            .remove
+            .iter()
+            .filter(|(r, at)| !Self::overtaken(listing, r, *at))
+            .collect();
+        let mut entries: Vec<Descriptor> = listing
+            .entries
+            .iter()
+            .filter(|e| remove.iter().all(|(r, _)| r != &e.digest))
+            .filter(|e| add.iter().all(|(a, _)| a.digest != e.digest))
             .cloned()
             .collect();
-        out.extend(self.add.iter().cloned());
-        out
+        entries.extend(add.iter().map(|(a, _)| a.clone()));
+        let now = now();
+        let mut stamps = listing.stamps.clone();
+        stamps.retain(|_, at| now.saturating_sub(*at) < STAMP_LIFETIME);
+        for (digest, at) in add
+            .iter()
+            .map(|(a, at)| (&a.digest, at))
+            .chain(remove.iter().map(|(r, at)| (r, at)))
+        {
+            stamps.insert(digest.to_string(), *at);
+        }
+        Listing { entries, stamps }
     }
 }
 
@@ -176,8 +248,8 @@ impl Change {
 enum Found {
     /// No tag: no referrers.
     Absent,
-    /// The index the tag points at, and its entries.
-    Present(Box<Descriptor>, Vec<Descriptor>),
+    /// The index the tag points at, and what it lists.
+    Present(Box<Descriptor>, Listing),
     /// The tag pointed at an index that was gone when read: it moved.
     Moved,
 }
@@ -237,19 +309,26 @@ async fn read(backend: &dyn Backend, subject: &Digest, tag: &str, max: u64) -> R
             source: None,
         });
     }
-    Ok(Found::Present(Box::new(descriptor), index.manifests))
+    let stamps = stamps(&index.annotations);
+    Ok(Found::Present(
+        Box::new(descriptor),
+        Listing {
+            entries: index.manifests,
+            stamps,
+        },
+    ))
 }
 
-/// The index at the fallback tag (if any) and its entries; `None` when
+/// The index at the fallback tag (if any) and what it lists; `None` when
 /// it moved while being read, so the caller should read again.
 async fn current(
     backend: &dyn Backend,
     subject: &Digest,
     tag: &str,
     max: u64,
-) -> Result<Option<(Option<Descriptor>, Vec<Descriptor>)>> {
+) -> Result<Option<(Option<Descriptor>, Listing)>> {
     Ok(match read(backend, subject, tag, max).await? {
-        Found::Absent => Some((None, Vec::new())),
+        Found::Absent => Some((None, Listing::default())),
         Found::Present(d, e) => Some((Some(*d), e)),
         Found::Moved => None,
     })
@@ -263,8 +342,8 @@ pub(crate) async fn list(
 ) -> Result<Vec<Descriptor>> {
     let tag = fallback_tag(subject);
     for attempt in 0..MAX_ATTEMPTS {
-        if let Some((_, entries)) = current(backend, subject, &tag, max).await? {
-            return Ok(entries);
+        if let Some((_, listing)) = current(backend, subject, &tag, max).await? {
+            return Ok(listing.entries);
         }
         backoff(attempt).await;
     }
@@ -289,13 +368,18 @@ async fn backoff(attempt: u32) {
     tokio::time::sleep(jitter).await;
 }
 
-/// Pushes an index listing `entries` (by digest, untagged).
-async fn push_index(backend: &dyn Backend, entries: Vec<Descriptor>) -> Result<Descriptor> {
+/// Pushes an index of `listing` (by digest, untagged).
+async fn push_index(backend: &dyn Backend, listing: Listing) -> Result<Descriptor> {
     let mut index = Index::new();
-    index.manifests = entries;
+    index.manifests = listing.entries;
     index
         .annotations
         .insert(GENERATION.to_owned(), generation());
+    for (digest, at) in listing.stamps {
+        index
+            .annotations
+            .insert(format!("{CHANGED}{digest}"), at.to_string());
+    }
     let raw = index.to_raw()?;
     let descriptor = raw.descriptor();
     backend
@@ -346,18 +430,18 @@ async fn update_swapping(
     settings: Settings,
 ) -> Result<()> {
     for attempt in 0..MAX_ATTEMPTS {
-        let Some((old, entries)) = current(backend, subject, tag, settings.max).await? else {
+        let Some((old, listing)) = current(backend, subject, tag, settings.max).await? else {
             backoff(attempt).await;
             continue;
         };
-        if change.applied(&entries) {
+        if change.applied(&listing) {
             return Ok(());
         }
-        let entries = change.apply(&entries);
-        let new = if entries.is_empty() {
+        let listing = change.apply(&listing);
+        let new = if listing.entries.is_empty() {
             None
         } else {
-            Some(push_index(backend, entries).await?)
+            Some(push_index(backend, listing).await?)
         };
         let expected = old.as_ref().map(|d| &d.digest);
         match backend.swap_tag(tag, expected, new.as_ref()).await {
@@ -394,11 +478,14 @@ async fn update_verifying(
     let mut settle = Duration::from_millis(30);
     for attempt in 0..MAX_ATTEMPTS {
         let started = std::time::Instant::now();
-        let Some((old, entries)) = current(backend, subject, tag, settings.max).await? else {
+        let Some((old, listing)) = current(backend, subject, tag, settings.max).await? else {
             backoff(attempt).await;
             continue;
         };
-        if change.applied(&entries) {
+        // A tag gone after this writer moved it was taken by a later
+        // writer that emptied the index: that later change won.
+        let emptied_later = wrote && old.is_none();
+        if change.applied(&listing) || emptied_later {
             confirmed += 1;
             if !wrote || confirmed > CONFIRMATIONS {
                 break;
@@ -407,8 +494,8 @@ async fn update_verifying(
             continue;
         }
         confirmed = 0;
-        let entries = change.apply(&entries);
-        if entries.is_empty() && settings.gc && backend.capabilities().delete {
+        let listing = change.apply(&listing);
+        if listing.entries.is_empty() && settings.gc && backend.capabilities().delete {
             // Deleting the index takes the tag with it.
             if let Some(old) = &old {
                 match backend.delete(old).await {
@@ -418,7 +505,7 @@ async fn update_verifying(
                 }
             }
         } else {
-            let new = push_index(backend, entries).await?;
+            let new = push_index(backend, listing).await?;
             // Narrow the window: move the tag only if it has not moved.
             let now = match backend.resolve(&Selector::Tag(tag.to_owned())).await {
                 Ok(d) => Some(d.digest),

@@ -50,9 +50,27 @@ async fn an_upload_left_by_a_killed_push_is_aborted_by_the_clean_up() {
     );
     let sent = futures::stream::iter((0..6).map(|_| Ok(Bytes::from(vec![7u8; PART / 4]))))
         .chain(futures::stream::pending());
-    let push = store.push(&descriptor, Body::new(size, sent));
-    let stopped = tokio::time::timeout(Duration::from_secs(3), push).await;
-    assert!(stopped.is_err(), "the stalled push ended: {stopped:?}");
+    let pushing = {
+        let (store, descriptor) = (store.clone(), descriptor.clone());
+        tokio::spawn(async move { store.push(&descriptor, Body::new(size, sent)).await })
+    };
+    // Once the upload's record is there, the upload is open: stop the push.
+    let storage = backend.storage();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while storage.list("ingest/").await.expect("list").is_empty() {
+        assert!(!pushing.is_finished(), "the stalled push ended");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no upload was recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pushing.abort();
+    let stopped = pushing.await;
+    assert!(
+        stopped.is_err_and(|e| e.is_cancelled()),
+        "the push was not stopped"
+    );
     assert_eq!(
         open_uploads(&prefix),
         1,
@@ -60,7 +78,6 @@ async fn an_upload_left_by_a_killed_push_is_aborted_by_the_clean_up() {
     );
 
     // Staging younger than the age given is left alone (a live push).
-    let storage = backend.storage();
     let young = storage
         .clean_staging(Duration::from_secs(3600))
         .await

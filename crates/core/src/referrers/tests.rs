@@ -40,8 +40,10 @@ async fn clean_up_keeps_every_index_when_the_tag_cannot_be_read() {
     let memory = crate::memory::MemoryBackend::new();
     let subject = Digest::sha256(b"subject");
     let tag = fallback_tag(&subject);
-    let old = push_index(&memory, vec![entry(1)]).await.expect("old");
-    let live = push_index(&memory, vec![entry(1), entry(2)])
+    let old = push_index(&memory, listing(&[entry(1)]))
+        .await
+        .expect("old");
+    let live = push_index(&memory, listing(&[entry(1), entry(2)]))
         .await
         .expect("live");
     memory.tag(&live, &tag).await.expect("tag");
@@ -149,15 +151,53 @@ fn entry(n: u8) -> Descriptor {
     Descriptor::of(MediaType::OCI_MANIFEST, &[n])
 }
 
+fn listing(entries: &[Descriptor]) -> Listing {
+    Listing {
+        entries: entries.to_vec(),
+        stamps: Stamps::new(),
+    }
+}
+
 #[test]
 fn changes_merge_with_the_later_winning() {
     let mut change = Change::add(entry(1));
     change.then(&Change::add(entry(2)));
     change.then(&Change::remove(entry(1).digest));
-    let out = change.apply(&[entry(3), entry(1)]);
-    assert_eq!(out, vec![entry(3), entry(2)]);
+    let out = change.apply(&listing(&[entry(3), entry(1)]));
+    assert_eq!(out.entries, vec![entry(3), entry(2)]);
     assert!(change.applied(&out));
-    assert!(!change.applied(&[entry(1), entry(2)]));
+    assert!(!change.applied(&listing(&[entry(1), entry(2)])));
     change.then(&Change::add(entry(1)));
-    assert_eq!(change.apply(&[entry(1)]), vec![entry(2), entry(1)]);
+    assert_eq!(
+        change.apply(&listing(&[entry(1)])).entries,
+        vec![entry(2), entry(1)]
+    );
+}
+
+#[test]
+fn a_change_overtaken_by_a_later_opposite_one_is_done() {
+    // A asks to attach, then B asks to remove; B's removal lands first.
+    let attach = Change::add(entry(1));
+    let remove = Change::remove(entry(1).digest);
+    let after_b = remove.apply(&listing(&[entry(1)]));
+    assert!(after_b.entries.is_empty());
+    // A, verifying, finds its entry gone by a later change: done, and
+    // applying it changes nothing.
+    assert!(attach.applied(&after_b));
+    assert!(attach.apply(&after_b).entries.is_empty());
+    // The other way round: a removal asked before an attach that landed.
+    let early_remove = Change::remove(entry(2).digest);
+    let late_attach = Change::add(entry(2));
+    let attached = late_attach.apply(&listing(&[]));
+    assert!(early_remove.applied(&attached));
+    assert_eq!(early_remove.apply(&attached).entries, vec![entry(2)]);
+    // Stamps travel through the index's annotations.
+    let stamps = stamps(
+        &attached
+            .stamps
+            .iter()
+            .map(|(d, at)| (format!("{CHANGED}{d}"), at.to_string()))
+            .collect(),
+    );
+    assert_eq!(stamps, attached.stamps);
 }

@@ -350,3 +350,101 @@ async fn an_invalid_manifest_names_its_digest() {
         "{err}"
     );
 }
+
+/// Deletes a referrer through another store right after this store moved
+/// the fallback tag, once: a second process whose opposite change lands
+/// while the first is still verifying its own.
+#[derive(Debug)]
+struct DeleteAfterTag {
+    other: std::sync::Mutex<Option<(Store, Descriptor)>>,
+}
+
+#[orca_core::async_trait]
+impl Hooks for DeleteAfterTag {
+    async fn tag(&self, inner: &dyn Backend, d: &Descriptor, t: &str) -> Result<()> {
+        inner.tag(d, t).await?;
+        let other = self.other.lock().expect("lock").take();
+        if let Some((store, referrer)) = other {
+            store
+                .delete(&referrer)
+                .await
+                .expect("the other store deletes");
+        }
+        Ok(())
+    }
+}
+
+/// On a registry without compare-and-swap, an attach and a delete of the
+/// same referrer by two stores at once end as the later one asked: the
+/// attach, verifying after the delete removed its entry, does not put a
+/// listed-but-deleted referrer back.
+#[tokio::test]
+async fn a_later_delete_is_not_undone_by_an_earlier_attach() {
+    // The delete empties the index (and removes it), or leaves another
+    // referrer listed (and the index records when the entry went).
+    later_delete_wins(false).await;
+    later_delete_wins(true).await;
+}
+
+async fn later_delete_wins(another_referrer: bool) {
+    let mut capabilities = Capabilities::ALL;
+    capabilities.referrers_api = false;
+    capabilities.tag_compare_and_swap = false;
+    let inner = MemoryBackend::new().with_capabilities(capabilities);
+    let other = Store::new(inner.clone());
+    let subject = other
+        .push_bytes(MediaType::OCI_CONFIG, &b"{}"[..])
+        .await
+        .expect("config");
+    let subject = other
+        .push_manifest(
+            &orca_core::Manifest::new(subject.clone(), vec![subject])
+                .to_raw()
+                .expect("raw"),
+            Some("v1"),
+        )
+        .await
+        .expect("subject");
+    let empty = other
+        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+        .await
+        .expect("empty");
+    let referrer = orca_core::Manifest {
+        artifact_type: Some(MediaType::new("application/vnd.example.sig")),
+        subject: Some(subject.plain()),
+        ..orca_core::Manifest::new(empty.clone(), vec![empty])
+    };
+    let referrer = referrer.to_raw().expect("raw");
+    let mut expected = Vec::new();
+    if another_referrer {
+        let config = other
+            .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+            .await
+            .expect("empty");
+        let kept = orca_core::Manifest {
+            artifact_type: Some(MediaType::new("application/vnd.example.sbom")),
+            subject: Some(subject.plain()),
+            ..orca_core::Manifest::new(config.clone(), vec![config])
+        };
+        let kept = other
+            .push_manifest(&kept.to_raw().expect("raw"), None)
+            .await
+            .expect("another referrer");
+        expected.push(kept.digest);
+    }
+    let hooks = DeleteAfterTag {
+        other: std::sync::Mutex::new(Some((other.clone(), referrer.descriptor()))),
+    };
+    let attaching = Store::new(Intercept::new(inner, hooks));
+    attaching
+        .push_manifest(&referrer, None)
+        .await
+        .expect("attach");
+    let listed = other.referrers(&subject, None).await.expect("list");
+    let listed: Vec<Digest> = listed.manifests.into_iter().map(|d| d.digest).collect();
+    assert_eq!(
+        listed, expected,
+        "the earlier attach undid the later delete"
+    );
+    assert!(!other.exists(&referrer.descriptor()).await.expect("exists"));
+}
