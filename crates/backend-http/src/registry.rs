@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 
 use crate::client::{Client, Request};
 use crate::error::{convert, read_error};
-use crate::repository::{Options, RegistryBackend, urlencode};
+use crate::repository::{Options, Read, RegistryBackend, get_capped, urlencode};
 
 /// The digest of nothing, used to ask whether the Referrers API exists.
 const ZERO_DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
@@ -118,37 +118,27 @@ pub(crate) async fn catalog(
         url.push('?');
         url.push_str(&params.join("&"));
     }
-    let response = client
-        .send(
-            &Request::new(Method::GET, url),
-            "registry:catalog:*",
-            "catalog",
-        )
-        .await?;
-    if !response.status().is_success() {
-        let error = read_error(response).await;
-        return Err(convert(
-            error,
-            place,
-            "catalog",
-            "repository list".into(),
-            None,
-        ));
-    }
-    let more = response.headers().contains_key(reqwest::header::LINK);
-    if let Some(len) = response.content_length()
-        && len > options.max_metadata_size
-    {
-        return Err(Error::LimitExceeded {
-            what: format!("repository list from {place}"),
-            limit: options.max_metadata_size,
-        });
-    }
-    let bytes = response.bytes().await.map_err(|e| Error::Backend {
-        backend: place.to_owned(),
+    let read = Read {
+        place,
+        scope: "registry:catalog:*",
         operation: "catalog",
-        source: Box::new(e.without_url()),
-    })?;
+        what: "repository list",
+        limit: options.max_metadata_size,
+    };
+    let (headers, bytes) = match get_capped(client, &Request::new(Method::GET, url), &read).await? {
+        Ok(answer) => answer,
+        Err(response) => {
+            let error = read_error(response).await;
+            return Err(convert(
+                error,
+                place,
+                "catalog",
+                "repository list".into(),
+                None,
+            ));
+        }
+    };
+    let more = headers.contains_key(reqwest::header::LINK);
     #[derive(serde::Deserialize)]
     struct Catalog {
         #[serde(default)]

@@ -130,69 +130,23 @@ impl RegistryBackend {
     }
 
     /// Reads a metadata body, refusing more than the configured cap.
-    pub(crate) async fn read_capped(&self, response: Response, what: &str) -> Result<Bytes> {
-        let limit = self.options.max_metadata_size;
-        if let Some(len) = response.content_length()
-            && len > limit
-        {
-            return Err(Error::LimitExceeded {
-                what: format!("{what} from {} ({len} bytes)", self.place),
-                limit,
-            });
-        }
-        let mut buffer = BytesMut::new();
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.network("read", e))?;
-            if (buffer.len() + chunk.len()) as u64 > limit {
-                return Err(Error::LimitExceeded {
-                    what: format!("{what} from {}", self.place),
-                    limit,
-                });
-            }
-            buffer.extend_from_slice(&chunk);
-        }
-        Ok(buffer.freeze())
-    }
 
-    pub(crate) fn network(&self, operation: &'static str, e: reqwest::Error) -> Error {
-        Error::Backend {
-            backend: self.place.clone(),
-            operation,
-            source: Box::new(e.without_url()),
-        }
-    }
-
-    /// GETs a manifest's exact bytes.
-    /// Sends a GET for a metadata document and reads its body, capped. A
-    /// connection lost while the body arrives is answered by asking again
-    /// (a GET is idempotent), a few times. An answer that is not a success
-    /// is handed back for the caller to judge.
+    /// [`get_capped`] on this repository, with its pull scope and limit.
     pub(crate) async fn get_capped(
         &self,
         request: &Request,
         operation: &'static str,
         what: &str,
     ) -> Result<std::result::Result<(HeaderMap, Bytes), Response>> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let response = self
-                .client
-                .send(request, &self.scope(false), operation)
-                .await?;
-            if !response.status().is_success() {
-                return Ok(Err(response));
-            }
-            let headers = response.headers().clone();
-            match self.read_capped(response, what).await {
-                Ok(bytes) => return Ok(Ok((headers, bytes))),
-                Err(Error::Backend { .. }) if attempt < READ_ATTEMPTS => {
-                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let scope = self.scope(false);
+        let read = Read {
+            place: &self.place,
+            scope: &scope,
+            operation,
+            what,
+            limit: self.options.max_metadata_size,
+        };
+        get_capped(&self.client, request, &read).await
     }
 
     /// GETs a manifest.
@@ -363,6 +317,75 @@ fn range_start(value: &str) -> Option<u64> {
 pub(crate) fn location(client: &Client, response: &Response) -> Option<String> {
     let location = response.headers().get(LOCATION)?.to_str().ok()?;
     Some(client.resolve_location(location))
+}
+
+/// What a capped metadata read is about, for [`get_capped`].
+pub(crate) struct Read<'a> {
+    /// The registry or repository, for messages.
+    pub(crate) place: &'a str,
+    /// The token scope the request needs.
+    pub(crate) scope: &'a str,
+    /// The operation, for messages.
+    pub(crate) operation: &'static str,
+    /// The document, for messages.
+    pub(crate) what: &'a str,
+    /// The largest body read.
+    pub(crate) limit: u64,
+}
+
+/// Sends a GET for a metadata document and reads its body, capped. A
+/// connection lost while the body arrives is answered by asking again (a
+/// GET is idempotent), a few times. An answer that is not a success is
+/// handed back for the caller to judge.
+pub(crate) async fn get_capped(
+    client: &Client,
+    request: &Request,
+    read: &Read<'_>,
+) -> Result<std::result::Result<(HeaderMap, Bytes), Response>> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let response = client.send(request, read.scope, read.operation).await?;
+        if !response.status().is_success() {
+            return Ok(Err(response));
+        }
+        let headers = response.headers().clone();
+        match read_capped(response, read).await {
+            Ok(bytes) => return Ok(Ok((headers, bytes))),
+            Err(Error::Backend { .. }) if attempt < READ_ATTEMPTS => {
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads a metadata body, refusing one longer than the limit before or
+/// while it arrives.
+async fn read_capped(response: Response, read: &Read<'_>) -> Result<Bytes> {
+    let too_long = |detail: String| Error::LimitExceeded {
+        what: format!("{} from {}{detail}", read.what, read.place),
+        limit: read.limit,
+    };
+    if let Some(len) = response.content_length()
+        && len > read.limit
+    {
+        return Err(too_long(format!(" ({len} bytes)")));
+    }
+    let mut buffer = BytesMut::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::Backend {
+            backend: read.place.to_owned(),
+            operation: "read",
+            source: Box::new(e.without_url()),
+        })?;
+        if (buffer.len() + chunk.len()) as u64 > read.limit {
+            return Err(too_long(String::new()));
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(buffer.freeze())
 }
 
 #[cfg(test)]

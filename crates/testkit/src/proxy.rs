@@ -37,6 +37,10 @@ pub struct Faults {
     /// Forward what clients send at most this many bytes a second (a slow
     /// uplink), on every connection.
     pub throttle_up: Option<u64>,
+    /// Forward requests whose first line contains the text to the server,
+    /// but never answer: the connection stays open and silent (a stuck
+    /// load balancer after the request went through), this many times.
+    pub stall_answers: Option<(String, u32)>,
 }
 
 #[derive(Debug, Default)]
@@ -46,6 +50,7 @@ struct Budget {
     corrupt: AtomicU32,
     stall: AtomicU32,
     lose: AtomicU32,
+    silence: AtomicU32,
 }
 
 impl Budget {
@@ -89,6 +94,7 @@ impl RecordingProxy {
             corrupt: AtomicU32::new(faults.corrupt_at.map_or(0, |f| f.1)),
             stall: AtomicU32::new(faults.stall_after.map_or(0, |f| f.1)),
             lose: AtomicU32::new(faults.lose_answers.as_ref().map_or(0, |f| f.1)),
+            silence: AtomicU32::new(faults.stall_answers.as_ref().map_or(0, |f| f.1)),
         };
         let shared = Arc::new(Shared {
             upstream,
@@ -190,9 +196,19 @@ fn serve(mut client: TcpStream, shared: &Shared) {
         .as_ref()
         .is_some_and(|(pattern, _)| String::from_utf8_lossy(first_line).contains(pattern.as_str()))
         && Budget::take(&shared.budget.lose);
+    let silent = shared
+        .faults
+        .stall_answers
+        .as_ref()
+        .is_some_and(|(pattern, _)| String::from_utf8_lossy(first_line).contains(pattern.as_str()))
+        && Budget::take(&shared.budget.silence);
     std::thread::scope(|scope| {
         scope.spawn(|| pump_up(client_read, server_write, shared));
-        if lose {
+        if silent {
+            // The server takes the request; the client hears nothing.
+            stall(&mut client);
+            let _ = server.shutdown(Shutdown::Both);
+        } else if lose {
             // Let the server take the whole request and answer, then hang
             // up on the client without a word.
             let mut answer = Vec::new();

@@ -318,3 +318,83 @@ async fn a_tag_list_cut_off_mid_body_is_read_again() {
         .count();
     assert_eq!(lists, 2, "{sent:.2000}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_list_cut_off_mid_body_is_read_again() {
+    // Enough repositories that the list is surely longer than the cut.
+    for _ in 0..40 {
+        let name = fresh_repository("cutcatalog");
+        let store = Store::new(repository(&plain(), &name).await);
+        store
+            .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+            .await
+            .expect("blob");
+    }
+    let expected = plain()
+        .catalog(&orca_core::ListQuery::all())
+        .await
+        .expect("direct list")
+        .entries
+        .len();
+    assert!(expected >= 40, "{expected}");
+    // The first answer over 1000 bytes (the list's) is cut once.
+    let cut = Faults {
+        cut_after: Some((1000, 1)),
+        ..Faults::default()
+    };
+    let proxy = RecordingProxy::with_faults(RegistryServer::shared().port(), cut).expect("proxy");
+    let registry = RegistryBuilder::new(format!("127.0.0.1:{}", proxy.port()))
+        .build()
+        .expect("registry");
+    let listed = registry
+        .catalog(&orca_core::ListQuery::all())
+        .await
+        .expect("read again after the cut");
+    assert!(listed.entries.len() >= expected, "{}", listed.entries.len());
+    let sent = proxy.recorded().to_ascii_lowercase();
+    let lists = sent
+        .lines()
+        .filter(|l| l.starts_with("get /v2/_catalog"))
+        .count();
+    assert_eq!(lists, 2, "{sent:.2000}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_push_whose_answer_stalls_goes_on_where_the_session_stands() {
+    const MIB: u64 = 1024 * 1024;
+    let name = fresh_repository("stalledpatch");
+    // A chunk reaches the registry, but its answer never comes.
+    let faults = Faults {
+        stall_answers: Some(("PATCH ".into(), 1)),
+        ..Faults::default()
+    };
+    let (proxy, store) = through(&name, faults, |b| {
+        b.chunk_threshold(MIB)
+            .chunk_size(MIB)
+            .idle_timeout(Duration::from_secs(1))
+    })
+    .await;
+    let blob = GeneratedBlob::new(3 * MIB + 17, 9);
+    let descriptor = blob.descriptor(MediaType::OCI_LAYER_TAR);
+    store
+        .push(&descriptor, blob.body())
+        .await
+        .expect("the push goes on after a silent answer");
+    let direct = Store::new(repository(&plain(), &name).await);
+    let bytes = direct.fetch(&descriptor).await.expect("fetch");
+    let mut body = bytes;
+    let mut total = 0u64;
+    while let Some(chunk) = body.next().await {
+        total += chunk.expect("verified").len() as u64;
+    }
+    assert_eq!(total, descriptor.size);
+    let sent = proxy.recorded().to_ascii_lowercase();
+    let status_asks = sent
+        .lines()
+        .filter(|l| l.starts_with("get /v2/") && l.contains("/blobs/uploads/"))
+        .count();
+    assert!(
+        status_asks >= 1,
+        "the session was never asked: {sent:.3000}"
+    );
+}
