@@ -129,8 +129,6 @@ impl RegistryBackend {
         Ok(())
     }
 
-    /// Reads a metadata body, refusing more than the configured cap.
-
     /// [`get_capped`] on this repository, with its pull scope and limit.
     pub(crate) async fn get_capped(
         &self,
