@@ -96,6 +96,9 @@ pub struct ArchiveWriter {
     repository: Option<String>,
 }
 
+/// Temporary files younger than this are never taken for left over.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl ArchiveWriter {
     /// Starts an archive that will appear at `path` when finished,
     /// replacing whatever is there then.
@@ -129,6 +132,11 @@ impl ArchiveWriter {
             .write(true)
             .open(&temp)
             .at("create", &temp)
+            .map_err(|e| e.into_core(&place, "create"))?;
+        // Held while the writer lives: it tells other writers the file is
+        // not left over.
+        file.lock()
+            .at("lock", &temp)
             .map_err(|e| e.into_core(&place, "create"))?;
         Ok(ArchiveWriter {
             inner: Arc::new(Inner {
@@ -398,14 +406,13 @@ fn gated(
     }
 }
 
-/// Removes the temporary files of archives at `target` that processes no
-/// longer running left (killed before they could clean up). A process is
-/// known to be gone only where `/proc` tells; elsewhere nothing is removed.
+/// Removes the temporary files of archives at `target` that writers no
+/// longer running left (killed before they could clean up). A writer holds
+/// an exclusive lock on its temporary file while it lives, so a file no one
+/// holds (and that is not brand new, as one is between its creation and its
+/// lock) is left over, with its spool files; a spool file whose temporary
+/// file is gone is too.
 fn remove_stale(target: &Path, name: &str) {
-    let proc = Path::new("/proc");
-    if !proc.join("self").exists() {
-        return;
-    }
     let Some(dir) = target.parent() else { return };
     let dir = if dir.as_os_str().is_empty() {
         Path::new(".")
@@ -416,14 +423,34 @@ fn remove_stale(target: &Path, name: &str) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
+    let old = |path: &Path| {
+        fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= STALE_AFTER)
+    };
+    let unheld = |path: &Path| File::open(path).is_ok_and(|file| file.try_lock().is_ok());
     for entry in entries.flatten() {
-        let file = entry.file_name();
-        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+        let path = entry.path();
+        let Some(rest) = entry
+            .file_name()
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .map(str::to_owned)
+        else {
             continue;
         };
-        let pid = rest.split(['-', '.']).next().unwrap_or_default();
-        if !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()) && !proc.join(pid).exists() {
-            let _ = fs::remove_file(entry.path());
+        let stale = if rest.ends_with(".tmp") {
+            old(&path) && unheld(&path)
+        } else if let Some((stem, _)) = rest.rsplit_once(".spool-") {
+            let temp = dir.join(format!("{prefix}{stem}.tmp"));
+            old(&path) && (!temp.exists() || unheld(&temp))
+        } else {
+            false
+        };
+        if stale {
+            let _ = fs::remove_file(path);
         }
     }
 }

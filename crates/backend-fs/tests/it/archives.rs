@@ -403,22 +403,45 @@ async fn a_failed_or_unfinished_copy_leaves_no_archive() {
 async fn temporary_files_of_killed_writers_are_removed() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let archive = dir.path().join("image.tar");
-    // No process has pid 4194305 (above Linux's pid_max limit).
-    let stale = dir.path().join(".image.tar.orca-4194305-0.tmp");
-    let stale_spool = dir.path().join(".image.tar.orca-4194305-0.spool-3");
-    let live = dir
+    // A live writer's file is locked; a killed writer's is not, whatever
+    // its name says (here: this very process's id).
+    let live = ArchiveWriter::create(&archive, ArchiveFormat::Oci).expect("live writer");
+    let live_file = match temporaries(dir.path()).as_slice() {
+        [one] => dir.path().join(one),
+        other => panic!("one temporary file expected: {other:?}"),
+    };
+    let stale = dir
         .path()
-        .join(format!(".image.tar.orca-{}-99.tmp", std::process::id()));
-    for path in [&stale, &stale_spool, &live] {
+        .join(format!(".image.tar.orca-{}-90.tmp", std::process::id()));
+    let stale_spool = dir
+        .path()
+        .join(format!(".image.tar.orca-{}-90.spool-3", std::process::id()));
+    let orphan_spool = dir.path().join(".image.tar.orca-4194305-0.spool-1");
+    let young = dir.path().join(".image.tar.orca-4194305-7.tmp");
+    for path in [&stale, &stale_spool, &orphan_spool, &young] {
         std::fs::write(path, b"left behind").expect("write");
     }
+    // Old enough to judge, all but one (the live one only by its lock).
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    for path in [&stale, &stale_spool, &orphan_spool, &live_file] {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(old))
+            .expect("age the file");
+    }
     let writer = ArchiveWriter::create(&archive, ArchiveFormat::Oci).expect("create");
-    assert!(
-        !stale.exists() && !stale_spool.exists(),
-        "a dead writer's files stayed"
-    );
-    assert!(live.exists(), "a live writer's file was removed");
+    for path in [&stale, &stale_spool, &orphan_spool] {
+        assert!(
+            !path.exists(),
+            "a dead writer's file stayed: {}",
+            path.display()
+        );
+    }
+    assert!(young.exists(), "a file too young to judge was removed");
+    assert!(live_file.exists(), "a live writer's file was removed");
     drop(writer);
+    drop(live);
 }
 
 #[tokio::test]
