@@ -4,12 +4,39 @@
 //! (all on by default): [`fs`] (layouts and archives), [`http`]
 //! (registries) and [`s3`] (object stores).
 //!
-//! The main operation is at the root: [`copy()`] moves the graph under a
-//! manifest or index between any two stores, with [`CopyOptions`].
+//! Targets are strings, as on the command line ([`FORMS`]): [`open`] turns
+//! one into a [`Store`] and what it selects, and [`copy()`] moves the graph
+//! under a manifest or index between any two.
+//!
+//! ```no_run
+//! # async fn run() -> orca::Result<()> {
+//! use orca::{Access, CopyOptions, OpenOptions};
+//!
+//! let options = OpenOptions::new();
+//! let source = orca::open("oci:./layout:v1", Access::Read, &options).await?;
+//! let target = orca::open("localhost:5000/app:v1", Access::Write, &options).await?;
+//! let root = source.root().await?;
+//! let report = orca::copy(source.store(), &root, target.store(), target.tag(), &CopyOptions::default()).await?;
+//! println!("{} copied, {} bytes", report.copied, report.bytes);
+//! target.finish().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod helpers;
+mod open;
+mod target;
 
 pub use orca_core::*;
 
+pub use helpers::{Discovered, Files, Referrer, attach, discover, push_files};
+#[cfg(feature = "http")]
+pub use open::registry;
+pub use open::{Access, OpenOptions, Target, open, open_spec};
+pub use orca_core::artifact::{Form, Packed};
 pub use orca_core::copy::{CopyOptions, CopyReport, Event, Progress, copy};
+pub use orca_core::referrers::{ReferrerList, Via};
+pub use target::{FORMS, TargetSpec};
 
 /// OCI image layout directories, and oci-archive / docker-archive tars.
 #[cfg(feature = "fs")]

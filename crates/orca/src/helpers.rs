@@ -1,0 +1,149 @@
+//! One call per everyday job, for Rust users and the CLI alike: pack files
+//! into an artifact, attach files to a manifest as a referrer, and walk
+//! the referrers of a manifest as a tree.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use orca_core::artifact::{self, Artifact, Form, Packed};
+use orca_core::referrers::Via;
+use orca_core::{Descriptor, MediaType, Result, Selector, Store};
+
+/// What to pack: files (each with its media type), the artifact type, and
+/// optional config, subject and annotations.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Files {
+    /// The artifact type.
+    pub artifact_type: MediaType,
+    /// The files, in order, with the media type of each.
+    pub files: Vec<(PathBuf, MediaType)>,
+    /// A config file and its media type (the empty config when `None`).
+    pub config: Option<(PathBuf, MediaType)>,
+    /// Manifest annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// Which manifest form to store.
+    pub form: Form,
+}
+
+impl Files {
+    /// An artifact of `artifact_type` holding `files`.
+    pub fn new(artifact_type: MediaType, files: Vec<(PathBuf, MediaType)>) -> Self {
+        Files {
+            artifact_type,
+            files,
+            config: None,
+            annotations: BTreeMap::new(),
+            form: Form::Auto,
+        }
+    }
+}
+
+/// Pushes the files and a manifest naming them, with `subject` as its
+/// subject when given, tagged `tag` when given; says which form was stored.
+pub async fn push_files(
+    store: &Store,
+    files: &Files,
+    subject: Option<&Descriptor>,
+    tag: Option<&str>,
+) -> Result<Packed> {
+    let mut layers = Vec::new();
+    for (path, media_type) in &files.files {
+        layers.push(artifact::push_file(store, path, media_type.clone(), None).await?);
+    }
+    let config = match &files.config {
+        Some((path, media_type)) => Some(
+            artifact::push_file(store, path, media_type.clone(), None)
+                .await?
+                .plain(),
+        ),
+        None => None,
+    };
+    let artifact = Artifact {
+        config,
+        subject: subject.map(Descriptor::plain),
+        annotations: files.annotations.clone(),
+        ..Artifact::new(files.artifact_type.clone(), layers)
+    };
+    artifact::pack(store, &artifact, files.form, tag).await
+}
+
+/// Attaches files to the manifest `subject` names, as a referrer (OCI 1.1
+/// form, no tag); returns the referrer's descriptor.
+pub async fn attach(store: &Store, subject: &Selector, files: &Files) -> Result<Packed> {
+    let subject = store.resolve(subject).await?;
+    let files = Files {
+        form: Form::V1_1,
+        ..files.clone()
+    };
+    push_files(store, &files, Some(&subject), None).await
+}
+
+/// A manifest and the referrers found under it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Referrer {
+    /// The referrer's descriptor (with its artifact type and annotations).
+    pub descriptor: Descriptor,
+    /// Its own referrers, when the walk went that deep.
+    pub referrers: Vec<Referrer>,
+}
+
+/// The referrers of a manifest, as a tree `depth` levels deep (at least 1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Discovered {
+    /// The subject.
+    pub subject: Descriptor,
+    /// Its referrers.
+    pub referrers: Vec<Referrer>,
+    /// Whether the Referrers API or the fallback tag answered (for the
+    /// subject; `None` when nothing was asked).
+    pub via: Option<Via>,
+}
+
+/// Lists the referrers of the manifest `subject` names, optionally only
+/// those of `artifact_type`, and theirs, `depth` levels deep.
+pub async fn discover(
+    store: &Store,
+    subject: &Selector,
+    artifact_type: Option<&MediaType>,
+    depth: usize,
+) -> Result<Discovered> {
+    let subject = store.resolve(subject).await?;
+    let listing = store.referrers(&subject, artifact_type).await?;
+    let mut referrers = Vec::new();
+    for descriptor in listing.manifests {
+        referrers.push(Referrer {
+            referrers: below(store, &descriptor, artifact_type, depth.max(1) - 1).await?,
+            descriptor,
+        });
+    }
+    Ok(Discovered {
+        subject,
+        referrers,
+        via: Some(listing.via),
+    })
+}
+
+fn below<'a>(
+    store: &'a Store,
+    subject: &'a Descriptor,
+    artifact_type: Option<&'a MediaType>,
+    depth: usize,
+) -> futures::future::BoxFuture<'a, Result<Vec<Referrer>>> {
+    Box::pin(async move {
+        if depth == 0 {
+            return Ok(Vec::new());
+        }
+        let listing = store.referrers(subject, artifact_type).await?;
+        let mut out = Vec::new();
+        for descriptor in listing.manifests {
+            out.push(Referrer {
+                referrers: below(store, &descriptor, artifact_type, depth - 1).await?,
+                descriptor,
+            });
+        }
+        Ok(out)
+    })
+}

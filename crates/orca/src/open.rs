@@ -1,0 +1,253 @@
+//! Opening a [`TargetSpec`] as a [`Target`]: the backend it names, built
+//! with the [`OpenOptions`] (registry TLS and credentials, S3 endpoint),
+//! and what the target selects. Archives open for reading in place, or
+//! for writing as an archive that appears when [`Target::finish`] runs.
+
+use std::path::PathBuf;
+
+use orca_core::{Error, Result, Selector, Store};
+
+use crate::target::TargetSpec;
+
+/// Settings for opening targets, the same for every target of a command.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct OpenOptions {
+    /// Registries: speak plain HTTP (loopback hosts always may).
+    pub plain_http: bool,
+    /// Registries and S3: accept any TLS certificate.
+    pub insecure: bool,
+    /// Registries: trust these CA certificates as well (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Registries: user name and password, instead of the docker config.
+    pub credentials: Option<(String, String)>,
+    /// Registries: the docker `config.json` to read credentials from
+    /// (default: docker's own, `$DOCKER_CONFIG/config.json`).
+    pub registry_config: Option<PathBuf>,
+    /// S3: the endpoint (default: `AWS_ENDPOINT_URL`, else AWS).
+    pub s3_endpoint: Option<String>,
+    /// S3: the region (default: `AWS_REGION` / `AWS_DEFAULT_REGION`).
+    pub s3_region: Option<String>,
+}
+
+impl OpenOptions {
+    /// The defaults: TLS verified, credentials from docker's config.
+    pub fn new() -> Self {
+        OpenOptions::default()
+    }
+}
+
+/// Whether a target is read from or written to (archives differ).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Content is read: an archive must exist.
+    Read,
+    /// Content is written: an archive is created, replacing the file when
+    /// [`Target::finish`] runs.
+    Write,
+}
+
+/// An opened target: its store, what it selects, and (for an archive
+/// being written) what finishing it takes.
+#[derive(Debug)]
+pub struct Target {
+    store: Store,
+    selector: Option<Selector>,
+    #[cfg(feature = "fs")]
+    writer: Option<orca_backend_fs::ArchiveWriter>,
+    name: String,
+}
+
+impl Target {
+    /// The store to read from or write to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The tag or digest the target string named, if any.
+    pub fn selector(&self) -> Option<&Selector> {
+        self.selector.as_ref()
+    }
+
+    /// The tag the target string named, if it named one.
+    pub fn tag(&self) -> Option<&str> {
+        match &self.selector {
+            Some(Selector::Tag(tag)) => Some(tag),
+            _ => None,
+        }
+    }
+
+    /// What to read: the tag or digest named, or else the only tag the
+    /// store has; an error that lists the tags when there are several or
+    /// none.
+    pub async fn root(&self) -> Result<Selector> {
+        if let Some(selector) = &self.selector {
+            return Ok(selector.clone());
+        }
+        let tags = self.store.tags_all().await?;
+        match tags.as_slice() {
+            [one] => Ok(Selector::Tag(one.clone())),
+            [] => Err(Error::InvalidReference {
+                input: self.name.clone(),
+                reason: "it names no tag or digest, and holds no tags".into(),
+            }),
+            many => Err(Error::InvalidReference {
+                input: self.name.clone(),
+                reason: format!(
+                    "it names no tag or digest, and holds several tags: {}",
+                    many.join(", ")
+                ),
+            }),
+        }
+    }
+
+    /// Completes the target: an archive being written is put in place.
+    /// Other targets have nothing to finish. Until it runs, an archive
+    /// target leaves no file behind.
+    pub async fn finish(self) -> Result<()> {
+        #[cfg(feature = "fs")]
+        if let Some(writer) = &self.writer {
+            writer.finish().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens a target string (see [`crate::FORMS`]).
+pub async fn open(target: &str, access: Access, options: &OpenOptions) -> Result<Target> {
+    let spec = TargetSpec::parse(target)?;
+    open_spec(target, &spec, access, options).await
+}
+
+/// Opens a parsed target; `name` is the string it came from, for errors.
+pub async fn open_spec(
+    name: &str,
+    spec: &TargetSpec,
+    access: Access,
+    options: &OpenOptions,
+) -> Result<Target> {
+    let mut selector = spec.selector();
+    let unsupported = |feature: &str| Error::InvalidReference {
+        input: name.to_owned(),
+        reason: format!("this build of orca has no {feature} backend"),
+    };
+    #[cfg(feature = "fs")]
+    let mut writer = None;
+    let store = match spec {
+        #[cfg(feature = "http")]
+        TargetSpec::Registry(reference) => {
+            let registry = registry(reference.registry(), options)?;
+            Store::new(registry.repository(reference.repository()).await?)
+        }
+        #[cfg(feature = "fs")]
+        TargetSpec::Layout { path, .. } => Store::new(orca_backend_fs::open(path)?),
+        #[cfg(feature = "fs")]
+        TargetSpec::OciArchive { path, .. } | TargetSpec::DockerArchive { path, .. } => {
+            let repository = match spec {
+                TargetSpec::DockerArchive {
+                    name: Some((repository, _)),
+                    ..
+                } => Some(repository.clone()),
+                _ => None,
+            };
+            match access {
+                Access::Read => {
+                    let path = path.clone();
+                    let archive =
+                        tokio::task::spawn_blocking(move || orca_backend_fs::Archive::open(path))
+                            .await
+                            .map_err(|e| Error::Backend {
+                                backend: name.to_owned(),
+                                operation: "open",
+                                source: Box::new(e),
+                            })??;
+                    if selector.is_none()
+                        && let [only] = archive.images()
+                    {
+                        selector = Some(Selector::Digest(only.descriptor.digest.clone()));
+                    }
+                    match repository {
+                        Some(repository) => Store::new(archive.repository(&repository)),
+                        None => Store::new(archive),
+                    }
+                }
+                Access::Write => {
+                    let format = match spec {
+                        TargetSpec::DockerArchive { .. } => orca_backend_fs::ArchiveFormat::Docker,
+                        _ => orca_backend_fs::ArchiveFormat::Oci,
+                    };
+                    let archive = orca_backend_fs::ArchiveWriter::create(path, format)?;
+                    let archive = match repository {
+                        Some(repository) => archive.repository(&repository),
+                        None => archive,
+                    };
+                    writer = Some(archive.clone());
+                    Store::new(archive)
+                }
+            }
+        }
+        #[cfg(feature = "s3")]
+        TargetSpec::S3 { url, .. } => {
+            let mut builder = orca_backend_s3::S3Builder::new(url.as_str())
+                .allow_invalid_certificates(options.insecure);
+            if let Some(endpoint) = options
+                .s3_endpoint
+                .clone()
+                .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            {
+                let loopback = endpoint.starts_with("http://127.")
+                    || endpoint.starts_with("http://localhost")
+                    || endpoint.starts_with("http://[::1]");
+                builder = builder
+                    .endpoint(endpoint)
+                    .allow_http(loopback || options.plain_http);
+            }
+            if let Some(region) = &options.s3_region {
+                builder = builder.region(region.clone());
+            }
+            Store::new(builder.build()?)
+        }
+        TargetSpec::Plugin { scheme, .. } => {
+            return Err(Error::InvalidReference {
+                input: name.to_owned(),
+                reason: format!("no plugin provides the scheme {scheme}://"),
+            });
+        }
+        #[allow(unreachable_patterns)]
+        _ => return Err(unsupported("such")),
+    };
+    Ok(Target {
+        store,
+        selector,
+        #[cfg(feature = "fs")]
+        writer,
+        name: name.to_owned(),
+    })
+}
+
+/// A registry client for `host`, with the options' TLS settings and
+/// credentials (given, or from the docker config).
+#[cfg(feature = "http")]
+pub fn registry(host: &str, options: &OpenOptions) -> Result<orca_backend_http::Registry> {
+    use orca_backend_http::{Credentials, DockerConfig, RegistryBuilder};
+    let credentials = match &options.credentials {
+        Some((user, password)) => Credentials::basic(user.clone(), password.clone()),
+        None => {
+            let config = match &options.registry_config {
+                Some(path) => DockerConfig::load(path)?,
+                None => DockerConfig::load_default()?,
+            };
+            config.credentials_for(host)?
+        }
+    };
+    let mut builder = RegistryBuilder::new(host)
+        .credentials(credentials)
+        .insecure(options.insecure);
+    if options.plain_http {
+        builder = builder.plain_http(true);
+    }
+    if let Some(ca) = &options.ca_file {
+        builder = builder.ca_file(ca.clone());
+    }
+    builder.build()
+}
