@@ -1,24 +1,112 @@
-//! The `orca` command line. Commands arrive with their issues; today it
-//! parses its arguments and answers `--version` and `--help`.
+//! The `orca` command line: parses arguments, opens targets through the
+//! `orca` library, runs one command, and prints results on stdout (text or
+//! JSON), progress and logs on stderr. Exit status: 0 ok, 1 failure,
+//! 2 usage (bad arguments or targets).
 
+mod cli;
+mod commands;
+mod output;
+mod progress;
+
+use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Parser;
 
-/// Move OCI images and artifacts between registries, image layouts and
-/// object stores, verifying every byte.
-#[derive(Debug, Parser)]
-#[command(name = "orca", version, about)]
-struct Cli {}
+use crate::cli::{Cli, Global};
+use crate::output::Ctx;
 
 fn main() -> ExitCode {
-    match Cli::try_parse() {
-        Ok(Cli {}) => ExitCode::SUCCESS,
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
         Err(e) => {
             // Help and version are printed by clap and are not failures.
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
-            ExitCode::from(code)
+            return ExitCode::from(code);
+        }
+    };
+    let verbose = cli.global.verbose;
+    let quiet = cli.global.quiet;
+    let multi = progress::init_logging(verbose, quiet);
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                let ctx = context(&cli.global, multi)?;
+                commands::run(&ctx, cli.command).await
+            })
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut causes = e.chain();
+            if let Some(first) = causes.next() {
+                eprintln!("orca: {first}");
+            }
+            for cause in causes {
+                eprintln!("  because: {cause}");
+            }
+            if verbose > 0 {
+                eprintln!("{}", e.backtrace());
+            }
+            ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// 2 for what the user typed wrong (a target, an argument), 1 otherwise.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    let usage = e.chain().any(|cause| {
+        cause.downcast_ref::<output::Usage>().is_some()
+            || matches!(
+                cause.downcast_ref::<orca::Error>(),
+                Some(orca::Error::InvalidReference { .. } | orca::Error::InvalidDigest { .. })
+            )
+    });
+    if usage { 2 } else { 1 }
+}
+
+/// The settings every command shares, from the global options.
+fn context(global: &Global, multi: Option<indicatif::MultiProgress>) -> anyhow::Result<Ctx> {
+    let mut open = orca::OpenOptions::new();
+    open.plain_http = global.plain_http;
+    open.insecure = global.insecure;
+    open.ca_file = global.ca_file.clone();
+    open.registry_config = global.registry_config.clone();
+    open.s3_endpoint = global.s3_endpoint.clone();
+    open.s3_region = global.s3_region.clone();
+    match (&global.username, global.password_stdin) {
+        (Some(user), true) => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_to_string(&mut password)
+                .context("reading the password from stdin")?;
+            let password = password.trim_end_matches(['\r', '\n']).to_owned();
+            open.credentials = Some((user.clone(), password));
+        }
+        (Some(_), false) => {
+            return Err(output::Usage(
+                "--username needs --password-stdin (the password is never an argument)".into(),
+            )
+            .into());
+        }
+        (None, true) => {
+            return Err(output::Usage("--password-stdin needs --username".into()).into());
+        }
+        (None, false) => {}
+    }
+    let show_progress = !global.quiet && !global.no_progress && global.format == cli::Format::Text;
+    Ok(Ctx {
+        open,
+        format: global.format,
+        quiet: global.quiet,
+        progress: show_progress,
+        tty: std::io::stderr().is_terminal(),
+        multi,
+    })
 }

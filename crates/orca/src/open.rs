@@ -84,7 +84,9 @@ impl Target {
         if let Some(selector) = &self.selector {
             return Ok(selector.clone());
         }
-        let tags = self.store.tags_all().await?;
+        let mut tags = self.store.tags_all().await?;
+        // Referrers indexes are not what a target means.
+        tags.retain(|t| !orca_core::referrers::is_fallback_tag(t));
         match tags.as_slice() {
             [one] => Ok(Selector::Tag(one.clone())),
             [] => Err(Error::InvalidReference {
@@ -187,26 +189,7 @@ pub async fn open_spec(
             }
         }
         #[cfg(feature = "s3")]
-        TargetSpec::S3 { url, .. } => {
-            let mut builder = orca_backend_s3::S3Builder::new(url.as_str())
-                .allow_invalid_certificates(options.insecure);
-            if let Some(endpoint) = options
-                .s3_endpoint
-                .clone()
-                .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-            {
-                let loopback = endpoint.starts_with("http://127.")
-                    || endpoint.starts_with("http://localhost")
-                    || endpoint.starts_with("http://[::1]");
-                builder = builder
-                    .endpoint(endpoint)
-                    .allow_http(loopback || options.plain_http);
-            }
-            if let Some(region) = &options.s3_region {
-                builder = builder.region(region.clone());
-            }
-            Store::new(builder.build()?)
-        }
+        TargetSpec::S3 { url, .. } => Store::new(s3_builder(url, options).build()?),
         TargetSpec::Plugin { scheme, .. } => {
             return Err(Error::InvalidReference {
                 input: name.to_owned(),
@@ -250,4 +233,47 @@ pub fn registry(host: &str, options: &OpenOptions) -> Result<orca_backend_http::
         builder = builder.ca_file(ca.clone());
     }
     builder.build()
+}
+
+/// Garbage-collects the layout or bucket `target` names (see
+/// [`orca_core::layout::Layout::gc`]); other targets have no such thing.
+pub async fn gc(
+    target: &str,
+    dry_run: bool,
+    options: &OpenOptions,
+) -> Result<orca_core::layout::GcReport> {
+    match TargetSpec::parse(target)? {
+        #[cfg(feature = "fs")]
+        TargetSpec::Layout { path, .. } => orca_backend_fs::open(path)?.gc(dry_run).await,
+        #[cfg(feature = "s3")]
+        TargetSpec::S3 { url, .. } => s3_builder(&url, options).build()?.gc(dry_run).await,
+        _ => Err(Error::Unsupported {
+            operation: "garbage collection (only layouts and buckets have it)",
+            place: target.to_owned(),
+        }),
+    }
+}
+
+/// An S3 builder for `url` with the options' endpoint, region and TLS
+/// settings; plain HTTP is allowed for a loopback endpoint.
+#[cfg(feature = "s3")]
+fn s3_builder(url: &str, options: &OpenOptions) -> orca_backend_s3::S3Builder {
+    let mut builder =
+        orca_backend_s3::S3Builder::new(url).allow_invalid_certificates(options.insecure);
+    if let Some(endpoint) = options
+        .s3_endpoint
+        .clone()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+    {
+        let loopback = ["http://127.", "http://localhost", "http://[::1]"]
+            .iter()
+            .any(|prefix| endpoint.starts_with(prefix));
+        builder = builder
+            .endpoint(endpoint)
+            .allow_http(loopback || options.plain_http);
+    }
+    if let Some(region) = &options.s3_region {
+        builder = builder.region(region.clone());
+    }
+    builder
 }

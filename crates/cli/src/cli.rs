@@ -1,0 +1,350 @@
+//! The command line's grammar: global options and one subcommand each,
+//! with help text that shows an example.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Move OCI images and artifacts between registries, image layouts,
+/// archives and object stores, verifying every byte.
+#[derive(Debug, Parser)]
+#[command(
+    name = "orca",
+    version,
+    about,
+    after_help = "Targets:\n  HOST[:PORT]/REPO[:TAG|@DIGEST]   a registry repository (docker:// optional; no host = Docker Hub)\n  oci:PATH[:TAG|@DIGEST]           an OCI image layout directory\n  oci-archive:FILE[:TAG]           an OCI layout in a tar\n  docker-archive:FILE[:REPO:TAG]   a `docker save` tar\n  s3://BUCKET/PREFIX[:TAG|@DIGEST] an OCI image layout in S3 (AWS_* environment)\n\nExample:\n  orca cp alpine:3 oci:./alpine:3"
+)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// How results are printed on stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// For people.
+    Text,
+    /// One JSON document, for scripts.
+    Json,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub(crate) struct Global {
+    /// Output format of results (stdout).
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub(crate) format: Format,
+    /// More log lines on stderr (-v, -vv); backtraces with -v.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+    /// Nothing on stderr but errors.
+    #[arg(short, long, global = true)]
+    pub(crate) quiet: bool,
+    /// No progress display.
+    #[arg(long, global = true)]
+    pub(crate) no_progress: bool,
+    /// Accept any TLS certificate (registries and S3).
+    #[arg(long, global = true)]
+    pub(crate) insecure: bool,
+    /// Speak plain HTTP to registries.
+    #[arg(long, global = true)]
+    pub(crate) plain_http: bool,
+    /// Also trust the CA certificates in this PEM file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) ca_file: Option<PathBuf>,
+    /// Registry user name (the password comes from --password-stdin).
+    #[arg(short = 'u', long, global = true)]
+    pub(crate) username: Option<String>,
+    /// Read the registry password from stdin.
+    #[arg(long, global = true)]
+    pub(crate) password_stdin: bool,
+    /// The docker config.json holding registry credentials.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) registry_config: Option<PathBuf>,
+    /// S3 endpoint URL (default: AWS_ENDPOINT_URL, else AWS).
+    #[arg(long, global = true, value_name = "URL")]
+    pub(crate) s3_endpoint: Option<String>,
+    /// S3 region (default: AWS_REGION / AWS_DEFAULT_REGION).
+    #[arg(long, global = true)]
+    pub(crate) s3_region: Option<String>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Copy an image, index or artifact (and what it names) between targets.
+    #[command(
+        after_help = "Examples:\n  orca cp oci:./layout:v1 localhost:5000/app:v1\n  orca cp --platform linux/amd64 alpine:3 oci-archive:alpine.tar:3\n  orca cp --all-tags localhost:5000/app s3://bucket/app"
+    )]
+    Cp(Cp),
+    /// Push files as an artifact.
+    #[command(
+        after_help = "Example:\n  orca push oci:./layout:sbom sbom.json:application/spdx+json --artifact-type application/vnd.example.sbom"
+    )]
+    Push(Push),
+    /// Pull an artifact's files into a directory (by their titles).
+    #[command(after_help = "Example:\n  orca pull oci:./layout:sbom -o ./out")]
+    Pull(Pull),
+    /// Attach files to a manifest as a referrer.
+    #[command(
+        after_help = "Example:\n  orca attach localhost:5000/app:v1 sig.json --artifact-type application/vnd.example.signature"
+    )]
+    Attach(Attach),
+    /// List the referrers of a manifest (a tree; --format json for scripts).
+    #[command(after_help = "Example:\n  orca discover localhost:5000/app:v1 --depth 2")]
+    Discover(Discover),
+    /// Show a manifest or index: media type, digest, platforms, layers, config.
+    #[command(after_help = "Example:\n  orca inspect oci:./layout:v1")]
+    Inspect(One),
+    /// Print the digest a tag resolves to.
+    #[command(after_help = "Example:\n  orca resolve localhost:5000/app:v1")]
+    Resolve(One),
+    /// Point more tags at the manifest a target names.
+    #[command(after_help = "Example:\n  orca tag oci:./layout:v1 latest stable")]
+    Tag(Tag),
+    /// Remove a tag (the manifest stays).
+    #[command(after_help = "Example:\n  orca untag oci:./layout:old")]
+    Untag(One),
+    /// List the tags of a repository, layout, archive or bucket.
+    #[command(after_help = "Example:\n  orca tags localhost:5000/app --exclude-digest-tags")]
+    Tags(Tags),
+    /// List the repositories of a registry.
+    #[command(after_help = "Example:\n  orca repos localhost:5000")]
+    Repos(Repos),
+    /// Read, write or delete manifests.
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
+    /// Build an index from images (members by digest, the index by tag).
+    #[command(subcommand)]
+    Index(IndexCommand),
+    /// Remove blobs nothing reachable names, from a layout or bucket.
+    #[command(after_help = "Example:\n  orca gc oci:./layout --dry-run")]
+    Gc(Gc),
+    /// Print shell completions.
+    #[command(after_help = "Example:\n  orca completions bash > /etc/bash_completion.d/orca")]
+    Completions(Completions),
+    /// Print the version.
+    Version,
+}
+
+/// `orca cp`.
+#[derive(Debug, Args)]
+pub(crate) struct Cp {
+    /// Where from.
+    pub(crate) source: String,
+    /// Where to.
+    pub(crate) destination: String,
+    /// Only this platform (os/arch[/variant]); repeat for several.
+    #[arg(long = "platform", value_name = "PLATFORM")]
+    pub(crate) platforms: Vec<String>,
+    /// Copy the referrers (signatures, SBOMs) too.
+    #[arg(long, short = 'r')]
+    pub(crate) referrers: bool,
+    /// Copy the digest tags (sha256-….sig and the like) too.
+    #[arg(long)]
+    pub(crate) digest_tags: bool,
+    /// Walk and repair what the destination already has.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Copy layers hosted elsewhere (foreign URLs) too.
+    #[arg(long)]
+    pub(crate) include_external: bool,
+    /// Copy every tag of the source repository.
+    #[arg(long, short = 'a')]
+    pub(crate) all_tags: bool,
+    /// Transfers at once.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) concurrency: usize,
+}
+
+/// `orca push`.
+#[derive(Debug, Args)]
+pub(crate) struct Push {
+    /// Where to (with a tag).
+    pub(crate) target: String,
+    /// Files, each FILE or FILE:MEDIATYPE.
+    #[arg(required = true)]
+    pub(crate) files: Vec<String>,
+    #[command(flatten)]
+    pub(crate) artifact: ArtifactArgs,
+    /// A config file, FILE or FILE:MEDIATYPE (default: the empty config).
+    #[arg(long, value_name = "FILE[:MEDIATYPE]")]
+    pub(crate) config: Option<String>,
+    /// The manifest this artifact refers to.
+    #[arg(long, value_name = "TARGET")]
+    pub(crate) subject: Option<String>,
+    /// Manifest form: auto (1.1, else 1.0), 1.0 or 1.1.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "1.0", "1.1"])]
+    pub(crate) oci_version: String,
+}
+
+/// What an artifact is: its type and annotations.
+#[derive(Debug, Args)]
+pub(crate) struct ArtifactArgs {
+    /// The artifact type.
+    #[arg(long, default_value = "application/vnd.unknown.artifact.v1")]
+    pub(crate) artifact_type: String,
+    /// A manifest annotation, KEY=VALUE; repeatable.
+    #[arg(long = "annotation", short = 'a', value_name = "KEY=VALUE")]
+    pub(crate) annotations: Vec<String>,
+    /// A JSON file of annotations (`{"$manifest": {"k": "v"}}` or `{"k": "v"}`).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) annotation_file: Option<PathBuf>,
+}
+
+/// `orca pull`.
+#[derive(Debug, Args)]
+pub(crate) struct Pull {
+    /// Where from.
+    pub(crate) target: String,
+    /// The directory to write the files into.
+    #[arg(short, long, default_value = ".")]
+    pub(crate) output: PathBuf,
+    /// Of an index, the member of this platform.
+    #[arg(long)]
+    pub(crate) platform: Option<String>,
+}
+
+/// `orca attach`.
+#[derive(Debug, Args)]
+pub(crate) struct Attach {
+    /// The manifest to attach to.
+    pub(crate) subject: String,
+    /// Files, each FILE or FILE:MEDIATYPE.
+    #[arg(required = true)]
+    pub(crate) files: Vec<String>,
+    #[command(flatten)]
+    pub(crate) artifact: ArtifactArgs,
+}
+
+/// `orca discover`.
+#[derive(Debug, Args)]
+pub(crate) struct Discover {
+    /// The manifest whose referrers to list.
+    pub(crate) target: String,
+    /// Only referrers of this artifact type.
+    #[arg(long)]
+    pub(crate) artifact_type: Option<String>,
+    /// Levels of referrers of referrers.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) depth: usize,
+}
+
+/// A command on one target.
+#[derive(Debug, Args)]
+pub(crate) struct One {
+    /// The target.
+    pub(crate) target: String,
+}
+
+/// `orca tag`.
+#[derive(Debug, Args)]
+pub(crate) struct Tag {
+    /// The manifest to tag.
+    pub(crate) target: String,
+    /// The new tags.
+    #[arg(required = true)]
+    pub(crate) tags: Vec<String>,
+}
+
+/// `orca tags`.
+#[derive(Debug, Args)]
+pub(crate) struct Tags {
+    /// The repository, layout, archive or bucket.
+    pub(crate) target: String,
+    /// Leave out digest tags (`sha256-…`).
+    #[arg(long)]
+    pub(crate) exclude_digest_tags: bool,
+    /// Start after this tag.
+    #[arg(long)]
+    pub(crate) last: Option<String>,
+    /// At most this many tags.
+    #[arg(short)]
+    pub(crate) n: Option<usize>,
+}
+
+/// `orca repos`.
+#[derive(Debug, Args)]
+pub(crate) struct Repos {
+    /// The registry host.
+    pub(crate) host: String,
+    /// Start after this repository.
+    #[arg(long)]
+    pub(crate) last: Option<String>,
+    /// At most this many repositories.
+    #[arg(short)]
+    pub(crate) n: Option<usize>,
+}
+
+/// `orca manifest …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ManifestCommand {
+    /// Print a manifest's exact bytes.
+    #[command(after_help = "Example:\n  orca manifest get oci:./layout:v1 --platform linux/arm64")]
+    Get {
+        /// The manifest.
+        target: String,
+        /// Of an index, the member of this platform.
+        #[arg(long)]
+        platform: Option<String>,
+    },
+    /// Print a manifest's descriptor (media type, digest, size).
+    #[command(after_help = "Example:\n  orca manifest head localhost:5000/app:v1")]
+    Head {
+        /// The manifest.
+        target: String,
+    },
+    /// Store a manifest from a file or stdin (`-`), its media type detected.
+    #[command(after_help = "Example:\n  orca manifest put oci:./layout:v2 manifest.json")]
+    Put {
+        /// Where to (a tag, or none to store by digest).
+        target: String,
+        /// The file, or `-` for stdin.
+        #[arg(default_value = "-")]
+        file: String,
+    },
+    /// Delete a manifest (and its tags).
+    #[command(after_help = "Example:\n  orca manifest delete oci:./layout:old")]
+    Delete {
+        /// The manifest.
+        target: String,
+    },
+}
+
+/// `orca index …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum IndexCommand {
+    /// Create an index from images and indexes, into TARGET.
+    #[command(
+        after_help = "Example:\n  orca index create oci:./layout:multi oci:./layout:amd64 oci:./layout:arm64"
+    )]
+    Create {
+        /// Where to (the index is tagged here).
+        target: String,
+        /// The images and indexes to gather.
+        #[arg(required = true)]
+        sources: Vec<String>,
+        /// An index annotation, KEY=VALUE; repeatable.
+        #[arg(long = "annotation", short = 'a', value_name = "KEY=VALUE")]
+        annotations: Vec<String>,
+    },
+}
+
+/// `orca gc`.
+#[derive(Debug, Args)]
+pub(crate) struct Gc {
+    /// The layout (oci:PATH) or bucket (s3://…).
+    pub(crate) target: String,
+    /// Only report what would go.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
+/// `orca completions`.
+#[derive(Debug, Args)]
+pub(crate) struct Completions {
+    /// The shell.
+    pub(crate) shell: clap_complete::Shell,
+}

@@ -1,0 +1,166 @@
+//! Artifacts: `push`, `pull`, `attach`, `discover`.
+
+use anyhow::Context as _;
+use orca::{Access, Files, Form, MediaType, Selector};
+
+use super::{annotations, file_arg, open, resolve_root, select_platform};
+use crate::cli::{ArtifactArgs, Attach, Discover, Pull, Push};
+use crate::output::{Ctx, Usage, descriptor_json};
+
+/// The media type of a file given without one.
+const DEFAULT_FILE_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
+
+fn files(args: &ArtifactArgs, list: &[String]) -> anyhow::Result<Files> {
+    let default = MediaType::new(DEFAULT_FILE_TYPE);
+    let mut files = Files::new(
+        MediaType::new(&args.artifact_type),
+        list.iter().map(|f| file_arg(f, &default)).collect(),
+    );
+    for (path, _) in &files.files {
+        if !path.is_file() {
+            return Err(Usage(format!("{} is not a file", path.display())).into());
+        }
+    }
+    files.annotations = annotations(&args.annotations, args.annotation_file.as_ref())?;
+    Ok(files)
+}
+
+fn form_name(form: Form) -> &'static str {
+    match form {
+        Form::V1_0 => "OCI 1.0 (artifact type as the config media type)",
+        _ => "OCI 1.1 (artifactType)",
+    }
+}
+
+pub(crate) async fn push(ctx: &Ctx, args: Push) -> anyhow::Result<()> {
+    let target = open(ctx, &args.target, Access::Write).await?;
+    let mut files = files(&args.artifact, &args.files)?;
+    files.form = match args.oci_version.as_str() {
+        "1.0" => Form::V1_0,
+        "1.1" => Form::V1_1,
+        _ => Form::Auto,
+    };
+    if let Some(config) = &args.config {
+        files.config = Some(file_arg(
+            config,
+            &MediaType::new("application/vnd.oci.image.config.v1+json"),
+        ));
+    }
+    let subject = match &args.subject {
+        Some(subject) => {
+            let selector =
+                Selector::parse(subject).map_err(|e| Usage(format!("--subject: {e}")))?;
+            Some(target.store().resolve(&selector).await?)
+        }
+        None => None,
+    };
+    let packed = orca::push_files(target.store(), &files, subject.as_ref(), target.tag())
+        .await
+        .with_context(|| format!("pushing to {}", args.target))?;
+    target.finish().await?;
+    let mut json = descriptor_json(&packed.descriptor);
+    json["form"] = match packed.form {
+        Form::V1_0 => "1.0",
+        _ => "1.1",
+    }
+    .into();
+    ctx.emit(
+        &format!(
+            "pushed {} as {}",
+            packed.descriptor.digest,
+            form_name(packed.form)
+        ),
+        &json,
+    )
+}
+
+pub(crate) async fn pull(ctx: &Ctx, args: Pull) -> anyhow::Result<()> {
+    let target = open(ctx, &args.target, Access::Read).await?;
+    let (_, descriptor) = resolve_root(&target).await?;
+    let descriptor = select_platform(target.store(), descriptor, args.platform.as_deref()).await?;
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("creating {}", args.output.display()))?;
+    let written = orca::artifact::pull_files(
+        target.store(),
+        &Selector::Digest(descriptor.digest.clone()),
+        &args.output,
+    )
+    .await
+    .with_context(|| format!("pulling {}", args.target))?;
+    let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+    ctx.emit(
+        &names.join("\n"),
+        &serde_json::json!({
+            "manifest": descriptor_json(&descriptor),
+            "files": names,
+        }),
+    )
+}
+
+pub(crate) async fn attach(ctx: &Ctx, args: Attach) -> anyhow::Result<()> {
+    let target = open(ctx, &args.subject, Access::Write).await?;
+    let files = files(&args.artifact, &args.files)?;
+    let subject = target.root().await?;
+    let packed = orca::attach(target.store(), &subject, &files)
+        .await
+        .with_context(|| format!("attaching to {}", args.subject))?;
+    target.finish().await?;
+    ctx.emit(
+        &format!("attached {}", packed.descriptor.digest),
+        &descriptor_json(&packed.descriptor),
+    )
+}
+
+pub(crate) async fn discover(ctx: &Ctx, args: Discover) -> anyhow::Result<()> {
+    let target = open(ctx, &args.target, Access::Read).await?;
+    let subject = target.root().await?;
+    let artifact_type = args.artifact_type.as_deref().map(MediaType::new);
+    let found = orca::discover(target.store(), &subject, artifact_type.as_ref(), args.depth)
+        .await
+        .with_context(|| format!("listing the referrers of {}", args.target))?;
+    let via = match found.via {
+        Some(orca::Via::Api) => "referrers API",
+        Some(orca::Via::TagSchema) => "fallback tag",
+        _ => "nothing",
+    };
+    let mut text = format!("{} {}", args.target, found.subject.digest);
+    tree(&mut text, &found.referrers, 1);
+    text.push_str(&format!("\n(listed by the {via})"));
+    let json = serde_json::json!({
+        "subject": descriptor_json(&found.subject),
+        "via": match found.via {
+            Some(orca::Via::Api) => "api",
+            _ => "tag",
+        },
+        "referrers": referrers_json(&found.referrers),
+    });
+    ctx.emit(&text, &json)
+}
+
+fn tree(text: &mut String, referrers: &[orca::Referrer], depth: usize) {
+    for referrer in referrers {
+        let kind = referrer
+            .descriptor
+            .artifact_type
+            .as_ref()
+            .map(|t| t.as_str().to_owned())
+            .unwrap_or_else(|| referrer.descriptor.media_type.as_str().to_owned());
+        text.push_str(&format!(
+            "\n{}└── {kind} {}",
+            "    ".repeat(depth - 1),
+            referrer.descriptor.digest
+        ));
+        tree(text, &referrer.referrers, depth + 1);
+    }
+}
+
+fn referrers_json(referrers: &[orca::Referrer]) -> Vec<serde_json::Value> {
+    referrers
+        .iter()
+        .map(|r| {
+            let mut value = descriptor_json(&r.descriptor);
+            value["referrers"] = referrers_json(&r.referrers).into();
+            value
+        })
+        .collect()
+}

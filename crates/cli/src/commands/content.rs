@@ -1,0 +1,269 @@
+//! Looking at and changing what a target holds: `inspect`, `resolve`,
+//! `tag`, `untag`, `tags`, `repos`, `manifest …` and `gc`.
+
+use std::io::{Read, Write};
+
+use anyhow::Context as _;
+use orca::{Access, Document, ListQuery, RawManifest, Schema1, Selector};
+
+use super::{open, resolve_root, select_platform};
+use crate::cli::{Gc, ManifestCommand, Repos, Tag, Tags};
+use crate::output::{Ctx, Usage, descriptor_json, size};
+
+pub(crate) async fn inspect(ctx: &Ctx, target: &str) -> anyhow::Result<()> {
+    let opened = open(ctx, target, Access::Read).await?;
+    let (_, descriptor) = resolve_root(&opened).await?;
+    let store = opened.store();
+    let bytes = store.fetch_bytes(&descriptor).await?;
+    let document = RawManifest::new(descriptor.media_type.clone(), bytes).parse()?;
+    let mut text = format!(
+        "{target}\n  media type: {}\n  digest:     {}\n  size:       {}",
+        descriptor.media_type, descriptor.digest, descriptor.size
+    );
+    let mut json = descriptor_json(&descriptor);
+    if let Some(artifact_type) = document.artifact_type() {
+        text.push_str(&format!("\n  artifact:   {artifact_type}"));
+        json["artifactType"] = artifact_type.as_str().into();
+    }
+    match &document {
+        Document::Index(index) => {
+            text.push_str("\n  manifests:");
+            for member in &index.manifests {
+                let platform = member
+                    .platform
+                    .as_ref()
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "-".into());
+                text.push_str(&format!(
+                    "\n    {platform:<16} {} {}",
+                    member.digest,
+                    size(member.size)
+                ));
+            }
+            json["manifests"] = index.manifests.iter().map(descriptor_json).collect();
+        }
+        Document::Manifest(manifest) => {
+            let total: u64 = manifest.layers.iter().map(|l| l.size).sum();
+            text.push_str(&format!(
+                "\n  config:     {} {}",
+                manifest.config.media_type, manifest.config.digest
+            ));
+            json["config"] = descriptor_json(&manifest.config);
+            if [orca::MediaType::OCI_CONFIG, orca::MediaType::DOCKER_CONFIG]
+                .contains(&manifest.config.media_type)
+                && let Ok(bytes) = store.fetch_bytes(&manifest.config).await
+                && let Ok(config) = serde_json::from_slice::<serde_json::Value>(&bytes)
+            {
+                let field =
+                    |name: &str| config.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+                let platform = [field("os"), field("architecture"), field("variant")]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("/");
+                text.push_str(&format!("\n  platform:   {platform}"));
+                json["platform"] = platform.into();
+                if let Some(created) = field("created") {
+                    text.push_str(&format!("\n  created:    {created}"));
+                    json["created"] = created.into();
+                }
+            }
+            text.push_str(&format!(
+                "\n  layers:     {} ({})",
+                manifest.layers.len(),
+                size(total)
+            ));
+            for layer in &manifest.layers {
+                let title = layer.title().map(|t| format!(" {t}")).unwrap_or_default();
+                text.push_str(&format!(
+                    "\n    {} {}{title}",
+                    layer.digest,
+                    size(layer.size)
+                ));
+            }
+            json["layers"] = manifest.layers.iter().map(descriptor_json).collect();
+        }
+        _ => {}
+    }
+    if let Some(subject) = document.subject() {
+        text.push_str(&format!("\n  subject:    {}", subject.digest));
+        json["subject"] = descriptor_json(subject);
+    }
+    if !document.annotations().is_empty() {
+        json["annotations"] = serde_json::to_value(document.annotations())?;
+        for (key, value) in document.annotations() {
+            text.push_str(&format!("\n  {key}: {value}"));
+        }
+    }
+    ctx.emit(&text, &json)
+}
+
+pub(crate) async fn resolve(ctx: &Ctx, target: &str) -> anyhow::Result<()> {
+    let opened = open(ctx, target, Access::Read).await?;
+    let (_, descriptor) = resolve_root(&opened).await?;
+    ctx.emit(
+        &descriptor.digest.to_string(),
+        &descriptor_json(&descriptor),
+    )
+}
+
+pub(crate) async fn tag(ctx: &Ctx, args: Tag) -> anyhow::Result<()> {
+    let opened = open(ctx, &args.target, Access::Write).await?;
+    let (_, descriptor) = resolve_root(&opened).await?;
+    for tag in &args.tags {
+        opened
+            .store()
+            .tag(&descriptor, tag)
+            .await
+            .with_context(|| format!("tagging {} as {tag}", descriptor.digest))?;
+    }
+    opened.finish().await?;
+    ctx.emit(
+        &format!("{} tagged {}", descriptor.digest, args.tags.join(", ")),
+        &serde_json::json!({ "manifest": descriptor_json(&descriptor), "tags": args.tags }),
+    )
+}
+
+pub(crate) async fn untag(ctx: &Ctx, target: &str) -> anyhow::Result<()> {
+    let opened = open(ctx, target, Access::Write).await?;
+    let Some(tag) = opened.tag().map(str::to_owned) else {
+        return Err(Usage(format!("{target} names no tag to remove")).into());
+    };
+    let descriptor = opened.store().resolve(&Selector::Tag(tag.clone())).await?;
+    opened.store().untag(&tag).await?;
+    ctx.emit(
+        &format!("untagged {tag} ({})", descriptor.digest),
+        &serde_json::json!({ "tag": tag, "manifest": descriptor_json(&descriptor) }),
+    )
+}
+
+pub(crate) async fn tags(ctx: &Ctx, args: Tags) -> anyhow::Result<()> {
+    let opened = open(ctx, &args.target, Access::Read).await?;
+    let mut tags = match (&args.last, args.n) {
+        (None, None) => opened.store().tags_all().await?,
+        (last, n) => {
+            let query = ListQuery::page(last.clone(), n.unwrap_or(usize::MAX));
+            opened.store().tags(&query).await?.entries
+        }
+    };
+    if args.exclude_digest_tags {
+        tags.retain(|t| !orca::referrers::is_fallback_tag(t) && !is_digest_tag(t));
+    }
+    ctx.emit(&tags.join("\n"), &serde_json::json!({ "tags": tags }))
+}
+
+/// `sha256-<hex>` followed by a suffix (`.sig`, `.att`): a digest tag.
+fn is_digest_tag(tag: &str) -> bool {
+    tag.split_once('-').is_some_and(|(algorithm, rest)| {
+        matches!(algorithm, "sha256" | "sha512")
+            && rest.len() >= 64
+            && rest[..64].bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
+pub(crate) async fn repos(ctx: &Ctx, args: Repos) -> anyhow::Result<()> {
+    let registry = orca::registry(&args.host, &ctx.open)?;
+    let mut all = Vec::new();
+    let mut query = ListQuery::page(args.last.clone(), args.n.unwrap_or(1000));
+    loop {
+        let page = registry
+            .catalog(&query)
+            .await
+            .with_context(|| format!("listing the repositories of {}", args.host))?;
+        all.extend(page.entries);
+        match page.next {
+            Some(next) if args.n.is_none() && query.last.as_ref() != Some(&next) => {
+                query.last = Some(next);
+            }
+            _ => break,
+        }
+    }
+    ctx.emit(&all.join("\n"), &serde_json::json!({ "repositories": all }))
+}
+
+pub(crate) async fn manifest(ctx: &Ctx, command: ManifestCommand) -> anyhow::Result<()> {
+    match command {
+        ManifestCommand::Get { target, platform } => {
+            let opened = open(ctx, &target, Access::Read).await?;
+            let (_, descriptor) = resolve_root(&opened).await?;
+            let descriptor =
+                select_platform(opened.store(), descriptor, platform.as_deref()).await?;
+            let bytes = opened.store().fetch_bytes(&descriptor).await?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&bytes)?;
+            out.flush()?;
+            Ok(())
+        }
+        ManifestCommand::Head { target } => {
+            let opened = open(ctx, &target, Access::Read).await?;
+            let (_, descriptor) = resolve_root(&opened).await?;
+            ctx.emit(
+                &format!(
+                    "{} {} {}",
+                    descriptor.media_type, descriptor.digest, descriptor.size
+                ),
+                &descriptor_json(&descriptor),
+            )
+        }
+        ManifestCommand::Put { target, file } => {
+            let mut bytes = Vec::new();
+            if file == "-" {
+                std::io::stdin()
+                    .read_to_end(&mut bytes)
+                    .context("reading the manifest from stdin")?;
+            } else {
+                bytes = std::fs::read(&file).with_context(|| format!("reading {file}"))?;
+            }
+            let raw = RawManifest::detect(bytes, Schema1::Refuse)
+                .with_context(|| format!("reading the manifest in {file}"))?;
+            let opened = open(ctx, &target, Access::Write).await?;
+            let descriptor = opened
+                .store()
+                .push_manifest(&raw, opened.tag())
+                .await
+                .with_context(|| format!("storing the manifest in {target}"))?;
+            opened.finish().await?;
+            ctx.emit(
+                &descriptor.digest.to_string(),
+                &descriptor_json(&descriptor),
+            )
+        }
+        ManifestCommand::Delete { target } => {
+            let opened = open(ctx, &target, Access::Write).await?;
+            let (_, descriptor) = resolve_root(&opened).await?;
+            opened.store().delete(&descriptor).await?;
+            ctx.emit(
+                &format!("deleted {}", descriptor.digest),
+                &descriptor_json(&descriptor),
+            )
+        }
+    }
+}
+
+pub(crate) async fn gc(ctx: &Ctx, args: Gc) -> anyhow::Result<()> {
+    let report = orca::gc(&args.target, args.dry_run, &ctx.open)
+        .await
+        .with_context(|| format!("collecting garbage in {}", args.target))?;
+    let verb = if report.removed {
+        "removed"
+    } else {
+        "would remove"
+    };
+    let mut text = format!(
+        "{verb} {} blobs ({})",
+        report.blobs.len(),
+        size(report.bytes)
+    );
+    for (digest, bytes) in &report.blobs {
+        text.push_str(&format!("\n  {digest} {}", size(*bytes)));
+    }
+    ctx.emit(
+        &text,
+        &serde_json::json!({
+            "removed": report.removed,
+            "bytes": report.bytes,
+            "blobs": report.blobs.iter().map(|(d, s)| serde_json::json!({"digest": d.to_string(), "size": s})).collect::<Vec<_>>(),
+            "staging": report.staging,
+        }),
+    )
+}

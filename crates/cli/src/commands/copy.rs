@@ -1,0 +1,172 @@
+//! `orca cp` (one tag, or every tag, between any two targets, with
+//! progress and a summary) and `orca index create`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use orca::{Access, CopyOptions, Platform, Selector, TargetSpec};
+
+use super::{annotations, open};
+use crate::cli::{Cp, IndexCommand};
+use crate::output::{Ctx, Usage, descriptor_json};
+use crate::progress::{Display, summary};
+
+pub(crate) async fn cp(ctx: &Ctx, args: Cp) -> anyhow::Result<()> {
+    let source = open(ctx, &args.source, Access::Read).await?;
+    let destination = open(ctx, &args.destination, Access::Write).await?;
+    let mut platforms = Vec::new();
+    for platform in &args.platforms {
+        platforms.push(Platform::parse(platform).map_err(|e| Usage(e.to_string()))?);
+    }
+    let display = Display::new(ctx).map(Arc::new);
+    let mut options = CopyOptions {
+        concurrency: args.concurrency.max(1),
+        platforms,
+        referrers: args.referrers,
+        digest_tags: args.digest_tags,
+        external: args.include_external,
+        force: args.force,
+        mount_from: mount_from(&args.source, &args.destination),
+        ..CopyOptions::default()
+    };
+    if let Some(display) = &display {
+        options.progress = Some(display.clone() as Arc<dyn orca::Progress>);
+    }
+    // What to copy, and under which tag: every tag of the source, or the
+    // one named (kept under the destination's tag, else the source's).
+    let jobs: Vec<(Selector, Option<String>)> = if args.all_tags {
+        let tags = source.store().tags_all().await?;
+        tags.into_iter()
+            .filter(|t| args.digest_tags || !orca::referrers::is_fallback_tag(t))
+            .map(|t| (Selector::Tag(t.clone()), Some(t)))
+            .collect()
+    } else {
+        let root = source.root().await?;
+        let tag = match (destination.selector(), &root) {
+            (Some(Selector::Tag(tag)), _) => Some(tag.clone()),
+            (Some(Selector::Digest(_)), _) => None,
+            (None, Selector::Tag(tag)) => Some(tag.clone()),
+            (None, Selector::Digest(_)) => None,
+        };
+        vec![(root, tag)]
+    };
+    let started = Instant::now();
+    let mut total = orca::CopyReport::default();
+    let mut copied = Vec::new();
+    for (selector, tag) in &jobs {
+        let report = orca::copy(
+            source.store(),
+            selector,
+            destination.store(),
+            tag.as_deref(),
+            &options,
+        )
+        .await
+        .with_context(|| format!("copying {selector} to {}", args.destination));
+        let report = match report {
+            Ok(report) => report,
+            Err(e) => {
+                if let Some(display) = &display {
+                    display.finish();
+                }
+                return Err(e);
+            }
+        };
+        total.copied += report.copied;
+        total.bytes += report.bytes;
+        total.present += report.present;
+        total.mounted += report.mounted;
+        total.resumed += report.resumed;
+        copied.push((selector.clone(), tag.clone(), report.root));
+    }
+    if let Some(display) = &display {
+        display.finish();
+    }
+    destination
+        .finish()
+        .await
+        .with_context(|| format!("finishing {}", args.destination))?;
+    let elapsed = started.elapsed();
+    ctx.note(&summary(&total, elapsed));
+    let text = copied
+        .iter()
+        .map(|(selector, tag, root)| {
+            let digest = root
+                .as_ref()
+                .map(|d| d.digest.to_string())
+                .unwrap_or_default();
+            match tag {
+                Some(tag) => format!("{selector} -> {tag} {digest}"),
+                None => format!("{selector} -> {digest}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let json = serde_json::json!({
+        "source": args.source,
+        "destination": args.destination,
+        "copied": copied.iter().map(|(selector, tag, root)| serde_json::json!({
+            "source": selector.to_string(),
+            "tag": tag,
+            "manifest": root.as_ref().map(descriptor_json),
+        })).collect::<Vec<_>>(),
+        "summary": {
+            "copied": total.copied,
+            "present": total.present,
+            "mounted": total.mounted,
+            "resumed": total.resumed,
+            "bytes": total.bytes,
+            "seconds": elapsed.as_secs_f64(),
+        },
+    });
+    ctx.emit(&text, &json)
+}
+
+/// The source repository, when both ends are repositories of one registry
+/// (blobs are then mounted, not moved).
+fn mount_from(source: &str, destination: &str) -> Option<String> {
+    match (
+        TargetSpec::parse(source).ok()?,
+        TargetSpec::parse(destination).ok()?,
+    ) {
+        (TargetSpec::Registry(from), TargetSpec::Registry(to))
+            if from.registry() == to.registry() && from.repository() != to.repository() =>
+        {
+            Some(from.repository().to_owned())
+        }
+        _ => None,
+    }
+}
+
+pub(crate) async fn index(ctx: &Ctx, command: IndexCommand) -> anyhow::Result<()> {
+    let IndexCommand::Create {
+        target,
+        sources,
+        annotations: pairs,
+    } = command;
+    let destination = open(ctx, &target, Access::Write).await?;
+    let mut inputs = Vec::new();
+    for source in &sources {
+        let opened = open(ctx, source, Access::Read).await?;
+        let selector = opened.root().await?;
+        inputs.push(orca::index::Source::new(opened.store().clone(), selector));
+    }
+    let annotations = orca::index::Annotations {
+        index: annotations(&pairs, None)?,
+        ..orca::index::Annotations::default()
+    };
+    let created = orca::index::create(
+        destination.store(),
+        &inputs,
+        &annotations,
+        destination.tag(),
+    )
+    .await
+    .with_context(|| format!("creating an index in {target}"))?;
+    destination.finish().await?;
+    ctx.emit(
+        &created.descriptor.digest.to_string(),
+        &descriptor_json(&created.descriptor),
+    )
+}

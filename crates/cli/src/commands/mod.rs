@@ -1,0 +1,131 @@
+//! One function per command, each a thin layer over the `orca` library:
+//! open the targets, call the operation, print the result.
+
+mod artifacts;
+mod content;
+mod copy;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use orca::{
+    Access, Descriptor, Document, MediaType, Platform, RawManifest, Selector, Store, Target,
+};
+
+use crate::cli::Command;
+use crate::output::{Ctx, Usage};
+
+/// Runs one command.
+pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Cp(args) => copy::cp(ctx, args).await,
+        Command::Push(args) => artifacts::push(ctx, args).await,
+        Command::Pull(args) => artifacts::pull(ctx, args).await,
+        Command::Attach(args) => artifacts::attach(ctx, args).await,
+        Command::Discover(args) => artifacts::discover(ctx, args).await,
+        Command::Inspect(args) => content::inspect(ctx, &args.target).await,
+        Command::Resolve(args) => content::resolve(ctx, &args.target).await,
+        Command::Tag(args) => content::tag(ctx, args).await,
+        Command::Untag(args) => content::untag(ctx, &args.target).await,
+        Command::Tags(args) => content::tags(ctx, args).await,
+        Command::Repos(args) => content::repos(ctx, args).await,
+        Command::Manifest(sub) => content::manifest(ctx, sub).await,
+        Command::Index(sub) => copy::index(ctx, sub).await,
+        Command::Gc(args) => content::gc(ctx, args).await,
+        Command::Completions(args) => {
+            use clap::CommandFactory;
+            let mut command = crate::cli::Cli::command();
+            clap_complete::generate(args.shell, &mut command, "orca", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Version => ctx.emit(
+            &format!("orca {}", env!("CARGO_PKG_VERSION")),
+            &serde_json::json!({ "version": env!("CARGO_PKG_VERSION") }),
+        ),
+    }
+}
+
+/// Opens a target, naming it in the error.
+pub(crate) async fn open(ctx: &Ctx, target: &str, access: Access) -> anyhow::Result<Target> {
+    orca::open(target, access, &ctx.open)
+        .await
+        .with_context(|| format!("opening {target}"))
+}
+
+/// What a target names, resolved to a manifest's descriptor.
+pub(crate) async fn resolve_root(target: &Target) -> anyhow::Result<(Selector, Descriptor)> {
+    let selector = target.root().await?;
+    let descriptor = target.store().resolve(&selector).await?;
+    Ok((selector, descriptor))
+}
+
+/// Of an index, the member of `platform`; of a manifest, itself.
+pub(crate) async fn select_platform(
+    store: &Store,
+    descriptor: Descriptor,
+    platform: Option<&str>,
+) -> anyhow::Result<Descriptor> {
+    let Some(platform) = platform else {
+        return Ok(descriptor);
+    };
+    let wanted = Platform::parse(platform).map_err(|e| Usage(e.to_string()))?;
+    let bytes = store.fetch_bytes(&descriptor).await?;
+    match RawManifest::new(descriptor.media_type.clone(), bytes).parse()? {
+        Document::Index(index) => index
+            .manifests
+            .into_iter()
+            .find(|m| m.platform.as_ref().is_some_and(|p| wanted.matches(p)))
+            .ok_or_else(|| anyhow::anyhow!("{} has no member for {wanted}", descriptor.digest)),
+        _ => Ok(descriptor),
+    }
+}
+
+/// `FILE` or `FILE:MEDIATYPE` (a media type has a `/`; a path's colon
+/// before one that is not is kept).
+pub(crate) fn file_arg(arg: &str, default: &MediaType) -> (PathBuf, MediaType) {
+    if let Some((path, media_type)) = arg.rsplit_once(':')
+        && media_type.contains('/')
+        && !path.is_empty()
+    {
+        return (PathBuf::from(path), MediaType::new(media_type));
+    }
+    (PathBuf::from(arg), default.clone())
+}
+
+/// `KEY=VALUE` annotations, and those of an annotation file.
+pub(crate) fn annotations(
+    pairs: &[String],
+    file: Option<&PathBuf>,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading annotation file {}", file.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("annotation file {} is not JSON", file.display()))?;
+        let map = value.get("$manifest").unwrap_or(&value);
+        let object = map.as_object().ok_or_else(|| {
+            Usage(format!(
+                "annotation file {}: expected an object of strings",
+                file.display()
+            ))
+        })?;
+        for (key, value) in object {
+            let value = value.as_str().ok_or_else(|| {
+                Usage(format!(
+                    "annotation file {}: the value of {key} is not a string",
+                    file.display()
+                ))
+            })?;
+            out.insert(key.clone(), value.to_owned());
+        }
+    }
+    for pair in pairs {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| Usage(format!("annotation {pair:?} is not KEY=VALUE")))?;
+        out.insert(key.to_owned(), value.to_owned());
+    }
+    Ok(out)
+}

@@ -1,0 +1,103 @@
+//! What commands share: the context (open options, output format,
+//! progress settings), printing results on stdout so that a closed pipe
+//! is no error, and the usage error (exit status 2).
+
+use std::io::Write;
+
+use crate::cli::Format;
+
+/// A mistake in what the user typed: exit status 2.
+#[derive(Debug)]
+pub(crate) struct Usage(pub(crate) String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// The settings of one run.
+pub(crate) struct Ctx {
+    pub(crate) open: orca::OpenOptions,
+    pub(crate) format: Format,
+    pub(crate) quiet: bool,
+    pub(crate) progress: bool,
+    pub(crate) tty: bool,
+    pub(crate) multi: Option<indicatif::MultiProgress>,
+}
+
+impl Ctx {
+    /// Prints a result: `text` for people, `json` for scripts.
+    pub(crate) fn emit(&self, text: &str, json: &serde_json::Value) -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        match self.format {
+            Format::Text => {
+                if !text.is_empty() {
+                    writeln!(out, "{text}")?;
+                }
+            }
+            Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(json)?)?,
+        }
+        out.flush()?;
+        Ok(())
+    }
+
+    /// A line for people on stderr (not in JSON mode or when quiet).
+    pub(crate) fn note(&self, line: &str) {
+        if self.quiet {
+            return;
+        }
+        match &self.multi {
+            Some(multi) => {
+                let _ = multi.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+/// Whether the failure is stdout's reader going away.
+pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// A descriptor as JSON: media type, digest and size always present.
+pub(crate) fn descriptor_json(d: &orca::Descriptor) -> serde_json::Value {
+    let mut value = serde_json::json!({
+        "mediaType": d.media_type.as_str(),
+        "digest": d.digest.to_string(),
+        "size": d.size,
+    });
+    if let Some(artifact_type) = &d.artifact_type {
+        value["artifactType"] = artifact_type.as_str().into();
+    }
+    if let Some(platform) = &d.platform {
+        value["platform"] = platform.to_string().into();
+    }
+    if !d.annotations.is_empty() {
+        value["annotations"] = serde_json::to_value(&d.annotations).unwrap_or_default();
+    }
+    value
+}
+
+/// Bytes for people: `12.3 MiB`.
+pub(crate) fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

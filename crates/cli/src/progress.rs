@@ -1,0 +1,204 @@
+//! Progress and logs, on stderr only. On a terminal: indicatif bars, one
+//! per blob in flight and a total with bytes, rate and ETA, fed by the
+//! copy engine's events, with log lines printed above them (never through
+//! them). Elsewhere (CI): a plain line every few seconds. Every transfer
+//! ends with a one-line summary.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use orca::{CopyReport, Digest, Event, Progress};
+
+use crate::output::{Ctx, size};
+
+/// Sets up `tracing` on stderr at the level `-v`/`-q` ask for; on a
+/// terminal, returns the bar area that log lines are printed above.
+pub(crate) fn init_logging(verbose: u8, quiet: bool) -> Option<MultiProgress> {
+    use std::io::IsTerminal;
+    let multi = std::io::stderr()
+        .is_terminal()
+        .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8)));
+    let level = match (quiet, verbose) {
+        (true, _) => tracing::Level::ERROR,
+        (false, 0) => tracing::Level::WARN,
+        (false, 1) => tracing::Level::INFO,
+        (false, 2) => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    let writer = LogWriter(multi.clone());
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .with_writer(move || writer.clone())
+        .try_init();
+    multi
+}
+
+/// Writes log lines above the bars when there are bars, else to stderr.
+#[derive(Clone)]
+struct LogWriter(Option<MultiProgress>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &self.0 {
+            Some(multi) => {
+                let text = String::from_utf8_lossy(buf);
+                multi.println(text.trim_end_matches('\n'))?;
+                Ok(buf.len())
+            }
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// The progress display of one copy.
+pub(crate) struct Display {
+    started: Instant,
+    state: Mutex<State>,
+    bars: Option<Bars>,
+}
+
+struct Bars {
+    multi: MultiProgress,
+    total: ProgressBar,
+}
+
+#[derive(Default)]
+struct State {
+    planned: u64,
+    done: HashMap<Digest, u64>,
+    moved: u64,
+    blobs: HashMap<Digest, ProgressBar>,
+    last_line: Option<Instant>,
+}
+
+/// How often plain progress lines are printed when stderr is no terminal.
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+impl Display {
+    /// A display for `ctx`: bars on a terminal, lines elsewhere, nothing
+    /// when progress is off.
+    pub(crate) fn new(ctx: &Ctx) -> Option<Self> {
+        if !ctx.progress {
+            return None;
+        }
+        let bars = match (&ctx.multi, ctx.tty) {
+            (Some(multi), true) => {
+                let total = multi.add(ProgressBar::new(0));
+                total.set_style(
+                    ProgressStyle::with_template(
+                        "{prefix:>8} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                total.set_prefix("total");
+                Some(Bars {
+                    multi: multi.clone(),
+                    total,
+                })
+            }
+            _ => None,
+        };
+        Some(Display {
+            started: Instant::now(),
+            state: Mutex::new(State::default()),
+            bars,
+        })
+    }
+
+    fn blob_style() -> ProgressStyle {
+        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {bytes}/{total_bytes}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ")
+    }
+
+    /// Clears the bars once the copy ended.
+    pub(crate) fn finish(&self) {
+        if let Some(bars) = &self.bars {
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            for bar in state.blobs.values() {
+                bar.finish_and_clear();
+            }
+            bars.total.finish_and_clear();
+            let _ = bars.multi.clear();
+        }
+    }
+}
+
+impl Progress for Display {
+    fn event(&self, event: &Event) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            Event::Planned(totals) => {
+                state.planned = totals.bytes;
+                if let Some(bars) = &self.bars {
+                    bars.total.set_length(totals.bytes);
+                }
+            }
+            Event::Started(descriptor) => {
+                if let Some(bars) = &self.bars {
+                    let bar = bars
+                        .multi
+                        .insert_before(&bars.total, ProgressBar::new(descriptor.size));
+                    bar.set_style(Self::blob_style());
+                    bar.set_prefix(descriptor.digest.hex()[..8].to_owned());
+                    state.blobs.insert(descriptor.digest.clone(), bar);
+                }
+            }
+            Event::Advanced { digest, done, .. } => {
+                let before = state.done.insert(digest.clone(), *done).unwrap_or(0);
+                state.moved += done.saturating_sub(before);
+                if let Some(bar) = state.blobs.get(digest) {
+                    bar.set_position(*done);
+                }
+                if let Some(bars) = &self.bars {
+                    bars.total.set_position(state.moved);
+                } else {
+                    let now = Instant::now();
+                    if state.last_line.is_none_or(|last| now - last >= PLAIN_EVERY) {
+                        state.last_line = Some(now);
+                        let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
+                        eprintln!(
+                            "copying: {} of {} ({}/s)",
+                            size(state.moved),
+                            size(state.planned),
+                            size((state.moved as f64 / elapsed) as u64)
+                        );
+                    }
+                }
+            }
+            Event::Copied(descriptor)
+            | Event::Mounted(descriptor)
+            | Event::Present(descriptor)
+            | Event::External(descriptor) => {
+                if let Some(bar) = state.blobs.remove(&descriptor.digest) {
+                    bar.finish_and_clear();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The one-line summary of a copy.
+pub(crate) fn summary(report: &CopyReport, elapsed: Duration) -> String {
+    let seconds = elapsed.as_secs_f64().max(0.001);
+    format!(
+        "copied {} (present {}, mounted {}, resumed {}), {} in {:.1}s ({}/s)",
+        report.copied,
+        report.present,
+        report.mounted,
+        report.resumed,
+        size(report.bytes),
+        seconds,
+        size((report.bytes as f64 / seconds) as u64)
+    )
+}
