@@ -35,8 +35,13 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Gc(args) => content::gc(ctx, args).await,
         Command::Completions(args) => {
             use clap::CommandFactory;
+            use std::io::Write;
             let mut command = crate::cli::Cli::command();
-            clap_complete::generate(args.shell, &mut command, "orca", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut command, "orca", &mut script);
+            let mut out = std::io::stdout().lock();
+            out.write_all(&script)?;
+            out.flush()?;
             Ok(())
         }
         Command::Version => ctx.emit(

@@ -1,0 +1,277 @@
+//! Each command on each backend: push → tags → resolve → inspect → pull
+//! round trips, attach and discover (with concurrent attaches), index
+//! creation and platform filters — all through `--format json`, which
+//! must parse and carry digests.
+
+use std::path::Path;
+
+use crate::common::{digest, json, ok, registry, s3, seed_image};
+
+/// push → tags → resolve → inspect → pull of one file on `base`.
+fn round_trip(dir: &Path, base: &str, label: &str) {
+    let file = dir.join(format!("{label}.txt"));
+    std::fs::write(&file, format!("the {label} file\n")).expect("write");
+    let target = format!("{base}:v1");
+    let name = format!("{label}.txt");
+    let pushed = json(
+        dir,
+        &[
+            "push",
+            &target,
+            &format!("{name}:text/plain"),
+            "--artifact-type",
+            "application/vnd.example.note",
+            "--annotation",
+            "purpose=test",
+        ],
+    );
+    let pushed_digest = digest(&pushed);
+    assert_eq!(pushed["form"], "1.1", "{pushed}");
+    let tags = json(dir, &["tags", base]);
+    assert_eq!(tags["tags"], serde_json::json!(["v1"]), "{base}");
+    let resolved = json(dir, &["resolve", &target]);
+    assert_eq!(digest(&resolved), pushed_digest, "{base}");
+    let inspected = json(dir, &["inspect", &target]);
+    assert_eq!(digest(&inspected), pushed_digest);
+    assert_eq!(inspected["artifactType"], "application/vnd.example.note");
+    assert_eq!(inspected["annotations"]["purpose"], "test");
+    assert_eq!(
+        inspected["layers"][0]["annotations"]["org.opencontainers.image.title"],
+        name.as_str()
+    );
+    let out = dir.join(format!("{label}-out"));
+    let pulled = json(dir, &["pull", &target, "-o", out.to_str().expect("utf-8")]);
+    assert_eq!(
+        pulled["files"].as_array().map(Vec::len),
+        Some(1),
+        "{pulled}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join(&name)).expect("pulled file"),
+        format!("the {label} file\n")
+    );
+}
+
+#[test]
+fn round_trips_on_every_backend() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path();
+    round_trip(path, "oci:./layout", "layout");
+    round_trip(path, &s3("round-trip"), "bucket");
+    round_trip(path, &registry("round-trip"), "registry");
+    // Archives are written once: push creates one, the rest read it.
+    round_trip(path, "oci-archive:./artifact.tar", "archive");
+    // A docker-archive holds images: one is copied in, then read back.
+    let image = seed_image(&path.join("images"), "v1", b"docker archive\n");
+    ok(
+        path,
+        &[
+            "cp",
+            "oci:./images:v1",
+            "docker-archive:./image.tar:example/app:v1",
+        ],
+    );
+    let tags = json(path, &["tags", "docker-archive:./image.tar:example/app:v1"]);
+    assert_eq!(tags["tags"], serde_json::json!(["v1"]));
+    let inspected = json(
+        path,
+        &["inspect", "docker-archive:./image.tar:example/app:v1"],
+    );
+    assert_eq!(inspected["platform"], "linux/amd64", "{inspected}");
+    assert_eq!(inspected["layers"].as_array().map(Vec::len), Some(1));
+    // Back out of the docker archive and into a layout, runnable as before.
+    ok(path, &["cp", "docker-archive:./image.tar", "oci:./back:v1"]);
+    let back = json(path, &["inspect", "oci:./back:v1"]);
+    assert_eq!(back["platform"], "linux/amd64");
+    assert!(!image.is_empty());
+}
+
+#[test]
+fn attach_and_discover_lose_nothing_under_concurrency() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path();
+    std::fs::write(path.join("sig.json"), b"{\"signed\":true}").expect("write");
+    for base in ["oci:./layout".to_owned(), s3("attach"), registry("attach")] {
+        let subject = format!("{base}:v1");
+        std::fs::write(path.join("subject.txt"), b"subject\n").expect("write");
+        let pushed = json(path, &["push", &subject, "subject.txt"]);
+        // Four processes attach at once.
+        let children: Vec<_> = (0..4)
+            .map(|i| {
+                crate::common::orca(path)
+                    .current_dir(path)
+                    .args([
+                        "attach",
+                        &subject,
+                        "sig.json",
+                        "--artifact-type",
+                        "application/vnd.example.signature",
+                        "--annotation",
+                        &format!("n={i}"),
+                        "--format",
+                        "json",
+                    ])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn attach")
+            })
+            .collect();
+        let mut attached = Vec::new();
+        for child in children {
+            let output = child.wait_with_output().expect("attach");
+            assert!(
+                output.status.success(),
+                "attach on {base}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let value: serde_json::Value =
+                serde_json::from_slice(&output.stdout).expect("attach json");
+            attached.push(digest(&value));
+        }
+        attached.sort();
+        let found = json(path, &["discover", &subject]);
+        assert_eq!(digest(&found["subject"]), digest(&pushed));
+        let mut listed: Vec<String> = found["referrers"]
+            .as_array()
+            .expect("referrers")
+            .iter()
+            .map(digest)
+            .collect();
+        listed.sort();
+        assert_eq!(listed, attached, "referrers lost on {base}");
+        // A filter that matches nothing, and the text tree.
+        let none = json(
+            path,
+            &[
+                "discover",
+                &subject,
+                "--artifact-type",
+                "application/vnd.other",
+            ],
+        );
+        assert_eq!(none["referrers"], serde_json::json!([]));
+        let tree = ok(path, &["discover", &subject]);
+        assert_eq!(
+            tree.matches("application/vnd.example.signature").count(),
+            4,
+            "{tree}"
+        );
+    }
+}
+
+#[test]
+fn index_creation_and_platform_filters() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path();
+    let layout = path.join("layout");
+    let amd64 = seed_image(&layout, "amd64", b"amd64\n");
+    let arm64 = platform_image(&layout, "arm64");
+    let created = json(
+        path,
+        &[
+            "index",
+            "create",
+            "oci:./layout:multi",
+            "oci:./layout:amd64",
+            "oci:./layout:arm64",
+            "--annotation",
+            "org.example.built-by=orca",
+        ],
+    );
+    let inspected = json(path, &["inspect", "oci:./layout:multi"]);
+    assert_eq!(digest(&inspected), digest(&created));
+    let members: Vec<(String, String)> = inspected["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .map(|m| (m["platform"].as_str().unwrap_or("").to_owned(), digest(m)))
+        .collect();
+    assert_eq!(
+        members,
+        [
+            ("linux/amd64".to_owned(), amd64.clone()),
+            ("linux/arm64".to_owned(), arm64.clone())
+        ]
+    );
+    // One platform: the member itself. Two: an index of both.
+    ok(
+        path,
+        &[
+            "cp",
+            "--platform",
+            "linux/arm64",
+            "oci:./layout:multi",
+            "oci:./one:v1",
+        ],
+    );
+    assert_eq!(digest(&json(path, &["resolve", "oci:./one:v1"])), arm64);
+    ok(
+        path,
+        &[
+            "cp",
+            "--platform",
+            "linux/arm64",
+            "--platform",
+            "linux/amd64",
+            "oci:./layout:multi",
+            "oci:./two:v1",
+        ],
+    );
+    let two = json(path, &["inspect", "oci:./two:v1"]);
+    assert_eq!(two["manifests"].as_array().map(Vec::len), Some(2), "{two}");
+    // manifest get of one platform, manifest head, manifest put.
+    let bytes = ok(
+        path,
+        &[
+            "manifest",
+            "get",
+            "oci:./layout:multi",
+            "--platform",
+            "linux/arm64",
+        ],
+    );
+    std::fs::write(path.join("m.json"), &bytes).expect("write");
+    let put = json(path, &["manifest", "put", "oci:./layout:copy", "m.json"]);
+    assert_eq!(digest(&put), arm64);
+    let head = json(path, &["manifest", "head", "oci:./layout:copy"]);
+    assert_eq!(digest(&head), arm64);
+}
+
+/// An image whose config says linux/`architecture`, tagged with it.
+fn platform_image(layout: &Path, architecture: &str) -> String {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let store = orca::Store::new(orca::fs::open(layout).expect("layout"));
+        let layer = store
+            .push_bytes(
+                orca::MediaType::OCI_LAYER_TAR,
+                architecture.as_bytes().to_vec(),
+            )
+            .await
+            .expect("layer");
+        let config = serde_json::json!({
+            "architecture": architecture,
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [layer.digest.to_string()]},
+        });
+        let config = store
+            .push_bytes(
+                orca::MediaType::OCI_CONFIG,
+                serde_json::to_vec(&config).expect("json"),
+            )
+            .await
+            .expect("config");
+        let manifest = orca::Manifest::new(config, vec![layer])
+            .to_raw()
+            .expect("raw");
+        store
+            .push_manifest(&manifest, Some(architecture))
+            .await
+            .expect("manifest")
+            .digest
+            .to_string()
+    })
+}
