@@ -20,13 +20,13 @@ const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct File {
+pub(crate) struct File {
     #[serde(default)]
     auths: HashMap<String, Entry>,
     #[serde(default)]
-    creds_store: Option<String>,
+    pub(crate) creds_store: Option<String>,
     #[serde(default)]
-    cred_helpers: HashMap<String, String>,
+    pub(crate) cred_helpers: HashMap<String, String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -56,7 +56,7 @@ impl std::fmt::Debug for Entry {
 /// A loaded docker `config.json`.
 #[derive(Debug, Default)]
 pub struct DockerConfig {
-    file: File,
+    pub(crate) file: File,
     source: Option<PathBuf>,
     helper_dirs: Option<Vec<PathBuf>>,
 }
@@ -163,7 +163,7 @@ impl DockerConfig {
         }
     }
 
-    fn find_helper(&self, name: &str) -> Option<PathBuf> {
+    pub(crate) fn find_helper(&self, name: &str) -> Option<PathBuf> {
         let program = format!("docker-credential-{name}");
         match &self.helper_dirs {
             Some(dirs) => dirs.iter().map(|d| d.join(&program)).find(|p| p.is_file()),

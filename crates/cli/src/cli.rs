@@ -122,6 +122,15 @@ pub(crate) enum Command {
     /// Remove blobs nothing reachable names, from a layout or bucket.
     #[command(after_help = "Example:\n  orca gc oci:./layout --dry-run")]
     Gc(Gc),
+    /// Log in to a registry: check the credentials, then keep them where
+    /// docker keeps them (its credential helper, or config.json).
+    #[command(
+        after_help = "Example:\n  echo \"$TOKEN\" | orca login registry.example -u me --password-stdin"
+    )]
+    Login(Host),
+    /// Forget the credentials of a registry.
+    #[command(after_help = "Example:\n  orca logout registry.example")]
+    Logout(Host),
     /// Print shell completions.
     #[command(after_help = "Example:\n  orca completions bash > /etc/bash_completion.d/orca")]
     Completions(Completions),
@@ -340,6 +349,13 @@ pub(crate) struct Gc {
     /// Only report what would go.
     #[arg(long)]
     pub(crate) dry_run: bool,
+}
+
+/// A command on a registry host.
+#[derive(Debug, Args)]
+pub(crate) struct Host {
+    /// The registry host (`registry.example:5000`; `docker.io` for Docker Hub).
+    pub(crate) host: String,
 }
 
 /// `orca completions`.

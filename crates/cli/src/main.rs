@@ -80,25 +80,16 @@ fn context(global: &Global, multi: Option<indicatif::MultiProgress>) -> anyhow::
     open.registry_config = global.registry_config.clone();
     open.s3_endpoint = global.s3_endpoint.clone();
     open.s3_region = global.s3_region.clone();
-    match (&global.username, global.password_stdin) {
-        (Some(user), true) => {
-            let mut password = String::new();
-            std::io::stdin()
-                .read_to_string(&mut password)
-                .context("reading the password from stdin")?;
-            let password = password.trim_end_matches(['\r', '\n']).to_owned();
-            open.credentials = Some((user.clone(), password));
-        }
-        (Some(_), false) => {
-            return Err(output::Usage(
-                "--username needs --password-stdin (the password is never an argument)".into(),
-            )
-            .into());
-        }
-        (None, true) => {
-            return Err(output::Usage("--password-stdin needs --username".into()).into());
-        }
-        (None, false) => {}
+    if global.password_stdin && global.username.is_none() {
+        return Err(output::Usage("--password-stdin needs --username".into()).into());
+    }
+    if let (Some(user), true) = (&global.username, global.password_stdin) {
+        let mut password = String::new();
+        std::io::stdin()
+            .read_to_string(&mut password)
+            .context("reading the password from stdin")?;
+        let password = password.trim_end_matches(['\r', '\n']).to_owned();
+        open.credentials = Some((user.clone(), password));
     }
     let show_progress = !global.quiet && !global.no_progress && global.format == cli::Format::Text;
     Ok(Ctx {
@@ -108,5 +99,6 @@ fn context(global: &Global, multi: Option<indicatif::MultiProgress>) -> anyhow::
         progress: show_progress,
         tty: std::io::stderr().is_terminal(),
         multi,
+        username: global.username.clone(),
     })
 }

@@ -26,6 +26,8 @@ pub(crate) struct Ctx {
     pub(crate) progress: bool,
     pub(crate) tty: bool,
     pub(crate) multi: Option<indicatif::MultiProgress>,
+    /// `--username`, when given (its password may still be to ask).
+    pub(crate) username: Option<String>,
 }
 
 impl Ctx {

@@ -4,6 +4,7 @@
 mod artifacts;
 mod content;
 mod copy;
+mod login;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,7 +19,18 @@ use crate::output::{Ctx, Usage};
 
 /// Runs one command.
 pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
+    if ctx.username.is_some()
+        && ctx.open.credentials.is_none()
+        && !matches!(command, Command::Login(_))
+    {
+        return Err(Usage(
+            "--username needs --password-stdin (a password is never an argument)".into(),
+        )
+        .into());
+    }
     match command {
+        Command::Login(args) => login::login(ctx, &args.host).await,
+        Command::Logout(args) => login::logout(ctx, &args.host),
         Command::Cp(args) => copy::cp(ctx, args).await,
         Command::Push(args) => artifacts::push(ctx, args).await,
         Command::Pull(args) => artifacts::pull(ctx, args).await,

@@ -3,5 +3,6 @@
 
 mod commands;
 mod common;
+mod login;
 mod matrix;
 mod usage;
