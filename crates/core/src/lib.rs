@@ -35,9 +35,4 @@ pub use model::{
 };
 pub use store::Store;
 
-// The README's examples are compiled and run as doc tests.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-pub struct ReadmeDoctests;
-
 pub use async_trait::async_trait;

@@ -47,3 +47,8 @@ pub use orca_backend_http as http;
 /// OCI image layouts in S3 and other object stores.
 #[cfg(feature = "s3")]
 pub use orca_backend_s3 as s3;
+
+// The README's examples are compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

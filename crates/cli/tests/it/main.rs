@@ -5,4 +5,5 @@ mod commands;
 mod common;
 mod login;
 mod matrix;
+mod readme;
 mod usage;
