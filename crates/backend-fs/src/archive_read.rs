@@ -282,6 +282,17 @@ impl Backend for Archive {
             || self.inner.blobs.contains_key(&descriptor.digest))
     }
 
+    async fn stat(&self, descriptor: &Descriptor) -> Result<Option<u64>> {
+        Ok(match self.inner.synthetic.get(&descriptor.digest) {
+            Some(bytes) => Some(bytes.len() as u64),
+            None => self
+                .inner
+                .blobs
+                .get(&descriptor.digest)
+                .map(|span| span.size),
+        })
+    }
+
     async fn fetch(&self, descriptor: &Descriptor) -> Result<Body> {
         if let Some(bytes) = self.inner.synthetic.get(&descriptor.digest) {
             return Ok(Body::from_bytes(bytes.clone()));

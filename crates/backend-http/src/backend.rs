@@ -32,6 +32,10 @@ impl Backend for RegistryBackend {
     }
 
     async fn exists(&self, descriptor: &Descriptor) -> Result<bool> {
+        Ok(self.stat(descriptor).await?.is_some())
+    }
+
+    async fn stat(&self, descriptor: &Descriptor) -> Result<Option<u64>> {
         let mut request = Request::new(
             Method::HEAD,
             self.path(&format!(
@@ -48,8 +52,19 @@ impl Backend for RegistryBackend {
             .send(&request, &self.scope(false), "exists")
             .await?;
         match response.status() {
-            s if s.is_success() => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
+            s if s.is_success() => {
+                let length = response
+                    .headers()
+                    .get(reqwest::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok());
+                match length {
+                    Some(length) => Ok(Some(length)),
+                    // Present, of a size the registry did not say.
+                    None => Ok(Some(descriptor.size)),
+                }
+            }
+            StatusCode::NOT_FOUND => Ok(None),
             _ => Err(self.fail(response, "exists", Self::what(descriptor)).await),
         }
     }

@@ -116,6 +116,9 @@ pub(crate) enum Command {
     /// Read, write or delete manifests.
     #[command(subcommand)]
     Manifest(ManifestCommand),
+    /// Read, write or delete blobs (layers, configs) by digest.
+    #[command(subcommand)]
+    Blob(BlobCommand),
     /// Build an index from images (members by digest, the index by tag).
     #[command(subcommand)]
     Index(IndexCommand),
@@ -318,6 +321,44 @@ pub(crate) enum ManifestCommand {
     #[command(after_help = "Example:\n  orca manifest delete oci:./layout:old")]
     Delete {
         /// The manifest.
+        target: String,
+    },
+}
+
+/// `orca blob …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum BlobCommand {
+    /// Write a blob to a file, or to stdout (`-`), verified.
+    #[command(after_help = "Example:\n  orca blob get localhost:5000/app@sha256:… -o layer.tar")]
+    Get {
+        /// The blob (`…@DIGEST`).
+        target: String,
+        /// The file, or `-` for stdout.
+        #[arg(short, long, default_value = "-")]
+        output: String,
+    },
+    /// Print a blob's size, or fail if it is absent.
+    #[command(after_help = "Example:\n  orca blob head oci:./layout@sha256:…")]
+    Head {
+        /// The blob (`…@DIGEST`).
+        target: String,
+    },
+    /// Store a file, or stdin (`-`), as a blob; prints its descriptor.
+    #[command(after_help = "Example:\n  orca blob put oci:./layout layer.tar")]
+    Put {
+        /// Where to.
+        target: String,
+        /// The file, or `-` for stdin.
+        #[arg(default_value = "-")]
+        file: String,
+        /// The media type its descriptor says.
+        #[arg(long, default_value = "application/octet-stream")]
+        media_type: String,
+    },
+    /// Delete a blob.
+    #[command(after_help = "Example:\n  orca blob delete oci:./layout@sha256:…")]
+    Delete {
+        /// The blob (`…@DIGEST`).
         target: String,
     },
 }

@@ -107,9 +107,15 @@ impl Display {
             }
             _ => None,
         };
+        // Plain lines start after the first interval: a short copy gets
+        // only its summary.
+        let state = State {
+            last_line: Some(Instant::now()),
+            ..State::default()
+        };
         Some(Display {
             started: Instant::now(),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             bars,
         })
     }

@@ -141,6 +141,12 @@ pub trait Backend: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// Whether the content is present. Absence is `Ok(false)`, not an error.
     async fn exists(&self, descriptor: &Descriptor) -> Result<bool>;
 
+    /// The size of the content stored under the descriptor's digest (its
+    /// media type says whether to look among manifests or blobs, where a
+    /// backend keeps them apart); `None` when absent. For content whose
+    /// size is not known yet (`orca blob get REPO@DIGEST`).
+    async fn stat(&self, descriptor: &Descriptor) -> Result<Option<u64>>;
+
     /// Streams the content. `Error::NotFound` when absent. The body must
     /// promise `descriptor.size` bytes; `Store` verifies them.
     async fn fetch(&self, descriptor: &Descriptor) -> Result<Body>;

@@ -177,6 +177,12 @@ impl Backend for MemoryBackend {
         Ok(self.entry(&descriptor.digest).is_some())
     }
 
+    async fn stat(&self, descriptor: &Descriptor) -> Result<Option<u64>> {
+        Ok(self
+            .entry(&descriptor.digest)
+            .map(|entry| entry.bytes.len() as u64))
+    }
+
     async fn fetch(&self, descriptor: &Descriptor) -> Result<Body> {
         let entry = self
             .entry(&descriptor.digest)

@@ -134,6 +134,14 @@ impl Store {
         found.map_err(|e| e.during(|| format!("looking for {} in {self}", subject(descriptor))))
     }
 
+    /// The size of what is stored under the descriptor's digest (its size
+    /// field is not used); `None` when absent. For content known only by
+    /// digest.
+    pub async fn stat(&self, descriptor: &Descriptor) -> Result<Option<u64>> {
+        let found = self.backend.stat(descriptor).await;
+        found.map_err(|e| e.during(|| format!("looking for {} in {self}", subject(descriptor))))
+    }
+
     /// Streams the content; the stream ends with an error unless the bytes
     /// match the descriptor's size and digest. Read it to the end.
     pub async fn fetch(&self, descriptor: &Descriptor) -> Result<Body> {

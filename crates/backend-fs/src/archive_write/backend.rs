@@ -31,6 +31,14 @@ impl Backend for ArchiveWriter {
         Ok(self.state().content.contains_key(&descriptor.digest))
     }
 
+    async fn stat(&self, descriptor: &Descriptor) -> Result<Option<u64>> {
+        Ok(self
+            .state()
+            .content
+            .get(&descriptor.digest)
+            .map(|written| written.span.size))
+    }
+
     async fn fetch(&self, descriptor: &Descriptor) -> Result<Body> {
         self.fetch_range(descriptor, 0..descriptor.size).await
     }

@@ -2,6 +2,7 @@
 //! open the targets, call the operation, print the result.
 
 mod artifacts;
+mod blob;
 mod content;
 mod copy;
 mod login;
@@ -44,6 +45,7 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Repos(args) => content::repos(ctx, args).await,
         Command::Manifest(sub) => content::manifest(ctx, sub).await,
         Command::Index(sub) => copy::index(ctx, sub).await,
+        Command::Blob(sub) => blob::blob(ctx, sub).await,
         Command::Gc(args) => content::gc(ctx, args).await,
         Command::Completions(args) => {
             use clap::CommandFactory;

@@ -275,3 +275,87 @@ fn platform_image(layout: &Path, architecture: &str) -> String {
             .to_string()
     })
 }
+
+#[test]
+fn blobs_tags_repositories_and_gc() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path();
+    std::fs::write(path.join("blob.bin"), vec![9u8; 3 * 1024 * 1024 + 5]).expect("write");
+    for base in ["oci:./layout".to_owned(), s3("blobs"), registry("blobs")] {
+        let put = json(path, &["blob", "put", &base, "blob.bin"]);
+        let blob = digest(&put);
+        assert_eq!(put["size"], 3 * 1024 * 1024 + 5);
+        let at = format!("{base}@{blob}");
+        let head = json(path, &["blob", "head", &at]);
+        assert_eq!(head["size"], 3 * 1024 * 1024 + 5, "{base}");
+        let out = path.join("blob.out");
+        json(
+            path,
+            &["blob", "get", &at, "-o", out.to_str().expect("utf-8")],
+        );
+        assert_eq!(
+            std::fs::read(&out).expect("read"),
+            std::fs::read(path.join("blob.bin")).expect("read")
+        );
+        std::fs::remove_file(&out).expect("remove");
+        json(path, &["blob", "delete", &at]);
+        let gone = crate::common::run(path, &["blob", "head", &at]);
+        assert_eq!(gone.status.code(), Some(1), "{base}");
+    }
+
+    // Tags: more of them, some filtered, paged, removed; every tag copied.
+    std::fs::write(path.join("note.txt"), b"note\n").expect("write");
+    let pushed = json(path, &["push", "oci:./tags:v1", "note.txt"]);
+    let tagged = json(path, &["tag", "oci:./tags:v1", "v2", "v3"]);
+    assert_eq!(digest(&tagged["manifest"]), digest(&pushed));
+    json(path, &["attach", "oci:./tags:v1", "note.txt"]);
+    let all = json(path, &["tags", "oci:./tags"]);
+    assert_eq!(all["tags"].as_array().map(Vec::len), Some(4), "{all}");
+    let plain = json(path, &["tags", "oci:./tags", "--exclude-digest-tags"]);
+    assert_eq!(plain["tags"], serde_json::json!(["v1", "v2", "v3"]));
+    let page = json(
+        path,
+        &[
+            "tags",
+            "oci:./tags",
+            "--exclude-digest-tags",
+            "--last",
+            "v1",
+            "-n",
+            "1",
+        ],
+    );
+    assert_eq!(page["tags"], serde_json::json!(["v2"]));
+    json(path, &["untag", "oci:./tags:v3"]);
+    let repository = registry("all-tags");
+    let copied = json(path, &["cp", "--all-tags", "oci:./tags", &repository]);
+    assert_eq!(
+        copied["copied"].as_array().map(Vec::len),
+        Some(2),
+        "{copied}"
+    );
+    let remote = json(path, &["tags", &repository]);
+    assert_eq!(remote["tags"], serde_json::json!(["v1", "v2"]));
+    let host = repository.split('/').next().expect("host");
+    let repositories = json(path, &["repos", host]);
+    let name = repository.split_once('/').expect("name").1;
+    assert!(
+        repositories["repositories"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|r| r == name),
+        "{repositories}"
+    );
+
+    // A deleted manifest's blobs are garbage; gc finds them, then removes them.
+    json(path, &["manifest", "delete", "oci:./tags:v2"]);
+    let dry = json(path, &["gc", "oci:./tags", "--dry-run"]);
+    assert_eq!(dry["removed"], false);
+    let found = dry["blobs"].as_array().map(Vec::len).unwrap_or(0);
+    assert!(found >= 1, "{dry}");
+    let collected = json(path, &["gc", "oci:./tags"]);
+    assert_eq!(collected["blobs"].as_array().map(Vec::len), Some(found));
+    let version = json(path, &["version"]);
+    assert!(version["version"].is_string());
+}

@@ -351,3 +351,20 @@ pub async fn invalid_manifest_is_refused(subject: Subject) {
     );
     assert_kind(&err, Error::is_not_found, "a refused manifest's tag exists");
 }
+
+/// `stat` tells the size of stored content, found by digest alone, and
+/// `None` for content that is not there.
+pub async fn stat_tells_sizes(subject: Subject) {
+    let store = &subject.store;
+    let blob = push_blob(store, &[3u8; 1000]).await;
+    let unknown = Descriptor::new(MediaType::OCTET_STREAM, blob.digest.clone(), 0);
+    assert_eq!(ok(store.stat(&unknown).await, "stat a blob"), Some(1000));
+    let manifest = push_image(store, "stat", None).await;
+    let by_digest = Descriptor::new(manifest.media_type().clone(), manifest.digest(), 0);
+    assert_eq!(
+        ok(store.stat(&by_digest).await, "stat a manifest"),
+        Some(manifest.bytes().len() as u64)
+    );
+    let absent = Descriptor::new(MediaType::OCTET_STREAM, Digest::sha256(b"never pushed"), 0);
+    assert_eq!(ok(store.stat(&absent).await, "stat the absent"), None);
+}

@@ -93,6 +93,9 @@ impl<H: Hooks> Backend for Intercept<H> {
     async fn exists(&self, d: &Descriptor) -> Result<bool> {
         self.inner.exists(d).await
     }
+    async fn stat(&self, d: &Descriptor) -> Result<Option<u64>> {
+        self.inner.stat(d).await
+    }
     async fn fetch(&self, d: &Descriptor) -> Result<Body> {
         self.hooks.fetch(self.inner.as_ref(), d).await
     }

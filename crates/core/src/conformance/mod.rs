@@ -89,6 +89,7 @@ macro_rules! conformance_tests {
             push_fetch_large_streamed,
             empty_blob,
             exists_and_not_found,
+            stat_tells_sizes,
             wrong_digest_publishes_nothing,
             wrong_size_publishes_nothing,
             failing_body_publishes_nothing,

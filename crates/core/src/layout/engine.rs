@@ -257,6 +257,10 @@ impl<S: ObjectStorage> Backend for Layout<S> {
         self.has(&descriptor.digest).await
     }
 
+    async fn stat(&self, descriptor: &Descriptor) -> Result<Option<u64>> {
+        self.storage.size(&blob_path(&descriptor.digest)).await
+    }
+
     async fn fetch(&self, descriptor: &Descriptor) -> Result<Body> {
         self.storage
             .get(&blob_path(&descriptor.digest), None)

@@ -1,0 +1,158 @@
+//! `orca blob get|head|put|delete`: content by digest, streamed to and
+//! from files or stdin/stdout, verified on the way.
+
+use std::io::Write;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use orca::{Access, Body, Descriptor, Digest, MediaType, Selector, Target};
+
+use super::open;
+use crate::output::{Ctx, Usage, descriptor_json};
+
+/// The digest a blob target names, and its stored size.
+async fn located(target: &Target, name: &str) -> anyhow::Result<Descriptor> {
+    let Some(Selector::Digest(digest)) = target.selector() else {
+        return Err(Usage(format!("{name} names no digest (…@sha256:…)")).into());
+    };
+    let probe = Descriptor::new(MediaType::OCTET_STREAM, digest.clone(), 0);
+    let size = target
+        .store()
+        .stat(&probe)
+        .await?
+        .ok_or_else(|| orca::Error::NotFound {
+            what: format!("blob {digest}"),
+            place: target.store().to_string(),
+        })?;
+    Ok(Descriptor::new(
+        MediaType::OCTET_STREAM,
+        digest.clone(),
+        size,
+    ))
+}
+
+pub(crate) async fn blob(ctx: &Ctx, command: crate::cli::BlobCommand) -> anyhow::Result<()> {
+    use crate::cli::BlobCommand;
+    match command {
+        BlobCommand::Get { target, output } => {
+            let opened = open(ctx, &target, Access::Read).await?;
+            let descriptor = located(&opened, &target).await?;
+            let mut body = opened.store().fetch(&descriptor).await?;
+            if output == "-" {
+                let mut out = std::io::stdout().lock();
+                while let Some(chunk) = body.next().await {
+                    out.write_all(&chunk?)?;
+                }
+                out.flush()?;
+                return Ok(());
+            }
+            // Written beside, renamed only once the whole blob checked out.
+            let path = std::path::PathBuf::from(&output);
+            let temp = path.with_extension("orca-partial");
+            let written = async {
+                let mut file = std::fs::File::create(&temp)
+                    .with_context(|| format!("creating {}", temp.display()))?;
+                while let Some(chunk) = body.next().await {
+                    file.write_all(&chunk?)?;
+                }
+                file.sync_all()?;
+                std::fs::rename(&temp, &path)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                anyhow::Ok(())
+            }
+            .await;
+            if written.is_err() {
+                let _ = std::fs::remove_file(&temp);
+            }
+            written?;
+            ctx.emit(&output, &descriptor_json(&descriptor))
+        }
+        BlobCommand::Head { target } => {
+            let opened = open(ctx, &target, Access::Read).await?;
+            let descriptor = located(&opened, &target).await?;
+            ctx.emit(
+                &format!("{} {}", descriptor.digest, descriptor.size),
+                &descriptor_json(&descriptor),
+            )
+        }
+        BlobCommand::Put {
+            target,
+            file,
+            media_type,
+        } => {
+            let opened = open(ctx, &target, Access::Write).await?;
+            let media_type = MediaType::new(&media_type);
+            let descriptor = if file == "-" {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+                    .context("reading the blob from stdin")?;
+                opened.store().push_bytes(media_type, bytes).await?
+            } else {
+                let path = std::path::Path::new(&file);
+                // Hashed first, then streamed: memory stays flat.
+                let digest = hash_file(path)?;
+                let size = std::fs::metadata(path)
+                    .with_context(|| format!("reading {file}"))?
+                    .len();
+                let descriptor = Descriptor::new(media_type, digest, size);
+                let body = file_body(path, size)?;
+                opened.store().push(&descriptor, body).await?;
+                descriptor
+            };
+            opened.finish().await?;
+            ctx.emit(
+                &descriptor.digest.to_string(),
+                &descriptor_json(&descriptor),
+            )
+        }
+        BlobCommand::Delete { target } => {
+            let opened = open(ctx, &target, Access::Write).await?;
+            let descriptor = located(&opened, &target).await?;
+            opened.store().delete(&descriptor).await?;
+            ctx.emit(
+                &format!("deleted {}", descriptor.digest),
+                &descriptor_json(&descriptor),
+            )
+        }
+    }
+}
+
+fn hash_file(path: &std::path::Path) -> anyhow::Result<Digest> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| Usage(format!("cannot read {}: {e}", path.display())))?;
+    let mut digester = orca::Digester::new(orca::Algorithm::Sha256);
+    let mut buffer = vec![0u8; 1024 * 1024];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        digester.update(&buffer[..n]);
+    }
+    Ok(digester.finish())
+}
+
+fn file_body(path: &std::path::Path, size: u64) -> anyhow::Result<Body> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let chunks = futures::stream::unfold(Some(file), |state| async move {
+        let mut file = state?;
+        let mut buffer = vec![0u8; 1024 * 1024];
+        match file.read(&mut buffer) {
+            Ok(0) => None,
+            Ok(n) => {
+                buffer.truncate(n);
+                Some((Ok(bytes::Bytes::from(buffer)), Some(file)))
+            }
+            Err(e) => Some((
+                Err(orca::Error::InvalidInput {
+                    what: "blob file".into(),
+                    reason: e.to_string(),
+                }),
+                None,
+            )),
+        }
+    });
+    Ok(Body::new(size, chunks))
+}
