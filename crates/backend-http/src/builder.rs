@@ -21,6 +21,7 @@ pub struct RegistryBuilder {
     plain_http: Option<bool>,
     insecure: bool,
     ca_file: Option<PathBuf>,
+    identity: Option<(PathBuf, PathBuf)>,
     idle_timeout: Duration,
     options: Options,
     retry: Retry,
@@ -41,6 +42,7 @@ impl RegistryBuilder {
             plain_http: None,
             insecure: false,
             ca_file: None,
+            identity: None,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             options: Options {
                 max_metadata_size: DEFAULT_MAX_MANIFEST_SIZE,
@@ -74,6 +76,13 @@ impl RegistryBuilder {
     /// Trust the CA certificates in this PEM file as well.
     pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.ca_file = Some(path.into());
+        self
+    }
+
+    /// Present this client certificate and key (PEM files) to registries
+    /// that ask for one (mutual TLS).
+    pub fn client_identity(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.identity = Some((cert.into(), key.into()));
         self
     }
 
@@ -180,6 +189,27 @@ impl RegistryBuilder {
             {
                 http = http.add_root_certificate(cert);
             }
+        }
+        if let Some((cert, key)) = &self.identity {
+            let mut pem = std::fs::read(cert).map_err(|e| {
+                invalid(format!(
+                    "cannot read certificate file {}: {e}",
+                    cert.display()
+                ))
+            })?;
+            pem.push(b'\n');
+            pem.extend(
+                std::fs::read(key)
+                    .map_err(|e| invalid(format!("cannot read key file {}: {e}", key.display())))?,
+            );
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                invalid(format!(
+                    "{} and {} are not a PEM certificate and key: {e}",
+                    cert.display(),
+                    key.display()
+                ))
+            })?;
+            http = http.identity(identity);
         }
         let http = http.build().map_err(|e| Error::Backend {
             backend: self.host.clone(),

@@ -51,9 +51,16 @@ pub(crate) struct Global {
     /// Speak plain HTTP to registries.
     #[arg(long, global = true)]
     pub(crate) plain_http: bool,
-    /// Also trust the CA certificates in this PEM file.
+    /// Also trust the CA certificates in this PEM file (and speak HTTPS,
+    /// even to a loopback registry).
     #[arg(long, global = true, value_name = "FILE")]
     pub(crate) ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) for registries that ask for one.
+    #[arg(long, global = true, value_name = "FILE", requires = "key_file")]
+    pub(crate) cert_file: Option<PathBuf>,
+    /// The key of --cert-file (PEM).
+    #[arg(long, global = true, value_name = "FILE", requires = "cert_file")]
+    pub(crate) key_file: Option<PathBuf>,
     /// Registry user name (the password comes from --password-stdin).
     #[arg(short = 'u', long, global = true)]
     pub(crate) username: Option<String>,

@@ -74,7 +74,17 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 /// The settings every command shares, from the global options.
 fn context(global: &Global, multi: Option<indicatif::MultiProgress>) -> anyhow::Result<Ctx> {
     let mut open = orca::OpenOptions::new();
-    open.plain_http = global.plain_http;
+    // TLS material means TLS, even to a loopback registry.
+    open.plain_http = if global.plain_http {
+        Some(true)
+    } else if global.ca_file.is_some() || global.cert_file.is_some() {
+        Some(false)
+    } else {
+        None
+    };
+    if let (Some(cert), Some(key)) = (&global.cert_file, &global.key_file) {
+        open.client_identity = Some((cert.clone(), key.clone()));
+    }
     open.insecure = global.insecure;
     open.ca_file = global.ca_file.clone();
     open.registry_config = global.registry_config.clone();

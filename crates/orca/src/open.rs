@@ -13,12 +13,17 @@ use crate::target::TargetSpec;
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct OpenOptions {
-    /// Registries: speak plain HTTP (loopback hosts always may).
-    pub plain_http: bool,
+    /// Registries: speak plain HTTP (`Some(true)`) or HTTPS
+    /// (`Some(false)`); by default loopback hosts speak plain HTTP and
+    /// every other host HTTPS.
+    pub plain_http: Option<bool>,
     /// Registries and S3: accept any TLS certificate.
     pub insecure: bool,
     /// Registries: trust these CA certificates as well (PEM).
     pub ca_file: Option<PathBuf>,
+    /// Registries: a client certificate and its key (PEM files), for
+    /// registries that ask for one (mutual TLS).
+    pub client_identity: Option<(PathBuf, PathBuf)>,
     /// Registries: user name and password, instead of the docker config.
     pub credentials: Option<(String, String)>,
     /// Registries: the docker `config.json` to read credentials from
@@ -226,11 +231,14 @@ pub fn registry(host: &str, options: &OpenOptions) -> Result<orca_backend_http::
     let mut builder = RegistryBuilder::new(host)
         .credentials(credentials)
         .insecure(options.insecure);
-    if options.plain_http {
-        builder = builder.plain_http(true);
+    if let Some(plain) = options.plain_http {
+        builder = builder.plain_http(plain);
     }
     if let Some(ca) = &options.ca_file {
         builder = builder.ca_file(ca.clone());
+    }
+    if let Some((cert, key)) = &options.client_identity {
+        builder = builder.client_identity(cert.clone(), key.clone());
     }
     builder.build()
 }
@@ -270,7 +278,7 @@ fn s3_builder(url: &str, options: &OpenOptions) -> orca_backend_s3::S3Builder {
             .any(|prefix| endpoint.starts_with(prefix));
         builder = builder
             .endpoint(endpoint)
-            .allow_http(loopback || options.plain_http);
+            .allow_http(loopback || options.plain_http == Some(true));
     }
     if let Some(region) = &options.s3_region {
         builder = builder.region(region.clone());

@@ -32,6 +32,8 @@ enum Mode {
     Htpasswd,
     Token,
     Tls,
+    /// TLS, and only clients with a certificate the test CA signed.
+    MutualTls,
 }
 
 impl RegistryServer {
@@ -45,6 +47,23 @@ impl RegistryServer {
     /// CA (see [`RegistryServer::ca_file`]).
     pub fn start_tls() -> std::io::Result<Self> {
         Self::start_with(None, Mode::Tls)
+    }
+
+    /// Like [`RegistryServer::start_tls`], and the registry accepts only
+    /// clients presenting a certificate the same CA signed (see
+    /// [`RegistryServer::client_identity`]).
+    pub fn start_mutual_tls() -> std::io::Result<Self> {
+        Self::start_with(None, Mode::MutualTls)
+    }
+
+    /// A client certificate and key (PEM files) a mutual-TLS registry
+    /// accepts.
+    pub fn client_identity(&self) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+        let (cert, key) = (
+            self.dir.path().join("client.pem"),
+            self.dir.path().join("client.key"),
+        );
+        (cert.exists() && key.exists()).then_some((cert, key))
     }
 
     /// The PEM file of the CA that signed a TLS registry's certificate.
@@ -106,13 +125,16 @@ impl RegistryServer {
         );
         let mut issuer = None;
         let mut ca_file = None;
-        if mode == Mode::Tls {
+        if matches!(mode, Mode::Tls | Mode::MutualTls) {
             let (ca, certificate, key) = tls_files(dir.path())?;
             config.push_str(&format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 certificate.display(),
                 key.display()
             ));
+            if mode == Mode::MutualTls {
+                config.push_str(&format!("    clientcas:\n      - {}\n", ca.display()));
+            }
             ca_file = Some(ca);
         }
         if let (Mode::Token, Some((user, password))) = (mode, &credentials) {
@@ -253,6 +275,16 @@ fn tls_files(
             .map_err(other)?;
     let server_key = rcgen::KeyPair::generate().map_err(other)?;
     let server = server_params.signed_by(&server_key, &ca).map_err(other)?;
+    // A client certificate too, for registries that ask for one.
+    let mut client_params = rcgen::CertificateParams::new(Vec::new()).map_err(other)?;
+    client_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "orca test client");
+    client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client_key = rcgen::KeyPair::generate().map_err(other)?;
+    let client = client_params.signed_by(&client_key, &ca).map_err(other)?;
+    std::fs::write(dir.join("client.pem"), client.pem())?;
+    std::fs::write(dir.join("client.key"), client_key.serialize_pem())?;
     let paths = (
         dir.join("ca.pem"),
         dir.join("server.pem"),

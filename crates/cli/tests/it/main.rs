@@ -6,4 +6,5 @@ mod common;
 mod login;
 mod matrix;
 mod readme;
+mod tls;
 mod usage;
