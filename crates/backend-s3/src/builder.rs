@@ -46,7 +46,9 @@ impl S3Builder {
     /// A builder for `s3://bucket[/prefix]`. Credentials and region come
     /// from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
     /// `AWS_DEFAULT_REGION`/`AWS_REGION`; `AWS_ENDPOINT_URL` names an
-    /// S3-compatible server.
+    /// S3-compatible server. What the environment leaves out is read from
+    /// the AWS shared files (`~/.aws/credentials` and `~/.aws/config`,
+    /// profile `AWS_PROFILE` or `default`, `endpoint_url` included).
     pub fn new(url: impl Into<String>) -> Self {
         S3Builder {
             url: url.into(),
@@ -151,21 +153,47 @@ impl S3Builder {
                 AmazonS3ConfigKey::Client(ClientConfigKey::ReadTimeout),
                 "60s",
             );
+        // What the environment does not say, the AWS shared files may.
+        let profile = crate::profile::current();
         let region = self.region.clone().or_else(|| {
             std::env::var("AWS_DEFAULT_REGION")
                 .or_else(|_| std::env::var("AWS_REGION"))
                 .ok()
+                .or(profile.region.clone())
         });
         if let Some(region) = region {
             builder = builder.with_region(region);
         }
-        if let Some(endpoint) = &self.endpoint {
+        let endpoint = self.endpoint.clone().or_else(|| {
+            std::env::var("AWS_ENDPOINT_URL")
+                .is_err()
+                .then(|| profile.endpoint.clone())
+                .flatten()
+        });
+        if let Some(endpoint) = &endpoint {
             builder = builder.with_endpoint(endpoint);
+        }
+        // As with registries: a loopback endpoint may speak plain HTTP.
+        let loopback = endpoint
+            .as_deref()
+            .or(std::env::var("AWS_ENDPOINT_URL").ok().as_deref())
+            .is_some_and(is_loopback_http);
+        if loopback {
+            builder = builder.with_allow_http(true);
         }
         if let Some((key, secret)) = &self.credentials {
             builder = builder
                 .with_access_key_id(key)
                 .with_secret_access_key(secret);
+        } else if std::env::var_os("AWS_ACCESS_KEY_ID").is_none()
+            && let (Some(key), Some(secret)) = (&profile.access_key_id, &profile.secret_access_key)
+        {
+            builder = builder
+                .with_access_key_id(key)
+                .with_secret_access_key(secret);
+            if let Some(token) = &profile.session_token {
+                builder = builder.with_token(token);
+            }
         }
         let store = builder.build().map_err(|e| Error::Backend {
             backend: format!("s3://{bucket}"),
@@ -180,5 +208,47 @@ impl S3Builder {
             bucket = bucket.with_concurrency(parts);
         }
         Ok(Layout::new(bucket))
+    }
+}
+
+/// Whether `url` is plain HTTP to a loopback address (`localhost`,
+/// `127.0.0.0/8`, `[::1]`), decided from the parsed host.
+fn is_loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod loopback_tests {
+    use super::is_loopback_http;
+
+    #[test]
+    fn loopback_endpoints_are_told_from_the_address() {
+        for url in [
+            "http://127.0.0.1:9000",
+            "http://localhost:9000/",
+            "http://[::1]:9000",
+            "http://127.9.9.9",
+        ] {
+            assert!(is_loopback_http(url), "{url}");
+        }
+        for url in [
+            "https://127.0.0.1:9000",
+            "http://127.corp.example:9000",
+            "http://10.0.0.1",
+            "http://localhost.evil.example",
+        ] {
+            assert!(!is_loopback_http(url), "{url}");
+        }
     }
 }

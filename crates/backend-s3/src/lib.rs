@@ -7,6 +7,7 @@
 mod backend;
 mod builder;
 mod error;
+mod profile;
 mod upload;
 
 pub use backend::{Bucket, S3Backend};

@@ -141,6 +141,10 @@ impl Display {
 
 impl Progress for Display {
     fn event(&self, event: &Event) {
+        match event {
+            Event::Advanced { .. } => {}
+            other => tracing::debug!("{other:?}"),
+        }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match event {
             Event::Planned(totals) => {

@@ -263,22 +263,17 @@ pub async fn gc(
 }
 
 /// An S3 builder for `url` with the options' endpoint, region and TLS
-/// settings; plain HTTP is allowed for a loopback endpoint.
+/// settings (a loopback endpoint may speak plain HTTP; others only when
+/// `plain_http` says so).
 #[cfg(feature = "s3")]
 fn s3_builder(url: &str, options: &OpenOptions) -> orca_backend_s3::S3Builder {
     let mut builder =
         orca_backend_s3::S3Builder::new(url).allow_invalid_certificates(options.insecure);
-    if let Some(endpoint) = options
-        .s3_endpoint
-        .clone()
-        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-    {
-        let loopback = ["http://127.", "http://localhost", "http://[::1]"]
-            .iter()
-            .any(|prefix| endpoint.starts_with(prefix));
-        builder = builder
-            .endpoint(endpoint)
-            .allow_http(loopback || options.plain_http == Some(true));
+    if let Some(endpoint) = &options.s3_endpoint {
+        builder = builder.endpoint(endpoint.clone());
+    }
+    if options.plain_http == Some(true) {
+        builder = builder.allow_http(true);
     }
     if let Some(region) = &options.s3_region {
         builder = builder.region(region.clone());

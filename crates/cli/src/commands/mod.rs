@@ -67,9 +67,11 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
 
 /// Opens a target, naming it in the error.
 pub(crate) async fn open(ctx: &Ctx, target: &str, access: Access) -> anyhow::Result<Target> {
-    orca::open(target, access, &ctx.open)
+    let opened = orca::open(target, access, &ctx.open)
         .await
-        .with_context(|| format!("opening {target}"))
+        .with_context(|| format!("opening {target}"))?;
+    tracing::info!("opened {target} as {}", opened.store());
+    Ok(opened)
 }
 
 /// What a target names, resolved to a manifest's descriptor.

@@ -359,3 +359,49 @@ fn blobs_tags_repositories_and_gc() {
     let version = json(path, &["version"]);
     assert!(version["version"].is_string());
 }
+
+#[test]
+fn s3_settings_come_from_the_aws_profile_too() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path();
+    std::fs::write(path.join("note.txt"), b"from a profile\n").expect("write");
+    let aws = path.join(".aws");
+    std::fs::create_dir_all(&aws).expect("dir");
+    std::fs::write(
+        aws.join("credentials"),
+        "[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n[orca]\naws_access_key_id = orca-test-key\naws_secret_access_key = orca-test-secret\n",
+    )
+    .expect("credentials");
+    std::fs::write(
+        aws.join("config"),
+        format!(
+            "[profile orca]\nregion = us-east-1\nendpoint_url = {}\n",
+            orca_testkit::MotoServer::shared().endpoint()
+        ),
+    )
+    .expect("config");
+    let target = format!("{}:v1", s3("profile"));
+    let run = |profile: Option<&str>| {
+        let mut command = crate::common::orca(path);
+        command
+            .current_dir(path)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_DEFAULT_REGION")
+            .env_remove("AWS_ENDPOINT_URL")
+            .args(["push", &target, "note.txt", "--format", "json"]);
+        if let Some(profile) = profile {
+            command.env("AWS_PROFILE", profile);
+        }
+        command.output().expect("run orca")
+    };
+    let pushed = run(Some("orca"));
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    let resolved = json(path, &["resolve", &target]);
+    let pushed: serde_json::Value = serde_json::from_slice(&pushed.stdout).expect("json");
+    assert_eq!(digest(&resolved), digest(&pushed));
+}
