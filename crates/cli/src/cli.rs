@@ -145,6 +145,7 @@ pub(crate) enum Command {
     #[command(after_help = "Example:\n  orca completions bash > /etc/bash_completion.d/orca")]
     Completions(Completions),
     /// Print the version.
+    #[command(after_help = "Example:\n  orca version --format json")]
     Version,
 }
 

@@ -3,7 +3,7 @@
 //! arguments it makes a small image in a temporary layout and copies it
 //! into an oci-archive next to it.
 
-use orca::{Access, CopyOptions, MediaType, OpenOptions};
+use orca::{CopyOptions, MediaType, OpenOptions};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> orca::Result<()> {
@@ -36,19 +36,13 @@ async fn main() -> orca::Result<()> {
         }
     };
 
-    let options = OpenOptions::new();
-    let from = orca::open(&source, Access::Read, &options).await?;
-    let to = orca::open(&destination, Access::Write, &options).await?;
-    let root = from.root().await?;
-    let report = orca::copy(
-        from.store(),
-        &root,
-        to.store(),
-        to.tag(),
+    let report = orca::copy_between(
+        &source,
+        &destination,
+        &OpenOptions::new(),
         &CopyOptions::default(),
     )
     .await?;
-    to.finish().await?;
     println!(
         "copied {source} to {destination}: {} items, {} bytes, root {}",
         report.copied,

@@ -147,3 +147,32 @@ fn below<'a>(
         Ok(out)
     })
 }
+
+/// Copies what `source` names to `destination`, both target strings (see
+/// [`crate::FORMS`]) — an export to an archive, an import from one, a
+/// mirror between registries — tagging it with the destination's tag, or
+/// else the source's; finishes an archive destination.
+pub async fn copy_between(
+    source: &str,
+    destination: &str,
+    open_options: &crate::OpenOptions,
+    copy_options: &crate::CopyOptions,
+) -> Result<crate::CopyReport> {
+    let from = crate::open(source, crate::Access::Read, open_options).await?;
+    let to = crate::open(destination, crate::Access::Write, open_options).await?;
+    let root = from.root().await?;
+    let tag = match (to.selector(), &root) {
+        (Some(Selector::Tag(tag)), _) | (None, Selector::Tag(tag)) => Some(tag.clone()),
+        _ => None,
+    };
+    let report = crate::copy(
+        from.store(),
+        &root,
+        to.store(),
+        tag.as_deref(),
+        copy_options,
+    )
+    .await?;
+    to.finish().await?;
+    Ok(report)
+}

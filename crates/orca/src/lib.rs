@@ -29,7 +29,7 @@ mod target;
 
 pub use orca_core::*;
 
-pub use helpers::{Discovered, Files, Referrer, attach, discover, push_files};
+pub use helpers::{Discovered, Files, Referrer, attach, copy_between, discover, push_files};
 #[cfg(feature = "http")]
 pub use open::registry;
 pub use open::{Access, OpenOptions, Target, gc, open, open_spec};

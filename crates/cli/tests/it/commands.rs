@@ -405,3 +405,39 @@ fn s3_settings_come_from_the_aws_profile_too() {
     let pushed: serde_json::Value = serde_json::from_slice(&pushed.stdout).expect("json");
     assert_eq!(digest(&resolved), digest(&pushed));
 }
+
+#[test]
+fn annotation_files_and_configs_go_into_the_manifest() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path();
+    std::fs::write(path.join("a.txt"), b"a\n").expect("write");
+    std::fs::write(path.join("config.json"), br#"{"kind":"example"}"#).expect("write");
+    std::fs::write(
+        path.join("annotations.json"),
+        br#"{"$manifest": {"org.example.from-file": "yes"}}"#,
+    )
+    .expect("write");
+    let pushed = json(
+        path,
+        &[
+            "push",
+            "oci:./layout:v1",
+            "a.txt",
+            "--annotation-file",
+            "annotations.json",
+            "--config",
+            "config.json:application/vnd.example.config+json",
+            "--oci-version",
+            "1.0",
+            "--artifact-type",
+            "application/vnd.example.thing",
+        ],
+    );
+    assert_eq!(pushed["form"], "1.0");
+    let inspected = json(path, &["inspect", "oci:./layout:v1"]);
+    assert_eq!(inspected["annotations"]["org.example.from-file"], "yes");
+    assert_eq!(
+        inspected["config"]["mediaType"],
+        "application/vnd.example.config+json"
+    );
+}
