@@ -368,10 +368,12 @@ async fn a_chunked_push_whose_answer_stalls_goes_on_where_the_session_stands() {
         stall_answers: Some(("PATCH ".into(), 1)),
         ..Faults::default()
     };
+    // The idle timeout leaves room for a loaded machine's ordinary
+    // answers; only the silent one runs into it.
     let (proxy, store) = through(&name, faults, |b| {
         b.chunk_threshold(MIB)
             .chunk_size(MIB)
-            .idle_timeout(Duration::from_secs(1))
+            .idle_timeout(Duration::from_secs(3))
     })
     .await;
     let blob = GeneratedBlob::new(3 * MIB + 17, 9);
