@@ -205,9 +205,12 @@ fn serve(mut client: TcpStream, shared: &Shared) {
     std::thread::scope(|scope| {
         scope.spawn(|| pump_up(client_read, server_write, shared));
         if silent {
-            // The server takes the request; the client hears nothing.
-            stall(&mut client);
-            let _ = server.shutdown(Shutdown::Both);
+            // The server takes the whole request (forwarded until the
+            // client gives up and closes) and answers; the client hears
+            // nothing. Only the forwarding thread reads from the client,
+            // so no byte of the request is lost.
+            let mut answer = Vec::new();
+            let _ = server.read_to_end(&mut answer);
         } else if lose {
             // Let the server take the whole request and answer, then hang
             // up on the client without a word.
