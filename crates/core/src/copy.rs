@@ -52,6 +52,8 @@ use plan::{Node, Plan, Role, Visit};
 const KEEP_MANIFEST_BYTES: u64 = 64 * 1024 * 1024;
 /// Shortest time between two [`Event::Advanced`] of one blob.
 const ADVANCE_INTERVAL: Duration = Duration::from_millis(100);
+/// Attempts at one blob's transfer when the network breaks it off.
+const TRANSFER_ATTEMPTS: u32 = 3;
 
 struct Copier<'a> {
     source: &'a Store,
@@ -237,6 +239,30 @@ impl Copier<'_> {
             return Ok((Event::Present(blob), 0));
         }
         self.emit(Event::Started(blob.clone()));
+        // A transfer that broke off in the network (a stalled or reset
+        // connection, an upload session the registry dropped) is tried
+        // again: the source can be read again, and the target continues
+        // what it kept or starts over.
+        let mut attempt = 1;
+        loop {
+            match self.transfer(&blob).await {
+                Err(e)
+                    if attempt < TRANSFER_ATTEMPTS
+                        && matches!(e, Error::Failed { .. } | Error::Backend { .. })
+                        && !self.abandoned.load(Ordering::Relaxed) =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// One attempt at moving a blob's bytes: continued from what the
+    /// target kept, or whole.
+    async fn transfer(&self, blob: &Descriptor) -> Result<(Event, u64)> {
+        let blob = blob.clone();
         if let Some(offset) = self.resumable(&blob).await? {
             self.emit(Event::Resumed {
                 digest: blob.digest.clone(),

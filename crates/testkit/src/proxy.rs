@@ -37,10 +37,11 @@ pub struct Faults {
     /// Forward what clients send at most this many bytes a second (a slow
     /// uplink), on every connection.
     pub throttle_up: Option<u64>,
-    /// Forward requests whose first line contains the text to the server,
-    /// but never answer: the connection stays open and silent (a stuck
-    /// load balancer after the request went through), this many times.
-    pub stall_answers: Option<(String, u32)>,
+    /// Of requests whose first line contains the text, forward only this
+    /// many bytes of the body, then stop — both ways — keeping the
+    /// connection open until the client gives up (a link that stalls in
+    /// the middle of an upload), this many times.
+    pub stall_uploads: Option<(String, u64, u32)>,
 }
 
 #[derive(Debug, Default)]
@@ -65,10 +66,12 @@ impl Budget {
 #[derive(Debug)]
 pub struct RecordingProxy {
     port: u16,
+    shared: Arc<Shared>,
     recorded: Arc<Mutex<Vec<u8>>>,
     stop: Arc<AtomicBool>,
 }
 
+#[derive(Debug)]
 struct Shared {
     upstream: u16,
     faults: Faults,
@@ -94,7 +97,7 @@ impl RecordingProxy {
             corrupt: AtomicU32::new(faults.corrupt_at.map_or(0, |f| f.1)),
             stall: AtomicU32::new(faults.stall_after.map_or(0, |f| f.1)),
             lose: AtomicU32::new(faults.lose_answers.as_ref().map_or(0, |f| f.1)),
-            silence: AtomicU32::new(faults.stall_answers.as_ref().map_or(0, |f| f.1)),
+            silence: AtomicU32::new(faults.stall_uploads.as_ref().map_or(0, |f| f.2)),
         };
         let shared = Arc::new(Shared {
             upstream,
@@ -103,6 +106,7 @@ impl RecordingProxy {
             recorded: recorded.clone(),
         });
         let halt = stop.clone();
+        let kept = shared.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 if halt.load(Ordering::SeqCst) {
@@ -115,6 +119,7 @@ impl RecordingProxy {
         });
         Ok(RecordingProxy {
             port,
+            shared: kept,
             recorded,
             stop,
         })
@@ -123,6 +128,11 @@ impl RecordingProxy {
     /// The proxy's port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// How many of the `stall_uploads` faults are still to come.
+    pub fn stall_uploads_left(&self) -> u32 {
+        self.shared.budget.silence.load(Ordering::SeqCst)
     }
 
     /// Everything clients sent so far (up to 4 MiB), lossily as text.
@@ -196,22 +206,39 @@ fn serve(mut client: TcpStream, shared: &Shared) {
         .as_ref()
         .is_some_and(|(pattern, _)| String::from_utf8_lossy(first_line).contains(pattern.as_str()))
         && Budget::take(&shared.budget.lose);
-    let silent = shared
+    let stalled_after = shared
         .faults
-        .stall_answers
+        .stall_uploads
         .as_ref()
-        .is_some_and(|(pattern, _)| String::from_utf8_lossy(first_line).contains(pattern.as_str()))
-        && Budget::take(&shared.budget.silence);
+        .filter(|(pattern, ..)| String::from_utf8_lossy(first_line).contains(pattern.as_str()))
+        .filter(|_| Budget::take(&shared.budget.silence))
+        .map(|(_, after, _)| *after);
     std::thread::scope(|scope| {
+        if let Some(after) = stalled_after {
+            // Part of the body goes through, then nothing either way until
+            // the client hangs up; then the server is hung up on too.
+            let mut client = client_read;
+            let mut server = server_write;
+            let mut buffer = vec![0u8; 64 * 1024];
+            let mut forwarded = 0u64;
+            while forwarded < after {
+                let want = buffer.len().min((after - forwarded) as usize);
+                match client.read(&mut buffer[..want]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if server.write_all(&buffer[..n]).is_err() {
+                            break;
+                        }
+                        forwarded += n as u64;
+                    }
+                }
+            }
+            stall(&mut client);
+            let _ = server.shutdown(Shutdown::Both);
+            return;
+        }
         scope.spawn(|| pump_up(client_read, server_write, shared));
-        if silent {
-            // The server takes the whole request (forwarded until the
-            // client gives up and closes) and answers; the client hears
-            // nothing. Only the forwarding thread reads from the client,
-            // so no byte of the request is lost.
-            let mut answer = Vec::new();
-            let _ = server.read_to_end(&mut answer);
-        } else if lose {
+        if lose {
             // Let the server take the whole request and answer, then hang
             // up on the client without a word.
             let mut answer = Vec::new();

@@ -120,13 +120,16 @@ async fn send_chunk(
 ) -> Result<()> {
     let end = offset + part.len() as u64;
     let what = || format!("blob {} (chunk at {offset})", descriptor.digest);
+    // What is still to send: the session may keep part of a chunk whose
+    // request broke off, and then only the rest goes again.
+    let (mut start, mut data) = (offset, part);
     let mut tries = 0;
     loop {
         let request = Request::new(Method::PATCH, url.clone())
             .header(CONTENT_TYPE, "application/octet-stream")
-            .header(CONTENT_RANGE, format!("{offset}-{}", end - 1))
-            .header(CONTENT_LENGTH, part.len().to_string())
-            .body(part.clone())
+            .header(CONTENT_RANGE, format!("{start}-{}", end - 1))
+            .header(CONTENT_LENGTH, data.len().to_string())
+            .body(data.clone())
             .once();
         let failure = match backend
             .client
@@ -158,16 +161,19 @@ async fn send_chunk(
         if held == end {
             return Ok(());
         }
-        if held != offset {
+        if held < start || held > end {
             return Err(Error::Backend {
                 backend: backend.place.clone(),
                 operation: "push",
                 source: format!(
-                    "after a failed chunk at byte {offset}, the upload session holds {held} bytes"
+                    "after a failed chunk at byte {start}, the upload session holds {held} bytes"
                 )
                 .into(),
             });
         }
+        let kept = usize::try_from(held - start).unwrap_or(data.len());
+        data = data.slice(kept..);
+        start = held;
     }
 }
 
