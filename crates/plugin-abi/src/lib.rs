@@ -36,16 +36,12 @@ pub const VERSION_SYMBOL: &[u8] = b"orca_plugin_abi_version\0";
 /// The function a plugin of ABI 1 exports, returning its table.
 pub const ENTRY_SYMBOL: &[u8] = b"orca_plugin_v1\0";
 
-/// Exports a backend from a `cdylib` crate:
+/// Exports a backend from a `cdylib` crate: its name, the URL scheme it
+/// serves, and an `async fn open(target: String, config: String) ->
+/// orca_core::Result<B>` where `B: Backend`:
 ///
-/// ```ignore
-/// orca_plugin_abi::export_backend!(
-///     name: "example",
-///     scheme: "example",
-///     open: open,
-/// );
-///
-/// async fn open(target: String, config: String) -> orca_core::Result<MyBackend> { … }
+/// ```text
+/// orca_plugin_abi::export_backend!(name: "example", scheme: "example", open: open);
 /// ```
 #[macro_export]
 macro_rules! export_backend {
