@@ -76,6 +76,13 @@ pub(crate) struct Global {
     /// S3 region (default: AWS_REGION / AWS_DEFAULT_REGION).
     #[arg(long, global = true)]
     pub(crate) s3_region: Option<String>,
+    /// Load a backend plugin (a shared library); repeatable. The
+    /// directories in ORCA_PLUGIN_PATH are searched too.
+    #[arg(long = "plugin", global = true, value_name = "PATH")]
+    pub(crate) plugins: Vec<PathBuf>,
+    /// A configuration string for the plugin of a scheme, SCHEME=CONFIG.
+    #[arg(long = "plugin-config", global = true, value_name = "SCHEME=CONFIG")]
+    pub(crate) plugin_config: Vec<String>,
 }
 
 /// The commands.
@@ -141,6 +148,9 @@ pub(crate) enum Command {
     /// Forget the credentials of a registry.
     #[command(after_help = "Example:\n  orca logout registry.example")]
     Logout(Host),
+    /// Show the loaded plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// Print shell completions.
     #[command(after_help = "Example:\n  orca completions bash > /etc/bash_completion.d/orca")]
     Completions(Completions),
@@ -398,6 +408,14 @@ pub(crate) struct Gc {
     /// Only report what would go.
     #[arg(long)]
     pub(crate) dry_run: bool,
+}
+
+/// `orca plugin …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum PluginCommand {
+    /// List the loaded plugins: name, scheme, ABI version, path.
+    #[command(after_help = "Example:\n  orca --plugin ./libmyplugin.so plugin list --format json")]
+    List,
 }
 
 /// A command on a registry host.

@@ -71,6 +71,30 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     if usage { 2 } else { 1 }
 }
 
+/// The plugin libraries to load: those given, then every library in the
+/// directories of `ORCA_PLUGIN_PATH`.
+fn plugin_paths(given: &[std::path::PathBuf]) -> Vec<std::path::PathBuf> {
+    let mut paths = given.to_vec();
+    if let Some(dirs) = std::env::var_os("ORCA_PLUGIN_PATH") {
+        for dir in std::env::split_paths(&dirs) {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            let mut found: Vec<_> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.ends_with(std::env::consts::DLL_SUFFIX))
+                })
+                .collect();
+            found.sort();
+            paths.extend(found);
+        }
+    }
+    paths
+}
+
 /// The settings every command shares, from the global options.
 fn context(global: &Global, multi: Option<indicatif::MultiProgress>) -> anyhow::Result<Ctx> {
     let mut open = orca::OpenOptions::new();
@@ -100,6 +124,18 @@ fn context(global: &Global, multi: Option<indicatif::MultiProgress>) -> anyhow::
             .context("reading the password from stdin")?;
         let password = password.trim_end_matches(['\r', '\n']).to_owned();
         open.credentials = Some((user.clone(), password));
+    }
+    for path in plugin_paths(&global.plugins) {
+        let plugin = orca::plugins::Plugin::load(&path)
+            .with_context(|| format!("loading plugin {}", path.display()))?;
+        open.plugins.push(plugin);
+    }
+    for pair in &global.plugin_config {
+        let (scheme, config) = pair.split_once('=').ok_or_else(|| {
+            output::Usage(format!("--plugin-config {pair:?} is not SCHEME=CONFIG"))
+        })?;
+        open.plugin_config
+            .insert(scheme.to_owned(), config.to_owned());
     }
     let show_progress = !global.quiet && !global.no_progress && global.format == cli::Format::Text;
     Ok(Ctx {

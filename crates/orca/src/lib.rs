@@ -47,6 +47,9 @@ pub use orca_backend_http as http;
 /// OCI image layouts in S3 and other object stores.
 #[cfg(feature = "s3")]
 pub use orca_backend_s3 as s3;
+/// Backends loaded at run time from plugin libraries.
+#[cfg(feature = "plugins")]
+pub use orca_plugin_abi as plugins;
 
 // The README's examples are compiled as doc tests.
 #[cfg(doctest)]

@@ -33,6 +33,13 @@ pub struct OpenOptions {
     pub s3_endpoint: Option<String>,
     /// S3: the region (default: `AWS_REGION` / `AWS_DEFAULT_REGION`).
     pub s3_region: Option<String>,
+    /// Plugins: the loaded libraries `SCHEME://…` targets are routed to,
+    /// by the scheme each declares.
+    #[cfg(feature = "plugins")]
+    pub plugins: Vec<orca_plugin_abi::Plugin>,
+    /// Plugins: a configuration string per scheme, handed to the plugin
+    /// when it opens a target.
+    pub plugin_config: std::collections::BTreeMap<String, String>,
 }
 
 impl OpenOptions {
@@ -195,10 +202,30 @@ pub async fn open_spec(
         }
         #[cfg(feature = "s3")]
         TargetSpec::S3 { url, .. } => Store::new(s3_builder(url, options).build()?),
-        TargetSpec::Plugin { scheme, .. } => {
+        TargetSpec::Plugin { scheme, rest } => {
+            #[cfg(feature = "plugins")]
+            if let Some(plugin) = options.plugins.iter().find(|p| p.scheme() == *scheme) {
+                let (location, named) = crate::target::split_selector(name, rest)?;
+                selector = named;
+                let config = options
+                    .plugin_config
+                    .get(scheme)
+                    .cloned()
+                    .unwrap_or_default();
+                let backend = plugin.open(&location, &config).await?;
+                return Ok(Target {
+                    store: Store::new(backend),
+                    selector,
+                    #[cfg(feature = "fs")]
+                    writer,
+                    name: name.to_owned(),
+                });
+            }
             return Err(Error::InvalidReference {
                 input: name.to_owned(),
-                reason: format!("no plugin provides the scheme {scheme}://"),
+                reason: format!(
+                    "no plugin provides the scheme {scheme}:// (load one with --plugin or ORCA_PLUGIN_PATH)"
+                ),
             });
         }
         #[allow(unreachable_patterns)]

@@ -67,7 +67,7 @@ fn bad(input: &str, reason: impl fmt::Display) -> Error {
 
 /// Splits `rest` into a location and an optional selector: `@DIGEST` at
 /// the end, or `:TAG` after the last `/`.
-fn split_selector(input: &str, rest: &str) -> Result<(String, Option<Selector>)> {
+pub(crate) fn split_selector(input: &str, rest: &str) -> Result<(String, Option<Selector>)> {
     if let Some((place, digest)) = rest.rsplit_once('@') {
         let selector = Selector::parse(digest).map_err(|e| bad(input, e))?;
         return Ok((place.to_owned(), Some(selector)));

@@ -46,6 +46,7 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Manifest(sub) => content::manifest(ctx, sub).await,
         Command::Index(sub) => copy::index(ctx, sub).await,
         Command::Blob(sub) => blob::blob(ctx, sub).await,
+        Command::Plugin(crate::cli::PluginCommand::List) => plugins(ctx).await,
         Command::Gc(args) => content::gc(ctx, args).await,
         Command::Completions(args) => {
             use clap::CommandFactory;
@@ -149,4 +150,61 @@ pub(crate) fn annotations(
         out.insert(key.to_owned(), value.to_owned());
     }
     Ok(out)
+}
+
+/// `orca plugin list`: what each loaded plugin is, and what a backend it
+/// opens offers (when it opens one without a target).
+async fn plugins(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut text = Vec::new();
+    let mut json = Vec::new();
+    for plugin in &ctx.open.plugins {
+        let capabilities = match plugin.open("", "").await {
+            Ok(backend) => {
+                let c = orca::Backend::capabilities(&backend);
+                let flags = [
+                    ("delete", c.delete),
+                    ("untag", c.untag),
+                    ("tag_list_pagination", c.tag_list_pagination),
+                    ("referrers_api", c.referrers_api),
+                    ("mount", c.mount),
+                    ("fetch_range", c.fetch_range),
+                    ("tag_compare_and_swap", c.tag_compare_and_swap),
+                    ("catalog", c.catalog),
+                    ("resume", c.resume),
+                ];
+                Some(
+                    flags
+                        .iter()
+                        .filter(|(_, on)| *on)
+                        .map(|(name, _)| (*name).to_owned())
+                        .collect::<Vec<_>>(),
+                )
+            }
+            Err(_) => None,
+        };
+        text.push(format!(
+            "{} {}://  ABI {}  version {}  {}\n  capabilities: {}",
+            plugin.name(),
+            plugin.scheme(),
+            plugin.abi_version(),
+            plugin.version(),
+            plugin.path().display(),
+            capabilities
+                .as_ref()
+                .map(|c| c.join(", "))
+                .unwrap_or_else(|| "(known once a target is opened)".into()),
+        ));
+        json.push(serde_json::json!({
+            "name": plugin.name(),
+            "scheme": plugin.scheme(),
+            "abiVersion": plugin.abi_version(),
+            "version": plugin.version(),
+            "path": plugin.path().display().to_string(),
+            "capabilities": capabilities,
+        }));
+    }
+    if text.is_empty() {
+        text.push("no plugins loaded (--plugin PATH, or ORCA_PLUGIN_PATH)".into());
+    }
+    ctx.emit(&text.join("\n"), &serde_json::json!({ "plugins": json }))
 }

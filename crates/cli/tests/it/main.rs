@@ -5,6 +5,7 @@ mod commands;
 mod common;
 mod login;
 mod matrix;
+mod plugins;
 mod readme;
 mod tls;
 mod usage;

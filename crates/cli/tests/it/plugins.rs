@@ -1,0 +1,132 @@
+//! Backends from plugins in the CLI: `--plugin` and `ORCA_PLUGIN_PATH`
+//! load them, `SCHEME://…` targets reach them, `plugin list` shows them,
+//! and `cp` moves content between a linked backend and a plugin's.
+
+use std::path::PathBuf;
+
+use crate::common::{digest, json, ok, orca, seed_image};
+
+/// The fs backend built as a plugin (`scripts/test` builds it).
+fn fs_plugin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory");
+    let path = dir.join(format!(
+        "{}orca_plugin_fs{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ));
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (scripts/test does): cargo build -p orca-plugin-fs",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn plugin_targets_work_end_to_end() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path();
+    let plugin = fs_plugin();
+    let plugin = plugin.to_str().expect("utf-8");
+    let image = seed_image(&path.join("linked"), "v1", b"through a plugin\n");
+    let through = format!("ocidir://{}:v1", path.join("plugged").display());
+
+    // Linked → plugin → linked, digests kept.
+    let copied = json(
+        path,
+        &["--plugin", plugin, "cp", "oci:./linked:v1", &through],
+    );
+    assert_eq!(digest(&copied["copied"][0]["manifest"]), image);
+    let resolved = json(path, &["--plugin", plugin, "resolve", &through]);
+    assert_eq!(digest(&resolved), image);
+    ok(path, &["--plugin", plugin, "cp", &through, "oci:./back:v1"]);
+    assert_eq!(digest(&json(path, &["resolve", "oci:./back:v1"])), image);
+    // It is a real layout on disk, readable without the plugin.
+    assert_eq!(digest(&json(path, &["resolve", "oci:./plugged:v1"])), image);
+
+    // push → tags → pull on the plugin's target.
+    std::fs::write(path.join("note.txt"), b"a note\n").expect("write");
+    let note = format!("ocidir://{}:note", path.join("plugged").display());
+    json(path, &["--plugin", plugin, "push", &note, "note.txt"]);
+    let tags = json(
+        path,
+        &[
+            "--plugin",
+            plugin,
+            "tags",
+            &format!("ocidir://{}", path.join("plugged").display()),
+        ],
+    );
+    assert_eq!(tags["tags"], serde_json::json!(["note", "v1"]));
+    let out = path.join("out");
+    json(
+        path,
+        &[
+            "--plugin",
+            plugin,
+            "pull",
+            &note,
+            "-o",
+            out.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(
+        std::fs::read(out.join("note.txt")).expect("pulled"),
+        b"a note\n"
+    );
+
+    // Without the plugin, the scheme is unknown: a usage error that says so.
+    let missing = crate::common::run(path, &["resolve", &through]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("no plugin provides the scheme ocidir://")
+    );
+}
+
+#[test]
+fn plugins_are_found_and_listed() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path();
+    let plugins = path.join("plugins");
+    std::fs::create_dir_all(&plugins).expect("dir");
+    std::fs::copy(
+        fs_plugin(),
+        plugins.join(fs_plugin().file_name().expect("name")),
+    )
+    .expect("copy");
+    let output = orca(path)
+        .current_dir(path)
+        .env("ORCA_PLUGIN_PATH", &plugins)
+        .args(["plugin", "list", "--format", "json"])
+        .output()
+        .expect("run orca");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let plugin = &listed["plugins"][0];
+    assert_eq!(plugin["name"], "fs");
+    assert_eq!(plugin["scheme"], "ocidir");
+    assert_eq!(plugin["abiVersion"], 1);
+    assert!(
+        plugin["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with(plugins.to_str().expect("utf-8")))
+    );
+    let capabilities = plugin["capabilities"].as_array().expect("capabilities");
+    assert!(capabilities.iter().any(|c| c == "delete"), "{plugin}");
+
+    // A file that is no plugin, given by path: exit 1 with the reason.
+    std::fs::write(path.join("not-a-plugin.so"), b"nope").expect("write");
+    let bad = crate::common::run(path, &["--plugin", "not-a-plugin.so", "plugin", "list"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(said.contains("loading plugin not-a-plugin.so"), "{said}");
+}
