@@ -20,7 +20,7 @@ pub(crate) fn library(name: &str) -> PathBuf {
     let path = dir.join(&file);
     assert!(
         path.exists(),
-        "{} is missing: build the plugins first (scripts/test does): cargo build -p orca-plugin-fs -p orca-plugin-testing -p orca-plugin-bad-abi -p orca-plugin-old-table -p orca-plugin-no-table",
+        "{} is missing: build the plugins first (scripts/test does): cargo build -p orca-plugin-fs -p orca-plugin-s3 -p orca-plugin-example -p orca-plugin-testing -p orca-plugin-bad-abi -p orca-plugin-old-table -p orca-plugin-no-table",
         path.display()
     );
     path

@@ -16,3 +16,45 @@ async fn make() -> Subject {
 }
 
 orca_core::conformance_tests!(make);
+
+/// The example plugin, written from scratch against the contract.
+mod example {
+    use super::*;
+
+    async fn make() -> Subject {
+        let plugin = crate::common::load("orca_plugin_example");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let backend = plugin
+            .open(dir.path().to_str().expect("utf-8 path"), "")
+            .await
+            .expect("open a directory through the example plugin");
+        Subject::new(Store::new(backend)).with_guard(dir)
+    }
+
+    orca_core::conformance_tests!(make);
+}
+
+/// orca's S3 backend loaded as a plugin, against moto.
+mod s3 {
+    use super::*;
+
+    async fn make() -> Subject {
+        let plugin = crate::common::load("orca_plugin_s3");
+        let server = orca_testkit::MotoServer::shared();
+        let bucket = format!("orca-plugin-{}", std::process::id());
+        server.create_bucket(&bucket).expect("bucket");
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let prefix = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let config = format!(
+            "endpoint={},region=us-east-1,key=orca-test-key,secret=orca-test-secret,allow-http",
+            server.endpoint()
+        );
+        let backend = plugin
+            .open(&format!("{bucket}/conformance-{prefix}"), &config)
+            .await
+            .expect("open a bucket prefix through the s3 plugin");
+        Subject::new(Store::new(backend))
+    }
+
+    orca_core::conformance_tests!(make);
+}
