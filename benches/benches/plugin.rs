@@ -80,6 +80,9 @@ fn boundary(c: &mut Criterion) {
                     let start = Instant::now();
                     rt.block_on(store.push(&descriptor, blob.body())).expect("push");
                     total += start.elapsed();
+                    // Each layout goes once measured: the disk is not endless.
+                    drop(store);
+                    let _ = std::fs::remove_dir_all(scratch.path().join(format!("{name}-{n}")));
                 }
                 total
             })
