@@ -12,25 +12,6 @@ use orca_core::{MediaType, Store};
 
 const SIZE: u64 = 256 * 1024 * 1024;
 
-fn plugin_library() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("bench executable");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target directory");
-    let path = dir.join(format!(
-        "{}orca_plugin_fs{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    ));
-    assert!(
-        path.exists(),
-        "{} is missing: cargo build --release -p orca-plugin-fs",
-        path.display()
-    );
-    path
-}
-
 fn boundary(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -39,7 +20,8 @@ fn boundary(c: &mut Criterion) {
     let scratch =
         tempfile::tempdir_in(std::env::var("ORCA_BENCH_DIR").unwrap_or_else(|_| "/tmp".into()))
             .expect("scratch directory");
-    let plugin = orca_plugin_abi::Plugin::load(plugin_library()).expect("load the fs plugin");
+    let plugin = orca_plugin_abi::Plugin::load(orca_testkit::plugin_library("orca_plugin_fs"))
+        .expect("load the fs plugin");
     let blob = GeneratedBlob::new(SIZE, 11);
     let descriptor = blob.descriptor(MediaType::OCI_LAYER_TAR);
 
@@ -78,7 +60,8 @@ fn boundary(c: &mut Criterion) {
                     n += 1;
                     let store = open(n);
                     let start = Instant::now();
-                    rt.block_on(store.push(&descriptor, blob.body())).expect("push");
+                    rt.block_on(store.push(&descriptor, blob.body()))
+                        .expect("push");
                     total += start.elapsed();
                     // Each layout goes once measured: the disk is not endless.
                     drop(store);
@@ -89,7 +72,8 @@ fn boundary(c: &mut Criterion) {
         });
         n += 1;
         let store = open(n);
-        rt.block_on(store.push(&descriptor, blob.body())).expect("push");
+        rt.block_on(store.push(&descriptor, blob.body()))
+            .expect("push");
         group.bench_function(format!("fetch_{name}"), |b| {
             b.iter(|| {
                 rt.block_on(async {

@@ -19,7 +19,7 @@ use crate::ffi::{
     BackendV1, FfiBuf, FfiOutcome, FfiSlice, FfiStream, OUTCOME_ERROR, OUTCOME_OK, PluginV1,
 };
 use crate::stream::{self, buf, empty, error_buf, panicked};
-use crate::wire::{Answer, Args, WireCapabilities, decode, encode};
+use crate::wire::{Answer, Args, OPERATIONS, WireCapabilities, decode, encode};
 
 /// A plugin's own runtime, started on first use.
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -243,30 +243,12 @@ async fn run(
     Ok(success(&answer))
 }
 
-const NAMES: [&str; 15] = [
-    "exists",
-    "stat",
-    "fetch",
-    "push",
-    "partial",
-    "delete",
-    "resolve",
-    "tag",
-    "untag",
-    "swap_tag",
-    "tags",
-    "referrers",
-    "mount",
-    "fetch_range",
-    "catalog",
-];
-
 extern "C" fn operation<const OP: u32>(
     handle: *const c_void,
     args: FfiSlice,
     body: FfiStream,
 ) -> FfiFuture<FfiOutcome> {
-    let name = NAMES.get(OP as usize).copied().unwrap_or("plugin");
+    let name = OPERATIONS.get(OP as usize).copied().unwrap_or("plugin");
     // Everything borrowed is taken over before this returns.
     let prepared = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: the host lends the arguments for this call.

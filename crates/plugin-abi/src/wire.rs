@@ -208,25 +208,30 @@ impl From<&Error> for WireError {
     }
 }
 
+/// The operations of the backend contract, in the order of the vtable
+/// (their numbers on the plugin side).
+pub(crate) const OPERATIONS: [&str; 15] = [
+    "exists",
+    "stat",
+    "fetch",
+    "push",
+    "partial",
+    "delete",
+    "resolve",
+    "tag",
+    "untag",
+    "swap_tag",
+    "tags",
+    "referrers",
+    "mount",
+    "fetch_range",
+    "catalog",
+];
+
 /// The `&'static str` operation names errors carry, for the ones that
 /// come back across the boundary.
 fn operation(name: &str) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "exists",
-        "stat",
-        "fetch",
-        "push",
-        "partial",
-        "delete",
-        "resolve",
-        "tag",
-        "untag",
-        "swap_tag",
-        "tags",
-        "referrers",
-        "mount",
-        "fetch_range",
-        "catalog",
+    const OTHERS: &[&str] = &[
         "read",
         "write",
         "list",
@@ -236,8 +241,9 @@ fn operation(name: &str) -> &'static str {
         "resume",
         "plugin",
     ];
-    KNOWN
+    OPERATIONS
         .iter()
+        .chain(OTHERS)
         .find(|k| **k == name)
         .copied()
         .unwrap_or("plugin operation")

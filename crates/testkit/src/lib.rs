@@ -50,6 +50,30 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// The path of a plugin library the workspace built (`orca_plugin_fs`),
+/// next to the running test or bench executable; a failure says how to
+/// build it.
+pub fn plugin_library(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    // target/<profile>/deps/<exe> → target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory");
+    let path = dir.join(format!(
+        "{}{name}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ));
+    assert!(
+        path.exists(),
+        "{} is missing: build the plugins first (scripts/test does): cargo build [--release] -p {}",
+        path.display(),
+        name.replace('_', "-")
+    );
+    path
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

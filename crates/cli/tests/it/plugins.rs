@@ -8,22 +8,7 @@ use crate::common::{digest, json, ok, orca, seed_image};
 
 /// The fs backend built as a plugin (`scripts/test` builds it).
 fn fs_plugin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target directory");
-    let path = dir.join(format!(
-        "{}orca_plugin_fs{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    ));
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (scripts/test does): cargo build -p orca-plugin-fs",
-        path.display()
-    );
-    path
+    orca_testkit::plugin_library("orca_plugin_fs")
 }
 
 #[test]
