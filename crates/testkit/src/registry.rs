@@ -219,6 +219,11 @@ impl RegistryServer {
         }
     }
 
+    /// What the registry logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
     /// `127.0.0.1:PORT`, as a registry host in references.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
