@@ -21,11 +21,17 @@ fn mutual_tls_needs_the_client_certificate() {
     std::fs::write(path.join("note.txt"), b"over mutual TLS\n").expect("write");
     let target = format!("{}/{}:v1", server.host(), unique("mtls"));
 
-    let refused = run(path, &["push", &target, "note.txt", "--ca-file", &ca]);
+    let refused = run(
+        path,
+        &["push", &target, "note.txt", "--ca-file", &ca, "-vv"],
+    );
     assert_eq!(
         refused.status.code(),
         Some(1),
-        "a push without a client certificate worked"
+        "a push without a client certificate worked:\nstdout: {}\nstderr: {}\nregistry log:\n{}",
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr),
+        server.log()
     );
 
     let args = [
