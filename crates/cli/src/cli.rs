@@ -148,6 +148,9 @@ pub(crate) enum Command {
     /// Forget the credentials of a registry.
     #[command(after_help = "Example:\n  orca logout registry.example")]
     Logout(Host),
+    /// Print the digest of files (or stdin, `-`), as orca computes it.
+    #[command(after_help = "Example:\n  orca digest layer.tar --algorithm sha512")]
+    Digest(DigestArgs),
     /// Show the loaded plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -416,6 +419,17 @@ pub(crate) enum PluginCommand {
     /// List the loaded plugins: name, scheme, ABI version, path.
     #[command(after_help = "Example:\n  orca --plugin ./libmyplugin.so plugin list --format json")]
     List,
+}
+
+/// `orca digest`.
+#[derive(Debug, Args)]
+pub(crate) struct DigestArgs {
+    /// The files; `-` for stdin.
+    #[arg(required = true)]
+    pub(crate) files: Vec<String>,
+    /// sha256 or sha512.
+    #[arg(long, default_value = "sha256", value_parser = ["sha256", "sha512"])]
+    pub(crate) algorithm: String,
 }
 
 /// A command on a registry host.

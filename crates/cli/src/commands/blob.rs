@@ -117,20 +117,52 @@ pub(crate) async fn blob(ctx: &Ctx, command: crate::cli::BlobCommand) -> anyhow:
     }
 }
 
-fn hash_file(path: &std::path::Path) -> anyhow::Result<Digest> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)
-        .map_err(|e| Usage(format!("cannot read {}: {e}", path.display())))?;
-    let mut digester = orca::Digester::new(orca::Algorithm::Sha256);
+/// `orca digest`: each file's digest, as `sha256sum` prints it but with
+/// the algorithm named.
+pub(crate) fn digest(ctx: &Ctx, args: crate::cli::DigestArgs) -> anyhow::Result<()> {
+    let algorithm = if args.algorithm == "sha512" {
+        orca::Algorithm::Sha512
+    } else {
+        orca::Algorithm::Sha256
+    };
+    let mut text = Vec::new();
+    let mut json = Vec::new();
+    for file in &args.files {
+        let digest = if file == "-" {
+            hash_reader(&mut std::io::stdin().lock(), algorithm)?
+        } else {
+            let path = std::path::Path::new(file);
+            let mut opened =
+                std::fs::File::open(path).map_err(|e| Usage(format!("cannot read {file}: {e}")))?;
+            hash_reader(&mut opened, algorithm)?
+        };
+        text.push(format!("{digest}  {file}"));
+        json.push(serde_json::json!({ "file": file, "digest": digest.to_string() }));
+    }
+    ctx.emit(&text.join("\n"), &serde_json::json!({ "digests": json }))
+}
+
+/// Hashes everything `reader` yields, 1 MiB at a time.
+fn hash_reader(
+    reader: &mut dyn std::io::Read,
+    algorithm: orca::Algorithm,
+) -> anyhow::Result<Digest> {
+    let mut digester = orca::Digester::new(algorithm);
     let mut buffer = vec![0u8; 1024 * 1024];
     loop {
-        let n = file.read(&mut buffer)?;
+        let n = reader.read(&mut buffer)?;
         if n == 0 {
             break;
         }
         digester.update(&buffer[..n]);
     }
     Ok(digester.finish())
+}
+
+fn hash_file(path: &std::path::Path) -> anyhow::Result<Digest> {
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| Usage(format!("cannot read {}: {e}", path.display())))?;
+    hash_reader(&mut file, orca::Algorithm::Sha256)
 }
 
 fn file_body(path: &std::path::Path, size: u64) -> anyhow::Result<Body> {

@@ -47,6 +47,7 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Index(sub) => copy::index(ctx, sub).await,
         Command::Blob(sub) => blob::blob(ctx, sub).await,
         Command::Plugin(crate::cli::PluginCommand::List) => plugins(ctx).await,
+        Command::Digest(args) => blob::digest(ctx, args),
         Command::Gc(args) => content::gc(ctx, args).await,
         Command::Completions(args) => {
             use clap::CommandFactory;

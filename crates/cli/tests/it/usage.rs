@@ -75,3 +75,15 @@ fn a_closed_stdout_is_not_an_error() {
     let output = child.wait_with_output().expect("wait");
     assert!(output.status.success(), "{}", stderr_of(&output));
 }
+
+#[test]
+fn digests_match_sha256sum() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("data.bin");
+    std::fs::write(&file, vec![7u8; 3 * 1024 * 1024 + 11]).expect("write");
+    let out = crate::common::json(dir.path(), &["digest", "data.bin"]);
+    let expected = orca::Digest::sha256(&std::fs::read(&file).expect("read"));
+    assert_eq!(out["digests"][0]["digest"], expected.to_string());
+    let sha512 = crate::common::ok(dir.path(), &["digest", "data.bin", "--algorithm", "sha512"]);
+    assert!(sha512.starts_with("sha512:"), "{sha512}");
+}
