@@ -25,7 +25,10 @@ use crate::error::convert;
 /// S3's smallest part (except the last).
 const MIN_PART: usize = 5 * 1024 * 1024;
 const DEFAULT_PART: usize = 8 * 1024 * 1024;
-const DEFAULT_CONCURRENCY: usize = 8;
+/// Parts in flight at once, across all the uploads of one bucket handle:
+/// memory stays within `DEFAULT_CONCURRENCY × part size` however many blobs
+/// move together.
+const DEFAULT_CONCURRENCY: usize = 4;
 
 /// An OCI image layout under a prefix of an object store: core's layout
 /// engine over a [`Bucket`]. Build one with [`crate::S3Builder`].
@@ -41,6 +44,8 @@ pub struct Bucket {
     place: Arc<str>,
     pub(crate) part_size: usize,
     pub(crate) concurrency: usize,
+    /// One permit per part in flight, shared by every upload of the handle.
+    pub(crate) parts: Arc<tokio::sync::Semaphore>,
 }
 
 impl Bucket {
@@ -58,6 +63,7 @@ impl Bucket {
             place: place.into().into(),
             part_size: DEFAULT_PART,
             concurrency: DEFAULT_CONCURRENCY,
+            parts: Arc::new(tokio::sync::Semaphore::new(DEFAULT_CONCURRENCY)),
         }
     }
 
@@ -73,9 +79,11 @@ impl Bucket {
         Ok(self)
     }
 
-    /// Sets how many parts are uploaded at once (at least 1).
+    /// Sets how many parts are uploaded at once (at least 1), across all
+    /// the uploads of this handle.
     pub fn with_concurrency(mut self, parts: usize) -> Self {
         self.concurrency = parts.max(1);
+        self.parts = Arc::new(tokio::sync::Semaphore::new(self.concurrency));
         self
     }
 

@@ -92,9 +92,9 @@ impl Bucket {
         outcome
     }
 
-    /// Cuts the body into parts and sends them, `concurrency` at a time,
-    /// while the body keeps streaming; memory stays within the parts in
-    /// flight.
+    /// Cuts the body into parts and sends them while the body keeps
+    /// streaming, at most `concurrency` at a time across every upload of
+    /// the handle; memory stays within the parts in flight.
     async fn send_parts(&self, key: &Path, id: &str, mut body: Body) -> Result<Vec<PartId>> {
         let mut inflight = Parts(VecDeque::new());
         let mut done = Vec::new();
@@ -115,15 +115,29 @@ impl Bucket {
                 {
                     done.push(self.joined(part, key).await?);
                 }
+                // A part waits for its turn before it is cut off.
+                let permit = self.parts.clone().acquire_owned().await.map_err(|e| {
+                    convert(
+                        self.place(),
+                        "push",
+                        format!("parts of {key}"),
+                        object_store::Error::Generic {
+                            store: "S3",
+                            source: Box::new(e),
+                        },
+                    )
+                })?;
                 let data = std::mem::replace(&mut buffer, BytesMut::with_capacity(self.part_size));
                 let (multipart, path, id, index) =
                     (self.multipart.clone(), key.clone(), id.to_owned(), next);
                 let place = self.place().to_owned();
                 inflight.0.push_back(tokio::spawn(async move {
-                    multipart
+                    let sent = multipart
                         .put_part(&path, &id, index, PutPayload::from(data.freeze()))
                         .await
-                        .map_err(|e| convert(&place, "push", format!("part {index} of {path}"), e))
+                        .map_err(|e| convert(&place, "push", format!("part {index} of {path}"), e));
+                    drop(permit);
+                    sent
                 }));
                 next += 1;
             }
