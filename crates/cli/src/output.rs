@@ -33,17 +33,12 @@ pub(crate) struct Ctx {
 impl Ctx {
     /// Prints a result: `text` for people, `json` for scripts.
     pub(crate) fn emit(&self, text: &str, json: &serde_json::Value) -> anyhow::Result<()> {
-        let mut out = std::io::stdout().lock();
-        match self.format {
-            Format::Text => {
-                if !text.is_empty() {
-                    writeln!(out, "{text}")?;
-                }
-            }
-            Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(json)?)?,
-        }
-        out.flush()?;
-        Ok(())
+        let line = match self.format {
+            Format::Text if text.is_empty() => return Ok(()),
+            Format::Text => format!("{text}\n"),
+            Format::Json => format!("{}\n", serde_json::to_string_pretty(json)?),
+        };
+        to_stdout(line.as_bytes())
     }
 
     /// A line for people on stderr (not in JSON mode or when quiet).
@@ -60,13 +55,35 @@ impl Ctx {
     }
 }
 
+/// Stdout's reader went away (`orca … | head`): not a failure.
+#[derive(Debug)]
+pub(crate) struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Writes to stdout. A closed pipe becomes [`StdoutClosed`] — only a
+/// write to stdout can be that; a broken connection to a server (also
+/// `EPIPE`) stays the failure it is.
+pub(crate) fn to_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => anyhow::Error::new(StdoutClosed),
+            _ => anyhow::Error::new(e).context("writing to stdout"),
+        })
+}
+
 /// Whether the failure is stdout's reader going away.
 pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
+    e.chain()
+        .any(|cause| cause.downcast_ref::<StdoutClosed>().is_some())
 }
 
 /// A descriptor as JSON: media type, digest and size always present.

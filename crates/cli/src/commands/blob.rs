@@ -39,11 +39,9 @@ pub(crate) async fn blob(ctx: &Ctx, command: crate::cli::BlobCommand) -> anyhow:
             let descriptor = located(&opened, &target).await?;
             let mut body = opened.store().fetch(&descriptor).await?;
             if output == "-" {
-                let mut out = std::io::stdout().lock();
                 while let Some(chunk) = body.next().await {
-                    out.write_all(&chunk?)?;
+                    crate::output::to_stdout(&chunk?)?;
                 }
-                out.flush()?;
                 return Ok(());
             }
             // Written beside, renamed only once the whole blob checked out.

@@ -1,7 +1,7 @@
 //! Looking at and changing what a target holds: `inspect`, `resolve`,
 //! `tag`, `untag`, `tags`, `repos`, `manifest …` and `gc`.
 
-use std::io::{Read, Write};
+use std::io::Read;
 
 use anyhow::Context as _;
 use orca::{Access, Document, ListQuery, RawManifest, Schema1, Selector};
@@ -189,10 +189,7 @@ pub(crate) async fn manifest(ctx: &Ctx, command: ManifestCommand) -> anyhow::Res
             let descriptor =
                 select_platform(opened.store(), descriptor, platform.as_deref()).await?;
             let bytes = opened.store().fetch_bytes(&descriptor).await?;
-            let mut out = std::io::stdout().lock();
-            out.write_all(&bytes)?;
-            out.flush()?;
-            Ok(())
+            crate::output::to_stdout(&bytes)
         }
         ManifestCommand::Head { target } => {
             let opened = open(ctx, &target, Access::Read).await?;

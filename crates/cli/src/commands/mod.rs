@@ -51,14 +51,10 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Gc(args) => content::gc(ctx, args).await,
         Command::Completions(args) => {
             use clap::CommandFactory;
-            use std::io::Write;
             let mut command = crate::cli::Cli::command();
             let mut script = Vec::new();
             clap_complete::generate(args.shell, &mut command, "orca", &mut script);
-            let mut out = std::io::stdout().lock();
-            out.write_all(&script)?;
-            out.flush()?;
-            Ok(())
+            crate::output::to_stdout(&script)
         }
         Command::Version => ctx.emit(
             &format!("orca {}", env!("CARGO_PKG_VERSION")),
