@@ -1,0 +1,207 @@
+//! Scale, measured on an OCI layout (the backend whose bookkeeping is all
+//! orca's): how time and memory grow with many tags, many referrers of
+//! one subject, many blobs to collect and an index of many members. Each
+//! scenario runs at two sizes, so growth can be read off (linear: the
+//! time per item stays put). Prints a table; `scale [DIR]`.
+
+use std::time::Instant;
+
+use orca_core::{Descriptor, Index, Manifest, MediaType, RawManifest, Selector, Store};
+
+/// The resident set now, in MiB.
+fn rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        / 1024
+}
+
+fn report(scenario: &str, n: usize, seconds: f64) {
+    println!(
+        "| {scenario} | {n} | {seconds:.2} s | {:.1} µs | {} MiB |",
+        seconds * 1e6 / n as f64,
+        rss_mib()
+    );
+}
+
+async fn image(store: &Store, seed: usize) -> Descriptor {
+    let layer = store
+        .push_bytes(
+            MediaType::OCI_LAYER_TAR,
+            format!("layer {seed}").into_bytes(),
+        )
+        .await
+        .expect("layer");
+    let config = store
+        .push_bytes(
+            MediaType::OCI_CONFIG,
+            format!(r#"{{"os":"linux","architecture":"amd64","seed":{seed}}}"#).into_bytes(),
+        )
+        .await
+        .expect("config");
+    let manifest: RawManifest = Manifest::new(config, vec![layer]).to_raw().expect("raw");
+    store
+        .push_manifest(&manifest, None)
+        .await
+        .expect("manifest")
+}
+
+fn layout(root: &std::path::Path, name: &str) -> Store {
+    Store::new(
+        orca_backend_fs::LayoutBuilder::new(root.join(name))
+            .durable(false)
+            .open()
+            .expect("layout"),
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    let base = std::env::args()
+        .nth(1)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let scratch = tempfile::tempdir_in(base).expect("scratch");
+    let root = scratch.path();
+    println!("| scenario | items | time | per item | RSS |");
+    println!("|---|---|---|---|---|");
+
+    for n in [1_000, 10_000] {
+        let store = layout(root, &format!("tags-{n}"));
+        let manifest = image(&store, 0).await;
+        let started = Instant::now();
+        for i in 0..n {
+            store
+                .tag(&manifest, &format!("t{i:05}"))
+                .await
+                .expect("tag");
+        }
+        report("tag, one at a time", n, started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        let all = store.tags_all().await.expect("tags");
+        assert_eq!(all.len(), n);
+        let mut query = orca_core::ListQuery::page(None, 100);
+        let mut pages = 0;
+        loop {
+            let page = store.tags(&query).await.expect("page");
+            pages += 1;
+            match page.next {
+                Some(next) => query.last = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(pages, n / 100);
+        report(
+            "list all tags, then page by 100",
+            n,
+            started.elapsed().as_secs_f64(),
+        );
+    }
+
+    for n in [1_000, 10_000] {
+        let store = layout(root, &format!("referrers-{n}"));
+        let subject = image(&store, 0).await;
+        let empty = store
+            .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+            .await
+            .expect("empty");
+        let started = Instant::now();
+        // Attached 64 at a time, as several signers would: one process
+        // batches what arrives together into one index update.
+        let mut pending = futures::stream::FuturesUnordered::new();
+        for i in 0..n {
+            let store = store.clone();
+            let (subject, empty) = (subject.clone(), empty.clone());
+            pending.push(async move {
+                let mut referrer = Manifest::new(empty.clone(), vec![empty]);
+                referrer.artifact_type = Some(MediaType::new("application/vnd.example.sig"));
+                referrer.subject = Some(subject.plain());
+                referrer.annotations.insert("n".into(), i.to_string());
+                store
+                    .push_manifest(&referrer.to_raw().expect("raw"), None)
+                    .await
+                    .expect("attach")
+            });
+            if pending.len() >= 64 {
+                futures::StreamExt::next(&mut pending).await;
+            }
+        }
+        while futures::StreamExt::next(&mut pending).await.is_some() {}
+        report(
+            "attach referrers to one subject",
+            n,
+            started.elapsed().as_secs_f64(),
+        );
+        let started = Instant::now();
+        let listed = store.referrers(&subject, None).await.expect("list");
+        assert_eq!(listed.manifests.len(), n);
+        report("list them", n, started.elapsed().as_secs_f64());
+    }
+
+    for n in [10_000, 100_000] {
+        let backend = orca_backend_fs::LayoutBuilder::new(root.join(format!("gc-{n}")))
+            .durable(false)
+            .open()
+            .expect("layout");
+        let store = Store::new(backend.clone());
+        let kept = image(&store, 0).await;
+        store.tag(&kept, "kept").await.expect("tag");
+        for i in 0..n {
+            store
+                .push_bytes(
+                    MediaType::OCI_LAYER_TAR,
+                    format!("garbage {i}").into_bytes(),
+                )
+                .await
+                .expect("garbage");
+        }
+        let started = Instant::now();
+        let collected = backend.gc(false).await.expect("gc");
+        assert_eq!(collected.blobs.len(), n);
+        report(
+            "gc of a layout, all garbage",
+            n,
+            started.elapsed().as_secs_f64(),
+        );
+    }
+
+    for n in [100, 1_000] {
+        let source = layout(root, &format!("index-src-{n}"));
+        let mut members = Vec::new();
+        for i in 0..n {
+            let mut member = image(&source, i).await;
+            member.platform = Some(orca_core::Platform::new("linux", "amd64"));
+            members.push(member);
+        }
+        let index = Index {
+            manifests: members,
+            ..Index::new()
+        };
+        source
+            .push_manifest(&index.to_raw().expect("raw"), Some("big"))
+            .await
+            .expect("index");
+        let target = layout(root, &format!("index-dst-{n}"));
+        let started = Instant::now();
+        orca_core::copy::copy(
+            &source,
+            &Selector::Tag("big".into()),
+            &target,
+            Some("big"),
+            &orca_core::copy::CopyOptions::default(),
+        )
+        .await
+        .expect("copy");
+        report(
+            "copy an index of n members",
+            n,
+            started.elapsed().as_secs_f64(),
+        );
+    }
+}
