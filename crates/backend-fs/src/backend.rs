@@ -240,6 +240,37 @@ impl ObjectStorage for Directory {
         .await
     }
 
+    fn adopts(&self) -> bool {
+        true
+    }
+
+    async fn adopt(&self, from: &str, key: &str, size: u64) -> Result<bool> {
+        let source = Path::new(from).join(key);
+        let target = self.files.root.join(key);
+        self.blocking("mount", move |files| {
+            // Only a regular file of the right size is taken; a link
+            // elsewhere (or across filesystems) is declined, and the blob
+            // moves the ordinary way.
+            match fs::symlink_metadata(&source) {
+                Ok(meta) if meta.is_file() && meta.len() == size => {}
+                _ => return Ok(false),
+            }
+            if let Some(dir) = target.parent() {
+                fs::create_dir_all(dir)
+                    .map_err(|e| files.file_error("mount", FileError::new("create", dir, e)))?;
+            }
+            match fs::hard_link(&source, &target) {
+                Ok(()) => files
+                    .sync_dir(&target)
+                    .map(|()| true)
+                    .map_err(|e| files.file_error("mount", e)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(true),
+                Err(_) => Ok(false),
+            }
+        })
+        .await
+    }
+
     async fn clean_staging(&self, age: Duration) -> Result<usize> {
         self.blocking("gc", move |files| {
             Ok(files

@@ -261,6 +261,42 @@ impl ObjectStorage for Bucket {
         Ok(0)
     }
 
+    fn adopts(&self) -> bool {
+        true
+    }
+
+    async fn adopt(&self, from: &str, key: &str, size: u64) -> Result<bool> {
+        // A server-side copy from another prefix of the same bucket.
+        let from = from.trim_matches('/');
+        let source = if from.is_empty() {
+            Path::from(key)
+        } else {
+            Path::from(format!("{from}/{key}"))
+        };
+        match self.store.head(&source).await {
+            Ok(meta) if meta.size == size => {}
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(convert(&self.place, "mount", format!("object {source}"), e)),
+        }
+        let target = self.key(key);
+        match self.store.copy_if_not_exists(&source, &target).await {
+            Ok(()) | Err(object_store::Error::AlreadyExists { .. }) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            // Stores without a conditional copy: a plain copy of content
+            // addressed by its digest overwrites only identical bytes.
+            Err(
+                object_store::Error::NotImplemented { .. }
+                | object_store::Error::NotSupported { .. },
+            ) => self
+                .store
+                .copy(&source, &target)
+                .await
+                .map(|()| true)
+                .map_err(self.err("mount", &target)),
+            Err(e) => Err(convert(&self.place, "mount", format!("object {target}"), e)),
+        }
+    }
+
     async fn clean_staging(&self, age: Duration) -> Result<usize> {
         self.abort_stale_uploads(age).await
     }

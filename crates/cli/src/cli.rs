@@ -190,6 +190,11 @@ pub(crate) struct Cp {
     /// Transfers at once.
     #[arg(long, default_value_t = 4)]
     pub(crate) concurrency: usize,
+    /// Between two layouts on one filesystem, hard-link blobs instead of
+    /// copying them (or, between two prefixes of one bucket, copy them
+    /// server-side). Their bytes are not read, so not verified again.
+    #[arg(long)]
+    pub(crate) link: bool,
 }
 
 /// `orca push`.

@@ -32,8 +32,9 @@ pub const LAYOUT_VERSION: &str = "1.0.0";
 
 /// What a layout offers, wherever it is stored: deleting, untagging,
 /// paging tags and byte ranges natively, with tag changes made atomic by
-/// the storage (a lock, a conditional write). No Referrers API, mounts or
-/// catalog: a layout is one repository.
+/// the storage (a lock, a conditional write). No Referrers API or catalog:
+/// a layout is one repository. (Mounting from another layout depends on
+/// the storage; the engine adds it.)
 pub fn capabilities() -> Capabilities {
     Capabilities {
         delete: true,

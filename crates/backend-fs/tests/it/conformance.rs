@@ -8,7 +8,12 @@ use orca_core::conformance::{LayoutSubject, Subject};
 async fn make() -> Subject {
     let dir = tempfile::tempdir().expect("temporary directory");
     let backend = orca_backend_fs::open(dir.path().join("layout")).expect("open layout");
-    Subject::new(Store::new(backend)).with_guard(dir)
+    // Another layout on the same filesystem, to mount (hard-link) from.
+    let sibling = dir.path().join("sibling");
+    let sibling_store = Store::new(orca_backend_fs::open(&sibling).expect("open sibling"));
+    Subject::new(Store::new(backend))
+        .with_sibling(sibling_store, sibling.to_str().expect("utf-8 path"))
+        .with_guard(dir)
 }
 
 orca_core::conformance_tests!(make);

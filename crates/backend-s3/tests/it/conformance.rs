@@ -13,7 +13,10 @@ mod moto {
 
     async fn make() -> Subject {
         let prefix = crate::common::fresh_prefix("conformance");
+        // Another prefix of the same bucket, to mount (copy server-side) from.
+        let sibling = crate::common::fresh_prefix("sibling");
         Subject::new(Store::new(crate::common::backend(&prefix)))
+            .with_sibling(Store::new(crate::common::backend(&sibling)), sibling)
     }
 
     orca_core::conformance_tests!(make);
@@ -34,8 +37,10 @@ mod in_memory {
 
     async fn make() -> Subject {
         let store = Arc::new(object_store::memory::InMemory::new());
-        let bucket = Bucket::new(store, "layout", "memory://layout");
+        let bucket = Bucket::new(store.clone(), "layout", "memory://layout");
+        let sibling = Bucket::new(store, "sibling", "memory://sibling");
         Subject::new(Store::new(Layout::new(bucket)))
+            .with_sibling(Store::new(Layout::new(sibling)), "sibling")
     }
 
     orca_core::conformance_tests!(make);

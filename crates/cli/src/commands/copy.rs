@@ -27,7 +27,7 @@ pub(crate) async fn cp(ctx: &Ctx, args: Cp) -> anyhow::Result<()> {
         digest_tags: args.digest_tags,
         external: args.include_external,
         force: args.force,
-        mount_from: mount_from(&args.source, &args.destination),
+        mount_from: mount_from(&args.source, &args.destination, args.link),
         ..CopyOptions::default()
     };
     if let Some(display) = &display {
@@ -123,9 +123,11 @@ pub(crate) async fn cp(ctx: &Ctx, args: Cp) -> anyhow::Result<()> {
     ctx.emit(&text, &json)
 }
 
-/// The source repository, when both ends are repositories of one registry
-/// (blobs are then mounted, not moved).
-fn mount_from(source: &str, destination: &str) -> Option<String> {
+/// Where blobs can be mounted from instead of moved: the source
+/// repository when both ends are repositories of one registry; with
+/// `link`, the source layout (hard links) or the source prefix of the same
+/// bucket (server-side copies).
+fn mount_from(source: &str, destination: &str, link: bool) -> Option<String> {
     match (
         TargetSpec::parse(source).ok()?,
         TargetSpec::parse(destination).ok()?,
@@ -134,6 +136,17 @@ fn mount_from(source: &str, destination: &str) -> Option<String> {
             if from.registry() == to.registry() && from.repository() != to.repository() =>
         {
             Some(from.repository().to_owned())
+        }
+        (TargetSpec::Layout { path, .. }, TargetSpec::Layout { .. }) if link => {
+            Some(path.to_string_lossy().into_owned())
+        }
+        (TargetSpec::S3 { url: from, .. }, TargetSpec::S3 { url: to, .. }) if link => {
+            let bucket = |url: &str| url["s3://".len()..].split('/').next().map(str::to_owned);
+            let prefix = from["s3://".len()..]
+                .split_once('/')
+                .map_or("", |(_, p)| p)
+                .to_owned();
+            (bucket(&from) == bucket(&to)).then_some(prefix)
         }
         _ => None,
     }

@@ -441,3 +441,30 @@ fn annotation_files_and_configs_go_into_the_manifest() {
         "application/vnd.example.config+json"
     );
 }
+
+#[test]
+fn cp_link_hard_links_between_layouts() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path();
+    let image = seed_image(&path.join("a"), "v1", b"linked, not copied\n");
+    let copied = json(path, &["cp", "--link", "oci:./a:v1", "oci:./b:v1"]);
+    assert!(copied["summary"]["mounted"].as_u64() >= Some(2), "{copied}");
+    assert_eq!(digest(&json(path, &["resolve", "oci:./b:v1"])), image);
+    // The layer is the same file in both layouts.
+    let blobs = |layout: &str| -> Vec<std::fs::Metadata> {
+        std::fs::read_dir(path.join(layout).join("blobs/sha256"))
+            .expect("blobs")
+            .map(|e| e.expect("entry").metadata().expect("meta"))
+            .filter(|m| m.nlink() > 1)
+            .collect()
+    };
+    assert!(blobs("b").len() >= 2, "no blob of b is a hard link");
+    // Without --link, nothing is shared.
+    ok(path, &["cp", "oci:./a:v1", "oci:./c:v1"]);
+    let c: Vec<_> = std::fs::read_dir(path.join("c/blobs/sha256"))
+        .expect("blobs")
+        .map(|e| e.expect("entry").metadata().expect("meta").nlink())
+        .collect();
+    assert!(c.iter().all(|n| *n == 1), "{c:?}");
+}

@@ -128,6 +128,12 @@ impl<S: ObjectStorage> ObjectStorage for Hooked<S> {
     async fn clean_staging(&self, age: Duration) -> Result<usize> {
         self.inner.clean_staging(age).await
     }
+    fn adopts(&self) -> bool {
+        self.inner.adopts()
+    }
+    async fn adopt(&self, from: &str, key: &str, size: u64) -> Result<bool> {
+        self.inner.adopt(from, key, size).await
+    }
 }
 
 /// Expands to one `#[tokio::test]` per layout check, each on a fresh

@@ -249,6 +249,7 @@ impl<S: ObjectStorage> Backend for Layout<S> {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             resume: self.storage.resumable(),
+            mount: self.storage.adopts(),
             ..capabilities()
         }
     }
@@ -403,11 +404,20 @@ impl<S: ObjectStorage> Backend for Layout<S> {
         })
     }
 
-    async fn mount(&self, _: &Descriptor, _: &str) -> Result<bool> {
-        Err(Error::Unsupported {
-            operation: "mount",
-            place: self.place(),
-        })
+    async fn mount(&self, descriptor: &Descriptor, from: &str) -> Result<bool> {
+        if !self.storage.adopts() {
+            return Err(Error::Unsupported {
+                operation: "mount",
+                place: self.place(),
+            });
+        }
+        self.ready().await?;
+        if self.has(&descriptor.digest).await? {
+            return Ok(true);
+        }
+        self.storage
+            .adopt(from, &blob_path(&descriptor.digest), descriptor.size)
+            .await
     }
 
     async fn fetch_range(&self, descriptor: &Descriptor, range: Range<u64>) -> Result<Body> {

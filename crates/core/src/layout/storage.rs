@@ -73,6 +73,16 @@ pub trait ObjectStorage: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// How many bytes of `descriptor` an interrupted `put_blob` kept.
     async fn partial(&self, descriptor: &Descriptor) -> Result<u64>;
 
+    /// Whether [`ObjectStorage::adopt`] works here (the layout's `mount`).
+    fn adopts(&self) -> bool;
+
+    /// Makes the object at `key` of another layout this storage can reach
+    /// (`from`: a directory on the same filesystem, a prefix of the same
+    /// bucket) appear at `key` here, without its bytes passing through
+    /// orca (a hard link, a server-side copy). `false` when it cannot: the
+    /// object is absent there, is not `size` bytes, or is out of reach.
+    async fn adopt(&self, from: &str, key: &str, size: u64) -> Result<bool>;
+
     /// Removes staging that pushes killed mid-way left behind, when older
     /// than `age` (younger staging may belong to a push still running).
     /// Returns how many were removed.

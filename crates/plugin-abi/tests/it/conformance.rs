@@ -12,7 +12,12 @@ async fn make() -> Subject {
         .open(target.to_str().expect("utf-8 path"), "")
         .await
         .expect("open a layout through the plugin");
-    Subject::new(Store::new(backend)).with_guard(dir)
+    let sibling = dir.path().join("sibling");
+    let sibling = sibling.to_str().expect("utf-8 path").to_owned();
+    let sibling_store = Store::new(plugin.open(&sibling, "").await.expect("open the sibling"));
+    Subject::new(Store::new(backend))
+        .with_sibling(sibling_store, sibling)
+        .with_guard(dir)
 }
 
 orca_core::conformance_tests!(make);
@@ -53,7 +58,14 @@ mod s3 {
             .open(&format!("{bucket}/conformance-{prefix}"), &config)
             .await
             .expect("open a bucket prefix through the s3 plugin");
-        Subject::new(Store::new(backend))
+        let sibling = format!("sibling-{prefix}");
+        let sibling_store = Store::new(
+            plugin
+                .open(&format!("{bucket}/{sibling}"), &config)
+                .await
+                .expect("open the sibling"),
+        );
+        Subject::new(Store::new(backend)).with_sibling(sibling_store, sibling)
     }
 
     orca_core::conformance_tests!(make);
