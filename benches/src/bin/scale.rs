@@ -1,8 +1,9 @@
-//! Scale, measured on an OCI layout (the backend whose bookkeeping is all
-//! orca's): how time and memory grow with many tags, many referrers of
-//! one subject, many blobs to collect and an index of many members. Each
-//! scenario runs at two sizes, so growth can be read off (linear: the
-//! time per item stays put). Prints a table; `scale [DIR]`.
+//! Scale: how time and memory grow with many tags (on a layout, in S3 via
+//! moto, on docker-registry), many referrers of one subject, many blobs to
+//! collect and an index of many members. Each scenario runs at two sizes,
+//! so growth can be read off (linear: the time per item stays put).
+//! Prints a table; `scale [DIR [GROUP…]]`, GROUP one of `tags`,
+//! `remote` (tags on the registry and S3), `referrers`, `gc`, `index`.
 
 use std::time::Instant;
 
@@ -10,16 +11,7 @@ use orca_core::{Descriptor, Index, Manifest, MediaType, RawManifest, Selector, S
 
 /// The resident set now, in MiB.
 fn rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        / 1024
+    orca_testkit::rss_kib() / 1024
 }
 
 fn report(scenario: &str, n: usize, seconds: f64) {
@@ -52,6 +44,73 @@ async fn image(store: &Store, seed: usize) -> Descriptor {
         .expect("manifest")
 }
 
+/// Tags on docker-registry and in S3 (moto), each started here.
+async fn remote_tags() {
+    let registry = orca_testkit::RegistryServer::start().expect("docker-registry");
+    let client = orca_backend_http::RegistryBuilder::new(registry.host())
+        .build()
+        .expect("registry client");
+    for n in [1_000, 10_000] {
+        let store = Store::new(
+            client
+                .repository(&format!("scale-{n}"))
+                .await
+                .expect("repository"),
+        );
+        tag_and_list(&store, n, "registry").await;
+    }
+    let moto = orca_testkit::MotoServer::start().expect("moto_server");
+    moto.create_bucket("scale").expect("bucket");
+    for n in [300, 3_000] {
+        let store = Store::new(
+            orca_backend_s3::S3Builder::new(format!("s3://scale/tags-{n}"))
+                .endpoint(moto.endpoint())
+                .region("us-east-1")
+                .credentials("scale", "scale")
+                .allow_http(true)
+                .build()
+                .expect("bucket"),
+        );
+        tag_and_list(&store, n, "S3 (moto)").await;
+    }
+}
+
+/// Tags one manifest `n` times, then lists the tags whole and by pages.
+async fn tag_and_list(store: &Store, n: usize, place: &str) {
+    let manifest = image(store, 0).await;
+    let started = Instant::now();
+    for i in 0..n {
+        store
+            .tag(&manifest, &format!("t{i:05}"))
+            .await
+            .expect("tag");
+    }
+    report(
+        &format!("{place}: tag, one at a time"),
+        n,
+        started.elapsed().as_secs_f64(),
+    );
+    let started = Instant::now();
+    let all = store.tags_all().await.expect("tags");
+    assert_eq!(all.len(), n);
+    let mut query = orca_core::ListQuery::page(None, 100);
+    let mut seen = 0;
+    loop {
+        let page = store.tags(&query).await.expect("page");
+        seen += page.entries.len();
+        match page.next {
+            Some(next) => query.last = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, n);
+    report(
+        &format!("{place}: list all tags, then page by 100"),
+        n,
+        started.elapsed().as_secs_f64(),
+    );
+}
+
 fn layout(root: &std::path::Path, name: &str) -> Store {
     Store::new(
         orca_backend_fs::LayoutBuilder::new(root.join(name))
@@ -67,44 +126,31 @@ async fn main() {
         .nth(1)
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
+    let groups: Vec<String> = std::env::args().skip(2).collect();
+    let wants = |group: &str| groups.is_empty() || groups.iter().any(|g| g == group);
     let scratch = tempfile::tempdir_in(base).expect("scratch");
     let root = scratch.path();
     println!("| scenario | items | time | per item | RSS |");
     println!("|---|---|---|---|---|");
 
     for n in [1_000, 10_000] {
+        if !wants("tags") {
+            break;
+        }
         let store = layout(root, &format!("tags-{n}"));
-        let manifest = image(&store, 0).await;
-        let started = Instant::now();
-        for i in 0..n {
-            store
-                .tag(&manifest, &format!("t{i:05}"))
-                .await
-                .expect("tag");
-        }
-        report("tag, one at a time", n, started.elapsed().as_secs_f64());
-        let started = Instant::now();
-        let all = store.tags_all().await.expect("tags");
-        assert_eq!(all.len(), n);
-        let mut query = orca_core::ListQuery::page(None, 100);
-        let mut pages = 0;
-        loop {
-            let page = store.tags(&query).await.expect("page");
-            pages += 1;
-            match page.next {
-                Some(next) => query.last = Some(next),
-                None => break,
-            }
-        }
-        assert_eq!(pages, n / 100);
-        report(
-            "list all tags, then page by 100",
-            n,
-            started.elapsed().as_secs_f64(),
-        );
+        tag_and_list(&store, n, "layout").await;
+    }
+
+    // Tags elsewhere: the registry keeps them itself; S3 keeps them in
+    // index.json like a layout, written by conditional PUTs.
+    if wants("remote") {
+        remote_tags().await;
     }
 
     for n in [1_000, 10_000] {
+        if !wants("referrers") {
+            break;
+        }
         let store = layout(root, &format!("referrers-{n}"));
         let subject = image(&store, 0).await;
         let empty = store
@@ -145,6 +191,9 @@ async fn main() {
     }
 
     for n in [10_000, 100_000] {
+        if !wants("gc") {
+            break;
+        }
         let backend = orca_backend_fs::LayoutBuilder::new(root.join(format!("gc-{n}")))
             .durable(false)
             .open()
@@ -172,6 +221,9 @@ async fn main() {
     }
 
     for n in [100, 1_000] {
+        if !wants("index") {
+            break;
+        }
         let source = layout(root, &format!("index-src-{n}"));
         let mut members = Vec::new();
         for i in 0..n {

@@ -67,18 +67,7 @@ async fn panics_become_errors_and_the_host_goes_on() {
     assert_eq!(back, data);
 }
 
-/// The resident set of this process, in KiB.
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
+use orca_testkit::rss_kib;
 
 /// Set in the child process that measures memory alone.
 const ALONE: &str = "ORCA_PLUGIN_MEMORY_ALONE";
