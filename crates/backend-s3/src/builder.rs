@@ -173,6 +173,18 @@ impl S3Builder {
         if let Some(endpoint) = &endpoint {
             builder = builder.with_endpoint(endpoint);
         }
+        // orca hashes every byte it sends against the blob's digest; over
+        // TLS (which guards the bytes in transit) hashing each part again
+        // for the request signature only doubles the CPU spent. A profile
+        // of a 400 MiB push showed a third of orca's time in that second
+        // hash. Over plain HTTP the signature still covers the payload.
+        let tls = endpoint
+            .as_deref()
+            .or(std::env::var("AWS_ENDPOINT_URL").ok().as_deref())
+            .is_none_or(|url| url.starts_with("https://"));
+        if tls {
+            builder = builder.with_config(AmazonS3ConfigKey::UnsignedPayload, "true");
+        }
         // As with registries: a loopback endpoint may speak plain HTTP.
         let loopback = endpoint
             .as_deref()
