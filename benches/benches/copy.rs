@@ -1,7 +1,8 @@
 //! The copy engine on a real image: a ~500 MiB, 8-layer image built by
 //! umoci, copied layout → registry and registry → layout (Debian's
 //! docker-registry, started fresh), next to `skopeo copy` of the same
-//! image in the same run. Every iteration copies into a new repository or
+//! image in the same run; and layout → S3 (moto, started fresh) and
+//! layout → oci-archive. Every iteration copies into a new repository or
 //! a new layout, and skopeo runs with an empty blob-info cache (a fresh
 //! `HOME`, and for root the system-wide cache in /var/lib/containers/cache
 //! removed first), so neither side can skip or mount what it copied
@@ -185,6 +186,73 @@ fn copies(c: &mut Criterion) {
                 );
                 elapsed += start.elapsed();
                 std::fs::remove_dir_all(&root).expect("clean");
+            }
+            elapsed
+        })
+    });
+    group.finish();
+    other_targets(c, &rt, &source, total);
+}
+
+/// layout → S3 (moto) and layout → oci-archive, each into a fresh place.
+fn other_targets(c: &mut Criterion, rt: &tokio::runtime::Runtime, source: &Path, total: u64) {
+    let moto = orca_testkit::MotoServer::start().expect("moto_server");
+    moto.create_bucket("bench").expect("bucket");
+    println!(
+        "copy bench: the same image into S3 (moto at {}) and into an oci-archive",
+        moto.endpoint()
+    );
+    let layout = Store::new(orca_backend_fs::open(source).expect("layout"));
+    let tag = Selector::Tag("bench".into());
+    let options = CopyOptions::default();
+    let mut group = c.benchmark_group("copy_500MiB_8_layers");
+    group.throughput(Throughput::Bytes(total));
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(1));
+    group.measurement_time(Duration::from_secs(30));
+    let mut round = 0;
+    group.bench_function("orca_layout_to_s3", |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                round += 1;
+                let bucket = orca_backend_s3::S3Builder::new(format!("s3://bench/copy-{round}"))
+                    .endpoint(moto.endpoint())
+                    .region("us-east-1")
+                    .credentials("bench", "bench")
+                    .allow_http(true)
+                    .build()
+                    .expect("bucket");
+                let target = Store::new(bucket);
+                let start = Instant::now();
+                rt.block_on(copy(&layout, &tag, &target, Some("bench"), &options))
+                    .expect("copy to S3");
+                elapsed += start.elapsed();
+            }
+            elapsed
+        })
+    });
+    let scratch = tempfile::tempdir().expect("scratch");
+    group.bench_function("orca_layout_to_oci_archive", |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                let path = scratch.path().join("bench.tar");
+                let start = Instant::now();
+                let writer = orca_backend_fs::ArchiveWriter::create(
+                    &path,
+                    orca_backend_fs::ArchiveFormat::Oci,
+                )
+                .expect("archive");
+                let target = Store::new(writer.clone());
+                rt.block_on(async {
+                    copy(&layout, &tag, &target, Some("bench"), &options)
+                        .await
+                        .expect("copy to an archive");
+                    writer.finish().await.expect("finish")
+                });
+                elapsed += start.elapsed();
+                std::fs::remove_file(&path).expect("clean");
             }
             elapsed
         })
