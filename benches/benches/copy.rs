@@ -13,7 +13,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use orca_backend_http::RegistryBuilder;
 use orca_benches::pseudo_random;
 use orca_core::copy::{CopyOptions, copy};
@@ -92,11 +93,7 @@ fn copies(c: &mut Criterion) {
     let options = CopyOptions::default();
     let src = source.to_str().expect("utf-8").to_owned();
 
-    let mut group = c.benchmark_group("copy_500MiB_8_layers");
-    group.throughput(Throughput::Bytes(total));
-    group.sample_size(10);
-    group.warm_up_time(Duration::from_millis(1));
-    group.measurement_time(Duration::from_secs(30));
+    let mut group = group(c, total);
 
     let mut round = 0;
     group.bench_function("orca_layout_to_registry", |b| {
@@ -194,6 +191,16 @@ fn copies(c: &mut Criterion) {
     other_targets(c, &rt, &source, total);
 }
 
+/// The group every copy is measured in: bytes per second of the image.
+fn group(c: &mut Criterion, total: u64) -> BenchmarkGroup<'_, WallTime> {
+    let mut group = c.benchmark_group("copy_500MiB_8_layers");
+    group.throughput(Throughput::Bytes(total));
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(1));
+    group.measurement_time(Duration::from_secs(30));
+    group
+}
+
 /// layout → S3 (moto) and layout → oci-archive, each into a fresh place.
 fn other_targets(c: &mut Criterion, rt: &tokio::runtime::Runtime, source: &Path, total: u64) {
     let moto = orca_testkit::MotoServer::start().expect("moto_server");
@@ -205,11 +212,7 @@ fn other_targets(c: &mut Criterion, rt: &tokio::runtime::Runtime, source: &Path,
     let layout = Store::new(orca_backend_fs::open(source).expect("layout"));
     let tag = Selector::Tag("bench".into());
     let options = CopyOptions::default();
-    let mut group = c.benchmark_group("copy_500MiB_8_layers");
-    group.throughput(Throughput::Bytes(total));
-    group.sample_size(10);
-    group.warm_up_time(Duration::from_millis(1));
-    group.measurement_time(Duration::from_secs(30));
+    let mut group = group(c, total);
     let mut round = 0;
     group.bench_function("orca_layout_to_s3", |b| {
         b.iter_custom(|iters| {
