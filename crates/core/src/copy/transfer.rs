@@ -1,0 +1,152 @@
+//! Moving one blob: mounted, found present, or transferred — continued
+//! from what the target kept when it can, tried again when the network
+//! broke the transfer off — with its bytes reported as they pass.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures::stream::StreamExt;
+
+use super::{Copier, Event};
+use crate::backend::PushOptions;
+use crate::body::Body;
+use crate::error::{Error, Result};
+use crate::model::Descriptor;
+
+/// Shortest time between two [`Event::Advanced`] of one blob.
+const ADVANCE_INTERVAL: Duration = Duration::from_millis(100);
+/// Attempts at one blob's transfer when the network breaks it off.
+const TRANSFER_ATTEMPTS: u32 = 3;
+
+impl Copier<'_> {
+    /// Moves one blob: mount, skip or transfer. Returns its final event,
+    /// and the bytes the target already held when the transfer resumed.
+    pub(super) async fn blob(&self, blob: Descriptor) -> Result<(Event, u64)> {
+        if self.abandoned.load(Ordering::Relaxed) {
+            return Err(abandoned(&blob));
+        }
+        if !blob.urls.is_empty() && !self.options.external {
+            return Ok((Event::External(blob), 0));
+        }
+        if let Some(from) = &self.options.mount_from
+            && self.target.capabilities().mount
+        {
+            // A mount is a shortcut: when it is refused or fails, the blob
+            // is transferred instead.
+            if let Ok(true) = self.target.mount(&blob, from).await {
+                return Ok((Event::Mounted(blob), 0));
+            }
+        }
+        if self.target.exists(&blob).await? {
+            return Ok((Event::Present(blob), 0));
+        }
+        self.emit(Event::Started(blob.clone()));
+        // A transfer that broke off in the network (a stalled or reset
+        // connection, an upload session the registry dropped) is tried
+        // again: the source can be read again, and the target continues
+        // what it kept or starts over.
+        let mut attempt = 1;
+        loop {
+            match self.transfer(&blob).await {
+                Err(e)
+                    if attempt < TRANSFER_ATTEMPTS
+                        && matches!(e, Error::Failed { .. } | Error::Backend { .. })
+                        && !self.abandoned.load(Ordering::Relaxed) =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// One attempt at moving a blob's bytes: continued from what the
+    /// target kept, or whole.
+    async fn transfer(&self, blob: &Descriptor) -> Result<(Event, u64)> {
+        let blob = blob.clone();
+        if let Some(offset) = self.resumable(&blob).await? {
+            self.emit(Event::Resumed {
+                digest: blob.digest.clone(),
+                offset,
+            });
+            let body = self.source.fetch_range(&blob, offset..blob.size).await?;
+            let body = self.metered(body, &blob, offset);
+            match self
+                .target
+                .push_opts(&blob, body, PushOptions::resumed(offset))
+                .await
+            {
+                Ok(()) => return Ok((Event::Copied(blob), offset)),
+                // What the target held was not the start of this blob, or
+                // went away: it dropped it, and the whole blob moves.
+                Err(Error::DigestMismatch { .. } | Error::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let body = self.source.fetch(&blob).await?;
+        let body = self.metered(body, &blob, 0);
+        self.target.push(&blob, body).await?;
+        Ok((Event::Copied(blob), 0))
+    }
+
+    /// Where an interrupted transfer of `blob` can continue from, when the
+    /// target kept part of it and the source can serve the rest.
+    async fn resumable(&self, blob: &Descriptor) -> Result<Option<u64>> {
+        // `Store::partial` answers zero for a target that cannot resume
+        // and for anything but a proper prefix of the blob.
+        if !self.source.capabilities().fetch_range {
+            return Ok(None);
+        }
+        let offset = self.target.partial(blob).await?;
+        Ok((offset > 0).then_some(offset))
+    }
+
+    /// Reports the bytes of `body` (which starts at byte `offset` of the
+    /// blob) as they are read, throttled, and ends it with an error once
+    /// the copy is abandoned.
+    fn metered(&self, body: Body, blob: &Descriptor, offset: u64) -> Body {
+        let len = body.len();
+        let flag = self.abandoned.clone();
+        let stopping = blob.clone();
+        let body = Body::new(
+            len,
+            body.into_stream().map(move |chunk| {
+                if flag.load(Ordering::Relaxed) {
+                    return Err(abandoned(&stopping));
+                }
+                chunk
+            }),
+        );
+        let Some(progress) = self.options.progress.clone() else {
+            return body;
+        };
+        let len = body.len();
+        let size = blob.size;
+        let digest = blob.digest.clone();
+        let mut done = offset;
+        let mut last = Instant::now();
+        let stream = body.into_stream().inspect(move |chunk| {
+            if let Ok(bytes) = chunk {
+                done += bytes.len() as u64;
+                if done == size || last.elapsed() >= ADVANCE_INTERVAL {
+                    last = Instant::now();
+                    progress.event(&Event::Advanced {
+                        digest: digest.clone(),
+                        done,
+                        size,
+                    });
+                }
+            }
+        });
+        Body::new(len, stream)
+    }
+}
+
+/// The error a transfer ends with when another transfer of the copy failed.
+fn abandoned(blob: &Descriptor) -> Error {
+    Error::InvalidInput {
+        what: format!("transfer of blob {}", blob.digest),
+        reason: "abandoned because another transfer of the copy failed".into(),
+    }
+}
