@@ -163,7 +163,7 @@ impl DockerConfig {
         }
     }
 
-    pub(crate) fn find_helper(&self, name: &str) -> Option<PathBuf> {
+    fn find_helper(&self, name: &str) -> Option<PathBuf> {
         let program = format!("docker-credential-{name}");
         match &self.helper_dirs {
             Some(dirs) => dirs.iter().map(|d| d.join(&program)).find(|p| p.is_file()),
@@ -175,8 +175,15 @@ impl DockerConfig {
         }
     }
 
-    /// Runs `docker-credential-<name> get` for `server`.
-    fn ask_helper(&self, name: &str, server: &str) -> Result<Credentials> {
+    /// Runs `docker-credential-<name> <action>` with `input` on its stdin
+    /// (the credential-helper protocol) and returns what it did, whatever
+    /// its exit status.
+    pub(crate) fn run_helper(
+        &self,
+        name: &str,
+        action: &str,
+        input: &[u8],
+    ) -> Result<std::process::Output> {
         let helper = self.find_helper(name).ok_or_else(|| {
             self.invalid(format!(
                 "credential helper docker-credential-{name} is not installed"
@@ -184,7 +191,7 @@ impl DockerConfig {
         })?;
         let failed = |reason: String| self.invalid(format!("credential helper {name}: {reason}"));
         let mut child = Command::new(&helper)
-            .arg("get")
+            .arg(action)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -192,12 +199,18 @@ impl DockerConfig {
             .map_err(|e| failed(format!("cannot run ({e})")))?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin
-                .write_all(server.as_bytes())
-                .map_err(|e| failed(format!("cannot be told the server ({e})")))?;
+                .write_all(input)
+                .map_err(|e| failed(format!("cannot be told what to {action} ({e})")))?;
         }
-        let output = child
+        child
             .wait_with_output()
-            .map_err(|e| failed(format!("did not finish ({e})")))?;
+            .map_err(|e| failed(format!("did not finish ({e})")))
+    }
+
+    /// Runs `docker-credential-<name> get` for `server`.
+    fn ask_helper(&self, name: &str, server: &str) -> Result<Credentials> {
+        let failed = |reason: String| self.invalid(format!("credential helper {name}: {reason}"));
+        let output = self.run_helper(name, "get", server.as_bytes())?;
         if !output.status.success() {
             let said = String::from_utf8_lossy(&output.stdout);
             // "credentials not found" is an answer, not a failure.

@@ -7,7 +7,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use orca_core::{Error, Result};
@@ -71,7 +70,7 @@ impl DockerConfig {
                 "Username": username,
                 "Secret": password,
             });
-            config.run_helper(&helper, "store", request.to_string().as_bytes())?;
+            config.change_helper(&helper, "store", request.to_string().as_bytes())?;
             return Ok(Kept::Helper(helper));
         }
         let mut file = read_value(path)?;
@@ -94,7 +93,7 @@ impl DockerConfig {
         let config = Self::load_or_empty(path)?;
         let key = Self::login_key(host);
         if let Some(helper) = config.helper_for(&key) {
-            config.run_helper(&helper, "erase", key.as_bytes())?;
+            config.change_helper(&helper, "erase", key.as_bytes())?;
             return Ok(true);
         }
         if !path.exists() {
@@ -157,31 +156,14 @@ impl DockerConfig {
             .cloned()
     }
 
-    fn run_helper(&self, name: &str, action: &str, input: &[u8]) -> Result<()> {
-        let failed = |reason: String| Error::InvalidInput {
-            what: format!("credential helper docker-credential-{name}"),
-            reason,
-        };
-        let helper = self
-            .find_helper(name)
-            .ok_or_else(|| failed("it is not installed".into()))?;
-        let mut child = Command::new(helper)
-            .arg(action)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| failed(format!("cannot run ({e})")))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(input)
-                .map_err(|e| failed(format!("cannot be told what to {action} ({e})")))?;
-        }
-        let output = child
-            .wait_with_output()
-            .map_err(|e| failed(format!("did not finish ({e})")))?;
+    /// Has the helper `store` or `erase`, and fails when it says no.
+    fn change_helper(&self, name: &str, action: &str, input: &[u8]) -> Result<()> {
+        let output = self.run_helper(name, action, input)?;
         if !output.status.success() {
-            return Err(failed(format!("{action} exited with {}", output.status)));
+            return Err(Error::InvalidInput {
+                what: format!("credential helper docker-credential-{name}"),
+                reason: format!("{action} exited with {}", output.status),
+            });
         }
         Ok(())
     }

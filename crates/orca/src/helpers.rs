@@ -161,10 +161,7 @@ pub async fn copy_between(
     let from = crate::open(source, crate::Access::Read, open_options).await?;
     let to = crate::open(destination, crate::Access::Write, open_options).await?;
     let root = from.root().await?;
-    let tag = match (to.selector(), &root) {
-        (Some(Selector::Tag(tag)), _) | (None, Selector::Tag(tag)) => Some(tag.clone()),
-        _ => None,
-    };
+    let tag = to.tag_for(&root);
     let report = crate::copy(
         from.store(),
         &root,

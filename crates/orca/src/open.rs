@@ -89,6 +89,16 @@ impl Target {
         }
     }
 
+    /// The tag a copy of `root` into this target gets: the one the target
+    /// names, else the source's own tag; none when the target names a
+    /// digest, or the source was named by digest.
+    pub fn tag_for(&self, root: &Selector) -> Option<String> {
+        match (&self.selector, root) {
+            (Some(Selector::Tag(tag)), _) | (None, Selector::Tag(tag)) => Some(tag.clone()),
+            _ => None,
+        }
+    }
+
     /// What to read: the tag or digest named, or else the only tag the
     /// store has; an error that lists the tags when there are several or
     /// none.

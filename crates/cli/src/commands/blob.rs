@@ -5,7 +5,7 @@ use std::io::Write;
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use orca::{Access, Body, Descriptor, Digest, MediaType, Selector, Target};
+use orca::{Access, Descriptor, Digest, MediaType, Selector, Target};
 
 use super::open;
 use crate::output::{Ctx, Usage, descriptor_json};
@@ -86,16 +86,13 @@ pub(crate) async fn blob(ctx: &Ctx, command: crate::cli::BlobCommand) -> anyhow:
                     .context("reading the blob from stdin")?;
                 opened.store().push_bytes(media_type, bytes).await?
             } else {
+                // Hashed, then streamed: memory stays flat. The title the
+                // helper adds belongs to artifacts, not to a bare blob.
                 let path = std::path::Path::new(&file);
-                // Hashed first, then streamed: memory stays flat.
-                let digest = hash_file(path)?;
-                let size = std::fs::metadata(path)
-                    .with_context(|| format!("reading {file}"))?
-                    .len();
-                let descriptor = Descriptor::new(media_type, digest, size);
-                let body = file_body(path, size)?;
-                opened.store().push(&descriptor, body).await?;
-                descriptor
+                orca::artifact::push_file(opened.store(), path, media_type, None)
+                    .await
+                    .with_context(|| format!("pushing {file}"))?
+                    .plain()
             };
             opened.finish().await?;
             ctx.emit(
@@ -155,34 +152,4 @@ fn hash_reader(
         digester.update(&buffer[..n]);
     }
     Ok(digester.finish())
-}
-
-fn hash_file(path: &std::path::Path) -> anyhow::Result<Digest> {
-    let mut file = std::fs::File::open(path)
-        .map_err(|e| Usage(format!("cannot read {}: {e}", path.display())))?;
-    hash_reader(&mut file, orca::Algorithm::Sha256)
-}
-
-fn file_body(path: &std::path::Path, size: u64) -> anyhow::Result<Body> {
-    use std::io::Read;
-    let file = std::fs::File::open(path)?;
-    let chunks = futures::stream::unfold(Some(file), |state| async move {
-        let mut file = state?;
-        let mut buffer = vec![0u8; 1024 * 1024];
-        match file.read(&mut buffer) {
-            Ok(0) => None,
-            Ok(n) => {
-                buffer.truncate(n);
-                Some((Ok(bytes::Bytes::from(buffer)), Some(file)))
-            }
-            Err(e) => Some((
-                Err(orca::Error::InvalidInput {
-                    what: "blob file".into(),
-                    reason: e.to_string(),
-                }),
-                None,
-            )),
-        }
-    });
-    Ok(Body::new(size, chunks))
 }

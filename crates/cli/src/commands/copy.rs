@@ -43,12 +43,7 @@ pub(crate) async fn cp(ctx: &Ctx, args: Cp) -> anyhow::Result<()> {
             .collect()
     } else {
         let root = source.root().await?;
-        let tag = match (destination.selector(), &root) {
-            (Some(Selector::Tag(tag)), _) => Some(tag.clone()),
-            (Some(Selector::Digest(_)), _) => None,
-            (None, Selector::Tag(tag)) => Some(tag.clone()),
-            (None, Selector::Digest(_)) => None,
-        };
+        let tag = destination.tag_for(&root);
         vec![(root, tag)]
     };
     let started = Instant::now();
