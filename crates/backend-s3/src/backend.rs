@@ -25,10 +25,19 @@ use crate::error::convert;
 /// S3's smallest part (except the last).
 const MIN_PART: usize = 5 * 1024 * 1024;
 const DEFAULT_PART: usize = 8 * 1024 * 1024;
-/// Parts in flight at once, across all the uploads of one bucket handle:
-/// memory stays within `DEFAULT_CONCURRENCY × part size` however many blobs
-/// move together.
+/// Parts held at once (filling or in flight), across all the uploads of
+/// one bucket handle: upload memory stays within `DEFAULT_CONCURRENCY ×
+/// part size` however many blobs move together.
 const DEFAULT_CONCURRENCY: usize = 4;
+/// The grain of the upload memory budget.
+pub(crate) const BUDGET_UNIT: usize = 64 * 1024;
+
+/// The upload memory budget of `parts` parts of `part_size` bytes.
+fn budget(parts: usize, part_size: usize) -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(
+        parts * part_size.div_ceil(BUDGET_UNIT),
+    ))
+}
 
 /// An OCI image layout under a prefix of an object store: core's layout
 /// engine over a [`Bucket`]. Build one with [`crate::S3Builder`].
@@ -44,8 +53,10 @@ pub struct Bucket {
     place: Arc<str>,
     pub(crate) part_size: usize,
     pub(crate) concurrency: usize,
-    /// One permit per part in flight, shared by every upload of the handle.
-    pub(crate) parts: Arc<tokio::sync::Semaphore>,
+    /// The bytes uploads may hold, in [`BUDGET_UNIT`]s, shared by every
+    /// upload of the handle: a part takes its size while it fills and
+    /// until it is sent, a small blob its length until its `PUT` ends.
+    pub(crate) budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl Bucket {
@@ -63,7 +74,7 @@ impl Bucket {
             place: place.into().into(),
             part_size: DEFAULT_PART,
             concurrency: DEFAULT_CONCURRENCY,
-            parts: Arc::new(tokio::sync::Semaphore::new(DEFAULT_CONCURRENCY)),
+            budget: budget(DEFAULT_CONCURRENCY, DEFAULT_PART),
         }
     }
 
@@ -76,14 +87,15 @@ impl Bucket {
             });
         }
         self.part_size = bytes;
+        self.budget = budget(self.concurrency, self.part_size);
         Ok(self)
     }
 
-    /// Sets how many parts are uploaded at once (at least 1), across all
-    /// the uploads of this handle.
+    /// Sets how many parts are held at once (at least 1; filling or being
+    /// sent), across all the uploads of this handle.
     pub fn with_concurrency(mut self, parts: usize) -> Self {
         self.concurrency = parts.max(1);
-        self.parts = Arc::new(tokio::sync::Semaphore::new(self.concurrency));
+        self.budget = budget(self.concurrency, self.part_size);
         self
     }
 

@@ -11,17 +11,17 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use futures::StreamExt;
 use futures::TryStreamExt;
 use object_store::multipart::PartId;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{ObjectStoreExt, PutPayloadMut};
 use orca_core::layout::blob_path;
 use orca_core::{Body, Descriptor, Digest, Error, Result};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 
-use crate::backend::Bucket;
+use crate::backend::{BUDGET_UNIT, Bucket};
 use crate::error::convert;
 
 /// Where records of running multipart uploads live.
@@ -44,14 +44,14 @@ impl Bucket {
     pub(crate) async fn upload(&self, descriptor: &Descriptor, mut body: Body) -> Result<()> {
         let key = self.key(&blob_path(&descriptor.digest));
         if body.len() <= self.part_size as u64 {
-            let mut chunks = Vec::new();
+            let _held = self.hold(body.len() as usize, &key).await?;
+            let mut payload = PutPayloadMut::new();
             while let Some(chunk) = body.next().await {
-                chunks.push(chunk?);
+                payload.push(chunk?);
             }
-            let payload: PutPayload = chunks.into_iter().collect();
             return self
                 .store
-                .put(&key, payload)
+                .put(&key, payload.freeze())
                 .await
                 .map(drop)
                 .map_err(self.err("push", &key));
@@ -92,48 +92,68 @@ impl Bucket {
         outcome
     }
 
+    /// Takes `bytes` of the handle's upload memory budget, waiting for
+    /// other uploads to give theirs back.
+    async fn hold(&self, bytes: usize, key: &Path) -> Result<OwnedSemaphorePermit> {
+        let units = u32::try_from(bytes.div_ceil(BUDGET_UNIT).max(1)).unwrap_or(u32::MAX);
+        self.budget
+            .clone()
+            .acquire_many_owned(units)
+            .await
+            .map_err(|e| {
+                convert(
+                    self.place(),
+                    "push",
+                    format!("parts of {key}"),
+                    object_store::Error::Generic {
+                        store: "S3",
+                        source: Box::new(e),
+                    },
+                )
+            })
+    }
+
     /// Cuts the body into parts and sends them while the body keeps
-    /// streaming, at most `concurrency` at a time across every upload of
-    /// the handle; memory stays within the parts in flight.
+    /// streaming. A part holds its share of the handle's budget from the
+    /// moment it starts filling until it is sent, so memory stays within
+    /// the budget whatever the number of uploads. Chunks are gathered,
+    /// never copied.
     async fn send_parts(&self, key: &Path, id: &str, mut body: Body) -> Result<Vec<PartId>> {
         let mut inflight = Parts(VecDeque::new());
         let mut done = Vec::new();
-        let mut buffer = BytesMut::with_capacity(self.part_size);
+        let mut filling: Option<(PutPayloadMut, OwnedSemaphorePermit)> = None;
         let mut next = 0;
         loop {
             let chunk = body.next().await.transpose()?;
             let last = chunk.is_none();
             let mut chunk = chunk.unwrap_or_default();
-            while !chunk.is_empty() || (last && !buffer.is_empty()) {
-                let take = (self.part_size - buffer.len()).min(chunk.len());
-                buffer.extend_from_slice(&chunk.split_to(take));
-                if buffer.len() < self.part_size && !last {
+            while !chunk.is_empty() || (last && filling.is_some()) {
+                let (part, _) = match &mut filling {
+                    Some(part) => part,
+                    None => filling
+                        .insert((PutPayloadMut::new(), self.hold(self.part_size, key).await?)),
+                };
+                let take = (self.part_size - part.content_length()).min(chunk.len());
+                if take > 0 {
+                    part.push(chunk.split_to(take));
+                }
+                if part.content_length() < self.part_size && !last {
                     break;
                 }
+                let Some((part, permit)) = filling.take() else {
+                    break;
+                };
                 if inflight.0.len() >= self.concurrency
-                    && let Some(part) = inflight.0.pop_front()
+                    && let Some(sent) = inflight.0.pop_front()
                 {
-                    done.push(self.joined(part, key).await?);
+                    done.push(self.joined(sent, key).await?);
                 }
-                // A part waits for its turn before it is cut off.
-                let permit = self.parts.clone().acquire_owned().await.map_err(|e| {
-                    convert(
-                        self.place(),
-                        "push",
-                        format!("parts of {key}"),
-                        object_store::Error::Generic {
-                            store: "S3",
-                            source: Box::new(e),
-                        },
-                    )
-                })?;
-                let data = std::mem::replace(&mut buffer, BytesMut::with_capacity(self.part_size));
                 let (multipart, path, id, index) =
                     (self.multipart.clone(), key.clone(), id.to_owned(), next);
                 let place = self.place().to_owned();
                 inflight.0.push_back(tokio::spawn(async move {
                     let sent = multipart
-                        .put_part(&path, &id, index, PutPayload::from(data.freeze()))
+                        .put_part(&path, &id, index, part.freeze())
                         .await
                         .map_err(|e| convert(&place, "push", format!("part {index} of {path}"), e));
                     drop(permit);

@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream, Stream, StreamExt};
 
 use crate::error::{Error, Result};
+use crate::model::Digest;
 
 /// A stream of byte chunks with the length it promises to deliver.
 ///
@@ -17,6 +18,10 @@ use crate::error::{Error, Result};
 pub struct Body {
     len: u64,
     stream: BoxStream<'static, Result<Bytes>>,
+    /// The digest this body's stream already checks its bytes against
+    /// (set by [`crate::verify::verified`]): a body fetched through one
+    /// `Store` and pushed through another is hashed once, not twice.
+    vouched: Option<Digest>,
 }
 
 impl Body {
@@ -28,6 +33,7 @@ impl Body {
         Body {
             len,
             stream: stream.boxed(),
+            vouched: None,
         }
     }
 
@@ -80,6 +86,35 @@ impl Body {
     /// The underlying stream.
     pub fn into_stream(self) -> BoxStream<'static, Result<Bytes>> {
         self.stream
+    }
+
+    /// Marks the body as one whose stream ends with an error unless its
+    /// bytes hash to `digest`.
+    pub(crate) fn vouched(mut self, digest: Digest) -> Self {
+        self.vouched = Some(digest);
+        self
+    }
+
+    /// The digest the body's own stream checks, if any.
+    pub(crate) fn vouched_for(&self) -> Option<&Digest> {
+        self.vouched.as_ref()
+    }
+
+    /// The body with its stream passed through `observe`, which may watch
+    /// the chunks or end the stream with an error but must not change a
+    /// byte: what the stream checks still holds.
+    pub(crate) fn observed<S>(
+        self,
+        observe: impl FnOnce(BoxStream<'static, Result<Bytes>>) -> S,
+    ) -> Self
+    where
+        S: Stream<Item = Result<Bytes>> + Send + 'static,
+    {
+        Body {
+            len: self.len,
+            stream: observe(self.stream).boxed(),
+            vouched: self.vouched,
+        }
     }
 }
 

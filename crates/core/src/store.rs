@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::model::reference::validate_tag;
 use crate::model::{Descriptor, MediaType, RawManifest, Selector};
 use crate::referrers::{self, Batcher, Change, ReferrerList, Settings, Via};
-use crate::verify::{length_checked, verified};
+use crate::verify::{length_checked, verified, verified_once};
 
 /// A verifying handle on a backend. Cheap to clone.
 #[derive(Clone)]
@@ -154,11 +154,9 @@ impl Store {
         let body = verified(body, descriptor, &self.place);
         // A read that fails mid-way names the content too.
         let (what, place) = (subject(descriptor), self.place.clone());
-        let len = body.len();
-        let chunks = body
-            .into_stream()
-            .map_err(move |e| e.during(|| format!("reading {what} from {place}")));
-        Ok(Body::new(len, chunks))
+        Ok(body.observed(|chunks| {
+            chunks.map_err(move |e| e.during(|| format!("reading {what} from {place}")))
+        }))
     }
 
     /// Fetches small content (configs, manifests) into memory, verified.
@@ -243,7 +241,9 @@ impl Store {
             }
             return Ok(());
         }
-        let body = verified(body, descriptor, &self.place);
+        // A body fetched through a `Store` checks itself; hashing it again
+        // would only double the CPU a copy spends.
+        let body = verified_once(body, descriptor, &self.place);
         let pushed = self.backend.push(descriptor, body, &options).await;
         pushed.map_err(|e| self.pushing(e, descriptor))
     }

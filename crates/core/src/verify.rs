@@ -27,7 +27,18 @@ pub fn verified(body: Body, descriptor: &Descriptor, place: &str) -> Body {
         done: false,
         label: Arc::new(Label::new(descriptor, place)),
     };
-    Body::new(descriptor.size, state)
+    Body::new(descriptor.size, state).vouched(descriptor.digest.clone())
+}
+
+/// `body` checked against `descriptor` once: as it is, when its own stream
+/// already checks that digest (it was fetched through a `Store`), else
+/// wrapped by [`verified`].
+pub(crate) fn verified_once(body: Body, descriptor: &Descriptor, place: &str) -> Body {
+    if body.len() == descriptor.size && body.vouched_for() == Some(&descriptor.digest) {
+        body
+    } else {
+        verified(body, descriptor, place)
+    }
 }
 
 /// Wraps `body` so that it yields an error unless exactly `len` bytes pass

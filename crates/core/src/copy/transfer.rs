@@ -106,40 +106,38 @@ impl Copier<'_> {
     /// blob) as they are read, throttled, and ends it with an error once
     /// the copy is abandoned.
     fn metered(&self, body: Body, blob: &Descriptor, offset: u64) -> Body {
-        let len = body.len();
         let flag = self.abandoned.clone();
         let stopping = blob.clone();
-        let body = Body::new(
-            len,
-            body.into_stream().map(move |chunk| {
+        let body = body.observed(|chunks| {
+            chunks.map(move |chunk| {
                 if flag.load(Ordering::Relaxed) {
                     return Err(abandoned(&stopping));
                 }
                 chunk
-            }),
-        );
+            })
+        });
         let Some(progress) = self.options.progress.clone() else {
             return body;
         };
-        let len = body.len();
         let size = blob.size;
         let digest = blob.digest.clone();
         let mut done = offset;
         let mut last = Instant::now();
-        let stream = body.into_stream().inspect(move |chunk| {
-            if let Ok(bytes) = chunk {
-                done += bytes.len() as u64;
-                if done == size || last.elapsed() >= ADVANCE_INTERVAL {
-                    last = Instant::now();
-                    progress.event(&Event::Advanced {
-                        digest: digest.clone(),
-                        done,
-                        size,
-                    });
+        body.observed(|chunks| {
+            chunks.inspect(move |chunk| {
+                if let Ok(bytes) = chunk {
+                    done += bytes.len() as u64;
+                    if done == size || last.elapsed() >= ADVANCE_INTERVAL {
+                        last = Instant::now();
+                        progress.event(&Event::Advanced {
+                            digest: digest.clone(),
+                            done,
+                            size,
+                        });
+                    }
                 }
-            }
-        });
-        Body::new(len, stream)
+            })
+        })
     }
 }
 

@@ -158,6 +158,43 @@ async fn corrupted_fetch_is_a_digest_mismatch() {
 }
 
 #[tokio::test]
+async fn a_fetched_body_is_checked_once_and_still_guards_the_push() {
+    // A body fetched through a Store is pushed without a second hash; its
+    // own check must still keep corrupt bytes out of the target.
+    let (source, desc) = liar_with_blob(Lie::FlipByte).await;
+    let target = Store::new(MemoryBackend::new());
+    let body = source.fetch(&desc).await.expect("fetch");
+    let err = target.push(&desc, body).await.expect_err("corrupt");
+    assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+    assert!(
+        !target.exists(&desc).await.expect("exists"),
+        "nothing published"
+    );
+
+    // Pushed as other content, the same honest body is checked again.
+    let source = Store::new(MemoryBackend::new());
+    let desc = source
+        .push_bytes(MediaType::OCI_LAYER_TAR, &b"honest bytes"[..])
+        .await
+        .expect("push");
+    let other = Descriptor::new(
+        desc.media_type.clone(),
+        Digest::sha256(b"other bytes!"),
+        desc.size,
+    );
+    let body = source.fetch(&desc).await.expect("fetch");
+    let err = target.push(&other, body).await.expect_err("other digest");
+    assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+    assert!(!target.exists(&other).await.expect("exists"));
+
+    // And as itself it arrives whole.
+    let body = source.fetch(&desc).await.expect("fetch");
+    target.push(&desc, body).await.expect("push");
+    let bytes = target.fetch_bytes(&desc).await.expect("fetch back");
+    assert_eq!(&bytes[..], b"honest bytes");
+}
+
+#[tokio::test]
 async fn short_or_misannounced_fetches_are_size_mismatches() {
     let (store, desc) = liar_with_blob(Lie::ShortBody).await;
     let err = drain(store.fetch(&desc).await.expect("fetch"))
