@@ -24,6 +24,7 @@ use crate::archive::Span;
 use crate::backend::file_body;
 use crate::docker_archive::MANIFEST_JSON;
 use crate::error::{FileError, IoContext};
+use crate::files::{FLUSH_EVERY, Flusher};
 
 mod backend;
 mod listing;
@@ -244,7 +245,8 @@ impl ArchiveWriter {
     }
 
     /// Writes the chunks of `body` to `file` at its current position; for
-    /// the tar, through its gate as entry `epoch`.
+    /// the tar, through its gate as entry `epoch`. One chunk is written
+    /// while the next is read (and hashed), in order.
     async fn pump(
         &self,
         file: &Arc<File>,
@@ -253,21 +255,38 @@ impl ArchiveWriter {
         gate: Option<(&Arc<Mutex<u64>>, u64)>,
     ) -> Result<u64> {
         let mut written = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk?;
+        let flusher = (self.inner.durable && body.len() >= FLUSH_EVERY as u64)
+            .then(|| Flusher::start(file))
+            .flatten();
+        let mut unflushed = 0;
+        let mut writing: Option<tokio::task::JoinHandle<std::result::Result<(), FileError>>> = None;
+        loop {
+            let chunk = body.next().await.transpose();
+            if let Some(previous) = writing.take() {
+                previous
+                    .await
+                    .map_err(|e| self.joined("push", e))?
+                    .map_err(|e| self.file_error("push", e))?;
+            }
+            let Some(chunk) = chunk? else {
+                return Ok(written);
+            };
             written += chunk.len() as u64;
+            unflushed += chunk.len();
+            if unflushed >= FLUSH_EVERY
+                && let Some(flusher) = &flusher
+            {
+                flusher.kick();
+                unflushed = 0;
+            }
             let (file, path) = (file.clone(), path.to_owned());
             let gate = gate.map(|(g, epoch)| (g.clone(), epoch));
-            tokio::task::spawn_blocking(move || {
+            writing = Some(tokio::task::spawn_blocking(move || {
                 gated(gate.as_ref(), || {
                     (&*file).write_all(&chunk).at("write", &path)
                 })
-            })
-            .await
-            .map_err(|e| self.joined("push", e))?
-            .map_err(|e| self.file_error("push", e))?;
+            }));
         }
-        Ok(written)
     }
 
     /// Writes one whole entry at the end of the committed tar; anything a

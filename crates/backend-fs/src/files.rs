@@ -1,7 +1,8 @@
 //! The layout on disk: paths, the check that a directory is a layout,
 //! atomic replacement of small files, the compare-and-swap of a small file
 //! under an advisory lock, and unique temporary files in `ingest/` (the
-//! directory oras-go uses for the same).
+//! directory oras-go uses for the same), and flushing big files ahead of
+//! their final `fsync`.
 //!
 //! Everything here is blocking and runs on tokio's blocking pool.
 
@@ -290,6 +291,56 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         if let Some(path) = self.0.take() {
             let _ = fs::remove_file(path);
+        }
+    }
+}
+/// Bytes written between two flushes started ahead of the final `fsync`.
+pub(crate) const FLUSH_EVERY: usize = 32 * 1024 * 1024;
+
+/// Flushes a file being written on a thread of its own, so the disk
+/// writes what has arrived while the rest still streams in (and is
+/// hashed) and the `fsync` that publishes the blob finds little left to
+/// do. Dropped, it stops after the flush under way; [`Flusher::finish`]
+/// also waits for that.
+pub(crate) struct Flusher {
+    kicks: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flusher {
+    /// A flusher of `file`, or `None` when no second handle or thread
+    /// can be had (the final `fsync` then does all the work).
+    pub(crate) fn start(file: &File) -> Option<Self> {
+        let file = file.try_clone().ok()?;
+        // One flush waiting behind the one under way is enough.
+        let (kicks, waiting) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("orca-flush".into())
+            .spawn(move || {
+                while waiting.recv().is_ok() {
+                    // A failure here shows again in the final fsync.
+                    let _ = file.sync_data();
+                }
+            })
+            .ok()?;
+        Some(Flusher {
+            kicks: Some(kicks),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the flusher and waits for the flush under way (blocking).
+    pub(crate) fn finish(mut self) {
+        self.kicks = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Asks for a flush of what was written so far, unless one is waiting.
+    pub(crate) fn kick(&self) {
+        if let Some(kicks) = &self.kicks {
+            let _ = kicks.try_send(());
         }
     }
 }

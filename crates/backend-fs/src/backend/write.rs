@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::{CHUNK, Directory, QUEUE};
 use crate::error::{FileError, IoContext};
-use crate::files::RemoveOnDrop;
+use crate::files::{FLUSH_EVERY, Flusher, RemoveOnDrop};
 
 impl Directory {
     /// Streams the body into a file in `ingest/` on a writer thread (so
@@ -47,7 +47,7 @@ impl Directory {
         // kept unless its content is wrong.
         let (sender, mut receiver) = mpsc::channel::<Bytes>(QUEUE);
         let digest = descriptor.digest.clone();
-        let durable = layout.durable;
+        let (durable, descriptor_size) = (layout.durable, descriptor.size);
         type Written = (File, PathBuf, Option<Digester>, RemoveOnDrop);
         let writer = tokio::task::spawn_blocking(move || -> Result<Written> {
             let file_error = |e: FileError| e.into_core(&place, "push");
@@ -101,7 +101,9 @@ impl Directory {
             } else {
                 file.set_len(0).at("truncate", &path).map_err(file_error)?;
             }
-            let flusher = durable.then(|| Flusher::start(&file)).flatten();
+            let flusher = (durable && descriptor_size >= FLUSH_EVERY as u64)
+                .then(|| Flusher::start(&file))
+                .flatten();
             let mut unflushed = 0;
             while let Some(chunk) = receiver.blocking_recv() {
                 file.write_all(&chunk)
@@ -118,7 +120,9 @@ impl Directory {
                     unflushed = 0;
                 }
             }
-            drop(flusher);
+            if let Some(flusher) = flusher {
+                flusher.finish();
+            }
             Ok((file, path, digester, guard))
         });
 
@@ -231,57 +235,6 @@ pub(super) fn still_at(file: &File, path: &Path) -> bool {
 #[cfg(not(unix))]
 pub(super) fn still_at(_: &File, _: &Path) -> bool {
     false
-}
-
-/// Bytes written between two flushes started ahead of the final `fsync`.
-const FLUSH_EVERY: usize = 32 * 1024 * 1024;
-
-/// Flushes a file being written on a thread of its own, so the disk
-/// writes what has arrived while the rest still streams in (and is
-/// hashed) and the `fsync` that publishes the blob finds little left to
-/// do. Dropping it waits for the flush under way.
-struct Flusher {
-    kicks: Option<std::sync::mpsc::SyncSender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Flusher {
-    /// A flusher of `file`, or `None` when no second handle or thread
-    /// can be had (the final `fsync` then does all the work).
-    fn start(file: &File) -> Option<Self> {
-        let file = file.try_clone().ok()?;
-        // One flush waiting behind the one under way is enough.
-        let (kicks, waiting) = std::sync::mpsc::sync_channel::<()>(1);
-        let thread = std::thread::Builder::new()
-            .name("orca-flush".into())
-            .spawn(move || {
-                while waiting.recv().is_ok() {
-                    // A failure here shows again in the final fsync.
-                    let _ = file.sync_data();
-                }
-            })
-            .ok()?;
-        Some(Flusher {
-            kicks: Some(kicks),
-            thread: Some(thread),
-        })
-    }
-
-    /// Asks for a flush of what was written so far, unless one is waiting.
-    fn kick(&self) {
-        if let Some(kicks) = &self.kicks {
-            let _ = kicks.try_send(());
-        }
-    }
-}
-
-impl Drop for Flusher {
-    fn drop(&mut self) {
-        self.kicks = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 #[cfg(test)]
