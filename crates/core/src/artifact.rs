@@ -323,21 +323,7 @@ pub async fn pull_files(store: &Store, selector: &Selector, out: &Path) -> Resul
         let parent = inside(&root, relative.parent().unwrap_or(Path::new("")))?;
         let name = relative.file_name().map(PathBuf::from).unwrap_or_default();
         let temp = parent.join(format!(".orca-pull-{}", layer.digest.hex()));
-        let result = async {
-            // A file (or a planted link) already at the temporary name is
-            // never followed or overwritten.
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&temp)
-                .map_err(|e| io_error(&temp, e))?;
-            let mut body = store.fetch(&layer).await?;
-            while let Some(chunk) = body.next().await {
-                file.write_all(&chunk?).map_err(|e| io_error(&temp, e))?;
-            }
-            file.sync_all().map_err(|e| io_error(&temp, e))
-        }
-        .await;
+        let result = write_file(store, &layer, &temp).await;
         if let Err(e) = result {
             let _ = std::fs::remove_file(&temp);
             return Err(e);
@@ -347,6 +333,52 @@ pub async fn pull_files(store: &Store, selector: &Selector, out: &Path) -> Resul
         written.push(target);
     }
     Ok(written)
+}
+
+/// Streams `layer` into a new file at `temp`, durably: a thread writes one
+/// chunk while the next is fetched and hashed.
+async fn write_file(store: &Store, layer: &Descriptor, temp: &Path) -> Result<()> {
+    // A file (or a planted link) already at the temporary name is never
+    // followed or overwritten.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(temp)
+        .map_err(|e| io_error(temp, e))?;
+    let mut body = store.fetch(layer).await?;
+    let (chunks, mut arriving) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let path = temp.to_owned();
+    let writer = tokio::task::spawn_blocking(move || {
+        while let Some(chunk) = arriving.blocking_recv() {
+            file.write_all(&chunk).map_err(|e| io_error(&path, e))?;
+        }
+        file.sync_all().map_err(|e| io_error(&path, e))
+    });
+    let mut failure = None;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(chunk) => {
+                if chunks.send(chunk).await.is_err() {
+                    // The writer stopped; it tells why below.
+                    break;
+                }
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    drop(chunks);
+    let written = writer.await.map_err(|e| Error::Backend {
+        backend: temp.display().to_string(),
+        operation: "write",
+        source: Box::new(e),
+    })?;
+    match failure {
+        Some(e) => Err(e),
+        None => written,
+    }
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> Error {
