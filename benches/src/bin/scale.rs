@@ -3,7 +3,8 @@
 //! collect and an index of many members. Each scenario runs at two sizes,
 //! so growth can be read off (linear: the time per item stays put).
 //! Prints a table; `scale [DIR [GROUP…]]`, GROUP one of `tags`,
-//! `remote` (tags on the registry and S3), `referrers`, `gc`, `index`.
+//! `remote` (tags on the registry and S3; `registry` or `s3` for one of
+//! them), `referrers`, `gc`, `index`.
 
 use std::time::Instant;
 
@@ -44,8 +45,8 @@ async fn image(store: &Store, seed: usize) -> Descriptor {
         .expect("manifest")
 }
 
-/// Tags on docker-registry and in S3 (moto), each started here.
-async fn remote_tags() {
+/// Tags on docker-registry (started here).
+async fn registry_tags() {
     let registry = orca_testkit::RegistryServer::start().expect("docker-registry");
     let client = orca_backend_http::RegistryBuilder::new(registry.host())
         .build()
@@ -59,9 +60,13 @@ async fn remote_tags() {
         );
         tag_and_list(&store, n, "registry").await;
     }
+}
+
+/// Tags in S3 (a moto started here).
+async fn s3_tags() {
     let moto = orca_testkit::MotoServer::start().expect("moto_server");
     moto.create_bucket("scale").expect("bucket");
-    for n in [300, 3_000] {
+    for n in [1_000, 10_000] {
         let store = Store::new(
             orca_backend_s3::S3Builder::new(format!("s3://scale/tags-{n}"))
                 .endpoint(moto.endpoint())
@@ -143,8 +148,11 @@ async fn main() {
 
     // Tags elsewhere: the registry keeps them itself; S3 keeps them in
     // index.json like a layout, written by conditional PUTs.
-    if wants("remote") {
-        remote_tags().await;
+    if wants("remote") || wants("registry") {
+        registry_tags().await;
+    }
+    if wants("remote") || wants("s3") {
+        s3_tags().await;
     }
 
     for n in [1_000, 10_000] {

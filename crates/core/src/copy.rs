@@ -40,11 +40,13 @@ use crate::model::{Descriptor, Digest, Document, Index, Platform, RawManifest, S
 use crate::referrers::fallback_tag;
 use crate::store::Store;
 
+mod ledger;
 mod options;
 mod plan;
 mod transfer;
 
-pub use options::{CopyOptions, CopyReport, Event, Progress, Tally, Totals};
+pub use ledger::Ledger;
+pub use options::{CopyOptions, CopyReport, Event, Progress, SharedBlobs, Tally, Totals};
 use plan::{Node, Plan, Role, Visit};
 
 /// Manifest bytes kept in memory between the walk and the push; past this,
@@ -245,7 +247,7 @@ impl Copier<'_> {
 
 /// Picks the root: the resolved manifest, or what the platform filter
 /// keeps of an index.
-async fn choose_root(
+pub(crate) async fn choose_root(
     source: &Store,
     selector: &Selector,
     platforms: &[Platform],
@@ -304,23 +306,25 @@ pub async fn copy(
     options: &CopyOptions,
 ) -> Result<CopyReport> {
     let (root, new_root) = choose_root(source, selector, &options.platforms).await?;
-    copy_root(source, root, new_root, target, tag, options).await
+    copy_root(source, root, new_root, target, tag, options, None).await
 }
 
 /// [`copy`] once the root is known: `new_root` is the index a platform
-/// filter made, if it made one.
-async fn copy_root(
+/// filter made, if it made one; `source_tags`, the source's tags when the
+/// caller listed them already.
+pub(crate) async fn copy_root(
     source: &Store,
     root: Descriptor,
     new_root: Option<RawManifest>,
     target: &Store,
     tag: Option<&str>,
     options: &CopyOptions,
+    source_tags: Option<&[String]>,
 ) -> Result<CopyReport> {
-    let source_tags = if options.digest_tags {
-        source.tags_all().await?
-    } else {
-        Vec::new()
+    let source_tags = match (options.digest_tags, source_tags) {
+        (false, _) => Vec::new(),
+        (true, Some(tags)) => tags.to_vec(),
+        (true, None) => source.tags_all().await?,
     };
     let copier = Copier {
         source,
@@ -479,6 +483,7 @@ pub async fn copy_graph(source: &Store, target: &Store, root: &Descriptor) -> Re
         target,
         None,
         &CopyOptions::default(),
+        None,
     )
     .await
     .map(drop)

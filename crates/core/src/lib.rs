@@ -4,12 +4,13 @@
 //! Files stand on floors and import only downward: the model (`model`),
 //! the contract (`error`, `body`, `verify`, `capabilities`, `backend`),
 //! the shared rules (`layout`, `referrers`), the handle (`store`), then the
-//! operations (`copy`, `artifact`, `index`, `gc`), implementations and
+//! operations (`copy`, `artifact`, `index`, `sync`), implementations and
 //! checks (`memory`, `conformance`).
 
 pub mod artifact;
 pub mod backend;
 pub mod body;
+pub mod bundle;
 pub mod capabilities;
 pub mod copy;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod memory;
 pub mod model;
 pub mod referrers;
 pub mod store;
+pub mod sync;
 pub mod verify;
 
 #[cfg(feature = "conformance")]

@@ -24,6 +24,8 @@
 //! ```
 
 mod helpers;
+#[cfg(feature = "sync")]
+pub mod mirror;
 mod open;
 mod target;
 

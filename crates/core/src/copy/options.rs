@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::ledger::Ledger;
 use crate::model::{Descriptor, Digest, Platform};
 
 /// What the plan holds, known before the first transfer.
@@ -95,6 +96,19 @@ pub struct CopyOptions {
     pub mount_from: Option<String>,
     /// Where events go.
     pub progress: Option<Arc<dyn Progress>>,
+    /// Blobs shared with the other copies of a run (see [`Ledger`]).
+    pub shared: Option<SharedBlobs>,
+}
+
+/// A copy's share of a run's [`Ledger`].
+#[derive(Clone, Debug)]
+pub struct SharedBlobs {
+    /// The run's ledger.
+    pub ledger: Ledger,
+    /// The target repository's name on its registry (where a blob that
+    /// lands can later be mounted from); any name that tells the run's
+    /// targets apart elsewhere.
+    pub repository: String,
 }
 
 impl Default for CopyOptions {
@@ -108,6 +122,7 @@ impl Default for CopyOptions {
             force: false,
             mount_from: None,
             progress: None,
+            shared: None,
         }
     }
 }
@@ -122,6 +137,7 @@ impl std::fmt::Debug for CopyOptions {
             .field("external", &self.external)
             .field("force", &self.force)
             .field("mount_from", &self.mount_from)
+            .field("shared", &self.shared)
             .finish_non_exhaustive()
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::StreamExt;
 
+use super::ledger::Claim;
 use super::{Copier, Event};
 use crate::backend::PushOptions;
 use crate::body::Body;
@@ -21,12 +22,51 @@ const TRANSFER_ATTEMPTS: u32 = 3;
 impl Copier<'_> {
     /// Moves one blob: mount, skip or transfer. Returns its final event,
     /// and the bytes the target already held when the transfer resumed.
+    /// With a run's [`Ledger`](super::Ledger), a blob another copy of the
+    /// run is moving is waited for, then found present or mounted from
+    /// where it landed.
     pub(super) async fn blob(&self, blob: Descriptor) -> Result<(Event, u64)> {
         if self.abandoned.load(Ordering::Relaxed) {
             return Err(abandoned(&blob));
         }
         if !blob.urls.is_empty() && !self.options.external {
             return Ok((Event::External(blob), 0));
+        }
+        let Some(shared) = &self.options.shared else {
+            return self.move_blob(blob, None).await;
+        };
+        loop {
+            match shared.ledger.claim(&blob.digest) {
+                Claim::Mine(moving) => {
+                    let moved = self.move_blob(blob, None).await?;
+                    moving.landed(&shared.repository);
+                    return Ok(moved);
+                }
+                Claim::Wait(mut landed) => {
+                    // Landed or given up: either way, ask again.
+                    let _ = landed.wait_for(|done| *done).await;
+                }
+                Claim::Landed(repository) => {
+                    let from = (repository != shared.repository).then_some(repository);
+                    return self.move_blob(blob, from).await;
+                }
+            }
+        }
+    }
+
+    /// [`Copier::blob`] on its own: mount (from `from`, a repository of
+    /// the target's registry that has it, else from the copy's
+    /// `mount_from`), skip when present, or transfer.
+    async fn move_blob(&self, blob: Descriptor, from: Option<String>) -> Result<(Event, u64)> {
+        if let Some(from) = &from
+            && self.target.capabilities().mount
+        {
+            if self.target.exists(&blob).await? {
+                return Ok((Event::Present(blob), 0));
+            }
+            if let Ok(true) = self.target.mount(&blob, from).await {
+                return Ok((Event::Mounted(blob), 0));
+            }
         }
         if let Some(from) = &self.options.mount_from
             && self.target.capabilities().mount
@@ -40,6 +80,10 @@ impl Copier<'_> {
         if self.target.exists(&blob).await? {
             return Ok((Event::Present(blob), 0));
         }
+        let _turn = match &self.options.shared {
+            Some(shared) => shared.ledger.transfer_turn().await,
+            None => None,
+        };
         self.emit(Event::Started(blob.clone()));
         // A transfer that broke off in the network (a stalled or reset
         // connection, an upload session the registry dropped) is tried

@@ -301,7 +301,7 @@ fn validate_registry(registry: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-fn validate_repository(path: &str) -> std::result::Result<(), String> {
+pub(crate) fn validate_repository(path: &str) -> std::result::Result<(), String> {
     for component in path.split('/') {
         validate_component(component).map_err(|why| {
             if component.is_empty() {

@@ -7,3 +7,4 @@ mod copy;
 mod memory;
 mod properties;
 mod store;
+mod sync;

@@ -1,0 +1,361 @@
+//! Mirroring: the tags a [`TagFilter`] picks from source repositories,
+//! copied to target repositories by the copy engine, many images at once.
+//!
+//! A re-run is cheap: each picked tag costs one manifest request at the
+//! source (a `HEAD`, or a `GET` when a platform filter must see the
+//! index), compared with what the target's tag names; an unchanged image
+//! is reported up to date without walking its graph. Blobs several images
+//! share move once per run when the mirrors share a [`Ledger`]. With
+//! `prune`, target tags the source no longer has (among those the filter
+//! would take) are removed. A dry run reports every copy and removal and
+//! changes nothing. One failing image is reported and the others go on.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Instant, SystemTime};
+
+use futures::stream::{self, StreamExt};
+
+use crate::copy::{CopyOptions, SharedBlobs, choose_root, copy_root};
+use crate::error::{Error, Result};
+use crate::model::{Digest, Document, Selector};
+use crate::store::Store;
+
+pub mod filter;
+
+pub use filter::{NewestBy, Pattern, TagFilter, is_digest_tag, version};
+
+/// One repository to mirror.
+#[derive(Clone, Debug)]
+pub struct Mirror {
+    /// Where images come from.
+    pub source: Store,
+    /// Where they go.
+    pub target: Store,
+    /// The source repository, as reports name it.
+    pub source_name: String,
+    /// The target repository, as reports name it.
+    pub target_name: String,
+    /// Blobs shared with the other mirrors into the same place.
+    pub shared: Option<SharedBlobs>,
+}
+
+/// How to mirror.
+#[derive(Clone, Debug)]
+pub struct SyncOptions {
+    /// The tags to take.
+    pub filter: TagFilter,
+    /// How each image is copied (platforms, referrers, digest tags,
+    /// transfers per image, progress).
+    pub copy: CopyOptions,
+    /// Remove target tags the source no longer has.
+    pub prune: bool,
+    /// Report, change nothing.
+    pub dry_run: bool,
+    /// Images copied at once (at least 1).
+    pub images: usize,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            filter: TagFilter::default(),
+            copy: CopyOptions::default(),
+            prune: false,
+            dry_run: false,
+            images: 4,
+        }
+    }
+}
+
+/// What happened to one image (or, without a tag, to a whole repository
+/// whose tags could not be listed).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Copied to the target.
+    Copied,
+    /// The target's tag already names the source's image.
+    UpToDate,
+    /// Removed from the target: the source no longer has it.
+    Pruned,
+    /// Would be copied (dry run).
+    WouldCopy,
+    /// Would be removed (dry run).
+    WouldPrune,
+    /// Failed; see the error.
+    Failed,
+}
+
+/// The report on one image.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageReport {
+    /// The source repository.
+    pub source: String,
+    /// The target repository.
+    pub target: String,
+    /// The tag; `None` when the whole repository failed.
+    pub tag: Option<String>,
+    /// What happened.
+    pub action: Action,
+    /// What the source's tag names.
+    pub source_digest: Option<Digest>,
+    /// What the target's tag names now (before, for a removal).
+    pub target_digest: Option<Digest>,
+    /// Bytes moved.
+    pub bytes: u64,
+    /// Wall time spent on this image.
+    pub seconds: f64,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl ImageReport {
+    fn new(mirror: &Mirror, tag: Option<&str>, action: Action) -> Self {
+        ImageReport {
+            source: mirror.source_name.clone(),
+            target: mirror.target_name.clone(),
+            tag: tag.map(str::to_owned),
+            action,
+            source_digest: None,
+            target_digest: None,
+            bytes: 0,
+            seconds: 0.0,
+            error: None,
+        }
+    }
+
+    fn failed(mut self, error: &Error) -> Self {
+        self.action = Action::Failed;
+        self.error = Some(error_chain(error));
+        self
+    }
+}
+
+/// An error with its causes, on one line.
+fn error_chain(error: &Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(next) = cause {
+        let said = next.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = next.source();
+    }
+    text
+}
+
+/// The work one repository holds: its tags to copy and to remove.
+struct Work<'a> {
+    mirror: &'a Mirror,
+    source_tags: Vec<String>,
+    picked: Vec<String>,
+    target_tags: HashSet<String>,
+}
+
+/// Mirrors every repository of `mirrors`, up to `options.images` images
+/// at once across them, and reports on each image. Failures are reported,
+/// not returned: a repository whose tags cannot be listed gets one failed
+/// report, an image that fails gets its own.
+pub async fn sync(mirrors: &[Mirror], options: &SyncOptions) -> Vec<ImageReport> {
+    let images = options.images.max(1);
+    let listed: Vec<std::result::Result<Work<'_>, ImageReport>> = stream::iter(mirrors)
+        .map(|mirror| async move {
+            let started = Instant::now();
+            survey(mirror, options).await.map_err(|e| {
+                let mut report = ImageReport::new(mirror, None, Action::Failed).failed(&e);
+                report.seconds = started.elapsed().as_secs_f64();
+                report
+            })
+        })
+        .buffered(images)
+        .collect()
+        .await;
+    let mut reports = Vec::new();
+    let mut work = Vec::new();
+    for listing in listed {
+        match listing {
+            Ok(found) => work.push(found),
+            Err(report) => reports.push(report),
+        }
+    }
+    let copies = work
+        .iter()
+        .flat_map(|w| w.picked.iter().map(move |tag| sync_image(w, tag, options)));
+    let mut copied: Vec<ImageReport> = stream::iter(copies)
+        .buffer_unordered(images)
+        .collect()
+        .await;
+    copied.sort_by(|a, b| (&a.target, &a.tag).cmp(&(&b.target, &b.tag)));
+    reports.extend(copied);
+    if options.prune {
+        for w in &work {
+            reports.extend(prune(w, options).await);
+        }
+    }
+    reports
+}
+
+/// Lists a repository's tags at both ends and picks the ones to copy.
+async fn survey<'a>(mirror: &'a Mirror, options: &SyncOptions) -> Result<Work<'a>> {
+    let source_tags = mirror.source.tags_all().await?;
+    let created = if options.filter.needs_created() {
+        let mut created = HashMap::new();
+        for tag in options.filter.candidates(&source_tags) {
+            if let Some(time) = created_time(&mirror.source, tag).await? {
+                created.insert(tag.to_owned(), time);
+            }
+        }
+        created
+    } else {
+        HashMap::new()
+    };
+    let picked = options.filter.select(&source_tags, &created);
+    let target_tags = match mirror.target.tags_all().await {
+        Ok(tags) => tags.into_iter().collect(),
+        // A repository that does not exist yet has no tags.
+        Err(Error::NotFound { .. }) => HashSet::new(),
+        Err(e) => return Err(e),
+    };
+    Ok(Work {
+        mirror,
+        source_tags,
+        picked,
+        target_tags,
+    })
+}
+
+/// One image: up to date, or copied (or, in a dry run, reported).
+async fn sync_image(work: &Work<'_>, tag: &str, options: &SyncOptions) -> ImageReport {
+    let started = Instant::now();
+    let mirror = work.mirror;
+    let mut report = ImageReport::new(mirror, Some(tag), Action::Copied);
+    let outcome: Result<()> = async {
+        let selector = Selector::Tag(tag.to_owned());
+        let (root, new_root) =
+            choose_root(&mirror.source, &selector, &options.copy.platforms).await?;
+        report.source_digest = Some(root.digest.clone());
+        if work.target_tags.contains(tag) {
+            match mirror.target.resolve(&selector).await {
+                Ok(found) => report.target_digest = Some(found.digest),
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if report.target_digest.as_ref() == Some(&root.digest) {
+            report.action = Action::UpToDate;
+            return Ok(());
+        }
+        if options.dry_run {
+            report.action = Action::WouldCopy;
+            return Ok(());
+        }
+        let mut copy = options.copy.clone();
+        copy.shared = mirror.shared.clone().or(copy.shared);
+        let copied = copy_root(
+            &mirror.source,
+            root.clone(),
+            new_root,
+            &mirror.target,
+            Some(tag),
+            &copy,
+            Some(&work.source_tags),
+        )
+        .await?;
+        report.bytes = copied.bytes;
+        report.target_digest = Some(root.digest);
+        Ok(())
+    }
+    .await;
+    if let Err(e) = outcome {
+        report = report.failed(&e);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report
+}
+
+/// Removes the target tags the source no longer has, among those the
+/// filter would take.
+async fn prune(work: &Work<'_>, options: &SyncOptions) -> Vec<ImageReport> {
+    let mirror = work.mirror;
+    let at_source: HashSet<&str> = work.source_tags.iter().map(String::as_str).collect();
+    let mut stale: Vec<String> = work
+        .target_tags
+        .iter()
+        .filter(|tag| !at_source.contains(tag.as_str()))
+        .filter(|tag| {
+            !options
+                .filter
+                .candidates(std::slice::from_ref(*tag))
+                .is_empty()
+        })
+        .cloned()
+        .collect();
+    stale.sort();
+    let mut reports = Vec::new();
+    for tag in stale {
+        let started = Instant::now();
+        let action = if options.dry_run {
+            Action::WouldPrune
+        } else {
+            Action::Pruned
+        };
+        let mut report = ImageReport::new(mirror, Some(&tag), action);
+        let outcome: Result<()> = async {
+            report.target_digest = Some(
+                mirror
+                    .target
+                    .resolve(&Selector::Tag(tag.clone()))
+                    .await?
+                    .digest,
+            );
+            if !options.dry_run {
+                mirror.target.untag(&tag).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = outcome {
+            report = report.failed(&e);
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        reports.push(report);
+    }
+    reports
+}
+
+/// When the image `tag` names was made: its configuration's `created`
+/// (for an index, its first manifest's). `None` when it says nothing.
+async fn created_time(store: &Store, tag: &str) -> Result<Option<SystemTime>> {
+    let (_, raw) = store.fetch_manifest(&Selector::Tag(tag.to_owned())).await?;
+    let manifest = match raw.parse()? {
+        Document::Manifest(manifest) => manifest,
+        Document::Index(index) => {
+            let Some(first) = index.manifests.first() else {
+                return Ok(None);
+            };
+            let raw = store
+                .fetch_manifest(&Selector::Digest(first.digest.clone()))
+                .await?;
+            match raw.1.parse()? {
+                Document::Manifest(manifest) => manifest,
+                _ => return Ok(None),
+            }
+        }
+        // An artifact manifest has no configuration.
+        Document::Artifact(_) => return Ok(None),
+    };
+    let config = store.fetch_bytes(&manifest.config).await?;
+    #[derive(serde::Deserialize)]
+    struct Config {
+        created: Option<String>,
+    }
+    let Ok(config) = serde_json::from_slice::<Config>(&config) else {
+        return Ok(None);
+    };
+    Ok(config
+        .created
+        .and_then(|c| humantime::parse_rfc3339_weak(&c).ok()))
+}

@@ -1,0 +1,264 @@
+//! The sync engine over memory backends: what a run copies, that a re-run
+//! only asks the source one question per image, prune and dry runs,
+//! blobs shared by many images moved once, and bundles.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use orca_core::bundle::{Namespaced, repositories};
+use orca_core::conformance::{Hooks, Intercept};
+use orca_core::copy::{Ledger, SharedBlobs};
+use orca_core::memory::MemoryBackend;
+use orca_core::sync::{Action, ImageReport, Mirror, Pattern, SyncOptions, sync};
+use orca_core::{Backend, Body, Descriptor, Manifest, MediaType, Result, Selector, Store};
+
+/// Counts what the source is asked: resolutions and fetches, by digest.
+#[derive(Debug, Default)]
+struct Counter {
+    resolves: AtomicUsize,
+    fetches: Mutex<HashMap<String, usize>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Counting(Arc<Counter>);
+
+#[async_trait]
+impl Hooks for Counting {
+    async fn fetch(&self, inner: &dyn Backend, descriptor: &Descriptor) -> Result<Body> {
+        *self
+            .0
+            .fetches
+            .lock()
+            .expect("lock")
+            .entry(descriptor.digest.to_string())
+            .or_default() += 1;
+        // A fetch takes a while, as over a network: copies overlap.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        inner.fetch(descriptor).await
+    }
+
+    async fn resolve(&self, inner: &dyn Backend, selector: &Selector) -> Result<Descriptor> {
+        self.0.resolves.fetch_add(1, Ordering::SeqCst);
+        inner.resolve(selector).await
+    }
+}
+
+impl Counting {
+    fn requests(&self) -> usize {
+        self.0.resolves.load(Ordering::SeqCst)
+            + self.0.fetches.lock().expect("lock").values().sum::<usize>()
+    }
+
+    fn fetched(&self, descriptor: &Descriptor) -> usize {
+        self.0
+            .fetches
+            .lock()
+            .expect("lock")
+            .get(&descriptor.digest.to_string())
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Pushes an image of `base` and a layer of its own, tagged `tag`.
+async fn image(store: &Store, base: &Descriptor, tag: &str) -> Descriptor {
+    let own = store
+        .push_bytes(
+            MediaType::OCI_LAYER_TAR,
+            format!("own layer of {tag}").into_bytes(),
+        )
+        .await
+        .expect("layer");
+    let config = store
+        .push_bytes(
+            MediaType::OCI_CONFIG,
+            format!(r#"{{"os":"linux","architecture":"amd64","tag":"{tag}"}}"#).into_bytes(),
+        )
+        .await
+        .expect("config");
+    let raw = Manifest::new(config, vec![base.clone(), own])
+        .to_raw()
+        .expect("raw");
+    store
+        .push_manifest(&raw, Some(tag))
+        .await
+        .expect("manifest")
+}
+
+async fn base(store: &Store) -> Descriptor {
+    store
+        .push_bytes(MediaType::OCI_LAYER_TAR, vec![7u8; 64 * 1024])
+        .await
+        .expect("base")
+}
+
+fn actions(reports: &[ImageReport]) -> Vec<(String, Action)> {
+    reports
+        .iter()
+        .map(|r| (r.tag.clone().unwrap_or_default(), r.action.clone()))
+        .collect()
+}
+
+fn mirror(source: Store, target: Store) -> Mirror {
+    Mirror {
+        source,
+        target,
+        source_name: "source/app".into(),
+        target_name: "target/app".into(),
+        shared: None,
+    }
+}
+
+#[tokio::test]
+async fn a_rerun_asks_one_question_per_image_and_moves_nothing() {
+    let memory = MemoryBackend::new();
+    let counting = Counting::default();
+    let source = Store::new(Intercept::new(memory.clone(), counting.clone()));
+    let seed = Store::new(memory);
+    let base = base(&seed).await;
+    for tag in ["1.0", "1.1", "2.0", "latest"] {
+        image(&seed, &base, tag).await;
+    }
+    let target = Store::new(MemoryBackend::new());
+    let mut options = SyncOptions::default();
+    options.filter.exclude = vec![Pattern::parse("latest").expect("glob")];
+
+    let first = sync(&[mirror(source.clone(), target.clone())], &options).await;
+    assert_eq!(
+        actions(&first),
+        [
+            ("1.0".into(), Action::Copied),
+            ("1.1".into(), Action::Copied),
+            ("2.0".into(), Action::Copied)
+        ]
+    );
+    assert!(
+        first
+            .iter()
+            .all(|r| r.bytes > 0 && r.source_digest == r.target_digest)
+    );
+    assert!(
+        target
+            .resolve(&Selector::Tag("latest".into()))
+            .await
+            .is_err()
+    );
+
+    let before = counting.requests();
+    let second = sync(&[mirror(source, target)], &options).await;
+    assert!(
+        second
+            .iter()
+            .all(|r| r.action == Action::UpToDate && r.bytes == 0)
+    );
+    assert_eq!(
+        counting.requests() - before,
+        3,
+        "one resolution per image, no fetch"
+    );
+}
+
+#[tokio::test]
+async fn prune_removes_what_the_source_dropped_and_a_dry_run_changes_nothing() {
+    let source = Store::new(MemoryBackend::new());
+    let base = base(&source).await;
+    for tag in ["a", "b", "c"] {
+        image(&source, &base, tag).await;
+    }
+    let target = Store::new(MemoryBackend::new());
+    let mut options = SyncOptions::default();
+    sync(&[mirror(source.clone(), target.clone())], &options).await;
+    source.untag("b").await.expect("untag");
+    // A tag outside the filter is no business of this mirror.
+    let other = target.resolve(&Selector::Tag("a".into())).await.expect("a");
+    target.tag(&other, "keep-me").await.expect("tag");
+    options.prune = true;
+    options.filter.exclude = vec![Pattern::parse("keep-*").expect("glob")];
+
+    options.dry_run = true;
+    let dry = sync(&[mirror(source.clone(), target.clone())], &options).await;
+    assert!(actions(&dry).contains(&("b".into(), Action::WouldPrune)));
+    assert_eq!(
+        target.tags_all().await.expect("tags"),
+        ["a", "b", "c", "keep-me"]
+    );
+
+    options.dry_run = false;
+    let done = sync(&[mirror(source, target.clone())], &options).await;
+    assert!(actions(&done).contains(&("b".into(), Action::Pruned)));
+    assert_eq!(
+        target.tags_all().await.expect("tags"),
+        ["a", "c", "keep-me"]
+    );
+}
+
+#[tokio::test]
+async fn a_base_layer_shared_by_ten_images_moves_once() {
+    let memory = MemoryBackend::new();
+    let counting = Counting::default();
+    let seed = Store::new(memory.clone());
+    let base = base(&seed).await;
+    let mut mirrors = Vec::new();
+    let ledger = Ledger::new(4);
+    let target = MemoryBackend::new();
+    for n in 0..10 {
+        // Ten repositories of one registry, each with its own image.
+        let tag = format!("img{n}");
+        image(&seed, &base, &tag).await;
+        mirrors.push(Mirror {
+            source: Store::new(Intercept::new(memory.clone(), counting.clone())),
+            target: Store::new(target.clone()),
+            source_name: format!("source/{tag}"),
+            target_name: format!("target/{tag}"),
+            shared: Some(SharedBlobs {
+                ledger: ledger.clone(),
+                repository: tag,
+            }),
+        });
+    }
+    let options = SyncOptions {
+        images: 10,
+        ..SyncOptions::default()
+    };
+    let reports = sync(&mirrors, &options).await;
+    assert!(
+        reports.iter().all(|r| r.action == Action::Copied),
+        "{reports:?}"
+    );
+    assert_eq!(counting.fetched(&base), 1, "the base layer moved once");
+}
+
+#[tokio::test]
+async fn a_bundle_holds_repositories_as_name_prefixes() {
+    let bundle: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let alpine = Store::new(Namespaced::new(bundle.clone(), "library/alpine").expect("view"));
+    let busybox = Store::new(Namespaced::new(bundle.clone(), "library/busybox").expect("view"));
+    let base = base(&alpine).await;
+    image(&alpine, &base, "3.19").await;
+    image(&alpine, &base, "3.20").await;
+    image(&busybox, &base, "1.36").await;
+    assert_eq!(alpine.tags_all().await.expect("tags"), ["3.19", "3.20"]);
+    assert_eq!(busybox.tags_all().await.expect("tags"), ["1.36"]);
+    assert_eq!(
+        bundle
+            .tags(&orca_core::ListQuery::all())
+            .await
+            .expect("all")
+            .entries,
+        [
+            "library/alpine:3.19",
+            "library/alpine:3.20",
+            "library/busybox:1.36"
+        ]
+    );
+    assert_eq!(
+        repositories(bundle.as_ref()).await.expect("repositories"),
+        ["library/alpine", "library/busybox"]
+    );
+    alpine.untag("3.19").await.expect("untag");
+    assert_eq!(alpine.tags_all().await.expect("tags"), ["3.20"]);
+    let err = Namespaced::new(bundle, "Not/Valid").expect_err("uppercase");
+    assert!(err.to_string().contains("Not/Valid"), "{err}");
+}

@@ -1,0 +1,435 @@
+//! `orca sync`: a YAML configuration of mirrors (see
+//! `docs/sync.example.yaml`), read into [`Config`], and the run that
+//! opens each entry's source and target and hands the repositories to
+//! [`orca_core::sync`].
+//!
+//! A source is a registry repository (`HOST/REPO`), several of one
+//! registry (`HOST` with `repositories`), a whole registry or a prefix of
+//! it (`HOST` or `HOST/PREFIX/` listed through the catalog, narrowed by
+//! `include` and `exclude`), or a bundle (`oci:DIR`, `s3://BUCKET/PREFIX`)
+//! and all or some of the repositories it holds. A target is where the
+//! repositories go: a registry (`HOST` or `HOST/PREFIX`; repository `R`
+//! lands at `HOST/PREFIX/R`) or a bundle, where `R:TAG` names each image.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use orca_core::copy::{CopyOptions, Ledger, SharedBlobs};
+use orca_core::sync::{Mirror, NewestBy, Pattern, SyncOptions, TagFilter};
+use orca_core::{Backend, Error, Platform, Result, Store};
+use serde::Deserialize;
+
+use crate::open::OpenOptions;
+
+/// A sync configuration: defaults, then the entries.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Settings every entry starts from.
+    #[serde(default)]
+    pub defaults: Settings,
+    /// What to mirror.
+    pub sync: Vec<Entry>,
+}
+
+/// One mirror: a source, a target, and settings over the defaults.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// Where repositories come from.
+    pub source: String,
+    /// Where they go.
+    pub target: String,
+    /// The source's repositories to take (names under the source); all
+    /// of a registry or bundle when absent.
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    /// Take only repositories matching one of these globs.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Leave out repositories matching any of these globs.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Settings for this entry, over the defaults.
+    #[serde(flatten)]
+    pub settings: Settings,
+}
+
+/// What a mirror takes and how; every field may be set in `defaults` and
+/// overridden per entry.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Which tags.
+    pub tags: Option<Tags>,
+    /// Keep only these platforms of multi-platform images.
+    pub platforms: Option<Vec<String>>,
+    /// Copy the referrers (signatures, SBOMs) of every image.
+    pub referrers: Option<bool>,
+    /// Copy `sha256-<hex>.*` tags (cosign-style) with their images.
+    pub digest_tags: Option<bool>,
+    /// Remove target tags the source no longer has.
+    pub prune: Option<bool>,
+    /// Images copied at once.
+    pub images: Option<usize>,
+    /// Blob transfers at once, across all images of a target.
+    pub transfers: Option<usize>,
+}
+
+/// The tag filter of a mirror.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tags {
+    /// Globs or `/regular expressions/`; all tags when empty.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Globs or `/regular expressions/` to leave out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// A semver range (`">=1.2, <2"`); tags that are no versions are left out.
+    pub semver: Option<String>,
+    /// Keep only the newest N.
+    pub newest: Option<usize>,
+    /// `semver` (default) or `created` (the image configuration's time).
+    pub newest_by: Option<String>,
+}
+
+impl Settings {
+    /// These settings with `over`'s set fields in place of their own.
+    fn merged(&self, over: &Settings) -> Settings {
+        Settings {
+            tags: over.tags.clone().or_else(|| self.tags.clone()),
+            platforms: over.platforms.clone().or_else(|| self.platforms.clone()),
+            referrers: over.referrers.or(self.referrers),
+            digest_tags: over.digest_tags.or(self.digest_tags),
+            prune: over.prune.or(self.prune),
+            images: over.images.or(self.images),
+            transfers: over.transfers.or(self.transfers),
+        }
+    }
+
+    /// The core options these settings make.
+    fn options(&self, dry_run: bool) -> Result<SyncOptions> {
+        let tags = self.tags.clone().unwrap_or_default();
+        let patterns = |list: &[String]| -> Result<Vec<Pattern>> {
+            list.iter().map(|p| Pattern::parse(p)).collect()
+        };
+        let semver = tags
+            .semver
+            .as_deref()
+            .map(|range| {
+                semver::VersionReq::parse(range).map_err(|e| Error::InvalidInput {
+                    what: format!("semver range {range:?}"),
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()?;
+        let newest_by = match tags.newest_by.as_deref() {
+            None | Some("semver") => NewestBy::Semver,
+            Some("created") => NewestBy::Created,
+            Some(other) => {
+                return Err(Error::InvalidInput {
+                    what: format!("newest_by {other:?}"),
+                    reason: "it is `semver` or `created`".into(),
+                });
+            }
+        };
+        let platforms = self
+            .platforms
+            .iter()
+            .flatten()
+            .map(|p| Platform::parse(p))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SyncOptions {
+            filter: TagFilter {
+                include: patterns(&tags.include)?,
+                exclude: patterns(&tags.exclude)?,
+                semver,
+                newest: tags.newest,
+                newest_by,
+            },
+            copy: CopyOptions {
+                platforms,
+                referrers: self.referrers.unwrap_or(false),
+                digest_tags: self.digest_tags.unwrap_or(false),
+                ..CopyOptions::default()
+            },
+            prune: self.prune.unwrap_or(false),
+            dry_run,
+            images: self.images.unwrap_or(4),
+        })
+    }
+}
+
+impl Config {
+    /// Reads a configuration file; a bad one is `InvalidInput` naming the
+    /// file and, where the parser knows it, the line.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::InvalidInput {
+            what: format!("sync configuration {}", path.display()),
+            reason: e.to_string(),
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            Error::InvalidInput { reason, .. } => Error::InvalidInput {
+                what: format!("sync configuration {}", path.display()),
+                reason,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses a configuration's text.
+    pub fn parse(text: &str) -> Result<Config> {
+        let config: Config = serde_saphyr::from_str(text).map_err(|e| Error::InvalidInput {
+            what: "sync configuration".into(),
+            reason: e.to_string(),
+        })?;
+        if config.sync.is_empty() {
+            return Err(Error::InvalidInput {
+                what: "sync configuration".into(),
+                reason: "`sync` lists no entries".into(),
+            });
+        }
+        for entry in &config.sync {
+            // Settle every pattern and range now, before anything runs.
+            config.defaults.merged(&entry.settings).options(false)?;
+            for glob in entry.include.iter().chain(&entry.exclude) {
+                Pattern::parse(glob)?;
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// Where one side of an entry is.
+enum Place {
+    /// A registry, with a path prefix (empty, or ending in `/`).
+    Registry {
+        registry: orca_backend_http::Registry,
+        host: String,
+        prefix: String,
+    },
+    /// A registry repository named whole.
+    Repository {
+        registry: orca_backend_http::Registry,
+        host: String,
+        repository: String,
+    },
+    /// A bundle: one tag namespace holding many repositories.
+    Bundle {
+        backend: Arc<dyn Backend>,
+        name: String,
+        /// Only this repository of it (`oci:DIR:REPO`).
+        repository: Option<String>,
+    },
+}
+
+/// Opens one side of an entry.
+fn place(text: &str, options: &OpenOptions) -> Result<Place> {
+    let bundle = |backend: Arc<dyn Backend>, repository: Option<String>| Place::Bundle {
+        backend,
+        name: text.to_owned(),
+        repository,
+    };
+    if let Some(rest) = text.strip_prefix("oci:") {
+        let (dir, repository) = match rest.split_once(':') {
+            Some((dir, repository)) => (dir, Some(repository.to_owned())),
+            None => (rest, None),
+        };
+        let layout = orca_backend_fs::LayoutBuilder::new(dir).open()?;
+        return Ok(bundle(Arc::new(layout), repository));
+    }
+    if text.starts_with("s3://") {
+        let mut builder =
+            orca_backend_s3::S3Builder::new(text).allow_invalid_certificates(options.insecure);
+        if let Some(endpoint) = &options.s3_endpoint {
+            builder = builder.endpoint(endpoint.clone());
+        }
+        if options.plain_http == Some(true) {
+            builder = builder.allow_http(true);
+        }
+        if let Some(region) = &options.s3_region {
+            builder = builder.region(region.clone());
+        }
+        return Ok(bundle(Arc::new(builder.build()?), None));
+    }
+    if text.contains(':')
+        && !text.contains('/')
+        && text
+            .split_once(':')
+            .is_some_and(|(_, p)| !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(Error::InvalidReference {
+            input: text.to_owned(),
+            reason: "a sync source or target is a registry (HOST, HOST/PREFIX or HOST/REPO), \
+                     a layout bundle (oci:DIR) or an S3 bundle (s3://BUCKET/PREFIX)"
+                .into(),
+        });
+    }
+    let (host, path) = text.split_once('/').unwrap_or((text, ""));
+    let registry = crate::open::registry(host, options)?;
+    let host = host.to_owned();
+    if path.is_empty() || path.ends_with('/') {
+        return Ok(Place::Registry {
+            registry,
+            host,
+            prefix: path.to_owned(),
+        });
+    }
+    Ok(Place::Repository {
+        registry,
+        host,
+        repository: path.to_owned(),
+    })
+}
+
+/// What a whole run did, per image.
+pub type Report = Vec<orca_core::sync::ImageReport>;
+
+/// Runs every entry of `config` once, in order; within an entry, images
+/// of all its repositories copy at once. Problems with one repository or
+/// image are in the report; an entry whose source or target cannot be
+/// opened or listed is an error.
+pub async fn run(
+    config: &Config,
+    dry_run: bool,
+    options: &OpenOptions,
+    progress: Option<Arc<dyn orca_core::copy::Progress>>,
+) -> Result<Report> {
+    let mut report = Vec::new();
+    for entry in &config.sync {
+        let settings = config.defaults.merged(&entry.settings);
+        let mut sync_options = settings.options(dry_run)?;
+        sync_options.copy.progress = progress.clone();
+        let source = place(&entry.source, options)?;
+        let target = place(&entry.target, options)?;
+        let names = repositories(entry, &source).await?;
+        let ledger = Ledger::new(settings.transfers.unwrap_or(8));
+        let mut mirrors = Vec::new();
+        for name in &names {
+            let target_name = target_repository(&target, name, names.len())?;
+            mirrors.push(Mirror {
+                source: store(&source, name).await?,
+                target: store(&target, &target_name).await?,
+                source_name: format!("{}/{name}", side_name(&source)),
+                target_name: format!("{}/{target_name}", side_name(&target)),
+                shared: Some(SharedBlobs {
+                    ledger: ledger.clone(),
+                    repository: target_name,
+                }),
+            });
+        }
+        let done = orca_core::sync::sync(&mirrors, &sync_options).await;
+        let pruned = done
+            .iter()
+            .any(|r| r.action == orca_core::sync::Action::Pruned);
+        report.extend(done);
+        // What pruning left unreferenced goes where the target collects
+        // garbage (layouts and buckets); a registry collects its own.
+        if pruned && let Place::Bundle { name, .. } = &target {
+            crate::open::gc(name, false, options).await?;
+        }
+    }
+    Ok(report)
+}
+
+/// How reports name a side: the registry host, or the bundle.
+fn side_name(place: &Place) -> String {
+    match place {
+        Place::Registry { host, .. } | Place::Repository { host, .. } => host.clone(),
+        Place::Bundle {
+            name, repository, ..
+        } => match repository {
+            // `oci:DIR:REPO` is named by `oci:DIR`.
+            Some(repository) => name
+                .strip_suffix(&format!(":{repository}"))
+                .unwrap_or(name)
+                .to_owned(),
+            None => name.clone(),
+        },
+    }
+}
+
+/// The source repositories an entry takes.
+async fn repositories(entry: &Entry, source: &Place) -> Result<Vec<String>> {
+    let include = globs(&entry.include)?;
+    let exclude = globs(&entry.exclude)?;
+    let keep = |name: &String| {
+        (include.is_empty() || include.iter().any(|p| p.matches(name)))
+            && !exclude.iter().any(|p| p.matches(name))
+    };
+    let mut names = match source {
+        Place::Repository { repository, .. } => return Ok(vec![repository.clone()]),
+        Place::Bundle {
+            repository: Some(repository),
+            ..
+        } => return Ok(vec![repository.clone()]),
+        Place::Registry { prefix, .. } if !entry.repositories.is_empty() => entry
+            .repositories
+            .iter()
+            .map(|r| format!("{prefix}{r}"))
+            .collect(),
+        Place::Bundle { .. } if !entry.repositories.is_empty() => entry.repositories.clone(),
+        Place::Registry {
+            registry, prefix, ..
+        } => {
+            let mut all = Vec::new();
+            let mut query = orca_core::ListQuery::page(None, 1000);
+            loop {
+                let page = registry.catalog(&query).await?;
+                all.extend(page.entries);
+                match page.next {
+                    Some(next) => query.last = Some(next),
+                    None => break,
+                }
+            }
+            all.retain(|name| name.starts_with(prefix.as_str()));
+            all
+        }
+        Place::Bundle { backend, .. } => orca_core::bundle::repositories(backend.as_ref()).await?,
+    };
+    names.retain(keep);
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+fn globs(list: &[String]) -> Result<Vec<Pattern>> {
+    list.iter().map(|p| Pattern::parse(p)).collect()
+}
+
+/// Where source repository `name` lands in `target`.
+fn target_repository(target: &Place, name: &str, sources: usize) -> Result<String> {
+    Ok(match target {
+        Place::Registry { prefix, .. } => format!("{prefix}{name}"),
+        Place::Repository { repository, .. } => format!("{repository}/{name}"),
+        Place::Bundle {
+            repository: Some(repository),
+            name: bundle,
+            ..
+        } => {
+            if sources > 1 {
+                return Err(Error::InvalidInput {
+                    what: format!("target {bundle}"),
+                    reason: format!(
+                        "it names one repository ({repository}) for {sources} source repositories"
+                    ),
+                });
+            }
+            repository.clone()
+        }
+        Place::Bundle { .. } => name.to_owned(),
+    })
+}
+
+/// The store of repository `name` on one side.
+async fn store(place: &Place, name: &str) -> Result<Store> {
+    Ok(match place {
+        Place::Registry { registry, .. } | Place::Repository { registry, .. } => {
+            Store::new(registry.repository(name).await?)
+        }
+        Place::Bundle { backend, .. } => {
+            Store::new(orca_core::bundle::Namespaced::new(backend.clone(), name)?)
+        }
+    })
+}
