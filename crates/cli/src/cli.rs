@@ -139,6 +139,12 @@ pub(crate) enum Command {
     /// Remove blobs nothing reachable names, from a layout or bucket.
     #[command(after_help = "Example:\n  orca gc oci:./layout --dry-run")]
     Gc(Gc),
+    /// Mirror repositories as a YAML file says (see docs/sync.md): tag
+    /// filters, platforms, referrers, prune; re-runs copy only what changed.
+    #[command(
+        after_help = "Example:\n  orca sync mirror.yaml --dry-run\n  orca sync mirror.yaml --format json"
+    )]
+    Sync(SyncArgs),
     /// Log in to a registry: check the credentials, then keep them where
     /// docker keeps them (its credential helper, or config.json).
     #[command(
@@ -414,6 +420,16 @@ pub(crate) struct Gc {
     /// The layout (oci:PATH) or bucket (s3://…).
     pub(crate) target: String,
     /// Only report what would go.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
+/// `orca sync`.
+#[derive(Debug, Args)]
+pub(crate) struct SyncArgs {
+    /// The configuration file.
+    pub(crate) config: std::path::PathBuf,
+    /// Report every copy and removal it would make; change nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
 }

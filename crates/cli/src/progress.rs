@@ -148,9 +148,10 @@ impl Progress for Display {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match event {
             Event::Planned(totals) => {
-                state.planned = totals.bytes;
+                // Several copies (a sync) add up.
+                state.planned += totals.bytes;
                 if let Some(bars) = &self.bars {
-                    bars.total.set_length(totals.bytes);
+                    bars.total.set_length(state.planned);
                 }
             }
             Event::Started(descriptor) => {

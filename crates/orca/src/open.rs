@@ -164,7 +164,18 @@ pub async fn open_spec(
             Store::new(registry.repository(reference.repository()).await?)
         }
         #[cfg(feature = "fs")]
-        TargetSpec::Layout { path, .. } => Store::new(orca_backend_fs::open(path)?),
+        TargetSpec::Layout {
+            path, repository, ..
+        } => {
+            let layout = orca_backend_fs::open(path)?;
+            match repository {
+                Some(repository) => Store::new(orca_core::bundle::Namespaced::new(
+                    std::sync::Arc::new(layout),
+                    repository,
+                )?),
+                None => Store::new(layout),
+            }
+        }
         #[cfg(feature = "fs")]
         TargetSpec::OciArchive { path, .. } | TargetSpec::DockerArchive { path, .. } => {
             let repository = match spec {

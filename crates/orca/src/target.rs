@@ -12,7 +12,7 @@ use orca_core::{Error, Reference, Result, Selector};
 /// The forms a target string takes, for error messages.
 pub const FORMS: &str = "\
 HOST[:PORT]/REPO[:TAG|@DIGEST] (a registry; docker:// optional; a name without a host is on Docker Hub), \
-oci:PATH[:TAG|@DIGEST], oci-archive:FILE[:TAG], docker-archive:FILE[:REPO:TAG], \
+oci:PATH[:TAG|@DIGEST], oci:PATH:REPO[:TAG|@DIGEST] (one repository of a bundle), oci-archive:FILE[:TAG], docker-archive:FILE[:REPO:TAG], \
 s3://BUCKET/PREFIX[:TAG|@DIGEST], SCHEME://… (a plugin backend)";
 
 /// A parsed target string: where the content is, and what is selected.
@@ -25,6 +25,8 @@ pub enum TargetSpec {
     Layout {
         /// The directory.
         path: PathBuf,
+        /// One repository of the layout as a bundle (its `REPO:TAG` names).
+        repository: Option<String>,
         /// The tag or digest, if given.
         selector: Option<Selector>,
     },
@@ -92,12 +94,24 @@ impl TargetSpec {
             return Err(bad(input, "the target is empty"));
         }
         if let Some(rest) = input.strip_prefix("oci:") {
-            let (path, selector) = split_selector(input, rest)?;
+            let (location, selector) = split_selector(input, rest)?;
+            // One repository of a bundle: `oci:DIR:REPO`, as skopeo names
+            // it (so a directory's name cannot hold a colon here either).
+            let (path, repository) = match location.split_once(':') {
+                Some((dir, repository)) => {
+                    orca_core::model::reference::validate_repository(repository).map_err(
+                        |reason| bad(input, format!("repository {repository:?}: {reason}")),
+                    )?;
+                    (dir.to_owned(), Some(repository.to_owned()))
+                }
+                None => (location, None),
+            };
             if path.is_empty() {
                 return Err(bad(input, "oci: names no directory"));
             }
             return Ok(TargetSpec::Layout {
                 path: path.into(),
+                repository,
                 selector,
             });
         }
@@ -213,6 +227,7 @@ mod tests {
                 "oci:./dir:v1".to_owned(),
                 TargetSpec::Layout {
                     path: "./dir".into(),
+                    repository: None,
                     selector: tag("v1"),
                 },
             ),
@@ -220,13 +235,23 @@ mod tests {
                 "oci:/a/b".to_owned(),
                 TargetSpec::Layout {
                     path: "/a/b".into(),
+                    repository: None,
                     selector: None,
+                },
+            ),
+            (
+                "oci:bundle:library/alpine:3.19".to_owned(),
+                TargetSpec::Layout {
+                    path: "bundle".into(),
+                    repository: Some("library/alpine".into()),
+                    selector: tag("3.19"),
                 },
             ),
             (
                 format!("oci:dir@{digest}"),
                 TargetSpec::Layout {
                     path: "dir".into(),
+                    repository: None,
                     selector: Some(Selector::parse(&digest).expect("digest")),
                 },
             ),

@@ -6,6 +6,7 @@ mod blob;
 mod content;
 mod copy;
 mod login;
+mod sync;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -49,6 +50,7 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Plugin(crate::cli::PluginCommand::List) => plugins(ctx).await,
         Command::Digest(args) => blob::digest(ctx, args),
         Command::Gc(args) => content::gc(ctx, args).await,
+        Command::Sync(args) => sync::sync(ctx, args).await,
         Command::Completions(args) => {
             use clap::CommandFactory;
             let mut command = crate::cli::Cli::command();

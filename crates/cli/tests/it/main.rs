@@ -7,5 +7,6 @@ mod login;
 mod matrix;
 mod plugins;
 mod readme;
+mod sync;
 mod tls;
 mod usage;

@@ -301,7 +301,9 @@ fn validate_registry(registry: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn validate_repository(path: &str) -> std::result::Result<(), String> {
+/// Checks a repository path (lowercase components separated by `/`, as
+/// the distribution spec names repositories); the reason when it is not one.
+pub fn validate_repository(path: &str) -> std::result::Result<(), String> {
     for component in path.split('/') {
         validate_component(component).map_err(|why| {
             if component.is_empty() {

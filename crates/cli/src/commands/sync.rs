@@ -1,0 +1,89 @@
+//! `orca sync`: runs a mirror configuration once and reports per image.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use orca::sync::{Action, ImageReport};
+
+use crate::cli::SyncArgs;
+use crate::output::{Ctx, size};
+use crate::progress::Display;
+
+pub(crate) async fn sync(ctx: &Ctx, args: SyncArgs) -> anyhow::Result<()> {
+    let config = orca::mirror::Config::load(&args.config)?;
+    let display = Display::new(ctx).map(Arc::new);
+    let started = Instant::now();
+    let progress = display.clone().map(|d| d as Arc<dyn orca::copy::Progress>);
+    let outcome = orca::mirror::run(&config, args.dry_run, &ctx.open, progress).await;
+    if let Some(display) = &display {
+        display.finish();
+    }
+    let report = outcome.with_context(|| format!("syncing {}", args.config.display()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let count = |action: Action| report.iter().filter(|r| r.action == action).count();
+    let failed = count(Action::Failed);
+    let bytes: u64 = report.iter().map(|r| r.bytes).sum();
+    let mut text: Vec<String> = report.iter().map(line).collect();
+    text.push(format!(
+        "{} copied, {} up to date, {} pruned, {} would copy, {} would prune, {} failed; {} in {seconds:.1}s",
+        count(Action::Copied),
+        count(Action::UpToDate),
+        count(Action::Pruned),
+        count(Action::WouldCopy),
+        count(Action::WouldPrune),
+        failed,
+        size(bytes),
+    ));
+    ctx.emit(
+        &text.join("\n"),
+        &serde_json::json!({
+            "images": report,
+            "summary": {
+                "copied": count(Action::Copied),
+                "upToDate": count(Action::UpToDate),
+                "pruned": count(Action::Pruned),
+                "wouldCopy": count(Action::WouldCopy),
+                "wouldPrune": count(Action::WouldPrune),
+                "failed": failed,
+                "bytes": bytes,
+                "seconds": seconds,
+            },
+        }),
+    )?;
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} images failed", report.len());
+    }
+    Ok(())
+}
+
+/// One image's line: what happened, from where to where.
+fn line(report: &ImageReport) -> String {
+    let action = match report.action {
+        Action::Copied => "copied",
+        Action::UpToDate => "up to date",
+        Action::Pruned => "pruned",
+        Action::WouldCopy => "would copy",
+        Action::WouldPrune => "would prune",
+        Action::Failed => "failed",
+    };
+    let tag = report
+        .tag
+        .as_deref()
+        .map(|t| format!(":{t}"))
+        .unwrap_or_default();
+    let mut line = match report.action {
+        Action::Pruned | Action::WouldPrune => format!("{action:<11} {}{tag}", report.target),
+        _ => format!(
+            "{action:<11} {}{tag} -> {}{tag}",
+            report.source, report.target
+        ),
+    };
+    if report.bytes > 0 {
+        line.push_str(&format!(" ({})", size(report.bytes)));
+    }
+    if let Some(error) = &report.error {
+        line.push_str(&format!(": {error}"));
+    }
+    line
+}

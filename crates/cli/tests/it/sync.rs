@@ -1,0 +1,259 @@
+//! `orca sync` against the real registry: repositories mirrored into a
+//! layout bundle skopeo reads, a re-run that asks one question per image
+//! (counted at a recording proxy), prune with a dry run first, and the
+//! bundle restored into a registry with digests preserved.
+
+use std::path::Path;
+
+use orca_testkit::{RecordingProxy, RegistryServer};
+
+use crate::common::{json, ok, seed_image, unique};
+
+/// Requests the client sent in `recorded` whose request line starts with
+/// `method` and names `what` (`/manifests/`, `/blobs/`).
+fn requests(recorded: &str, method: &str, what: &str) -> usize {
+    recorded
+        .lines()
+        .filter(|line| line.starts_with(&format!("{method} /v2/")) && line.contains(what))
+        .count()
+}
+
+fn write_config(path: &Path, text: &str) -> String {
+    let file = path.join(format!("{}.yaml", unique("sync")));
+    std::fs::write(&file, text).expect("write config");
+    file.display().to_string()
+}
+
+fn actions(report: &serde_json::Value) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = report["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|image| {
+            (
+                format!(
+                    "{}:{}",
+                    image["target"].as_str().unwrap_or_default(),
+                    image["tag"].as_str().unwrap_or_default()
+                ),
+                image["action"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn repositories_mirror_into_a_bundle_and_back_and_reruns_are_cheap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    let registry = RegistryServer::shared();
+    let proxy = RecordingProxy::start(registry.port()).expect("proxy");
+    let via_proxy = format!("127.0.0.1:{}", proxy.port());
+    let prefix = unique("mirror");
+
+    // The source: two repositories, three tags, a signature on one image.
+    let seed = path.join("seed");
+    for (tag, content) in [("1.0", "one"), ("1.1", "one point one"), ("2.0", "two")] {
+        seed_image(&seed, tag, content.as_bytes());
+    }
+    let seed = format!("oci:{}", seed.display());
+    for tag in ["1.0", "1.1", "2.0"] {
+        ok(
+            path,
+            &[
+                "cp",
+                &format!("{seed}:{tag}"),
+                &format!("{}/{prefix}/app:{tag}", registry.host()),
+            ],
+        );
+    }
+    ok(
+        path,
+        &[
+            "cp",
+            &format!("{seed}:1.0"),
+            &format!("{}/{prefix}/tool:1.0", registry.host()),
+        ],
+    );
+    std::fs::write(path.join("sig.json"), b"{\"signed\":true}").expect("write");
+    ok(
+        path,
+        &[
+            "attach",
+            &format!("{}/{prefix}/app:2.0", registry.host()),
+            "sig.json",
+            "--artifact-type",
+            "application/vnd.example.signature",
+        ],
+    );
+
+    let bundle = path.join("bundle");
+    let config = write_config(
+        path,
+        &format!(
+            "# every repository under the prefix, except the 1.1 tags\n\
+             defaults:\n  referrers: true\n  tags:\n    exclude: [\"1.1\"]\n\
+             sync:\n  - source: {via_proxy}/{prefix}/\n    target: oci:{}\n",
+            bundle.display()
+        ),
+    );
+    let first = json(path, &["sync", &config]);
+    let expected_names = [
+        format!("{prefix}/app:1.0"),
+        format!("{prefix}/app:2.0"),
+        format!("{prefix}/tool:1.0"),
+    ];
+    assert_eq!(
+        actions(&first),
+        expected_names
+            .iter()
+            .map(|n| (format!("oci:{}/{n}", bundle.display()), "copied".to_owned()))
+            .collect::<Vec<_>>(),
+        "{first}"
+    );
+    // The bundle names each image REPO:TAG, as skopeo reads it.
+    let index = std::fs::read_to_string(bundle.join("index.json")).expect("index.json");
+    for name in &expected_names {
+        assert!(index.contains(&format!("\"{name}\"")), "{name} in {index}");
+    }
+    let skopeo = orca_testkit::require_program("skopeo", "scripts/setup (apt-get install skopeo)");
+    let inspected = std::process::Command::new(skopeo)
+        .args([
+            "inspect",
+            &format!("oci:{}:{prefix}/app:2.0", bundle.display()),
+        ])
+        .output()
+        .expect("skopeo");
+    assert!(
+        inspected.status.success(),
+        "skopeo reads the bundle: {}",
+        String::from_utf8_lossy(&inspected.stderr)
+    );
+    // The signature came along.
+    let discovered = json(
+        path,
+        &[
+            "discover",
+            &format!("oci:{}:{prefix}/app:2.0", bundle.display()),
+        ],
+    );
+    assert!(
+        discovered
+            .to_string()
+            .contains("application/vnd.example.signature"),
+        "{discovered}"
+    );
+
+    // Nothing changed: one manifest request per image, no blob.
+    let before = proxy.recorded().len();
+    let second = json(path, &["sync", &config]);
+    assert!(
+        actions(&second)
+            .iter()
+            .all(|(_, action)| action == "up-to-date"),
+        "{second}"
+    );
+    assert_eq!(second["summary"]["bytes"], 0);
+    let recorded = proxy.recorded()[before..].to_owned();
+    let manifest_requests =
+        requests(&recorded, "HEAD", "/manifests/") + requests(&recorded, "GET", "/manifests/");
+    assert_eq!(manifest_requests, 3, "one per image:\n{recorded}");
+    assert_eq!(requests(&recorded, "GET", "/blobs/"), 0, "{recorded}");
+
+    // Prune: the source drops a tag; a dry run says so and changes nothing.
+    ok(
+        path,
+        &["untag", &format!("{}/{prefix}/app:1.0", registry.host())],
+    );
+    let pruning = config.replace(".yaml", "-prune.yaml");
+    std::fs::write(
+        &pruning,
+        std::fs::read_to_string(&config)
+            .expect("config")
+            .replace("referrers: true", "referrers: true\n  prune: true"),
+    )
+    .expect("write");
+    let dry = json(path, &["sync", &pruning, "--dry-run"]);
+    assert!(
+        actions(&dry).contains(&(
+            format!("oci:{}/{prefix}/app:1.0", bundle.display()),
+            "would-prune".to_owned()
+        )),
+        "{dry}"
+    );
+    let unchanged = std::fs::read_to_string(bundle.join("index.json")).expect("index.json");
+    assert_eq!(unchanged, index, "a dry run changes nothing");
+    let pruned = json(path, &["sync", &pruning]);
+    assert!(
+        actions(&pruned).contains(&(
+            format!("oci:{}/{prefix}/app:1.0", bundle.display()),
+            "pruned".to_owned()
+        )),
+        "{pruned}"
+    );
+    let tags = json(path, &["tags", &format!("oci:{}", bundle.display())]);
+    assert!(
+        !tags.to_string().contains(&format!("{prefix}/app:1.0")),
+        "{tags}"
+    );
+
+    // The air-gap round trip: the bundle restored into another prefix,
+    // digests preserved.
+    let restored = unique("restored");
+    let restore = write_config(
+        path,
+        &format!(
+            "sync:\n  - source: oci:{}\n    target: {}/{restored}\n    referrers: true\n",
+            bundle.display(),
+            registry.host()
+        ),
+    );
+    let back = json(path, &["sync", &restore]);
+    assert!(
+        actions(&back).iter().all(|(_, action)| action == "copied"),
+        "{back}"
+    );
+    for (repository, tag) in [("app", "2.0"), ("tool", "1.0")] {
+        let original = ok(
+            path,
+            &[
+                "resolve",
+                &format!("{}/{prefix}/{repository}:{tag}", registry.host()),
+            ],
+        );
+        let copy = ok(
+            path,
+            &[
+                "resolve",
+                &format!("{}/{restored}/{prefix}/{repository}:{tag}", registry.host()),
+            ],
+        );
+        assert_eq!(original, copy, "{repository}:{tag} keeps its digest");
+    }
+}
+
+#[test]
+fn a_bad_configuration_is_refused_with_its_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    for (text, says) in [
+        ("sync: []\n", "no entries"),
+        ("sync:\n  - source: a/b\n", "target"),
+        (
+            "sync:\n  - source: a/b\n    target: c\n    tags:\n      include: [\"/(oops/\"]\n",
+            "(oops",
+        ),
+        (
+            "sync:\n  - source: a/b\n    target: c\n    colour: red\n",
+            "colour",
+        ),
+    ] {
+        let config = write_config(path, text);
+        let output = crate::common::run(path, &["sync", &config]);
+        assert!(!output.status.success(), "{text} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{text}: {stderr}");
+    }
+}
