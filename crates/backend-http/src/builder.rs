@@ -126,6 +126,15 @@ impl RegistryBuilder {
         self
     }
 
+    /// Sends at most this many requests a second to the host, across
+    /// every repository and task of the registry handle (none: no limit).
+    pub fn requests_per_second(mut self, rate: Option<f64>) -> Self {
+        self.retry.pace = rate
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .map(|r| Duration::from_secs_f64(1.0 / r));
+        self
+    }
+
     /// Whether `host[:port]` names this machine: `localhost`, or an
     /// address in 127.0.0.0/8 or `::1` — parsed, so `127.corp.example`
     /// is not loopback.

@@ -59,12 +59,15 @@ impl Request {
     }
 }
 
-/// Retry settings.
+/// Retry and pacing settings.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Retry {
     pub(crate) attempts: u32,
     pub(crate) base: Duration,
     pub(crate) cap: Duration,
+    /// The least time between two requests to the host (a rate limit of
+    /// the caller's own), if any.
+    pub(crate) pace: Option<Duration>,
 }
 
 impl Default for Retry {
@@ -73,6 +76,7 @@ impl Default for Retry {
             attempts: 5,
             base: Duration::from_millis(100),
             cap: Duration::from_secs(10),
+            pace: None,
         }
     }
 }
@@ -105,6 +109,8 @@ pub(crate) struct Client {
     /// The registry asked for basic auth: send it up front from now on.
     basic: AtomicBool,
     retry: Retry,
+    /// When the next request may go, with `retry.pace` set.
+    next_turn: Mutex<tokio::time::Instant>,
 }
 
 impl std::fmt::Debug for Client {
@@ -151,7 +157,23 @@ impl Client {
             tokens: Mutex::default(),
             basic: AtomicBool::new(false),
             retry,
+            next_turn: Mutex::new(tokio::time::Instant::now()),
         }
+    }
+
+    /// Waits for this request's turn when requests are paced: every
+    /// request of the client, from any task, takes the next free slot.
+    async fn turn(&self) {
+        let Some(pace) = self.retry.pace else {
+            return;
+        };
+        let at = {
+            let mut next = self.next_turn.lock().unwrap_or_else(|p| p.into_inner());
+            let at = (*next).max(tokio::time::Instant::now());
+            *next = at + pace;
+            at
+        };
+        tokio::time::sleep_until(at).await;
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -232,6 +254,7 @@ impl Client {
         let mut authenticated = false;
         let mut attempt = 0;
         loop {
+            self.turn().await;
             let mut builder = self.http.request(request.method.clone(), &request.url);
             for (name, value) in &request.headers {
                 builder = builder.header(name, value);
@@ -286,6 +309,7 @@ impl Client {
         operation: &'static str,
     ) -> Result<Response> {
         self.check_scheme(url, operation)?;
+        self.turn().await;
         let mut builder = self.http.request(method, url).body(body);
         for (name, value) in headers {
             builder = builder.header(name, value);
@@ -449,6 +473,30 @@ mod tests {
             Credentials::basic("user", "secret"),
             Retry::default(),
         )
+    }
+
+    #[tokio::test]
+    async fn paced_requests_take_turns_whatever_task_sends_them() {
+        let mut c = client("https://registry.example");
+        c.retry.pace = Some(Duration::from_millis(20));
+        let c = std::sync::Arc::new(c);
+        let started = tokio::time::Instant::now();
+        let turns: Vec<_> = (0..6)
+            .map(|_| {
+                let c = c.clone();
+                tokio::spawn(async move { c.turn().await })
+            })
+            .collect();
+        for turn in turns {
+            turn.await.expect("turn");
+        }
+        // Six turns 20 ms apart: the last starts 100 ms after the first.
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        // Unpaced, a turn is no wait at all.
+        let free = client("https://registry.example");
+        tokio::time::timeout(Duration::from_millis(1), free.turn())
+            .await
+            .expect("no pace, no wait");
     }
 
     #[test]

@@ -127,24 +127,9 @@ impl ImageReport {
 
     fn failed(mut self, error: &Error) -> Self {
         self.action = Action::Failed;
-        self.error = Some(error_chain(error));
+        self.error = Some(crate::error::chain(error));
         self
     }
-}
-
-/// An error with its causes, on one line.
-fn error_chain(error: &Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = std::error::Error::source(error);
-    while let Some(next) = cause {
-        let said = next.to_string();
-        if !text.contains(&said) {
-            text.push_str(": ");
-            text.push_str(&said);
-        }
-        cause = next.source();
-    }
-    text
 }
 
 /// The work one repository holds: its tags to copy and to remove.

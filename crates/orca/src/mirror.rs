@@ -11,6 +11,7 @@
 //! repositories go: a registry (`HOST` or `HOST/PREFIX`; repository `R`
 //! lands at `HOST/PREFIX/R`) or a bundle, where `R:TAG` names each image.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -28,8 +29,20 @@ pub struct Config {
     /// Settings every entry starts from.
     #[serde(default)]
     pub defaults: Settings,
+    /// Settings per registry host (`host[:port]`), wherever it appears.
+    #[serde(default)]
+    pub registries: BTreeMap<String, RegistrySettings>,
     /// What to mirror.
     pub sync: Vec<Entry>,
+}
+
+/// How orca talks to one registry.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySettings {
+    /// At most this many requests a second (a rate-limited source is
+    /// spared; a `429` with `Retry-After` is honoured in any case).
+    pub rate: Option<f64>,
 }
 
 /// One mirror: a source, a target, and settings over the defaults.
@@ -221,15 +234,19 @@ enum Place {
         name: String,
         /// Only this repository of it (`oci:DIR:REPO`).
         repository: Option<String>,
+        /// An archive target, staged in a layout.
+        staged: Option<Staged>,
     },
 }
 
-/// Opens one side of an entry.
-fn place(text: &str, options: &OpenOptions) -> Result<Place> {
+/// Opens one side of an entry. An oci-archive target is staged: see
+/// [`Staged`].
+fn place(text: &str, config: &Config, options: &OpenOptions, target: bool) -> Result<Place> {
     let bundle = |backend: Arc<dyn Backend>, repository: Option<String>| Place::Bundle {
         backend,
         name: text.to_owned(),
         repository,
+        staged: None,
     };
     if let Some(rest) = text.strip_prefix("oci:") {
         let (dir, repository) = match rest.split_once(':') {
@@ -238,6 +255,19 @@ fn place(text: &str, options: &OpenOptions) -> Result<Place> {
         };
         let layout = orca_backend_fs::LayoutBuilder::new(dir).open()?;
         return Ok(bundle(Arc::new(layout), repository));
+    }
+    if let Some(file) = text.strip_prefix("oci-archive:") {
+        if target {
+            let staged = Staged::new(Path::new(file))?;
+            return Ok(Place::Bundle {
+                backend: staged.layout.clone(),
+                name: text.to_owned(),
+                repository: None,
+                staged: Some(staged),
+            });
+        }
+        let archive = orca_backend_fs::Archive::open(file)?;
+        return Ok(bundle(Arc::new(archive), None));
     }
     if text.starts_with("s3://") {
         let mut builder =
@@ -253,21 +283,21 @@ fn place(text: &str, options: &OpenOptions) -> Result<Place> {
         }
         return Ok(bundle(Arc::new(builder.build()?), None));
     }
-    if text.contains(':')
-        && !text.contains('/')
-        && text
-            .split_once(':')
-            .is_some_and(|(_, p)| !p.bytes().all(|b| b.is_ascii_digit()))
-    {
+    if text.contains("://") || text.starts_with("docker-archive:") {
         return Err(Error::InvalidReference {
             input: text.to_owned(),
             reason: "a sync source or target is a registry (HOST, HOST/PREFIX or HOST/REPO), \
-                     a layout bundle (oci:DIR) or an S3 bundle (s3://BUCKET/PREFIX)"
+                     a layout bundle (oci:DIR), an oci-archive bundle (oci-archive:FILE) \
+                     or an S3 bundle (s3://BUCKET/PREFIX)"
                 .into(),
         });
     }
     let (host, path) = text.split_once('/').unwrap_or((text, ""));
-    let registry = crate::open::registry(host, options)?;
+    let mut options = options.clone();
+    if let Some(rate) = config.registries.get(host).and_then(|r| r.rate) {
+        options.requests_per_second = Some(rate);
+    }
+    let registry = crate::open::registry(host, &options)?;
     let host = host.to_owned();
     if path.is_empty() || path.ends_with('/') {
         return Ok(Place::Registry {
@@ -301,8 +331,15 @@ pub async fn run(
         let settings = config.defaults.merged(&entry.settings);
         let mut sync_options = settings.options(dry_run)?;
         sync_options.copy.progress = progress.clone();
-        let source = place(&entry.source, options)?;
-        let target = place(&entry.target, options)?;
+        let source = place(&entry.source, config, options, false)?;
+        let target = place(&entry.target, config, options, true)?;
+        if let Place::Bundle {
+            staged: Some(staged),
+            ..
+        } = &target
+        {
+            staged.unpack().await?;
+        }
         let names = repositories(entry, &source).await?;
         let ledger = Ledger::new(settings.transfers.unwrap_or(8));
         let mut mirrors = Vec::new();
@@ -326,7 +363,16 @@ pub async fn run(
         report.extend(done);
         // What pruning left unreferenced goes where the target collects
         // garbage (layouts and buckets); a registry collects its own.
-        if pruned && let Place::Bundle { name, .. } = &target {
+        if let Place::Bundle {
+            staged: Some(staged),
+            ..
+        } = &target
+        {
+            // The staging layout holds only what its names reach.
+            if !dry_run {
+                staged.pack().await?;
+            }
+        } else if pruned && let Place::Bundle { name, .. } = &target {
             crate::open::gc(name, false, options).await?;
         }
     }
@@ -432,4 +478,76 @@ async fn store(place: &Place, name: &str) -> Result<Store> {
             Store::new(orca_core::bundle::Namespaced::new(backend.clone(), name)?)
         }
     })
+}
+
+/// An oci-archive target, staged: what the archive holds is unpacked into
+/// a layout beside it, the sync runs into that layout (so a re-run asks
+/// the source no more than it would of a layout), and the archive is
+/// written anew from it, replacing the old one whole, once the entry is
+/// done. The layout is removed however the run ends.
+struct Staged {
+    archive: std::path::PathBuf,
+    /// Held to be removed when the staging ends.
+    _dir: tempfile::TempDir,
+    layout: Arc<dyn Backend>,
+}
+
+impl Staged {
+    fn new(archive: &Path) -> Result<Self> {
+        let beside = archive
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let dir = tempfile::Builder::new()
+            .prefix(".orca-sync-")
+            .tempdir_in(beside)
+            .map_err(|e| Error::InvalidInput {
+                what: format!("a staging directory beside {}", archive.display()),
+                reason: e.to_string(),
+            })?;
+        // Scratch: the archive written at the end is what must survive.
+        let layout = orca_backend_fs::LayoutBuilder::new(dir.path().join("layout"))
+            .durable(false)
+            .open()?;
+        Ok(Staged {
+            archive: archive.to_owned(),
+            _dir: dir,
+            layout: Arc::new(layout),
+        })
+    }
+
+    /// Copies every named image of the existing archive, if any, into the
+    /// staging layout under its name.
+    async fn unpack(&self) -> Result<()> {
+        if !self.archive.exists() {
+            return Ok(());
+        }
+        let archive = orca_backend_fs::Archive::open(&self.archive)?;
+        copy_names(Arc::new(archive), self.layout.clone()).await
+    }
+
+    /// Writes the archive from the staging layout.
+    async fn pack(&self) -> Result<()> {
+        let writer = orca_backend_fs::ArchiveWriter::create(
+            &self.archive,
+            orca_backend_fs::ArchiveFormat::Oci,
+        )?;
+        copy_names(self.layout.clone(), Arc::new(writer.clone())).await?;
+        writer.finish().await
+    }
+}
+
+/// Copies every named image of `from` to `to`, under the same names
+/// (`REPO:TAG`, set on the backend itself: they are no plain tags).
+async fn copy_names(from: Arc<dyn Backend>, to: Arc<dyn Backend>) -> Result<()> {
+    let source = Store::from_arc(from.clone());
+    let target = Store::from_arc(to.clone());
+    for name in from.tags(&orca_core::ListQuery::all()).await?.entries {
+        let root = from
+            .resolve(&orca_core::Selector::Tag(name.clone()))
+            .await?;
+        orca_core::copy::copy_graph(&source, &target, &root).await?;
+        to.tag(&root, &name).await?;
+    }
+    Ok(())
 }

@@ -29,6 +29,8 @@ pub struct OpenOptions {
     /// Registries: the docker `config.json` to read credentials from
     /// (default: docker's own, `$DOCKER_CONFIG/config.json`).
     pub registry_config: Option<PathBuf>,
+    /// Registries: send at most this many requests a second to each.
+    pub requests_per_second: Option<f64>,
     /// S3: the endpoint (default: `AWS_ENDPOINT_URL`, else AWS).
     pub s3_endpoint: Option<String>,
     /// S3: the region (default: `AWS_REGION` / `AWS_DEFAULT_REGION`).
@@ -278,7 +280,8 @@ pub fn registry(host: &str, options: &OpenOptions) -> Result<orca_backend_http::
     };
     let mut builder = RegistryBuilder::new(host)
         .credentials(credentials)
-        .insecure(options.insecure);
+        .insecure(options.insecure)
+        .requests_per_second(options.requests_per_second);
     if let Some(plain) = options.plain_http {
         builder = builder.plain_http(plain);
     }

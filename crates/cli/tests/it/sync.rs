@@ -257,3 +257,207 @@ fn a_bad_configuration_is_refused_with_its_reason() {
         assert!(stderr.contains(says), "{text}: {stderr}");
     }
 }
+
+/// Pushes images `(repository, tag, content)` under `prefix` of the shared
+/// registry, by way of a scratch layout.
+fn seed(path: &Path, prefix: &str, images: &[(&str, &str, &str)]) {
+    let registry = RegistryServer::shared();
+    let scratch = path.join(unique("seed"));
+    for (repository, tag, content) in images {
+        seed_image(&scratch, tag, content.as_bytes());
+        ok(
+            path,
+            &[
+                "cp",
+                &format!("oci:{}:{tag}", scratch.display()),
+                &format!("{}/{prefix}/{repository}:{tag}", registry.host()),
+            ],
+        );
+    }
+}
+
+fn tags_of(report: &serde_json::Value, entry_target: &str) -> Vec<String> {
+    let mut tags: Vec<String> = report["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .filter(|image| {
+            image["target"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(entry_target)
+        })
+        .map(|image| image["tag"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    tags.sort();
+    tags
+}
+
+#[test]
+fn filters_pick_tags_by_glob_regex_semver_and_newest_and_bring_digest_tags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    let registry = RegistryServer::shared();
+    let prefix = unique("filters");
+    seed(
+        path,
+        &prefix,
+        &[
+            ("app", "1.0", "a"),
+            ("app", "1.1", "b"),
+            ("app", "2.0", "c"),
+            ("app", "2.1-rc", "d"),
+            ("app", "latest", "c"),
+        ],
+    );
+    // A cosign-style signature tag of 2.0.
+    let signed = ok(
+        path,
+        &["resolve", &format!("{}/{prefix}/app:2.0", registry.host())],
+    );
+    let signature_tag = format!("{}.sig", signed.trim().replace(':', "-"));
+    seed(path, &prefix, &[("app", &signature_tag, "signature")]);
+
+    let out = |name: &str| path.join(name).display().to_string();
+    let config = write_config(
+        path,
+        &format!(
+            "sync:\n\
+             - source: {host}/{prefix}/app\n  target: oci:{semver}\n  tags: {{semver: \">=1.1, <2.1\"}}\n\
+             - source: {host}/{prefix}/app\n  target: oci:{newest}\n  tags: {{newest: 2}}\n\
+             - source: {host}/{prefix}/app\n  target: oci:{regex}\n  tags: {{include: [\"/^1\\\\.[0-9]+$/\"]}}\n\
+             - source: {host}/{prefix}/app\n  target: oci:{glob}\n  tags: {{include: [\"2.*\"], exclude: [\"*-rc\"]}}\n  digest_tags: true\n",
+            host = registry.host(),
+            semver = out("semver"),
+            newest = out("newest"),
+            regex = out("regex"),
+            glob = out("glob"),
+        ),
+    );
+    let report = json(path, &["sync", &config]);
+    assert_eq!(
+        tags_of(&report, &format!("oci:{}/", out("semver"))),
+        ["1.1", "2.0"],
+        "{report}"
+    );
+    assert_eq!(
+        tags_of(&report, &format!("oci:{}/", out("newest"))),
+        ["2.0", "2.1-rc"],
+        "{report}"
+    );
+    assert_eq!(
+        tags_of(&report, &format!("oci:{}/", out("regex"))),
+        ["1.0", "1.1"],
+        "{report}"
+    );
+    // Digest tags are no images of their own, but come along when asked.
+    assert_eq!(
+        tags_of(&report, &format!("oci:{}/", out("glob"))),
+        ["2.0"],
+        "{report}"
+    );
+    let bundle_tags = json(path, &["tags", &format!("oci:{}", out("glob"))]);
+    assert!(
+        bundle_tags
+            .to_string()
+            .contains(&format!("{prefix}/app:{signature_tag}")),
+        "{bundle_tags}"
+    );
+    let semver_tags = json(path, &["tags", &format!("oci:{}", out("semver"))]);
+    assert!(!semver_tags.to_string().contains(".sig"), "{semver_tags}");
+}
+
+#[test]
+fn archive_and_bucket_bundles_fill_rerun_and_restore() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    let registry = RegistryServer::shared();
+    let prefix = unique("bundles");
+    seed(
+        path,
+        &prefix,
+        &[
+            ("app", "1.0", "one"),
+            ("app", "2.0", "two"),
+            ("tool", "1.0", "tool"),
+        ],
+    );
+    let archive = path.join("mirror.tar");
+    let bucket = crate::common::s3("sync");
+    let config = write_config(
+        path,
+        &format!(
+            "sync:\n\
+             - source: {host}/{prefix}/\n  target: oci-archive:{archive}\n\
+             - source: {host}/{prefix}/\n  target: {bucket}\n",
+            host = registry.host(),
+            archive = archive.display(),
+        ),
+    );
+    let first = json(path, &["sync", &config]);
+    let copied = first["summary"]["copied"].as_u64().unwrap_or_default();
+    assert_eq!(copied, 6, "three images into each bundle: {first}");
+    // Nothing is left beside the archive but the archive.
+    let beside: Vec<_> = std::fs::read_dir(path)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".orca-sync"))
+        .collect();
+    assert!(beside.is_empty(), "{beside:?}");
+    let again = json(path, &["sync", &config]);
+    assert_eq!(again["summary"]["upToDate"], 6, "{again}");
+    assert_eq!(again["summary"]["bytes"], 0, "{again}");
+
+    // skopeo reads an image of the archive by its REPO:TAG name.
+    let skopeo = orca_testkit::require_program("skopeo", "scripts/setup (apt-get install skopeo)");
+    let inspected = std::process::Command::new(skopeo)
+        .args([
+            "inspect",
+            &format!("oci-archive:{}:{prefix}/app:2.0", archive.display()),
+        ])
+        .output()
+        .expect("skopeo");
+    assert!(
+        inspected.status.success(),
+        "skopeo reads the archive: {}",
+        String::from_utf8_lossy(&inspected.stderr)
+    );
+
+    // Both bundles restore into the registry with digests preserved.
+    for (label, bundle) in [
+        ("from-archive", format!("oci-archive:{}", archive.display())),
+        ("from-bucket", bucket.clone()),
+    ] {
+        let restored = unique(label);
+        let restore = write_config(
+            path,
+            &format!(
+                "sync:\n  - source: {bundle}\n    target: {}/{restored}\n",
+                registry.host()
+            ),
+        );
+        let back = json(path, &["sync", &restore]);
+        assert_eq!(back["summary"]["copied"], 3, "{back}");
+        for (repository, tag) in [("app", "1.0"), ("app", "2.0"), ("tool", "1.0")] {
+            let original = ok(
+                path,
+                &[
+                    "resolve",
+                    &format!("{}/{prefix}/{repository}:{tag}", registry.host()),
+                ],
+            );
+            let copy = ok(
+                path,
+                &[
+                    "resolve",
+                    &format!("{}/{restored}/{prefix}/{repository}:{tag}", registry.host()),
+                ],
+            );
+            assert_eq!(
+                original, copy,
+                "{label}: {repository}:{tag} keeps its digest"
+            );
+        }
+    }
+}
