@@ -89,16 +89,15 @@ pub struct Settings {
     pub transfers: Option<usize>,
 }
 
-/// The tag filter of a mirror.
+/// The tag filter of a mirror; an entry's fields override the defaults'
+/// one by one.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tags {
     /// Globs or `/regular expressions/`; all tags when empty.
-    #[serde(default)]
-    pub include: Vec<String>,
+    pub include: Option<Vec<String>>,
     /// Globs or `/regular expressions/` to leave out.
-    #[serde(default)]
-    pub exclude: Vec<String>,
+    pub exclude: Option<Vec<String>>,
     /// A semver range (`">=1.2, <2"`); tags that are no versions are left out.
     pub semver: Option<String>,
     /// Keep only the newest N.
@@ -111,7 +110,16 @@ impl Settings {
     /// These settings with `over`'s set fields in place of their own.
     fn merged(&self, over: &Settings) -> Settings {
         Settings {
-            tags: over.tags.clone().or_else(|| self.tags.clone()),
+            tags: match (&self.tags, &over.tags) {
+                (Some(base), Some(over)) => Some(Tags {
+                    include: over.include.clone().or_else(|| base.include.clone()),
+                    exclude: over.exclude.clone().or_else(|| base.exclude.clone()),
+                    semver: over.semver.clone().or_else(|| base.semver.clone()),
+                    newest: over.newest.or(base.newest),
+                    newest_by: over.newest_by.clone().or_else(|| base.newest_by.clone()),
+                }),
+                (base, over) => over.clone().or_else(|| base.clone()),
+            },
             platforms: over.platforms.clone().or_else(|| self.platforms.clone()),
             referrers: over.referrers.or(self.referrers),
             digest_tags: over.digest_tags.or(self.digest_tags),
@@ -155,8 +163,8 @@ impl Settings {
             .collect::<Result<Vec<_>>>()?;
         Ok(SyncOptions {
             filter: TagFilter {
-                include: patterns(&tags.include)?,
-                exclude: patterns(&tags.exclude)?,
+                include: patterns(tags.include.as_deref().unwrap_or_default())?,
+                exclude: patterns(tags.exclude.as_deref().unwrap_or_default())?,
                 semver,
                 newest: tags.newest,
                 newest_by,
@@ -550,4 +558,30 @@ async fn copy_names(from: Arc<dyn Backend>, to: Arc<dyn Backend>) -> Result<()> 
         to.tag(&root, &name).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let config = Config::parse(include_str!("../../../docs/sync.example.yaml"))
+            .expect("docs/sync.example.yaml");
+        assert_eq!(config.sync.len(), 4);
+        assert_eq!(config.registries["registry.example.com"].rate, Some(10.0));
+        let options = config
+            .defaults
+            .merged(&config.sync[0].settings)
+            .options(false)
+            .expect("options");
+        assert_eq!(options.filter.newest, Some(5));
+        assert!(options.copy.referrers);
+        assert_eq!(options.copy.platforms.len(), 2);
+        // The entry's own filter fields win over the defaults', one by one.
+        let third = config.defaults.merged(&config.sync[2].settings);
+        let tags = third.tags.expect("tags");
+        assert_eq!(tags.include.map(|t| t.len()), Some(2));
+        assert_eq!(tags.exclude.map(|t| t.len()), Some(2), "kept from the defaults");
+    }
 }
