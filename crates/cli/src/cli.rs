@@ -142,7 +142,7 @@ pub(crate) enum Command {
     /// Mirror repositories as a YAML file says (see docs/sync.md): tag
     /// filters, platforms, referrers, prune; re-runs copy only what changed.
     #[command(
-        after_help = "Example:\n  orca sync mirror.yaml --dry-run\n  orca sync mirror.yaml --format json"
+        after_help = "Example:\n  orca sync mirror.yaml --dry-run\n  orca sync mirror.yaml --format json\n  orca sync mirror.yaml --watch 10m"
     )]
     Sync(SyncArgs),
     /// Log in to a registry: check the credentials, then keep them where
@@ -432,6 +432,10 @@ pub(crate) struct SyncArgs {
     /// Report every copy and removal it would make; change nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// Keep running: sync again this long after each run ends (`30s`,
+    /// `10m`, `1h`), until SIGTERM or Ctrl-C, which stop it cleanly.
+    #[arg(long, value_name = "INTERVAL", value_parser = humantime::parse_duration)]
+    pub(crate) watch: Option<std::time::Duration>,
 }
 
 /// `orca plugin …`.

@@ -10,12 +10,57 @@ use crate::cli::SyncArgs;
 use crate::output::{Ctx, size};
 use crate::progress::Display;
 
+/// Runs the configuration once, or with `--watch` again and again until a
+/// signal. A signal during a run drops it where it stands: every target
+/// publishes content only once it is whole and tags last, so what it
+/// holds stays valid (an archive being staged is left as it was).
 pub(crate) async fn sync(ctx: &Ctx, args: SyncArgs) -> anyhow::Result<()> {
     let config = orca::mirror::Config::load(&args.config)?;
+    let mut stop = std::pin::pin!(stop_signal());
+    let Some(interval) = args.watch else {
+        return tokio::select! {
+            done = once(ctx, &args, &config) => done,
+            () = &mut stop => anyhow::bail!("interrupted; the targets hold what was done"),
+        };
+    };
+    loop {
+        let done = tokio::select! {
+            done = once(ctx, &args, &config) => done,
+            () = &mut stop => return Ok(()),
+        };
+        // A failed run is reported; watching goes on.
+        if let Err(e) = done {
+            ctx.note(&format!("orca: {}", orca::error::chain(e.as_ref())));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = &mut stop => return Ok(()),
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// One run, reported.
+async fn once(ctx: &Ctx, args: &SyncArgs, config: &orca::mirror::Config) -> anyhow::Result<()> {
     let display = Display::new(ctx).map(Arc::new);
     let started = Instant::now();
     let progress = display.clone().map(|d| d as Arc<dyn orca::copy::Progress>);
-    let outcome = orca::mirror::run(&config, args.dry_run, &ctx.open, progress).await;
+    let outcome = orca::mirror::run(config, args.dry_run, &ctx.open, progress).await;
     if let Some(display) = &display {
         display.finish();
     }

@@ -461,3 +461,68 @@ fn archive_and_bucket_bundles_fill_rerun_and_restore() {
         }
     }
 }
+
+#[test]
+fn watch_syncs_again_until_sigterm_stops_it_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    let registry = RegistryServer::shared();
+    let prefix = unique("watch");
+    seed(path, &prefix, &[("app", "1.0", "one")]);
+    let bundle = path.join("bundle");
+    let config = write_config(
+        path,
+        &format!(
+            "sync:\n  - source: {}/{prefix}/app\n    target: oci:{}\n",
+            registry.host(),
+            bundle.display()
+        ),
+    );
+    let mut child = crate::common::orca(path)
+        .current_dir(path)
+        .args(["sync", &config, "--watch", "200ms", "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn orca");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock()
+                    .expect("lock")
+                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        })
+    };
+    // Two runs: the first copies, the second finds it up to date.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while seen.lock().expect("lock").matches("\"summary\"").count() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second run: {}",
+            seen.lock().expect("lock")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = child.wait().expect("wait");
+    reader.join().expect("reader");
+    assert!(status.success(), "SIGTERM ends a watch cleanly: {status}");
+    let out = seen.lock().expect("lock").clone();
+    assert!(out.contains("\"copied\"") && out.contains("\"up-to-date\""), "{out}");
+    // The target is a valid layout holding the image.
+    let tags = json(path, &["tags", &format!("oci:{}", bundle.display())]);
+    assert!(tags.to_string().contains(&format!("{prefix}/app:1.0")), "{tags}");
+}
