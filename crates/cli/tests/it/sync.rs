@@ -526,3 +526,83 @@ fn watch_syncs_again_until_sigterm_stops_it_cleanly() {
     let tags = json(path, &["tags", &format!("oci:{}", bundle.display())]);
     assert!(tags.to_string().contains(&format!("{prefix}/app:1.0")), "{tags}");
 }
+
+#[test]
+fn a_run_killed_mid_blob_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    let registry = RegistryServer::shared();
+    let prefix = unique("resume");
+    // One 8 MiB layer that does not compress.
+    let mut content = vec![0u8; 8 * 1024 * 1024];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for byte in &mut content {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        *byte = state as u8;
+    }
+    let scratch = path.join("seed");
+    seed_image(&scratch, "big", &content);
+    ok(
+        path,
+        &["cp", &format!("oci:{}:big", scratch.display()), &format!("{}/{prefix}/app:big", registry.host())],
+    );
+    // The first run reads through a proxy that stops sending after 2 MiB
+    // and keeps the connection open, as a stuck link does.
+    let stalling = RecordingProxy::with_faults(
+        registry.port(),
+        orca_testkit::Faults {
+            stall_after: Some((2 * 1024 * 1024, 1)),
+            ..orca_testkit::Faults::default()
+        },
+    )
+    .expect("proxy");
+    let bundle = path.join("bundle");
+    let config = |host: &str| {
+        write_config(
+            path,
+            &format!("sync:\n  - source: {host}/{prefix}/app\n    target: oci:{}\n", bundle.display()),
+        )
+    };
+    let mut child = crate::common::orca(path)
+        .current_dir(path)
+        .args(["sync", &config(&format!("127.0.0.1:{}", stalling.port())), "-q"])
+        .spawn()
+        .expect("spawn orca");
+    // Killed outright once the layout holds part of the blob.
+    let partial_bytes = || -> u64 {
+        std::fs::read_dir(bundle.join("ingest"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("partial-"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .max()
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while partial_bytes() < 1024 * 1024 {
+        assert!(std::time::Instant::now() < deadline, "no partial blob appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    let held = partial_bytes();
+    assert!(held > 0 && held < content.len() as u64, "{held}");
+
+    // The second run continues from what the layout kept.
+    let report = json(path, &["sync", &config(&registry.host())]);
+    let image = &report["images"][0];
+    assert_eq!(image["action"], "copied", "{report}");
+    let moved = image["bytes"].as_u64().expect("bytes");
+    assert!(
+        moved < content.len() as u64,
+        "moved {moved} bytes again, the blob is {}: {report}",
+        content.len()
+    );
+    let copied = ok(path, &["resolve", &format!("oci:{}:{prefix}/app:big", bundle.display())]);
+    let original = ok(path, &["resolve", &format!("{}/{prefix}/app:big", registry.host())]);
+    assert_eq!(copied, original);
+}
