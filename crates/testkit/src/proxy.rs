@@ -175,9 +175,17 @@ fn serve(mut client: TcpStream, shared: &Shared) {
         if String::from_utf8_lossy(first_line).contains(pattern.as_str())
             && Budget::take(&shared.budget.fail)
         {
+            // An `add_header` meant for this request comes with it (a
+            // `Retry-After` on a 429).
+            let extra = match &shared.faults.add_header {
+                Some((text, line)) if String::from_utf8_lossy(first_line).contains(text.as_str()) => {
+                    format!("{line}\r\n")
+                }
+                _ => String::new(),
+            };
             let _ = write!(
                 client,
-                "HTTP/1.1 {status} Injected\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                "HTTP/1.1 {status} Injected\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
             );
             let _ = client.shutdown(Shutdown::Both);
             return;

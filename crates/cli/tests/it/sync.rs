@@ -606,3 +606,38 @@ fn a_run_killed_mid_blob_resumes_where_it_stopped() {
     let original = ok(path, &["resolve", &format!("{}/{prefix}/app:big", registry.host())]);
     assert_eq!(copied, original);
 }
+
+#[test]
+fn a_429_with_retry_after_is_waited_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    let registry = RegistryServer::shared();
+    let prefix = unique("limited");
+    seed(path, &prefix, &[("app", "1.0", "one")]);
+    // The registry says "too many requests, come back in a second", twice.
+    let limited = RecordingProxy::with_faults(
+        registry.port(),
+        orca_testkit::Faults {
+            fail_requests: Some(("/manifests/1.0".into(), 429, 2)),
+            add_header: Some(("/manifests/1.0".into(), "Retry-After: 1".into())),
+            ..orca_testkit::Faults::default()
+        },
+    )
+    .expect("proxy");
+    let bundle = path.join("bundle");
+    let config = write_config(
+        path,
+        &format!(
+            "sync:\n  - source: 127.0.0.1:{}/{prefix}/app\n    target: oci:{}\n",
+            limited.port(),
+            bundle.display()
+        ),
+    );
+    let started = std::time::Instant::now();
+    let report = json(path, &["sync", &config]);
+    assert_eq!(report["images"][0]["action"], "copied", "{report}");
+    // Two waits of the second the registry asked for.
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    let recorded = limited.recorded();
+    assert!(requests(&recorded, "HEAD", "/manifests/1.0") + requests(&recorded, "GET", "/manifests/1.0") >= 3, "{recorded}");
+}
