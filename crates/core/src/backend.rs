@@ -129,8 +129,9 @@ impl Referrers {
 /// `Display` form names the backend and repository for error messages
 /// (`oci:./layout`, `localhost:5000/app`).
 ///
-/// Every method is required. An optional operation whose capability is off
-/// returns `Error::Unsupported`, though `Store` refuses it first.
+/// Every method but [`Backend::fetch_tagged`] (a shortcut) is required.
+/// An optional operation whose capability is off returns
+/// `Error::Unsupported`, though `Store` refuses it first.
 #[async_trait]
 pub trait Backend: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// What the backend supports. Must return the same value every time,
@@ -182,6 +183,16 @@ pub trait Backend: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// The descriptor of the manifest a tag or digest names, with its media
     /// type and size. `Error::NotFound` when absent.
     async fn resolve(&self, selector: &Selector) -> Result<Descriptor>;
+
+    /// Resolves `tag` and streams its manifest, in one request where the
+    /// backend can (a registry answers a `GET` by tag with both). The
+    /// default resolves, then fetches. `Store` verifies the body against
+    /// the descriptor.
+    async fn fetch_tagged(&self, tag: &str) -> Result<(Descriptor, Body)> {
+        let descriptor = self.resolve(&Selector::Tag(tag.to_owned())).await?;
+        let body = self.fetch(&descriptor).await?;
+        Ok((descriptor, body))
+    }
 
     /// Points `tag` at a manifest that is present, moving it if it pointed
     /// elsewhere. `Error::NotFound` when the manifest is absent.

@@ -174,11 +174,31 @@ impl Store {
 
     /// Resolves a tag or digest and fetches the manifest's exact bytes,
     /// verified against the resolved descriptor.
+    /// A tag costs one request where the backend can answer both at once.
     pub async fn fetch_manifest(&self, selector: &Selector) -> Result<(Descriptor, RawManifest)> {
-        let descriptor = self.resolve(selector).await?;
-        let bytes = self.fetch_bytes(&descriptor).await?;
-        let raw = RawManifest::new(descriptor.media_type.clone(), bytes);
-        Ok((descriptor, raw))
+        let Selector::Tag(tag) = selector else {
+            let descriptor = self.resolve(selector).await?;
+            let bytes = self.fetch_bytes(&descriptor).await?;
+            return Ok((
+                descriptor.clone(),
+                RawManifest::new(descriptor.media_type, bytes),
+            ));
+        };
+        self.check_tag(tag)?;
+        let (descriptor, body) = self
+            .backend
+            .fetch_tagged(tag)
+            .await
+            .map_err(|e| e.during(|| format!("fetching tag {tag} from {self}")))?;
+        self.check_manifest_size(&descriptor)?;
+        self.check_body_len(&descriptor, &body)?;
+        let bytes = verified(body, &descriptor, &self.place)
+            .bytes(self.capabilities.max_manifest_size)
+            .await?;
+        Ok((
+            descriptor.clone(),
+            RawManifest::new(descriptor.media_type, bytes),
+        ))
     }
 
     /// Pushes content, verifying it as it streams: nothing is published

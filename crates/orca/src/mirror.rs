@@ -582,6 +582,10 @@ mod tests {
         let third = config.defaults.merged(&config.sync[2].settings);
         let tags = third.tags.expect("tags");
         assert_eq!(tags.include.map(|t| t.len()), Some(2));
-        assert_eq!(tags.exclude.map(|t| t.len()), Some(2), "kept from the defaults");
+        assert_eq!(
+            tags.exclude.map(|t| t.len()),
+            Some(2),
+            "kept from the defaults"
+        );
     }
 }

@@ -19,7 +19,7 @@ pub use attach::{
     ATTACH_PREFIX_ENV, ATTACH_PROCESSES, ATTACHES_PER_PROCESS, attach_from_processes, attach_many,
     attach_subject,
 };
-pub use image::{push_real_image, run, run_with_env};
+pub use image::{layer_of, push_layered_image, push_real_image, run, run_with_env};
 pub use moto::MotoServer;
 pub use proxy::{Faults, RecordingProxy};
 pub use referrers::ReferrersFront;

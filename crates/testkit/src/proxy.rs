@@ -178,7 +178,9 @@ fn serve(mut client: TcpStream, shared: &Shared) {
             // An `add_header` meant for this request comes with it (a
             // `Retry-After` on a 429).
             let extra = match &shared.faults.add_header {
-                Some((text, line)) if String::from_utf8_lossy(first_line).contains(text.as_str()) => {
+                Some((text, line))
+                    if String::from_utf8_lossy(first_line).contains(text.as_str()) =>
+                {
                     format!("{line}\r\n")
                 }
                 _ => String::new(),

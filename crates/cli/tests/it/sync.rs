@@ -521,10 +521,16 @@ fn watch_syncs_again_until_sigterm_stops_it_cleanly() {
     reader.join().expect("reader");
     assert!(status.success(), "SIGTERM ends a watch cleanly: {status}");
     let out = seen.lock().expect("lock").clone();
-    assert!(out.contains("\"copied\"") && out.contains("\"up-to-date\""), "{out}");
+    assert!(
+        out.contains("\"copied\"") && out.contains("\"up-to-date\""),
+        "{out}"
+    );
     // The target is a valid layout holding the image.
     let tags = json(path, &["tags", &format!("oci:{}", bundle.display())]);
-    assert!(tags.to_string().contains(&format!("{prefix}/app:1.0")), "{tags}");
+    assert!(
+        tags.to_string().contains(&format!("{prefix}/app:1.0")),
+        "{tags}"
+    );
 }
 
 #[test]
@@ -546,7 +552,11 @@ fn a_run_killed_mid_blob_resumes_where_it_stopped() {
     seed_image(&scratch, "big", &content);
     ok(
         path,
-        &["cp", &format!("oci:{}:big", scratch.display()), &format!("{}/{prefix}/app:big", registry.host())],
+        &[
+            "cp",
+            &format!("oci:{}:big", scratch.display()),
+            &format!("{}/{prefix}/app:big", registry.host()),
+        ],
     );
     // The first run reads through a proxy that stops sending after 2 MiB
     // and keeps the connection open, as a stuck link does.
@@ -562,12 +572,19 @@ fn a_run_killed_mid_blob_resumes_where_it_stopped() {
     let config = |host: &str| {
         write_config(
             path,
-            &format!("sync:\n  - source: {host}/{prefix}/app\n    target: oci:{}\n", bundle.display()),
+            &format!(
+                "sync:\n  - source: {host}/{prefix}/app\n    target: oci:{}\n",
+                bundle.display()
+            ),
         )
     };
     let mut child = crate::common::orca(path)
         .current_dir(path)
-        .args(["sync", &config(&format!("127.0.0.1:{}", stalling.port())), "-q"])
+        .args([
+            "sync",
+            &config(&format!("127.0.0.1:{}", stalling.port())),
+            "-q",
+        ])
         .spawn()
         .expect("spawn orca");
     // Killed outright once the layout holds part of the blob.
@@ -584,7 +601,10 @@ fn a_run_killed_mid_blob_resumes_where_it_stopped() {
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while partial_bytes() < 1024 * 1024 {
-        assert!(std::time::Instant::now() < deadline, "no partial blob appeared");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no partial blob appeared"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     child.kill().expect("kill");
@@ -602,8 +622,17 @@ fn a_run_killed_mid_blob_resumes_where_it_stopped() {
         "moved {moved} bytes again, the blob is {}: {report}",
         content.len()
     );
-    let copied = ok(path, &["resolve", &format!("oci:{}:{prefix}/app:big", bundle.display())]);
-    let original = ok(path, &["resolve", &format!("{}/{prefix}/app:big", registry.host())]);
+    let copied = ok(
+        path,
+        &[
+            "resolve",
+            &format!("oci:{}:{prefix}/app:big", bundle.display()),
+        ],
+    );
+    let original = ok(
+        path,
+        &["resolve", &format!("{}/{prefix}/app:big", registry.host())],
+    );
     assert_eq!(copied, original);
 }
 
@@ -639,5 +668,124 @@ fn a_429_with_retry_after_is_waited_out() {
     // Two waits of the second the registry asked for.
     assert!(started.elapsed() >= std::time::Duration::from_secs(2));
     let recorded = limited.recorded();
-    assert!(requests(&recorded, "HEAD", "/manifests/1.0") + requests(&recorded, "GET", "/manifests/1.0") >= 3, "{recorded}");
+    assert!(
+        requests(&recorded, "HEAD", "/manifests/1.0")
+            + requests(&recorded, "GET", "/manifests/1.0")
+            >= 3,
+        "{recorded}"
+    );
+}
+
+/// Runs `work` against stores of the shared registry's repositories.
+fn on_registry<F, T>(work: impl FnOnce(orca::http::Registry) -> F) -> T
+where
+    F: std::future::Future<Output = T>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let registry = orca::registry(&RegistryServer::shared().host(), &orca::OpenOptions::new())
+            .expect("registry client");
+        work(registry).await
+    })
+}
+
+#[test]
+fn a_base_layer_shared_by_ten_images_is_transferred_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    let registry = RegistryServer::shared();
+    let prefix = unique("shared");
+    let base = orca_testkit::layer_of("base.bin", &vec![5u8; 2 * 1024 * 1024]);
+    let base_digest = orca::Digest::sha256(&base);
+    let repositories = prefix.clone();
+    on_registry(|client| async move {
+        for n in 0..10 {
+            let store = orca::Store::new(
+                client
+                    .repository(&format!("{repositories}/img{n}"))
+                    .await
+                    .expect("repository"),
+            );
+            let own = orca_testkit::layer_of("own.txt", format!("image {n}").as_bytes());
+            orca_testkit::push_layered_image(&store, &[&base, &own], "amd64", Some("1.0")).await;
+        }
+    });
+    let proxy = RecordingProxy::start(registry.port()).expect("proxy");
+    let copy = unique("shared-copy");
+    let config = write_config(
+        path,
+        &format!(
+            "sync:\n  - source: 127.0.0.1:{}/{prefix}/\n    target: {}/{copy}\n    images: 10\n",
+            proxy.port(),
+            registry.host()
+        ),
+    );
+    let report = json(path, &["sync", &config]);
+    assert_eq!(report["summary"]["copied"], 10, "{report}");
+    let recorded = proxy.recorded();
+    let base_fetches = requests(&recorded, "GET", &format!("/blobs/{base_digest}"));
+    assert_eq!(
+        base_fetches, 1,
+        "the base layer left the source once:\n{recorded}"
+    );
+}
+
+#[test]
+fn platforms_narrow_an_index_and_a_rerun_still_costs_one_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    let registry = RegistryServer::shared();
+    let prefix = unique("platforms");
+    let repository = format!("{prefix}/multi");
+    let arm = on_registry(|client| async move {
+        let store = orca::Store::new(client.repository(&repository).await.expect("repository"));
+        let mut members = Vec::new();
+        for architecture in ["amd64", "arm64"] {
+            let layer = orca_testkit::layer_of("arch.txt", architecture.as_bytes());
+            let mut image =
+                orca_testkit::push_layered_image(&store, &[&layer], architecture, None).await;
+            image.platform =
+                Some(orca::Platform::parse(&format!("linux/{architecture}")).expect("platform"));
+            members.push(image);
+        }
+        let index = orca::Index {
+            manifests: members.clone(),
+            ..orca::Index::new()
+        };
+        store
+            .push_manifest(&index.to_raw().expect("raw"), Some("1.0"))
+            .await
+            .expect("index");
+        members[1].digest.to_string()
+    });
+    let proxy = RecordingProxy::start(registry.port()).expect("proxy");
+    let bundle = path.join("bundle");
+    let config = write_config(
+        path,
+        &format!(
+            "sync:\n  - source: 127.0.0.1:{}/{prefix}/multi\n    target: oci:{}\n    platforms: [linux/arm64]\n",
+            proxy.port(),
+            bundle.display()
+        ),
+    );
+    let first = json(path, &["sync", &config]);
+    assert_eq!(first["images"][0]["action"], "copied", "{first}");
+    let copied = ok(
+        path,
+        &[
+            "resolve",
+            &format!("oci:{}:{prefix}/multi:1.0", bundle.display()),
+        ],
+    );
+    assert_eq!(copied.trim(), arm, "the arm64 image alone");
+    let before = proxy.recorded().len();
+    let second = json(path, &["sync", &config]);
+    assert_eq!(second["images"][0]["action"], "up-to-date", "{second}");
+    let recorded = proxy.recorded()[before..].to_owned();
+    let manifest_requests =
+        requests(&recorded, "HEAD", "/manifests/") + requests(&recorded, "GET", "/manifests/");
+    assert_eq!(manifest_requests, 1, "{recorded}");
 }

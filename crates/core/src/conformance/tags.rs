@@ -3,7 +3,7 @@
 
 use super::support::*;
 
-/// Resolving by tag and by digest agree.
+/// Resolving by tag and by digest agree, and so does reading by tag.
 pub async fn resolve_tag_and_digest(subject: Subject) {
     let store = subject.store;
     let raw = push_image(&store, "resolve", Some("latest")).await;
@@ -17,6 +17,19 @@ pub async fn resolve_tag_and_digest(subject: Subject) {
     );
     assert_eq!(by_tag.plain(), by_digest.plain());
     assert_eq!(by_tag.plain(), raw.descriptor());
+    // Resolving and reading in one step (one request on a registry)
+    // gives the same manifest, byte for byte.
+    let (descriptor, fetched) = ok(
+        store.fetch_manifest(&Selector::Tag("latest".into())).await,
+        "fetch by tag",
+    );
+    assert_eq!(descriptor.plain(), raw.descriptor());
+    assert_eq!(fetched.bytes(), raw.bytes());
+    let err = expect_err(
+        store.fetch_manifest(&Selector::Tag("absent".into())).await,
+        "fetch an absent tag",
+    );
+    assert_kind(&err, Error::is_not_found, "fetch an absent tag");
 }
 
 /// Tagging again moves the tag; the old manifest stays.
