@@ -5,10 +5,11 @@
 //! source (a `HEAD`, or a `GET` when a platform filter must see the
 //! index), compared with what the target's tag names; an unchanged image
 //! is reported up to date without walking its graph. Blobs several images
-//! share move once per run when the mirrors share a [`Ledger`]. With
-//! `prune`, target tags the source no longer has (among those the filter
-//! would take) are removed. A dry run reports every copy and removal and
-//! changes nothing. One failing image is reported and the others go on.
+//! share move once per run when the mirrors share a
+//! [`Ledger`](crate::copy::Ledger). With `prune`, target tags the source
+//! no longer has (among those the filter would take) are removed. A dry
+//! run reports every copy and removal and changes nothing. One failing
+//! image is reported and the others go on.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Instant, SystemTime};
