@@ -361,8 +361,16 @@ pub(crate) async fn get_capped(
 /// Reads a metadata body, refusing one longer than the limit before or
 /// while it arrives.
 async fn read_capped(response: Response, read: &Read<'_>) -> Result<Bytes> {
+    // Named by the digest the registry gives it, when it gives one (a
+    // manifest fetched by tag).
+    let digest = response
+        .headers()
+        .get(DOCKER_CONTENT_DIGEST)
+        .and_then(|v| v.to_str().ok())
+        .map(|d| format!(" {}", d.trim()))
+        .unwrap_or_default();
     let too_long = |detail: String| Error::LimitExceeded {
-        what: format!("{} from {}{detail}", read.what, read.place),
+        what: format!("{}{digest} from {}{detail}", read.what, read.place),
         limit: read.limit,
     };
     if let Some(len) = response.content_length()

@@ -131,6 +131,20 @@ fn repositories_mirror_into_a_bundle_and_back_and_reruns_are_cheap() {
         "skopeo reads the bundle: {}",
         String::from_utf8_lossy(&inspected.stderr)
     );
+    let umoci = orca_testkit::require_program("umoci", "scripts/setup (apt-get install umoci)");
+    let stat = std::process::Command::new(umoci)
+        .args([
+            "stat",
+            "--image",
+            &format!("{}:{prefix}/app:2.0", bundle.display()),
+        ])
+        .output()
+        .expect("umoci");
+    assert!(
+        stat.status.success(),
+        "umoci reads the bundle: {}",
+        String::from_utf8_lossy(&stat.stderr)
+    );
     // The signature came along.
     let discovered = json(
         path,
@@ -788,4 +802,88 @@ fn platforms_narrow_an_index_and_a_rerun_still_costs_one_request() {
     let manifest_requests =
         requests(&recorded, "HEAD", "/manifests/") + requests(&recorded, "GET", "/manifests/");
     assert_eq!(manifest_requests, 1, "{recorded}");
+}
+
+#[test]
+fn one_failing_image_leaves_the_others_and_the_exit_status_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    let registry = RegistryServer::shared();
+    let prefix = unique("failing");
+    seed(
+        path,
+        &prefix,
+        &[
+            ("app", "1.0", "one"),
+            ("app", "2.0", "two"),
+            ("tool", "1.0", "tool"),
+            ("extra", "1.0", "x"),
+        ],
+    );
+    // The registry fails every request for app:2.0.
+    let broken = RecordingProxy::with_faults(
+        registry.port(),
+        orca_testkit::Faults {
+            fail_requests: Some((format!("{prefix}/app/manifests/2.0"), 500, 100)),
+            ..orca_testkit::Faults::default()
+        },
+    )
+    .expect("proxy");
+    let host = format!("127.0.0.1:{}", broken.port());
+    let named = path.join("named");
+    let filtered = path.join("filtered");
+    let config = write_config(
+        path,
+        &format!(
+            "sync:\n\
+             - source: {host}/{prefix}/\n  repositories: [app, tool]\n  target: oci:{named}\n\
+             - source: {host}/{prefix}/\n  exclude: [\"*/app\", \"*/tool\"]\n  target: oci:{filtered}\n",
+            named = named.display(),
+            filtered = filtered.display(),
+        ),
+    );
+    let output = crate::common::run(path, &["sync", &config, "--format", "json"]);
+    assert_eq!(output.status.code(), Some(1), "some failed: exit 1");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    let found = actions(&report);
+    let at = |bundle: &Path, name: &str| format!("oci:{}/{prefix}/{name}", bundle.display());
+    assert!(
+        found.contains(&(at(&named, "app:1.0"), "copied".into())),
+        "{report}"
+    );
+    assert!(
+        found.contains(&(at(&named, "tool:1.0"), "copied".into())),
+        "{report}"
+    );
+    assert!(
+        found.contains(&(at(&named, "app:2.0"), "failed".into())),
+        "{report}"
+    );
+    let failed = report["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .find(|i| i["action"] == "failed")
+        .expect("the failure");
+    assert!(
+        failed["error"].as_str().unwrap_or_default().contains("500"),
+        "{failed}"
+    );
+    // The second entry took only the repository its patterns leave.
+    assert_eq!(
+        tags_of(&report, &format!("oci:{}/", filtered.display())),
+        ["1.0"],
+        "{report}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|(name, _)| name == &at(&filtered, "extra:1.0")),
+        "{report}"
+    );
+    assert_eq!(report["summary"]["failed"], 1);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("1 of"),
+        "says so on stderr"
+    );
 }
