@@ -8,5 +8,6 @@ mod matrix;
 mod plugins;
 mod readme;
 mod sync;
+mod sync_faults;
 mod tls;
 mod usage;

@@ -1,7 +1,9 @@
-//! `orca sync` against the real registry: repositories mirrored into a
-//! layout bundle skopeo reads, a re-run that asks one question per image
-//! (counted at a recording proxy), prune with a dry run first, and the
-//! bundle restored into a registry with digests preserved.
+//! `orca sync` against the real registry: repositories mirrored into
+//! layout, archive and bucket bundles that skopeo and umoci read, a re-run
+//! that asks one question per image (counted at a recording proxy), tag
+//! and platform filters, prune with a dry run first, shared blobs moved
+//! once, and bundles restored into a registry with digests preserved.
+//! Faults are in `sync_faults`.
 
 use std::path::Path;
 
@@ -11,20 +13,20 @@ use crate::common::{json, ok, seed_image, unique};
 
 /// Requests the client sent in `recorded` whose request line starts with
 /// `method` and names `what` (`/manifests/`, `/blobs/`).
-fn requests(recorded: &str, method: &str, what: &str) -> usize {
+pub(crate) fn requests(recorded: &str, method: &str, what: &str) -> usize {
     recorded
         .lines()
         .filter(|line| line.starts_with(&format!("{method} /v2/")) && line.contains(what))
         .count()
 }
 
-fn write_config(path: &Path, text: &str) -> String {
+pub(crate) fn write_config(path: &Path, text: &str) -> String {
     let file = path.join(format!("{}.yaml", unique("sync")));
     std::fs::write(&file, text).expect("write config");
     file.display().to_string()
 }
 
-fn actions(report: &serde_json::Value) -> Vec<(String, String)> {
+pub(crate) fn actions(report: &serde_json::Value) -> Vec<(String, String)> {
     let mut found: Vec<(String, String)> = report["images"]
         .as_array()
         .expect("images")
@@ -77,6 +79,9 @@ fn repositories_mirror_into_a_bundle_and_back_and_reruns_are_cheap() {
             &format!("{}/{prefix}/tool:1.0", registry.host()),
         ],
     );
+    // And a multi-platform image, a third repository.
+    let multi = format!("{prefix}/multi");
+    on_registry(|client| async move { push_index(&client, &multi).await });
     std::fs::write(path.join("sig.json"), b"{\"signed\":true}").expect("write");
     ok(
         path,
@@ -103,6 +108,7 @@ fn repositories_mirror_into_a_bundle_and_back_and_reruns_are_cheap() {
     let expected_names = [
         format!("{prefix}/app:1.0"),
         format!("{prefix}/app:2.0"),
+        format!("{prefix}/multi:1.0"),
         format!("{prefix}/tool:1.0"),
     ];
     assert_eq!(
@@ -173,7 +179,7 @@ fn repositories_mirror_into_a_bundle_and_back_and_reruns_are_cheap() {
     let recorded = proxy.recorded()[before..].to_owned();
     let manifest_requests =
         requests(&recorded, "HEAD", "/manifests/") + requests(&recorded, "GET", "/manifests/");
-    assert_eq!(manifest_requests, 3, "one per image:\n{recorded}");
+    assert_eq!(manifest_requests, 4, "one per image:\n{recorded}");
     assert_eq!(requests(&recorded, "GET", "/blobs/"), 0, "{recorded}");
 
     // Prune: the source drops a tag; a dry run says so and changes nothing.
@@ -213,15 +219,15 @@ fn repositories_mirror_into_a_bundle_and_back_and_reruns_are_cheap() {
         "{tags}"
     );
 
-    // The air-gap round trip: the bundle restored into another prefix,
-    // digests preserved.
-    let restored = unique("restored");
+    // The air-gap round trip: the bundle restored into a second, empty
+    // registry, digests preserved.
+    let empty = RegistryServer::start().expect("a second docker-registry");
     let restore = write_config(
         path,
         &format!(
-            "sync:\n  - source: oci:{}\n    target: {}/{restored}\n    referrers: true\n",
+            "sync:\n  - source: oci:{}\n    target: {}\n    referrers: true\n",
             bundle.display(),
-            registry.host()
+            empty.host()
         ),
     );
     let back = json(path, &["sync", &restore]);
@@ -229,7 +235,7 @@ fn repositories_mirror_into_a_bundle_and_back_and_reruns_are_cheap() {
         actions(&back).iter().all(|(_, action)| action == "copied"),
         "{back}"
     );
-    for (repository, tag) in [("app", "2.0"), ("tool", "1.0")] {
+    for (repository, tag) in [("app", "2.0"), ("multi", "1.0"), ("tool", "1.0")] {
         let original = ok(
             path,
             &[
@@ -241,11 +247,21 @@ fn repositories_mirror_into_a_bundle_and_back_and_reruns_are_cheap() {
             path,
             &[
                 "resolve",
-                &format!("{}/{restored}/{prefix}/{repository}:{tag}", registry.host()),
+                &format!("{}/{prefix}/{repository}:{tag}", empty.host()),
             ],
         );
         assert_eq!(original, copy, "{repository}:{tag} keeps its digest");
     }
+    let signature = json(
+        path,
+        &["discover", &format!("{}/{prefix}/app:2.0", empty.host())],
+    );
+    assert!(
+        signature
+            .to_string()
+            .contains("application/vnd.example.signature"),
+        "{signature}"
+    );
 }
 
 #[test]
@@ -274,7 +290,7 @@ fn a_bad_configuration_is_refused_with_its_reason() {
 
 /// Pushes images `(repository, tag, content)` under `prefix` of the shared
 /// registry, by way of a scratch layout.
-fn seed(path: &Path, prefix: &str, images: &[(&str, &str, &str)]) {
+pub(crate) fn seed(path: &Path, prefix: &str, images: &[(&str, &str, &str)]) {
     let registry = RegistryServer::shared();
     let scratch = path.join(unique("seed"));
     for (repository, tag, content) in images {
@@ -290,7 +306,7 @@ fn seed(path: &Path, prefix: &str, images: &[(&str, &str, &str)]) {
     }
 }
 
-fn tags_of(report: &serde_json::Value, entry_target: &str) -> Vec<String> {
+pub(crate) fn tags_of(report: &serde_json::Value, entry_target: &str) -> Vec<String> {
     let mut tags: Vec<String> = report["images"]
         .as_array()
         .expect("images")
@@ -476,218 +492,28 @@ fn archive_and_bucket_bundles_fill_rerun_and_restore() {
     }
 }
 
-#[test]
-fn watch_syncs_again_until_sigterm_stops_it_cleanly() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path();
-    let registry = RegistryServer::shared();
-    let prefix = unique("watch");
-    seed(path, &prefix, &[("app", "1.0", "one")]);
-    let bundle = path.join("bundle");
-    let config = write_config(
-        path,
-        &format!(
-            "sync:\n  - source: {}/{prefix}/app\n    target: oci:{}\n",
-            registry.host(),
-            bundle.display()
-        ),
-    );
-    let mut child = crate::common::orca(path)
-        .current_dir(path)
-        .args(["sync", &config, "--watch", "200ms", "--format", "json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn orca");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let reader = {
-        let seen = seen.clone();
-        std::thread::spawn(move || {
-            use std::io::Read;
-            let mut buffer = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buffer) {
-                if n == 0 {
-                    break;
-                }
-                seen.lock()
-                    .expect("lock")
-                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
-            }
-        })
-    };
-    // Two runs: the first copies, the second finds it up to date.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while seen.lock().expect("lock").matches("\"summary\"").count() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no second run: {}",
-            seen.lock().expect("lock")
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
+/// Pushes a two-platform index (linux/amd64, linux/arm64) tagged `1.0`
+/// to `repository`; returns the arm64 image's digest.
+pub(crate) async fn push_index(client: &orca::http::Registry, repository: &str) -> String {
+    let store = orca::Store::new(client.repository(repository).await.expect("repository"));
+    let mut members = Vec::new();
+    for architecture in ["amd64", "arm64"] {
+        let layer = orca_testkit::layer_of("arch.txt", architecture.as_bytes());
+        let mut image =
+            orca_testkit::push_layered_image(&store, &[&layer], architecture, None).await;
+        image.platform =
+            Some(orca::Platform::parse(&format!("linux/{architecture}")).expect("platform"));
+        members.push(image);
     }
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let status = child.wait().expect("wait");
-    reader.join().expect("reader");
-    assert!(status.success(), "SIGTERM ends a watch cleanly: {status}");
-    let out = seen.lock().expect("lock").clone();
-    assert!(
-        out.contains("\"copied\"") && out.contains("\"up-to-date\""),
-        "{out}"
-    );
-    // The target is a valid layout holding the image.
-    let tags = json(path, &["tags", &format!("oci:{}", bundle.display())]);
-    assert!(
-        tags.to_string().contains(&format!("{prefix}/app:1.0")),
-        "{tags}"
-    );
-}
-
-#[test]
-fn a_run_killed_mid_blob_resumes_where_it_stopped() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path();
-    let registry = RegistryServer::shared();
-    let prefix = unique("resume");
-    // One 8 MiB layer that does not compress.
-    let mut content = vec![0u8; 8 * 1024 * 1024];
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    for byte in &mut content {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        *byte = state as u8;
-    }
-    let scratch = path.join("seed");
-    seed_image(&scratch, "big", &content);
-    ok(
-        path,
-        &[
-            "cp",
-            &format!("oci:{}:big", scratch.display()),
-            &format!("{}/{prefix}/app:big", registry.host()),
-        ],
-    );
-    // The first run reads through a proxy that stops sending after 2 MiB
-    // and keeps the connection open, as a stuck link does.
-    let stalling = RecordingProxy::with_faults(
-        registry.port(),
-        orca_testkit::Faults {
-            stall_after: Some((2 * 1024 * 1024, 1)),
-            ..orca_testkit::Faults::default()
-        },
-    )
-    .expect("proxy");
-    let bundle = path.join("bundle");
-    let config = |host: &str| {
-        write_config(
-            path,
-            &format!(
-                "sync:\n  - source: {host}/{prefix}/app\n    target: oci:{}\n",
-                bundle.display()
-            ),
-        )
+    let index = orca::Index {
+        manifests: members.clone(),
+        ..orca::Index::new()
     };
-    let mut child = crate::common::orca(path)
-        .current_dir(path)
-        .args([
-            "sync",
-            &config(&format!("127.0.0.1:{}", stalling.port())),
-            "-q",
-        ])
-        .spawn()
-        .expect("spawn orca");
-    // Killed outright once the layout holds part of the blob.
-    let partial_bytes = || -> u64 {
-        std::fs::read_dir(bundle.join("ingest"))
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with("partial-"))
-            .filter_map(|e| e.metadata().ok())
-            .map(|m| m.len())
-            .max()
-            .unwrap_or(0)
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while partial_bytes() < 1024 * 1024 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no partial blob appeared"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child.kill().expect("kill");
-    child.wait().expect("wait");
-    let held = partial_bytes();
-    assert!(held > 0 && held < content.len() as u64, "{held}");
-
-    // The second run continues from what the layout kept.
-    let report = json(path, &["sync", &config(&registry.host())]);
-    let image = &report["images"][0];
-    assert_eq!(image["action"], "copied", "{report}");
-    let moved = image["bytes"].as_u64().expect("bytes");
-    assert!(
-        moved < content.len() as u64,
-        "moved {moved} bytes again, the blob is {}: {report}",
-        content.len()
-    );
-    let copied = ok(
-        path,
-        &[
-            "resolve",
-            &format!("oci:{}:{prefix}/app:big", bundle.display()),
-        ],
-    );
-    let original = ok(
-        path,
-        &["resolve", &format!("{}/{prefix}/app:big", registry.host())],
-    );
-    assert_eq!(copied, original);
-}
-
-#[test]
-fn a_429_with_retry_after_is_waited_out() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path();
-    let registry = RegistryServer::shared();
-    let prefix = unique("limited");
-    seed(path, &prefix, &[("app", "1.0", "one")]);
-    // The registry says "too many requests, come back in a second", twice.
-    let limited = RecordingProxy::with_faults(
-        registry.port(),
-        orca_testkit::Faults {
-            fail_requests: Some(("/manifests/1.0".into(), 429, 2)),
-            add_header: Some(("/manifests/1.0".into(), "Retry-After: 1".into())),
-            ..orca_testkit::Faults::default()
-        },
-    )
-    .expect("proxy");
-    let bundle = path.join("bundle");
-    let config = write_config(
-        path,
-        &format!(
-            "sync:\n  - source: 127.0.0.1:{}/{prefix}/app\n    target: oci:{}\n",
-            limited.port(),
-            bundle.display()
-        ),
-    );
-    let started = std::time::Instant::now();
-    let report = json(path, &["sync", &config]);
-    assert_eq!(report["images"][0]["action"], "copied", "{report}");
-    // Two waits of the second the registry asked for.
-    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
-    let recorded = limited.recorded();
-    assert!(
-        requests(&recorded, "HEAD", "/manifests/1.0")
-            + requests(&recorded, "GET", "/manifests/1.0")
-            >= 3,
-        "{recorded}"
-    );
+    store
+        .push_manifest(&index.to_raw().expect("raw"), Some("1.0"))
+        .await
+        .expect("index");
+    members[1].digest.to_string()
 }
 
 /// Runs `work` against stores of the shared registry's repositories.
@@ -754,27 +580,7 @@ fn platforms_narrow_an_index_and_a_rerun_still_costs_one_request() {
     let registry = RegistryServer::shared();
     let prefix = unique("platforms");
     let repository = format!("{prefix}/multi");
-    let arm = on_registry(|client| async move {
-        let store = orca::Store::new(client.repository(&repository).await.expect("repository"));
-        let mut members = Vec::new();
-        for architecture in ["amd64", "arm64"] {
-            let layer = orca_testkit::layer_of("arch.txt", architecture.as_bytes());
-            let mut image =
-                orca_testkit::push_layered_image(&store, &[&layer], architecture, None).await;
-            image.platform =
-                Some(orca::Platform::parse(&format!("linux/{architecture}")).expect("platform"));
-            members.push(image);
-        }
-        let index = orca::Index {
-            manifests: members.clone(),
-            ..orca::Index::new()
-        };
-        store
-            .push_manifest(&index.to_raw().expect("raw"), Some("1.0"))
-            .await
-            .expect("index");
-        members[1].digest.to_string()
-    });
+    let arm = on_registry(|client| async move { push_index(&client, &repository).await });
     let proxy = RecordingProxy::start(registry.port()).expect("proxy");
     let bundle = path.join("bundle");
     let config = write_config(
@@ -802,88 +608,4 @@ fn platforms_narrow_an_index_and_a_rerun_still_costs_one_request() {
     let manifest_requests =
         requests(&recorded, "HEAD", "/manifests/") + requests(&recorded, "GET", "/manifests/");
     assert_eq!(manifest_requests, 1, "{recorded}");
-}
-
-#[test]
-fn one_failing_image_leaves_the_others_and_the_exit_status_says_so() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path();
-    let registry = RegistryServer::shared();
-    let prefix = unique("failing");
-    seed(
-        path,
-        &prefix,
-        &[
-            ("app", "1.0", "one"),
-            ("app", "2.0", "two"),
-            ("tool", "1.0", "tool"),
-            ("extra", "1.0", "x"),
-        ],
-    );
-    // The registry fails every request for app:2.0.
-    let broken = RecordingProxy::with_faults(
-        registry.port(),
-        orca_testkit::Faults {
-            fail_requests: Some((format!("{prefix}/app/manifests/2.0"), 500, 100)),
-            ..orca_testkit::Faults::default()
-        },
-    )
-    .expect("proxy");
-    let host = format!("127.0.0.1:{}", broken.port());
-    let named = path.join("named");
-    let filtered = path.join("filtered");
-    let config = write_config(
-        path,
-        &format!(
-            "sync:\n\
-             - source: {host}/{prefix}/\n  repositories: [app, tool]\n  target: oci:{named}\n\
-             - source: {host}/{prefix}/\n  exclude: [\"*/app\", \"*/tool\"]\n  target: oci:{filtered}\n",
-            named = named.display(),
-            filtered = filtered.display(),
-        ),
-    );
-    let output = crate::common::run(path, &["sync", &config, "--format", "json"]);
-    assert_eq!(output.status.code(), Some(1), "some failed: exit 1");
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
-    let found = actions(&report);
-    let at = |bundle: &Path, name: &str| format!("oci:{}/{prefix}/{name}", bundle.display());
-    assert!(
-        found.contains(&(at(&named, "app:1.0"), "copied".into())),
-        "{report}"
-    );
-    assert!(
-        found.contains(&(at(&named, "tool:1.0"), "copied".into())),
-        "{report}"
-    );
-    assert!(
-        found.contains(&(at(&named, "app:2.0"), "failed".into())),
-        "{report}"
-    );
-    let failed = report["images"]
-        .as_array()
-        .expect("images")
-        .iter()
-        .find(|i| i["action"] == "failed")
-        .expect("the failure");
-    assert!(
-        failed["error"].as_str().unwrap_or_default().contains("500"),
-        "{failed}"
-    );
-    // The second entry took only the repository its patterns leave.
-    assert_eq!(
-        tags_of(&report, &format!("oci:{}/", filtered.display())),
-        ["1.0"],
-        "{report}"
-    );
-    assert!(
-        found
-            .iter()
-            .any(|(name, _)| name == &at(&filtered, "extra:1.0")),
-        "{report}"
-    );
-    assert_eq!(report["summary"]["failed"], 1);
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("1 of"),
-        "says so on stderr"
-    );
 }

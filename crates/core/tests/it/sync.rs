@@ -262,3 +262,42 @@ async fn a_bundle_holds_repositories_as_name_prefixes() {
     let err = Namespaced::new(bundle, "Not/Valid").expect_err("uppercase");
     assert!(err.to_string().contains("Not/Valid"), "{err}");
 }
+
+#[tokio::test]
+async fn newest_by_creation_reads_each_image_configuration() {
+    let source = Store::new(MemoryBackend::new());
+    let layer = base(&source).await;
+    for (tag, created) in [
+        ("old", "2024-01-01T00:00:00Z"),
+        ("new", "2025-06-01T12:00:00.5+02:00"),
+        ("mid", "2024-12-31T23:59:59Z"),
+    ] {
+        let config = source
+            .push_bytes(
+                MediaType::OCI_CONFIG,
+                format!(r#"{{"os":"linux","architecture":"amd64","created":"{created}"}}"#)
+                    .into_bytes(),
+            )
+            .await
+            .expect("config");
+        let raw = Manifest::new(config, vec![layer.clone()])
+            .to_raw()
+            .expect("raw");
+        source
+            .push_manifest(&raw, Some(tag))
+            .await
+            .expect("manifest");
+    }
+    let target = Store::new(MemoryBackend::new());
+    let mut options = SyncOptions::default();
+    options.filter.newest = Some(2);
+    options.filter.newest_by = orca_core::sync::NewestBy::Created;
+    let reports = sync(&[mirror(source, target)], &options).await;
+    assert_eq!(
+        actions(&reports),
+        [
+            ("mid".into(), Action::Copied),
+            ("new".into(), Action::Copied)
+        ]
+    );
+}
