@@ -18,12 +18,16 @@ use futures::stream::{self, StreamExt};
 
 use crate::copy::{CopyOptions, SharedBlobs, choose_root, copy_root};
 use crate::error::{Error, Result};
-use crate::model::{Digest, Document, Selector};
+use crate::model::{Descriptor, Digest, Document, RawManifest, Selector};
 use crate::store::Store;
 
 pub mod filter;
 
 pub use filter::{NewestBy, Pattern, TagFilter, is_digest_tag, version};
+
+/// Listings and up-to-date checks in flight at once: each is one small
+/// request.
+const CHECKS: usize = 16;
 
 /// One repository to mirror.
 #[derive(Clone, Debug)]
@@ -156,7 +160,7 @@ pub async fn sync(mirrors: &[Mirror], options: &SyncOptions) -> Vec<ImageReport>
                 report
             })
         })
-        .buffered(images)
+        .buffered(CHECKS)
         .collect()
         .await;
     let mut reports = Vec::new();
@@ -167,10 +171,16 @@ pub async fn sync(mirrors: &[Mirror], options: &SyncOptions) -> Vec<ImageReport>
             Err(report) => reports.push(report),
         }
     }
-    let copies = work
+    // Checks are single small requests: many at once. Copies move blobs:
+    // `images` at once.
+    let checks = work
         .iter()
-        .flat_map(|w| w.picked.iter().map(move |tag| sync_image(w, tag, options)));
-    let mut copied: Vec<ImageReport> = stream::iter(copies)
+        .flat_map(|w| w.picked.iter().map(move |tag| check(w, tag, options)));
+    let checked: Vec<Checked<'_>> = stream::iter(checks)
+        .buffer_unordered(CHECKS)
+        .collect()
+        .await;
+    let mut copied: Vec<ImageReport> = stream::iter(checked.into_iter().map(|c| finish(c, options)))
         .buffer_unordered(images)
         .collect()
         .await;
@@ -213,12 +223,23 @@ async fn survey<'a>(mirror: &'a Mirror, options: &SyncOptions) -> Result<Work<'a
     })
 }
 
-/// One image: up to date, or copied (or, in a dry run, reported).
-async fn sync_image(work: &Work<'_>, tag: &str, options: &SyncOptions) -> ImageReport {
+/// An image checked: its report so far, and what to copy when it is not
+/// up to date.
+struct Checked<'a> {
+    work: &'a Work<'a>,
+    report: ImageReport,
+    started: Instant,
+    copy: Option<(Descriptor, Option<RawManifest>)>,
+}
+
+/// One image's check: the source's manifest (one request) against what
+/// the target's tag names. Up to date, or (in a dry run) would copy, or to
+/// be copied.
+async fn check<'a>(work: &'a Work<'a>, tag: &str, options: &SyncOptions) -> Checked<'a> {
     let started = Instant::now();
     let mirror = work.mirror;
     let mut report = ImageReport::new(mirror, Some(tag), Action::Copied);
-    let outcome: Result<()> = async {
+    let outcome: Result<Option<(Descriptor, Option<RawManifest>)>> = async {
         let selector = Selector::Tag(tag.to_owned());
         let (root, new_root) =
             choose_root(&mirror.source, &selector, &options.copy.platforms).await?;
@@ -232,12 +253,40 @@ async fn sync_image(work: &Work<'_>, tag: &str, options: &SyncOptions) -> ImageR
         }
         if report.target_digest.as_ref() == Some(&root.digest) {
             report.action = Action::UpToDate;
-            return Ok(());
+            return Ok(None);
         }
         if options.dry_run {
             report.action = Action::WouldCopy;
-            return Ok(());
+            return Ok(None);
         }
+        Ok(Some((root, new_root)))
+    }
+    .await;
+    let copy = match outcome {
+        Ok(copy) => copy,
+        Err(e) => {
+            report = report.failed(&e);
+            None
+        }
+    };
+    Checked {
+        work,
+        report,
+        started,
+        copy,
+    }
+}
+
+/// Copies a checked image that is not up to date; reports it either way.
+async fn finish(checked: Checked<'_>, options: &SyncOptions) -> ImageReport {
+    let Checked {
+        work,
+        mut report,
+        started,
+        copy,
+    } = checked;
+    if let Some((root, new_root)) = copy {
+        let mirror = work.mirror;
         let mut copy = options.copy.clone();
         copy.shared = mirror.shared.clone().or(copy.shared);
         let copied = copy_root(
@@ -245,18 +294,18 @@ async fn sync_image(work: &Work<'_>, tag: &str, options: &SyncOptions) -> ImageR
             root.clone(),
             new_root,
             &mirror.target,
-            Some(tag),
+            report.tag.as_deref(),
             &copy,
             Some(&work.source_tags),
         )
-        .await?;
-        report.bytes = copied.bytes;
-        report.target_digest = Some(root.digest);
-        Ok(())
-    }
-    .await;
-    if let Err(e) = outcome {
-        report = report.failed(&e);
+        .await;
+        match copied {
+            Ok(copied) => {
+                report.bytes = copied.bytes;
+                report.target_digest = Some(root.digest);
+            }
+            Err(e) => report = report.failed(&e),
+        }
     }
     report.seconds = started.elapsed().as_secs_f64();
     report

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use futures::{StreamExt, TryStreamExt};
 use orca_core::copy::{CopyOptions, Ledger, SharedBlobs};
 use orca_core::sync::{Mirror, NewestBy, Pattern, SyncOptions, TagFilter};
 use orca_core::{Backend, Error, Platform, Result, Store};
@@ -350,20 +351,28 @@ pub async fn run(
         }
         let names = repositories(entry, &source).await?;
         let ledger = Ledger::new(settings.transfers.unwrap_or(8));
-        let mut mirrors = Vec::new();
-        for name in &names {
-            let target_name = target_repository(&target, name, names.len())?;
-            mirrors.push(Mirror {
-                source: store(&source, name).await?,
-                target: store(&target, &target_name).await?,
-                source_name: format!("{}/{name}", side_name(&source)),
-                target_name: format!("{}/{target_name}", side_name(&target)),
-                shared: Some(SharedBlobs {
-                    ledger: ledger.clone(),
-                    repository: target_name,
-                }),
-            });
-        }
+        // Repositories open at once (a registry is asked about each).
+        let count = names.len();
+        let opening = names.iter().map(|name| {
+            let (source, target, ledger) = (&source, &target, &ledger);
+            async move {
+                let target_name = target_repository(target, name, count)?;
+                Ok::<_, Error>(Mirror {
+                    source: store(source, name).await?,
+                    target: store(target, &target_name).await?,
+                    source_name: format!("{}/{name}", side_name(source)),
+                    target_name: format!("{}/{target_name}", side_name(target)),
+                    shared: Some(SharedBlobs {
+                        ledger: ledger.clone(),
+                        repository: target_name,
+                    }),
+                })
+            }
+        });
+        let mirrors: Vec<Mirror> = futures::stream::iter(opening)
+            .buffered(16)
+            .try_collect()
+            .await?;
         let done = orca_core::sync::sync(&mirrors, &sync_options).await;
         let pruned = done
             .iter()
