@@ -180,10 +180,11 @@ pub async fn sync(mirrors: &[Mirror], options: &SyncOptions) -> Vec<ImageReport>
         .buffer_unordered(CHECKS)
         .collect()
         .await;
-    let mut copied: Vec<ImageReport> = stream::iter(checked.into_iter().map(|c| finish(c, options)))
-        .buffer_unordered(images)
-        .collect()
-        .await;
+    let mut copied: Vec<ImageReport> =
+        stream::iter(checked.into_iter().map(|c| finish(c, options)))
+            .buffer_unordered(images)
+            .collect()
+            .await;
     copied.sort_by(|a, b| (&a.target, &a.tag).cmp(&(&b.target, &b.tag)));
     reports.extend(copied);
     if options.prune {

@@ -63,6 +63,7 @@ impl MotoServer {
             &["-c", SERIAL_MOTO, "127.0.0.1", &port_text],
             env,
             &log_dir.path().join("moto.log"),
+            log_dir.path(),
         )?;
         let server = MotoServer {
             _process: process,

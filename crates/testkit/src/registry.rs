@@ -170,6 +170,7 @@ impl RegistryServer {
             &["serve", &config_arg],
             &[],
             &dir.path().join("registry.log"),
+            dir.path(),
         )?;
         let server = RegistryServer {
             _process: process,

@@ -1,6 +1,9 @@
 //! Running a server so that it never outlives the tests: a shell starts it
 //! and stops it when the test process is gone, and stopping the shell
-//! (SIGTERM) stops the server at once.
+//! (SIGTERM) stops the server at once. Either way the shell then removes
+//! the server's scratch directory: a server shared by a test binary lives
+//! in a static, which is never dropped, so its directory would otherwise
+//! stay behind after every run.
 
 use std::process::{Child, Command, Stdio};
 
@@ -12,12 +15,14 @@ pub(crate) struct Watched {
 
 impl Watched {
     /// Runs `program args…` (with `env`) under a watchdog; output goes to
-    /// `log` so a failing test can show it.
+    /// `log` so a failing test can show it; `scratch` is removed once the
+    /// server stopped.
     pub(crate) fn spawn(
         program: &std::path::Path,
         args: &[&str],
         env: &[(&str, &str)],
         log: &std::path::Path,
+        scratch: &std::path::Path,
     ) -> std::io::Result<Self> {
         let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
         let command: Vec<String> = std::iter::once(program.display().to_string())
@@ -26,7 +31,7 @@ impl Watched {
             .collect();
         let script = format!(
             "{} >{} 2>&1 & child=$!; \
-             trap 'kill $child 2>/dev/null' EXIT INT TERM; \
+             trap 'kill $child 2>/dev/null; wait $child 2>/dev/null; rm -rf \"$ORCA_SCRATCH\"' EXIT INT TERM; \
              while kill -0 {} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 0.5; done",
             command.join(" "),
             quote(&log.display().to_string()),
@@ -35,6 +40,7 @@ impl Watched {
         let shell = Command::new("sh")
             .args(["-c", &script])
             .envs(env.iter().copied())
+            .env("ORCA_SCRATCH", scratch)
             .stdin(Stdio::null())
             .spawn()?;
         Ok(Watched { shell })
