@@ -279,18 +279,8 @@ fn place(text: &str, config: &Config, options: &OpenOptions, target: bool) -> Re
         return Ok(bundle(Arc::new(archive), None));
     }
     if text.starts_with("s3://") {
-        let mut builder =
-            orca_backend_s3::S3Builder::new(text).allow_invalid_certificates(options.insecure);
-        if let Some(endpoint) = &options.s3_endpoint {
-            builder = builder.endpoint(endpoint.clone());
-        }
-        if options.plain_http == Some(true) {
-            builder = builder.allow_http(true);
-        }
-        if let Some(region) = &options.s3_region {
-            builder = builder.region(region.clone());
-        }
-        return Ok(bundle(Arc::new(builder.build()?), None));
+        let bucket = crate::open::s3_builder(text, options).build()?;
+        return Ok(bundle(Arc::new(bucket), None));
     }
     if text.contains("://") || text.starts_with("docker-archive:") {
         return Err(Error::InvalidReference {

@@ -317,7 +317,7 @@ pub async fn gc(
 /// settings (a loopback endpoint may speak plain HTTP; others only when
 /// `plain_http` says so).
 #[cfg(feature = "s3")]
-fn s3_builder(url: &str, options: &OpenOptions) -> orca_backend_s3::S3Builder {
+pub(crate) fn s3_builder(url: &str, options: &OpenOptions) -> orca_backend_s3::S3Builder {
     let mut builder =
         orca_backend_s3::S3Builder::new(url).allow_invalid_certificates(options.insecure);
     if let Some(endpoint) = &options.s3_endpoint {

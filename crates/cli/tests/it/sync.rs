@@ -235,23 +235,12 @@ fn repositories_mirror_into_a_bundle_and_back_and_reruns_are_cheap() {
         actions(&back).iter().all(|(_, action)| action == "copied"),
         "{back}"
     );
-    for (repository, tag) in [("app", "2.0"), ("multi", "1.0"), ("tool", "1.0")] {
-        let original = ok(
-            path,
-            &[
-                "resolve",
-                &format!("{}/{prefix}/{repository}:{tag}", registry.host()),
-            ],
-        );
-        let copy = ok(
-            path,
-            &[
-                "resolve",
-                &format!("{}/{prefix}/{repository}:{tag}", empty.host()),
-            ],
-        );
-        assert_eq!(original, copy, "{repository}:{tag} keeps its digest");
-    }
+    same_digests(
+        path,
+        &format!("{}/{prefix}", registry.host()),
+        &format!("{}/{prefix}", empty.host()),
+        &[("app", "2.0"), ("multi", "1.0"), ("tool", "1.0")],
+    );
     let signature = json(
         path,
         &["discover", &format!("{}/{prefix}/app:2.0", empty.host())],
@@ -303,6 +292,16 @@ pub(crate) fn seed(path: &Path, prefix: &str, images: &[(&str, &str, &str)]) {
                 &format!("{}/{prefix}/{repository}:{tag}", registry.host()),
             ],
         );
+    }
+}
+
+/// Asserts that each `(repository, tag)` names the same digest under
+/// `from` and under `to` (registry bases, `HOST[/PREFIX]`).
+fn same_digests(path: &Path, from: &str, to: &str, images: &[(&str, &str)]) {
+    for (repository, tag) in images {
+        let original = ok(path, &["resolve", &format!("{from}/{repository}:{tag}")]);
+        let copy = ok(path, &["resolve", &format!("{to}/{repository}:{tag}")]);
+        assert_eq!(original, copy, "{repository}:{tag} keeps its digest");
     }
 }
 
@@ -469,26 +468,12 @@ fn archive_and_bucket_bundles_fill_rerun_and_restore() {
         );
         let back = json(path, &["sync", &restore]);
         assert_eq!(back["summary"]["copied"], 3, "{back}");
-        for (repository, tag) in [("app", "1.0"), ("app", "2.0"), ("tool", "1.0")] {
-            let original = ok(
-                path,
-                &[
-                    "resolve",
-                    &format!("{}/{prefix}/{repository}:{tag}", registry.host()),
-                ],
-            );
-            let copy = ok(
-                path,
-                &[
-                    "resolve",
-                    &format!("{}/{restored}/{prefix}/{repository}:{tag}", registry.host()),
-                ],
-            );
-            assert_eq!(
-                original, copy,
-                "{label}: {repository}:{tag} keeps its digest"
-            );
-        }
+        same_digests(
+            path,
+            &format!("{}/{prefix}", registry.host()),
+            &format!("{}/{restored}/{prefix}", registry.host()),
+            &[("app", "1.0"), ("app", "2.0"), ("tool", "1.0")],
+        );
     }
 }
 
