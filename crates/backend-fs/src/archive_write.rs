@@ -269,6 +269,15 @@ impl ArchiveWriter {
                     .map_err(|e| self.file_error("push", e))?;
             }
             let Some(chunk) = chunk? else {
+                // A flush that failed fails the push: the final fsync
+                // would not hear of it again.
+                if let Some(flusher) = flusher {
+                    let place = path.to_owned();
+                    tokio::task::spawn_blocking(move || flusher.finish().at("sync", &place))
+                        .await
+                        .map_err(|e| self.joined("push", e))?
+                        .map_err(|e| self.file_error("push", e))?;
+                }
                 return Ok(written);
             };
             written += chunk.len() as u64;

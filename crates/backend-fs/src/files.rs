@@ -301,10 +301,12 @@ pub(crate) const FLUSH_EVERY: usize = 32 * 1024 * 1024;
 /// writes what has arrived while the rest still streams in (and is
 /// hashed) and the `fsync` that publishes the blob finds little left to
 /// do. Dropped, it stops after the flush under way; [`Flusher::finish`]
-/// also waits for that.
+/// also waits for that and reports a flush that failed: the handles share
+/// one open file, whose write error the kernel reports only once, so the
+/// final `fsync` alone would not see it.
 pub(crate) struct Flusher {
     kicks: Option<std::sync::mpsc::SyncSender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Flusher {
@@ -318,9 +320,9 @@ impl Flusher {
             .name("orca-flush".into())
             .spawn(move || {
                 while waiting.recv().is_ok() {
-                    // A failure here shows again in the final fsync.
-                    let _ = file.sync_data();
+                    file.sync_data()?;
                 }
+                Ok(())
             })
             .ok()?;
         Some(Flusher {
@@ -329,11 +331,14 @@ impl Flusher {
         })
     }
 
-    /// Stops the flusher and waits for the flush under way (blocking).
-    pub(crate) fn finish(mut self) {
+    /// Stops the flusher, waits for the flush under way (blocking), and
+    /// says whether any flush failed.
+    pub(crate) fn finish(mut self) -> std::io::Result<()> {
         self.kicks = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => Err(std::io::Error::other("the flushing thread stopped")),
         }
     }
 

@@ -122,6 +122,9 @@ impl Stream for Body {
     type Item = Result<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // A body someone has started to read no longer carries all the
+        // bytes its check counts: pushed on, it is hashed again.
+        self.vouched = None;
         self.stream.as_mut().poll_next(cx)
     }
 }

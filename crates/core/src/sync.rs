@@ -201,7 +201,10 @@ async fn survey<'a>(mirror: &'a Mirror, options: &SyncOptions) -> Result<Work<'a
     let created = if options.filter.needs_created() {
         let mut created = HashMap::new();
         for tag in options.filter.candidates(&source_tags) {
-            if let Some(time) = created_time(&mirror.source, tag).await? {
+            // A tag whose time cannot be read (a missing configuration, a
+            // manifest orca refuses) counts as the oldest; its copy, if
+            // it is taken, reports what is wrong with it.
+            if let Ok(Some(time)) = created_time(&mirror.source, tag).await {
                 created.insert(tag.to_owned(), time);
             }
         }

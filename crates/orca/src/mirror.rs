@@ -341,28 +341,59 @@ pub async fn run(
         }
         let names = repositories(entry, &source).await?;
         let ledger = Ledger::new(settings.transfers.unwrap_or(8));
-        // Repositories open at once (a registry is asked about each).
+        // Repositories open at once (a registry is asked about each); one
+        // that cannot be opened is reported, and the others go on.
         let count = names.len();
         let opening = names.iter().map(|name| {
             let (source, target, ledger) = (&source, &target, &ledger);
             async move {
                 let target_name = target_repository(target, name, count)?;
-                Ok::<_, Error>(Mirror {
-                    source: store(source, name).await?,
-                    target: store(target, &target_name).await?,
-                    source_name: format!("{}/{name}", side_name(source)),
-                    target_name: format!("{}/{target_name}", side_name(target)),
-                    shared: Some(SharedBlobs {
-                        ledger: ledger.clone(),
-                        repository: target_name,
+                let source_name = format!("{}/{name}", side_name(source));
+                let target_label = format!("{}/{target_name}", side_name(target));
+                let opened = async {
+                    Ok::<_, Error>((
+                        store(source, name).await?,
+                        store(target, &target_name).await?,
+                    ))
+                }
+                .await;
+                Ok::<_, Error>(match opened {
+                    Ok((source_store, target_store)) => Ok(Mirror {
+                        source: source_store,
+                        target: target_store,
+                        source_name,
+                        target_name: target_label,
+                        shared: Some(SharedBlobs {
+                            ledger: ledger.clone(),
+                            repository: target_name,
+                        }),
+                    }),
+                    Err(e) => Err(orca_core::sync::ImageReport {
+                        source: source_name,
+                        target: target_label,
+                        tag: None,
+                        action: orca_core::sync::Action::Failed,
+                        source_digest: None,
+                        target_digest: None,
+                        bytes: 0,
+                        seconds: 0.0,
+                        error: Some(orca_core::error::chain(&e)),
                     }),
                 })
             }
         });
-        let mirrors: Vec<Mirror> = futures::stream::iter(opening)
-            .buffered(16)
-            .try_collect()
-            .await?;
+        let opened: Vec<std::result::Result<Mirror, orca_core::sync::ImageReport>> =
+            futures::stream::iter(opening)
+                .buffered(16)
+                .try_collect()
+                .await?;
+        let mut mirrors = Vec::new();
+        for one in opened {
+            match one {
+                Ok(mirror) => mirrors.push(mirror),
+                Err(failed) => report.push(failed),
+            }
+        }
         let done = orca_core::sync::sync(&mirrors, &sync_options).await;
         let pruned = done
             .iter()
@@ -530,6 +561,14 @@ impl Staged {
             return Ok(());
         }
         let archive = orca_backend_fs::Archive::open(&self.archive)?;
+        // The archive is written anew from what has a name: an image
+        // without one would be lost, so such an archive is no target.
+        if archive.images().iter().any(|image| image.tag.is_none()) {
+            return Err(Error::InvalidInput {
+                what: format!("sync target {}", self.archive.display()),
+                reason: "it holds images without a name, which rewriting it would lose".into(),
+            });
+        }
         copy_names(Arc::new(archive), self.layout.clone()).await
     }
 

@@ -121,7 +121,7 @@ impl Directory {
                 }
             }
             if let Some(flusher) = flusher {
-                flusher.finish();
+                flusher.finish().at("sync", &path).map_err(file_error)?;
             }
             Ok((file, path, digester, guard))
         });

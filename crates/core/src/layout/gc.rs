@@ -228,8 +228,12 @@ impl<S: ObjectStorage> Layout<S> {
         let mut reachable = HashSet::new();
         let (fallback, regular): (Vec<&Descriptor>, Vec<&Descriptor>) =
             roots.iter().partition(|d| {
+                // In a bundle the name is `REPO:sha256-<hex>`.
                 d.media_type.is_index()
-                    && ref_name(d).is_some_and(crate::referrers::is_fallback_tag)
+                    && ref_name(d).is_some_and(|name| {
+                        let tag = name.rsplit_once(':').map_or(name, |(_, tag)| tag);
+                        crate::referrers::is_fallback_tag(tag)
+                    })
             });
         self.mark(
             regular.into_iter().cloned().collect(),

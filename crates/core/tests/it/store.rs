@@ -187,6 +187,24 @@ async fn a_fetched_body_is_checked_once_and_still_guards_the_push() {
     assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
     assert!(!target.exists(&other).await.expect("exists"));
 
+    // A body someone began to read is checked again, so the bytes it no
+    // longer carries are missed, not published short.
+    let mut body = source.fetch(&desc).await.expect("fetch");
+    let first = body.next().await.expect("a chunk").expect("bytes");
+    assert!(!first.is_empty());
+    let err = target.push(&desc, body).await.expect_err("short");
+    assert!(
+        matches!(
+            err,
+            Error::SizeMismatch { .. } | Error::DigestMismatch { .. }
+        ),
+        "{err}"
+    );
+    assert!(
+        !target.exists(&desc).await.expect("exists"),
+        "nothing published"
+    );
+
     // And as itself it arrives whole.
     let body = source.fetch(&desc).await.expect("fetch");
     target.push(&desc, body).await.expect("push");
