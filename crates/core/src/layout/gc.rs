@@ -230,10 +230,8 @@ impl<S: ObjectStorage> Layout<S> {
             roots.iter().partition(|d| {
                 // In a bundle the name is `REPO:sha256-<hex>`.
                 d.media_type.is_index()
-                    && ref_name(d).is_some_and(|name| {
-                        let tag = name.rsplit_once(':').map_or(name, |(_, tag)| tag);
-                        crate::referrers::is_fallback_tag(tag)
-                    })
+                    && ref_name(d)
+                        .is_some_and(|name| crate::referrers::is_fallback_tag(tag_part(name)))
             });
         self.mark(
             regular.into_iter().cloned().collect(),
@@ -278,7 +276,7 @@ impl<S: ObjectStorage> Layout<S> {
                     fallback
                         .iter()
                         .filter(|d| !reachable.contains(&d.digest))
-                        .filter(|d| ref_name(d).is_some_and(|t| tags.contains(t)))
+                        .filter(|d| ref_name(d).is_some_and(|name| tags.contains(tag_part(name))))
                         .map(|d| (*d).clone()),
                 )
                 .collect();
@@ -330,4 +328,10 @@ impl<S: ObjectStorage> Layout<S> {
         }
         Ok(())
     }
+}
+
+/// The tag of a ref name: itself, or in a bundle (`REPO:TAG`) what follows
+/// the repository.
+fn tag_part(name: &str) -> &str {
+    name.rsplit_once(':').map_or(name, |(_, tag)| tag)
 }
