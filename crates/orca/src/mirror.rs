@@ -398,6 +398,10 @@ pub async fn run(
         let pruned = done
             .iter()
             .any(|r| r.action == orca_core::sync::Action::Pruned);
+        let changed = pruned
+            || done
+                .iter()
+                .any(|r| r.action == orca_core::sync::Action::Copied);
         report.extend(done);
         // What pruning left unreferenced goes where the target collects
         // garbage (layouts and buckets); a registry collects its own.
@@ -406,8 +410,9 @@ pub async fn run(
             ..
         } = &target
         {
-            // The staging layout holds only what its names reach.
-            if !dry_run {
+            // The staging layout holds only what its names reach. An
+            // archive nothing changed in is left as it was.
+            if !dry_run && changed {
                 staged.pack().await?;
             }
         } else if pruned && let Place::Bundle { name, .. } = &target {

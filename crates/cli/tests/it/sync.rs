@@ -434,7 +434,17 @@ fn archive_and_bucket_bundles_fill_rerun_and_restore() {
         .filter(|n| n.starts_with(".orca-sync"))
         .collect();
     assert!(beside.is_empty(), "{beside:?}");
+    let written = std::fs::metadata(&archive)
+        .and_then(|m| m.modified())
+        .expect("archive");
     let again = json(path, &["sync", &config]);
+    assert_eq!(
+        std::fs::metadata(&archive)
+            .and_then(|m| m.modified())
+            .expect("archive"),
+        written,
+        "an archive nothing changed in is not rewritten"
+    );
     assert_eq!(again["summary"]["upToDate"], 6, "{again}");
     assert_eq!(again["summary"]["bytes"], 0, "{again}");
 
