@@ -9,5 +9,7 @@ mod plugins;
 mod readme;
 mod sync;
 mod sync_faults;
+mod sync_selection;
+mod sync_support;
 mod tls;
 mod usage;

@@ -1,50 +1,16 @@
 //! `orca sync` against the real registry: repositories mirrored into
 //! layout, archive and bucket bundles that skopeo and umoci read, a re-run
-//! that asks one question per image (counted at a recording proxy), tag
-//! and platform filters, prune with a dry run first, shared blobs moved
-//! once, and bundles restored into a registry with digests preserved.
-//! Faults are in `sync_faults`.
-
-use std::path::Path;
+//! that asks one question per image (counted at a recording proxy), prune
+//! with a dry run first, bundles restored into a registry with digests
+//! preserved, and configurations refused. Choosing tags and platforms is
+//! in `sync_selection`, faults in `sync_faults`.
 
 use orca_testkit::{RecordingProxy, RegistryServer};
 
-use crate::common::{json, ok, seed_image, unique};
-
-/// Requests the client sent in `recorded` whose request line starts with
-/// `method` and names `what` (`/manifests/`, `/blobs/`).
-pub(crate) fn requests(recorded: &str, method: &str, what: &str) -> usize {
-    recorded
-        .lines()
-        .filter(|line| line.starts_with(&format!("{method} /v2/")) && line.contains(what))
-        .count()
-}
-
-pub(crate) fn write_config(path: &Path, text: &str) -> String {
-    let file = path.join(format!("{}.yaml", unique("sync")));
-    std::fs::write(&file, text).expect("write config");
-    file.display().to_string()
-}
-
-pub(crate) fn actions(report: &serde_json::Value) -> Vec<(String, String)> {
-    let mut found: Vec<(String, String)> = report["images"]
-        .as_array()
-        .expect("images")
-        .iter()
-        .map(|image| {
-            (
-                format!(
-                    "{}:{}",
-                    image["target"].as_str().unwrap_or_default(),
-                    image["tag"].as_str().unwrap_or_default()
-                ),
-                image["action"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    found.sort();
-    found
-}
+use crate::common::{json, ok, unique};
+use crate::sync_support::{
+    actions, on_registry, push_index, requests, same_digests, seed, write_config,
+};
 
 #[test]
 fn repositories_mirror_into_a_bundle_and_back_and_reruns_are_cheap() {
@@ -56,27 +22,14 @@ fn repositories_mirror_into_a_bundle_and_back_and_reruns_are_cheap() {
     let prefix = unique("mirror");
 
     // The source: two repositories, three tags, a signature on one image.
-    let seed = path.join("seed");
-    for (tag, content) in [("1.0", "one"), ("1.1", "one point one"), ("2.0", "two")] {
-        seed_image(&seed, tag, content.as_bytes());
-    }
-    let seed = format!("oci:{}", seed.display());
-    for tag in ["1.0", "1.1", "2.0"] {
-        ok(
-            path,
-            &[
-                "cp",
-                &format!("{seed}:{tag}"),
-                &format!("{}/{prefix}/app:{tag}", registry.host()),
-            ],
-        );
-    }
-    ok(
+    seed(
         path,
+        &prefix,
         &[
-            "cp",
-            &format!("{seed}:1.0"),
-            &format!("{}/{prefix}/tool:1.0", registry.host()),
+            ("app", "1.0", "one"),
+            ("app", "1.1", "one point one"),
+            ("app", "2.0", "two"),
+            ("tool", "1.0", "one"),
         ],
     );
     // And a multi-platform image, a third repository.
@@ -277,125 +230,6 @@ fn a_bad_configuration_is_refused_with_its_reason() {
     }
 }
 
-/// Pushes images `(repository, tag, content)` under `prefix` of the shared
-/// registry, by way of a scratch layout.
-pub(crate) fn seed(path: &Path, prefix: &str, images: &[(&str, &str, &str)]) {
-    let registry = RegistryServer::shared();
-    let scratch = path.join(unique("seed"));
-    for (repository, tag, content) in images {
-        seed_image(&scratch, tag, content.as_bytes());
-        ok(
-            path,
-            &[
-                "cp",
-                &format!("oci:{}:{tag}", scratch.display()),
-                &format!("{}/{prefix}/{repository}:{tag}", registry.host()),
-            ],
-        );
-    }
-}
-
-/// Asserts that each `(repository, tag)` names the same digest under
-/// `from` and under `to` (registry bases, `HOST[/PREFIX]`).
-fn same_digests(path: &Path, from: &str, to: &str, images: &[(&str, &str)]) {
-    for (repository, tag) in images {
-        let original = ok(path, &["resolve", &format!("{from}/{repository}:{tag}")]);
-        let copy = ok(path, &["resolve", &format!("{to}/{repository}:{tag}")]);
-        assert_eq!(original, copy, "{repository}:{tag} keeps its digest");
-    }
-}
-
-pub(crate) fn tags_of(report: &serde_json::Value, entry_target: &str) -> Vec<String> {
-    let mut tags: Vec<String> = report["images"]
-        .as_array()
-        .expect("images")
-        .iter()
-        .filter(|image| {
-            image["target"]
-                .as_str()
-                .unwrap_or_default()
-                .starts_with(entry_target)
-        })
-        .map(|image| image["tag"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    tags.sort();
-    tags
-}
-
-#[test]
-fn filters_pick_tags_by_glob_regex_semver_and_newest_and_bring_digest_tags() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path();
-    let registry = RegistryServer::shared();
-    let prefix = unique("filters");
-    seed(
-        path,
-        &prefix,
-        &[
-            ("app", "1.0", "a"),
-            ("app", "1.1", "b"),
-            ("app", "2.0", "c"),
-            ("app", "2.1-rc", "d"),
-            ("app", "latest", "c"),
-        ],
-    );
-    // A cosign-style signature tag of 2.0.
-    let signed = ok(
-        path,
-        &["resolve", &format!("{}/{prefix}/app:2.0", registry.host())],
-    );
-    let signature_tag = format!("{}.sig", signed.trim().replace(':', "-"));
-    seed(path, &prefix, &[("app", &signature_tag, "signature")]);
-
-    let out = |name: &str| path.join(name).display().to_string();
-    let config = write_config(
-        path,
-        &format!(
-            "sync:\n\
-             - source: {host}/{prefix}/app\n  target: oci:{semver}\n  tags: {{semver: \">=1.1, <2.1\"}}\n\
-             - source: {host}/{prefix}/app\n  target: oci:{newest}\n  tags: {{newest: 2}}\n\
-             - source: {host}/{prefix}/app\n  target: oci:{regex}\n  tags: {{include: [\"/^1\\\\.[0-9]+$/\"]}}\n\
-             - source: {host}/{prefix}/app\n  target: oci:{glob}\n  tags: {{include: [\"2.*\"], exclude: [\"*-rc\"]}}\n  digest_tags: true\n",
-            host = registry.host(),
-            semver = out("semver"),
-            newest = out("newest"),
-            regex = out("regex"),
-            glob = out("glob"),
-        ),
-    );
-    let report = json(path, &["sync", &config]);
-    assert_eq!(
-        tags_of(&report, &format!("oci:{}/", out("semver"))),
-        ["1.1", "2.0"],
-        "{report}"
-    );
-    assert_eq!(
-        tags_of(&report, &format!("oci:{}/", out("newest"))),
-        ["2.0", "2.1-rc"],
-        "{report}"
-    );
-    assert_eq!(
-        tags_of(&report, &format!("oci:{}/", out("regex"))),
-        ["1.0", "1.1"],
-        "{report}"
-    );
-    // Digest tags are no images of their own, but come along when asked.
-    assert_eq!(
-        tags_of(&report, &format!("oci:{}/", out("glob"))),
-        ["2.0"],
-        "{report}"
-    );
-    let bundle_tags = json(path, &["tags", &format!("oci:{}", out("glob"))]);
-    assert!(
-        bundle_tags
-            .to_string()
-            .contains(&format!("{prefix}/app:{signature_tag}")),
-        "{bundle_tags}"
-    );
-    let semver_tags = json(path, &["tags", &format!("oci:{}", out("semver"))]);
-    assert!(!semver_tags.to_string().contains(".sig"), "{semver_tags}");
-}
-
 #[test]
 fn archive_and_bucket_bundles_fill_rerun_and_restore() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -485,122 +319,4 @@ fn archive_and_bucket_bundles_fill_rerun_and_restore() {
             &[("app", "1.0"), ("app", "2.0"), ("tool", "1.0")],
         );
     }
-}
-
-/// Pushes a two-platform index (linux/amd64, linux/arm64) tagged `1.0`
-/// to `repository`; returns the arm64 image's digest.
-pub(crate) async fn push_index(client: &orca::http::Registry, repository: &str) -> String {
-    let store = orca::Store::new(client.repository(repository).await.expect("repository"));
-    let mut members = Vec::new();
-    for architecture in ["amd64", "arm64"] {
-        let layer = orca_testkit::layer_of("arch.txt", architecture.as_bytes());
-        let mut image =
-            orca_testkit::push_layered_image(&store, &[&layer], architecture, None).await;
-        image.platform =
-            Some(orca::Platform::parse(&format!("linux/{architecture}")).expect("platform"));
-        members.push(image);
-    }
-    let index = orca::Index {
-        manifests: members.clone(),
-        ..orca::Index::new()
-    };
-    store
-        .push_manifest(&index.to_raw().expect("raw"), Some("1.0"))
-        .await
-        .expect("index");
-    members[1].digest.to_string()
-}
-
-/// Runs `work` against stores of the shared registry's repositories.
-fn on_registry<F, T>(work: impl FnOnce(orca::http::Registry) -> F) -> T
-where
-    F: std::future::Future<Output = T>,
-{
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let registry = orca::registry(&RegistryServer::shared().host(), &orca::OpenOptions::new())
-            .expect("registry client");
-        work(registry).await
-    })
-}
-
-#[test]
-fn a_base_layer_shared_by_ten_images_is_transferred_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path();
-    let registry = RegistryServer::shared();
-    let prefix = unique("shared");
-    let base = orca_testkit::layer_of("base.bin", &vec![5u8; 2 * 1024 * 1024]);
-    let base_digest = orca::Digest::sha256(&base);
-    let repositories = prefix.clone();
-    on_registry(|client| async move {
-        for n in 0..10 {
-            let store = orca::Store::new(
-                client
-                    .repository(&format!("{repositories}/img{n}"))
-                    .await
-                    .expect("repository"),
-            );
-            let own = orca_testkit::layer_of("own.txt", format!("image {n}").as_bytes());
-            orca_testkit::push_layered_image(&store, &[&base, &own], "amd64", Some("1.0")).await;
-        }
-    });
-    let proxy = RecordingProxy::start(registry.port()).expect("proxy");
-    let copy = unique("shared-copy");
-    let config = write_config(
-        path,
-        &format!(
-            "sync:\n  - source: 127.0.0.1:{}/{prefix}/\n    target: {}/{copy}\n    images: 10\n",
-            proxy.port(),
-            registry.host()
-        ),
-    );
-    let report = json(path, &["sync", &config]);
-    assert_eq!(report["summary"]["copied"], 10, "{report}");
-    let recorded = proxy.recorded();
-    let base_fetches = requests(&recorded, "GET", &format!("/blobs/{base_digest}"));
-    assert_eq!(
-        base_fetches, 1,
-        "the base layer left the source once:\n{recorded}"
-    );
-}
-
-#[test]
-fn platforms_narrow_an_index_and_a_rerun_still_costs_one_request() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path();
-    let registry = RegistryServer::shared();
-    let prefix = unique("platforms");
-    let repository = format!("{prefix}/multi");
-    let arm = on_registry(|client| async move { push_index(&client, &repository).await });
-    let proxy = RecordingProxy::start(registry.port()).expect("proxy");
-    let bundle = path.join("bundle");
-    let config = write_config(
-        path,
-        &format!(
-            "sync:\n  - source: 127.0.0.1:{}/{prefix}/multi\n    target: oci:{}\n    platforms: [linux/arm64]\n",
-            proxy.port(),
-            bundle.display()
-        ),
-    );
-    let first = json(path, &["sync", &config]);
-    assert_eq!(first["images"][0]["action"], "copied", "{first}");
-    let copied = ok(
-        path,
-        &[
-            "resolve",
-            &format!("oci:{}:{prefix}/multi:1.0", bundle.display()),
-        ],
-    );
-    assert_eq!(copied.trim(), arm, "the arm64 image alone");
-    let before = proxy.recorded().len();
-    let second = json(path, &["sync", &config]);
-    assert_eq!(second["images"][0]["action"], "up-to-date", "{second}");
-    let recorded = proxy.recorded()[before..].to_owned();
-    let manifest_requests =
-        requests(&recorded, "HEAD", "/manifests/") + requests(&recorded, "GET", "/manifests/");
-    assert_eq!(manifest_requests, 1, "{recorded}");
 }

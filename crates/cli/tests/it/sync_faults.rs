@@ -7,7 +7,7 @@ use std::path::Path;
 use orca_testkit::{RecordingProxy, RegistryServer};
 
 use crate::common::{json, ok, seed_image, unique};
-use crate::sync::{actions, requests, seed, tags_of, write_config};
+use crate::sync_support::{actions, requests, seed, tags_of, write_config};
 
 #[test]
 fn watch_syncs_again_until_sigterm_stops_it_cleanly() {
