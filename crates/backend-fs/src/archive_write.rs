@@ -24,7 +24,7 @@ use crate::archive::Span;
 use crate::backend::file_body;
 use crate::docker_archive::MANIFEST_JSON;
 use crate::error::{FileError, IoContext};
-use crate::files::{FLUSH_EVERY, Flusher};
+use crate::files::Flusher;
 
 mod backend;
 mod listing;
@@ -255,10 +255,11 @@ impl ArchiveWriter {
         gate: Option<(&Arc<Mutex<u64>>, u64)>,
     ) -> Result<u64> {
         let mut written = 0u64;
-        let flusher = (self.inner.durable && body.len() >= FLUSH_EVERY as u64)
-            .then(|| Flusher::start(file))
+        let mut flusher = self
+            .inner
+            .durable
+            .then(|| Flusher::start(file, body.len()))
             .flatten();
-        let mut unflushed = 0;
         let mut writing: Option<tokio::task::JoinHandle<std::result::Result<(), FileError>>> = None;
         loop {
             let chunk = body.next().await.transpose();
@@ -281,12 +282,8 @@ impl ArchiveWriter {
                 return Ok(written);
             };
             written += chunk.len() as u64;
-            unflushed += chunk.len();
-            if unflushed >= FLUSH_EVERY
-                && let Some(flusher) = &flusher
-            {
-                flusher.kick();
-                unflushed = 0;
+            if let Some(flusher) = &mut flusher {
+                flusher.wrote(chunk.len());
             }
             let (file, path) = (file.clone(), path.to_owned());
             let gate = gate.map(|(g, epoch)| (g.clone(), epoch));

@@ -294,8 +294,9 @@ impl Drop for RemoveOnDrop {
         }
     }
 }
-/// Bytes written between two flushes started ahead of the final `fsync`.
-pub(crate) const FLUSH_EVERY: usize = 32 * 1024 * 1024;
+/// Bytes written between two flushes started ahead of the final `fsync`
+/// (files smaller than this get no flusher).
+const FLUSH_EVERY: usize = 32 * 1024 * 1024;
 
 /// Flushes a file being written on a thread of its own, so the disk
 /// writes what has arrived while the rest still streams in (and is
@@ -305,14 +306,20 @@ pub(crate) const FLUSH_EVERY: usize = 32 * 1024 * 1024;
 /// one open file, whose write error the kernel reports only once, so the
 /// final `fsync` alone would not see it.
 pub(crate) struct Flusher {
+    /// Written since the last flush was asked for.
+    unflushed: usize,
     kicks: Option<std::sync::mpsc::SyncSender<()>>,
     thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Flusher {
-    /// A flusher of `file`, or `None` when no second handle or thread
-    /// can be had (the final `fsync` then does all the work).
-    pub(crate) fn start(file: &File) -> Option<Self> {
+    /// A flusher of `file`, about to receive `len` bytes; `None` for a
+    /// small file, or when no second handle or thread can be had (the
+    /// final `fsync` then does all the work).
+    pub(crate) fn start(file: &File, len: u64) -> Option<Self> {
+        if len < FLUSH_EVERY as u64 {
+            return None;
+        }
         let file = file.try_clone().ok()?;
         // One flush waiting behind the one under way is enough.
         let (kicks, waiting) = std::sync::mpsc::sync_channel::<()>(1);
@@ -326,6 +333,7 @@ impl Flusher {
             })
             .ok()?;
         Some(Flusher {
+            unflushed: 0,
             kicks: Some(kicks),
             thread: Some(thread),
         })
@@ -342,10 +350,15 @@ impl Flusher {
         }
     }
 
-    /// Asks for a flush of what was written so far, unless one is waiting.
-    pub(crate) fn kick(&self) {
-        if let Some(kicks) = &self.kicks {
-            let _ = kicks.try_send(());
+    /// Counts `bytes` written; every [`FLUSH_EVERY`] bytes, asks for a
+    /// flush of what was written so far, unless one is waiting.
+    pub(crate) fn wrote(&mut self, bytes: usize) {
+        self.unflushed += bytes;
+        if self.unflushed >= FLUSH_EVERY {
+            self.unflushed = 0;
+            if let Some(kicks) = &self.kicks {
+                let _ = kicks.try_send(());
+            }
         }
     }
 }

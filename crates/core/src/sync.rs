@@ -116,10 +116,20 @@ pub struct ImageReport {
 }
 
 impl ImageReport {
+    /// The report on a repository that could not be worked on at all (its
+    /// stores could not be opened, or its tags listed).
+    pub fn repository_failed(source: &str, target: &str, error: &Error) -> Self {
+        ImageReport::named(source, target, None, Action::Failed).failed(error)
+    }
+
     fn new(mirror: &Mirror, tag: Option<&str>, action: Action) -> Self {
+        ImageReport::named(&mirror.source_name, &mirror.target_name, tag, action)
+    }
+
+    fn named(source: &str, target: &str, tag: Option<&str>, action: Action) -> Self {
         ImageReport {
-            source: mirror.source_name.clone(),
-            target: mirror.target_name.clone(),
+            source: source.to_owned(),
+            target: target.to_owned(),
             tag: tag.map(str::to_owned),
             action,
             source_digest: None,

@@ -22,6 +22,7 @@ use orca_core::{Backend, Error, Platform, Result, Store};
 use serde::Deserialize;
 
 use crate::open::OpenOptions;
+use crate::target::TargetSpec;
 
 mod staged;
 
@@ -261,12 +262,20 @@ fn place(text: &str, config: &Config, options: &OpenOptions, target: bool) -> Re
         repository,
         staged: None,
     };
-    if let Some(rest) = text.strip_prefix("oci:") {
-        let (dir, repository) = match rest.split_once(':') {
-            Some((dir, repository)) => (dir, Some(repository.to_owned())),
-            None => (rest, None),
+    if text.starts_with("oci:") {
+        // `oci:DIR` or `oci:DIR:REPO`, read as every target string is.
+        let TargetSpec::Layout {
+            path,
+            repository,
+            selector: None,
+        } = TargetSpec::parse(text)?
+        else {
+            return Err(Error::InvalidReference {
+                input: text.to_owned(),
+                reason: "a sync source or target names repositories, not a tag or digest".into(),
+            });
         };
-        let layout = orca_backend_fs::LayoutBuilder::new(dir).open()?;
+        let layout = orca_backend_fs::open(path)?;
         return Ok(bundle(Arc::new(layout), repository));
     }
     if let Some(file) = text.strip_prefix("oci-archive:") {
@@ -372,17 +381,11 @@ pub async fn run(
                             repository: target_name,
                         }),
                     }),
-                    Err(e) => Err(orca_core::sync::ImageReport {
-                        source: source_name,
-                        target: target_label,
-                        tag: None,
-                        action: orca_core::sync::Action::Failed,
-                        source_digest: None,
-                        target_digest: None,
-                        bytes: 0,
-                        seconds: 0.0,
-                        error: Some(orca_core::error::chain(&e)),
-                    }),
+                    Err(e) => Err(orca_core::sync::ImageReport::repository_failed(
+                        &source_name,
+                        &target_label,
+                        &e,
+                    )),
                 })
             }
         });

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::{CHUNK, Directory, QUEUE};
 use crate::error::{FileError, IoContext};
-use crate::files::{FLUSH_EVERY, Flusher, RemoveOnDrop};
+use crate::files::{Flusher, RemoveOnDrop};
 
 impl Directory {
     /// Streams the body into a file in `ingest/` on a writer thread (so
@@ -101,10 +101,9 @@ impl Directory {
             } else {
                 file.set_len(0).at("truncate", &path).map_err(file_error)?;
             }
-            let flusher = (durable && descriptor_size >= FLUSH_EVERY as u64)
-                .then(|| Flusher::start(&file))
+            let mut flusher = durable
+                .then(|| Flusher::start(&file, descriptor_size))
                 .flatten();
-            let mut unflushed = 0;
             while let Some(chunk) = receiver.blocking_recv() {
                 file.write_all(&chunk)
                     .at("write", &path)
@@ -112,12 +111,8 @@ impl Directory {
                 if let Some(hashing) = &mut digester {
                     hashing.update(&chunk);
                 }
-                unflushed += chunk.len();
-                if unflushed >= FLUSH_EVERY
-                    && let Some(flusher) = &flusher
-                {
-                    flusher.kick();
-                    unflushed = 0;
+                if let Some(flusher) = &mut flusher {
+                    flusher.wrote(chunk.len());
                 }
             }
             if let Some(flusher) = flusher {
