@@ -235,6 +235,7 @@ impl RegistryBuilder {
         Ok(Registry {
             client: Arc::new(client),
             options: Arc::new(self.options),
+            referrers_api: Arc::default(),
         })
     }
 }

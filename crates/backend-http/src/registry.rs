@@ -1,7 +1,8 @@
 //! [`Registry`]: a registry host — open repositories (probing what the
-//! registry supports once), and list repositories (`_catalog`).
+//! registry supports once per host when the answer holds for every
+//! repository), and list repositories (`_catalog`).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use orca_core::{Capabilities, Error, ListPage, ListQuery, Result};
 use reqwest::header::ACCEPT;
@@ -19,6 +20,9 @@ const ZERO_DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000
 pub struct Registry {
     pub(crate) client: Arc<Client>,
     pub(crate) options: Arc<Options>,
+    /// Whether the host offers the Referrers API, once an answer said so
+    /// for the whole host (not for one repository).
+    pub(crate) referrers_api: Arc<OnceLock<bool>>,
 }
 
 impl Registry {
@@ -27,8 +31,10 @@ impl Registry {
         &self.client.host
     }
 
-    /// Opens repository `name`, asking the registry once whether it offers
-    /// the Referrers API (`GET /v2/<name>/referrers/<zero digest>`).
+    /// Opens repository `name`, asking the registry whether it offers the
+    /// Referrers API (`GET /v2/<name>/referrers/<zero digest>`). An answer
+    /// that holds for the whole host (an index, or a route that does not
+    /// exist) is kept, and later repositories are opened without asking.
     pub async fn repository(&self, name: &str) -> Result<RegistryBackend> {
         orca_core::Reference::parse(&format!("{}/{name}", self.client.host))?;
         let mut capabilities = Capabilities::NONE;
@@ -47,7 +53,10 @@ impl Registry {
             referrers_api: Arc::default(),
             options: self.options.clone(),
         };
-        let native = self.probe_referrers(&backend).await?;
+        let native = match self.referrers_api.get() {
+            Some(native) => *native,
+            None => self.probe_referrers(&backend).await?,
+        };
         backend
             .referrers_api
             .store(native, std::sync::atomic::Ordering::Relaxed);
@@ -71,7 +80,12 @@ impl Registry {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|t| t.starts_with("application/vnd.oci.image.index.v1+json"));
         match status {
-            StatusCode::OK => Ok(is_index),
+            StatusCode::OK => {
+                if is_index {
+                    let _ = self.referrers_api.set(true);
+                }
+                Ok(is_index)
+            }
             StatusCode::BAD_REQUEST => {
                 // Go's TLS listener answers plain HTTP with exactly this.
                 let error = read_error(response).await;
@@ -89,6 +103,16 @@ impl Registry {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(backend
                 .fail(response, "open", "referrers support".into())
                 .await),
+            StatusCode::NOT_FOUND => {
+                // A distribution error (`NAME_UNKNOWN`: a repository not
+                // pushed yet) says nothing about the host; a bare 404 means
+                // the route does not exist anywhere on it.
+                let error = read_error(response).await;
+                if error.details.is_empty() {
+                    let _ = self.referrers_api.set(false);
+                }
+                Ok(false)
+            }
             _ => Ok(false),
         }
     }

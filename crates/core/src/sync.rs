@@ -3,7 +3,7 @@
 //!
 //! A re-run is cheap: each picked tag costs one manifest request at the
 //! source (a `HEAD`, or a `GET` when a platform filter must see the
-//! index), compared with what the target's tag names; an unchanged image
+//! index) and one at the target (what its tag names); an unchanged image
 //! is reported up to date without walking its graph. Blobs several images
 //! share move once per run when the mirrors share a
 //! [`Ledger`](crate::copy::Ledger). With `prune`, target tags the source
@@ -152,7 +152,8 @@ struct Work<'a> {
     mirror: &'a Mirror,
     source_tags: Vec<String>,
     picked: Vec<String>,
-    target_tags: HashSet<String>,
+    /// The target's tags, listed when a prune needs them.
+    target_tags: Option<HashSet<String>>,
 }
 
 /// Mirrors every repository of `mirrors`, up to `options.images` images
@@ -223,11 +224,17 @@ async fn survey<'a>(mirror: &'a Mirror, options: &SyncOptions) -> Result<Work<'a
         HashMap::new()
     };
     let picked = options.filter.select(&source_tags, &created);
-    let target_tags = match mirror.target.tags_all().await {
-        Ok(tags) => tags.into_iter().collect(),
-        // A repository that does not exist yet has no tags.
-        Err(Error::NotFound { .. }) => HashSet::new(),
-        Err(e) => return Err(e),
+    // Only a prune needs the target's whole list; a check asks the
+    // target about its one tag.
+    let target_tags = if options.prune {
+        match mirror.target.tags_all().await {
+            Ok(tags) => Some(tags.into_iter().collect()),
+            // A repository that does not exist yet has no tags.
+            Err(Error::NotFound { .. }) => Some(HashSet::new()),
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
     };
     Ok(Work {
         mirror,
@@ -258,7 +265,8 @@ async fn check<'a>(work: &'a Work<'a>, tag: &str, options: &SyncOptions) -> Chec
         let (root, new_root) =
             choose_root(&mirror.source, &selector, &options.copy.platforms).await?;
         report.source_digest = Some(root.digest.clone());
-        if work.target_tags.contains(tag) {
+        let listed = work.target_tags.as_ref().is_none_or(|t| t.contains(tag));
+        if listed {
             match mirror.target.resolve(&selector).await {
                 Ok(found) => report.target_digest = Some(found.digest),
                 Err(Error::NotFound { .. }) => {}
@@ -330,8 +338,10 @@ async fn finish(checked: Checked<'_>, options: &SyncOptions) -> ImageReport {
 async fn prune(work: &Work<'_>, options: &SyncOptions) -> Vec<ImageReport> {
     let mirror = work.mirror;
     let at_source: HashSet<&str> = work.source_tags.iter().map(String::as_str).collect();
-    let mut stale: Vec<String> = work
-        .target_tags
+    let Some(target_tags) = &work.target_tags else {
+        return Vec::new();
+    };
+    let mut stale: Vec<String> = target_tags
         .iter()
         .filter(|tag| !at_source.contains(tag.as_str()))
         .filter(|tag| {

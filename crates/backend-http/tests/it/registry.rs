@@ -457,6 +457,30 @@ async fn the_referrers_api_is_used_paged_and_filtered_where_the_registry_has_it(
 }
 
 #[tokio::test]
+async fn the_referrers_api_is_asked_about_once_per_host() {
+    // docker-registry has no such route: a bare 404, true of every
+    // repository, so the second and third opens ask nothing.
+    let (proxy, registry) = through_proxy(Faults::default());
+    for n in 0..3 {
+        let store =
+            Store::new(repository(&registry, &fresh_repository(&format!("probe{n}"))).await);
+        assert!(!store.capabilities().referrers_api);
+    }
+    assert_eq!(proxy.recorded().matches("/referrers/").count(), 1);
+    // A host that has the API: every repository opened after the first
+    // knows it too.
+    let front =
+        orca_testkit::ReferrersFront::start(RegistryServer::shared().port()).expect("front");
+    let registry = RegistryBuilder::new(format!("127.0.0.1:{}", front.port()))
+        .build()
+        .expect("registry");
+    for n in 0..2 {
+        let store = Store::new(repository(&registry, &fresh_repository(&format!("api{n}"))).await);
+        assert!(store.capabilities().referrers_api, "repository {n}");
+    }
+}
+
+#[tokio::test]
 async fn artifacts_fall_back_to_oci_1_0_on_a_client_error_but_not_on_auth_errors() {
     use orca_core::artifact::{Artifact, Form, pack};
     let name = fresh_repository("artifact-fallback");
