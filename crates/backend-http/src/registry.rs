@@ -2,7 +2,7 @@
 //! registry supports once per host when the answer holds for every
 //! repository), and list repositories (`_catalog`).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use orca_core::{Capabilities, Error, ListPage, ListQuery, Result};
 use reqwest::header::ACCEPT;
@@ -20,9 +20,21 @@ const ZERO_DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000
 pub struct Registry {
     pub(crate) client: Arc<Client>,
     pub(crate) options: Arc<Options>,
-    /// Whether the host offers the Referrers API, once an answer said so
-    /// for the whole host (not for one repository).
-    pub(crate) referrers_api: Arc<OnceLock<bool>>,
+    /// What the host said about the Referrers API.
+    pub(crate) referrers_api: Arc<tokio::sync::Mutex<Probe>>,
+}
+
+/// What is known of a host's Referrers API.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) enum Probe {
+    /// Nobody asked yet.
+    #[default]
+    Unasked,
+    /// An answer that holds for every repository: it has the API or not.
+    Host(bool),
+    /// The answer depends on the repository (a 404 naming it unknown):
+    /// each asks for itself.
+    PerRepository,
 }
 
 impl Registry {
@@ -53,9 +65,27 @@ impl Registry {
             referrers_api: Arc::default(),
             options: self.options.clone(),
         };
-        let native = match self.referrers_api.get() {
-            Some(native) => *native,
-            None => self.probe_referrers(&backend).await?,
+        let known = {
+            let mut probe = self.referrers_api.lock().await;
+            match *probe {
+                Probe::Host(native) => Some(native),
+                Probe::PerRepository => None,
+                Probe::Unasked => {
+                    // The first opener asks while the others wait: its
+                    // answer may hold for them all.
+                    let (native, host_wide) = self.probe_referrers(&backend).await?;
+                    *probe = if host_wide {
+                        Probe::Host(native)
+                    } else {
+                        Probe::PerRepository
+                    };
+                    Some(native)
+                }
+            }
+        };
+        let native = match known {
+            Some(native) => native,
+            None => self.probe_referrers(&backend).await?.0,
         };
         backend
             .referrers_api
@@ -63,7 +93,9 @@ impl Registry {
         Ok(backend)
     }
 
-    async fn probe_referrers(&self, backend: &RegistryBackend) -> Result<bool> {
+    /// Asks about the Referrers API in `backend`'s repository: whether it
+    /// is there, and whether that answer holds for the whole host.
+    async fn probe_referrers(&self, backend: &RegistryBackend) -> Result<(bool, bool)> {
         let request = Request::new(
             Method::GET,
             backend.path(&format!("referrers/{ZERO_DIGEST}")),
@@ -80,12 +112,7 @@ impl Registry {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|t| t.starts_with("application/vnd.oci.image.index.v1+json"));
         match status {
-            StatusCode::OK => {
-                if is_index {
-                    let _ = self.referrers_api.set(true);
-                }
-                Ok(is_index)
-            }
+            StatusCode::OK => Ok((is_index, is_index)),
             StatusCode::BAD_REQUEST => {
                 // Go's TLS listener answers plain HTTP with exactly this.
                 let error = read_error(response).await;
@@ -95,7 +122,7 @@ impl Registry {
                         reason: "it speaks only HTTPS, but orca was told to use plain HTTP".into(),
                     });
                 }
-                Ok(false)
+                Ok((false, false))
             }
             // Credentials that do not work are worth saying at once;
             // anything else unexpected only means no Referrers API, and
@@ -108,12 +135,9 @@ impl Registry {
                 // pushed yet) says nothing about the host; a bare 404 means
                 // the route does not exist anywhere on it.
                 let error = read_error(response).await;
-                if error.details.is_empty() {
-                    let _ = self.referrers_api.set(false);
-                }
-                Ok(false)
+                Ok((false, error.details.is_empty()))
             }
-            _ => Ok(false),
+            _ => Ok((false, false)),
         }
     }
 

@@ -10,6 +10,11 @@
 //! no longer has (among those the filter would take) are removed. A dry
 //! run reports every copy and removal and changes nothing. One failing
 //! image is reported and the others go on.
+//!
+//! Tags the user declares immutable (release tags that never move once
+//! pushed) cost less still: one the target already lists is up to date
+//! without a question to either end, so a re-run asks the source only
+//! for its tag lists.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Instant, SystemTime};
@@ -58,6 +63,9 @@ pub struct SyncOptions {
     pub dry_run: bool,
     /// Images copied at once (at least 1).
     pub images: usize,
+    /// Tags that never move once pushed: one the target already has is
+    /// taken as up to date without asking either end what it names.
+    pub immutable: Vec<Pattern>,
 }
 
 impl Default for SyncOptions {
@@ -68,6 +76,7 @@ impl Default for SyncOptions {
             prune: false,
             dry_run: false,
             images: 4,
+            immutable: Vec::new(),
         }
     }
 }
@@ -79,7 +88,8 @@ impl Default for SyncOptions {
 pub enum Action {
     /// Copied to the target.
     Copied,
-    /// The target's tag already names the source's image.
+    /// The target's tag already names the source's image (or, for an
+    /// immutable tag, the target has the tag and neither end was asked).
     UpToDate,
     /// Removed from the target: the source no longer has it.
     Pruned,
@@ -152,7 +162,7 @@ struct Work<'a> {
     mirror: &'a Mirror,
     source_tags: Vec<String>,
     picked: Vec<String>,
-    /// The target's tags, listed when a prune needs them.
+    /// The target's tags, listed when a prune or immutable tags need them.
     target_tags: Option<HashSet<String>>,
 }
 
@@ -224,9 +234,9 @@ async fn survey<'a>(mirror: &'a Mirror, options: &SyncOptions) -> Result<Work<'a
         HashMap::new()
     };
     let picked = options.filter.select(&source_tags, &created);
-    // Only a prune needs the target's whole list; a check asks the
-    // target about its one tag.
-    let target_tags = if options.prune {
+    // Only a prune, or tags trusted never to move, need the target's
+    // whole list; a check asks the target about its one tag.
+    let target_tags = if options.prune || !options.immutable.is_empty() {
         match mirror.target.tags_all().await {
             Ok(tags) => Some(tags.into_iter().collect()),
             // A repository that does not exist yet has no tags.
@@ -260,6 +270,18 @@ async fn check<'a>(work: &'a Work<'a>, tag: &str, options: &SyncOptions) -> Chec
     let started = Instant::now();
     let mirror = work.mirror;
     let mut report = ImageReport::new(mirror, Some(tag), Action::Copied);
+    let immutable = options.immutable.iter().any(|p| p.matches(tag));
+    let present = work.target_tags.as_ref().is_some_and(|t| t.contains(tag));
+    if immutable && present {
+        // Neither end is asked, so neither digest is known.
+        report.action = Action::UpToDate;
+        return Checked {
+            work,
+            report,
+            started,
+            copy: None,
+        };
+    }
     let outcome: Result<Option<(Descriptor, Option<RawManifest>)>> = async {
         let selector = Selector::Tag(tag.to_owned());
         let (root, new_root) =

@@ -93,6 +93,9 @@ pub struct Settings {
     pub images: Option<usize>,
     /// Blob transfers at once, across all images of a target.
     pub transfers: Option<usize>,
+    /// Globs or `/regular expressions/` naming tags that never move once
+    /// pushed: one the target has is up to date without asking the source.
+    pub immutable_tags: Option<Vec<String>>,
 }
 
 /// The tag filter of a mirror; an entry's fields override the defaults'
@@ -132,6 +135,10 @@ impl Settings {
             prune: over.prune.or(self.prune),
             images: over.images.or(self.images),
             transfers: over.transfers.or(self.transfers),
+            immutable_tags: over
+                .immutable_tags
+                .clone()
+                .or_else(|| self.immutable_tags.clone()),
         }
     }
 
@@ -184,6 +191,7 @@ impl Settings {
             prune: self.prune.unwrap_or(false),
             dry_run,
             images: self.images.unwrap_or(4),
+            immutable: patterns(self.immutable_tags.as_deref().unwrap_or_default())?,
         })
     }
 }

@@ -459,12 +459,15 @@ async fn the_referrers_api_is_used_paged_and_filtered_where_the_registry_has_it(
 #[tokio::test]
 async fn the_referrers_api_is_asked_about_once_per_host() {
     // docker-registry has no such route: a bare 404, true of every
-    // repository, so the second and third opens ask nothing.
+    // repository, so of eight opened at once only the first asks.
     let (proxy, registry) = through_proxy(Faults::default());
-    for n in 0..3 {
-        let store =
-            Store::new(repository(&registry, &fresh_repository(&format!("probe{n}"))).await);
-        assert!(!store.capabilities().referrers_api);
+    let names: Vec<String> = (0..8)
+        .map(|n| fresh_repository(&format!("probe{n}")))
+        .collect();
+    let opened =
+        futures::future::join_all(names.iter().map(|name| repository(&registry, name))).await;
+    for backend in opened {
+        assert!(!Store::new(backend).capabilities().referrers_api);
     }
     assert_eq!(proxy.recorded().matches("/referrers/").count(), 1);
     // A host that has the API: every repository opened after the first

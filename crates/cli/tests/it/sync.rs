@@ -1,6 +1,7 @@
 //! `orca sync` against the real registry: repositories mirrored into
 //! layout, archive and bucket bundles that skopeo and umoci read, a re-run
-//! that asks one question per image (counted at a recording proxy), prune
+//! that asks one question per image (counted at a recording proxy) and
+//! none for immutable tags, prune
 //! with a dry run first, bundles restored into a registry with digests
 //! preserved, and configurations refused. Choosing tags and platforms is
 //! in `sync_selection`, faults in `sync_faults`.
@@ -135,6 +136,25 @@ fn repositories_mirror_into_a_bundle_and_back_and_reruns_are_cheap() {
     assert_eq!(manifest_requests, 4, "one per image:\n{recorded}");
     assert_eq!(requests(&recorded, "GET", "/blobs/"), 0, "{recorded}");
 
+    // Tags declared immutable that the bundle has: the source is asked
+    // for its catalog and tag lists, and about no image.
+    let trusting = config.replace(".yaml", "-immutable.yaml");
+    std::fs::write(
+        &trusting,
+        std::fs::read_to_string(&config).expect("config").replace(
+            "referrers: true",
+            "referrers: true\n  immutable_tags: [\"*\"]",
+        ),
+    )
+    .expect("write");
+    let before = proxy.recorded().len();
+    let third = json(path, &["sync", &trusting]);
+    assert_eq!(actions(&third), actions(&second), "{third}");
+    let recorded = proxy.recorded()[before..].to_owned();
+    assert_eq!(requests(&recorded, "HEAD", "/manifests/"), 0, "{recorded}");
+    assert_eq!(requests(&recorded, "GET", "/manifests/"), 0, "{recorded}");
+    assert_eq!(requests(&recorded, "GET", "/tags/list"), 3, "{recorded}");
+
     // Prune: the source drops a tag; a dry run says so and changes nothing.
     ok(
         path,
@@ -216,6 +236,10 @@ fn a_bad_configuration_is_refused_with_its_reason() {
         (
             "sync:\n  - source: a/b\n    target: c\n    tags:\n      include: [\"/(oops/\"]\n",
             "(oops",
+        ),
+        (
+            "sync:\n  - source: a/b\n    target: c\n    immutable_tags: [\"/v[/\"]\n",
+            "v[",
         ),
         (
             "sync:\n  - source: a/b\n    target: c\n    colour: red\n",

@@ -161,6 +161,63 @@ async fn a_rerun_asks_one_question_per_image_and_moves_nothing() {
 }
 
 #[tokio::test]
+async fn an_immutable_tag_the_target_has_is_not_asked_about() {
+    let memory = MemoryBackend::new();
+    let counting = Counting::default();
+    let source = Store::new(Intercept::new(memory.clone(), counting.clone()));
+    let seed = Store::new(memory);
+    let base = base(&seed).await;
+    let mut first = HashMap::new();
+    for tag in ["v1", "v2", "latest"] {
+        first.insert(tag, image(&seed, &base, tag).await);
+    }
+    let target = Store::new(MemoryBackend::new());
+    let mut options = SyncOptions::default();
+    options.immutable = vec![Pattern::parse("v*").expect("glob")];
+    options.filter.exclude = vec![Pattern::parse("rebuilt").expect("glob")];
+    let copied = sync(&[mirror(source.clone(), target.clone())], &options).await;
+    assert!(
+        copied.iter().all(|r| r.action == Action::Copied),
+        "{copied:?}"
+    );
+
+    // The source moves `v1` (against the promise) and `latest`, and adds
+    // `v3`: only what the target lacks, and what may move, is asked about.
+    let rebuilt = image(&seed, &base, "rebuilt").await;
+    seed.tag(&rebuilt, "v1").await.expect("tag");
+    seed.tag(&rebuilt, "latest").await.expect("tag");
+    image(&seed, &base, "v3").await;
+    let before = counting.0.resolves.load(Ordering::SeqCst);
+    let second = sync(&[mirror(source, target.clone())], &options).await;
+    assert_eq!(
+        actions(&second),
+        [
+            ("latest".into(), Action::Copied),
+            ("v1".into(), Action::UpToDate),
+            ("v2".into(), Action::UpToDate),
+            ("v3".into(), Action::Copied),
+        ]
+    );
+    assert!(
+        second
+            .iter()
+            .filter(|r| r.action == Action::UpToDate)
+            .all(|r| r.source_digest.is_none() && r.target_digest.is_none()),
+        "nothing was asked, so no digest is reported: {second:?}"
+    );
+    assert_eq!(
+        counting.0.resolves.load(Ordering::SeqCst) - before,
+        2,
+        "`latest` and `v3` only"
+    );
+    let kept = target
+        .resolve(&Selector::Tag("v1".into()))
+        .await
+        .expect("v1");
+    assert_eq!(kept.digest, first["v1"].digest);
+}
+
+#[tokio::test]
 async fn prune_removes_what_the_source_dropped_and_a_dry_run_changes_nothing() {
     let source = Store::new(MemoryBackend::new());
     let base = base(&source).await;
