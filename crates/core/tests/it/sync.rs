@@ -172,8 +172,10 @@ async fn an_immutable_tag_the_target_has_is_not_asked_about() {
         first.insert(tag, image(&seed, &base, tag).await);
     }
     let target = Store::new(MemoryBackend::new());
-    let mut options = SyncOptions::default();
-    options.immutable = vec![Pattern::parse("v*").expect("glob")];
+    let mut options = SyncOptions {
+        immutable: vec![Pattern::parse("v*").expect("glob")],
+        ..SyncOptions::default()
+    };
     options.filter.exclude = vec![Pattern::parse("rebuilt").expect("glob")];
     let copied = sync(&[mirror(source.clone(), target.clone())], &options).await;
     assert!(
