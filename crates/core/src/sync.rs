@@ -218,7 +218,24 @@ pub async fn sync(mirrors: &[Mirror], options: &SyncOptions) -> Vec<ImageReport>
 
 /// Lists a repository's tags at both ends and picks the ones to copy.
 async fn survey<'a>(mirror: &'a Mirror, options: &SyncOptions) -> Result<Work<'a>> {
-    let source_tags = mirror.source.tags_all().await?;
+    // Only a prune, or tags trusted never to move, need the target's
+    // whole list (a check asks the target about its one tag); it is read
+    // while the source's is.
+    let listing_target = options.prune || !options.immutable.is_empty();
+    let target_listing = async {
+        if !listing_target {
+            return Ok(None);
+        }
+        match mirror.target.tags_all().await {
+            Ok(tags) => Ok(Some(tags.into_iter().collect::<HashSet<_>>())),
+            // A repository that does not exist yet has no tags.
+            Err(Error::NotFound { .. }) => Ok(Some(HashSet::new())),
+            Err(e) => Err(e),
+        }
+    };
+    let (source_tags, target_tags) =
+        futures::future::join(mirror.source.tags_all(), target_listing).await;
+    let (source_tags, target_tags) = (source_tags?, target_tags?);
     let created = if options.filter.needs_created() {
         let mut created = HashMap::new();
         for tag in options.filter.candidates(&source_tags) {
@@ -234,18 +251,6 @@ async fn survey<'a>(mirror: &'a Mirror, options: &SyncOptions) -> Result<Work<'a
         HashMap::new()
     };
     let picked = options.filter.select(&source_tags, &created);
-    // Only a prune, or tags trusted never to move, need the target's
-    // whole list; a check asks the target about its one tag.
-    let target_tags = if options.prune || !options.immutable.is_empty() {
-        match mirror.target.tags_all().await {
-            Ok(tags) => Some(tags.into_iter().collect()),
-            // A repository that does not exist yet has no tags.
-            Err(Error::NotFound { .. }) => Some(HashSet::new()),
-            Err(e) => return Err(e),
-        }
-    } else {
-        None
-    };
     Ok(Work {
         mirror,
         source_tags,

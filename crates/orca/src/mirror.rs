@@ -371,13 +371,9 @@ pub async fn run(
                 let target_name = target_repository(target, name, count)?;
                 let source_name = format!("{}/{name}", side_name(source));
                 let target_label = format!("{}/{target_name}", side_name(target));
-                let opened = async {
-                    Ok::<_, Error>((
-                        store(source, name).await?,
-                        store(target, &target_name).await?,
-                    ))
-                }
-                .await;
+                let (source_store, target_store) =
+                    futures::future::join(store(source, name), store(target, &target_name)).await;
+                let opened = source_store.and_then(|s| Ok((s, target_store?)));
                 Ok::<_, Error>(match opened {
                     Ok((source_store, target_store)) => Ok(Mirror {
                         source: source_store,
