@@ -65,7 +65,29 @@ struct Copier<'a> {
     abandoned: Arc<AtomicBool>,
 }
 
-impl Copier<'_> {
+impl<'a> Copier<'a> {
+    /// A copier from `source` to `target`; the source's tags are listed
+    /// when digest tags are wanted and the caller has not listed them.
+    async fn new(
+        source: &'a Store,
+        target: &'a Store,
+        options: &'a CopyOptions,
+        source_tags: Option<&[String]>,
+    ) -> Result<Copier<'a>> {
+        let source_tags = match (options.digest_tags, source_tags) {
+            (false, _) => Vec::new(),
+            (true, Some(tags)) => tags.to_vec(),
+            (true, None) => source.tags_all().await?,
+        };
+        Ok(Copier {
+            source,
+            target,
+            options,
+            source_tags,
+            abandoned: Arc::default(),
+        })
+    }
+
     fn emit(&self, event: Event) {
         if let Some(progress) = &self.options.progress {
             progress.event(&event);
@@ -296,6 +318,25 @@ pub(crate) async fn choose_root(
     }
 }
 
+/// Where a walk starts: the root, or the members of the index a platform
+/// filter made.
+pub(crate) fn walk_roots(
+    root: &Descriptor,
+    new_root: Option<&RawManifest>,
+) -> Result<Vec<Descriptor>> {
+    match new_root {
+        Some(raw) => match raw.parse()? {
+            // A filtered index: its members, then the new index.
+            Document::Index(index) => Ok(index.manifests),
+            _ => Err(Error::InvalidInput {
+                what: "platform filter".into(),
+                reason: "the filtered root is not an index".into(),
+            }),
+        },
+        None => Ok(vec![root.clone()]),
+    }
+}
+
 /// Copies what `selector` names in `source` to `target`, tagging the root
 /// `tag` there when given; see the module documentation.
 pub async fn copy(
@@ -321,32 +362,8 @@ pub(crate) async fn copy_root(
     options: &CopyOptions,
     source_tags: Option<&[String]>,
 ) -> Result<CopyReport> {
-    let source_tags = match (options.digest_tags, source_tags) {
-        (false, _) => Vec::new(),
-        (true, Some(tags)) => tags.to_vec(),
-        (true, None) => source.tags_all().await?,
-    };
-    let copier = Copier {
-        source,
-        target,
-        options,
-        source_tags,
-        abandoned: Arc::default(),
-    };
-    let roots = match &new_root {
-        Some(raw) => match raw.parse()? {
-            // A filtered index: its members, then the new index.
-            Document::Index(index) => index.manifests,
-            _ => {
-                return Err(Error::InvalidInput {
-                    what: "platform filter".into(),
-                    reason: "the filtered root is not an index".into(),
-                });
-            }
-        },
-        None => vec![root.clone()],
-    };
-    let plan = copier.walk(roots).await?;
+    let copier = Copier::new(source, target, options, source_tags).await?;
+    let plan = copier.walk(walk_roots(&root, new_root.as_ref())?).await?;
     let levels = plan.levels();
 
     let mut totals = Totals {

@@ -4,7 +4,9 @@
 //! A re-run is cheap: each picked tag costs one manifest request at the
 //! source (a `HEAD`, or a `GET` when a platform filter must see the
 //! index) and one at the target (what its tag names); an unchanged image
-//! is reported up to date without walking its graph. Blobs several images
+//! is reported up to date without walking its graph (with `referrers`,
+//! its referrers are listed too, and those it gained since are copied).
+//! Blobs several images
 //! share move once per run when the mirrors share a
 //! [`Ledger`](crate::copy::Ledger). With `prune`, target tags the source
 //! no longer has (among those the filter would take) are removed. A dry
@@ -21,7 +23,7 @@ use std::time::{Instant, SystemTime};
 
 use futures::stream::{self, StreamExt};
 
-use crate::copy::{CopyOptions, SharedBlobs, choose_root, copy_root};
+use crate::copy::{CopyOptions, SharedBlobs, choose_root, copy_root, walk_roots};
 use crate::error::{Error, Result};
 use crate::model::{Descriptor, Digest, Document, RawManifest, Selector};
 use crate::store::Store;
@@ -259,13 +261,22 @@ async fn survey<'a>(mirror: &'a Mirror, options: &SyncOptions) -> Result<Work<'a
     })
 }
 
-/// An image checked: its report so far, and what to copy when it is not
-/// up to date.
+/// An image checked: its report so far, and what to copy.
 struct Checked<'a> {
     work: &'a Work<'a>,
     report: ImageReport,
     started: Instant,
-    copy: Option<(Descriptor, Option<RawManifest>)>,
+    copy: Option<Todo>,
+}
+
+/// What an image's copy takes.
+enum Todo {
+    /// The image, not up to date: its root, and the index a platform
+    /// filter made.
+    Image(Box<(Descriptor, Option<RawManifest>)>),
+    /// The referrers an up-to-date image gained since it was copied
+    /// (with `referrers`).
+    Referrers(Vec<Descriptor>),
 }
 
 /// One image's check: the source's manifest (one request) against what
@@ -287,7 +298,7 @@ async fn check<'a>(work: &'a Work<'a>, tag: &str, options: &SyncOptions) -> Chec
             copy: None,
         };
     }
-    let outcome: Result<Option<(Descriptor, Option<RawManifest>)>> = async {
+    let outcome: Result<Option<Todo>> = async {
         let selector = Selector::Tag(tag.to_owned());
         let (root, new_root) =
             choose_root(&mirror.source, &selector, &options.copy.platforms).await?;
@@ -302,13 +313,25 @@ async fn check<'a>(work: &'a Work<'a>, tag: &str, options: &SyncOptions) -> Chec
         }
         if report.target_digest.as_ref() == Some(&root.digest) {
             report.action = Action::UpToDate;
-            return Ok(None);
+            if !options.copy.referrers {
+                return Ok(None);
+            }
+            // Signatures and SBOMs are often attached after the push.
+            let missing = new_referrers(mirror, &walk_roots(&root, new_root.as_ref())?).await?;
+            if missing.is_empty() {
+                return Ok(None);
+            }
+            if options.dry_run {
+                report.action = Action::WouldCopy;
+                return Ok(None);
+            }
+            return Ok(Some(Todo::Referrers(missing)));
         }
         if options.dry_run {
             report.action = Action::WouldCopy;
             return Ok(None);
         }
-        Ok(Some((root, new_root)))
+        Ok(Some(Todo::Image(Box::new((root, new_root)))))
     }
     .await;
     let copy = match outcome {
@@ -326,7 +349,32 @@ async fn check<'a>(work: &'a Work<'a>, tag: &str, options: &SyncOptions) -> Chec
     }
 }
 
-/// Copies a checked image that is not up to date; reports it either way.
+/// The referrers the source lists for `subjects` and the target does
+/// not: one listing per subject at the source, and one at the target for
+/// a subject that has any.
+async fn new_referrers(mirror: &Mirror, subjects: &[Descriptor]) -> Result<Vec<Descriptor>> {
+    let mut missing = Vec::new();
+    for subject in subjects {
+        let at_source = mirror.source.referrers(subject, None).await?;
+        if at_source.manifests.is_empty() {
+            continue;
+        }
+        let at_target = mirror.target.referrers(subject, None).await?;
+        let held: HashSet<&Digest> = at_target.manifests.iter().map(|d| &d.digest).collect();
+        missing.extend(
+            at_source
+                .manifests
+                .iter()
+                .filter(|d| !held.contains(&d.digest))
+                .map(|d| Descriptor::new(d.media_type.clone(), d.digest.clone(), d.size)),
+        );
+    }
+    Ok(missing)
+}
+
+/// Copies what a check found to copy: a whole image, tagged, or the new
+/// referrers of an up-to-date one (it is then reported copied). Reports
+/// the image either way.
 async fn finish(checked: Checked<'_>, options: &SyncOptions) -> ImageReport {
     let Checked {
         work,
@@ -334,27 +382,47 @@ async fn finish(checked: Checked<'_>, options: &SyncOptions) -> ImageReport {
         started,
         copy,
     } = checked;
-    if let Some((root, new_root)) = copy {
-        let mirror = work.mirror;
-        let mut copy = options.copy.clone();
-        copy.shared = mirror.shared.clone().or(copy.shared);
-        let copied = copy_root(
-            &mirror.source,
-            root.clone(),
-            new_root,
-            &mirror.target,
-            report.tag.as_deref(),
-            &copy,
-            Some(&work.source_tags),
-        )
-        .await;
-        match copied {
-            Ok(copied) => {
-                report.bytes = copied.bytes;
-                report.target_digest = Some(root.digest);
-            }
-            Err(e) => report = report.failed(&e),
+    let mirror = work.mirror;
+    let mut copy_options = options.copy.clone();
+    copy_options.shared = mirror.shared.clone().or(copy_options.shared);
+    let copy_one = |root: Descriptor, new_root: Option<RawManifest>, tag: Option<String>| {
+        let copy_options = &copy_options;
+        async move {
+            copy_root(
+                &mirror.source,
+                root,
+                new_root,
+                &mirror.target,
+                tag.as_deref(),
+                copy_options,
+                Some(&work.source_tags),
+            )
+            .await
         }
+    };
+    let outcome: Result<u64> = async {
+        match copy {
+            None => Ok(0),
+            Some(Todo::Image(image)) => {
+                let (root, new_root) = *image;
+                let copied = copy_one(root.clone(), new_root, report.tag.clone()).await?;
+                report.target_digest = Some(root.digest);
+                Ok(copied.bytes)
+            }
+            Some(Todo::Referrers(referrers)) => {
+                let mut bytes = 0;
+                for referrer in referrers {
+                    bytes += copy_one(referrer, None, None).await?.bytes;
+                }
+                report.action = Action::Copied;
+                Ok(bytes)
+            }
+        }
+    }
+    .await;
+    match outcome {
+        Ok(bytes) => report.bytes = bytes,
+        Err(e) => report = report.failed(&e),
     }
     report.seconds = started.elapsed().as_secs_f64();
     report

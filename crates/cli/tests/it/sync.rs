@@ -120,7 +120,10 @@ fn repositories_mirror_into_a_bundle_and_back_and_reruns_are_cheap() {
         "{discovered}"
     );
 
-    // Nothing changed: one manifest request per image, no blob.
+    // Nothing changed: one manifest request per image, and (with
+    // `referrers`) one look for its referrers: docker-registry has no
+    // Referrers API, so a HEAD of the fallback tag, and a GET (by digest)
+    // of the one that exists, app:2.0's. No blob.
     let before = proxy.recorded().len();
     let second = json(path, &["sync", &config]);
     assert!(
@@ -133,7 +136,13 @@ fn repositories_mirror_into_a_bundle_and_back_and_reruns_are_cheap() {
     let recorded = proxy.recorded()[before..].to_owned();
     let manifest_requests =
         requests(&recorded, "HEAD", "/manifests/") + requests(&recorded, "GET", "/manifests/");
-    assert_eq!(manifest_requests, 4, "one per image:\n{recorded}");
+    let fallback_tags = requests(&recorded, "HEAD", "/manifests/sha256-");
+    assert_eq!(fallback_tags, 4, "{recorded}");
+    assert_eq!(
+        manifest_requests,
+        4 + fallback_tags + 1,
+        "one per image:\n{recorded}"
+    );
     assert_eq!(requests(&recorded, "GET", "/blobs/"), 0, "{recorded}");
 
     // Tags declared immutable that the bundle has: the source is asked
@@ -224,6 +233,61 @@ fn repositories_mirror_into_a_bundle_and_back_and_reruns_are_cheap() {
             .contains("application/vnd.example.signature"),
         "{signature}"
     );
+}
+
+#[test]
+fn a_signature_added_to_an_unchanged_image_comes_on_the_next_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    let registry = RegistryServer::shared();
+    let prefix = unique("signed-later");
+    seed(path, &prefix, &[("app", "1.0", "one")]);
+    let config = write_config(
+        path,
+        &format!(
+            "sync:\n  - source: {host}/{prefix}/app\n    target: {host}/{prefix}-mirror\n    \
+             referrers: true\n",
+            host = registry.host()
+        ),
+    );
+    let copied = json(path, &["sync", &config]);
+    assert_eq!(actions(&copied)[0].1, "copied", "{copied}");
+
+    // Signed after it was mirrored: the tag does not move.
+    std::fs::write(path.join("sig.json"), b"{\"signed\":\"later\"}").expect("write");
+    let source = format!("{}/{prefix}/app:1.0", registry.host());
+    ok(
+        path,
+        &[
+            "attach",
+            &source,
+            "sig.json",
+            "--artifact-type",
+            "application/vnd.example.signature",
+        ],
+    );
+    // The repository keeps its path under the target's prefix.
+    let mirrored = format!("{}/{prefix}-mirror/{prefix}/app:1.0", registry.host());
+    let signatures = |path: &std::path::Path| {
+        json(path, &["discover", &mirrored])
+            .to_string()
+            .matches("application/vnd.example.signature")
+            .count()
+    };
+    let dry = json(path, &["sync", &config, "--dry-run"]);
+    assert_eq!(actions(&dry)[0].1, "would-copy", "{dry}");
+    assert_eq!(signatures(path), 0, "a dry run copies nothing");
+
+    let signed = json(path, &["sync", &config]);
+    assert_eq!(actions(&signed)[0].1, "copied", "{signed}");
+    assert_eq!(
+        signed["images"][0]["sourceDigest"], signed["images"][0]["targetDigest"],
+        "the image itself did not change: {signed}"
+    );
+    assert!(signatures(path) > 0, "the signature came along");
+    let again = json(path, &["sync", &config]);
+    assert_eq!(actions(&again)[0].1, "up-to-date", "{again}");
+    assert_eq!(again["summary"]["bytes"], 0);
 }
 
 #[test]

@@ -220,6 +220,49 @@ async fn an_immutable_tag_the_target_has_is_not_asked_about() {
 }
 
 #[tokio::test]
+async fn referrers_attached_to_an_unchanged_image_come_on_the_next_run() {
+    let source = Store::new(MemoryBackend::new());
+    let base = base(&source).await;
+    let subject = image(&source, &base, "1.0").await;
+    let target = Store::new(MemoryBackend::new());
+    let mut options = SyncOptions::default();
+    options.copy.referrers = true;
+    let first = sync(&[mirror(source.clone(), target.clone())], &options).await;
+    assert_eq!(actions(&first), [("1.0".into(), Action::Copied)]);
+
+    // Signed after it was mirrored: the tag did not move.
+    let empty = source
+        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+        .await
+        .expect("empty");
+    let mut signature = Manifest::new(empty.clone(), vec![empty]);
+    signature.artifact_type = Some(MediaType::new("application/vnd.example.signature"));
+    signature.subject = Some(subject.clone());
+    source
+        .push_manifest(&signature.to_raw().expect("raw"), None)
+        .await
+        .expect("sign");
+
+    options.dry_run = true;
+    let dry = sync(&[mirror(source.clone(), target.clone())], &options).await;
+    assert_eq!(actions(&dry), [("1.0".into(), Action::WouldCopy)]);
+    let listed = target.referrers(&subject, None).await.expect("referrers");
+    assert!(listed.manifests.is_empty(), "a dry run copies nothing");
+
+    options.dry_run = false;
+    let second = sync(&[mirror(source.clone(), target.clone())], &options).await;
+    assert_eq!(actions(&second), [("1.0".into(), Action::Copied)]);
+    assert_eq!(second[0].target_digest.as_ref(), Some(&subject.digest));
+    assert!(second[0].bytes > 0);
+    let listed = target.referrers(&subject, None).await.expect("referrers");
+    assert_eq!(listed.manifests.len(), 1, "{listed:?}");
+
+    let third = sync(&[mirror(source, target)], &options).await;
+    assert_eq!(actions(&third), [("1.0".into(), Action::UpToDate)]);
+    assert_eq!(third[0].bytes, 0);
+}
+
+#[tokio::test]
 async fn prune_removes_what_the_source_dropped_and_a_dry_run_changes_nothing() {
     let source = Store::new(MemoryBackend::new());
     let base = base(&source).await;
