@@ -6,10 +6,11 @@
 //! A source is a registry repository (`HOST/REPO`), several of one
 //! registry (`HOST` with `repositories`), a whole registry or a prefix of
 //! it (`HOST` or `HOST/PREFIX/` listed through the catalog, narrowed by
-//! `include` and `exclude`), or a bundle (`oci:DIR`, `s3://BUCKET/PREFIX`)
-//! and all or some of the repositories it holds. A target is where the
-//! repositories go: a registry (`HOST` or `HOST/PREFIX`; repository `R`
-//! lands at `HOST/PREFIX/R`) or a bundle, where `R:TAG` names each image.
+//! `include` and `exclude`), or a bundle (`oci:DIR`, `s3://BUCKET/PREFIX`,
+//! a plugin's `SCHEME://…`) and all or some of the repositories it holds.
+//! A target is where the repositories go: a registry (`HOST` or
+//! `HOST/PREFIX`; repository `R` lands at `HOST/PREFIX/R`) or a bundle,
+//! where `R:TAG` names each image.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,15 +19,15 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use orca_core::copy::{CopyOptions, Ledger, SharedBlobs};
 use orca_core::sync::{Mirror, NewestBy, Pattern, SyncOptions, TagFilter};
-use orca_core::{Backend, Error, Platform, Result, Store};
+use orca_core::{Error, Platform, Result};
 use serde::Deserialize;
 
 use crate::open::OpenOptions;
-use crate::target::TargetSpec;
 
+mod place;
 mod staged;
 
-use staged::Staged;
+use place::{Place, place, repositories, side_name, store, target_repository};
 
 /// A sync configuration: defaults, then the entries.
 #[derive(Clone, Debug, Deserialize)]
@@ -236,103 +237,6 @@ impl Config {
     }
 }
 
-/// Where one side of an entry is.
-enum Place {
-    /// A registry, with a path prefix (empty, or ending in `/`).
-    Registry {
-        registry: orca_backend_http::Registry,
-        host: String,
-        prefix: String,
-    },
-    /// A registry repository named whole.
-    Repository {
-        registry: orca_backend_http::Registry,
-        host: String,
-        repository: String,
-    },
-    /// A bundle: one tag namespace holding many repositories.
-    Bundle {
-        backend: Arc<dyn Backend>,
-        name: String,
-        /// Only this repository of it (`oci:DIR:REPO`).
-        repository: Option<String>,
-        /// An archive target, staged in a layout.
-        staged: Option<Staged>,
-    },
-}
-
-/// Opens one side of an entry. An oci-archive target is staged: see
-/// [`Staged`].
-fn place(text: &str, config: &Config, options: &OpenOptions, target: bool) -> Result<Place> {
-    let bundle = |backend: Arc<dyn Backend>, repository: Option<String>| Place::Bundle {
-        backend,
-        name: text.to_owned(),
-        repository,
-        staged: None,
-    };
-    if text.starts_with("oci:") {
-        // `oci:DIR` or `oci:DIR:REPO`, read as every target string is.
-        let TargetSpec::Layout {
-            path,
-            repository,
-            selector: None,
-        } = TargetSpec::parse(text)?
-        else {
-            return Err(Error::InvalidReference {
-                input: text.to_owned(),
-                reason: "a sync source or target names repositories, not a tag or digest".into(),
-            });
-        };
-        let layout = orca_backend_fs::open(path)?;
-        return Ok(bundle(Arc::new(layout), repository));
-    }
-    if let Some(file) = text.strip_prefix("oci-archive:") {
-        if target {
-            let staged = Staged::new(Path::new(file))?;
-            return Ok(Place::Bundle {
-                backend: staged.layout.clone(),
-                name: text.to_owned(),
-                repository: None,
-                staged: Some(staged),
-            });
-        }
-        let archive = orca_backend_fs::Archive::open(file)?;
-        return Ok(bundle(Arc::new(archive), None));
-    }
-    if text.starts_with("s3://") {
-        let bucket = crate::open::s3_builder(text, options).build()?;
-        return Ok(bundle(Arc::new(bucket), None));
-    }
-    if text.contains("://") || text.starts_with("docker-archive:") {
-        return Err(Error::InvalidReference {
-            input: text.to_owned(),
-            reason: "a sync source or target is a registry (HOST, HOST/PREFIX or HOST/REPO), \
-                     a layout bundle (oci:DIR), an oci-archive bundle (oci-archive:FILE) \
-                     or an S3 bundle (s3://BUCKET/PREFIX)"
-                .into(),
-        });
-    }
-    let (host, path) = text.split_once('/').unwrap_or((text, ""));
-    let mut options = options.clone();
-    if let Some(rate) = config.registries.get(host).and_then(|r| r.rate) {
-        options.requests_per_second = Some(rate);
-    }
-    let registry = crate::open::registry(host, &options)?;
-    let host = host.to_owned();
-    if path.is_empty() || path.ends_with('/') {
-        return Ok(Place::Registry {
-            registry,
-            host,
-            prefix: path.to_owned(),
-        });
-    }
-    Ok(Place::Repository {
-        registry,
-        host,
-        repository: path.to_owned(),
-    })
-}
-
 /// What a whole run did, per image.
 pub type Report = Vec<orca_core::sync::ImageReport>;
 
@@ -351,8 +255,8 @@ pub async fn run(
         let settings = config.defaults.merged(&entry.settings);
         let mut sync_options = settings.options(dry_run)?;
         sync_options.copy.progress = progress.clone();
-        let source = place(&entry.source, config, options, false)?;
-        let target = place(&entry.target, config, options, true)?;
+        let source = place(&entry.source, config, options, false).await?;
+        let target = place(&entry.target, config, options, true).await?;
         if let Place::Bundle {
             staged: Some(staged),
             ..
@@ -426,112 +330,15 @@ pub async fn run(
             if !dry_run && changed {
                 staged.pack().await?;
             }
-        } else if pruned && let Place::Bundle { name, .. } = &target {
+        } else if pruned
+            && let Place::Bundle { name, .. } = &target
+            // A plugin's backend collects its own garbage, if any.
+            && (name.starts_with("oci:") || name.starts_with("s3://"))
+        {
             crate::open::gc(name, false, options).await?;
         }
     }
     Ok(report)
-}
-
-/// How reports name a side: the registry host, or the bundle.
-fn side_name(place: &Place) -> String {
-    match place {
-        Place::Registry { host, .. } | Place::Repository { host, .. } => host.clone(),
-        Place::Bundle {
-            name, repository, ..
-        } => match repository {
-            // `oci:DIR:REPO` is named by `oci:DIR`.
-            Some(repository) => name
-                .strip_suffix(&format!(":{repository}"))
-                .unwrap_or(name)
-                .to_owned(),
-            None => name.clone(),
-        },
-    }
-}
-
-/// The source repositories an entry takes.
-async fn repositories(entry: &Entry, source: &Place) -> Result<Vec<String>> {
-    let include = globs(&entry.include)?;
-    let exclude = globs(&entry.exclude)?;
-    let keep = |name: &String| {
-        (include.is_empty() || include.iter().any(|p| p.matches(name)))
-            && !exclude.iter().any(|p| p.matches(name))
-    };
-    let mut names = match source {
-        Place::Repository { repository, .. } => return Ok(vec![repository.clone()]),
-        Place::Bundle {
-            repository: Some(repository),
-            ..
-        } => return Ok(vec![repository.clone()]),
-        Place::Registry { prefix, .. } if !entry.repositories.is_empty() => entry
-            .repositories
-            .iter()
-            .map(|r| format!("{prefix}{r}"))
-            .collect(),
-        Place::Bundle { .. } if !entry.repositories.is_empty() => entry.repositories.clone(),
-        Place::Registry {
-            registry, prefix, ..
-        } => {
-            let mut all = Vec::new();
-            let mut query = orca_core::ListQuery::page(None, 1000);
-            loop {
-                let page = registry.catalog(&query).await?;
-                all.extend(page.entries);
-                match page.next {
-                    Some(next) => query.last = Some(next),
-                    None => break,
-                }
-            }
-            all.retain(|name| name.starts_with(prefix.as_str()));
-            all
-        }
-        Place::Bundle { backend, .. } => orca_core::bundle::repositories(backend.as_ref()).await?,
-    };
-    names.retain(keep);
-    names.sort();
-    names.dedup();
-    Ok(names)
-}
-
-fn globs(list: &[String]) -> Result<Vec<Pattern>> {
-    list.iter().map(|p| Pattern::parse(p)).collect()
-}
-
-/// Where source repository `name` lands in `target`.
-fn target_repository(target: &Place, name: &str, sources: usize) -> Result<String> {
-    Ok(match target {
-        Place::Registry { prefix, .. } => format!("{prefix}{name}"),
-        Place::Repository { repository, .. } => format!("{repository}/{name}"),
-        Place::Bundle {
-            repository: Some(repository),
-            name: bundle,
-            ..
-        } => {
-            if sources > 1 {
-                return Err(Error::InvalidInput {
-                    what: format!("target {bundle}"),
-                    reason: format!(
-                        "it names one repository ({repository}) for {sources} source repositories"
-                    ),
-                });
-            }
-            repository.clone()
-        }
-        Place::Bundle { .. } => name.to_owned(),
-    })
-}
-
-/// The store of repository `name` on one side.
-async fn store(place: &Place, name: &str) -> Result<Store> {
-    Ok(match place {
-        Place::Registry { registry, .. } | Place::Repository { registry, .. } => {
-            Store::new(registry.repository(name).await?)
-        }
-        Place::Bundle { backend, .. } => {
-            Store::new(orca_core::bundle::Namespaced::new(backend.clone(), name)?)
-        }
-    })
 }
 
 #[cfg(test)]

@@ -226,6 +226,8 @@ pub async fn open_spec(
         #[cfg(feature = "s3")]
         TargetSpec::S3 { url, .. } => Store::new(s3_builder(url, options).build()?),
         TargetSpec::Plugin { scheme, rest } => {
+            #[cfg(not(feature = "plugins"))]
+            let _ = rest;
             #[cfg(feature = "plugins")]
             if let Some(plugin) = options.plugins.iter().find(|p| p.scheme() == *scheme) {
                 let (location, named) = crate::target::split_selector(name, rest)?;

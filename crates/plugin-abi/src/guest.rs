@@ -128,8 +128,13 @@ extern "C" fn describe(handle: *const c_void) -> FfiBuf {
     ))
 }
 
+/// What `resolve` looks up: the tag as the backend names it when the host
+/// sent one, or the selector read in the reference grammar.
 fn selector(args: &Args) -> Result<Selector> {
-    Selector::parse(args.selector.as_deref().unwrap_or_default())
+    match &args.tag {
+        Some(tag) => Ok(Selector::Tag(tag.clone())),
+        None => Selector::parse(args.selector.as_deref().unwrap_or_default()),
+    }
 }
 
 fn descriptor(args: &Args) -> Result<orca_core::Descriptor> {

@@ -332,6 +332,10 @@ impl Backend for PluginBackend {
     async fn resolve(&self, selector: &Selector) -> Result<Descriptor> {
         let args = Args {
             selector: Some(selector.to_string()),
+            tag: match selector {
+                Selector::Tag(tag) => Some(tag.clone()),
+                Selector::Digest(_) => None,
+            },
             ..Args::default()
         };
         self.answer(self.vtable.resolve, args)

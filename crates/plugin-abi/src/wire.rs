@@ -394,8 +394,14 @@ impl From<WireCapabilities> for Capabilities {
 pub(crate) struct Args {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) descriptor: Option<orca_core::Descriptor>,
+    /// What `resolve` looks up: a digest, or a tag in the reference
+    /// grammar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) selector: Option<String>,
+    /// A tag as the backend names it. For `resolve` it comes with
+    /// `selector` and wins over it: a bundle's `REPO:TAG` names are no
+    /// tags in the reference grammar (a guest built before this reads
+    /// `selector` alone, and still resolves every grammatical tag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) tag: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -115,3 +115,84 @@ fn plugins_are_found_and_listed() {
     let said = String::from_utf8_lossy(&bad.stderr);
     assert!(said.contains("loading plugin not-a-plugin.so"), "{said}");
 }
+
+#[test]
+fn sync_fills_prunes_and_restores_a_bundle_in_a_plugin_backend() {
+    use crate::sync_support::{actions, same_digests, seed, write_config};
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path();
+    let plugin = fs_plugin();
+    let plugin = plugin.to_str().expect("utf-8");
+    let registry = orca_testkit::RegistryServer::shared();
+    let prefix = crate::common::unique("plugged");
+    seed(
+        path,
+        &prefix,
+        &[
+            ("app", "1.0", "one"),
+            ("app", "2.0", "two"),
+            ("tool", "1.0", "t"),
+        ],
+    );
+    let bundle = format!("ocidir://{}", path.join("bundle").display());
+    let config = write_config(
+        path,
+        &format!(
+            "sync:\n  - source: {}/{prefix}/\n    target: {bundle}\n    prune: true\n",
+            registry.host()
+        ),
+    );
+    let sync = |config: &str| json(path, &["--plugin", plugin, "sync", config]);
+    let first = sync(&config);
+    assert_eq!(actions(&first).len(), 3, "{first}");
+    assert!(
+        actions(&first).iter().all(|(_, a)| a == "copied"),
+        "{first}"
+    );
+    let tags = json(path, &["--plugin", plugin, "tags", &bundle]);
+    assert_eq!(
+        tags["tags"],
+        serde_json::json!([
+            format!("{prefix}/app:1.0"),
+            format!("{prefix}/app:2.0"),
+            format!("{prefix}/tool:1.0")
+        ])
+    );
+    let again = sync(&config);
+    assert!(
+        actions(&again).iter().all(|(_, a)| a == "up-to-date"),
+        "{again}"
+    );
+
+    // A prune works on a backend without garbage collection.
+    ok(
+        path,
+        &["untag", &format!("{}/{prefix}/app:1.0", registry.host())],
+    );
+    let pruned = sync(&config);
+    assert!(
+        actions(&pruned).contains(&(format!("{bundle}/{prefix}/app:1.0"), "pruned".into())),
+        "{pruned}"
+    );
+
+    // And back out of the plugin's bundle into a registry.
+    let back = format!("{prefix}-back");
+    let restore = write_config(
+        path,
+        &format!(
+            "sync:\n  - source: {bundle}\n    target: {}/{back}\n",
+            registry.host()
+        ),
+    );
+    let restored = sync(&restore);
+    assert!(
+        actions(&restored).iter().all(|(_, a)| a == "copied"),
+        "{restored}"
+    );
+    same_digests(
+        path,
+        &format!("{}/{prefix}", registry.host()),
+        &format!("{}/{back}/{prefix}", registry.host()),
+        &[("app", "2.0"), ("tool", "1.0")],
+    );
+}
