@@ -45,8 +45,9 @@ impl Registry {
 
     /// Opens repository `name`, asking the registry whether it offers the
     /// Referrers API (`GET /v2/<name>/referrers/<zero digest>`). An answer
-    /// that holds for the whole host (an index, or a route that does not
-    /// exist) is kept, and later repositories are opened without asking.
+    /// that holds for the whole host (an index, or Go's router saying the
+    /// route does not exist) is kept in this handle, and later
+    /// repositories are opened without asking.
     pub async fn repository(&self, name: &str) -> Result<RegistryBackend> {
         orca_core::Reference::parse(&format!("{}/{name}", self.client.host))?;
         let mut capabilities = Capabilities::NONE;
@@ -132,10 +133,14 @@ impl Registry {
                 .await),
             StatusCode::NOT_FOUND => {
                 // A distribution error (`NAME_UNKNOWN`: a repository not
-                // pushed yet) says nothing about the host; a bare 404 means
-                // the route does not exist anywhere on it.
+                // pushed yet), or a page from a proxy in front, says
+                // nothing about the host. Go's router answering for a
+                // route it does not have (distribution before 3.0) is
+                // true of every repository.
                 let error = read_error(response).await;
-                Ok((false, error.details.is_empty()))
+                let no_route =
+                    error.details.is_empty() && error.body.trim() == "404 page not found";
+                Ok((false, no_route))
             }
             _ => Ok((false, false)),
         }

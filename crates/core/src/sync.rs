@@ -29,8 +29,10 @@ use crate::model::{Descriptor, Digest, Document, RawManifest, Selector};
 use crate::store::Store;
 
 pub mod filter;
+mod referrers;
 
 pub use filter::{NewestBy, Pattern, TagFilter, is_digest_tag, version};
+use referrers::{catch_up, new_referrers};
 
 /// Listings and up-to-date checks in flight at once: each is one small
 /// request.
@@ -349,29 +351,6 @@ async fn check<'a>(work: &'a Work<'a>, tag: &str, options: &SyncOptions) -> Chec
     }
 }
 
-/// The referrers the source lists for `subjects` and the target does
-/// not: one listing per subject at the source, and one at the target for
-/// a subject that has any.
-async fn new_referrers(mirror: &Mirror, subjects: &[Descriptor]) -> Result<Vec<Descriptor>> {
-    let mut missing = Vec::new();
-    for subject in subjects {
-        let at_source = mirror.source.referrers(subject, None).await?;
-        if at_source.manifests.is_empty() {
-            continue;
-        }
-        let at_target = mirror.target.referrers(subject, None).await?;
-        let held: HashSet<&Digest> = at_target.manifests.iter().map(|d| &d.digest).collect();
-        missing.extend(
-            at_source
-                .manifests
-                .iter()
-                .filter(|d| !held.contains(&d.digest))
-                .map(|d| Descriptor::new(d.media_type.clone(), d.digest.clone(), d.size)),
-        );
-    }
-    Ok(missing)
-}
-
 /// Copies what a check found to copy: a whole image, tagged, or the new
 /// referrers of an up-to-date one (it is then reported copied). Reports
 /// the image either way.
@@ -410,12 +389,11 @@ async fn finish(checked: Checked<'_>, options: &SyncOptions) -> ImageReport {
                 Ok(copied.bytes)
             }
             Some(Todo::Referrers(referrers)) => {
-                let mut bytes = 0;
-                for referrer in referrers {
-                    bytes += copy_one(referrer, None, None).await?.bytes;
+                let caught = catch_up(mirror, &referrers, &copy_options, &work.source_tags).await?;
+                if caught.is_some() {
+                    report.action = Action::Copied;
                 }
-                report.action = Action::Copied;
-                Ok(bytes)
+                Ok(caught.unwrap_or(0))
             }
         }
     }

@@ -470,17 +470,33 @@ async fn the_referrers_api_is_asked_about_once_per_host() {
         assert!(!Store::new(backend).capabilities().referrers_api);
     }
     assert_eq!(proxy.recorded().matches("/referrers/").count(), 1);
-    // A host that has the API: every repository opened after the first
-    // knows it too.
+    // A host that has the API: asked once too, and every repository
+    // knows it.
     let front =
         orca_testkit::ReferrersFront::start(RegistryServer::shared().port()).expect("front");
-    let registry = RegistryBuilder::new(format!("127.0.0.1:{}", front.port()))
+    let proxy = RecordingProxy::start(front.port()).expect("proxy");
+    let registry = RegistryBuilder::new(format!("127.0.0.1:{}", proxy.port()))
         .build()
         .expect("registry");
-    for n in 0..2 {
-        let store = Store::new(repository(&registry, &fresh_repository(&format!("api{n}"))).await);
-        assert!(store.capabilities().referrers_api, "repository {n}");
+    let names: Vec<String> = (0..3)
+        .map(|n| fresh_repository(&format!("api{n}")))
+        .collect();
+    let opened =
+        futures::future::join_all(names.iter().map(|name| repository(&registry, name))).await;
+    for backend in opened {
+        assert!(Store::new(backend).capabilities().referrers_api);
     }
+    assert_eq!(proxy.recorded().matches("/referrers/").count(), 1);
+    // A 404 that is not Go's router (a proxy's page, an empty body) says
+    // nothing about other repositories: each asks for itself.
+    let (proxy, registry) = through_proxy(Faults {
+        fail_requests: Some(("/referrers/".into(), 404, 100)),
+        ..Faults::default()
+    });
+    for n in 0..3 {
+        repository(&registry, &fresh_repository(&format!("own{n}"))).await;
+    }
+    assert_eq!(proxy.recorded().matches("/referrers/").count(), 3);
 }
 
 #[tokio::test]

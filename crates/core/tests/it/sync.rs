@@ -219,6 +219,90 @@ async fn an_immutable_tag_the_target_has_is_not_asked_about() {
     assert_eq!(kept.digest, first["v1"].digest);
 }
 
+/// Attaches a signature to `subject`; its manifest.
+async fn sign(store: &Store, subject: &Descriptor, label: &str) -> orca_core::RawManifest {
+    let empty = store
+        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+        .await
+        .expect("empty");
+    let mut signature = Manifest::new(empty.clone(), vec![empty]);
+    signature.artifact_type = Some(MediaType::new("application/vnd.example.signature"));
+    signature.subject = Some(subject.clone());
+    signature.annotations.insert("label".into(), label.into());
+    let raw = signature.to_raw().expect("raw");
+    store.push_manifest(&raw, None).await.expect("sign");
+    raw
+}
+
+/// A memory store that keeps referrers in tag-schema indexes, as a
+/// registry without the Referrers API does.
+fn tag_schema() -> MemoryBackend {
+    let mut capabilities = orca_core::Capabilities::ALL;
+    capabilities.referrers_api = false;
+    MemoryBackend::new().with_capabilities(capabilities)
+}
+
+#[tokio::test]
+async fn catching_up_on_referrers_skips_stale_listings_and_relists_unlisted_ones() {
+    let source_backend = tag_schema();
+    let source = Store::new(source_backend.clone());
+    let base = base(&source).await;
+    let subject = image(&source, &base, "1.0").await;
+    let target_backend = tag_schema();
+    let target = Store::new(target_backend.clone());
+    let mut options = SyncOptions::default();
+    options.copy.referrers = true;
+    sync(&[mirror(source.clone(), target.clone())], &options).await;
+
+    // Listed at the source, but its manifest is gone: the image stays up
+    // to date rather than failing on it.
+    let stale = sign(&source, &subject, "stale").await;
+    source_backend
+        .delete(&stale.descriptor())
+        .await
+        .expect("delete behind the listing");
+    let listed = source.referrers(&subject, None).await.expect("referrers");
+    assert_eq!(listed.manifests.len(), 1, "still listed: {listed:?}");
+    let skipped = sync(&[mirror(source.clone(), target.clone())], &options).await;
+    assert_eq!(
+        actions(&skipped),
+        [("1.0".into(), Action::UpToDate)],
+        "{skipped:?}"
+    );
+
+    // Held by the target but not listed there (an earlier push stopped
+    // before the index was written): pushed again once, then listed.
+    let unlisted = sign(&source, &subject, "unlisted").await;
+    target_backend
+        .push(
+            &unlisted.descriptor(),
+            Body::from_bytes(unlisted.bytes().clone()),
+            &orca_core::PushOptions::default(),
+        )
+        .await
+        .expect("push behind the index");
+    let relisted = sync(&[mirror(source.clone(), target.clone())], &options).await;
+    assert_eq!(
+        actions(&relisted),
+        [("1.0".into(), Action::Copied)],
+        "{relisted:?}"
+    );
+    let listed = target.referrers(&subject, None).await.expect("referrers");
+    assert!(
+        listed
+            .manifests
+            .iter()
+            .any(|d| d.digest == unlisted.descriptor().digest),
+        "{listed:?}"
+    );
+    let settled = sync(&[mirror(source, target)], &options).await;
+    assert_eq!(
+        actions(&settled),
+        [("1.0".into(), Action::UpToDate)],
+        "{settled:?}"
+    );
+}
+
 #[tokio::test]
 async fn referrers_attached_to_an_unchanged_image_come_on_the_next_run() {
     let source = Store::new(MemoryBackend::new());
@@ -231,17 +315,7 @@ async fn referrers_attached_to_an_unchanged_image_come_on_the_next_run() {
     assert_eq!(actions(&first), [("1.0".into(), Action::Copied)]);
 
     // Signed after it was mirrored: the tag did not move.
-    let empty = source
-        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
-        .await
-        .expect("empty");
-    let mut signature = Manifest::new(empty.clone(), vec![empty]);
-    signature.artifact_type = Some(MediaType::new("application/vnd.example.signature"));
-    signature.subject = Some(subject.clone());
-    source
-        .push_manifest(&signature.to_raw().expect("raw"), None)
-        .await
-        .expect("sign");
+    sign(&source, &subject, "later").await;
 
     options.dry_run = true;
     let dry = sync(&[mirror(source.clone(), target.clone())], &options).await;
