@@ -229,15 +229,8 @@ pub async fn open_spec(
             #[cfg(not(feature = "plugins"))]
             let _ = rest;
             #[cfg(feature = "plugins")]
-            if let Some(plugin) = options.plugins.iter().find(|p| p.scheme() == *scheme) {
-                let (location, named) = crate::target::split_selector(name, rest)?;
+            if let Some((backend, named)) = open_plugin(name, scheme, rest, options).await? {
                 selector = named;
-                let config = options
-                    .plugin_config
-                    .get(scheme)
-                    .cloned()
-                    .unwrap_or_default();
-                let backend = plugin.open(&location, &config).await?;
                 return Ok(Target {
                     store: Store::new(backend),
                     selector,
@@ -303,6 +296,8 @@ pub async fn gc(
     dry_run: bool,
     options: &OpenOptions,
 ) -> Result<orca_core::layout::GcReport> {
+    #[cfg(not(feature = "s3"))]
+    let _ = options;
     match TargetSpec::parse(target)? {
         #[cfg(feature = "fs")]
         TargetSpec::Layout { path, .. } => orca_backend_fs::open(path)?.gc(dry_run).await,
@@ -313,6 +308,28 @@ pub async fn gc(
             place: target.to_owned(),
         }),
     }
+}
+
+/// Opens `input` (`SCHEME://REST`) with the loaded plugin that provides
+/// the scheme: its backend, and the tag or digest `REST` ends with. `None`
+/// when no loaded plugin provides it.
+#[cfg(feature = "plugins")]
+pub(crate) async fn open_plugin(
+    input: &str,
+    scheme: &str,
+    rest: &str,
+    options: &OpenOptions,
+) -> Result<Option<(orca_plugin_abi::PluginBackend, Option<Selector>)>> {
+    let Some(plugin) = options.plugins.iter().find(|p| p.scheme() == scheme) else {
+        return Ok(None);
+    };
+    let (location, selector) = crate::target::split_selector(input, rest)?;
+    let config = options
+        .plugin_config
+        .get(scheme)
+        .cloned()
+        .unwrap_or_default();
+    Ok(Some((plugin.open(&location, &config).await?, selector)))
 }
 
 /// An S3 builder for `url` with the options' endpoint, region and TLS

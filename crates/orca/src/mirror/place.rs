@@ -85,18 +85,12 @@ pub(super) async fn place(
     }
     #[cfg(feature = "plugins")]
     if let Some((scheme, rest)) = text.split_once("://")
-        && let Some(plugin) = options.plugins.iter().find(|p| p.scheme() == scheme)
+        && let Some((backend, selector)) =
+            crate::open::open_plugin(text, scheme, rest, options).await?
     {
-        let (location, selector) = crate::target::split_selector(text, rest)?;
         if selector.is_some() {
             return Err(names_repositories(text));
         }
-        let config = options
-            .plugin_config
-            .get(scheme)
-            .cloned()
-            .unwrap_or_default();
-        let backend = plugin.open(&location, &config).await?;
         return Ok(bundle(Arc::new(backend), None));
     }
     if text.contains("://") || text.starts_with("docker-archive:") {
