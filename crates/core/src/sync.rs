@@ -32,7 +32,7 @@ pub mod filter;
 mod referrers;
 
 pub use filter::{NewestBy, Pattern, TagFilter, is_digest_tag, version};
-use referrers::{catch_up, new_referrers};
+use referrers::{any_held, catch_up, new_referrers};
 
 /// Listings and up-to-date checks in flight at once: each is one small
 /// request.
@@ -324,7 +324,9 @@ async fn check<'a>(work: &'a Work<'a>, tag: &str, options: &SyncOptions) -> Chec
                 return Ok(None);
             }
             if options.dry_run {
-                report.action = Action::WouldCopy;
+                if any_held(mirror, &missing).await? {
+                    report.action = Action::WouldCopy;
+                }
                 return Ok(None);
             }
             return Ok(Some(Todo::Referrers(missing)));

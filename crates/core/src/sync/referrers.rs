@@ -1,13 +1,16 @@
 //! Referrers an image gained after it was mirrored: found by listing
 //! them at both ends, and copied as the image's copy would have. A
-//! referrer the target holds without listing it is pushed again, which
-//! lists it; one the source lists but no longer holds is left out.
+//! referrer the target holds without listing it has what is under it
+//! completed and is pushed again, which lists it; one the source lists
+//! but no longer holds is left out.
 
 use std::collections::HashSet;
 
-use crate::copy::{CopyOptions, copy_root};
+use crate::backend::PushOptions;
+use crate::body::Body;
+use crate::copy::{CopyOptions, Event, copy_root};
 use crate::error::Result;
-use crate::model::{Descriptor, Digest, Selector};
+use crate::model::{Descriptor, Digest};
 
 use super::Mirror;
 
@@ -48,33 +51,50 @@ pub(super) async fn catch_up(
     let (source, target) = (&mirror.source, &mirror.target);
     let mut moved = None;
     for referrer in referrers {
+        // Held but not listed (an earlier push stopped before its
+        // subject's index was written): what is under it is checked and
+        // completed, then it is pushed again, which lists it.
+        let held = target.exists(referrer).await?;
+        let mut repairing = options.clone();
+        repairing.force = held;
         let copied = copy_root(
             source,
             referrer.clone(),
             None,
             target,
             None,
-            options,
+            &repairing,
             Some(source_tags),
         )
         .await;
-        let bytes = match copied {
-            Ok(copied) if copied.copied > 0 => copied.bytes,
-            // The target holds it but does not list it (an earlier push
-            // stopped before its subject's index was written): pushed
-            // again, it is listed.
-            Ok(_) => {
-                let (_, raw) = source
-                    .fetch_manifest(&Selector::Digest(referrer.digest.clone()))
-                    .await?;
-                target.push_manifest(&raw, None).await?;
-                referrer.size
-            }
+        let mut bytes = match copied {
+            Ok(copied) => copied.bytes,
             // Listed at the source, but gone from it: nothing to copy.
             Err(e) if e.is_not_found() && !source.exists(referrer).await? => continue,
             Err(e) => return Err(e),
         };
+        if held {
+            let manifest = target.fetch_bytes(referrer).await?;
+            target
+                .push_opts(referrer, Body::from_bytes(manifest), PushOptions::default())
+                .await?;
+            if let Some(progress) = &options.progress {
+                progress.event(&Event::Pushed(referrer.clone()));
+            }
+            bytes += referrer.size;
+        }
         *moved.get_or_insert(0) += bytes;
     }
     Ok(moved)
+}
+
+/// Whether a dry run would copy any of `missing`: those the source still
+/// holds.
+pub(super) async fn any_held(mirror: &Mirror, missing: &[Descriptor]) -> Result<bool> {
+    for referrer in missing {
+        if mirror.source.exists(referrer).await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

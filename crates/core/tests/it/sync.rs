@@ -295,6 +295,11 @@ async fn catching_up_on_referrers_skips_stale_listings_and_relists_unlisted_ones
             .any(|d| d.digest == unlisted.descriptor().digest),
         "{listed:?}"
     );
+    let empty = Descriptor::of(MediaType::OCI_EMPTY, b"{}");
+    assert!(
+        target.exists(&empty).await.expect("exists"),
+        "its blob came too"
+    );
     let settled = sync(&[mirror(source, target)], &options).await;
     assert_eq!(
         actions(&settled),
