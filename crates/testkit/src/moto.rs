@@ -13,12 +13,23 @@ use crate::{free_port, require_program};
 /// moto's own application, served on threads but handled one request at
 /// a time (arguments: host, port).
 const SERIAL_MOTO: &str = "\
-import sys, threading
+import io, sys, threading
 from werkzeug.serving import run_simple
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 app = DomainDispatcherApplication(create_backend_app)
 lock = threading.Lock()
 def serial(environ, start_response):
+    # The body is read before the turn is taken: a slow or stalled upload
+    # must not hold up every other request.
+    length = environ.get('CONTENT_LENGTH')
+    if length:
+        body = environ['wsgi.input'].read(int(length))
+    elif 'chunked' in environ.get('HTTP_TRANSFER_ENCODING', ''):
+        body = environ['wsgi.input'].read()
+        environ['CONTENT_LENGTH'] = str(len(body))
+    else:
+        body = b''
+    environ['wsgi.input'] = io.BytesIO(body)
     with lock:
         return list(app(environ, start_response))
 run_simple(sys.argv[1], int(sys.argv[2]), serial, threaded=True)
@@ -52,7 +63,9 @@ impl MotoServer {
         // lock, while serving requests on many threads: two conditional
         // writes can both pass (a lost update no real S3 allows). Serving
         // its application one request at a time restores the atomicity the
-        // tests rely on; everything else is moto as shipped.
+        // tests rely on; everything else is moto as shipped. Bodies are
+        // read before a request's turn, so one slow upload (a throttled
+        // or stalled test) does not stop the server for every other test.
         require_program("moto_server", INSTALL);
         let python = require_program("python3", "apt-get install -y python3");
         let port = free_port()?;
@@ -138,5 +151,29 @@ impl MotoServer {
             .nth(1)
             .and_then(|code| code.parse().ok())
             .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {head:.80}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stalled_upload_does_not_stop_the_server() {
+        let server = MotoServer::start().expect("moto_server");
+        server.create_bucket("stalled").expect("bucket");
+        // An upload that announces a megabyte, sends a little, then waits.
+        let mut stalled = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
+        write!(
+            stalled,
+            "PUT /stalled/object HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1048576\r\n\r\n"
+        )
+        .expect("head");
+        stalled.write_all(&[7u8; 4096]).expect("some of the body");
+        std::thread::sleep(Duration::from_millis(200));
+        // Another request is answered meanwhile (it would time out after
+        // 10 s if the stalled one held the server's turn).
+        assert_eq!(server.request("GET", "/stalled").expect("listing"), 200);
+        drop(stalled);
     }
 }
