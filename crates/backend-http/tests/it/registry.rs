@@ -456,19 +456,25 @@ async fn the_referrers_api_is_used_paged_and_filtered_where_the_registry_has_it(
     );
 }
 
+/// Opens `n` fresh repositories of `registry` at once; whether each
+/// offers the Referrers API.
+async fn open_at_once(registry: &orca_backend_http::Registry, label: &str, n: usize) -> Vec<bool> {
+    let names: Vec<String> = (0..n)
+        .map(|i| fresh_repository(&format!("{label}{i}")))
+        .collect();
+    futures::future::join_all(names.iter().map(|name| repository(registry, name)))
+        .await
+        .into_iter()
+        .map(|backend| Store::new(backend).capabilities().referrers_api)
+        .collect()
+}
+
 #[tokio::test]
 async fn the_referrers_api_is_asked_about_once_per_host() {
     // docker-registry has no such route: a bare 404, true of every
     // repository, so of eight opened at once only the first asks.
     let (proxy, registry) = through_proxy(Faults::default());
-    let names: Vec<String> = (0..8)
-        .map(|n| fresh_repository(&format!("probe{n}")))
-        .collect();
-    let opened =
-        futures::future::join_all(names.iter().map(|name| repository(&registry, name))).await;
-    for backend in opened {
-        assert!(!Store::new(backend).capabilities().referrers_api);
-    }
+    assert_eq!(open_at_once(&registry, "probe", 8).await, [false; 8]);
     assert_eq!(proxy.recorded().matches("/referrers/").count(), 1);
     // A host that has the API: asked once too, and every repository
     // knows it.
@@ -478,14 +484,7 @@ async fn the_referrers_api_is_asked_about_once_per_host() {
     let registry = RegistryBuilder::new(format!("127.0.0.1:{}", proxy.port()))
         .build()
         .expect("registry");
-    let names: Vec<String> = (0..3)
-        .map(|n| fresh_repository(&format!("api{n}")))
-        .collect();
-    let opened =
-        futures::future::join_all(names.iter().map(|name| repository(&registry, name))).await;
-    for backend in opened {
-        assert!(Store::new(backend).capabilities().referrers_api);
-    }
+    assert_eq!(open_at_once(&registry, "api", 3).await, [true; 3]);
     assert_eq!(proxy.recorded().matches("/referrers/").count(), 1);
     // A 404 that is not Go's router (a proxy's page, an empty body) says
     // nothing about other repositories: each asks for itself.
