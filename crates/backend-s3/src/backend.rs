@@ -17,7 +17,7 @@ use object_store::path::Path;
 use object_store::{
     GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, UpdateVersion,
 };
-use orca_core::layout::{Condition, Layout, ObjectStorage, Version};
+use orca_core::layout::{Changed, Condition, Layout, ObjectStorage, Version};
 use orca_core::{Body, Descriptor, Error, Result};
 
 use crate::error::convert;
@@ -60,6 +60,35 @@ pub struct Bucket {
 }
 
 impl Bucket {
+    /// Reads a small object whole with its version, unless it still has
+    /// ETag `unless` (then `Changed::No`, and no bytes move).
+    async fn read_unless(&self, key: &str, limit: u64, unless: Option<&str>) -> Result<Changed> {
+        let key = self.key(key);
+        let options = GetOptions {
+            if_none_match: unless.map(str::to_owned),
+            ..GetOptions::default()
+        };
+        let found = match self.store.get_opts(&key, options).await {
+            Ok(found) => found,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Changed::Yes(None)),
+            Err(object_store::Error::NotModified { .. }) => return Ok(Changed::No),
+            Err(e) => return Err(convert(&self.place, "read", format!("object {key}"), e)),
+        };
+        if found.meta.size > limit {
+            return Err(Error::LimitExceeded {
+                what: format!("object {key} in {}", self.place),
+                limit,
+            });
+        }
+        let version = Version(format!(
+            "{}\n{}",
+            found.meta.e_tag.as_deref().unwrap_or(""),
+            found.meta.version.as_deref().unwrap_or("")
+        ));
+        let bytes = found.bytes().await.map_err(self.err("read", &key))?;
+        Ok(Changed::Yes(Some((bytes, version))))
+    }
+
     /// The layout under `prefix` (may be empty) of `store`; `place` names
     /// it in messages (`s3://bucket/prefix`).
     pub fn new<T: ObjectStore + MultipartStore>(
@@ -157,25 +186,30 @@ impl ObjectStorage for Bucket {
     }
 
     async fn read(&self, key: &str, limit: u64) -> Result<Option<(Bytes, Version)>> {
-        let key = self.key(key);
-        let found = match self.store.get(&key).await {
-            Ok(found) => found,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(convert(&self.place, "read", format!("object {key}"), e)),
-        };
-        if found.meta.size > limit {
-            return Err(Error::LimitExceeded {
-                what: format!("object {key} in {}", self.place),
-                limit,
+        match self.read_unless(key, limit, None).await? {
+            Changed::Yes(found) => Ok(found),
+            // Asked without a condition, no store answers "not modified".
+            Changed::No => Err(Error::Backend {
+                backend: self.place.to_string(),
+                operation: "read",
+                source: format!("{key}: \"not modified\" to an unconditional read").into(),
+            }),
+        }
+    }
+
+    async fn read_changed(&self, key: &str, limit: u64, known: &Version) -> Result<Changed> {
+        let e_tag = known
+            .0
+            .split_once('\n')
+            .map_or(known.0.as_str(), |(e_tag, _)| e_tag);
+        if e_tag.is_empty() {
+            // No ETag to ask with: read and compare.
+            return Ok(match self.read(key, limit).await? {
+                Some((_, version)) if &version == known => Changed::No,
+                found => Changed::Yes(found),
             });
         }
-        let version = Version(format!(
-            "{}\n{}",
-            found.meta.e_tag.as_deref().unwrap_or(""),
-            found.meta.version.as_deref().unwrap_or("")
-        ));
-        let bytes = found.bytes().await.map_err(self.err("read", &key))?;
-        Ok(Some((bytes, version)))
+        self.read_unless(key, limit, Some(e_tag)).await
     }
 
     async fn write(&self, key: &str, bytes: Bytes, condition: Condition) -> Result<()> {

@@ -11,7 +11,7 @@ mod storage;
 
 pub use engine::Layout;
 pub use gc::GcReport;
-pub use storage::{Condition, ObjectStorage, Version};
+pub use storage::{Changed, Condition, ObjectStorage, Version};
 
 use bytes::Bytes;
 

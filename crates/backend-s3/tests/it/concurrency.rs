@@ -159,3 +159,46 @@ async fn four_processes_never_lose_a_referrer() {
     let store = Store::new(backend(&prefix));
     orca_testkit::attach_from_processes(&store, "concurrency::attacher", &env).await;
 }
+
+#[tokio::test]
+async fn index_json_moves_again_only_when_it_changed_and_other_writers_are_seen() {
+    let proxy = RecordingProxy::start(MotoServer::shared().port()).expect("proxy");
+    let prefix = fresh_prefix("known-index");
+    let through = builder(&prefix)
+        .endpoint(format!("http://127.0.0.1:{}", proxy.port()))
+        .build()
+        .expect("backend");
+    let store = Store::new(through);
+    let first = manifest(&store).await;
+    store.tag(&first, "v1").await.expect("tag");
+    let tag = orca_core::Selector::Tag("v1".into());
+    for _ in 0..3 {
+        assert_eq!(store.resolve(&tag).await.expect("v1").digest, first.digest);
+    }
+    // Each read after the first asks whether index.json changed.
+    let sent = proxy.recorded().to_ascii_lowercase();
+    let conditional = sent
+        .split("\r\n\r\n")
+        .filter(|request| request.starts_with("get ") && request.contains("index.json"))
+        .filter(|request| request.contains("if-none-match:"))
+        .count();
+    assert!(conditional >= 3, "{sent}");
+
+    // Another handle moves the tag: the first sees it at once.
+    let other = Store::new(backend(&prefix));
+    let config = other
+        .push_bytes(MediaType::OCI_CONFIG, &b"{\"other\":true}"[..])
+        .await
+        .expect("config");
+    let second = other
+        .push_manifest(
+            &orca_core::Manifest::new(config, vec![])
+                .to_raw()
+                .expect("raw"),
+            Some("v1"),
+        )
+        .await
+        .expect("moved");
+    assert_ne!(second.digest, first.digest);
+    assert_eq!(store.resolve(&tag).await.expect("v1").digest, second.digest);
+}

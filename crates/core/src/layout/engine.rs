@@ -11,14 +11,14 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::OnceCell;
 
-use super::storage::{Condition, ObjectStorage, Version};
+use super::storage::{Changed, Condition, ObjectStorage, Version};
 use super::{INDEX_FILE, LayoutIndex, OCI_LAYOUT_FILE, blob_path, capabilities, check_marker};
 use crate::backend::{Backend, ListPage, ListQuery, PushOptions, Referrers};
 use crate::body::Body;
@@ -37,6 +37,9 @@ pub struct Layout<S> {
     storage: S,
     /// Set once this handle (or a clone) made sure the marker and index exist.
     ready: Arc<OnceCell<()>>,
+    /// The `index.json` last read or written, with its version: asked
+    /// about again on every read, and read whole only when it changed.
+    known: Arc<Mutex<Option<(Version, LayoutIndex)>>>,
 }
 
 impl<S: ObjectStorage> Layout<S> {
@@ -45,6 +48,7 @@ impl<S: ObjectStorage> Layout<S> {
         Layout {
             storage,
             ready: Arc::default(),
+            known: Arc::default(),
         }
     }
 
@@ -66,12 +70,37 @@ impl<S: ObjectStorage> Layout<S> {
 
     /// Reads `index.json` with its version; a missing one is empty.
     pub(super) async fn read_index(&self) -> Result<(LayoutIndex, Option<Version>)> {
-        match self.storage.read(INDEX_FILE, INDEX_LIMIT).await? {
+        let known = self.known.lock().map(|k| k.clone()).unwrap_or(None);
+        let found = match known {
+            Some((version, index)) => {
+                match self
+                    .storage
+                    .read_changed(INDEX_FILE, INDEX_LIMIT, &version)
+                    .await?
+                {
+                    Changed::No => return Ok((index, Some(version))),
+                    Changed::Yes(found) => found,
+                }
+            }
+            None => self.storage.read(INDEX_FILE, INDEX_LIMIT).await?,
+        };
+        match found {
             Some((bytes, version)) => {
                 let index = LayoutIndex::parse(&bytes, &format!("{self}/{INDEX_FILE}"))?;
+                self.remember(Some((version.clone(), index.clone())));
                 Ok((index, Some(version)))
             }
-            None => Ok((LayoutIndex::new(), None)),
+            None => {
+                self.remember(None);
+                Ok((LayoutIndex::new(), None))
+            }
+        }
+    }
+
+    /// Keeps `index.json` as last seen, for the next read to ask about.
+    fn remember(&self, seen: Option<(Version, LayoutIndex)>) {
+        if let Ok(mut known) = self.known.lock() {
+            *known = seen;
         }
     }
 

@@ -21,6 +21,15 @@ use crate::model::Descriptor;
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Version(pub String);
 
+/// What [`ObjectStorage::read_changed`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Changed {
+    /// The object is still at the version the caller knows.
+    No,
+    /// The object is now these bytes at this version, or absent (`None`).
+    Yes(Option<(Bytes, Version)>),
+}
+
 /// The condition a [`ObjectStorage::write`] needs to hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Condition {
@@ -44,6 +53,16 @@ pub trait ObjectStorage: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// Reads a small object whole, with its version; `None` when absent.
     /// An object longer than `limit` is `Error::LimitExceeded`.
     async fn read(&self, key: &str, limit: u64) -> Result<Option<(Bytes, Version)>>;
+
+    /// [`ObjectStorage::read`], unless the object is still at version
+    /// `known`. By default it reads and compares; an object store asks
+    /// with `If-None-Match` and moves no bytes when nothing changed.
+    async fn read_changed(&self, key: &str, limit: u64, known: &Version) -> Result<Changed> {
+        Ok(match self.read(key, limit).await? {
+            Some((_, version)) if &version == known => Changed::No,
+            found => Changed::Yes(found),
+        })
+    }
 
     /// Writes a small object if `condition` holds, atomically: readers see
     /// the old bytes or the new ones. When the condition does not hold,
