@@ -334,10 +334,21 @@ async fn killed_copy_resumes(target_spec: String, scratch: &Path) {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+    // The small layer moves beside the big one; under load it may still
+    // be landing when the big one stalls. Killed only once it has landed,
+    // the second run must not move it again.
+    let target = target_store(&target_spec).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !target.exists(&small).await.expect("exists") {
+        assert!(
+            Instant::now() < deadline,
+            "the copy never finished the small layer"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     child.kill().expect("kill the copying process");
     child.wait().expect("reap it");
 
-    let target = target_store(&target_spec).await;
     assert!(
         target.resolve(&Selector::Tag("v1".into())).await.is_err(),
         "a killed copy tagged the image"
