@@ -198,14 +198,13 @@ impl ObjectStorage for Bucket {
     }
 
     async fn read_changed(&self, key: &str, limit: u64, known: &Version) -> Result<Changed> {
-        let e_tag = known
-            .0
-            .split_once('\n')
-            .map_or(known.0.as_str(), |(e_tag, _)| e_tag);
+        let (e_tag, version_id) = known.0.split_once('\n').unwrap_or((known.0.as_str(), ""));
         if e_tag.is_empty() {
-            // No ETag to ask with: read and compare.
+            // No ETag to ask with: read, and compare a version id if the
+            // store gave one (with neither, nothing tells the contents
+            // apart, so they count as changed).
             return Ok(match self.read(key, limit).await? {
-                Some((_, version)) if &version == known => Changed::No,
+                Some((_, version)) if !version_id.is_empty() && &version == known => Changed::No,
                 found => Changed::Yes(found),
             });
         }

@@ -100,6 +100,14 @@ impl<S: ObjectStorage> ObjectStorage for Hooked<S> {
     async fn read(&self, key: &str, limit: u64) -> Result<Option<(Bytes, Version)>> {
         self.inner.read(key, limit).await
     }
+    async fn read_changed(
+        &self,
+        key: &str,
+        limit: u64,
+        known: &Version,
+    ) -> Result<crate::layout::Changed> {
+        self.inner.read_changed(key, limit, known).await
+    }
     async fn write(&self, key: &str, bytes: Bytes, condition: Condition) -> Result<()> {
         self.fire(Point::BeforeWrite(key.to_owned())).await;
         self.inner.write(key, bytes, condition).await?;

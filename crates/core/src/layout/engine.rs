@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,15 +31,18 @@ const MAX_ATTEMPTS: u32 = 200;
 /// The longest `index.json` orca reads.
 const INDEX_LIMIT: u64 = 64 * 1024 * 1024;
 
+/// An `index.json` as read, with its version.
+type Seen = (Version, Arc<LayoutIndex>);
+
 /// An OCI image layout kept in an [`ObjectStorage`], as a [`Backend`].
 #[derive(Clone, Debug)]
 pub struct Layout<S> {
     storage: S,
     /// Set once this handle (or a clone) made sure the marker and index exist.
     ready: Arc<OnceCell<()>>,
-    /// The `index.json` last read or written, with its version: asked
-    /// about again on every read, and read whole only when it changed.
-    known: Arc<Mutex<Option<(Version, LayoutIndex)>>>,
+    /// The `index.json` last read, with its version: asked about again on
+    /// every read, and read whole only when it changed.
+    known: Arc<Mutex<Option<Seen>>>,
 }
 
 impl<S: ObjectStorage> Layout<S> {
@@ -69,8 +72,19 @@ impl<S: ObjectStorage> Layout<S> {
     }
 
     /// Reads `index.json` with its version; a missing one is empty.
-    pub(super) async fn read_index(&self) -> Result<(LayoutIndex, Option<Version>)> {
-        let known = self.known.lock().map(|k| k.clone()).unwrap_or(None);
+    pub(super) async fn read_index(&self) -> Result<(Arc<LayoutIndex>, Option<Version>)> {
+        self.read_index_kept(true).await
+    }
+
+    /// [`Layout::read_index`]; `keep` says whether what is read is kept
+    /// for the next read to ask about (a writer about to change it does
+    /// not keep it, so it can take the index without a copy).
+    async fn read_index_kept(&self, keep: bool) -> Result<(Arc<LayoutIndex>, Option<Version>)> {
+        let known = self
+            .known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let found = match known {
             Some((version, index)) => {
                 match self
@@ -84,24 +98,18 @@ impl<S: ObjectStorage> Layout<S> {
             }
             None => self.storage.read(INDEX_FILE, INDEX_LIMIT).await?,
         };
-        match found {
-            Some((bytes, version)) => {
-                let index = LayoutIndex::parse(&bytes, &format!("{self}/{INDEX_FILE}"))?;
-                self.remember(Some((version.clone(), index.clone())));
-                Ok((index, Some(version)))
-            }
-            None => {
-                self.remember(None);
-                Ok((LayoutIndex::new(), None))
-            }
+        let (index, version) = match found {
+            Some((bytes, version)) => (
+                Arc::new(LayoutIndex::parse(&bytes, &format!("{self}/{INDEX_FILE}"))?),
+                Some(version),
+            ),
+            None => (Arc::new(LayoutIndex::new()), None),
+        };
+        if keep {
+            let seen = version.clone().map(|v| (v, index.clone()));
+            *self.known.lock().unwrap_or_else(PoisonError::into_inner) = seen;
         }
-    }
-
-    /// Keeps `index.json` as last seen, for the next read to ask about.
-    fn remember(&self, seen: Option<(Version, LayoutIndex)>) {
-        if let Ok(mut known) = self.known.lock() {
-            *known = seen;
-        }
+        Ok((index, version))
     }
 
     /// Makes sure the layout has its marker (checking one that is there)
@@ -153,7 +161,8 @@ impl<S: ObjectStorage> Layout<S> {
         mut change: impl FnMut(&mut LayoutIndex) -> Result<(bool, T)>,
     ) -> Result<T> {
         for attempt in 0..MAX_ATTEMPTS {
-            let (index, version) = self.read_index().await?;
+            let (index, version) = self.read_index_kept(false).await?;
+            let index = Arc::unwrap_or_clone(index);
             match self.try_swap(index, version, &mut change).await {
                 Ok(Some(value)) => return Ok(value),
                 Ok(None) => tokio::time::sleep(backoff(attempt)).await,

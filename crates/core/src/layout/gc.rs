@@ -138,17 +138,21 @@ impl<S: ObjectStorage> Layout<S> {
             // Referrers indexes of collected images leave index.json with
             // the fence going up; only if no tag changed since the mark.
             let fenced = self
-                .try_swap(index, version, &mut |index: &mut LayoutIndex| {
-                    let mut changed = false;
-                    for (digest, _) in &garbage {
-                        changed |= index.remove_digest(digest);
-                    }
-                    if !doomed.is_empty() {
-                        index.fence(&id, &doomed);
-                        changed = true;
-                    }
-                    Ok((changed, ()))
-                })
+                .try_swap(
+                    std::sync::Arc::unwrap_or_clone(index),
+                    version,
+                    &mut |index: &mut LayoutIndex| {
+                        let mut changed = false;
+                        for (digest, _) in &garbage {
+                            changed |= index.remove_digest(digest);
+                        }
+                        if !doomed.is_empty() {
+                            index.fence(&id, &doomed);
+                            changed = true;
+                        }
+                        Ok((changed, ()))
+                    },
+                )
                 .await?;
             if fenced.is_none() {
                 continue;

@@ -56,7 +56,8 @@ pub trait ObjectStorage: fmt::Debug + fmt::Display + Send + Sync + 'static {
 
     /// [`ObjectStorage::read`], unless the object is still at version
     /// `known`. By default it reads and compares; an object store asks
-    /// with `If-None-Match` and moves no bytes when nothing changed.
+    /// with `If-None-Match` and moves no bytes when nothing changed. Only
+    /// a version that tells contents apart may answer `Changed::No`.
     async fn read_changed(&self, key: &str, limit: u64, known: &Version) -> Result<Changed> {
         Ok(match self.read(key, limit).await? {
             Some((_, version)) if &version == known => Changed::No,
