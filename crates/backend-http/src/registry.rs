@@ -150,6 +150,21 @@ impl Registry {
     pub async fn catalog(&self, query: &ListQuery) -> Result<ListPage> {
         catalog(&self.client, &self.client.host, &self.options, query).await
     }
+
+    /// Lists every repository after `last` (all when `None`), page by
+    /// page; a registry that hands back the same page again ends the list.
+    pub async fn catalog_all(&self, last: Option<String>) -> Result<Vec<String>> {
+        let mut all = Vec::new();
+        let mut query = ListQuery::page(last, 1000);
+        loop {
+            let page = self.catalog(&query).await?;
+            all.extend(page.entries);
+            match page.next {
+                Some(next) if query.last.as_ref() != Some(&next) => query.last = Some(next),
+                _ => return Ok(all),
+            }
+        }
+    }
 }
 
 /// `GET /v2/_catalog` with `n` and `last`; a `Link` header means more.

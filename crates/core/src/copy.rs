@@ -27,6 +27,7 @@
 //! the target checks the whole digest before publishing. Other targets
 //! (S3, archives) transfer the blob again.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,7 +59,7 @@ struct Copier<'a> {
     target: &'a Store,
     options: &'a CopyOptions,
     /// The source's tags, read once when digest tags are wanted.
-    source_tags: Vec<String>,
+    source_tags: Cow<'a, [String]>,
     /// A transfer failed: the others stop at their next chunk (each
     /// target then cleans up as after any failed push) instead of being
     /// dropped mid-request.
@@ -72,12 +73,12 @@ impl<'a> Copier<'a> {
         source: &'a Store,
         target: &'a Store,
         options: &'a CopyOptions,
-        source_tags: Option<&[String]>,
+        source_tags: Option<&'a [String]>,
     ) -> Result<Copier<'a>> {
         let source_tags = match (options.digest_tags, source_tags) {
-            (false, _) => Vec::new(),
-            (true, Some(tags)) => tags.to_vec(),
-            (true, None) => source.tags_all().await?,
+            (false, _) => Cow::Borrowed(&[][..]),
+            (true, Some(tags)) => Cow::Borrowed(tags),
+            (true, None) => Cow::Owned(source.tags_all().await?),
         };
         Ok(Copier {
             source,

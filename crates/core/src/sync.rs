@@ -240,17 +240,19 @@ async fn survey<'a>(mirror: &'a Mirror, options: &SyncOptions) -> Result<Work<'a
     let (source_tags, target_tags) =
         futures::future::join(mirror.source.tags_all(), target_listing).await;
     let (source_tags, target_tags) = (source_tags?, target_tags?);
-    let created = if options.filter.needs_created() {
-        let mut created = HashMap::new();
-        for tag in options.filter.candidates(&source_tags) {
-            // A tag whose time cannot be read (a missing configuration, a
-            // manifest orca refuses) counts as the oldest; its copy, if
-            // it is taken, reports what is wrong with it.
-            if let Ok(Some(time)) = created_time(&mirror.source, tag).await {
-                created.insert(tag.to_owned(), time);
-            }
-        }
-        created
+    let created: HashMap<String, SystemTime> = if options.filter.needs_created() {
+        // A tag whose time cannot be read (a missing configuration, a
+        // manifest orca refuses) counts as the oldest; its copy, if it is
+        // taken, reports what is wrong with it.
+        stream::iter(options.filter.candidates(&source_tags))
+            .map(|tag| async move {
+                let time = created_time(&mirror.source, tag).await.ok().flatten();
+                time.map(|time| (tag.to_owned(), time))
+            })
+            .buffer_unordered(CHECKS)
+            .filter_map(std::future::ready)
+            .collect()
+            .await
     } else {
         HashMap::new()
     };
@@ -419,12 +421,7 @@ async fn prune(work: &Work<'_>, options: &SyncOptions) -> Vec<ImageReport> {
     let mut stale: Vec<String> = target_tags
         .iter()
         .filter(|tag| !at_source.contains(tag.as_str()))
-        .filter(|tag| {
-            !options
-                .filter
-                .candidates(std::slice::from_ref(*tag))
-                .is_empty()
-        })
+        .filter(|tag| options.filter.admits(tag))
         .cloned()
         .collect();
     stale.sort();

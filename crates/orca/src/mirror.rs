@@ -27,7 +27,7 @@ use crate::open::OpenOptions;
 mod place;
 mod staged;
 
-use place::{Place, place, repositories, side_name, store, target_repository};
+use place::{Place, globs, place, repositories, side_name, store, target_repository};
 
 /// A sync configuration: defaults, then the entries.
 #[derive(Clone, Debug, Deserialize)]
@@ -146,9 +146,6 @@ impl Settings {
     /// The core options these settings make.
     fn options(&self, dry_run: bool) -> Result<SyncOptions> {
         let tags = self.tags.clone().unwrap_or_default();
-        let patterns = |list: &[String]| -> Result<Vec<Pattern>> {
-            list.iter().map(|p| Pattern::parse(p)).collect()
-        };
         let semver = tags
             .semver
             .as_deref()
@@ -177,8 +174,8 @@ impl Settings {
             .collect::<Result<Vec<_>>>()?;
         Ok(SyncOptions {
             filter: TagFilter {
-                include: patterns(tags.include.as_deref().unwrap_or_default())?,
-                exclude: patterns(tags.exclude.as_deref().unwrap_or_default())?,
+                include: globs(tags.include.as_deref().unwrap_or_default())?,
+                exclude: globs(tags.exclude.as_deref().unwrap_or_default())?,
                 semver,
                 newest: tags.newest,
                 newest_by,
@@ -192,7 +189,7 @@ impl Settings {
             prune: self.prune.unwrap_or(false),
             dry_run,
             images: self.images.unwrap_or(4),
-            immutable: patterns(self.immutable_tags.as_deref().unwrap_or_default())?,
+            immutable: globs(self.immutable_tags.as_deref().unwrap_or_default())?,
         })
     }
 }

@@ -163,21 +163,15 @@ fn is_digest_tag(tag: &str) -> bool {
 
 pub(crate) async fn repos(ctx: &Ctx, args: Repos) -> anyhow::Result<()> {
     let registry = orca::registry(&args.host, &ctx.open)?;
-    let mut all = Vec::new();
-    let mut query = ListQuery::page(args.last.clone(), args.n.unwrap_or(1000));
-    loop {
-        let page = registry
-            .catalog(&query)
+    let listed = match args.n {
+        // One page of `n`.
+        Some(n) => registry
+            .catalog(&ListQuery::page(args.last.clone(), n))
             .await
-            .with_context(|| format!("listing the repositories of {}", args.host))?;
-        all.extend(page.entries);
-        match page.next {
-            Some(next) if args.n.is_none() && query.last.as_ref() != Some(&next) => {
-                query.last = Some(next);
-            }
-            _ => break,
-        }
-    }
+            .map(|page| page.entries),
+        None => registry.catalog_all(args.last.clone()).await,
+    };
+    let all = listed.with_context(|| format!("listing the repositories of {}", args.host))?;
     ctx.emit(&all.join("\n"), &serde_json::json!({ "repositories": all }))
 }
 

@@ -100,15 +100,19 @@ impl TagFilter {
     pub fn candidates<'a>(&self, tags: &'a [String]) -> Vec<&'a str> {
         tags.iter()
             .map(String::as_str)
-            .filter(|tag| !is_digest_tag(tag))
-            .filter(|tag| self.include.is_empty() || self.include.iter().any(|p| p.matches(tag)))
-            .filter(|tag| !self.exclude.iter().any(|p| p.matches(tag)))
-            .filter(|tag| {
-                self.semver
-                    .as_ref()
-                    .is_none_or(|range| version(tag).is_some_and(|v| range.matches(&v)))
-            })
+            .filter(|tag| self.admits(tag))
             .collect()
+    }
+
+    /// Whether `tag` passes every filter but the newest-N one.
+    pub fn admits(&self, tag: &str) -> bool {
+        !is_digest_tag(tag)
+            && (self.include.is_empty() || self.include.iter().any(|p| p.matches(tag)))
+            && !self.exclude.iter().any(|p| p.matches(tag))
+            && self
+                .semver
+                .as_ref()
+                .is_none_or(|range| version(tag).is_some_and(|v| range.matches(&v)))
     }
 
     /// The tags this filter takes, sorted; `created` gives the creation

@@ -34,7 +34,7 @@ pub(super) async fn new_referrers(
                 .manifests
                 .iter()
                 .filter(|d| !held.contains(&d.digest))
-                .map(|d| Descriptor::new(d.media_type.clone(), d.digest.clone(), d.size)),
+                .map(Descriptor::plain),
         );
     }
     Ok(missing)

@@ -164,16 +164,7 @@ pub(super) async fn repositories(entry: &Entry, source: &Place) -> Result<Vec<St
         Place::Registry {
             registry, prefix, ..
         } => {
-            let mut all = Vec::new();
-            let mut query = orca_core::ListQuery::page(None, 1000);
-            loop {
-                let page = registry.catalog(&query).await?;
-                all.extend(page.entries);
-                match page.next {
-                    Some(next) => query.last = Some(next),
-                    None => break,
-                }
-            }
+            let mut all = registry.catalog_all(None).await?;
             all.retain(|name| name.starts_with(prefix.as_str()));
             all
         }
@@ -185,7 +176,8 @@ pub(super) async fn repositories(entry: &Entry, source: &Place) -> Result<Vec<St
     Ok(names)
 }
 
-fn globs(list: &[String]) -> Result<Vec<Pattern>> {
+/// Patterns (globs or `/regular expressions/`) read from a setting.
+pub(super) fn globs(list: &[String]) -> Result<Vec<Pattern>> {
     list.iter().map(|p| Pattern::parse(p)).collect()
 }
 
