@@ -150,9 +150,15 @@ impl Store {
             self.backend.fetch(descriptor).await.map_err(|e| {
                 e.during(|| format!("fetching {} from {self}", subject(descriptor)))
             })?;
+        self.checked(descriptor, body)
+    }
+
+    /// A body the backend answered for `descriptor`, checked: its length
+    /// now, its digest as it streams, and a read that fails mid-way names
+    /// the content.
+    fn checked(&self, descriptor: &Descriptor, body: Body) -> Result<Body> {
         self.check_body_len(descriptor, &body)?;
         let body = verified(body, descriptor, &self.place);
-        // A read that fails mid-way names the content too.
         let (what, place) = (subject(descriptor), self.place.clone());
         Ok(body.observed(|chunks| {
             chunks.map_err(move |e| e.during(|| format!("reading {what} from {place}")))
@@ -191,8 +197,8 @@ impl Store {
             .await
             .map_err(|e| e.during(|| format!("fetching tag {tag} from {self}")))?;
         self.check_manifest_size(&descriptor)?;
-        self.check_body_len(&descriptor, &body)?;
-        let bytes = verified(body, &descriptor, &self.place)
+        let bytes = self
+            .checked(&descriptor, body)?
             .bytes(self.capabilities.max_manifest_size)
             .await?;
         Ok((
