@@ -173,21 +173,20 @@ impl Backend for RegistryBackend {
     }
 
     async fn fetch_tagged(&self, tag: &str) -> Result<(Descriptor, Body)> {
-        // One GET: the body, its type and (checked) its digest.
+        // One GET: the body, its type and the digest the registry names
+        // it by. The Store checks the bytes against that digest as they
+        // are read; with no digest sent, the bytes name themselves.
         let (media_type, bytes, headers) = self.get_manifest(tag).await?;
-        // Hashed with the algorithm the registry names it by, if it says.
-        let algorithm = headers
+        let sent = headers
             .get(DOCKER_CONTENT_DIGEST)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| Digest::parse(v.trim()).ok())
-            .map_or(orca_core::Algorithm::Sha256, |d| d.algorithm());
-        let digest = Digest::compute(algorithm, &bytes);
-        self.check_digest(&headers, &digest)?;
-        let size = bytes.len() as u64;
-        Ok((
-            Descriptor::new(media_type, digest, size),
-            Body::from_bytes(bytes),
-        ))
+            .map(|v| Digest::parse(v.trim()))
+            .transpose()?;
+        let descriptor = match sent {
+            Some(digest) => Descriptor::new(media_type, digest, bytes.len() as u64),
+            None => Descriptor::of(media_type, &bytes),
+        };
+        Ok((descriptor, Body::from_bytes(bytes)))
     }
 
     async fn tag(&self, descriptor: &Descriptor, tag: &str) -> Result<()> {
