@@ -219,7 +219,10 @@ async fn main() {
                 .expect("garbage");
         }
         let started = Instant::now();
-        let collected = backend.gc(false).await.expect("gc");
+        let collected = backend
+            .gc(&orca_core::layout::GcOptions::new().grace(std::time::Duration::ZERO))
+            .await
+            .expect("gc");
         assert_eq!(collected.blobs.len(), n);
         report(
             "gc of a layout, all garbage",

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use orca_core::layout::{Condition, Layout, ObjectStorage, Version};
+use orca_core::layout::{Condition, Layout, Listed, ObjectStorage, Version};
 use orca_core::{Body, Descriptor, Error, Result};
 
 use crate::error::FileError;
@@ -177,7 +177,7 @@ impl ObjectStorage for Directory {
         .await
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         let prefix = prefix.to_owned();
         self.blocking("list", move |files| files.list(&prefix))
             .await

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use orca_core::layout::{self, Condition, Version};
+use orca_core::layout::{self, Condition, Listed, Version};
 use orca_core::{Digest, Error, Result};
 
 use crate::error::{FileError, IoContext};
@@ -218,8 +218,9 @@ impl Files {
     }
 
     /// Every regular file under `prefix` (a directory relative to the
-    /// root), recursively, as keys with sizes. Links are not followed.
-    pub(crate) fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+    /// root), recursively, as keys with sizes and modification times.
+    /// Links are not followed.
+    pub(crate) fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         let mut found = Vec::new();
         let mut pending = vec![prefix.trim_end_matches('/').to_owned()];
         while let Some(dir) = pending.pop() {
@@ -244,7 +245,11 @@ impl Files {
                 if meta.is_dir() {
                     pending.push(key);
                 } else if meta.is_file() {
-                    found.push((key, meta.len()));
+                    found.push(Listed {
+                        key,
+                        size: meta.len(),
+                        modified: meta.modified().ok(),
+                    });
                 }
             }
         }

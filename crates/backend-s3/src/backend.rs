@@ -17,7 +17,7 @@ use object_store::path::Path;
 use object_store::{
     GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, UpdateVersion,
 };
-use orca_core::layout::{Changed, Condition, Layout, ObjectStorage, Version};
+use orca_core::layout::{Changed, Condition, Layout, Listed, ObjectStorage, Version};
 use orca_core::{Body, Descriptor, Error, Result};
 
 use crate::error::convert;
@@ -240,7 +240,7 @@ impl ObjectStorage for Bucket {
         }
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         let root = self.key("");
         let listed = self.key(prefix.trim_end_matches('/'));
         let objects: Vec<_> = self
@@ -258,7 +258,11 @@ impl ObjectStorage for Bucket {
                     .map(|part| part.as_ref())
                     .collect::<Vec<_>>()
                     .join("/");
-                Some((key, object.size))
+                Some(Listed {
+                    key,
+                    size: object.size,
+                    modified: Some(object.last_modified.into()),
+                })
             })
             .collect())
     }

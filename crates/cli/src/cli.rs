@@ -137,7 +137,9 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Index(IndexCommand),
     /// Remove blobs nothing reachable names, from a layout or bucket.
-    #[command(after_help = "Example:\n  orca gc oci:./layout --dry-run")]
+    #[command(
+        after_help = "Unreachable blobs younger than --grace are kept, so pushes running meanwhile are safe;\na tag made while it runs is never left naming a removed blob.\n\nExamples:\n  orca gc oci:./layout --dry-run\n  orca gc s3://bucket/mirror --grace 1h\n  orca gc oci:./layout --grace 0 --force   # no one else writes"
+    )]
     Gc(Gc),
     /// Mirror repositories as a YAML file says (see docs/sync.md): tag
     /// filters, platforms, referrers, prune; re-runs copy only what changed.
@@ -422,6 +424,15 @@ pub(crate) struct Gc {
     /// Only report what would go.
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// Keep unreachable blobs written less than this long ago (`30m`,
+    /// `6h`, `0`): a push running now has written them and not yet tagged
+    /// its image. Below the default only when you know how long pushes
+    /// here take.
+    #[arg(long, value_name = "AGE", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub(crate) grace: std::time::Duration,
+    /// Allow `--grace 0`: you know no one else writes to the store now.
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 /// `orca sync`.

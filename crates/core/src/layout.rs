@@ -6,12 +6,15 @@
 //! [`ObjectStorage`]: tags, delete and garbage collection live here once.
 
 mod engine;
+mod fence;
 mod gc;
 mod storage;
 
 pub use engine::Layout;
-pub use gc::GcReport;
-pub use storage::{Changed, Condition, ObjectStorage, Version};
+#[cfg(any(test, feature = "conformance"))]
+pub(crate) use fence::Foreign;
+pub use gc::{GcOptions, GcReport};
+pub use storage::{Changed, Condition, Listed, ObjectStorage, Version};
 
 use bytes::Bytes;
 

@@ -90,6 +90,13 @@ pub struct Settings {
     pub digest_tags: Option<bool>,
     /// Remove target tags the source no longer has.
     pub prune: Option<bool>,
+    /// After a prune into a layout or bucket, collect what it left
+    /// unreferenced (with the default grace period). Off unless asked:
+    /// other writers may share the target.
+    pub gc: Option<bool>,
+    /// The grace period of that collection (`30m`, `6h`; default `24h`):
+    /// blobs written less than this long ago stay.
+    pub gc_grace: Option<String>,
     /// Images copied at once.
     pub images: Option<usize>,
     /// Blob transfers at once, across all images of a target.
@@ -134,6 +141,8 @@ impl Settings {
             referrers: over.referrers.or(self.referrers),
             digest_tags: over.digest_tags.or(self.digest_tags),
             prune: over.prune.or(self.prune),
+            gc: over.gc.or(self.gc),
+            gc_grace: over.gc_grace.clone().or_else(|| self.gc_grace.clone()),
             images: over.images.or(self.images),
             transfers: over.transfers.or(self.transfers),
             immutable_tags: over
@@ -141,6 +150,20 @@ impl Settings {
                 .clone()
                 .or_else(|| self.immutable_tags.clone()),
         }
+    }
+
+    /// How the collection after a prune runs.
+    fn gc_options(&self) -> Result<orca_core::layout::GcOptions> {
+        let mut gc = orca_core::layout::GcOptions::new();
+        if let Some(grace) = &self.gc_grace {
+            gc = gc.grace(
+                humantime::parse_duration(grace).map_err(|e| Error::InvalidInput {
+                    what: format!("gc_grace {grace:?}"),
+                    reason: format!("it is a duration such as 30m or 6h ({e})"),
+                })?,
+            );
+        }
+        Ok(gc)
     }
 
     /// The core options these settings make.
@@ -251,6 +274,7 @@ pub async fn run(
     for entry in &config.sync {
         let settings = config.defaults.merged(&entry.settings);
         let mut sync_options = settings.options(dry_run)?;
+        let gc_options = settings.gc_options()?;
         sync_options.copy.progress = progress.clone();
         let source = place(&entry.source, config, options, false).await?;
         let target = place(&entry.target, config, options, true).await?;
@@ -328,11 +352,12 @@ pub async fn run(
                 staged.pack().await?;
             }
         } else if pruned
+            && settings.gc == Some(true)
             && let Place::Bundle { name, .. } = &target
             // A plugin's backend collects its own garbage, if any.
             && (name.starts_with("oci:") || name.starts_with("s3://"))
         {
-            crate::open::gc(name, false, options).await?;
+            crate::open::gc(name, &gc_options, options).await?;
         }
     }
     Ok(report)

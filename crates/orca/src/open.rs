@@ -293,16 +293,16 @@ pub fn registry(host: &str, options: &OpenOptions) -> Result<orca_backend_http::
 /// [`orca_core::layout::Layout::gc`]); other targets have no such thing.
 pub async fn gc(
     target: &str,
-    dry_run: bool,
+    gc: &orca_core::layout::GcOptions,
     options: &OpenOptions,
 ) -> Result<orca_core::layout::GcReport> {
     #[cfg(not(feature = "s3"))]
     let _ = options;
     match TargetSpec::parse(target)? {
         #[cfg(feature = "fs")]
-        TargetSpec::Layout { path, .. } => orca_backend_fs::open(path)?.gc(dry_run).await,
+        TargetSpec::Layout { path, .. } => orca_backend_fs::open(path)?.gc(gc).await,
         #[cfg(feature = "s3")]
-        TargetSpec::S3 { url, .. } => s3_builder(&url, options).build()?.gc(dry_run).await,
+        TargetSpec::S3 { url, .. } => s3_builder(&url, options).build()?.gc(gc).await,
         _ => Err(Error::Unsupported {
             operation: "garbage collection (only layouts and buckets have it)",
             place: target.to_owned(),

@@ -232,7 +232,16 @@ pub(crate) async fn manifest(ctx: &Ctx, command: ManifestCommand) -> anyhow::Res
 }
 
 pub(crate) async fn gc(ctx: &Ctx, args: Gc) -> anyhow::Result<()> {
-    let report = orca::gc(&args.target, args.dry_run, &ctx.open)
+    if args.grace.is_zero() && !args.force && !args.dry_run {
+        anyhow::bail!(
+            "--grace 0 removes the blobs a push running now has written and not yet tagged; add --force if no one else writes to {}",
+            args.target
+        );
+    }
+    let options = orca::layout::GcOptions::new()
+        .dry_run(args.dry_run)
+        .grace(args.grace);
+    let report = orca::gc(&args.target, &options, &ctx.open)
         .await
         .with_context(|| format!("collecting garbage in {}", args.target))?;
     let verb = if report.removed {
@@ -248,6 +257,15 @@ pub(crate) async fn gc(ctx: &Ctx, args: Gc) -> anyhow::Result<()> {
     for (digest, bytes) in &report.blobs {
         text.push_str(&format!("\n  {digest} {}", size(*bytes)));
     }
+    if !report.young.is_empty() {
+        let young: u64 = report.young.iter().map(|(_, s)| s).sum();
+        text.push_str(&format!(
+            "\nkept {} unreachable blobs ({}) written less than {} ago (--grace)",
+            report.young.len(),
+            size(young),
+            humantime::format_duration(args.grace)
+        ));
+    }
     ctx.emit(
         &text,
         &serde_json::json!({
@@ -255,6 +273,8 @@ pub(crate) async fn gc(ctx: &Ctx, args: Gc) -> anyhow::Result<()> {
             "bytes": report.bytes,
             "blobs": report.blobs.iter().map(|(d, s)| serde_json::json!({"digest": d.to_string(), "size": s})).collect::<Vec<_>>(),
             "staging": report.staging,
+            "young": report.young.iter().map(|(d, s)| serde_json::json!({"digest": d.to_string(), "size": s})).collect::<Vec<_>>(),
+            "grace_seconds": args.grace.as_secs(),
         }),
     )
 }

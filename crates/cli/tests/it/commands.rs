@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::common::{digest, json, ok, registry, s3, seed_image};
+use crate::common::{digest, json, ok, registry, run, s3, seed_image};
 
 /// push → tags → resolve → inspect → pull of one file on `base`.
 fn round_trip(dir: &Path, base: &str, label: &str) {
@@ -348,13 +348,26 @@ fn blobs_tags_repositories_and_gc() {
         "{repositories}"
     );
 
-    // A deleted manifest's blobs are garbage; gc finds them, then removes them.
+    // A deleted manifest's blobs are garbage. Written just now, they are
+    // within the default grace period (and the referrer left without its
+    // subject is a young manifest, which keeps what it names): gc keeps
+    // them.
     json(path, &["manifest", "delete", "oci:./tags:v2"]);
-    let dry = json(path, &["gc", "oci:./tags", "--dry-run"]);
+    let kept = json(path, &["gc", "oci:./tags"]);
+    assert_eq!(kept["blobs"].as_array().map(Vec::len), Some(0), "{kept}");
+    assert_eq!(kept["grace_seconds"], 24 * 60 * 60, "{kept}");
+    // No grace at all only with --force.
+    let refused = run(path, &["gc", "oci:./tags", "--grace", "0"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--force"),
+        "{refused:?}"
+    );
+    let dry = json(path, &["gc", "oci:./tags", "--dry-run", "--grace", "0"]);
     assert_eq!(dry["removed"], false);
     let found = dry["blobs"].as_array().map(Vec::len).unwrap_or(0);
     assert!(found >= 1, "{dry}");
-    let collected = json(path, &["gc", "oci:./tags"]);
+    let collected = json(path, &["gc", "oci:./tags", "--grace", "0", "--force"]);
     assert_eq!(collected["blobs"].as_array().map(Vec::len), Some(found));
     let version = json(path, &["version"]);
     assert!(version["version"].is_string());

@@ -54,6 +54,14 @@ pub(super) async fn push_blob(store: &Store, data: &[u8]) -> Descriptor {
 /// with deliberate odd spacing and an unknown field, so a backend that
 /// re-serialises would change its digest). Returns the manifest's raw form.
 pub(super) async fn push_image(store: &Store, seed: &str, tag: Option<&str>) -> RawManifest {
+    let raw = stage_image(store, seed).await;
+    ok(store.push_manifest(&raw, tag).await, "push manifest");
+    raw
+}
+
+/// What [`push_image`] pushes before the manifest: the config and the
+/// layer are pushed, the manifest only returned.
+pub(super) async fn stage_image(store: &Store, seed: &str) -> RawManifest {
     let config = ok(
         store
             .push_bytes(
@@ -73,9 +81,7 @@ pub(super) async fn push_image(store: &Store, seed: &str, tag: Option<&str>) -> 
         ),
         ok(serde_json::to_string(&layer).map_err(invalid), "layer json"),
     );
-    let raw = RawManifest::new(MediaType::OCI_MANIFEST, text.into_bytes());
-    ok(store.push_manifest(&raw, tag).await, "push manifest");
-    raw
+    RawManifest::new(MediaType::OCI_MANIFEST, text.into_bytes())
 }
 
 pub(super) fn invalid(e: serde_json::Error) -> Error {

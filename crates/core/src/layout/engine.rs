@@ -7,7 +7,9 @@
 //! write, retried when another writer won. A tag is checked against its
 //! manifest after it is written (and taken back if the manifest is gone),
 //! and a delete sweeps `index.json` again after removing the blob, so a
-//! tag racing a delete never outlives the manifest.
+//! tag racing a delete never outlives the manifest. Once a garbage
+//! collection has run, a tag also checks the graph under its manifest
+//! against the collection's fence and after writing (see `gc`).
 
 use std::fmt;
 use std::ops::Range;
@@ -18,13 +20,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::OnceCell;
 
+use super::fence;
 use super::storage::{Changed, Condition, ObjectStorage, Version};
 use super::{INDEX_FILE, LayoutIndex, OCI_LAYOUT_FILE, blob_path, capabilities, check_marker};
 use crate::backend::{Backend, ListPage, ListQuery, PushOptions, Referrers};
 use crate::body::Body;
 use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
-use crate::model::{Descriptor, Digest, Digester, MediaType, Selector};
+use crate::model::{Descriptor, Digest, Digester, MediaType, RawManifest, Selector};
 
 /// Compare-and-swap attempts on `index.json` before giving up.
 const MAX_ATTEMPTS: u32 = 200;
@@ -38,6 +41,9 @@ type Seen = (Version, Arc<LayoutIndex>);
 #[derive(Clone, Debug)]
 pub struct Layout<S> {
     storage: S,
+    /// The storage's name, for errors and for what this process saw of
+    /// its collections.
+    place: Arc<str>,
     /// Set once this handle (or a clone) made sure the marker and index exist.
     ready: Arc<OnceCell<()>>,
     /// The `index.json` last read, with its version: asked about again on
@@ -49,6 +55,7 @@ impl<S: ObjectStorage> Layout<S> {
     /// The layout kept in `storage`.
     pub fn new(storage: S) -> Self {
         Layout {
+            place: storage.to_string().into(),
             storage,
             ready: Arc::default(),
             known: Arc::default(),
@@ -61,7 +68,7 @@ impl<S: ObjectStorage> Layout<S> {
     }
 
     pub(super) fn place(&self) -> String {
-        self.storage.to_string()
+        self.place.to_string()
     }
 
     fn not_found(&self, what: String) -> Error {
@@ -204,7 +211,17 @@ impl<S: ObjectStorage> Layout<S> {
 
     /// Whether the blob is stored.
     async fn has(&self, digest: &Digest) -> Result<bool> {
-        Ok(self.storage.size(&blob_path(digest)).await?.is_some())
+        Ok(self.size(digest).await?.is_some())
+    }
+
+    /// The size of a stored blob. What this process sees present is seen
+    /// after its first look at the layout's collections.
+    async fn size(&self, digest: &Digest) -> Result<Option<u64>> {
+        if !fence::looked(&self.place) {
+            let (index, _) = self.read_index().await?;
+            fence::note_first_look(&self.place, &index);
+        }
+        self.storage.size(&blob_path(digest)).await
     }
 
     /// Reads a small blob whole and checks it against its digest; `None`
@@ -243,21 +260,168 @@ impl<S: ObjectStorage> Layout<S> {
         Ok(())
     }
 
-    /// After a tag change to `descriptor`, checks the manifest is still
-    /// there; if a delete removed it meanwhile, takes the tag back (when it
-    /// still points there) and reports the manifest missing.
-    async fn check_tagged(&self, tag: &str, descriptor: &Descriptor) -> Result<()> {
-        if self.has(&descriptor.digest).await? {
-            return Ok(());
+    /// Points `tag` at `new` by `change` (a compare-and-swap of
+    /// `index.json`), then checks what it tagged is still there.
+    ///
+    /// Refused while a collection's fence names `new`. Once a collection
+    /// has run since this process first looked at the layout, the graph
+    /// under `new` (what `old`, the manifest the tag named, did not
+    /// already name) is walked first: refused if a fence names any of it,
+    /// and checked again after writing, so a blob a collection removed
+    /// while this push ran fails the tag instead of leaving it broken.
+    async fn commit(
+        &self,
+        operation: &'static str,
+        tag: &str,
+        new: &Descriptor,
+        old: Option<&Digest>,
+        mut change: impl FnMut(&mut LayoutIndex) -> Result<bool>,
+    ) -> Result<()> {
+        if !self.has(&new.digest).await? {
+            return Err(self.not_found(format!("manifest {}", new.digest)));
         }
-        self.update_index("tag", |index| {
-            let ours = index
-                .resolve_tag(tag)
-                .is_some_and(|d| d.digest == descriptor.digest);
-            Ok((ours && index.remove_tag(tag), ()))
+        self.ready().await?;
+        let mut walked: Option<Vec<Digest>> = None;
+        let mut previous = None;
+        let mut committed = false;
+        for attempt in 0..MAX_ATTEMPTS {
+            let (index, version) = self.read_index_kept(false).await?;
+            if walked.is_none() && fence::collected_since_first_look(&self.place, &index) {
+                walked = Some(self.graph(new, old).await?);
+            }
+            let mut apply = |index: &mut LayoutIndex| {
+                if index.fence_up() {
+                    let fenced = index.fenced();
+                    let named = std::iter::once(&new.digest).chain(walked.iter().flatten());
+                    if let Some(doomed) = named.into_iter().find(|d| fenced.contains(*d)) {
+                        return Err(self.collected(doomed, new, "is removing"));
+                    }
+                }
+                previous = index.resolve_tag(tag).cloned();
+                let dropped = index.drop_dead_fences();
+                Ok((change(index)? || dropped, ()))
+            };
+            match self
+                .try_swap(Arc::unwrap_or_clone(index), version, &mut apply)
+                .await?
+            {
+                Some(()) => {
+                    committed = true;
+                    break;
+                }
+                None => tokio::time::sleep(backoff(attempt)).await,
+            }
+        }
+        if !committed {
+            return Err(Error::Conflict {
+                what: format!("{INDEX_FILE} ({operation}) after {MAX_ATTEMPTS} attempts"),
+                place: self.place(),
+            });
+        }
+        let missing = match &walked {
+            Some(walked) => self.first_missing(walked).await?,
+            None => None,
+        };
+        let err = match missing {
+            Some(gone) => self.collected(&gone, new, "removed"),
+            None if self.has(&new.digest).await? => return Ok(()),
+            None => self.not_found(format!("manifest {}", new.digest)),
+        };
+        // Take the tag back to what it named, if it is still ours.
+        self.update_index(operation, |index| {
+            if index.resolve_tag(tag).map(|d| &d.digest) != Some(&new.digest) {
+                return Ok((false, ()));
+            }
+            match &previous {
+                Some(entry) => index.put(entry.clone()),
+                None => {
+                    index.remove_tag(tag);
+                }
+            }
+            Ok((true, ()))
         })
         .await?;
-        Err(self.not_found(format!("manifest {}", descriptor.digest)))
+        Err(err)
+    }
+
+    /// The error for a tag of `manifest` whose graph holds `blob`, which a
+    /// garbage collection `did` ("is removing", "removed").
+    fn collected(&self, blob: &Digest, manifest: &Descriptor, did: &str) -> Error {
+        let what = if blob == &manifest.digest {
+            format!("manifest {blob}")
+        } else {
+            format!("blob {blob} under manifest {}", manifest.digest)
+        };
+        Error::Conflict {
+            what: format!(
+                "{what}: a garbage collection {did} it while this push ran; push the image again"
+            ),
+            place: self.place(),
+        }
+    }
+
+    /// Every stored blob in the graph under `root` (itself included) that
+    /// `old`'s graph does not already hold at its top: configs, layers and
+    /// the manifests an index names. A manifest an index names that is
+    /// absent is left out (a copy of some platforms only); a missing config
+    /// or layer of an image, unless an external one (with URLs), is an
+    /// error.
+    async fn graph(&self, root: &Descriptor, old: Option<&Digest>) -> Result<Vec<Digest>> {
+        let limit = Capabilities::NONE.max_manifest_size;
+        let children = |bytes, media_type: &MediaType| -> Result<Vec<Descriptor>> {
+            let document = RawManifest::new(media_type.clone(), bytes).parse()?;
+            Ok(document.children().into_iter().cloned().collect())
+        };
+        let mut known = std::collections::HashSet::new();
+        if let Some(old) = old
+            && old != &root.digest
+            && let Some(bytes) = self.read_blob(old, limit).await?
+            && let Some((descriptor, _)) = super::as_manifest(old, bytes.clone())
+        {
+            known.extend(
+                children(bytes, &descriptor.media_type)?
+                    .into_iter()
+                    .map(|d| d.digest),
+            );
+        }
+        let mut found = vec![root.digest.clone()];
+        let mut seen: std::collections::HashSet<Digest> = found.iter().cloned().collect();
+        let mut queue = vec![root.clone()];
+        while let Some(manifest) = queue.pop() {
+            let Some(bytes) = self.read_blob(&manifest.digest, limit).await? else {
+                continue;
+            };
+            for child in children(bytes, &manifest.media_type)? {
+                if known.contains(&child.digest) || !seen.insert(child.digest.clone()) {
+                    continue;
+                }
+                let present = self.has(&child.digest).await?;
+                if child.media_type.is_manifest() {
+                    if present {
+                        found.push(child.digest.clone());
+                        queue.push(child);
+                    }
+                } else if present {
+                    found.push(child.digest.clone());
+                } else if child.urls.is_empty() {
+                    return Err(self.not_found(format!(
+                        "blob {} under manifest {} (a garbage collection has run here since this push began: push the image again)",
+                        child.digest, manifest.digest
+                    )));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The first of `digests` no longer stored.
+    async fn first_missing(&self, digests: &[Digest]) -> Result<Option<Digest>> {
+        for digest in digests {
+            if !self.has(digest).await? {
+                return Ok(Some(digest.clone()));
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -297,7 +461,7 @@ impl<S: ObjectStorage> Backend for Layout<S> {
     }
 
     async fn stat(&self, descriptor: &Descriptor) -> Result<Option<u64>> {
-        self.storage.size(&blob_path(&descriptor.digest)).await
+        self.size(&descriptor.digest).await
     }
 
     async fn fetch(&self, descriptor: &Descriptor) -> Result<Body> {
@@ -371,21 +535,16 @@ impl<S: ObjectStorage> Backend for Layout<S> {
     }
 
     async fn tag(&self, descriptor: &Descriptor, tag: &str) -> Result<()> {
-        if !self.has(&descriptor.digest).await? {
-            return Err(self.not_found(format!("manifest {}", descriptor.digest)));
-        }
-        self.update_index("tag", |index| {
-            self.refuse_doomed(index, &descriptor.digest)?;
+        self.commit("tag", tag, descriptor, None, |index| {
             let unchanged = index.resolve_tag(tag).is_some_and(|d| {
                 d.digest == descriptor.digest && d.media_type == descriptor.media_type
             });
             if !unchanged {
                 index.set_tag(descriptor, tag);
             }
-            Ok((!unchanged, ()))
+            Ok(!unchanged)
         })
-        .await?;
-        self.check_tagged(tag, descriptor).await
+        .await
     }
 
     async fn untag(&self, tag: &str) -> Result<()> {
@@ -408,26 +567,23 @@ impl<S: ObjectStorage> Backend for Layout<S> {
         expected: Option<&Digest>,
         new: Option<&Descriptor>,
     ) -> Result<()> {
-        if let Some(new) = new
-            && !self.has(&new.digest).await?
-        {
-            return Err(self.not_found(format!("manifest {}", new.digest)));
-        }
-        // The comparison is part of the conditional write of index.json.
         let place = self.place();
-        self.update_index("swap_tag", |index| {
-            if let Some(new) = new {
-                self.refuse_doomed(index, &new.digest)?;
-            }
+        let Some(new) = new else {
+            // The comparison is part of the conditional write of index.json.
+            return self
+                .update_index("swap_tag", |index| {
+                    index
+                        .swap_tag(tag, expected, None, &place)
+                        .map(|()| (true, ()))
+                })
+                .await;
+        };
+        self.commit("swap_tag", tag, new, expected, |index| {
             index
-                .swap_tag(tag, expected, new, &place)
-                .map(|()| (true, ()))
+                .swap_tag(tag, expected, Some(new), &place)
+                .map(|()| true)
         })
-        .await?;
-        match new {
-            Some(new) => self.check_tagged(tag, new).await,
-            None => Ok(()),
-        }
+        .await
     }
 
     async fn tags(&self, query: &ListQuery) -> Result<ListPage> {

@@ -1,34 +1,80 @@
 //! Garbage collection of a layout, the same on every storage: which blobs
 //! nothing reachable names, and removing them without racing the writers.
 //!
-//! The collection fences what it removes: once it has marked, it records
-//! the manifests it is about to delete in `index.json` (an annotation
-//! written by the same compare-and-swap as every tag change, so it only
-//! lands if no tag changed since the mark). Tags and pushes of a fenced
-//! manifest are refused until the fence is lifted, so a tag made while a
-//! collection runs never points at a manifest it removed.
+//! Three rules keep it safe beside pushes that run meanwhile, in this
+//! process or any other sharing the storage:
+//! - **grace**: a blob written less than the grace period ago is never
+//!   collected, and a manifest among them keeps what it names, so the
+//!   layers and configs a push has written but not yet tagged stay;
+//! - **fence**: before deleting, the collection names everything it is
+//!   about to delete in `index.json` (see `fence`), by the same
+//!   compare-and-swap as every tag change, so it only lands if no tag
+//!   changed since the mark. A tag of anything whose graph holds a fenced
+//!   blob is refused while the fence is up;
+//! - **check after**: a tag made once a collection has run checks after
+//!   writing that everything it walked is still there, and is taken back
+//!   if not, so a blob a push skipped as present and a collection then
+//!   removed fails that push instead of tagging a broken image.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::engine::Layout;
+use super::fence::{DELETE_WITHIN, RENEW_EVERY, Running};
 use super::storage::ObjectStorage;
-use super::{BLOBS_DIR, LayoutIndex, as_manifest, blob_path, ref_name};
+use super::{BLOBS_DIR, as_manifest, blob_path, ref_name};
 use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::model::{Descriptor, Digest, RawManifest};
 
-/// The annotation prefix of a collection's fence in `index.json`.
-const FENCE: &str = "dev.orca.gc.";
-/// A fence older than this belongs to a collection that died.
-const FENCE_LIFETIME: Duration = Duration::from_secs(60 * 60);
-/// A collection stops deleting manifests after this long (well inside
-/// the fence's lifetime, so clocks that differ a little do not matter).
-const FENCE_LEASE: Duration = Duration::from_secs(30 * 60);
-/// Staging older than this belongs to pushes that are gone.
+/// Staging younger than this may belong to a push still running.
 const STALE_STAGING: Duration = Duration::from_secs(60 * 60);
 /// Marks begun again because a tag changed meanwhile, before giving up.
 const MARK_ATTEMPTS: u32 = 5;
+
+/// How a garbage collection runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GcOptions {
+    /// Only find what would be removed.
+    pub dry_run: bool,
+    /// Blobs written less than this long ago are kept, with what the
+    /// manifests among them name: a push running now has written them and
+    /// not yet tagged its image. Zero is safe only when no one else writes.
+    pub grace: Duration,
+}
+
+impl GcOptions {
+    /// The default grace period: a day, longer than any push of one image
+    /// over a slow link takes.
+    pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 60 * 60);
+
+    /// A collection that removes, with the default grace period.
+    pub fn new() -> Self {
+        GcOptions {
+            dry_run: false,
+            grace: Self::DEFAULT_GRACE,
+        }
+    }
+
+    /// Sets whether only to find what would be removed.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Sets the grace period.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions::new()
+    }
+}
 
 /// What a garbage collection found (and removed, unless it was a dry run).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -42,6 +88,9 @@ pub struct GcReport {
     pub removed: bool,
     /// Staging left by killed pushes that was removed.
     pub staging: usize,
+    /// Unreachable blobs kept because they are younger than the grace
+    /// period (or the storage does not say how old they are).
+    pub young: Vec<(Digest, u64)>,
 }
 
 impl GcReport {
@@ -53,101 +102,47 @@ impl GcReport {
             bytes,
             removed,
             staging: 0,
+            young: Vec::new(),
         }
     }
 }
 
-/// Seconds since the epoch.
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-impl LayoutIndex {
-    /// Whether a live collection's fence names `digest`.
-    pub(super) fn doomed(&self, digest: &Digest) -> bool {
-        let now = now();
-        let wanted = digest.to_string();
-        self.index.annotations.iter().any(|(key, value)| {
-            fence_time(key)
-                .is_some_and(|since| now.saturating_sub(since) < FENCE_LIFETIME.as_secs())
-                && value.split(',').any(|d| d == wanted)
-        })
-    }
-
-    /// Puts up the fence `id` around `digests`, and takes down fences of
-    /// collections that died.
-    fn fence(&mut self, id: &str, digests: &[&Digest]) {
-        let now = now();
-        self.index.annotations.retain(|key, _| {
-            fence_time(key).is_none_or(|since| now.saturating_sub(since) < FENCE_LIFETIME.as_secs())
-        });
-        let list: Vec<String> = digests.iter().map(|d| d.to_string()).collect();
-        self.index
-            .annotations
-            .insert(format!("{FENCE}{id}"), list.join(","));
-    }
-
-    /// Takes down the fence `id`; `false` when it was not up.
-    fn lift(&mut self, id: &str) -> bool {
-        self.index
-            .annotations
-            .remove(&format!("{FENCE}{id}"))
-            .is_some()
-    }
-}
-
-/// When the fence with annotation `key` was put up, if it is one.
-fn fence_time(key: &str) -> Option<u64> {
-    key.strip_prefix(FENCE)?.split('.').next()?.parse().ok()
+/// A blob as listed: digest, size, and whether it is within the grace.
+struct Found {
+    digest: Digest,
+    size: u64,
+    young: bool,
 }
 
 impl<S: ObjectStorage> Layout<S> {
-    /// Finds the blobs no root of `index.json` reaches and, unless
-    /// `dry_run`, removes them, with staging left by killed pushes.
-    ///
-    /// Tags made while it runs are safe: it marks again when a tag changed
-    /// before its fence went up, and tags of the manifests it removes are
-    /// refused after. A layer that was unreachable when it began and that a
-    /// push running meanwhile reuses (skipping it as present) can still
-    /// be lost, as on a registry: collect when no such push runs.
-    pub async fn gc(&self, dry_run: bool) -> Result<GcReport> {
+    /// Finds the blobs no root of `index.json` reaches and, unless a dry
+    /// run, removes them, with staging left by killed pushes. Safe beside
+    /// writers in any process: see the module's rules.
+    pub async fn gc(&self, options: &GcOptions) -> Result<GcReport> {
         for _ in 0..MARK_ATTEMPTS {
             let (index, version) = self.read_index().await?;
-            let blobs = self.list_blobs().await?;
-            let (garbage, manifests) = self.unreachable(index.entries(), &blobs).await?;
-            if dry_run {
-                return Ok(GcReport::new(garbage, false));
+            let blobs = self.list_blobs(options.grace).await?;
+            let (garbage, young) = self.unreachable(index.entries(), &blobs).await?;
+            if options.dry_run {
+                let mut report = GcReport::new(garbage, false);
+                report.young = young;
+                return Ok(report);
             }
-            let id = format!(
-                "{}.{}.{}",
-                now(),
-                std::process::id(),
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.subsec_nanos())
-                    .unwrap_or(0)
-            );
-            let doomed: Vec<&Digest> = garbage
-                .iter()
-                .map(|(d, _)| d)
-                .filter(|d| manifests.contains(*d))
-                .collect();
+            let running = Running::start();
+            let doomed: Vec<&Digest> = garbage.iter().map(|(d, _)| d).collect();
             // Referrers indexes of collected images leave index.json with
             // the fence going up; only if no tag changed since the mark.
             let fenced = self
                 .try_swap(
                     std::sync::Arc::unwrap_or_clone(index),
                     version,
-                    &mut |index: &mut LayoutIndex| {
+                    &mut |index: &mut super::LayoutIndex| {
                         let mut changed = false;
-                        for (digest, _) in &garbage {
+                        for digest in &doomed {
                             changed |= index.remove_digest(digest);
                         }
                         if !doomed.is_empty() {
-                            index.fence(&id, &doomed);
+                            index.fence(running.id(), &doomed);
                             changed = true;
                         }
                         Ok((changed, ()))
@@ -157,35 +152,23 @@ impl<S: ObjectStorage> Layout<S> {
             if fenced.is_none() {
                 continue;
             }
-            let started = Instant::now();
-            let mut outcome = Ok(());
-            for digest in &doomed {
-                if started.elapsed() > FENCE_LEASE {
-                    outcome = Err(Error::Conflict {
-                        what: format!(
-                            "garbage collection: stopped after {} minutes, before its fence expires; run it again",
-                            FENCE_LEASE.as_secs() / 60
-                        ),
-                        place: self.place(),
-                    });
-                    break;
-                }
-                if let Err(e) = self.storage().delete(&blob_path(digest)).await {
-                    outcome = Err(e);
-                    break;
-                }
-            }
+            let outcome = self.delete_fenced(&running, &doomed).await;
             if !doomed.is_empty() {
-                self.update_index("gc", |index| Ok((index.lift(&id), ())))
-                    .await?;
+                self.update_index("gc", |index| {
+                    let lifted = index.lift(running.id());
+                    Ok((index.drop_dead_fences() || lifted, ()))
+                })
+                .await?;
             }
+            drop(running);
             outcome?;
-            for (digest, _) in garbage.iter().filter(|(d, _)| !manifests.contains(d)) {
-                self.storage().delete(&blob_path(digest)).await?;
-            }
-            let staging = self.storage().clean_staging(STALE_STAGING).await?;
+            let staging = self
+                .storage()
+                .clean_staging(options.grace.max(STALE_STAGING))
+                .await?;
             let mut report = GcReport::new(garbage, true);
             report.staging = staging;
+            report.young = young;
             return Ok(report);
         }
         Err(Error::Conflict {
@@ -196,39 +179,85 @@ impl<S: ObjectStorage> Layout<S> {
         })
     }
 
-    /// Every blob whose key is a digest, with its size, sorted. Other
-    /// objects under `blobs/` are not orca's to judge and are left out.
-    async fn list_blobs(&self) -> Result<Vec<(Digest, u64)>> {
-        let mut blobs: Vec<(Digest, u64)> = self
+    /// Deletes what the fence `running` names, renewing its lease as it
+    /// goes and stopping when it cannot (the fence was taken over, or the
+    /// lease is too close to its end for clocks that disagree).
+    async fn delete_fenced(&self, running: &Running, doomed: &[&Digest]) -> Result<()> {
+        let mut renewed = Instant::now();
+        for digest in doomed {
+            if renewed.elapsed() >= RENEW_EVERY {
+                let attempt = Instant::now();
+                let held = self
+                    .update_index("gc", |index| {
+                        let held = index.renew(running.id());
+                        Ok((held, held))
+                    })
+                    .await?;
+                if !held {
+                    return Err(self.gc_stopped("its fence was taken down by another writer"));
+                }
+                renewed = attempt;
+            }
+            if renewed.elapsed() >= DELETE_WITHIN {
+                return Err(self.gc_stopped("it could not renew its fence in time"));
+            }
+            self.storage().delete(&blob_path(digest)).await?;
+        }
+        Ok(())
+    }
+
+    fn gc_stopped(&self, why: &str) -> Error {
+        Error::Conflict {
+            what: format!("garbage collection stopped: {why}; run it again"),
+            place: self.place(),
+        }
+    }
+
+    /// Every blob whose key is a digest, with its size and whether it is
+    /// younger than `grace` (a time in the future, or none, counts as
+    /// young unless the grace is zero), sorted. Other objects under
+    /// `blobs/` are not orca's to judge and are left out.
+    async fn list_blobs(&self, grace: Duration) -> Result<Vec<Found>> {
+        let now = SystemTime::now();
+        let mut blobs: Vec<Found> = self
             .storage()
             .list(&format!("{BLOBS_DIR}/"))
             .await?
             .into_iter()
-            .filter_map(|(key, size)| {
-                let mut parts = key.rsplit('/');
+            .filter_map(|listed| {
+                let mut parts = listed.key.rsplit('/');
                 let (hex, algorithm) = (parts.next()?, parts.next()?);
                 let digest = Digest::parse(&format!("{algorithm}:{hex}")).ok()?;
-                (key == blob_path(&digest)).then_some((digest, size))
+                let young = !grace.is_zero()
+                    && listed.modified.is_none_or(|at| {
+                        now.duration_since(at).is_ok_and(|age| age < grace) || at > now
+                    });
+                (listed.key == blob_path(&digest)).then_some(Found {
+                    digest,
+                    size: listed.size,
+                    young,
+                })
             })
             .collect();
-        blobs.sort();
+        blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
         Ok(blobs)
     }
 
-    /// The blobs garbage collection removes, and which of them are
-    /// manifests: everything not reachable from the `roots` (the
-    /// `index.json` entries) through indexes, manifests, configs, layers
-    /// and subjects — except referrers of reachable manifests (manifests
-    /// whose `subject` is reachable) and what they name. A referrers index
-    /// at a fallback tag (`sha256-<hex>`) is not a root of its own: it
-    /// lives while the manifest it names referrers for is reachable, so
-    /// deleting an image lets its referrers go too.
+    /// The blobs garbage collection removes, and the unreachable ones it
+    /// keeps as young: everything not reachable from the `roots` (the
+    /// `index.json` entries) and the young manifests, through indexes,
+    /// manifests, configs, layers and subjects — except referrers of
+    /// reachable manifests (manifests whose `subject` is reachable) and
+    /// what they name. A referrers index at a fallback tag (`sha256-<hex>`)
+    /// is not a root of its own: it lives while the manifest it names
+    /// referrers for is reachable, so deleting an image lets its referrers
+    /// go too.
     async fn unreachable(
         &self,
         roots: &[Descriptor],
-        blobs: &[(Digest, u64)],
-    ) -> Result<(Vec<(Digest, u64)>, HashSet<Digest>)> {
-        let present: HashMap<&Digest, u64> = blobs.iter().map(|(d, s)| (d, *s)).collect();
+        blobs: &[Found],
+    ) -> Result<(Vec<(Digest, u64)>, Vec<(Digest, u64)>)> {
+        let present: HashMap<&Digest, u64> = blobs.iter().map(|b| (&b.digest, b.size)).collect();
         let mut reachable = HashSet::new();
         let (fallback, regular): (Vec<&Descriptor>, Vec<&Descriptor>) =
             roots.iter().partition(|d| {
@@ -245,26 +274,29 @@ impl<S: ObjectStorage> Layout<S> {
         .await?;
 
         // Referrers are found by reading every small blob that is not yet
-        // reachable and keeping the manifests among them that have a subject.
+        // reachable and keeping the manifests among them that have a
+        // subject; young manifests are roots of their own.
         let limit = Capabilities::NONE.max_manifest_size;
-        let mut manifests = HashSet::new();
         let mut referrers: Vec<(Descriptor, Digest)> = Vec::new();
-        for (digest, size) in blobs {
-            if reachable.contains(digest) || *size > limit {
+        let mut young_roots = Vec::new();
+        for blob in blobs {
+            if reachable.contains(&blob.digest) || blob.size > limit {
                 continue;
             }
             // A blob that vanished meanwhile is no referrer; any other
             // failure stops the collection rather than risk deleting one.
-            let Some(bytes) = self.read_blob(digest, limit).await? else {
+            let Some(bytes) = self.read_blob(&blob.digest, limit).await? else {
                 continue;
             };
-            if let Some((descriptor, document)) = as_manifest(digest, bytes) {
-                manifests.insert(digest.clone());
-                if let Some(subject) = document.subject() {
+            if let Some((descriptor, document)) = as_manifest(&blob.digest, bytes) {
+                if blob.young {
+                    young_roots.push(descriptor);
+                } else if let Some(subject) = document.subject() {
                     referrers.push((descriptor, subject.digest.clone()));
                 }
             }
         }
+        self.mark(young_roots, &present, &mut reachable).await?;
         loop {
             let tags: HashSet<String> = reachable
                 .iter()
@@ -289,12 +321,17 @@ impl<S: ObjectStorage> Layout<S> {
             }
             self.mark(found, &present, &mut reachable).await?;
         }
-        let garbage = blobs
+        let (young, garbage): (Vec<&Found>, Vec<&Found>) = blobs
             .iter()
-            .filter(|(d, _)| !reachable.contains(d))
-            .cloned()
-            .collect();
-        Ok((garbage, manifests))
+            .filter(|b| !reachable.contains(&b.digest))
+            .partition(|b| b.young);
+        let pairs = |found: Vec<&Found>| -> Vec<(Digest, u64)> {
+            found
+                .into_iter()
+                .map(|b| (b.digest.clone(), b.size))
+                .collect()
+        };
+        Ok((pairs(garbage), pairs(young)))
     }
 
     /// Marks everything reachable from `queue`. Content that is named but

@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -28,6 +28,18 @@ pub enum Changed {
     No,
     /// The object is now these bytes at this version, or absent (`None`).
     Yes(Option<(Bytes, Version)>),
+}
+
+/// One object an [`ObjectStorage::list`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// Its key, relative to the layout.
+    pub key: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was last written, by the storage's clock (a file's mtime,
+    /// an object's `LastModified`); `None` when the storage does not say.
+    pub modified: Option<SystemTime>,
 }
 
 /// The condition a [`ObjectStorage::write`] needs to hold.
@@ -73,9 +85,10 @@ pub trait ObjectStorage: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// The size of an object; `None` when absent.
     async fn size(&self, key: &str) -> Result<Option<u64>>;
 
-    /// Every object under `prefix` (a key ending in `/`), as keys relative
-    /// to the layout with their sizes, in no particular order.
-    async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>>;
+    /// Every object under `prefix` (a key ending in `/`), keyed relative
+    /// to the layout, with sizes and modification times, in no particular
+    /// order.
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>>;
 
     /// Deletes an object; one that is already gone is no error.
     async fn delete(&self, key: &str) -> Result<()>;
