@@ -152,38 +152,13 @@ impl RegistryBuilder {
                 .is_ok_and(|ip| ip.is_loopback())
     }
 
-    /// Builds the registry handle. Nothing is contacted yet.
-    pub fn build(self) -> Result<Registry> {
+    /// The HTTP client of this registry with `redirects`: its timeouts,
+    /// trusted roots and client certificate.
+    fn client(&self, redirects: reqwest::redirect::Policy) -> Result<reqwest::Client> {
         let invalid = |reason: String| Error::InvalidInput {
             what: format!("registry {:?}", self.host),
             reason,
         };
-        orca_core::Reference::parse(&format!("{}/probe", self.host))
-            .map_err(|e| invalid(e.to_string()))?;
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let api_host = if self.host == "docker.io" {
-            "registry-1.docker.io".to_owned()
-        } else {
-            self.host.clone()
-        };
-        let plain = self
-            .plain_http
-            .unwrap_or_else(|| Self::is_loopback(&self.host));
-        let scheme = if plain { "http" } else { "https" };
-        // Redirects (to a CDN or a bucket) are followed, never from HTTPS
-        // down to plain HTTP; reqwest drops credentials on any redirect to
-        // another host.
-        let redirects = reqwest::redirect::Policy::custom(|attempt| {
-            let downgrade = attempt.url().scheme() != "https"
-                && attempt.previous().iter().any(|u| u.scheme() == "https");
-            if downgrade {
-                attempt.error("a redirect from HTTPS to plain HTTP was refused")
-            } else if attempt.previous().len() > 10 {
-                attempt.error("more than 10 redirects")
-            } else {
-                attempt.follow()
-            }
-        });
         let mut http = reqwest::Client::builder()
             .redirect(redirects)
             .user_agent(concat!("orca/", env!("CARGO_PKG_VERSION")))
@@ -220,13 +195,50 @@ impl RegistryBuilder {
             })?;
             http = http.identity(identity);
         }
-        let http = http.build().map_err(|e| Error::Backend {
+        http.build().map_err(|e| Error::Backend {
             backend: self.host.clone(),
             operation: "configure",
             source: Box::new(e),
-        })?;
+        })
+    }
+
+    /// Builds the registry handle. Nothing is contacted yet.
+    pub fn build(self) -> Result<Registry> {
+        let invalid = |reason: String| Error::InvalidInput {
+            what: format!("registry {:?}", self.host),
+            reason,
+        };
+        orca_core::Reference::parse(&format!("{}/probe", self.host))
+            .map_err(|e| invalid(e.to_string()))?;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let api_host = if self.host == "docker.io" {
+            "registry-1.docker.io".to_owned()
+        } else {
+            self.host.clone()
+        };
+        let plain = self
+            .plain_http
+            .unwrap_or_else(|| Self::is_loopback(&self.host));
+        let scheme = if plain { "http" } else { "https" };
+        // Redirects (to a CDN or a bucket) are followed, never from HTTPS
+        // down to plain HTTP; reqwest drops credentials on any redirect to
+        // another host.
+        let redirects = reqwest::redirect::Policy::custom(|attempt| {
+            let downgrade = attempt.url().scheme() != "https"
+                && attempt.previous().iter().any(|u| u.scheme() == "https");
+            if downgrade {
+                attempt.error("a redirect from HTTPS to plain HTTP was refused")
+            } else if attempt.previous().len() > 10 {
+                attempt.error("more than 10 redirects")
+            } else {
+                attempt.follow()
+            }
+        });
+        let http = self.client(redirects)?;
+        // The token service gets credentials: it is followed nowhere.
+        let token_http = self.client(reqwest::redirect::Policy::none())?;
         let client = Client::new(
-            http,
+            (http, token_http),
             format!("{scheme}://{api_host}"),
             self.host.clone(),
             self.credentials,

@@ -100,6 +100,10 @@ impl Retry {
 /// The HTTP client of one registry host.
 pub(crate) struct Client {
     http: reqwest::Client,
+    /// The same client that follows no redirect: for the token service,
+    /// whose requests carry credentials (a form body is sent again on a
+    /// 307, to wherever it points).
+    token_http: reqwest::Client,
     /// `https://host` or `http://host`.
     pub(crate) base: String,
     /// The host as users write it, for messages.
@@ -143,7 +147,7 @@ fn transient(status: StatusCode) -> bool {
 
 impl Client {
     pub(crate) fn new(
-        http: reqwest::Client,
+        (http, token_http): (reqwest::Client, reqwest::Client),
         base: String,
         host: String,
         credentials: Credentials,
@@ -151,6 +155,7 @@ impl Client {
     ) -> Self {
         Client {
             http,
+            token_http,
             base,
             host,
             credentials,
@@ -203,6 +208,27 @@ impl Client {
             }
             _ => false,
         }
+    }
+
+    /// Whether a plain-HTTP token service may be sent credentials: only
+    /// by a registry that speaks plain HTTP itself, and only on the
+    /// registry's own host or on loopback.
+    fn plain_realm_allowed(&self, realm: &str) -> bool {
+        let (Ok(base), Ok(url)) = (reqwest::Url::parse(&self.base), reqwest::Url::parse(realm))
+        else {
+            return false;
+        };
+        if base.scheme() != "http" || url.scheme() != "http" {
+            return false;
+        }
+        let host = url.host_str().unwrap_or_default();
+        let loopback = host == "localhost"
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        loopback || base.host_str() == url.host_str()
     }
 
     /// Refuses a plain-HTTP URL from a registry that speaks HTTPS: a
@@ -278,7 +304,15 @@ impl Client {
                     tokio::time::sleep(self.retry.delay(attempt, None)).await;
                 }
                 Err(e) => return Err(self.transport_error(operation, e)),
-                Ok(response) if response.status() == StatusCode::UNAUTHORIZED && !authenticated => {
+                // A challenge is answered only when the registry itself
+                // made it: a 401 from another origin (a Link, a Location,
+                // a redirect's target) is returned as it is, so no
+                // credential goes to a token service it names.
+                Ok(response)
+                    if response.status() == StatusCode::UNAUTHORIZED
+                        && !authenticated
+                        && self.same_origin(response.url().as_str()) =>
+                {
                     authenticated = true;
                     self.authenticate(&response, scope).await?;
                     // An answered challenge is not a failed attempt.
@@ -386,8 +420,9 @@ impl Client {
         }
         // Credentials go to the token service only over HTTPS, unless the
         // registry itself speaks plain HTTP (loopback, or the user's
-        // explicit choice).
-        if !realm.starts_with("https://") && self.base.starts_with("https://") {
+        // explicit choice) and the service is on the registry's own host
+        // or on loopback.
+        if !realm.starts_with("https://") && !self.plain_realm_allowed(realm) {
             return Err(Error::Unauthorized {
                 place: self.host.clone(),
                 message: format!(
@@ -404,10 +439,10 @@ impl Client {
                     ("client_id", "orca"),
                 ];
                 form.extend(query.iter().copied());
-                self.http.post(realm).form(&form)
+                self.token_http.post(realm).form(&form)
             }
             other => {
-                let mut builder = self.http.get(realm).query(&query);
+                let mut builder = self.token_http.get(realm).query(&query);
                 if let Some(basic) = other.basic_header() {
                     builder = builder.header(AUTHORIZATION, basic);
                 }
@@ -467,12 +502,33 @@ mod tests {
     fn client(base: &str) -> Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
         Client::new(
-            reqwest::Client::new(),
+            (reqwest::Client::new(), reqwest::Client::new()),
             base.to_owned(),
             "registry.example".into(),
             Credentials::basic("user", "secret"),
             Retry::default(),
         )
+    }
+
+    /// Backends review m1: a plain-HTTP registry sends credentials to a
+    /// plain-HTTP token service only on its own host or on loopback.
+    #[test]
+    fn backends_m1_plain_http_realms_only_nearby() {
+        let plain = client("http://127.0.0.1:5000");
+        for (realm, allowed) in [
+            ("http://127.0.0.1:9000/token", true),
+            ("http://localhost/token", true),
+            ("http://[::1]:9/token", true),
+            ("http://10.1.2.3/token", false),
+            ("http://auth.example/token", false),
+        ] {
+            assert_eq!(plain.plain_realm_allowed(realm), allowed, "{realm}");
+        }
+        let named = client("http://registry.internal:5000");
+        assert!(named.plain_realm_allowed("http://registry.internal:8080/token"));
+        assert!(!named.plain_realm_allowed("http://auth.internal/token"));
+        let tls = client("https://registry.example");
+        assert!(!tls.plain_realm_allowed("http://127.0.0.1/token"));
     }
 
     #[tokio::test]

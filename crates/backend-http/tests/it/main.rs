@@ -10,6 +10,7 @@ mod faults;
 mod hostile;
 mod operations;
 mod oras;
+mod origins;
 mod registry;
 mod tls;
 mod uploads;

@@ -1,0 +1,150 @@
+//! Credentials stay with the registry's own origin (backends review M1,
+//! m2): a 401 Bearer challenge from another origin gets nothing, and a
+//! token request follows no redirect. The other origins are small fake
+//! servers that record what reaches them.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use orca_backend_http::{Credentials, RegistryBuilder};
+use orca_core::{MediaType, Store};
+use orca_testkit::{Faults, RecordingProxy, RegistryServer};
+
+use crate::common::fresh_repository;
+
+/// A server on a loopback port answering every request with what
+/// `answer` makes of its request line; returns the port and everything
+/// received (heads and bodies).
+fn fake(answer: impl Fn(&str) -> String + Send + 'static) -> (u16, Arc<Mutex<String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let seen: Arc<Mutex<String>> = Arc::default();
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut head = String::new();
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            head.push_str(&String::from_utf8_lossy(&body));
+            let line = head.lines().next().unwrap_or_default().to_owned();
+            record
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_str(&head);
+            let _ = stream.write_all(answer(&line).as_bytes());
+        }
+    });
+    (port, seen)
+}
+
+fn text(seen: &Arc<Mutex<String>>) -> String {
+    seen.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .to_ascii_lowercase()
+}
+
+/// A 401 whose Bearer challenge names a token service on `port`.
+fn challenge(port: u16) -> String {
+    format!(
+        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"trap\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_m1_a_bearer_challenge_from_another_origin_gets_no_credentials() {
+    // The trap answers everything with a challenge naming a token service
+    // that records what it is sent.
+    let (token, tokens) = fake(|_| {
+        "HTTP/1.1 200 OK\r\nContent-Length: 17\r\nConnection: close\r\n\r\n{\"token\":\"stolen\"}"
+            .into()
+    });
+    let (trap, seen) = fake(move |_| challenge(token));
+    let name = fresh_repository("bearer-trap");
+    let faults = Faults {
+        add_header: Some((
+            "/tags/list".into(),
+            format!(
+                "Link: <http://127.0.0.1:{trap}/v2/{name}/tags/list?n=1000&last=a>; rel=\"next\""
+            ),
+        )),
+        ..Faults::default()
+    };
+    let proxy =
+        RecordingProxy::with_faults(RegistryServer::shared().port(), faults).expect("proxy");
+    let registry = RegistryBuilder::new(format!("127.0.0.1:{}", proxy.port()))
+        .credentials(Credentials::basic("user", "the-password"))
+        .build()
+        .expect("registry");
+    let store = Store::new(registry.repository(&name).await.expect("repository"));
+    let empty = store
+        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+        .await
+        .expect("blob");
+    let manifest = orca_core::Manifest::new(empty, vec![])
+        .to_raw()
+        .expect("raw");
+    store
+        .push_manifest(&manifest, Some("v1"))
+        .await
+        .expect("manifest");
+    let listed = store.tags_all().await;
+    let away = text(&seen);
+    assert!(
+        away.contains("get /v2/"),
+        "the Link was not followed: {away}"
+    );
+    assert!(!away.contains("authorization"), "{away}");
+    let sent = text(&tokens);
+    assert!(
+        sent.is_empty(),
+        "credentials went to a token service another origin named: {sent}"
+    );
+    assert!(listed.is_err(), "a 401 from another origin is an error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_m2_a_token_request_follows_no_redirect() {
+    // Another host that would receive the refresh token if the token
+    // request followed the realm's redirect.
+    let (elsewhere, received) = fake(|_| {
+        "HTTP/1.1 200 OK\r\nContent-Length: 17\r\nConnection: close\r\n\r\n{\"token\":\"stolen\"}"
+            .into()
+    });
+    let (realm, _) = fake(move |_| {
+        format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{elsewhere}/token\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+    });
+    // The registry itself challenges, naming that realm.
+    let (registry_port, _) = fake(move |_| challenge(realm));
+    let registry = RegistryBuilder::new(format!("127.0.0.1:{registry_port}"))
+        .credentials(Credentials::IdentityToken("the-refresh-token".into()))
+        .build()
+        .expect("registry");
+    let outcome = registry.repository("some/repo").await;
+    if let Ok(repository) = outcome {
+        let _ = Store::new(repository).tags_all().await;
+    }
+    let away = text(&received);
+    assert!(
+        !away.contains("the-refresh-token") && away.is_empty(),
+        "the token request followed a redirect: {away}"
+    );
+}
