@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use orca_core::{
     Backend, Body, Capabilities, Descriptor, Digest, Error, Index, ListPage, ListQuery, MediaType,
-    PushOptions, RawManifest, Referrers, Result, Selector,
+    Pages, PushOptions, RawManifest, Referrers, Result, Selector,
 };
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, RANGE};
 use reqwest::{Method, StatusCode};
@@ -18,8 +18,8 @@ use reqwest::{Method, StatusCode};
 use crate::client::Request;
 use crate::error::{convert, read_error};
 use crate::repository::{
-    DOCKER_CONTENT_DIGEST, MANIFEST_ACCEPT, MAX_PAGES, OCI_FILTERS_APPLIED, RegistryBackend,
-    TAG_PAGE, urlencode,
+    DOCKER_CONTENT_DIGEST, MANIFEST_ACCEPT, OCI_FILTERS_APPLIED, RegistryBackend, TAG_PAGE,
+    urlencode,
 };
 use crate::upload;
 
@@ -224,17 +224,9 @@ impl Backend for RegistryBackend {
         // whole list is read here, following `Link`, and `Store` pages it.
         let mut url = Some(self.path(&format!("tags/list?n={TAG_PAGE}")));
         let mut tags = Vec::new();
-        let mut pages = 0;
-        let mut seen = std::collections::HashSet::new();
+        let mut pages = Pages::new("tag list", self.place.clone());
         while let Some(next) = url.take() {
-            self.check_page(&mut seen, &next, "tag list")?;
-            pages += 1;
-            if pages > MAX_PAGES {
-                return Err(Error::LimitExceeded {
-                    what: format!("pages of the tag list of {}", self.place),
-                    limit: MAX_PAGES,
-                });
-            }
+            pages.next(&next)?;
             let request = Request::new(Method::GET, next);
             let (headers, bytes) = match self.get_capped(&request, "tags", "tag list").await? {
                 Ok(read) => read,
@@ -261,7 +253,9 @@ impl Backend for RegistryBackend {
                 operation: "tags",
                 source: Box::new(e),
             })?;
-            tags.extend(list.tags.unwrap_or_default());
+            let list = list.tags.unwrap_or_default();
+            pages.read(list.len())?;
+            tags.extend(list);
         }
         tags.sort();
         tags.dedup();
@@ -280,20 +274,12 @@ impl Backend for RegistryBackend {
         let mut next = Some(url);
         let mut manifests = Vec::new();
         let mut filtered = artifact_type.is_none();
-        let mut pages = 0;
-        let mut seen = std::collections::HashSet::new();
+        let mut pages = Pages::new(
+            format!("referrers of {}", subject.digest),
+            self.place.clone(),
+        );
         while let Some(url) = next.take() {
-            self.check_page(&mut seen, &url, "referrers")?;
-            pages += 1;
-            if pages > MAX_PAGES {
-                return Err(Error::LimitExceeded {
-                    what: format!(
-                        "pages of the referrers of {} in {}",
-                        subject.digest, self.place
-                    ),
-                    limit: MAX_PAGES,
-                });
-            }
+            pages.next(&url)?;
             let request =
                 Request::new(Method::GET, url).header(ACCEPT, MediaType::OCI_INDEX.as_str());
             let read = self
@@ -319,6 +305,7 @@ impl Backend for RegistryBackend {
                     reason: "it is not an image index".into(),
                     source: Some(Box::new(e)),
                 })?;
+            pages.read(index.manifests.len())?;
             manifests.extend(index.manifests);
         }
         Ok(Referrers::new(manifests, filtered))

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use orca_core::{Capabilities, Error, ListPage, ListQuery, Result};
+use orca_core::{Capabilities, Error, ListPage, ListQuery, Pages, Result};
 use reqwest::header::ACCEPT;
 use reqwest::{Method, StatusCode};
 
@@ -152,16 +152,21 @@ impl Registry {
     }
 
     /// Lists every repository after `last` (all when `None`), page by
-    /// page; a registry that hands back the same page again ends the list.
+    /// page, under [`Pages`]: pages that loop or never end are an error.
     pub async fn catalog_all(&self, last: Option<String>) -> Result<Vec<String>> {
         let mut all = Vec::new();
         let mut query = ListQuery::page(last, 1000);
+        let mut pages = Pages::new("repository list", self.client.host.clone());
         loop {
             let page = self.catalog(&query).await?;
+            pages.read(page.entries.len())?;
             all.extend(page.entries);
             match page.next {
-                Some(next) if query.last.as_ref() != Some(&next) => query.last = Some(next),
-                _ => return Ok(all),
+                Some(next) => {
+                    pages.next(&next)?;
+                    query.last = Some(next);
+                }
+                None => return Ok(all),
             }
         }
     }

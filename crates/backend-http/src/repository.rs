@@ -29,9 +29,6 @@ pub(crate) const OCI_FILTERS_APPLIED: &str = "oci-filters-applied";
 const READ_ATTEMPTS: u32 = 3;
 /// Tags asked for per page when listing.
 pub(crate) const TAG_PAGE: usize = 1000;
-/// Most pages followed through `Link` in one listing; more is an error,
-/// never a silently cut list.
-pub(crate) const MAX_PAGES: u64 = 10_000;
 
 /// Tuning shared by the repositories of a registry.
 #[derive(Debug, Clone)]
@@ -214,25 +211,6 @@ impl RegistryBackend {
             }),
             _ => Err(self.fail(response, "fetch", Self::what(descriptor)).await),
         }
-    }
-
-    /// Refuses a `Link` that leads back to a page already read, which
-    /// would otherwise be followed until the page cap.
-    pub(crate) fn check_page(
-        &self,
-        seen: &mut std::collections::HashSet<String>,
-        url: &str,
-        what: &str,
-    ) -> Result<()> {
-        if seen.insert(url.to_owned()) {
-            return Ok(());
-        }
-        Err(Error::Backend {
-            backend: self.place.clone(),
-            operation: "list",
-            source: format!("the {what}'s Link header leads back to {url}, a page already read")
-                .into(),
-        })
     }
 
     /// Follows `Link: <…>; rel="next"`.

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use crate::body::Body;
 use crate::capabilities::Capabilities;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{Descriptor, Digest, MediaType, Selector};
 
 /// Options for [`Backend::push`].
@@ -98,6 +98,74 @@ impl ListPage {
             None
         };
         ListPage { entries, next }
+    }
+}
+
+/// The guard every paged listing runs under (tags, catalog, referrers):
+/// a continuation seen before, more than [`Pages::MAX_PAGES`] pages or
+/// more than [`Pages::MAX_ENTRIES`] entries end it with an error, so a
+/// server whose pages cycle or never end cannot keep a listing running,
+/// or growing, forever.
+#[derive(Debug)]
+pub struct Pages {
+    what: String,
+    place: String,
+    pages: u64,
+    entries: u64,
+    seen: std::collections::HashSet<String>,
+}
+
+impl Pages {
+    /// The most pages one listing reads.
+    pub const MAX_PAGES: u64 = 10_000;
+    /// The most entries one listing collects.
+    pub const MAX_ENTRIES: u64 = 1_000_000;
+
+    /// A guard for the listing of `what` (`"tag list"`) at `place`.
+    pub fn new(what: impl Into<String>, place: impl Into<String>) -> Self {
+        Pages {
+            what: what.into(),
+            place: place.into(),
+            pages: 0,
+            entries: 0,
+            seen: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Counts a page of `entries` read; an error past the caps.
+    pub fn read(&mut self, entries: usize) -> Result<()> {
+        self.pages += 1;
+        self.entries = self.entries.saturating_add(entries as u64);
+        if self.pages > Self::MAX_PAGES {
+            return Err(Error::LimitExceeded {
+                what: format!("pages of the {} of {}", self.what, self.place),
+                limit: Self::MAX_PAGES,
+            });
+        }
+        if self.entries > Self::MAX_ENTRIES {
+            return Err(Error::LimitExceeded {
+                what: format!("entries of the {} of {}", self.what, self.place),
+                limit: Self::MAX_ENTRIES,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the continuation (a marker, a URL) that asks for the next
+    /// page: one seen before means the pages loop.
+    pub fn next(&mut self, continuation: &str) -> Result<()> {
+        if self.seen.insert(continuation.to_owned()) {
+            return Ok(());
+        }
+        Err(Error::Backend {
+            backend: self.place.clone(),
+            operation: "list",
+            source: format!(
+                "the {} leads back to {continuation}, a page already read",
+                self.what
+            )
+            .into(),
+        })
     }
 }
 

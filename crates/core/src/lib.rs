@@ -26,7 +26,7 @@ pub mod verify;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use backend::{Backend, ListPage, ListQuery, PushOptions, Referrers};
+pub use backend::{Backend, ListPage, ListQuery, Pages, PushOptions, Referrers};
 pub use body::Body;
 pub use capabilities::Capabilities;
 pub use error::{Error, Result};

@@ -468,12 +468,17 @@ impl Store {
     pub async fn tags_all(&self) -> Result<Vec<String>> {
         let mut all = Vec::new();
         let mut query = ListQuery::all();
+        let mut pages = crate::backend::Pages::new("tag list", self.to_string());
         loop {
             let page = self.tags(&query).await?;
+            pages.read(page.entries.len())?;
             all.extend(page.entries);
             match page.next {
-                Some(next) if query.last.as_ref() != Some(&next) => query.last = Some(next),
-                _ => return Ok(all),
+                Some(next) => {
+                    pages.next(&next)?;
+                    query.last = Some(next);
+                }
+                None => return Ok(all),
             }
         }
     }

@@ -1,7 +1,8 @@
-//! Credentials stay with the registry's own origin (backends review M1,
-//! m2): a 401 Bearer challenge from another origin gets nothing, and a
-//! token request follows no redirect. The other origins are small fake
-//! servers that record what reaches them.
+//! Fake servers that misbehave in ways the real registry cannot be made
+//! to. Credentials stay with the registry's own origin (backends review
+//! M1, m2): a 401 Bearer challenge from another origin gets nothing, and
+//! a token request follows no redirect. A catalog whose pages cycle or
+//! never end is an error (M3).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -146,5 +147,53 @@ async fn backends_m2_a_token_request_follows_no_redirect() {
     assert!(
         !away.contains("the-refresh-token") && away.is_empty(),
         "the token request followed a redirect: {away}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_m3_a_catalog_that_cycles_or_never_ends_is_an_error() {
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let endless = {
+        let counter = counter.clone();
+        move |_: &str| {
+            // A thousand new names a page, and always a next page.
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let names: Vec<String> = (0..1000).map(|i| format!("\"r{n:08}-{i:04}\"")).collect();
+            let body = format!("{{\"repositories\":[{}]}}", names.join(","));
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLink: </v2/_catalog?n=1000&last=x>; rel=\"next\"\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        }
+    };
+    let cycling = |line: &str| {
+        // Pages a, b, a, b, …
+        let name = if line.contains("last=a") { "b" } else { "a" };
+        let body = format!("{{\"repositories\":[\"{name}\"]}}");
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLink: </v2/_catalog?n=1000&last={name}>; rel=\"next\"\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for (port, what) in [(fake(cycling).0, "cycling"), (fake(endless).0, "endless")] {
+        let registry = RegistryBuilder::new(format!("127.0.0.1:{port}"))
+            .build()
+            .expect("registry");
+        let listed = tokio::time::timeout(
+            std::time::Duration::from_secs(120),
+            registry.catalog_all(None),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the {what} catalog kept orca listing"));
+        let err = listed.expect_err(what);
+        let text = orca_core::error::chain(&err);
+        assert!(
+            text.contains("already read") || text.contains("entries of the repository list"),
+            "{what}: {text}"
+        );
+    }
+    assert!(
+        counter.load(std::sync::atomic::Ordering::SeqCst) <= 1001,
+        "pages read past the cap"
     );
 }

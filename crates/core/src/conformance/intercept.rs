@@ -50,6 +50,11 @@ pub trait Hooks: fmt::Debug + Send + Sync + 'static {
         inner.tag(descriptor, tag).await
     }
 
+    /// Lists tags, one page.
+    async fn tags(&self, inner: &dyn Backend, query: &ListQuery) -> Result<ListPage> {
+        inner.tags(query).await
+    }
+
     /// Compare-and-swap of a tag.
     async fn swap_tag(
         &self,
@@ -121,7 +126,7 @@ impl<H: Hooks> Backend for Intercept<H> {
         self.hooks.swap_tag(self.inner.as_ref(), t, e, n).await
     }
     async fn tags(&self, q: &ListQuery) -> Result<ListPage> {
-        self.inner.tags(q).await
+        self.hooks.tags(self.inner.as_ref(), q).await
     }
     async fn referrers(&self, s: &Descriptor, a: Option<&MediaType>) -> Result<Referrers> {
         self.inner.referrers(s, a).await

@@ -503,3 +503,52 @@ async fn later_delete_wins(another_referrer: bool) {
     );
     assert!(!other.exists(&referrer.descriptor()).await.expect("exists"));
 }
+
+/// Pages tags as a broken or hostile backend might: in a cycle of
+/// markers, or without end.
+#[derive(Debug)]
+enum Paging {
+    /// `a`, `b`, then back to `a`.
+    Cycle,
+    /// A new marker every page, forever.
+    Endless,
+}
+
+#[async_trait::async_trait]
+impl Hooks for Paging {
+    async fn tags(
+        &self,
+        _: &dyn Backend,
+        query: &orca_core::ListQuery,
+    ) -> Result<orca_core::ListPage> {
+        let last = query.last.clone().unwrap_or_default();
+        let next = match self {
+            Paging::Cycle => match last.as_str() {
+                "" => "a",
+                "a" => "b",
+                _ => "a",
+            }
+            .to_owned(),
+            Paging::Endless => format!("{last}x"),
+        };
+        Ok(orca_core::ListPage::new(vec![next.clone()], Some(next)))
+    }
+}
+
+/// Core review finding 10: `tags_all` ends with an error on pages that
+/// cycle (a, b, a) or never end, instead of looping and growing forever.
+#[tokio::test]
+async fn finding_10_tags_all_refuses_pages_that_loop_or_never_end() {
+    for paging in [Paging::Cycle, Paging::Endless] {
+        let store = Store::new(Intercept::new(MemoryBackend::new(), paging));
+        let listed = tokio::time::timeout(std::time::Duration::from_secs(60), store.tags_all())
+            .await
+            .expect("the listing ended");
+        let err = listed.expect_err("a listing that never ends");
+        let text = orca_core::error::chain(&err);
+        assert!(
+            text.contains("already read") || matches!(err, Error::LimitExceeded { .. }),
+            "{text}"
+        );
+    }
+}
