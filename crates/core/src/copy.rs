@@ -75,11 +75,15 @@ impl<'a> Copier<'a> {
         options: &'a CopyOptions,
         source_tags: Option<&'a [String]>,
     ) -> Result<Copier<'a>> {
-        let source_tags = match (options.digest_tags, source_tags) {
+        let mut source_tags = match (options.digest_tags, source_tags) {
             (false, _) => Cow::Borrowed(&[][..]),
             (true, Some(tags)) => Cow::Borrowed(tags),
             (true, None) => Cow::Owned(source.tags_all().await?),
         };
+        // Digest tags are looked up by prefix in the sorted list.
+        if !source_tags.is_sorted() {
+            source_tags.to_mut().sort();
+        }
         Ok(Copier {
             source,
             target,
@@ -229,8 +233,15 @@ impl<'a> Copier<'a> {
         }
         let mut tagged = Vec::new();
         if self.options.digest_tags {
+            // The source's tags are sorted: its digest tags are together.
             let prefix = format!("{}.", fallback_tag(&node.digest));
-            for tag in self.source_tags.iter().filter(|t| t.starts_with(&prefix)) {
+            let start = self
+                .source_tags
+                .partition_point(|t| t.as_str() < prefix.as_str());
+            let matching = self.source_tags[start..]
+                .iter()
+                .take_while(|t| t.starts_with(&prefix));
+            for tag in matching {
                 let found = self.source.resolve(&Selector::Tag(tag.clone())).await?;
                 tagged.push((tag.clone(), found));
             }

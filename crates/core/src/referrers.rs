@@ -57,11 +57,35 @@ pub fn fallback_tag(digest: &Digest) -> String {
 /// Whether `tag` is the fallback tag of some digest orca knows: `sha256-`
 /// or `sha512-` and exactly 64 lowercase hex digits (sha512 is cut to 64).
 pub fn is_fallback_tag(tag: &str) -> bool {
-    tag.split_once('-').is_some_and(|(alg, hex)| {
-        matches!(alg, "sha256" | "sha512")
-            && hex.len() == 64
-            && hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
-    })
+    tag.split_once('-')
+        .is_some_and(|(alg, hex)| matches!(alg, "sha256" | "sha512") && is_hex(hex, 64))
+}
+
+/// Whether `tag` names other content by digest, so it is never an image
+/// of its own: a referrers fallback tag ([`is_fallback_tag`]; the full
+/// 128 digits of sha512 too, as some tools write it), or a tag that
+/// cosign and its kind attach to an image, `<alg>-<hex>.<suffix>`
+/// (`sha256-<hex>.sig`, `.att`, `.sbom`). The one test of the sync filter,
+/// prune and `orca tags --exclude-digest-tags`.
+pub fn is_digest_tag(tag: &str) -> bool {
+    let Some((algorithm, rest)) = tag.split_once('-') else {
+        return false;
+    };
+    let (hex, suffix) = match rest.split_once('.') {
+        Some((hex, suffix)) => (hex, Some(suffix)),
+        None => (rest, None),
+    };
+    let lengths: &[usize] = match algorithm {
+        "sha256" => &[64],
+        "sha512" => &[64, 128],
+        _ => return false,
+    };
+    suffix != Some("") && lengths.iter().any(|n| is_hex(hex, *n))
+}
+
+/// Whether `text` is `len` lowercase hex digits.
+fn is_hex(text: &str, len: usize) -> bool {
+    text.len() == len && text.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Annotation that makes every referrers index orca writes unique, so a

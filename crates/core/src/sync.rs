@@ -31,7 +31,8 @@ use crate::store::Store;
 pub mod filter;
 mod referrers;
 
-pub use filter::{NewestBy, Pattern, TagFilter, is_digest_tag, version};
+pub use crate::referrers::is_digest_tag;
+pub use filter::{NewestBy, Pattern, TagFilter, version};
 use referrers::{any_held, catch_up, new_referrers};
 
 /// Listings and up-to-date checks in flight at once: each is one small

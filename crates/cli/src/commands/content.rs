@@ -147,18 +147,9 @@ pub(crate) async fn tags(ctx: &Ctx, args: Tags) -> anyhow::Result<()> {
         }
     };
     if args.exclude_digest_tags {
-        tags.retain(|t| !orca::referrers::is_fallback_tag(t) && !is_digest_tag(t));
+        tags.retain(|t| !orca::referrers::is_digest_tag(t));
     }
     ctx.emit(&tags.join("\n"), &serde_json::json!({ "tags": tags }))
-}
-
-/// `sha256-<hex>` followed by a suffix (`.sig`, `.att`): a digest tag.
-fn is_digest_tag(tag: &str) -> bool {
-    tag.split_once('-').is_some_and(|(algorithm, rest)| {
-        matches!(algorithm, "sha256" | "sha512")
-            && rest.len() >= 64
-            && rest[..64].bytes().all(|b| b.is_ascii_hexdigit())
-    })
 }
 
 pub(crate) async fn repos(ctx: &Ctx, args: Repos) -> anyhow::Result<()> {

@@ -13,6 +13,7 @@ use regex::Regex;
 use semver::{Version, VersionReq};
 
 use crate::error::{Error, Result};
+use crate::referrers::is_digest_tag;
 
 /// A tag pattern: a glob (`*` any run of characters, `?` one) or, written
 /// between slashes, a regular expression. Both match the whole tag.
@@ -165,21 +166,6 @@ pub fn version(tag: &str) -> Option<Version> {
     Version::parse(&format!("{padded}{rest}")).ok()
 }
 
-/// Whether `tag` names other content by digest: the referrers fallback tag
-/// `<alg>-<hex>` or a `<alg>-<hex>.<suffix>` signature or attestation tag.
-pub fn is_digest_tag(tag: &str) -> bool {
-    let Some((algorithm, rest)) = tag.split_once('-') else {
-        return false;
-    };
-    let hex_len = match algorithm {
-        "sha256" => 64,
-        "sha512" => 128,
-        _ => return false,
-    };
-    let hex = rest.split_once('.').map_or(rest, |(hex, _)| hex);
-    hex.len() == hex_len && hex.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,5 +263,25 @@ mod tests {
         assert_eq!(chosen, tags(&["sha256-short", "v1"]));
         assert!(is_digest_tag(&format!("sha512-{}", "0".repeat(128))));
         assert!(!is_digest_tag(&format!("md5-{hex}")));
+    }
+
+    /// Core review finding C: the spec cuts a sha512 fallback tag to 64
+    /// digits; the filter takes it for what it is, not an image tag.
+    #[test]
+    fn finding_c_the_sha512_fallback_tag_is_a_digest_tag() {
+        let digest = crate::model::Digest::compute(crate::model::Algorithm::Sha512, b"x");
+        let fallback = crate::referrers::fallback_tag(&digest);
+        assert!(is_digest_tag(&fallback), "{fallback}");
+        let list = tags(&[&fallback, &format!("{fallback}.sig"), "v1"]);
+        let chosen = TagFilter::default().select(&list, &HashMap::new());
+        assert_eq!(chosen, tags(&["v1"]));
+        for not in [
+            "sha256-",
+            "sha256-abc.sig",
+            "sha256-",
+            &format!("sha256-{}.", "a".repeat(64)),
+        ] {
+            assert!(!is_digest_tag(not), "{not}");
+        }
     }
 }

@@ -482,3 +482,54 @@ async fn newest_by_creation_reads_each_image_configuration() {
         ]
     );
 }
+
+/// Core review finding C: a sha512-addressed image's referrers live at the
+/// target under `sha512-<64 hex>`, which the spec cuts to 64 digits. With
+/// prune, a re-run must neither prune that index as a stale image tag nor
+/// lose the referrer from the listing.
+#[tokio::test]
+async fn finding_c_a_sha512_subjects_referrers_index_is_never_pruned() {
+    let source = Store::new(MemoryBackend::new());
+    let base = base(&source).await;
+    let config = source
+        .push_bytes(
+            MediaType::OCI_CONFIG,
+            &br#"{"os":"linux","architecture":"amd64"}"#[..],
+        )
+        .await
+        .expect("config");
+    let raw = Manifest::new(config, vec![base]).to_raw().expect("raw");
+    let subject = Descriptor::new(
+        MediaType::OCI_MANIFEST,
+        orca_core::Digest::compute(orca_core::Algorithm::Sha512, raw.bytes()),
+        raw.bytes().len() as u64,
+    );
+    source
+        .push_opts(
+            &subject,
+            Body::from_bytes(raw.bytes().clone()),
+            orca_core::PushOptions::tagged("1.0"),
+        )
+        .await
+        .expect("push a sha512 manifest");
+    let signature = sign(&source, &subject, "sha512").await;
+    let target = Store::new(tag_schema());
+    let mut options = SyncOptions::default();
+    options.copy.referrers = true;
+    options.prune = true;
+    for run in 0..2 {
+        let reports = sync(&[mirror(source.clone(), target.clone())], &options).await;
+        assert!(
+            reports.iter().all(|r| r.action != Action::Pruned),
+            "run {run}: {reports:?}"
+        );
+        let listed = target.referrers(&subject, None).await.expect("referrers");
+        assert!(
+            listed
+                .manifests
+                .iter()
+                .any(|d| d.digest == signature.descriptor().digest),
+            "run {run}: the signature is not listed: {listed:?}"
+        );
+    }
+}
