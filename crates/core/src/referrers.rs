@@ -286,7 +286,7 @@ async fn read(backend: &dyn Backend, subject: &Digest, tag: &str, max: u64) -> R
         Err(e) => return Err(e),
     };
     let what = || format!("referrers index at tag {tag} of {backend}");
-    if descriptor.media_type != MediaType::OCI_INDEX {
+    if descriptor.media_type.essence() != MediaType::OCI_INDEX.as_str() {
         return Err(Error::InvalidManifest {
             what: what(),
             reason: format!("it is {}, not an image index", descriptor.media_type),
@@ -425,20 +425,29 @@ pub(crate) struct Settings {
     pub(crate) max: u64,
 }
 
-/// Deletes superseded indexes the tag no longer points at.
+/// Deletes superseded indexes the tag no longer points at, as two reads
+/// of the tag agree. A tag that cannot be read, or reads as absent (a
+/// lagging replica answers 404 for a tag just written), or whose reads
+/// disagree, keeps every index: garbage is harmless, deleting the live
+/// index loses every referrer.
 async fn collect(backend: &dyn Backend, tag: &str, superseded: Vec<Descriptor>) {
     if superseded.is_empty() || !backend.capabilities().delete {
         return;
     }
-    let current = match backend.resolve(&Selector::Tag(tag.to_owned())).await {
-        Ok(descriptor) => Some(descriptor.digest),
-        Err(e) if e.is_not_found() => None,
-        // Which index is live cannot be told: keep them all (garbage is
-        // harmless, deleting the live index loses every referrer).
-        Err(_) => return,
+    let read = || async {
+        match backend.resolve(&Selector::Tag(tag.to_owned())).await {
+            Ok(descriptor) => Some(descriptor.digest),
+            Err(_) => None,
+        }
     };
+    let Some(current) = read().await else {
+        return;
+    };
+    if read().await.as_ref() != Some(&current) {
+        return;
+    }
     for old in superseded {
-        if current.as_ref() != Some(&old.digest) {
+        if current != old.digest {
             // Best effort: a leftover index is garbage, not damage.
             let _ = backend.delete(&old).await;
         }
@@ -470,8 +479,16 @@ async fn update_swapping(
         let expected = old.as_ref().map(|d| &d.digest);
         match backend.swap_tag(tag, expected, new.as_ref()).await {
             Ok(()) => {
-                if settings.gc {
-                    collect(backend, tag, old.into_iter().collect()).await;
+                match (&new, old) {
+                    // The swap took the tag away from `old`: no writer can
+                    // swap it back (its compare names what it read).
+                    (None, Some(old)) if settings.gc && backend.capabilities().delete => {
+                        let _ = backend.delete(&old).await;
+                    }
+                    (_, old) if settings.gc => {
+                        collect(backend, tag, old.into_iter().collect()).await;
+                    }
+                    _ => {}
                 }
                 return Ok(());
             }
