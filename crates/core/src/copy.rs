@@ -108,13 +108,18 @@ impl<'a> Copier<'a> {
     async fn walk(&self, roots: Vec<Descriptor>) -> Result<Plan> {
         let mut plan = Plan::default();
         let mut seen: HashSet<Digest> = HashSet::new();
-        let mut queue: std::collections::VecDeque<(Descriptor, Role, bool)> =
-            roots.into_iter().map(|d| (d, Role::Graph, true)).collect();
+        // Each manifest with its role, whether ordering starts at it, and
+        // for a referrer the subject it was listed under.
+        let mut queue: std::collections::VecDeque<(Descriptor, Role, bool, Option<Descriptor>)> =
+            roots
+                .into_iter()
+                .map(|d| (d, Role::Graph, true, None))
+                .collect();
         let mut running = FuturesUnordered::new();
         let mut kept: u64 = 0;
         loop {
             while running.len() < self.limit() {
-                let Some((descriptor, role, start)) = queue.pop_front() else {
+                let Some((descriptor, role, start, subject)) = queue.pop_front() else {
                     break;
                 };
                 if !seen.insert(descriptor.digest.clone()) {
@@ -127,9 +132,9 @@ impl<'a> Copier<'a> {
                 if start {
                     plan.starts.push(descriptor.digest.clone());
                 }
-                running.push(self.visit(descriptor, role));
+                running.push(async move { (self.visit(descriptor, role).await, subject) });
             }
-            let Some(visit) = running.next().await else {
+            let Some((visit, subject)) = running.next().await else {
                 break;
             };
             let mut visit = visit?;
@@ -146,15 +151,22 @@ impl<'a> Copier<'a> {
                 }
             }
             plan.referrers += visit.referrers.len() as u64;
+            let visited = visit.node.as_ref().map(|n| n.descriptor.clone());
             for child in visit.children {
-                queue.push_back((child, Role::Graph, false));
+                queue.push_back((child, Role::Graph, false, None));
             }
             for referrer in visit.referrers {
-                queue.push_back((referrer, Role::Referrer, true));
+                queue.push_back((referrer, Role::Referrer, true, visited.clone()));
             }
             for (tag, tagged) in visit.tagged {
-                queue.push_back((tagged.clone(), Role::Graph, true));
+                queue.push_back((tagged.clone(), Role::Graph, true, None));
                 plan.tags.push((tag, tagged));
+            }
+            // A referrer the target holds may be unlisted there.
+            if let (Some(node), Some(subject)) = (&visit.node, subject)
+                && node.present
+            {
+                plan.held_referrers.push((node.descriptor.clone(), subject));
             }
             if let Some(node) = visit.node {
                 plan.nodes.insert(node.descriptor.digest.clone(), node);
@@ -484,6 +496,11 @@ pub(crate) async fn copy_root(
         }
         root_tagged = false;
     }
+    for relisted in relist(target, &plan.held_referrers, options).await? {
+        report.present = report.present.saturating_sub(1);
+        report.copied += 1;
+        report.bytes += relisted.size;
+    }
     for (name, tagged) in &plan.tags {
         target.tag(tagged, name).await?;
         report.digest_tags += 1;
@@ -500,6 +517,51 @@ pub(crate) async fn copy_root(
         });
     }
     Ok(report)
+}
+
+/// The one repair of referrers a target holds without listing them (a push
+/// stopped between storing a referrer and writing its subject's index):
+/// `held` pairs each such referrer with its subject. Where the target
+/// keeps referrers in the tag schema, each subject's listing is read once
+/// and every held referrer missing from it is pushed again from the
+/// target's own bytes, which lists it. Returns those pushed again. Used by
+/// copy (with or without `force`) and by sync's catch-up.
+pub(crate) async fn relist(
+    target: &Store,
+    held: &[(Descriptor, Descriptor)],
+    options: &CopyOptions,
+) -> Result<Vec<Descriptor>> {
+    let mut pushed = Vec::new();
+    if held.is_empty() || target.capabilities().referrers_api {
+        return Ok(pushed);
+    }
+    let mut by_subject: std::collections::BTreeMap<&Digest, (&Descriptor, Vec<&Descriptor>)> =
+        std::collections::BTreeMap::new();
+    for (referrer, subject) in held {
+        by_subject
+            .entry(&subject.digest)
+            .or_insert_with(|| (subject, Vec::new()))
+            .1
+            .push(referrer);
+    }
+    for (subject, referrers) in by_subject.into_values() {
+        let listing = target.referrers(subject, None).await?;
+        let listed: HashSet<&Digest> = listing.manifests.iter().map(|d| &d.digest).collect();
+        for referrer in referrers {
+            if listed.contains(&referrer.digest) {
+                continue;
+            }
+            let bytes = target.fetch_bytes(referrer).await?;
+            target
+                .push_opts(referrer, Body::from_bytes(bytes), PushOptions::default())
+                .await?;
+            if let Some(progress) = &options.progress {
+                progress.event(&Event::Pushed(referrer.clone()));
+            }
+            pushed.push(referrer.clone());
+        }
+    }
+    Ok(pushed)
 }
 
 /// Copies `root` and everything under it from `source` to `target`, by

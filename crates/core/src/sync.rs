@@ -280,8 +280,8 @@ enum Todo {
     /// filter made.
     Image(Box<(Descriptor, Option<RawManifest>)>),
     /// The referrers an up-to-date image gained since it was copied
-    /// (with `referrers`).
-    Referrers(Vec<Descriptor>),
+    /// (with `referrers`), each with its subject.
+    Referrers(Vec<(Descriptor, Descriptor)>),
 }
 
 /// One image's check: the source's manifest (one request) against what

@@ -50,6 +50,9 @@ pub(super) struct Plan {
     pub(super) tags: Vec<(String, Descriptor)>,
     pub(super) referrers: u64,
     pub(super) gone: Vec<Descriptor>,
+    /// Referrers the target holds already, with their subjects: each may
+    /// be unlisted there (see `relist`).
+    pub(super) held_referrers: Vec<(Descriptor, Descriptor)>,
 }
 
 impl Plan {

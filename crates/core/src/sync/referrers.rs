@@ -6,21 +6,19 @@
 
 use std::collections::HashSet;
 
-use crate::backend::PushOptions;
-use crate::body::Body;
-use crate::copy::{CopyOptions, Event, copy_root};
+use crate::copy::{CopyOptions, copy_root, relist};
 use crate::error::Result;
 use crate::model::{Descriptor, Digest};
 
 use super::Mirror;
 
 /// The referrers the source lists for `subjects` and the target does
-/// not: one listing per subject at the source, and one at the target for
-/// a subject that has any.
+/// not, each with its subject: one listing per subject at the source, and
+/// one at the target for a subject that has any.
 pub(super) async fn new_referrers(
     mirror: &Mirror,
     subjects: &[Descriptor],
-) -> Result<Vec<Descriptor>> {
+) -> Result<Vec<(Descriptor, Descriptor)>> {
     let mut missing = Vec::new();
     for subject in subjects {
         let at_source = mirror.source.referrers(subject, None).await?;
@@ -34,7 +32,7 @@ pub(super) async fn new_referrers(
                 .manifests
                 .iter()
                 .filter(|d| !held.contains(&d.digest))
-                .map(Descriptor::plain),
+                .map(|d| (d.plain(), subject.clone())),
         );
     }
     Ok(missing)
@@ -44,13 +42,13 @@ pub(super) async fn new_referrers(
 /// moved, or `None` when nothing needed moving after all.
 pub(super) async fn catch_up(
     mirror: &Mirror,
-    referrers: &[Descriptor],
+    referrers: &[(Descriptor, Descriptor)],
     options: &CopyOptions,
     source_tags: &[String],
 ) -> Result<Option<u64>> {
     let (source, target) = (&mirror.source, &mirror.target);
     let mut moved = None;
-    for referrer in referrers {
+    for (referrer, subject) in referrers {
         // Held but not listed (an earlier push stopped before its
         // subject's index was written): what is under it is checked and
         // completed, then it is pushed again, which lists it.
@@ -74,14 +72,10 @@ pub(super) async fn catch_up(
             Err(e) => return Err(e),
         };
         if held {
-            let manifest = target.fetch_bytes(referrer).await?;
-            target
-                .push_opts(referrer, Body::from_bytes(manifest), PushOptions::default())
-                .await?;
-            if let Some(progress) = &options.progress {
-                progress.event(&Event::Pushed(referrer.clone()));
+            let pair = [(referrer.clone(), subject.clone())];
+            for relisted in relist(target, &pair, options).await? {
+                bytes += relisted.size;
             }
-            bytes += referrer.size;
         }
         *moved.get_or_insert(0) += bytes;
     }
@@ -90,8 +84,11 @@ pub(super) async fn catch_up(
 
 /// Whether a dry run would copy any of `missing`: those the source still
 /// holds.
-pub(super) async fn any_held(mirror: &Mirror, missing: &[Descriptor]) -> Result<bool> {
-    for referrer in missing {
+pub(super) async fn any_held(
+    mirror: &Mirror,
+    missing: &[(Descriptor, Descriptor)],
+) -> Result<bool> {
+    for (referrer, _) in missing {
         if mirror.source.exists(referrer).await? {
             return Ok(true);
         }

@@ -442,3 +442,85 @@ async fn good_member(source: &Store) -> Descriptor {
         _ => panic!("multi is not an index"),
     }
 }
+
+/// Breaks every change of a referrers index (a 503 on its write) until
+/// told to mend.
+#[derive(Debug, Clone)]
+struct BrokenIndex(Arc<std::sync::atomic::AtomicBool>);
+
+#[async_trait::async_trait]
+impl Hooks for BrokenIndex {
+    async fn swap_tag(
+        &self,
+        inner: &dyn Backend,
+        tag: &str,
+        expected: Option<&orca_core::Digest>,
+        new: Option<&Descriptor>,
+    ) -> Result<()> {
+        if orca_core::referrers::is_fallback_tag(tag) && self.0.load(Ordering::SeqCst) {
+            return Err(orca_core::Error::Backend {
+                backend: "target".into(),
+                operation: "tag",
+                source: "503 service unavailable".into(),
+            });
+        }
+        inner.swap_tag(tag, expected, new).await
+    }
+}
+
+/// Core review finding B: a referrer stored at the target whose index
+/// update failed is listed by the next `copy --referrers`, with or without
+/// `force`, instead of the re-run reporting success with it unlisted.
+#[tokio::test]
+async fn finding_b_a_rerun_lists_a_referrer_stored_but_not_listed() {
+    for force in [false, true] {
+        let source = Store::new(MemoryBackend::new());
+        let layer = source
+            .push_bytes(MediaType::OCI_LAYER_TAR, &b"base"[..])
+            .await
+            .expect("layer");
+        let image = image_with(&source, layer).await;
+        let empty = source
+            .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+            .await
+            .expect("empty");
+        let referrer = Manifest {
+            artifact_type: Some(MediaType::new("application/vnd.example.signature")),
+            subject: Some(image.plain()),
+            ..Manifest::new(empty.clone(), vec![empty.clone()])
+        }
+        .to_raw()
+        .expect("raw");
+        let referrer = source.push_manifest(&referrer, None).await.expect("sign");
+
+        let mut capabilities = Capabilities::ALL;
+        capabilities.referrers_api = false;
+        let broken = BrokenIndex(Arc::new(std::sync::atomic::AtomicBool::new(true)));
+        let target = Store::new(Intercept::new(
+            MemoryBackend::new().with_capabilities(capabilities),
+            broken.clone(),
+        ));
+        let options = CopyOptions {
+            referrers: true,
+            ..CopyOptions::default()
+        };
+        let v1 = Selector::Tag("v1".into());
+        copy(&source, &v1, &target, Some("v1"), &options)
+            .await
+            .expect_err("the index update failed");
+        assert!(target.exists(&referrer).await.expect("exists"), "stored");
+        broken.0.store(false, Ordering::SeqCst);
+        let again = CopyOptions {
+            force,
+            ..options.clone()
+        };
+        copy(&source, &v1, &target, Some("v1"), &again)
+            .await
+            .expect("the re-run");
+        let listed = target.referrers(&image, None).await.expect("referrers");
+        assert!(
+            listed.manifests.iter().any(|d| d.digest == referrer.digest),
+            "force {force}: the stored referrer is still not listed: {listed:?}"
+        );
+    }
+}
