@@ -215,8 +215,9 @@ pub(crate) fn read_span(archive: &Path, span: Span, limit: u64, name: &str) -> R
 }
 
 /// A readable file behind an archive: the archive itself, or — for a
-/// gzip-compressed one — a copy unpacked once into the temporary
-/// directory, removed when dropped.
+/// gzip-compressed one — a copy unpacked once into a private file of the
+/// temporary directory (created new, readable by its owner only), removed
+/// when dropped.
 #[derive(Debug)]
 pub(crate) struct Unpacked {
     /// The plain tar to read.
@@ -224,9 +225,28 @@ pub(crate) struct Unpacked {
     temporary: bool,
 }
 
+/// The most a gzip-compressed archive may expand to: this many times its
+/// compressed size…
+const MAX_EXPANSION: u64 = 50;
+/// …or this much, whichever is more (real archives of compressed layers
+/// barely shrink; a decompression bomb expands a thousandfold).
+const MIN_UNPACK_LIMIT: u64 = 1 << 30;
+
 impl Unpacked {
-    /// Unpacks `archive` when it is gzip-compressed.
+    /// Unpacks `archive` when it is gzip-compressed, refusing to expand
+    /// past the limit (see [`MAX_EXPANSION`]).
     pub(crate) fn open(archive: &Path) -> Result<Self> {
+        let size = std::fs::metadata(archive)
+            .map_err(|e| io_error(archive, "open", e))?
+            .len();
+        Self::open_limited(
+            archive,
+            size.saturating_mul(MAX_EXPANSION).max(MIN_UNPACK_LIMIT),
+        )
+    }
+
+    /// [`Unpacked::open`] with the expansion limited to `limit` bytes.
+    pub(crate) fn open_limited(archive: &Path, limit: u64) -> Result<Self> {
         let mut file = File::open(archive).map_err(|e| io_error(archive, "open", e))?;
         let mut magic = [0u8; 2];
         let n = file
@@ -240,29 +260,91 @@ impl Unpacked {
         }
         file.seek(SeekFrom::Start(0))
             .map_err(|e| io_error(archive, "read", e))?;
-        let path = std::env::temp_dir().join(format!(
-            "orca-unpacked-{}-{}.tar",
-            std::process::id(),
-            UNPACKED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        let unpacked = Unpacked {
-            path: path.clone(),
-            temporary: true,
-        };
-        let mut out = File::create(&path).map_err(|e| io_error(&path, "unpack", e))?;
-        let mut decoder = flate2::read::MultiGzDecoder::new(io::BufReader::new(file));
-        io::copy(&mut decoder, &mut out)
+        // A new file (never one planted under a guessable name), 0600.
+        let temp = tempfile::Builder::new()
+            .prefix("orca-unpacked-")
+            .suffix(".tar")
+            .tempfile()
+            .map_err(|e| io_error(&std::env::temp_dir(), "unpack", e))?;
+        let decoder = flate2::read::MultiGzDecoder::new(io::BufReader::new(file));
+        let mut out = temp.as_file();
+        let copied = io::copy(&mut decoder.take(limit.saturating_add(1)), &mut out)
             .map_err(|e| invalid(archive, format!("its gzip compression is damaged ({e})")))?;
-        Ok(unpacked)
+        if copied > limit {
+            // `temp` removes the file as it goes.
+            return Err(Error::LimitExceeded {
+                what: format!(
+                    "the unpacked size of {} (gzip-compressed; more than {MAX_EXPANSION} times its size)",
+                    archive.display()
+                ),
+                limit,
+            });
+        }
+        let path = temp
+            .into_temp_path()
+            .keep()
+            .map_err(|e| io_error(archive, "unpack", e.error))?;
+        Ok(Unpacked {
+            path,
+            temporary: true,
+        })
     }
 }
-
-static UNPACKED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Drop for Unpacked {
     fn drop(&mut self) {
         if self.temporary {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A gzip file of `members` copies of one member holding `mib` MiB of
+    /// zeros: a small file that expands a thousandfold.
+    fn bomb(path: &Path, mib: usize, members: usize) {
+        let mut member = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        member.write_all(&vec![0u8; mib << 20]).expect("compress");
+        let member = member.finish().expect("gzip");
+        let mut file = File::create(path).expect("create");
+        for _ in 0..members {
+            file.write_all(&member).expect("write");
+        }
+    }
+
+    /// Backends review M5: a decompression bomb is refused once it passes
+    /// the limit, and leaves nothing behind.
+    #[test]
+    fn backends_m5_a_gzip_bomb_is_refused_and_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bomb.tar.gz");
+        bomb(&path, 16, 4);
+        let compressed = std::fs::metadata(&path).expect("size").len();
+        assert!(compressed < 1 << 20, "{compressed}");
+        let err = Unpacked::open_limited(&path, 32 << 20).expect_err("a bomb");
+        assert!(matches!(err, Error::LimitExceeded { .. }), "{err}");
+        assert!(err.to_string().contains("bomb.tar.gz"), "{err}");
+        // Within the limit it unpacks, into a file only its owner reads.
+        let unpacked = Unpacked::open_limited(&path, 64 << 20).expect("unpack");
+        assert_eq!(
+            std::fs::metadata(&unpacked.path).expect("size").len(),
+            64 << 20
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&unpacked.path)
+                .expect("mode")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "readable by others: {mode:o}");
+        }
+        let kept = unpacked.path.clone();
+        drop(unpacked);
+        assert!(!kept.exists(), "the unpacked copy stayed");
     }
 }

@@ -227,7 +227,11 @@ impl ArchiveWriter {
             self.inner.spools.fetch_add(1, Ordering::Relaxed)
         ));
         let _remove = crate::files::RemoveOnDrop(Some(spool.clone()));
-        let file = File::create(&spool)
+        // Created new: a file or symlink planted at the name is refused.
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&spool)
             .at("create", &spool)
             .map_err(|e| self.file_error("push", e))?;
         let file = Arc::new(file);

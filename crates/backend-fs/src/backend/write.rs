@@ -199,13 +199,21 @@ impl Directory {
 /// blob, never to be written again).
 fn open_partial(path: &Path) -> std::result::Result<Option<File>, FileError> {
     for _ in 0..3 {
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(path)
-            .at("open", path)?;
+        let mut options = fs::OpenOptions::new();
+        options.create(true).truncate(false).read(true).write(true);
+        // A symlink planted at the partial's name is never followed.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+        let file = match options.open(path) {
+            Ok(file) => file,
+            // Something planted a link at the name: it goes, not what it
+            // points at, and the push goes on.
+            Err(_) if is_link(path) => {
+                fs::remove_file(path).at("remove a link at", path)?;
+                continue;
+            }
+            Err(e) => return Err(FileError::new("open", path, e)),
+        };
         match file.try_lock() {
             Ok(()) if still_at(&file, path) => return Ok(Some(file)),
             Ok(()) => continue,
@@ -216,11 +224,16 @@ fn open_partial(path: &Path) -> std::result::Result<Option<File>, FileError> {
     Ok(None)
 }
 
+/// Whether `path` is a symbolic link.
+fn is_link(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
 /// Whether the open `file` is the file at `path` now.
 #[cfg(unix)]
 pub(super) fn still_at(file: &File, path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    match (file.metadata(), fs::metadata(path)) {
+    match (file.metadata(), fs::symlink_metadata(path)) {
         (Ok(open), Ok(named)) => open.ino() == named.ino() && open.dev() == named.dev(),
         _ => false,
     }

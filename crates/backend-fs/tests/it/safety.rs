@@ -353,3 +353,31 @@ async fn the_clean_up_removes_staging_of_pushes_that_died() {
     assert_eq!(removed, 1);
     assert!(leftovers(&root).is_empty(), "{:?}", leftovers(&root));
 }
+
+/// Backends review m18: a symlink planted at a blob's partial-file name
+/// (in a shared layout's `ingest/`) is never followed: the file it points
+/// at keeps its bytes, and the push still lands whole.
+#[cfg(unix)]
+#[tokio::test]
+async fn m18_a_planted_partial_symlink_is_not_followed() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let root = dir.path().join("layout");
+    let store = store(&root);
+    push_image(&store, "first", Some("v1")).await;
+    let outside = dir.path().join("precious");
+    std::fs::write(&outside, b"precious bytes").expect("write");
+    let data = b"a blob whose partial name was planted";
+    let desc = Descriptor::of(MediaType::OCI_LAYER_TAR, data);
+    let ingest = root.join("ingest");
+    std::fs::create_dir_all(&ingest).expect("ingest");
+    let planted = ingest.join(format!("partial-sha256-{}", desc.digest.hex()));
+    std::os::unix::fs::symlink(&outside, &planted).expect("plant");
+    let pushed = store.push(&desc, Body::from_bytes(&data[..])).await;
+    assert_eq!(
+        std::fs::read(&outside).expect("read"),
+        b"precious bytes",
+        "the push wrote through the planted link ({pushed:?})"
+    );
+    pushed.expect("the push goes on past the planted link");
+    assert_eq!(store.fetch_bytes(&desc).await.expect("fetch"), &data[..]);
+}
