@@ -9,12 +9,12 @@ use orca_core::capabilities::DEFAULT_MAX_MANIFEST_SIZE;
 use orca_core::{Error, Result};
 
 use crate::auth::Credentials;
-use crate::client::{Client, Retry};
+use crate::client::{Client, Clients, Notice, Retry};
 use crate::registry::Registry;
 use crate::repository::Options;
 
 /// Builds a [`Registry`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RegistryBuilder {
     host: String,
     credentials: Credentials,
@@ -23,15 +23,34 @@ pub struct RegistryBuilder {
     ca_file: Option<PathBuf>,
     identity: Option<(PathBuf, PathBuf)>,
     idle_timeout: Duration,
+    response_timeout: Duration,
     options: Options,
     retry: Retry,
+    notice: Option<Notice>,
 }
 
-/// How long a request may wait for its next bytes (the response head, or
-/// more of the body) before orca gives up on the connection and retries or
-/// resumes: long enough for a busy registry, short enough that a stuck
-/// connection does not hang a copy.
+impl std::fmt::Debug for RegistryBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryBuilder")
+            .field("host", &self.host)
+            .field("credentials", &self.credentials)
+            .field("plain_http", &self.plain_http)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a transfer may make no progress (an upload not sent on, a
+/// download not read on) before orca gives up on the connection and
+/// retries or resumes: long enough for a busy registry, short enough that
+/// a stuck connection does not hang a copy. Never a limit on how long a
+/// transfer takes.
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a request may wait for the response head once it is sent: with
+/// the default four attempts, a server that accepts connections and never
+/// answers ends a command in about two minutes.
+const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl RegistryBuilder {
     /// A builder for `host[:port]` (`docker.io` means Docker Hub's API host).
@@ -44,6 +63,8 @@ impl RegistryBuilder {
             ca_file: None,
             identity: None,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            notice: None,
             options: Options {
                 max_metadata_size: DEFAULT_MAX_MANIFEST_SIZE,
                 chunk_threshold: 256 * 1024 * 1024,
@@ -86,11 +107,26 @@ impl RegistryBuilder {
         self
     }
 
-    /// How long a request may wait for its next bytes before the
-    /// connection counts as stalled: an idle response is then retried, and
-    /// a stalled download resumes with `Range` (default 60 s).
+    /// How long a transfer may make no progress before the connection
+    /// counts as stalled: an upload whose body is not sent on fails, and a
+    /// stalled download resumes with `Range` (default 60 s). A transfer
+    /// that keeps moving is never cut, however long it takes.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How long a sent request may wait for the response head before it
+    /// is tried again (default 30 s).
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Calls `notice` with a line for people each time a request is tried
+    /// again after a timeout or a failed connection.
+    pub fn on_retry(mut self, notice: Notice) -> Self {
+        self.notice = Some(notice);
         self
     }
 
@@ -152,9 +188,14 @@ impl RegistryBuilder {
                 .is_ok_and(|ip| ip.is_loopback())
     }
 
-    /// The HTTP client of this registry with `redirects`: its timeouts,
-    /// trusted roots and client certificate.
-    fn client(&self, redirects: reqwest::redirect::Policy) -> Result<reqwest::Client> {
+    /// The HTTP client of this registry with `redirects`: its timeouts
+    /// (reqwest's read timeout only when `read_timeout`: it would cut an
+    /// upload that takes long), trusted roots and client certificate.
+    fn client(
+        &self,
+        redirects: reqwest::redirect::Policy,
+        read_timeout: bool,
+    ) -> Result<reqwest::Client> {
         let invalid = |reason: String| Error::InvalidInput {
             what: format!("registry {:?}", self.host),
             reason,
@@ -163,8 +204,10 @@ impl RegistryBuilder {
             .redirect(redirects)
             .user_agent(concat!("orca/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(30))
-            .read_timeout(self.idle_timeout)
             .danger_accept_invalid_certs(self.insecure);
+        if read_timeout {
+            http = http.read_timeout(self.idle_timeout);
+        }
         if let Some(path) = &self.ca_file {
             let pem = std::fs::read(path)
                 .map_err(|e| invalid(format!("cannot read CA file {}: {e}", path.display())))?;
@@ -220,25 +263,21 @@ impl RegistryBuilder {
             .plain_http
             .unwrap_or_else(|| Self::is_loopback(&self.host));
         let scheme = if plain { "http" } else { "https" };
-        // Redirects (to a CDN or a bucket) are followed, never from HTTPS
-        // down to plain HTTP; reqwest drops credentials on any redirect to
-        // another host.
-        let redirects = reqwest::redirect::Policy::custom(|attempt| {
-            let downgrade = attempt.url().scheme() != "https"
-                && attempt.previous().iter().any(|u| u.scheme() == "https");
-            if downgrade {
-                attempt.error("a redirect from HTTPS to plain HTTP was refused")
-            } else if attempt.previous().len() > 10 {
-                attempt.error("more than 10 redirects")
-            } else {
-                attempt.follow()
-            }
-        });
-        let http = self.client(redirects)?;
+        let http = self.client(redirects(), true)?;
+        let upload = self.client(redirects(), false)?;
         // The token service gets credentials: it is followed nowhere.
-        let token_http = self.client(reqwest::redirect::Policy::none())?;
+        let token = self.client(reqwest::redirect::Policy::none(), true)?;
         let client = Client::new(
-            (http, token_http),
+            Clients {
+                http,
+                token,
+                upload,
+                limits: crate::watch::Limits {
+                    idle: self.idle_timeout,
+                    response: self.response_timeout,
+                },
+                notice: self.notice.clone(),
+            },
             format!("{scheme}://{api_host}"),
             self.host.clone(),
             self.credentials,
@@ -250,6 +289,23 @@ impl RegistryBuilder {
             referrers_api: Arc::default(),
         })
     }
+}
+
+/// Redirects (to a CDN or a bucket) are followed, never from HTTPS down
+/// to plain HTTP; reqwest drops credentials on any redirect to another
+/// host.
+fn redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let downgrade = attempt.url().scheme() != "https"
+            && attempt.previous().iter().any(|u| u.scheme() == "https");
+        if downgrade {
+            attempt.error("a redirect from HTTPS to plain HTTP was refused")
+        } else if attempt.previous().len() > 10 {
+            attempt.error("more than 10 redirects")
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 #[cfg(test)]

@@ -14,6 +14,12 @@ use reqwest::{Method, Response, StatusCode};
 
 use crate::auth::{Challenge, Credentials, TokenCache, TokenResponse, parse_challenge};
 use crate::error::{convert, read_error};
+use crate::watch::{self, Gave, Limits};
+
+/// Told when a request is tried again after a timeout or a failed
+/// connection, with a line for people ("no answer from HOST in 30 s;
+/// trying again, 2 of 4").
+pub type Notice = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Largest token-service answer read.
 const TOKEN_LIMIT: usize = 1024 * 1024;
@@ -73,7 +79,7 @@ pub(crate) struct Retry {
 impl Default for Retry {
     fn default() -> Self {
         Retry {
-            attempts: 5,
+            attempts: 4,
             base: Duration::from_millis(100),
             cap: Duration::from_secs(10),
             pace: None,
@@ -97,6 +103,18 @@ impl Retry {
     }
 }
 
+/// The HTTP clients a [`Client`] is made of, and its limits.
+pub(crate) struct Clients {
+    /// For requests without a body (reqwest's read timeout on).
+    pub(crate) http: reqwest::Client,
+    /// For the token service (no redirects).
+    pub(crate) token: reqwest::Client,
+    /// For requests with a body (no read timeout: [`watch`] limits them).
+    pub(crate) upload: reqwest::Client,
+    pub(crate) limits: Limits,
+    pub(crate) notice: Option<Notice>,
+}
+
 /// The HTTP client of one registry host.
 pub(crate) struct Client {
     http: reqwest::Client,
@@ -104,6 +122,13 @@ pub(crate) struct Client {
     /// whose requests carry credentials (a form body is sent again on a
     /// 307, to wherever it points).
     token_http: reqwest::Client,
+    /// The same client without reqwest's read timeout: for requests with
+    /// a body, which run under [`watch`]'s limits instead.
+    upload_http: reqwest::Client,
+    /// The idle and response limits of every request.
+    limits: Limits,
+    /// Told when a request is tried again.
+    notice: Option<Notice>,
     /// `https://host` or `http://host`.
     pub(crate) base: String,
     /// The host as users write it, for messages.
@@ -147,15 +172,18 @@ fn transient(status: StatusCode) -> bool {
 
 impl Client {
     pub(crate) fn new(
-        (http, token_http): (reqwest::Client, reqwest::Client),
+        clients: Clients,
         base: String,
         host: String,
         credentials: Credentials,
         retry: Retry,
     ) -> Self {
         Client {
-            http,
-            token_http,
+            http: clients.http,
+            token_http: clients.token,
+            upload_http: clients.upload,
+            limits: clients.limits,
+            notice: clients.notice,
             base,
             host,
             credentials,
@@ -281,29 +309,57 @@ impl Client {
         let mut attempt = 0;
         loop {
             self.turn().await;
-            let mut builder = self.http.request(request.method.clone(), &request.url);
+            let http = match &request.body {
+                Some(_) => &self.upload_http,
+                None => &self.http,
+            };
+            let mut builder = http.request(request.method.clone(), &request.url);
             for (name, value) in &request.headers {
                 builder = builder.header(name, value);
-            }
-            if let Some(body) = &request.body {
-                builder = builder.body(body.clone());
             }
             if let Some(auth) = self.authorization(scope)
                 && self.same_origin(&request.url)
             {
                 builder = builder.header(AUTHORIZATION, auth);
             }
-            let outcome = builder.send().await;
+            let outcome = match &request.body {
+                Some(body) => {
+                    let len = body.len() as u64;
+                    let builder = builder.header(reqwest::header::CONTENT_LENGTH, len);
+                    watch::send(builder, watch::slices(body.clone()), Some(len), self.limits).await
+                }
+                None => match tokio::time::timeout(self.limits.response, builder.send()).await {
+                    Ok(sent) => sent.map_err(Gave::Failed),
+                    Err(_) => Err(Gave::NoAnswer(self.limits.response)),
+                },
+            };
             attempt += 1;
+            let again = request.replay && attempt < self.retry.attempts;
             match outcome {
-                Err(e)
-                    if (e.is_connect() || e.is_timeout())
-                        && request.replay
-                        && attempt < self.retry.attempts =>
-                {
+                Err(Gave::Failed(e)) if (e.is_connect() || e.is_timeout()) && again => {
+                    let what = if e.is_connect() {
+                        format!("could not connect to {}", self.host)
+                    } else {
+                        format!("no answer from {} in time", self.host)
+                    };
+                    self.notify(&what, attempt);
                     tokio::time::sleep(self.retry.delay(attempt, None)).await;
                 }
-                Err(e) => return Err(self.transport_error(operation, e)),
+                // The wait was the pause: try again at once.
+                Err(Gave::NoAnswer(wait)) if again => {
+                    let what = format!("no answer from {} in {} s", self.host, wait.as_secs());
+                    self.notify(&what, attempt);
+                }
+                Err(Gave::Stalled(idle)) if again => {
+                    let what = format!(
+                        "the request to {} made no progress for {} s",
+                        self.host,
+                        idle.as_secs()
+                    );
+                    self.notify(&what, attempt);
+                }
+                Err(Gave::Failed(e)) => return Err(self.transport_error(operation, e)),
+                Err(gave) => return Err(self.gave_up(operation, gave, attempt)),
                 // A challenge is answered only when the registry itself
                 // made it: a 401 from another origin (a Link, a Location,
                 // a redirect's target) is returned as it is, so no
@@ -318,11 +374,7 @@ impl Client {
                     // An answered challenge is not a failed attempt.
                     attempt -= 1;
                 }
-                Ok(response)
-                    if transient(response.status())
-                        && request.replay
-                        && attempt < self.retry.attempts =>
-                {
+                Ok(response) if transient(response.status()) && again => {
                     let wait = self.retry.delay(attempt, retry_after(response.headers()));
                     tokio::time::sleep(wait).await;
                 }
@@ -331,20 +383,52 @@ impl Client {
         }
     }
 
-    /// Sends a request with a streamed body, once: streams cannot be
-    /// replayed. Auth is whatever earlier requests in `scope` established.
-    pub(crate) async fn send_stream(
+    /// Says that attempt `attempt` failed with `what` and another follows.
+    fn notify(&self, what: &str, attempt: u32) {
+        if let Some(notice) = &self.notice {
+            notice(&format!(
+                "{what}; trying again, {} of {}",
+                attempt + 1,
+                self.retry.attempts
+            ));
+        }
+    }
+
+    /// The error for a request given up after `attempts` attempts.
+    fn gave_up(&self, operation: &'static str, gave: Gave, attempts: u32) -> Error {
+        let tries = if attempts > 1 {
+            format!(" ({attempts} attempts)")
+        } else {
+            String::new()
+        };
+        Error::Backend {
+            backend: self.host.clone(),
+            operation,
+            source: format!("{gave}{tries}").into(),
+        }
+    }
+
+    /// Sends a request with a streamed body (of `len` bytes, when known),
+    /// once: streams cannot be replayed. Auth is whatever earlier requests
+    /// in `scope` established. Limited by progress: see [`watch`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn send_stream<S, E>(
         &self,
         method: Method,
         url: &str,
         headers: Vec<(HeaderName, String)>,
-        body: reqwest::Body,
+        body: S,
+        len: Option<u64>,
         scope: &str,
         operation: &'static str,
-    ) -> Result<Response> {
+    ) -> Result<Response>
+    where
+        S: futures::Stream<Item = std::result::Result<Bytes, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
         self.check_scheme(url, operation)?;
         self.turn().await;
-        let mut builder = self.http.request(method, url).body(body);
+        let mut builder = self.upload_http.request(method, url);
         for (name, value) in headers {
             builder = builder.header(name, value);
         }
@@ -353,10 +437,11 @@ impl Client {
         {
             builder = builder.header(AUTHORIZATION, auth);
         }
-        builder
-            .send()
-            .await
-            .map_err(|e| self.transport_error(operation, e))
+        match watch::send(builder, body, len, self.limits).await {
+            Ok(response) => Ok(response),
+            Err(Gave::Failed(e)) => Err(self.transport_error(operation, e)),
+            Err(gave) => Err(self.gave_up(operation, gave, 1)),
+        }
     }
 
     /// Answers a 401's challenge: remember to send basic auth, or obtain a
@@ -502,7 +587,16 @@ mod tests {
     fn client(base: &str) -> Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
         Client::new(
-            (reqwest::Client::new(), reqwest::Client::new()),
+            Clients {
+                http: reqwest::Client::new(),
+                token: reqwest::Client::new(),
+                upload: reqwest::Client::new(),
+                limits: Limits {
+                    idle: Duration::from_secs(60),
+                    response: Duration::from_secs(30),
+                },
+                notice: None,
+            },
             base.to_owned(),
             "registry.example".into(),
             Credentials::basic("user", "secret"),

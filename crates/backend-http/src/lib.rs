@@ -15,9 +15,11 @@ mod repository;
 mod sessions;
 mod untag;
 mod upload;
+mod watch;
 
 pub use auth::Credentials;
 pub use builder::RegistryBuilder;
+pub use client::Notice;
 pub use docker_config::DockerConfig;
 pub use login::Kept;
 pub use registry::Registry;

@@ -318,7 +318,8 @@ async fn push_streamed(
                 (CONTENT_TYPE, "application/octet-stream".into()),
                 (CONTENT_LENGTH, descriptor.size.to_string()),
             ],
-            reqwest::Body::wrap_stream(stream),
+            stream,
+            Some(descriptor.size),
             &backend.scope(true),
             "push",
         )

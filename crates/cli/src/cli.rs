@@ -83,6 +83,15 @@ pub(crate) struct Global {
     /// A configuration string for the plugin of a scheme, SCHEME=CONFIG.
     #[arg(long = "plugin-config", global = true, value_name = "SCHEME=CONFIG")]
     pub(crate) plugin_config: Vec<String>,
+    /// How long a transfer may make no progress before it counts as
+    /// stalled (`60s`, `5m`; registries and S3). A transfer that keeps
+    /// moving is never cut, however long it takes.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) timeout: Option<std::time::Duration>,
+    /// How long a registry request may wait for its answer before it is
+    /// tried again (default 30s, four attempts).
+    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) response_timeout: Option<std::time::Duration>,
 }
 
 /// The commands.

@@ -114,6 +114,17 @@ fn context(global: &Global, multi: Option<indicatif::MultiProgress>) -> anyhow::
     open.registry_config = global.registry_config.clone();
     open.s3_endpoint = global.s3_endpoint.clone();
     open.s3_region = global.s3_region.clone();
+    open.idle_timeout = global.timeout;
+    open.response_timeout = global.response_timeout;
+    if !global.quiet {
+        let multi = multi.clone();
+        open.on_retry = Some(std::sync::Arc::new(move |line: &str| match &multi {
+            Some(multi) => {
+                let _ = multi.println(format!("orca: {line}"));
+            }
+            None => eprintln!("orca: {line}"),
+        }));
+    }
     if global.password_stdin && global.username.is_none() {
         return Err(output::Usage("--password-stdin needs --username".into()).into());
     }

@@ -9,8 +9,12 @@ use orca_core::{Error, Result, Selector, Store};
 
 use crate::target::TargetSpec;
 
+/// Told when a request is tried again after a timeout or a failed
+/// connection, with a line for people.
+pub type Notice = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Settings for opening targets, the same for every target of a command.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct OpenOptions {
     /// Registries: speak plain HTTP (`Some(true)`) or HTTPS
@@ -31,6 +35,15 @@ pub struct OpenOptions {
     pub registry_config: Option<PathBuf>,
     /// Registries: send at most this many requests a second to each.
     pub requests_per_second: Option<f64>,
+    /// Registries and S3: how long a transfer may make no progress before
+    /// it counts as stalled (default 60 s). Never a limit on how long a
+    /// transfer takes.
+    pub idle_timeout: Option<std::time::Duration>,
+    /// Registries: how long a sent request may wait for its answer before
+    /// it is tried again (default 30 s; four attempts).
+    pub response_timeout: Option<std::time::Duration>,
+    /// Registries: told each time a request is tried again.
+    pub on_retry: Option<Notice>,
     /// S3: the endpoint (default: `AWS_ENDPOINT_URL`, else AWS).
     pub s3_endpoint: Option<String>,
     /// S3: the region (default: `AWS_REGION` / `AWS_DEFAULT_REGION`).
@@ -42,6 +55,36 @@ pub struct OpenOptions {
     /// Plugins: a configuration string per scheme, handed to the plugin
     /// when it opens a target.
     pub plugin_config: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for OpenOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Credentials and plugin configurations may hold secrets.
+        let mut debug = f.debug_struct("OpenOptions");
+        debug
+            .field("plain_http", &self.plain_http)
+            .field("insecure", &self.insecure)
+            .field("ca_file", &self.ca_file)
+            .field("client_identity", &self.client_identity)
+            .field(
+                "credentials",
+                &self
+                    .credentials
+                    .as_ref()
+                    .map(|(user, _)| (user, "<redacted>")),
+            )
+            .field("registry_config", &self.registry_config)
+            .field("requests_per_second", &self.requests_per_second)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("s3_region", &self.s3_region)
+            .field(
+                "plugin_config",
+                &self.plugin_config.keys().collect::<Vec<_>>(),
+            );
+        debug.finish_non_exhaustive()
+    }
 }
 
 impl OpenOptions {
@@ -277,6 +320,15 @@ pub fn registry(host: &str, options: &OpenOptions) -> Result<orca_backend_http::
         .credentials(credentials)
         .insecure(options.insecure)
         .requests_per_second(options.requests_per_second);
+    if let Some(idle) = options.idle_timeout {
+        builder = builder.idle_timeout(idle);
+    }
+    if let Some(response) = options.response_timeout {
+        builder = builder.response_timeout(response);
+    }
+    if let Some(notice) = &options.on_retry {
+        builder = builder.on_retry(notice.clone());
+    }
     if let Some(plain) = options.plain_http {
         builder = builder.plain_http(plain);
     }

@@ -413,3 +413,78 @@ async fn a_copy_whose_chunked_upload_stalls_is_tried_again() {
     assert_eq!(total, descriptor.size);
     assert_eq!(proxy.stall_uploads_left(), 0, "the upload never stalled");
 }
+
+/// Backends review M2: the idle timeout limits how long an upload makes no
+/// progress, never how long it takes. A 2 MiB blob sent at 256 KiB/s
+/// (about 8 s) with a 2 s idle timeout lands, streamed in one PATCH and in
+/// 1 MiB chunks alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_m2_an_upload_longer_than_the_idle_timeout_lands() {
+    let faults = || Faults {
+        throttle_up: Some(256 * 1024),
+        ..Faults::default()
+    };
+    let blob = GeneratedBlob::new(2 * MIB, 12);
+    let descriptor = blob.descriptor(MediaType::OCI_LAYER_TAR);
+    for chunked in [false, true] {
+        let tune = move |b: RegistryBuilder| {
+            let b = b.idle_timeout(Duration::from_secs(2));
+            if chunked {
+                b.chunk_threshold(MIB).chunk_size(MIB)
+            } else {
+                b
+            }
+        };
+        let (_proxy, store) = through(&fresh_repository("slowup"), faults(), tune).await;
+        let started = Instant::now();
+        store
+            .push(&descriptor, blob.body())
+            .await
+            .unwrap_or_else(|e| panic!("chunked {chunked}: {}", orca_core::error::chain(&e)));
+        assert!(
+            started.elapsed() > Duration::from_secs(4),
+            "the throttle did not hold the upload past the idle timeout"
+        );
+        assert!(store.exists(&descriptor).await.expect("exists"));
+    }
+}
+
+/// A server that accepts connections and never answers: each attempt
+/// waits the response timeout, each retry is announced, and the request
+/// ends with an error after the attempts (4 by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_is_retried_aloud_then_given_up() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let notices: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let seen = notices.clone();
+    let registry = RegistryBuilder::new(format!("127.0.0.1:{port}"))
+        .response_timeout(Duration::from_secs(1))
+        .on_retry(std::sync::Arc::new(move |line: &str| {
+            seen.lock().expect("lock").push(line.to_owned());
+        }))
+        .build()
+        .expect("registry");
+    let started = Instant::now();
+    let err = registry
+        .catalog_all(None)
+        .await
+        .expect_err("no answer is an error");
+    let took = started.elapsed();
+    let text = orca_core::error::chain(&err);
+    assert!(text.contains("no answer within 1 s (4 attempts)"), "{text}");
+    let notices = notices.lock().expect("lock").clone();
+    assert_eq!(
+        notices,
+        (2..=4)
+            .map(|n| format!("no answer from 127.0.0.1:{port} in 1 s; trying again, {n} of 4"))
+            .collect::<Vec<_>>()
+    );
+    assert!(took >= Duration::from_secs(4), "{took:?}");
+}

@@ -38,6 +38,16 @@ async fn no_public_type_prints_a_secret() {
     let builder =
         RegistryBuilder::new(RegistryServer::shared_htpasswd().host()).credentials(basic.clone());
     assert_hidden("RegistryBuilder", &all_ways(&builder));
+
+    // Backends review m31: the facade's options hold the password and
+    // plugin configurations in clear.
+    let mut options = orca::OpenOptions::new();
+    options.credentials = Some(("user".into(), PASSWORD.into()));
+    options.plugin_config.insert(
+        "s3layout".into(),
+        format!("key={AWS_KEY},secret={AWS_SECRET}"),
+    );
+    assert_hidden("OpenOptions", &all_ways(&options));
     let registry = builder.build().expect("registry");
     assert_hidden("Registry", &all_ways(&registry));
     // Wrong credentials: the error names the registry, not the password.
