@@ -24,7 +24,7 @@ use crate::error::convert;
 
 /// S3's smallest part (except the last).
 const MIN_PART: usize = 5 * 1024 * 1024;
-const DEFAULT_PART: usize = 8 * 1024 * 1024;
+pub(crate) const DEFAULT_PART: usize = 8 * 1024 * 1024;
 /// Parts held at once (filling or in flight), across all the uploads of
 /// one bucket handle: upload memory stays within `DEFAULT_CONCURRENCY ×
 /// part size` however many blobs move together.
@@ -48,6 +48,9 @@ pub type S3Backend = Layout<Bucket>;
 #[derive(Clone)]
 pub struct Bucket {
     pub(crate) store: Arc<dyn ObjectStore>,
+    /// Where blobs are uploaded: the same store, or one with limits for
+    /// writes (see [`Bucket::with_writer`]).
+    pub(crate) writes: Arc<dyn ObjectStore>,
     pub(crate) multipart: Arc<dyn MultipartStore>,
     prefix: String,
     place: Arc<str>,
@@ -98,6 +101,7 @@ impl Bucket {
     ) -> Self {
         Bucket {
             store: store.clone(),
+            writes: store.clone(),
             multipart: store,
             prefix: prefix.trim_matches('/').to_owned(),
             place: place.into().into(),
@@ -105,6 +109,14 @@ impl Bucket {
             concurrency: DEFAULT_CONCURRENCY,
             budget: budget(DEFAULT_CONCURRENCY, DEFAULT_PART),
         }
+    }
+
+    /// Uploads blobs through `writer`, the same bucket through another
+    /// client (one with time limits fit for writes).
+    pub fn with_writer<T: ObjectStore + MultipartStore>(mut self, writer: Arc<T>) -> Self {
+        self.writes = writer.clone();
+        self.multipart = writer;
+        self
     }
 
     /// Sets the multipart part size (at least 5 MiB).

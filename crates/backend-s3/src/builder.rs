@@ -2,6 +2,7 @@
 //! credentials, region and endpoint from the standard `AWS_*` environment.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use object_store::ClientConfigKey;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
@@ -22,7 +23,17 @@ pub struct S3Builder {
     part_size: Option<usize>,
     concurrency: Option<usize>,
     invalid_certificates: bool,
+    idle_timeout: Duration,
 }
+
+/// How long a read may make no progress before its connection counts as
+/// stalled (and how much slack a write gets past its size's due time).
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The slowest upload rate a write is given time for: a part (or a whole
+/// blob below the part size) may take its size at this rate, plus the
+/// idle timeout. object_store hands a request's body to the connection
+/// whole, so its progress cannot be watched; this is the nearest limit.
+const MIN_UPLOAD_RATE: u64 = 64 * 1024;
 
 impl std::fmt::Debug for S3Builder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -59,6 +70,7 @@ impl S3Builder {
             part_size: None,
             concurrency: None,
             invalid_certificates: false,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 
@@ -104,6 +116,14 @@ impl S3Builder {
         self
     }
 
+    /// How long a read may make no progress before it counts as stalled
+    /// (default 60 s). Writes are never limited by it: a part (or a blob
+    /// below the part size) gets its size's time at 64 KiB/s, plus this.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout.max(Duration::from_millis(10));
+        self
+    }
+
     /// Parts uploaded at once.
     pub fn concurrency(mut self, parts: usize) -> Self {
         self.concurrency = Some(parts);
@@ -141,17 +161,6 @@ impl S3Builder {
             .with_config(
                 AmazonS3ConfigKey::Client(ClientConfigKey::AllowInvalidCertificates),
                 self.invalid_certificates.to_string(),
-            )
-            // A large blob streams for as long as it takes: no limit on a
-            // whole request (object_store's default is 30 s), but one on
-            // silence, so a stalled connection is noticed.
-            .with_config(
-                AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
-                "365days",
-            )
-            .with_config(
-                AmazonS3ConfigKey::Client(ClientConfigKey::ReadTimeout),
-                "60s",
             );
         // What the environment does not say, the AWS shared files may.
         let profile = crate::profile::current();
@@ -204,12 +213,46 @@ impl S3Builder {
                 builder = builder.with_token(token);
             }
         }
-        let store = builder.build().map_err(|e| Error::Backend {
-            backend: format!("s3://{bucket}"),
-            operation: "configure",
-            source: Box::new(e),
-        })?;
-        let mut bucket = Bucket::new(Arc::new(store), prefix, format!("s3://{rest}"));
+        let built = |builder: AmazonS3Builder| {
+            builder.build().map_err(|e| Error::Backend {
+                backend: format!("s3://{bucket}"),
+                operation: "configure",
+                source: Box::new(e),
+            })
+        };
+        let millis = |d: Duration| format!("{}ms", d.as_millis());
+        // Reads stream for as long as they take: no limit on a whole
+        // request (object_store's default is 30 s), but one on silence, so
+        // a stalled connection is noticed. reqwest's read timeout runs
+        // through a request's upload too, so writes go through their own
+        // client, limited by their size instead.
+        let reads = built(
+            builder
+                .clone()
+                .with_config(
+                    AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+                    "365days",
+                )
+                .with_config(
+                    AmazonS3ConfigKey::Client(ClientConfigKey::ReadTimeout),
+                    millis(self.idle_timeout),
+                ),
+        )?;
+        let part = self.part_size.unwrap_or(crate::backend::DEFAULT_PART) as u64;
+        let due = self.idle_timeout + Duration::from_secs(part / MIN_UPLOAD_RATE);
+        let writes = built(
+            builder
+                .with_config(
+                    AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+                    millis(due),
+                )
+                .with_config(
+                    AmazonS3ConfigKey::Client(ClientConfigKey::ReadTimeout),
+                    "365days",
+                ),
+        )?;
+        let mut bucket = Bucket::new(Arc::new(reads), prefix, format!("s3://{rest}"))
+            .with_writer(Arc::new(writes));
         if let Some(size) = self.part_size {
             bucket = bucket.with_part_size(size)?;
         }

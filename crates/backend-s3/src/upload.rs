@@ -50,7 +50,7 @@ impl Bucket {
                 payload.push(chunk?);
             }
             return self
-                .store
+                .writes
                 .put(&key, payload.freeze())
                 .await
                 .map(drop)

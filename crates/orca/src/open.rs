@@ -400,5 +400,8 @@ pub(crate) fn s3_builder(url: &str, options: &OpenOptions) -> orca_backend_s3::S
     if let Some(region) = &options.s3_region {
         builder = builder.region(region.clone());
     }
+    if let Some(idle) = options.idle_timeout {
+        builder = builder.idle_timeout(idle);
+    }
     builder
 }
