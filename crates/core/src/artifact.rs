@@ -322,8 +322,8 @@ pub async fn pull_files(store: &Store, selector: &Selector, out: &Path) -> Resul
     for (layer, relative) in files {
         let parent = inside(&root, relative.parent().unwrap_or(Path::new("")))?;
         let name = relative.file_name().map(PathBuf::from).unwrap_or_default();
-        let temp = parent.join(format!(".orca-pull-{}", layer.digest.hex()));
-        let result = write_file(store, &layer, &temp).await;
+        let (temp, file) = temporary(&parent, &layer.digest)?;
+        let result = write_file(store, &layer, file, &temp).await;
         if let Err(e) = result {
             let _ = std::fs::remove_file(&temp);
             return Err(e);
@@ -335,16 +335,43 @@ pub async fn pull_files(store: &Store, selector: &Selector, out: &Path) -> Resul
     Ok(written)
 }
 
-/// Streams `layer` into a new file at `temp`, durably: a thread writes one
-/// chunk while the next is fetched and hashed.
-async fn write_file(store: &Store, layer: &Descriptor, temp: &Path) -> Result<()> {
-    // A file (or a planted link) already at the temporary name is never
-    // followed or overwritten.
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(temp)
-        .map_err(|e| io_error(temp, e))?;
+/// A new temporary file in `dir` for `digest`, of this pull's own: a file
+/// (or a planted link) already at a name is never followed or overwritten,
+/// and one a killed pull left behind never blocks this one.
+fn temporary(dir: &Path, digest: &crate::model::Digest) -> Result<(PathBuf, std::fs::File)> {
+    static PULLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let hex = digest.hex();
+    for _ in 0..64 {
+        let temp = dir.join(format!(
+            ".orca-pull-{}-{}-{}",
+            &hex[..16.min(hex.len())],
+            std::process::id(),
+            PULLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+        {
+            Ok(file) => return Ok((temp, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_error(&temp, e)),
+        }
+    }
+    Err(Error::Conflict {
+        what: "a temporary file for the pull: 64 names were taken".into(),
+        place: dir.display().to_string(),
+    })
+}
+
+/// Streams `layer` into `file`, the new file at `temp`, durably: a thread
+/// writes one chunk while the next is fetched and hashed.
+async fn write_file(
+    store: &Store,
+    layer: &Descriptor,
+    mut file: std::fs::File,
+    temp: &Path,
+) -> Result<()> {
     let mut body = store.fetch(layer).await?;
     let (chunks, mut arriving) = tokio::sync::mpsc::channel::<Bytes>(8);
     let path = temp.to_owned();
