@@ -13,12 +13,15 @@
 //!   if another writer replaced the index, both lists are merged and written
 //!   again, a bounded number of times.
 //!
-//! Every change is stamped with the time it was asked for, and the index
+//! Every change is stamped when its writer first reads the index: the
+//! writer's clock, but never less than one past the newest stamp the index
+//! records (a hybrid logical clock), so a change made after reading
+//! another's is later whatever the two machines' clocks say. The index
 //! records, per referrer, the stamp of the last change it reflects
-//! (annotations, kept for an hour). A change older than the recorded one
-//! is done already: a later opposite change won. So two writers that
-//! attach and delete the same referrer at once end with the later one's
-//! outcome, instead of undoing each other while they verify.
+//! (annotations, kept ten minutes, far longer than any update runs). An
+//! attach older than the recorded change is done already: a later removal
+//! won. A removal is never overtaken: its caller deletes the manifest next,
+//! and a listed referrer whose manifest is gone is what must never be.
 
 use std::time::Duration;
 
@@ -95,8 +98,10 @@ const GENERATION: &str = "dev.orca.referrers.generation";
 
 /// Annotation prefix of the per-referrer change stamps of an index.
 const CHANGED: &str = "dev.orca.referrers.changed.";
-/// How long an index keeps a change stamp: far longer than any update.
-const STAMP_LIFETIME: u128 = 60 * 60 * 1_000_000_000;
+/// How long an index keeps a change stamp: far longer than any update
+/// runs (every attempt of one is bounded), and short enough that stamps do
+/// not grow the index towards its size cap.
+const STAMP_LIFETIME: u128 = 10 * 60 * 1_000_000_000;
 
 /// Nanoseconds since the epoch.
 fn now() -> u128 {
@@ -170,8 +175,8 @@ impl ReferrerList {
     }
 }
 
-/// Referrers to add and remove, by digest, each with the time it was
-/// asked for.
+/// Referrers to add and remove, by digest, each with its stamp (0 until
+/// the change is stamped against the index it first reads).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Change {
     add: Vec<(Descriptor, u128)>,
@@ -185,10 +190,17 @@ pub(crate) struct Listing {
     pub(crate) stamps: Stamps,
 }
 
+impl Listing {
+    /// The newest stamp recorded (0 when none).
+    fn newest(&self) -> u128 {
+        self.stamps.values().copied().max().unwrap_or(0)
+    }
+}
+
 impl Change {
     pub(crate) fn add(entry: Descriptor) -> Self {
         Change {
-            add: vec![(entry, now())],
+            add: vec![(entry, 0)],
             remove: Vec::new(),
         }
     }
@@ -196,8 +208,26 @@ impl Change {
     pub(crate) fn remove(digest: Digest) -> Self {
         Change {
             add: Vec::new(),
-            remove: vec![(digest, now())],
+            remove: vec![(digest, 0)],
         }
+    }
+
+    /// This change with its unset stamps set against `listing`: this
+    /// machine's clock, but past every stamp the listing records.
+    fn stamped(&self, listing: &Listing) -> Change {
+        let at = now().max(listing.newest() + 1);
+        let mut stamped = self.clone();
+        for (_, stamp) in stamped.add.iter_mut() {
+            if *stamp == 0 {
+                *stamp = at;
+            }
+        }
+        for (_, stamp) in stamped.remove.iter_mut() {
+            if *stamp == 0 {
+                *stamp = at;
+            }
+        }
+        stamped
     }
 
     /// Folds a later change into this one: the later wins for a digest.
@@ -223,14 +253,16 @@ impl Change {
             .is_some_and(|recorded| *recorded > at)
     }
 
-    /// Whether `listing` already reflects the change (or a later one).
+    /// Whether `listing` already reflects the change (or, for an attach,
+    /// a later removal).
     fn applied(&self, listing: &Listing) -> bool {
         self.add
             .iter()
             .all(|(a, at)| listing.entries.contains(a) || Self::overtaken(listing, &a.digest, *at))
-            && self.remove.iter().all(|(r, at)| {
-                listing.entries.iter().all(|e| &e.digest != r) || Self::overtaken(listing, r, *at)
-            })
+            && self
+                .remove
+                .iter()
+                .all(|(r, _)| listing.entries.iter().all(|e| &e.digest != r))
     }
 
     /// `listing` with the change made where no later change overtook it,
@@ -241,11 +273,7 @@ impl Change {
             .iter()
             .filter(|(a, at)| !Self::overtaken(listing, &a.digest, *at))
             .collect();
-        let remove: Vec<&(Digest, u128)> = self
-            .remove
-            .iter()
-            .filter(|(r, at)| !Self::overtaken(listing, r, *at))
-            .collect();
+        let remove: Vec<&(Digest, u128)> = self.remove.iter().collect();
         let mut entries: Vec<Descriptor> = listing
             .entries
             .iter()
@@ -254,9 +282,9 @@ impl Change {
             .cloned()
             .collect();
         entries.extend(add.iter().map(|(a, _)| a.clone()));
-        let now = now();
+        let reference = now().max(listing.newest());
         let mut stamps = listing.stamps.clone();
-        stamps.retain(|_, at| now.saturating_sub(*at) < STAMP_LIFETIME);
+        stamps.retain(|_, at| reference.saturating_sub(*at) < STAMP_LIFETIME);
         for (digest, at) in add
             .iter()
             .map(|(a, at)| (&a.digest, at))
@@ -462,11 +490,13 @@ async fn update_swapping(
     change: &Change,
     settings: Settings,
 ) -> Result<()> {
+    let mut stamped: Option<Change> = None;
     for attempt in 0..MAX_ATTEMPTS {
         let Some((old, listing)) = current(backend, subject, tag, settings.max).await? else {
             backoff(attempt).await;
             continue;
         };
+        let change = stamped.get_or_insert_with(|| change.stamped(&listing));
         if change.applied(&listing) {
             return Ok(());
         }
@@ -517,12 +547,14 @@ async fn update_verifying(
     let mut wrote = false;
     let mut confirmed = 0;
     let mut settle = Duration::from_millis(30);
+    let mut stamped: Option<Change> = None;
     for attempt in 0..MAX_ATTEMPTS {
         let started = std::time::Instant::now();
         let Some((old, listing)) = current(backend, subject, tag, settings.max).await? else {
             backoff(attempt).await;
             continue;
         };
+        let change = stamped.get_or_insert_with(|| change.stamped(&listing));
         // A tag gone after this writer moved it was taken by a later
         // writer that emptied the index: that later change won.
         let emptied_later = wrote && old.is_none();

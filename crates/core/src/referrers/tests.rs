@@ -175,22 +175,23 @@ fn changes_merge_with_the_later_winning() {
 }
 
 #[test]
-fn a_change_overtaken_by_a_later_opposite_one_is_done() {
+fn an_attach_overtaken_by_a_later_removal_is_done_and_a_removal_always_lands() {
     // A asks to attach, then B asks to remove; B's removal lands first.
-    let attach = Change::add(entry(1));
-    let remove = Change::remove(entry(1).digest);
+    let attach = Change::add(entry(1)).stamped(&listing(&[]));
+    let remove = Change::remove(entry(1).digest).stamped(&listing(&[entry(1)]));
     let after_b = remove.apply(&listing(&[entry(1)]));
     assert!(after_b.entries.is_empty());
     // A, verifying, finds its entry gone by a later change: done, and
     // applying it changes nothing.
     assert!(attach.applied(&after_b));
     assert!(attach.apply(&after_b).entries.is_empty());
-    // The other way round: a removal asked before an attach that landed.
-    let early_remove = Change::remove(entry(2).digest);
-    let late_attach = Change::add(entry(2));
+    // A removal is never overtaken: its caller deletes the manifest next,
+    // so an attach that landed after it asked still goes.
+    let early_remove = Change::remove(entry(2).digest).stamped(&listing(&[]));
+    let late_attach = Change::add(entry(2)).stamped(&listing(&[]));
     let attached = late_attach.apply(&listing(&[]));
-    assert!(early_remove.applied(&attached));
-    assert_eq!(early_remove.apply(&attached).entries, vec![entry(2)]);
+    assert!(!early_remove.applied(&attached));
+    assert!(early_remove.apply(&attached).entries.is_empty());
     // Stamps travel through the index's annotations.
     let stamps = stamps(
         &attached
@@ -200,4 +201,38 @@ fn a_change_overtaken_by_a_later_opposite_one_is_done() {
             .collect(),
     );
     assert_eq!(stamps, attached.stamps);
+}
+
+/// Core review finding 1: a stamp from a machine whose clock runs an hour
+/// fast neither keeps a deleted referrer listed nor hides a later attach:
+/// a change stamped after reading it is later, whatever the clocks say.
+#[test]
+fn finding_1_a_fast_clock_elsewhere_overtakes_nothing() {
+    let ahead = now() + 60 * 60 * 1_000_000_000;
+    let mut fast = listing(&[entry(1)]);
+    fast.stamps.insert(entry(1).digest.to_string(), ahead);
+    // Deleting: the removal lands though the attach's stamp is ahead.
+    let remove = Change::remove(entry(1).digest).stamped(&fast);
+    let removed = remove.apply(&fast);
+    assert!(removed.entries.is_empty());
+    assert!(remove.applied(&removed));
+    // Attaching again after that removal (stamped ahead too): listed.
+    let attach = Change::add(entry(1)).stamped(&removed);
+    assert!(!attach.applied(&removed));
+    let attached = attach.apply(&removed);
+    assert_eq!(attached.entries, vec![entry(1)]);
+    assert!(attach.applied(&attached));
+}
+
+/// Core review finding 3: stamps older than ten minutes (by the newest
+/// stamp or this clock, whichever is later) leave the index.
+#[test]
+fn finding_3_old_stamps_leave_the_index() {
+    let mut old = listing(&[entry(1)]);
+    old.stamps
+        .insert(entry(1).digest.to_string(), now() - 11 * 60 * 1_000_000_000);
+    let attach = Change::add(entry(2)).stamped(&old);
+    let out = attach.apply(&old);
+    assert_eq!(out.stamps.len(), 1, "{:?}", out.stamps);
+    assert!(out.stamps.contains_key(&entry(2).digest.to_string()));
 }

@@ -695,3 +695,64 @@ async fn finding_8_a_media_type_parameter_on_the_referrers_index_is_read() {
     let listed = store.referrers(&subject, None).await.expect("referrers");
     assert_eq!(listed.manifests.len(), 1, "{listed:?}");
 }
+
+/// Core review finding 1, through `Store`: a referrer attached by a
+/// machine whose clock runs an hour fast is deleted here; the listing
+/// drops it (before, the removal counted as overtaken and the deleted
+/// manifest stayed listed).
+#[tokio::test]
+async fn finding_1_a_delete_here_unlists_what_a_fast_clock_attached() {
+    let mut capabilities = Capabilities::ALL;
+    capabilities.referrers_api = false;
+    let backend = MemoryBackend::new().with_capabilities(capabilities);
+    let store = Store::new(backend.clone());
+    let empty = store
+        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+        .await
+        .expect("empty");
+    let subject = store
+        .push_manifest(
+            &orca_core::Manifest::new(empty.clone(), vec![])
+                .to_raw()
+                .expect("raw"),
+            Some("v1"),
+        )
+        .await
+        .expect("subject");
+    let mut referrer = orca_core::Manifest::new(empty.clone(), vec![empty]);
+    referrer.subject = Some(subject.clone());
+    referrer.artifact_type = Some(MediaType::new("application/vnd.example.note"));
+    let referrer = store
+        .push_manifest(&referrer.to_raw().expect("raw"), None)
+        .await
+        .expect("attach");
+    // The index as the fast machine wrote it: its stamp an hour ahead.
+    let tag = orca_core::referrers::fallback_tag(&subject.digest);
+    let current = store
+        .resolve(&Selector::Tag(tag.clone()))
+        .await
+        .expect("index");
+    let bytes = store.fetch_bytes(&current).await.expect("fetch");
+    let mut index: orca_core::Index = serde_json::from_slice(&bytes).expect("parse");
+    let ahead = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos()
+        + 3_600_000_000_000;
+    index.annotations.insert(
+        format!("dev.orca.referrers.changed.{}", referrer.digest),
+        ahead.to_string(),
+    );
+    let forged = store
+        .push_manifest(&index.to_raw().expect("raw"), None)
+        .await
+        .expect("push forged index");
+    backend.tag(&forged, &tag).await.expect("tag forged index");
+
+    store.delete(&referrer).await.expect("delete");
+    let listed = store.referrers(&subject, None).await.expect("referrers");
+    assert!(
+        listed.manifests.iter().all(|d| d.digest != referrer.digest),
+        "a deleted referrer is still listed: {listed:?}"
+    );
+}
