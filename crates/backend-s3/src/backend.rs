@@ -60,9 +60,75 @@ pub struct Bucket {
     /// upload of the handle: a part takes its size while it fills and
     /// until it is sent, a small blob its length until its `PUT` ends.
     pub(crate) budget: Arc<tokio::sync::Semaphore>,
+    /// Set once the store was seen to honour conditional writes.
+    conditional: Arc<tokio::sync::OnceCell<()>>,
+    /// Go on without conditional writes (last writer wins).
+    unconditional: bool,
 }
 
 impl Bucket {
+    /// Makes sure, once per handle, that the store honours the conditional
+    /// writes every guarantee of the layout rests on: a second create of
+    /// an object must fail (`If-None-Match: *`), and so must a write
+    /// naming a version the object does not have (`If-Match`). A store
+    /// that ignores them would make tags, referrers and GC fences last
+    /// writer wins without a word, so it is refused.
+    async fn check_conditional(&self) -> Result<()> {
+        if self.unconditional {
+            return Ok(());
+        }
+        self.conditional
+            .get_or_try_init(|| async {
+                let key = self.key(&format!("{}/probe-{}", crate::upload::STAGING, crate::upload::nonce()));
+                let put = |mode: PutMode| {
+                    self.store.put_opts(
+                        &key,
+                        Bytes::from_static(b"orca conditional-write probe").into(),
+                        PutOptions::from(mode),
+                    )
+                };
+                let first = put(PutMode::Create).await;
+                let again = put(PutMode::Create).await;
+                let wrong = put(PutMode::Update(UpdateVersion {
+                    e_tag: Some("\"orca-no-such-version\"".into()),
+                    version: None,
+                }))
+                .await;
+                let _ = self.store.delete(&key).await;
+                first.map_err(self.err("probe", &key))?;
+                let refused = |r: &object_store::Result<_>| {
+                    matches!(
+                        r,
+                        Err(object_store::Error::AlreadyExists { .. }
+                            | object_store::Error::Precondition { .. })
+                    )
+                };
+                let ignored = match (refused(&again), refused(&wrong)) {
+                    (true, true) => return Ok(()),
+                    (false, true) => "If-None-Match",
+                    (true, false) => "If-Match",
+                    (false, false) => "If-None-Match and If-Match",
+                };
+                Err(Error::Unsupported {
+                    operation: "conditional writes",
+                    place: format!(
+                        "{}: the server ignores {ignored}, which keep tags, referrers and garbage collection safe beside other writers; use a store that honours them (AWS S3, MinIO and others do), or S3Builder::allow_unconditional_writes if no one else ever writes here",
+                        self.place
+                    ),
+                })
+            })
+            .await
+            .map(drop)
+    }
+
+    /// Goes on where the store ignores conditional writes: tags,
+    /// referrers and garbage-collection fences become last writer wins.
+    /// Only for a store no other process writes to.
+    pub fn allow_unconditional_writes(mut self, allow: bool) -> Self {
+        self.unconditional = allow;
+        self
+    }
+
     /// Reads a small object whole with its version, unless it still has
     /// ETag `unless` (then `Changed::No`, and no bytes move).
     async fn read_unless(&self, key: &str, limit: u64, unless: Option<&str>) -> Result<Changed> {
@@ -108,6 +174,8 @@ impl Bucket {
             part_size: DEFAULT_PART,
             concurrency: DEFAULT_CONCURRENCY,
             budget: budget(DEFAULT_CONCURRENCY, DEFAULT_PART),
+            conditional: Arc::default(),
+            unconditional: false,
         }
     }
 
@@ -224,6 +292,7 @@ impl ObjectStorage for Bucket {
     }
 
     async fn write(&self, key: &str, bytes: Bytes, condition: Condition) -> Result<()> {
+        self.check_conditional().await?;
         let key = self.key(key);
         let mode = match condition {
             Condition::Absent => PutMode::Create,

@@ -24,6 +24,7 @@ pub struct S3Builder {
     concurrency: Option<usize>,
     invalid_certificates: bool,
     idle_timeout: Duration,
+    unconditional: bool,
 }
 
 /// How long a read may make no progress before its connection counts as
@@ -71,6 +72,7 @@ impl S3Builder {
             concurrency: None,
             invalid_certificates: false,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            unconditional: false,
         }
     }
 
@@ -121,6 +123,15 @@ impl S3Builder {
     /// below the part size) gets its size's time at 64 KiB/s, plus this.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Go on where the server ignores conditional writes (`If-Match`,
+    /// `If-None-Match`), which is refused by default: tags, referrers and
+    /// garbage-collection fences then become last writer wins. Only for a
+    /// bucket no other process writes to.
+    pub fn allow_unconditional_writes(mut self, allow: bool) -> Self {
+        self.unconditional = allow;
         self
     }
 
@@ -252,7 +263,8 @@ impl S3Builder {
                 ),
         )?;
         let mut bucket = Bucket::new(Arc::new(reads), prefix, format!("s3://{rest}"))
-            .with_writer(Arc::new(writes));
+            .with_writer(Arc::new(writes))
+            .allow_unconditional_writes(self.unconditional);
         if let Some(size) = self.part_size {
             bucket = bucket.with_part_size(size)?;
         }

@@ -25,7 +25,7 @@ use crate::backend::{BUDGET_UNIT, Bucket};
 use crate::error::convert;
 
 /// Where records of running multipart uploads live.
-const STAGING: &str = "ingest";
+pub(crate) const STAGING: &str = "ingest";
 
 /// Part uploads in flight, aborted when dropped (an upload that failed or
 /// was cancelled sends no more parts).
@@ -251,7 +251,7 @@ impl Bucket {
 }
 
 /// A name part no other upload of the same blob shares.
-fn nonce() -> String {
+pub(crate) fn nonce() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()

@@ -42,6 +42,9 @@ pub struct Faults {
     /// connection open until the client gives up (a link that stalls in
     /// the middle of an upload), this many times.
     pub stall_uploads: Option<(String, u64, u32)>,
+    /// Remove these request headers (lowercase names) before forwarding:
+    /// a server or gateway that ignores them.
+    pub drop_request_headers: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -197,7 +200,10 @@ fn serve(mut client: TcpStream, shared: &Shared) {
         return;
     };
     // One request per connection, so every request's head passes here.
-    if server.write_all(&close_after(&head)).is_err() {
+    if server
+        .write_all(&close_after(&head, &shared.faults.drop_request_headers))
+        .is_err()
+    {
         return;
     }
     let (Ok(client_read), Ok(server_write)) = (client.try_clone(), server.try_clone()) else {
@@ -262,11 +268,13 @@ fn serve(mut client: TcpStream, shared: &Shared) {
 
 /// The request head with `Connection: close` in place of any
 /// `Connection` header.
-fn close_after(head: &[u8]) -> Vec<u8> {
+fn close_after(head: &[u8], dropped: &[String]) -> Vec<u8> {
     let text = String::from_utf8_lossy(head);
     let mut out = String::with_capacity(text.len() + 20);
     for line in text.trim_end_matches("\r\n").split("\r\n") {
-        if !line.to_ascii_lowercase().starts_with("connection:") {
+        let lower = line.to_ascii_lowercase();
+        let name = lower.split(':').next().unwrap_or_default().trim();
+        if name != "connection" && !dropped.iter().any(|d| d == name) {
             out.push_str(line);
             out.push_str("\r\n");
         }

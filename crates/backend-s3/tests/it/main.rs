@@ -6,6 +6,7 @@
 mod bad_input;
 mod common;
 mod concurrency;
+mod conditional;
 mod conformance;
 mod interop;
 mod slow;
