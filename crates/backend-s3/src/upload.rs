@@ -84,11 +84,17 @@ impl Bucket {
                 Err(e) => Err(e),
             };
         }
-        if outcome.is_err() {
-            // Abandon the upload so no object ever appears at the key.
-            let _ = self.multipart.abort_multipart(&key, &id).await;
+        // Abandon a failed upload so no object ever appears at the key. The
+        // record goes only once the upload is gone: if the abort fails, it
+        // stays for the collector to abort later (an open upload is billed).
+        let gone = outcome.is_ok()
+            || matches!(
+                self.multipart.abort_multipart(&key, &id).await,
+                Ok(()) | Err(object_store::Error::NotFound { .. })
+            );
+        if gone {
+            let _ = self.store.delete(&record).await;
         }
-        let _ = self.store.delete(&record).await;
         outcome
     }
 

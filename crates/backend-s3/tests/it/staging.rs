@@ -95,3 +95,64 @@ async fn an_upload_left_by_a_killed_push_is_aborted_by_the_clean_up() {
     let staging = storage.list("ingest/").await.expect("list");
     assert!(staging.is_empty(), "records left: {staging:?}");
 }
+
+/// Backends review m12: a failed push whose abort also fails keeps the
+/// upload's record, so the clean-up aborts the upload later instead of it
+/// staying open (and billed) with nothing pointing at it.
+#[tokio::test]
+async fn m12_a_failed_abort_keeps_the_record_for_the_clean_up() {
+    let prefix = fresh_prefix("failed-abort");
+    // Only the abort (a DELETE of the blob's key) fails; the record's
+    // DELETE would go through.
+    let proxy = orca_testkit::RecordingProxy::with_faults(
+        orca_testkit::MotoServer::shared().port(),
+        orca_testkit::Faults {
+            fail_requests: Some((format!("DELETE /{}/{prefix}/blobs/", bucket()), 503, 100)),
+            ..orca_testkit::Faults::default()
+        },
+    )
+    .expect("proxy");
+    let backend = builder(&prefix)
+        .endpoint(format!("http://127.0.0.1:{}", proxy.port()))
+        .part_size(PART)
+        .build()
+        .expect("backend");
+    let store = Store::new(backend.clone());
+    // Three parts announced, one and a half sent, then a failure.
+    let size = 3 * PART as u64;
+    let descriptor = Descriptor::new(
+        MediaType::OCI_LAYER_TAR,
+        Digest::sha256(b"fails midway"),
+        size,
+    );
+    let sent = futures::stream::iter((0..6).map(|_| Ok(Bytes::from(vec![5u8; PART / 4])))).chain(
+        futures::stream::once(async {
+            Err(orca_core::Error::Backend {
+                backend: "source".into(),
+                operation: "fetch",
+                source: "the source went away".into(),
+            })
+        }),
+    );
+    store
+        .push(&descriptor, Body::new(size, sent))
+        .await
+        .expect_err("a failed body");
+    assert_eq!(open_uploads(&prefix), 1, "the upload was aborted after all");
+    let storage = backend.storage();
+    let records = storage.list("ingest/").await.expect("list");
+    assert_eq!(
+        records.len(),
+        1,
+        "the record went with the upload open: {records:?}"
+    );
+    // Through a working link, the clean-up aborts it.
+    let direct = builder(&prefix).part_size(PART).build().expect("backend");
+    let aborted = direct
+        .storage()
+        .clean_staging(Duration::ZERO)
+        .await
+        .expect("clean-up");
+    assert_eq!(aborted, 1);
+    assert_eq!(open_uploads(&prefix), 0);
+}
