@@ -19,13 +19,31 @@ use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::model::{Descriptor, Digest, MediaType, Selector};
 
+/// Every name a bundle holds, following its pages (a plugin's backend may
+/// page even when asked for all) under [`Pages`](crate::backend::Pages).
+async fn names(bundle: &dyn Backend) -> Result<Vec<String>> {
+    let mut all = Vec::new();
+    let mut query = ListQuery::all();
+    let mut pages = crate::backend::Pages::new("names", bundle.to_string());
+    loop {
+        let page = bundle.tags(&query).await?;
+        pages.read(page.entries.len())?;
+        all.extend(page.entries);
+        match page.next {
+            Some(next) => {
+                pages.next(&next)?;
+                query.last = Some(next);
+            }
+            None => return Ok(all),
+        }
+    }
+}
+
 /// The repositories a bundle holds: the distinct `<repository>` parts of
 /// its `<repository>:<tag>` names, sorted. Plain tags are not counted.
 pub async fn repositories(bundle: &dyn Backend) -> Result<Vec<String>> {
-    let mut names: Vec<String> = bundle
-        .tags(&ListQuery::all())
+    let mut names: Vec<String> = names(bundle)
         .await?
-        .entries
         .iter()
         .filter_map(|name| name.rsplit_once(':').map(|(repository, _)| repository))
         .filter(|repository| !repository.is_empty())
@@ -99,13 +117,9 @@ impl Backend for Namespaced {
     }
 
     async fn exists(&self, descriptor: &Descriptor) -> Result<bool> {
-        // A manifest another repository of the bundle holds is still to be
-        // pushed here: a referrer among them joins this repository's
-        // referrers index only when pushed through this view. Manifests
-        // are small and pushing one that is there changes nothing else.
-        if descriptor.media_type.is_manifest() {
-            return Ok(false);
-        }
+        // What the bundle holds, whichever repository pushed it. A referrer
+        // another repository pushed is listed here by copy's repair of held
+        // but unlisted referrers (`copy::relist`), not by a false answer.
         self.inner.exists(descriptor).await
     }
 
@@ -158,13 +172,13 @@ impl Backend for Namespaced {
 
     async fn tags(&self, query: &ListQuery) -> Result<ListPage> {
         let prefix = format!("{}:", self.repository);
-        let all = self.inner.tags(&ListQuery::all()).await?;
-        let mine: Vec<String> = all
-            .entries
+        let all = names(self.inner.as_ref()).await?;
+        let mut mine: Vec<String> = all
             .iter()
             .filter_map(|name| name.strip_prefix(&prefix))
             .map(str::to_owned)
             .collect();
+        mine.sort();
         Ok(ListPage::slice(&mine, query))
     }
 

@@ -524,3 +524,100 @@ async fn finding_b_a_rerun_lists_a_referrer_stored_but_not_listed() {
         );
     }
 }
+
+/// Core review finding 18: a bundle's repositories answer truthfully that
+/// they hold what another repository pushed, and a referrer copied
+/// through one repository is still listed by the next one's copy (by the
+/// repair of held but unlisted referrers, not by a false `exists`).
+#[tokio::test]
+async fn finding_18_a_bundle_repository_lists_a_referrer_another_pushed() {
+    let source = Store::new(MemoryBackend::new());
+    let layer = source
+        .push_bytes(MediaType::OCI_LAYER_TAR, &b"base"[..])
+        .await
+        .expect("layer");
+    let image = image_with(&source, layer).await;
+    let empty = source
+        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+        .await
+        .expect("empty");
+    let referrer = Manifest {
+        artifact_type: Some(MediaType::new("application/vnd.example.signature")),
+        subject: Some(image.plain()),
+        ..Manifest::new(empty.clone(), vec![empty.clone()])
+    }
+    .to_raw()
+    .expect("raw");
+    let referrer = source.push_manifest(&referrer, None).await.expect("sign");
+
+    let mut capabilities = Capabilities::ALL;
+    capabilities.referrers_api = false;
+    let bundle: Arc<dyn Backend> = Arc::new(MemoryBackend::new().with_capabilities(capabilities));
+    let options = CopyOptions {
+        referrers: true,
+        ..CopyOptions::default()
+    };
+    let v1 = Selector::Tag("v1".into());
+    for repository in ["a", "b"] {
+        let target = Store::new(
+            orca_core::bundle::Namespaced::new(bundle.clone(), repository).expect("view"),
+        );
+        copy(&source, &v1, &target, Some("v1"), &options)
+            .await
+            .expect("copy");
+        let listed = target.referrers(&image, None).await.expect("referrers");
+        assert!(
+            listed.manifests.iter().any(|d| d.digest == referrer.digest),
+            "{repository}: {listed:?}"
+        );
+    }
+    let b = Store::new(orca_core::bundle::Namespaced::new(bundle.clone(), "b").expect("view"));
+    assert!(
+        b.exists(&image).await.expect("exists"),
+        "b holds the image a pushed"
+    );
+}
+
+/// Pages the names of the backend it wraps two at a time.
+#[derive(Debug)]
+struct TwoAPage;
+
+#[async_trait::async_trait]
+impl Hooks for TwoAPage {
+    async fn tags(
+        &self,
+        inner: &dyn Backend,
+        query: &orca_core::ListQuery,
+    ) -> Result<orca_core::ListPage> {
+        let all = inner.tags(&orca_core::ListQuery::all()).await?;
+        Ok(orca_core::ListPage::slice(
+            &all.entries,
+            &orca_core::ListQuery::page(query.last.clone(), 2),
+        ))
+    }
+}
+
+/// Core review finding 5: a bundle whose backend pages its names even when
+/// asked for all (a plugin may) still shows every tag of a repository.
+#[tokio::test]
+async fn finding_5_a_paging_bundle_shows_every_tag() {
+    let inner = MemoryBackend::new();
+    let plain = Store::new(inner.clone());
+    let layer = plain
+        .push_bytes(MediaType::OCI_LAYER_TAR, &b"x"[..])
+        .await
+        .expect("layer");
+    let image = image_with(&plain, layer).await;
+    for name in ["app:1", "app:2", "app:3", "other:1", "app:4", "zed:9"] {
+        inner.tag(&image, name).await.expect("tag");
+    }
+    let bundle: Arc<dyn Backend> = Arc::new(Intercept::new(inner, TwoAPage));
+    let app = Store::new(orca_core::bundle::Namespaced::new(bundle.clone(), "app").expect("view"));
+    assert_eq!(app.tags_all().await.expect("tags"), ["1", "2", "3", "4"]);
+    assert_eq!(
+        orca_core::bundle::repositories(bundle.as_ref())
+            .await
+            .expect("repositories"),
+        ["app", "other", "zed"]
+    );
+}
