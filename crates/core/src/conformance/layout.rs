@@ -162,6 +162,7 @@ macro_rules! layout_conformance_tests {
             finding_a_gc_fails_a_tag_whose_skipped_blob_it_removed,
             finding_15_a_cancelled_gc_leaves_no_fence,
             finding_15_a_dead_process_fence_blocks_nothing,
+            finding_9_a_digest_that_is_no_manifest_says_what_it_is,
         );
     };
     (@each $make:path; $($check:ident),* $(,)?) => {
@@ -680,4 +681,41 @@ pub async fn finding_15_a_dead_process_fence_blocks_nothing<S: ObjectStorage + C
 /// Reads `index.json` straight from the storage.
 async fn layout_index<S: ObjectStorage>(storage: &S) -> Result<Option<(Bytes, Version)>> {
     storage.read(INDEX_FILE, 64 << 20).await
+}
+
+/// Core finding 9: resolving by digest content that is there but is no
+/// manifest orca reads says so (schema 1 refused, not JSON), instead of
+/// "not found".
+pub async fn finding_9_a_digest_that_is_no_manifest_says_what_it_is<S: ObjectStorage + Clone>(
+    subject: LayoutSubject<S>,
+) {
+    let store = Store::new(Layout::new(subject.storage.clone()));
+    let schema1 = br#"{"schemaVersion":1,"name":"library/old","tag":"latest","architecture":"amd64","fsLayers":[{"blobSum":"sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4"}],"history":[{"v1Compatibility":"{}"}]}"#;
+    let old = ok(
+        store
+            .push_bytes(MediaType::OCTET_STREAM, &schema1[..])
+            .await,
+        "push schema 1 bytes",
+    );
+    let err = expect_err(
+        store.resolve(&Selector::Digest(old.digest.clone())).await,
+        "resolve schema 1",
+    );
+    assert_kind(
+        &err,
+        |e| matches!(e, Error::Schema1Refused { .. }),
+        "resolve schema 1",
+    );
+    let text = ok(
+        store
+            .push_bytes(MediaType::OCTET_STREAM, &b"not a manifest"[..])
+            .await,
+        "push text",
+    );
+    let err = expect_err(
+        store.resolve(&Selector::Digest(text.digest.clone())).await,
+        "resolve text",
+    );
+    assert!(!err.is_not_found(), "{err}");
+    drop(subject.guard);
 }

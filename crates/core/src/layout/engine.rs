@@ -523,13 +523,34 @@ impl<S: ObjectStorage> Backend for Layout<S> {
                 {
                     return Ok(entry.plain());
                 }
-                // Not a root: read it to learn its media type.
+                // Not a root: read it to learn its media type. What it is
+                // when it is no manifest orca reads (schema 1, too large,
+                // not JSON) is said, not taken for absence.
                 let limit = Capabilities::NONE.max_manifest_size;
-                self.read_blob(digest, limit)
+                let Some(size) = self.size(digest).await? else {
+                    return Err(self.not_found(format!("manifest {digest}")));
+                };
+                if size > limit {
+                    return Err(Error::LimitExceeded {
+                        what: format!("manifest {digest} in {}", self.place),
+                        limit,
+                    });
+                }
+                let bytes = self
+                    .read_blob(digest, limit)
                     .await?
-                    .and_then(|bytes| super::as_manifest(digest, bytes))
-                    .map(|(descriptor, _)| descriptor)
-                    .ok_or_else(|| self.not_found(format!("manifest {digest}")))
+                    .ok_or_else(|| self.not_found(format!("manifest {digest}")))?;
+                let what = || format!("manifest {digest} in {}", self.place);
+                let raw = RawManifest::detect(bytes, crate::model::Schema1::Refuse).map_err(
+                    |e| match e {
+                        Error::Schema1Refused { .. } => Error::Schema1Refused { what: what() },
+                        other => other.naming(digest),
+                    },
+                )?;
+                raw.parse().map_err(|e| e.naming(digest))?;
+                let mut descriptor = raw.descriptor();
+                descriptor.digest = digest.clone();
+                Ok(descriptor)
             }
         }
     }

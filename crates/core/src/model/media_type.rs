@@ -39,10 +39,12 @@ impl MediaType {
     /// Docker manifest list.
     pub const DOCKER_MANIFEST_LIST: MediaType =
         MediaType::from_static("application/vnd.docker.distribution.manifest.list.v2+json");
-    /// Docker image manifest, schema 1 (deprecated, refused unless enabled).
+    /// Docker image manifest, schema 1 (deprecated; recognised, and refused
+    /// wherever orca would read or copy it).
     pub const DOCKER_SCHEMA1: MediaType =
         MediaType::from_static("application/vnd.docker.distribution.manifest.v1+json");
-    /// Docker image manifest, signed schema 1 (deprecated, refused unless enabled).
+    /// Docker image manifest, signed schema 1 (deprecated; recognised, and
+    /// refused wherever orca would read or copy it).
     pub const DOCKER_SCHEMA1_SIGNED: MediaType =
         MediaType::from_static("application/vnd.docker.distribution.manifest.v1+prettyjws");
     /// Docker image configuration.
