@@ -8,12 +8,14 @@
 mod engine;
 mod fence;
 mod gc;
+mod memory;
 mod storage;
 
 pub use engine::Layout;
 #[cfg(any(test, feature = "conformance"))]
 pub(crate) use fence::Foreign;
 pub use gc::{GcOptions, GcReport};
+pub use memory::MemoryStorage;
 pub use storage::{Changed, Condition, Listed, ObjectStorage, Version};
 
 use bytes::Bytes;

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use futures::stream;
 
 use crate::backend::{Backend, ListPage, ListQuery, PushOptions, Referrers};
 use crate::body::Body;
@@ -133,14 +132,6 @@ impl fmt::Display for MemoryBackend {
     }
 }
 
-fn chunked(bytes: Bytes) -> Body {
-    let len = bytes.len() as u64;
-    let chunks = (0..bytes.len())
-        .step_by(CHUNK)
-        .map(move |start| Ok(bytes.slice(start..(start + CHUNK).min(bytes.len()))));
-    Body::new(len, stream::iter(chunks.collect::<Vec<_>>()))
-}
-
 fn kind(descriptor: &Descriptor) -> &'static str {
     if descriptor.media_type.is_manifest() {
         "manifest"
@@ -187,7 +178,7 @@ impl Backend for MemoryBackend {
         let entry = self
             .entry(&descriptor.digest)
             .ok_or_else(|| self.not_found(format!("{} {}", kind(descriptor), descriptor.digest)))?;
-        Ok(chunked(entry.bytes))
+        Ok(crate::body::chunked(entry.bytes))
     }
 
     async fn push(
@@ -464,7 +455,7 @@ impl Backend for MemoryBackend {
         }
         // In bounds of an in-memory buffer, so the conversions cannot fail.
         let (start, end) = (range.start as usize, range.end as usize);
-        Ok(chunked(entry.bytes.slice(start..end)))
+        Ok(crate::body::chunked(entry.bytes.slice(start..end)))
     }
 
     async fn catalog(&self, query: &ListQuery) -> Result<ListPage> {

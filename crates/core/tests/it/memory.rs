@@ -62,3 +62,30 @@ mod minimal {
 
     orca_core::conformance_tests!(make);
 }
+
+/// A layout in memory: the whole suite, and the layout engine's own
+/// checks.
+mod layout {
+    use orca_core::conformance::{LayoutSubject, Subject};
+    use orca_core::layout::{Layout, MemoryStorage};
+
+    async fn make() -> Subject {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let storage = MemoryStorage::new(&format!("suite-{n}"));
+        Subject::new(orca_core::Store::new(Layout::new(storage)))
+    }
+
+    orca_core::conformance_tests!(make);
+
+    async fn make_layout() -> LayoutSubject<MemoryStorage> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        LayoutSubject {
+            storage: MemoryStorage::new(&format!("layout-{n}")),
+            guard: Box::new(()),
+        }
+    }
+
+    orca_core::layout_conformance_tests!(make_layout);
+}
