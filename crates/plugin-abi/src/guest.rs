@@ -34,9 +34,11 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// A future run inside the plugin's runtime, its panics caught.
+/// A future run inside the plugin's runtime, its panics caught — when
+/// polled, and when dropped (the host drops it on its own thread, and a
+/// panic there would abort the host).
 struct Guarded<F> {
-    inner: Pin<Box<F>>,
+    inner: Option<Pin<Box<F>>>,
     operation: &'static str,
 }
 
@@ -45,14 +47,32 @@ impl<F: Future<Output = FfiOutcome>> Future for Guarded<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<FfiOutcome> {
         let operation = self.operation;
-        let inner = &mut self.inner;
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(failure(&panicked(
+                operation,
+                &"polled after it panicked or ended",
+            )));
+        };
         let polled = catch_unwind(AssertUnwindSafe(|| {
             let _entered = runtime().enter();
             inner.as_mut().poll(cx)
         }));
         match polled {
             Ok(poll) => poll,
-            Err(panic) => Poll::Ready(failure(&panicked(operation, panic.as_ref()))),
+            Err(panic) => {
+                // What is left of a future that panicked is not polled again.
+                self.inner = None;
+                Poll::Ready(failure(&panicked(operation, panic.as_ref())))
+            }
+        }
+    }
+}
+
+impl<F> Drop for Guarded<F> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            let _entered = runtime().enter();
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(inner)));
         }
     }
 }
@@ -62,7 +82,7 @@ fn guarded(
     future: impl Future<Output = FfiOutcome> + Send + 'static,
 ) -> FfiFuture<FfiOutcome> {
     Guarded {
-        inner: Box::pin(future),
+        inner: Some(Box::pin(future)),
         operation,
     }
     .into_ffi()
@@ -164,7 +184,8 @@ async fn run(
                 backend.fetch_range(&d, range).await?
             };
             let mut outcome = success(&answer);
-            outcome.stream = stream::export(body, Some(runtime().handle().clone()));
+            outcome.stream =
+                stream::export(body, Some(runtime().handle().clone()), stream::Side::Plugin);
             return Ok(outcome);
         }
         3 => {

@@ -225,7 +225,13 @@ impl PluginBackend {
     ) -> Result<(Answer, Option<Body>)> {
         let bytes = encode(args);
         let body = match body {
-            Some(body) => stream::export(body, None),
+            // Polled by the plugin on its own threads: the host's own code
+            // in the body (a file read, a timer) runs in the host's runtime.
+            Some(body) => stream::export(
+                body,
+                tokio::runtime::Handle::try_current().ok(),
+                stream::Side::Host,
+            ),
             None => FfiStream::none(),
         };
         let future = op(self.handle, FfiSlice::new(&bytes), body);

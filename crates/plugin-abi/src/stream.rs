@@ -131,9 +131,34 @@ pub(crate) fn panicked(operation: &'static str, panic: &(dyn Any + Send)) -> Err
     }
 }
 
+/// Which side a body came from, so a panic inside it names the right one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Side {
+    /// A body the plugin sends (a fetch).
+    Plugin,
+    /// A body the host sends (a push).
+    Host,
+}
+
+fn panicked_in(side: Side, panic: &(dyn Any + Send)) -> Error {
+    match side {
+        Side::Plugin => panicked("fetch", panic),
+        Side::Host => Error::Backend {
+            backend: "host".to_owned(),
+            operation: "push",
+            source: format!(
+                "the body the host sent panicked (a fault of the host, not the plugin): {}",
+                panic_message(panic)
+            )
+            .into(),
+        },
+    }
+}
+
 struct Exported {
     stream: BoxStream<'static, Result<Bytes>>,
     runtime: Option<tokio::runtime::Handle>,
+    side: Side,
     done: bool,
 }
 
@@ -175,7 +200,7 @@ extern "C" fn poll_exported(state: *mut c_void, cx: *mut FfiContext<'_>) -> FfiP
             exported.done = true;
             FfiChunk {
                 status: CHUNK_ERROR,
-                buf: error_buf(&panicked("fetch", panic.as_ref())),
+                buf: error_buf(&panicked_in(exported.side, panic.as_ref())),
             }
         }
     };
@@ -195,11 +220,12 @@ extern "C" fn release_exported(state: *mut c_void) {
 
 /// Hands a body over as a stream; `runtime` is entered on every poll
 /// (the plugin's, when the plugin is the one sending).
-pub(crate) fn export(body: Body, runtime: Option<tokio::runtime::Handle>) -> FfiStream {
+pub(crate) fn export(body: Body, runtime: Option<tokio::runtime::Handle>, side: Side) -> FfiStream {
     let len = body.len();
     let state = Box::into_raw(Box::new(Exported {
         stream: body.into_stream(),
         runtime,
+        side,
         done: false,
     }));
     FfiStream {

@@ -2,7 +2,10 @@
 //! whose configuration string makes it misbehave — `panic=fetch` panics
 //! when a fetch starts, `panic=stream` in the middle of a fetched body,
 //! `panic=exists` in `exists`; `sleep` waits on a tokio timer first (the
-//! plugin's own runtime must drive it).
+//! plugin's own runtime must drive it); `drain=spawn` reads a pushed body
+//! in a task of its own (on the plugin's threads, as an HTTP client's
+//! connection task does); `panic=drop` panics when a push it is still
+//! running is dropped.
 
 use std::fmt;
 use std::ops::Range;
@@ -25,6 +28,17 @@ async fn open(target: String, config: String) -> Result<Testing> {
     })
 }
 
+/// Panics when dropped while a push runs (a `Drop` the host must survive).
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("told to panic when a push is dropped");
+        }
+    }
+}
+
 struct Testing {
     inner: MemoryBackend,
     name: String,
@@ -34,6 +48,33 @@ struct Testing {
 impl Testing {
     fn wants(&self, what: &str) -> bool {
         self.config.split(',').any(|o| o.trim() == what)
+    }
+
+    /// A push, with the body drained in a task of its own if told.
+    async fn push_body(&self, d: &Descriptor, body: Body, o: &PushOptions) -> Result<()> {
+        if self.wants("drain=spawn") {
+            let len = body.len();
+            let drained = tokio::spawn(async move {
+                let mut body = body;
+                let mut bytes = Vec::new();
+                while let Some(chunk) = body.next().await {
+                    bytes.extend_from_slice(&chunk?);
+                }
+                Ok::<_, orca_core::Error>(bytes)
+            })
+            .await
+            .map_err(|e| orca_core::Error::Backend {
+                backend: self.name.clone(),
+                operation: "push",
+                source: Box::new(e),
+            })??;
+            let body = Body::new(
+                len,
+                futures::stream::iter([Ok(bytes::Bytes::from(drained))]),
+            );
+            return self.inner.push(d, body, o).await;
+        }
+        self.inner.push(d, body, o).await
     }
 
     async fn maybe_sleep(&self) {
@@ -94,7 +135,16 @@ impl Backend for Testing {
     }
     async fn push(&self, d: &Descriptor, body: Body, o: &PushOptions) -> Result<()> {
         self.maybe_sleep().await;
-        self.inner.push(d, body, o).await
+        // Made only when asked for: a made one panics when it goes.
+        let bomb = if self.wants("panic=drop") {
+            Some(PanicOnDrop)
+        } else {
+            None
+        };
+        let pushed = self.push_body(d, body, o).await;
+        // A push that ran to its end disarms it.
+        std::mem::forget(bomb);
+        pushed
     }
     async fn partial(&self, d: &Descriptor) -> Result<u64> {
         self.inner.partial(d).await

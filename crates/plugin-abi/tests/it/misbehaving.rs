@@ -144,3 +144,66 @@ async fn measure() {
         after.saturating_sub(before)
     );
 }
+
+/// Backends review m25: a body the host pushes is polled by the plugin on
+/// its own threads (as an HTTP client's connection task does); the host's
+/// own code in it — here a blocking read handed to the host's pool, as a
+/// file source does — still runs in the host's runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m25_a_host_body_drained_on_the_plugins_threads_works() {
+    let plugin = load("orca_plugin_testing");
+    let store = Store::new(plugin.open("m25", "drain=spawn").await.expect("open"));
+    let data = Bytes::from(vec![7u8; 2 * 1024 * 1024 + 3]);
+    let descriptor = Descriptor::of(MediaType::OCI_LAYER_TAR, &data);
+    let len = data.len() as u64;
+    let source = data.clone();
+    let body = Body::new(
+        len,
+        futures::stream::once(async move {
+            tokio::task::spawn_blocking(move || source)
+                .await
+                .map_err(|e| orca_core::Error::Backend {
+                    backend: "host".into(),
+                    operation: "read",
+                    source: Box::new(e),
+                })
+        }),
+    );
+    store
+        .push(&descriptor, body)
+        .await
+        .unwrap_or_else(|e| panic!("{}", orca_core::error::chain(&e)));
+    let back = drain(store.fetch(&descriptor).await.expect("fetch"))
+        .await
+        .expect("read back");
+    assert_eq!(back, data);
+}
+
+/// Backends review m26: a push the host gives up on is dropped; the
+/// plugin's future panics as it is dropped. The host goes on (before, the
+/// panic crossed the boundary under async-ffi's drop bomb and aborted it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m26_a_guest_panicking_when_dropped_does_not_abort_the_host() {
+    let plugin = load("orca_plugin_testing");
+    let store = Store::new(plugin.open("m26", "panic=drop").await.expect("open"));
+    let descriptor = Descriptor::of(MediaType::OCI_LAYER_TAR, b"never sent whole");
+    let body = Body::new(
+        descriptor.size,
+        futures::stream::once(async { Ok(Bytes::from_static(b"never")) })
+            .chain(futures::stream::pending()),
+    );
+    let abandoned = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        store.push(&descriptor, body),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the push ended: {abandoned:?}");
+    // Still here: the host, and the plugin, go on.
+    let fine = Store::new(plugin.open("m26-after", "").await.expect("open"));
+    let data = Bytes::from_static(b"after");
+    let after = Descriptor::of(MediaType::OCI_LAYER_TAR, &data);
+    fine.push(&after, Body::from_bytes(data))
+        .await
+        .expect("push");
+    assert!(fine.exists(&after).await.expect("exists"));
+}
