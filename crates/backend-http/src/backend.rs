@@ -337,7 +337,28 @@ impl Backend for RegistryBackend {
             .await?;
         let len = range.end - range.start;
         match response.status() {
-            StatusCode::PARTIAL_CONTENT => {}
+            StatusCode::PARTIAL_CONTENT => {
+                // The bytes must be the ones asked for (backends m9).
+                let start = response
+                    .headers()
+                    .get(reqwest::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(crate::repository::range_start);
+                if start != Some(range.start) {
+                    return Err(Error::Backend {
+                        backend: self.place.clone(),
+                        operation: "fetch_range",
+                        source: format!(
+                            "asked for bytes {}-{} of {}, the registry answered Content-Range {:?}",
+                            range.start,
+                            range.end - 1,
+                            descriptor.digest,
+                            response.headers().get(reqwest::header::CONTENT_RANGE)
+                        )
+                        .into(),
+                    });
+                }
+            }
             StatusCode::OK if range.start == 0 && len == descriptor.size => {}
             s if s.is_success() => {
                 return Err(Error::Unsupported {

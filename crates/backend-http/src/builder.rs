@@ -165,9 +165,13 @@ impl RegistryBuilder {
     /// Sends at most this many requests a second to the host, across
     /// every repository and task of the registry handle (none: no limit).
     pub fn requests_per_second(mut self, rate: Option<f64>) -> Self {
-        self.retry.pace = rate
-            .filter(|r| r.is_finite() && *r > 0.0)
-            .map(|r| Duration::from_secs_f64(1.0 / r));
+        // At least one request an hour: a rate near zero would otherwise
+        // overflow the pause between requests (backends m11).
+        self.retry.pace = rate.filter(|r| r.is_finite() && *r > 0.0).map(|r| {
+            Duration::try_from_secs_f64(1.0 / r).map_or(Duration::from_secs(3600), |d| {
+                d.min(Duration::from_secs(3600))
+            })
+        });
         self
     }
 
@@ -311,6 +315,18 @@ fn redirects() -> reqwest::redirect::Policy {
 #[cfg(test)]
 mod tests {
     use super::RegistryBuilder;
+
+    /// Backends review m11: a rate near zero is one request an hour, not
+    /// a panic.
+    #[test]
+    fn m11_a_tiny_rate_does_not_panic() {
+        for rate in [1e-30, f64::MIN_POSITIVE, 1e-300] {
+            RegistryBuilder::new("127.0.0.1:5000")
+                .requests_per_second(Some(rate))
+                .build()
+                .expect("built");
+        }
+    }
 
     #[test]
     fn loopback_is_decided_from_the_address() {

@@ -59,7 +59,13 @@ pub struct DockerConfig {
     pub(crate) file: File,
     source: Option<PathBuf>,
     helper_dirs: Option<Vec<PathBuf>>,
+    helper_timeout: std::time::Duration,
 }
+
+/// How long a credential helper may take to answer: long enough for a
+/// keychain that asks for a password, short enough that a helper waiting
+/// for one that never comes does not hang orca in silence.
+const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl DockerConfig {
     /// Loads `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`; a
@@ -87,12 +93,20 @@ impl DockerConfig {
             file,
             source: Some(path.to_owned()),
             helper_dirs: None,
+            helper_timeout: HELPER_TIMEOUT,
         })
     }
 
     /// Looks for credential helpers in these directories instead of `PATH`.
     pub fn with_helper_dirs(mut self, dirs: Vec<PathBuf>) -> Self {
         self.helper_dirs = Some(dirs);
+        self
+    }
+
+    /// How long a credential helper may take before it is stopped and the
+    /// lookup fails (default 30 s).
+    pub fn with_helper_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.helper_timeout = timeout;
         self
     }
 
@@ -202,9 +216,52 @@ impl DockerConfig {
                 .write_all(input)
                 .map_err(|e| failed(format!("cannot be told what to {action} ({e})")))?;
         }
-        child
-            .wait_with_output()
-            .map_err(|e| failed(format!("did not finish ({e})")))
+        // Read what it says on threads of their own (a full pipe would stop
+        // it), and wait for it no longer than the deadline.
+        let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = std::io::Read::read_to_end(&mut pipe, &mut out);
+                }
+                out
+            })
+        };
+        let stdout = read(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        );
+        let stderr = read(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        );
+        let deadline = std::time::Instant::now() + self.helper_timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(failed(format!(
+                        "gave no answer within {} s and was stopped (is it waiting for a password or a locked keychain?)",
+                        self.helper_timeout.as_secs()
+                    )));
+                }
+                Err(e) => return Err(failed(format!("did not finish ({e})"))),
+            }
+        };
+        Ok(std::process::Output {
+            status,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        })
     }
 
     /// Runs `docker-credential-<name> get` for `server`.
@@ -244,6 +301,7 @@ mod tests {
             file: serde_json::from_str(json).expect("config"),
             source: None,
             helper_dirs: Some(Vec::new()),
+            helper_timeout: HELPER_TIMEOUT,
         }
     }
 
@@ -269,6 +327,28 @@ mod tests {
                 .to_string()
                 .contains("not base64")
         );
+    }
+
+    /// Backends review m8: a helper that never answers (a keychain waiting
+    /// for a password) is stopped at the deadline, with an error that
+    /// says why.
+    #[cfg(unix)]
+    #[test]
+    fn m8_a_helper_that_never_answers_is_stopped() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("orca-helper-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let helper = dir.join("docker-credential-stuck");
+        std::fs::write(&helper, "#!/bin/sh\nexec sleep 600\n").expect("helper");
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).expect("mode");
+        let c = config(r#"{"credHelpers":{"reg.example":"stuck"}}"#)
+            .with_helper_dirs(vec![dir.clone()])
+            .with_helper_timeout(std::time::Duration::from_millis(500));
+        let started = std::time::Instant::now();
+        let err = c.credentials_for("reg.example").expect_err("stuck");
+        assert!(err.to_string().contains("no answer within"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -279,7 +279,7 @@ pub(crate) fn next_target(header: &str) -> Option<String> {
 }
 
 /// The first byte of a `Content-Range: bytes START-END/TOTAL` value.
-fn range_start(value: &str) -> Option<u64> {
+pub(crate) fn range_start(value: &str) -> Option<u64> {
     value
         .trim()
         .strip_prefix("bytes ")?

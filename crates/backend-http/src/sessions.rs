@@ -39,13 +39,35 @@ impl Sessions {
     }
 
     /// Remembers the session of `digest`'s upload to `place`.
+    /// The record holds the session's newest Location, whose signed state
+    /// lets anyone continue the upload: it is readable by its owner only,
+    /// written to a new file (never through a planted link), made durable
+    /// and renamed into place.
     pub(crate) fn save(&self, place: &str, digest: &Digest, record: &Record) -> io::Result<()> {
+        use std::io::Write;
         fs::create_dir_all(&self.dir)?;
         let path = self.path(place, digest);
-        let temp = path.with_extension(format!("tmp.{}", std::process::id()));
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let temp = path.with_extension(format!(
+            "tmp.{}.{}",
+            std::process::id(),
+            SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
-        fs::write(&temp, bytes)?;
-        fs::rename(&temp, &path)
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let written = options.open(&temp).and_then(|mut file| {
+            file.write_all(&bytes)?;
+            file.sync_all()
+        });
+        if let Err(e) = written.and_then(|()| fs::rename(&temp, &path)) {
+            let _ = fs::remove_file(&temp);
+            return Err(e);
+        }
+        // The rename itself is made durable with the directory.
+        fs::File::open(&self.dir).and_then(|dir| dir.sync_all())
     }
 
     /// The session of `digest`'s upload to `place`, if one was left.
@@ -93,8 +115,22 @@ mod tests {
         sessions
             .save("127.0.0.1/a", &digest, &record)
             .expect("save");
-        assert_eq!(sessions.load("127.0.0.1/a", &digest), Some(record));
+        assert_eq!(sessions.load("127.0.0.1/a", &digest), Some(record.clone()));
         assert_eq!(sessions.load("127.0.0.1/b", &digest), None);
+        // Backends review m10: the record (a signed upload Location) is
+        // readable by its owner only, and saving it again works.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(sessions.path("127.0.0.1/a", &digest))
+                .expect("record")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "readable by others: {mode:o}");
+        }
+        sessions
+            .save("127.0.0.1/a", &digest, &record)
+            .expect("save again");
         sessions.forget("127.0.0.1/a", &digest);
         assert_eq!(sessions.load("127.0.0.1/a", &digest), None);
         let _ = fs::remove_dir_all(dir);

@@ -25,6 +25,7 @@ pub struct S3Builder {
     invalid_certificates: bool,
     idle_timeout: Duration,
     unconditional: bool,
+    credentials_file: Option<(std::path::PathBuf, String)>,
 }
 
 /// How long a read may make no progress before its connection counts as
@@ -73,6 +74,7 @@ impl S3Builder {
             invalid_certificates: false,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             unconditional: false,
+            credentials_file: None,
         }
     }
 
@@ -109,6 +111,15 @@ impl S3Builder {
         secret_access_key: impl Into<String>,
     ) -> Self {
         self.credentials = Some((access_key_id.into(), secret_access_key.into()));
+        self
+    }
+
+    /// Credentials from profile `profile` of the AWS shared credentials
+    /// file at `path` (read when the backend is built), instead of the
+    /// environment's: a way to hand a plugin its keys without putting them
+    /// on a command line.
+    pub fn credentials_file(mut self, path: impl Into<std::path::PathBuf>, profile: &str) -> Self {
+        self.credentials_file = Some((path.into(), profile.to_owned()));
         self
     }
 
@@ -210,7 +221,27 @@ impl S3Builder {
         if effective.is_some_and(is_loopback_http) {
             builder = builder.with_allow_http(true);
         }
-        if let Some((key, secret)) = &self.credentials {
+        if let Some((path, name)) = &self.credentials_file {
+            let (key, secret, token) =
+                crate::profile::from_credentials_file(path, name).map_err(|e| {
+                    invalid(format!(
+                        "credentials file {} cannot be read ({e})",
+                        path.display()
+                    ))
+                })?;
+            let (Some(key), Some(secret)) = (key, secret) else {
+                return Err(invalid(format!(
+                    "credentials file {} has no aws_access_key_id and aws_secret_access_key in [{name}]",
+                    path.display()
+                )));
+            };
+            builder = builder
+                .with_access_key_id(key)
+                .with_secret_access_key(secret);
+            if let Some(token) = token {
+                builder = builder.with_token(token);
+            }
+        } else if let Some((key, secret)) = &self.credentials {
             builder = builder
                 .with_access_key_id(key)
                 .with_secret_access_key(secret);

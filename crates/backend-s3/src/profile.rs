@@ -65,6 +65,20 @@ pub(crate) fn current() -> Profile {
     }
 }
 
+/// The keys of profile `name` in the AWS shared credentials file at `path`.
+pub(crate) fn from_credentials_file(
+    path: &std::path::Path,
+    name: &str,
+) -> std::io::Result<(Option<String>, Option<String>, Option<String>)> {
+    let text = std::fs::read_to_string(path)?;
+    let keys = section(&text, name);
+    Ok((
+        keys.get("aws_access_key_id").cloned(),
+        keys.get("aws_secret_access_key").cloned(),
+        keys.get("aws_session_token").cloned(),
+    ))
+}
+
 /// The `key = value` lines of section `[name]` of an INI text.
 fn section(text: &str, name: &str) -> HashMap<String, String> {
     let mut inside = false;

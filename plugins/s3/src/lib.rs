@@ -2,26 +2,31 @@
 //! targets open that prefix, with the endpoint, region and credentials of
 //! the usual `AWS_*` environment or AWS profile. The configuration string
 //! (comma-separated) may override the endpoint and region: `endpoint=URL`,
-//! `region=NAME`, and `allow-http` for plain HTTP. Credentials come only
-//! from the environment or the profile, never from the configuration
-//! string, which a command line shows to every user of the machine.
+//! `region=NAME`, and `allow-http` for plain HTTP; and name a shared
+//! credentials file to read keys from, `credentials-file=PATH` (with
+//! `profile=NAME`, default `default`). Keys themselves are never taken from
+//! the configuration string, which a command line shows to every user of
+//! the machine.
 
 orca_plugin_abi::export_backend!(name: "s3", scheme: "s3layout", open: open);
 
 async fn open(target: String, config: String) -> orca_core::Result<orca_backend_s3::S3Backend> {
     let mut builder = orca_backend_s3::S3Builder::new(format!("s3://{target}"));
+    let (mut file, mut profile) = (None, "default".to_owned());
     for option in config.split(',').map(str::trim).filter(|o| !o.is_empty()) {
         match option.split_once('=') {
             Some(("endpoint", url)) => builder = builder.endpoint(url),
             Some(("region", region)) => builder = builder.region(region),
+            Some(("credentials-file", path)) => file = Some(path.to_owned()),
+            Some(("profile", name)) => profile = name.to_owned(),
             None if option == "allow-http" => builder = builder.allow_http(true),
             // The option's name only: a mistyped one may carry a secret.
             _ => {
                 let name = option.split_once('=').map_or(option, |(name, _)| name);
                 let reason = if matches!(name, "key" | "secret") {
-                    "credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or the AWS profile, never the command line"
+                    "credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the AWS profile or credentials-file=PATH, never the command line"
                 } else {
-                    "known options: endpoint=, region=, allow-http"
+                    "known options: endpoint=, region=, credentials-file=, profile=, allow-http"
                 };
                 return Err(orca_core::Error::InvalidInput {
                     what: format!("s3layout plugin option {name:?}"),
@@ -29,6 +34,9 @@ async fn open(target: String, config: String) -> orca_core::Result<orca_backend_
                 });
             }
         }
+    }
+    if let Some(file) = file {
+        builder = builder.credentials_file(file, &profile);
     }
     builder.build()
 }

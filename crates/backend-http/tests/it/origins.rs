@@ -197,3 +197,25 @@ async fn backends_m3_a_catalog_that_cycles_or_never_ends_is_an_error() {
         "pages read past the cap"
     );
 }
+
+/// Backends review m9: a ranged read whose answer names other bytes than
+/// those asked for is refused, not spliced in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m9_a_range_answered_with_other_bytes_is_refused() {
+    let (port, _) = fake(|line| {
+        if line.contains("/blobs/") {
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-3/10\r\nContent-Length: 4\r\nConnection: close\r\n\r\nabcd".into()
+        } else {
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}".into()
+        }
+    });
+    let registry = RegistryBuilder::new(format!("127.0.0.1:{port}"))
+        .build()
+        .expect("registry");
+    let repository = registry.repository("some/repo").await.expect("repository");
+    let descriptor = orca_core::Descriptor::of(MediaType::OCI_LAYER_TAR, b"0123456789");
+    let got = orca_core::Backend::fetch_range(&repository, &descriptor, 4..8).await;
+    let err = got.err().expect("other bytes than asked for");
+    let text = orca_core::error::chain(&err);
+    assert!(text.contains("Content-Range"), "{text}");
+}

@@ -50,9 +50,18 @@ mod s3 {
         server.create_bucket(&bucket).expect("bucket");
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let prefix = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Keys from a credentials file, never the configuration string.
+        let credentials =
+            std::env::temp_dir().join(format!("orca-plugin-credentials-{}", std::process::id()));
+        std::fs::write(
+            &credentials,
+            "[conformance]\naws_access_key_id = orca-test-key\naws_secret_access_key = orca-test-secret\n",
+        )
+        .expect("credentials file");
         let config = format!(
-            "endpoint={},region=us-east-1,key=orca-test-key,secret=orca-test-secret,allow-http",
-            server.endpoint()
+            "endpoint={},region=us-east-1,credentials-file={},profile=conformance,allow-http",
+            server.endpoint(),
+            credentials.display()
         );
         let backend = plugin
             .open(&format!("{bucket}/conformance-{prefix}"), &config)
