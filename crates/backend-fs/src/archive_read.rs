@@ -231,11 +231,16 @@ fn read_layout(archive: &Path, tar: &TarIndex) -> Result<Found> {
         .iter()
         .map(|entry| {
             let name = entry.annotations.get(CONTAINERD_IMAGE_NAME).cloned();
-            let tag = entry
-                .annotations
-                .get(ANNOTATION_REF_NAME)
-                .cloned()
-                .or_else(|| name.as_deref().map(|n| split_name(n).1.to_owned()));
+            // A ref.name that is the whole image name (`REPO:TAG`, as
+            // orca writes a tag several repositories share) holds the tag
+            // after the repository.
+            let tag = match (entry.annotations.get(ANNOTATION_REF_NAME), name.as_deref()) {
+                (Some(reference), Some(name)) if reference == name => {
+                    Some(split_name(name).1.to_owned())
+                }
+                (Some(reference), _) => Some(reference.clone()),
+                (None, name) => name.map(|n| split_name(n).1.to_owned()),
+            };
             let mut descriptor = entry.plain();
             descriptor.platform = entry.platform.clone();
             ArchiveImage {

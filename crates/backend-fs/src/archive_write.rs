@@ -399,7 +399,19 @@ impl ArchiveWriter {
             if durable {
                 file.sync_all().at("sync", &temp)?;
             }
-            fs::rename(&temp, &target).at("rename into place", &target)
+            fs::rename(&temp, &target).at("rename into place", &target)?;
+            // The rename lasts only once its directory is on disk too.
+            if durable && let Some(dir) = target.parent() {
+                let dir = if dir.as_os_str().is_empty() {
+                    std::path::Path::new(".")
+                } else {
+                    dir
+                };
+                fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .at("sync directory", dir)?;
+            }
+            Ok(())
         })
         .await
         .map_err(|e| self.joined("finish", e))?

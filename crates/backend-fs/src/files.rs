@@ -132,6 +132,26 @@ impl Files {
     }
 
     /// Makes a rename in `path`'s directory durable.
+    /// Creates `dir` and the directories above it that are missing, each
+    /// made durable in its parent (a file renamed into a directory that a
+    /// crash forgets is lost with it).
+    pub(crate) fn create_dir(&self, dir: &Path) -> std::result::Result<(), FileError> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        let mut missing = Vec::new();
+        let mut at = Some(dir);
+        while let Some(path) = at.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+            missing.push(path.to_owned());
+            at = path.parent();
+        }
+        fs::create_dir_all(dir).at("create", dir)?;
+        for created in missing.iter().rev() {
+            self.sync_dir(created)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn sync_dir(&self, path: &Path) -> std::result::Result<(), FileError> {
         if !self.durable {
             return Ok(());
@@ -188,7 +208,7 @@ impl Files {
         }
         let written = (|| {
             if let Some(dir) = path.parent() {
-                fs::create_dir_all(dir).at("create", dir)?;
+                self.create_dir(dir)?;
             }
             self.write_atomic(&path, bytes)
         })();

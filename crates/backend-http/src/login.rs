@@ -215,7 +215,12 @@ fn write_value(path: &Path, value: &serde_json::Value) -> Result<()> {
         let mut file = options.open(&temp)?;
         file.write_all(&bytes)?;
         file.sync_all()?;
-        std::fs::rename(&temp, path)
+        std::fs::rename(&temp, path)?;
+        // The rename lasts only once the directory is on disk too.
+        match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) => std::fs::File::open(dir)?.sync_all(),
+            None => Ok(()),
+        }
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&temp);

@@ -353,9 +353,11 @@ pub async fn run(
             }
         } else if pruned
             && settings.gc == Some(true)
-            && let Place::Bundle { name, .. } = &target
-            // A plugin's backend collects its own garbage, if any.
-            && (name.starts_with("oci:") || name.starts_with("s3://"))
+            && let Place::Bundle {
+                name,
+                collects: true,
+                ..
+            } = &target
         {
             crate::open::gc(name, &gc_options, options).await?;
         }
@@ -366,6 +368,43 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Core review finding 22: a sync target is read as every target
+    /// string is, so `oci-archive:m.tar:v1` names a tag (refused) and no
+    /// file called `m.tar:v1` is written; a bad `gc_grace` is refused.
+    #[tokio::test]
+    async fn finding_22_a_tagged_archive_target_is_refused_not_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let archive = dir.path().join("m.tar");
+        let source = dir.path().join("src");
+        let config = Config::parse(&format!(
+            "sync:\n  - source: oci:{}\n    target: oci-archive:{}:v1\n",
+            source.display(),
+            archive.display()
+        ))
+        .expect("config");
+        let err = run(&config, false, &OpenOptions::new(), None)
+            .await
+            .expect_err("a tag in a sync target");
+        assert!(err.to_string().contains("not a tag"), "{err}");
+        assert!(
+            std::fs::read_dir(dir.path())
+                .expect("list")
+                .filter_map(|e| e.ok())
+                .all(|e| !e.file_name().to_string_lossy().contains("m.tar")),
+            "a file was written"
+        );
+        let config = Config::parse(&format!(
+            "sync:\n  - source: oci:{}\n    target: oci:{}\n    gc: true\n    gc_grace: soon\n",
+            source.display(),
+            dir.path().join("out").display()
+        ))
+        .expect("config");
+        let err = run(&config, false, &OpenOptions::new(), None)
+            .await
+            .expect_err("a bad grace");
+        assert!(err.to_string().contains("gc_grace"), "{err}");
+    }
 
     #[test]
     fn the_documented_example_parses() {

@@ -15,11 +15,26 @@ use crate::docker_archive::{CONTAINERD_IMAGE_NAME, SavedImage};
 impl ArchiveWriter {
     pub(super) fn index(&self, state: &State) -> Result<Bytes> {
         let mut index = Index::new();
+        // A tag several repositories share would be several entries with
+        // one `ref.name`, which readers resolve arbitrarily: those are
+        // named `REPO:TAG` (as a bundle names them, and skopeo reads
+        // `oci-archive:FILE:REPO:TAG`); a tag one repository has keeps its
+        // plain name.
+        let mut holders: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (_, tag) in state.tags.keys() {
+            *holders.entry(tag.as_str()).or_default() += 1;
+        }
         for ((repository, tag), descriptor) in &state.tags {
             let mut entry = descriptor.plain();
+            let name = match repository {
+                Some(repository) if holders.get(tag.as_str()).is_some_and(|n| *n > 1) => {
+                    format!("{repository}:{tag}")
+                }
+                _ => tag.clone(),
+            };
             entry
                 .annotations
-                .insert(ANNOTATION_REF_NAME.to_owned(), tag.clone());
+                .insert(ANNOTATION_REF_NAME.to_owned(), name);
             if let Some(repository) = repository {
                 entry.annotations.insert(
                     CONTAINERD_IMAGE_NAME.to_owned(),

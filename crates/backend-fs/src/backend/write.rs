@@ -172,7 +172,7 @@ impl Directory {
                 file.sync_all().at("sync", &moved)?;
             }
             if let Some(dir) = target.parent() {
-                fs::create_dir_all(dir).at("create", dir)?;
+                layout2.create_dir(dir)?;
             }
             // Renamed while still locked, so no other push starts over
             // the file between the rename and the unlock.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use orca_backend_fs::{Archive, ArchiveFormat, ArchiveWriter};
 use orca_core::copy::{CopyOptions, copy};
-use orca_core::{Descriptor, Document, MediaType, Selector, Store};
+use orca_core::{Descriptor, Digest, Document, MediaType, Selector, Store};
 
 use crate::common::{push_real_image, run, store};
 
@@ -494,4 +494,70 @@ async fn sha512_content_keeps_its_names_in_an_archive() {
     let back = Store::new(orca_core::MemoryBackend::new());
     cp(&read, "v1", &back, "v1").await.expect("copy out");
     assert!(back.exists(&config).await.expect("exists"));
+}
+
+/// A file of a tar, whole.
+fn tar_file(path: &Path, name: &str) -> Vec<u8> {
+    let mut archive = tar::Archive::new(std::fs::File::open(path).expect("open"));
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        if entry.path_bytes().as_ref() == name.as_bytes() {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut out).expect("read");
+            return out;
+        }
+    }
+    panic!("{name} is not in {}", path.display());
+}
+
+/// Backends review m24: two repositories tagged `latest` in one
+/// oci-archive get distinct `ref.name`s (`REPO:TAG`), which skopeo
+/// addresses; a tag only one repository has keeps its plain name.
+#[tokio::test]
+async fn m24_an_oci_archive_never_names_two_images_alike() {
+    let f = fixture().await;
+    let source = store(&f.source);
+    let second = push_real_image(&source, &[("etc/other", b"second image\n")], "v2").await;
+    let archive = f.dir.join("two.oci.tar");
+    let writer = ArchiveWriter::create(&archive, ArchiveFormat::Oci).expect("create");
+    let a = Store::new(writer.repository("example.com/a"));
+    let b = Store::new(writer.repository("example.com/b"));
+    cp(&source, "v1", &a, "latest").await.expect("copy a");
+    cp(&source, "v2", &b, "latest").await.expect("copy b");
+    cp(&source, "v2", &b, "only").await.expect("copy b only");
+    writer.finish().await.expect("finish");
+    let index: orca_core::Index =
+        serde_json::from_slice(&tar_file(&archive, "index.json")).expect("index");
+    let mut names: Vec<&str> = index
+        .manifests
+        .iter()
+        .filter_map(|d| d.annotations.get("org.opencontainers.image.ref.name"))
+        .map(String::as_str)
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["example.com/a:latest", "example.com/b:latest", "only"],
+        "{index:?}"
+    );
+    for (name, expected) in [
+        ("example.com/a:latest", &f.pushed),
+        ("example.com/b:latest", &second),
+    ] {
+        let inspect = run(
+            "skopeo",
+            SKOPEO,
+            &[
+                "inspect",
+                "--raw",
+                &format!("oci-archive:{}:{name}", s(&archive)),
+            ],
+        );
+        let digest = orca_core::Digest::sha256(inspect.trim_end_matches('\n').as_bytes());
+        let raw = Digest::sha256(inspect.as_bytes());
+        assert!(
+            digest == expected.digest || raw == expected.digest,
+            "skopeo read another image for {name}"
+        );
+    }
 }

@@ -3,7 +3,6 @@
 //! a layout, an archive, a bucket or a plugin's backend), and the stores
 //! of the repositories on each side.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use orca_core::sync::Pattern;
@@ -36,6 +35,10 @@ pub(super) enum Place {
         repository: Option<String>,
         /// An archive target, staged in a layout.
         staged: Option<Staged>,
+        /// Whether garbage collection is the layout engine's to run here
+        /// (a layout directory or a bucket; a plugin's backend and an
+        /// archive are not).
+        collects: bool,
     },
 }
 
@@ -47,12 +50,14 @@ pub(super) async fn place(
     options: &OpenOptions,
     target: bool,
 ) -> Result<Place> {
-    let bundle = |backend: Arc<dyn Backend>, repository: Option<String>| Place::Bundle {
-        backend,
-        name: text.to_owned(),
-        repository,
-        staged: None,
-    };
+    let bundle =
+        |backend: Arc<dyn Backend>, repository: Option<String>, collects: bool| Place::Bundle {
+            backend,
+            name: text.to_owned(),
+            repository,
+            staged: None,
+            collects,
+        };
     if text.starts_with("oci:") {
         // `oci:DIR` or `oci:DIR:REPO`, read as every target string is.
         let TargetSpec::Layout {
@@ -64,24 +69,37 @@ pub(super) async fn place(
             return Err(names_repositories(text));
         };
         let layout = orca_backend_fs::open(path)?;
-        return Ok(bundle(Arc::new(layout), repository));
+        return Ok(bundle(Arc::new(layout), repository, true));
     }
-    if let Some(file) = text.strip_prefix("oci-archive:") {
+    if text.starts_with("oci-archive:") {
+        // Read as every target string is: `oci-archive:m.tar:v1` names a
+        // tag (refused here), never a file called `m.tar:v1`.
+        let TargetSpec::OciArchive { path, tag: None } = TargetSpec::parse(text)? else {
+            return Err(names_repositories(text));
+        };
         if target {
-            let staged = Staged::new(Path::new(file))?;
+            let staged = Staged::new(&path)?;
             return Ok(Place::Bundle {
                 backend: staged.layout.clone(),
                 name: text.to_owned(),
                 repository: None,
                 staged: Some(staged),
+                collects: false,
             });
         }
-        let archive = orca_backend_fs::Archive::open(file)?;
-        return Ok(bundle(Arc::new(archive), None));
+        let archive = orca_backend_fs::Archive::open(&path)?;
+        return Ok(bundle(Arc::new(archive), None, false));
     }
     if text.starts_with("s3://") {
-        let bucket = crate::open::s3_builder(text, options).build()?;
-        return Ok(bundle(Arc::new(bucket), None));
+        let TargetSpec::S3 {
+            url,
+            selector: None,
+        } = TargetSpec::parse(text)?
+        else {
+            return Err(names_repositories(text));
+        };
+        let bucket = crate::open::s3_builder(&url, options).build()?;
+        return Ok(bundle(Arc::new(bucket), None, true));
     }
     #[cfg(feature = "plugins")]
     if let Some((scheme, rest)) = text.split_once("://")
@@ -91,7 +109,7 @@ pub(super) async fn place(
         if selector.is_some() {
             return Err(names_repositories(text));
         }
-        return Ok(bundle(Arc::new(backend), None));
+        return Ok(bundle(Arc::new(backend), None, false));
     }
     if text.contains("://") || text.starts_with("docker-archive:") {
         return Err(Error::InvalidReference {
