@@ -396,16 +396,18 @@ pub(crate) async fn copy_root(
     };
     for blob in &plan.blobs {
         if blob.urls.is_empty() || options.external {
-            totals.bytes += blob.size;
+            totals.bytes = totals.bytes.saturating_add(blob.size);
         }
     }
     for digest in levels.iter().flatten() {
         totals.manifests += 1;
-        totals.bytes += plan.nodes[digest].descriptor.size;
+        totals.bytes = totals
+            .bytes
+            .saturating_add(plan.nodes[digest].descriptor.size);
     }
     if let Some(raw) = &new_root {
         totals.manifests += 1;
-        totals.bytes += raw.bytes().len() as u64;
+        totals.bytes = totals.bytes.saturating_add(raw.bytes().len() as u64);
     }
     copier.emit(Event::Planned(totals));
 
@@ -441,7 +443,7 @@ pub(crate) async fn copy_root(
         match &event {
             Event::Copied(d) => {
                 report.copied += 1;
-                report.bytes += d.size - held;
+                report.bytes = report.bytes.saturating_add(d.size.saturating_sub(held));
                 report.resumed += u64::from(held > 0);
             }
             Event::Mounted(_) => report.mounted += 1,
@@ -480,7 +482,9 @@ pub(crate) async fn copy_root(
             .await?;
         for digest in level {
             report.copied += 1;
-            report.bytes += plan.nodes[digest].descriptor.size;
+            report.bytes = report
+                .bytes
+                .saturating_add(plan.nodes[digest].descriptor.size);
         }
     }
     let mut root_tagged = tag_with_push;
@@ -491,7 +495,7 @@ pub(crate) async fn copy_root(
         } else {
             target.push_manifest(raw, None).await?;
             report.copied += 1;
-            report.bytes += root.size;
+            report.bytes = report.bytes.saturating_add(root.size);
             copier.emit(Event::Pushed(root.clone()));
         }
         root_tagged = false;
@@ -499,7 +503,7 @@ pub(crate) async fn copy_root(
     for relisted in relist(target, &plan.held_referrers, options).await? {
         report.present = report.present.saturating_sub(1);
         report.copied += 1;
-        report.bytes += relisted.size;
+        report.bytes = report.bytes.saturating_add(relisted.size);
     }
     for (name, tagged) in &plan.tags {
         target.tag(tagged, name).await?;

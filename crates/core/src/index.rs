@@ -155,7 +155,7 @@ pub async fn create(
                     entry.platform = Some(member_platform(&source.store, member).await?);
                     add(&mut members, entry);
                 }
-                single_index = Some(raw);
+                single_index = Some((descriptor.clone(), raw));
             }
             Document::Manifest(manifest) => {
                 let mut entry = Descriptor::new(
@@ -197,8 +197,16 @@ pub async fn create(
     for (store, descriptor) in &graphs {
         copy_graph(store, target, descriptor).await?;
     }
-    if let (1, Some(raw), true) = (sources.len(), &single_index, annotations.is_empty()) {
-        let descriptor = target.push_manifest(raw, tag).await?;
+    if let (1, Some((descriptor, raw)), true) =
+        (sources.len(), &single_index, annotations.is_empty())
+    {
+        // Under the source's own digest (sha512 stays sha512), not one
+        // computed again here.
+        let mut descriptor = descriptor.plain();
+        descriptor.media_type = raw.media_type().clone();
+        if let Some(tag) = tag {
+            target.tag(&descriptor, tag).await?;
+        }
         return Ok(Created {
             descriptor,
             raw: raw.clone(),

@@ -199,11 +199,24 @@ pub(crate) async fn manifest(ctx: &Ctx, command: ManifestCommand) -> anyhow::Res
             let raw = RawManifest::detect(bytes, Schema1::Refuse)
                 .with_context(|| format!("reading the manifest in {file}"))?;
             let opened = open(ctx, &target, Access::Write).await?;
-            let descriptor = opened
-                .store()
-                .push_manifest(&raw, opened.tag())
-                .await
-                .with_context(|| format!("storing the manifest in {target}"))?;
+            let descriptor = match opened.selector() {
+                // Stored under the digest named (sha512 too), which the
+                // bytes must match.
+                Some(Selector::Digest(digest)) => {
+                    let descriptor = orca::Descriptor::new(
+                        raw.media_type().clone(),
+                        digest.clone(),
+                        raw.bytes().len() as u64,
+                    );
+                    opened
+                        .store()
+                        .push(&descriptor, orca::Body::from_bytes(raw.bytes().clone()))
+                        .await
+                        .map(|()| descriptor)
+                }
+                _ => opened.store().push_manifest(&raw, opened.tag()).await,
+            }
+            .with_context(|| format!("storing the manifest in {target}"))?;
             opened.finish().await?;
             ctx.emit(
                 &descriptor.digest.to_string(),

@@ -74,7 +74,7 @@ pub(super) async fn catch_up(
         if held {
             let pair = [(referrer.clone(), subject.clone())];
             for relisted in relist(target, &pair, options).await? {
-                bytes += relisted.size;
+                bytes = bytes.saturating_add(relisted.size);
             }
         }
         *moved.get_or_insert(0) += bytes;

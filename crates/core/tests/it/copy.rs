@@ -621,3 +621,86 @@ async fn finding_5_a_paging_bundle_shows_every_tag() {
         ["app", "other", "zed"]
     );
 }
+
+/// Core review finding 6: an index made from one sha512 index keeps that
+/// index's digest instead of pushing it again as sha256.
+#[tokio::test]
+async fn finding_6_an_index_of_one_sha512_index_keeps_its_digest() {
+    let source = Store::new(MemoryBackend::new());
+    let layer = source
+        .push_bytes(MediaType::OCI_LAYER_TAR, &b"layer"[..])
+        .await
+        .expect("layer");
+    let image = image_with(&source, layer).await;
+    let mut member = image.plain();
+    member.platform = Some(Platform::parse("windows/amd64").expect("platform"));
+    let index = Index {
+        manifests: vec![member],
+        ..Index::new()
+    };
+    let raw = index.to_raw().expect("raw");
+    let descriptor = Descriptor::new(
+        raw.media_type().clone(),
+        orca_core::Digest::compute(orca_core::Algorithm::Sha512, raw.bytes()),
+        raw.bytes().len() as u64,
+    );
+    source
+        .push_opts(
+            &descriptor,
+            Body::from_bytes(raw.bytes().clone()),
+            orca_core::PushOptions::tagged("multi512"),
+        )
+        .await
+        .expect("push a sha512 index");
+    let target = Store::new(MemoryBackend::new());
+    let created = index::create(
+        &target,
+        &[index::Source::new(source, Selector::Tag("multi512".into()))],
+        &index::Annotations::default(),
+        Some("made"),
+    )
+    .await
+    .expect("create");
+    assert_eq!(created.descriptor.digest, descriptor.digest);
+    let tagged = target
+        .resolve(&Selector::Tag("made".into()))
+        .await
+        .expect("tagged");
+    assert_eq!(tagged.digest, descriptor.digest);
+}
+
+/// Core review finding 12: sizes taken from a manifest (untrusted) are
+/// summed without overflow: two layers of `u64::MAX / 2 + 1` bytes fail
+/// the copy with an error, never a panic.
+#[tokio::test]
+async fn finding_12_sizes_that_overflow_when_summed_are_an_error() {
+    let source = Store::new(MemoryBackend::new());
+    let config = source
+        .push_bytes(MediaType::OCI_CONFIG, &br#"{"os":"linux"}"#[..])
+        .await
+        .expect("config");
+    let huge = |n: u8| {
+        Descriptor::new(
+            MediaType::OCI_LAYER_TAR,
+            orca_core::Digest::sha256(&[n]),
+            u64::MAX / 2 + 1,
+        )
+    };
+    let raw = Manifest::new(config, vec![huge(1), huge(2)])
+        .to_raw()
+        .expect("raw");
+    source
+        .push_manifest(&raw, Some("huge"))
+        .await
+        .expect("push");
+    let target = Store::new(MemoryBackend::new());
+    let copied = copy(
+        &source,
+        &Selector::Tag("huge".into()),
+        &target,
+        Some("huge"),
+        &CopyOptions::default(),
+    )
+    .await;
+    assert!(copied.is_err(), "{copied:?}");
+}
