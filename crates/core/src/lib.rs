@@ -2,7 +2,8 @@
 //! backend implements, and [`Store`], the verifying handle callers hold.
 //!
 //! Files stand on floors and import only downward: the model (`model`),
-//! the contract (`error`, `body`, `verify`, `capabilities`, `backend`),
+//! the contract (`error`, `body`, `verify`, `capabilities`, `backend`,
+//! `retry`),
 //! the shared rules (`layout`, `referrers`), the handle (`store`), then the
 //! operations (`copy`, `artifact`, `index`, `sync`), implementations and
 //! checks (`memory`, `conformance`).
@@ -19,6 +20,7 @@ pub mod layout;
 pub mod memory;
 pub mod model;
 pub mod referrers;
+mod retry;
 pub mod store;
 pub mod sync;
 pub mod verify;

@@ -132,14 +132,6 @@ impl fmt::Display for MemoryBackend {
     }
 }
 
-fn kind(descriptor: &Descriptor) -> &'static str {
-    if descriptor.media_type.is_manifest() {
-        "manifest"
-    } else {
-        "blob"
-    }
-}
-
 /// The bytes of a push in progress, kept as a partial if it is interrupted.
 struct Holding<'a> {
     backend: &'a MemoryBackend,
@@ -177,7 +169,7 @@ impl Backend for MemoryBackend {
     async fn fetch(&self, descriptor: &Descriptor) -> Result<Body> {
         let entry = self
             .entry(&descriptor.digest)
-            .ok_or_else(|| self.not_found(format!("{} {}", kind(descriptor), descriptor.digest)))?;
+            .ok_or_else(|| self.not_found(descriptor.label()))?;
         Ok(crate::body::chunked(entry.bytes))
     }
 
@@ -301,7 +293,7 @@ impl Backend for MemoryBackend {
         if removed {
             Ok(())
         } else {
-            Err(self.not_found(format!("{} {}", kind(descriptor), descriptor.digest)))
+            Err(self.not_found(descriptor.label()))
         }
     }
 
@@ -445,7 +437,7 @@ impl Backend for MemoryBackend {
         }
         let entry = self
             .entry(&descriptor.digest)
-            .ok_or_else(|| self.not_found(format!("{} {}", kind(descriptor), descriptor.digest)))?;
+            .ok_or_else(|| self.not_found(descriptor.label()))?;
         let len = entry.bytes.len() as u64;
         if range.start > range.end || range.end > len {
             return Err(Error::InvalidInput {

@@ -29,9 +29,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::{Descriptor, Digest, Document, Index, MediaType, RawManifest, Selector};
 
-/// Attempts at one update before it gives up with `Error::Conflict` (with
-/// the backoff capped near 128 ms, some twenty seconds of losing races).
-const MAX_ATTEMPTS: u32 = 200;
+use crate::retry::CAS_ATTEMPTS as MAX_ATTEMPTS;
 /// Confirmations a verify-after-write update waits for.
 const CONFIRMATIONS: u32 = 2;
 
@@ -105,10 +103,7 @@ const STAMP_LIFETIME: u128 = 10 * 60 * 1_000_000_000;
 
 /// Nanoseconds since the epoch.
 fn now() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
+    crate::retry::unix_nanos()
 }
 
 /// The change stamps of an index, by referrer digest.
@@ -126,10 +121,7 @@ fn stamps(annotations: &std::collections::BTreeMap<String, String>) -> Stamps {
 
 fn generation() -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = now();
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{}-{nanos}-{n}", std::process::id())
 }
@@ -409,15 +401,9 @@ fn conflict(backend: &dyn Backend, tag: &str) -> Error {
     }
 }
 
-/// A short jittered pause that grows with `attempt`.
+/// The shared jittered pause before attempt `attempt + 1`.
 async fn backoff(attempt: u32) {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let step = Duration::from_millis(2u64 << attempt.min(6));
-    let jitter = step.mul_f64(0.5 + f64::from(nanos % 1000) / 1000.0);
-    tokio::time::sleep(jitter).await;
+    tokio::time::sleep(crate::retry::backoff(attempt)).await;
 }
 
 /// Pushes an index of `listing` (by digest, untagged).

@@ -574,12 +574,7 @@ impl Store {
 
 /// How errors name content: `manifest sha256:…` or `blob sha256:…`.
 fn subject(descriptor: &Descriptor) -> String {
-    let kind = if descriptor.media_type.is_manifest() {
-        "manifest"
-    } else {
-        "blob"
-    };
-    format!("{kind} {}", descriptor.digest)
+    descriptor.label()
 }
 
 impl fmt::Display for Store {

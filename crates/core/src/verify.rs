@@ -66,13 +66,8 @@ struct Label {
 
 impl Label {
     fn new(descriptor: &Descriptor, place: &str) -> Self {
-        let kind = if descriptor.media_type.is_manifest() {
-            "manifest"
-        } else {
-            "blob"
-        };
         Label {
-            what: format!("{kind} {}", descriptor.digest),
+            what: descriptor.label(),
             place: place.to_owned(),
         }
     }

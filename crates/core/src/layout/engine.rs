@@ -14,7 +14,6 @@
 use std::fmt;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -29,8 +28,7 @@ use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::model::{Descriptor, Digest, Digester, MediaType, RawManifest, Selector};
 
-/// Compare-and-swap attempts on `index.json` before giving up.
-const MAX_ATTEMPTS: u32 = 200;
+use crate::retry::{CAS_ATTEMPTS as MAX_ATTEMPTS, backoff};
 /// The longest `index.json` orca reads.
 const INDEX_LIMIT: u64 = 64 * 1024 * 1024;
 
@@ -425,21 +423,6 @@ impl<S: ObjectStorage> Layout<S> {
     }
 }
 
-/// Jittered exponential backoff for compare-and-swap retries, capped.
-fn backoff(attempt: u32) -> Duration {
-    let base = 5u64 << attempt.min(6);
-    let jitter = u64::from(std::process::id() ^ attempt.wrapping_mul(2_654_435_761)) % base.max(1);
-    Duration::from_millis(base + jitter).min(Duration::from_millis(500))
-}
-
-fn kind(descriptor: &Descriptor) -> &'static str {
-    if descriptor.media_type.is_manifest() {
-        "manifest"
-    } else {
-        "blob"
-    }
-}
-
 impl<S: ObjectStorage> fmt::Display for Layout<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.storage, f)
@@ -468,7 +451,7 @@ impl<S: ObjectStorage> Backend for Layout<S> {
         self.storage
             .get(&blob_path(&descriptor.digest), None)
             .await?
-            .ok_or_else(|| self.not_found(format!("{} {}", kind(descriptor), descriptor.digest)))
+            .ok_or_else(|| self.not_found(descriptor.label()))
     }
 
     async fn push(&self, descriptor: &Descriptor, body: Body, options: &PushOptions) -> Result<()> {
@@ -502,7 +485,7 @@ impl<S: ObjectStorage> Backend for Layout<S> {
         };
         let listed = self.update_index("delete", remove).await?;
         if !present && !listed {
-            return Err(self.not_found(format!("{} {digest}", kind(descriptor))));
+            return Err(self.not_found(descriptor.label()));
         }
         self.storage.delete(&blob_path(digest)).await?;
         // …and sweep again: a tag written between the first sweep and the
@@ -637,7 +620,7 @@ impl<S: ObjectStorage> Backend for Layout<S> {
 
     async fn fetch_range(&self, descriptor: &Descriptor, range: Range<u64>) -> Result<Body> {
         let key = blob_path(&descriptor.digest);
-        let missing = || self.not_found(format!("{} {}", kind(descriptor), descriptor.digest));
+        let missing = || self.not_found(descriptor.label());
         let len = self.storage.size(&key).await?.ok_or_else(missing)?;
         if range.end > len || range.start > range.end {
             return Err(Error::InvalidInput {

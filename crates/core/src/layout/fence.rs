@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -36,10 +36,7 @@ pub(super) const DELETE_WITHIN: Duration = Duration::from_secs(60);
 
 /// Seconds since the epoch, by this machine's clock.
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    crate::retry::unix_secs()
 }
 
 /// Who put a fence up: enough to tell, on the same machine, whether that

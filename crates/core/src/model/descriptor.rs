@@ -49,6 +49,17 @@ pub struct Descriptor {
 }
 
 impl Descriptor {
+    /// How messages name this content: `manifest sha256:…` or
+    /// `blob sha256:…`.
+    pub fn label(&self) -> String {
+        let kind = if self.media_type.is_manifest() {
+            "manifest"
+        } else {
+            "blob"
+        };
+        format!("{kind} {}", self.digest)
+    }
+
     /// A descriptor with just media type, digest and size.
     pub fn new(media_type: MediaType, digest: Digest, size: u64) -> Self {
         Descriptor {
