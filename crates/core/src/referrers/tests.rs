@@ -2,6 +2,9 @@
 //! that never loses the live index, and batching.
 
 use super::*;
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::model::{MediaType, Selector};
 
 #[test]
 fn fallback_tags_follow_the_spec() {
