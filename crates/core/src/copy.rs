@@ -371,21 +371,42 @@ pub async fn copy(
     options: &CopyOptions,
 ) -> Result<CopyReport> {
     let (root, new_root) = choose_root(source, selector, &options.platforms).await?;
-    copy_root(source, root, new_root, target, tag, options, None).await
+    let job = Job {
+        source,
+        target,
+        root,
+        new_root,
+        tag,
+        source_tags: None,
+    };
+    copy_root(job, options).await
 }
 
-/// [`copy`] once the root is known: `new_root` is the index a platform
-/// filter made, if it made one; `source_tags`, the source's tags when the
-/// caller listed them already.
-pub(crate) async fn copy_root(
-    source: &Store,
-    root: Descriptor,
-    new_root: Option<RawManifest>,
-    target: &Store,
-    tag: Option<&str>,
-    options: &CopyOptions,
-    source_tags: Option<&[String]>,
-) -> Result<CopyReport> {
+/// What one copy moves once its root is known (the run's settings are the
+/// [`CopyOptions`] beside it).
+pub(crate) struct Job<'a> {
+    pub(crate) source: &'a Store,
+    pub(crate) target: &'a Store,
+    /// The manifest or index to copy.
+    pub(crate) root: Descriptor,
+    /// The index a platform filter made in place of `root`, if it made one.
+    pub(crate) new_root: Option<RawManifest>,
+    /// The tag to set at the target, last.
+    pub(crate) tag: Option<&'a str>,
+    /// The source's tags, when the caller listed them already.
+    pub(crate) source_tags: Option<&'a [String]>,
+}
+
+/// [`copy`] once the root is known.
+pub(crate) async fn copy_root(job: Job<'_>, options: &CopyOptions) -> Result<CopyReport> {
+    let Job {
+        source,
+        target,
+        root,
+        new_root,
+        tag,
+        source_tags,
+    } = job;
     let copier = Copier::new(source, target, options, source_tags).await?;
     let plan = copier.walk(walk_roots(&root, new_root.as_ref())?).await?;
     let levels = plan.levels();
@@ -571,15 +592,13 @@ pub(crate) async fn relist(
 /// Copies `root` and everything under it from `source` to `target`, by
 /// digest (no tag is set), with default options.
 pub async fn copy_graph(source: &Store, target: &Store, root: &Descriptor) -> Result<()> {
-    copy_root(
+    let job = Job {
         source,
-        root.clone(),
-        None,
         target,
-        None,
-        &CopyOptions::default(),
-        None,
-    )
-    .await
-    .map(drop)
+        root: root.clone(),
+        new_root: None,
+        tag: None,
+        source_tags: None,
+    };
+    copy_root(job, &CopyOptions::default()).await.map(drop)
 }

@@ -23,7 +23,7 @@ use std::time::{Instant, SystemTime};
 
 use futures::stream::{self, StreamExt};
 
-use crate::copy::{CopyOptions, SharedBlobs, choose_root, copy_root, walk_roots};
+use crate::copy::{CopyOptions, Job, SharedBlobs, choose_root, copy_root, walk_roots};
 use crate::error::{Error, Result};
 use crate::model::{Descriptor, Digest, Document, RawManifest, Selector};
 use crate::store::Store;
@@ -372,16 +372,15 @@ async fn finish(checked: Checked<'_>, options: &SyncOptions) -> ImageReport {
     let copy_one = |root: Descriptor, new_root: Option<RawManifest>, tag: Option<String>| {
         let copy_options = &copy_options;
         async move {
-            copy_root(
-                &mirror.source,
+            let job = Job {
+                source: &mirror.source,
+                target: &mirror.target,
                 root,
                 new_root,
-                &mirror.target,
-                tag.as_deref(),
-                copy_options,
-                Some(&work.source_tags),
-            )
-            .await
+                tag: tag.as_deref(),
+                source_tags: Some(&work.source_tags),
+            };
+            copy_root(job, copy_options).await
         }
     };
     let outcome: Result<u64> = async {

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use crate::copy::{CopyOptions, copy_root, relist};
+use crate::copy::{CopyOptions, Job, copy_root, relist};
 use crate::error::Result;
 use crate::model::{Descriptor, Digest};
 
@@ -55,16 +55,15 @@ pub(super) async fn catch_up(
         let held = target.exists(referrer).await?;
         let mut repairing = options.clone();
         repairing.force = held;
-        let copied = copy_root(
+        let job = Job {
             source,
-            referrer.clone(),
-            None,
             target,
-            None,
-            &repairing,
-            Some(source_tags),
-        )
-        .await;
+            root: referrer.clone(),
+            new_root: None,
+            tag: None,
+            source_tags: Some(source_tags),
+        };
+        let copied = copy_root(job, &repairing).await;
         let mut bytes = match copied {
             Ok(copied) => copied.bytes,
             // Listed at the source, but gone from it: nothing to copy.
