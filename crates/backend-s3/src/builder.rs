@@ -207,7 +207,11 @@ impl S3Builder {
         if let Some(endpoint) = &endpoint {
             builder = builder.with_endpoint(endpoint);
         }
-        let effective = endpoint.as_deref().or(from_env.as_deref());
+        // What the client will use, whichever variable set it
+        // (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT`, `AWS_ENDPOINT_URL_S3`, the
+        // profile or this builder): TLS and loopback are decided from it.
+        let effective = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
+        let effective = effective.as_deref();
         // orca hashes every byte it sends against the blob's digest; over
         // TLS (which guards the bytes in transit) hashing each part again
         // for the request signature only doubles the CPU spent. A profile

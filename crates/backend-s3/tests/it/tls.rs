@@ -57,3 +57,48 @@ async fn untrusted_certificates_are_refused_unless_allowed() {
         );
     }
 }
+
+/// Set when the test below runs as a child process.
+const ENDPOINT_CHILD: &str = "ORCA_TEST_ENDPOINT_CHILD";
+
+/// Backends review m15: the endpoint the client uses decides TLS and
+/// loopback, whichever variable named it: `AWS_ENDPOINT` (which
+/// object_store reads too) naming moto on loopback speaks plain HTTP as
+/// `AWS_ENDPOINT_URL` does, without `allow_http`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m15_the_endpoint_in_effect_decides_loopback() {
+    if std::env::var_os(ENDPOINT_CHILD).is_some() {
+        let backend = S3Builder::new(format!(
+            "s3://{}/m15-{}",
+            crate::common::bucket(),
+            std::process::id()
+        ))
+        .build()
+        .expect("s3 backend");
+        Store::new(backend)
+            .tags_all()
+            .await
+            .expect("plain HTTP to a loopback AWS_ENDPOINT");
+        return;
+    }
+    let moto = orca_testkit::MotoServer::shared();
+    crate::common::bucket();
+    let status = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "tls::m15_the_endpoint_in_effect_decides_loopback",
+            "--test-threads=1",
+        ])
+        .env(ENDPOINT_CHILD, "1")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env("AWS_ENDPOINT", moto.endpoint())
+        .env("AWS_ACCESS_KEY_ID", "orca-test-key")
+        .env("AWS_SECRET_ACCESS_KEY", "orca-test-secret")
+        .env("AWS_REGION", "us-east-1")
+        .status()
+        .expect("run the child");
+    assert!(
+        status.success(),
+        "a loopback AWS_ENDPOINT was not spoken to"
+    );
+}
