@@ -128,7 +128,12 @@ impl Backend for RegistryBackend {
             .client
             .send(&request, &self.scope(true), "delete")
             .await?;
-        if response.status().is_success() {
+        let gone_already = response.status() == StatusCode::NOT_FOUND
+            && response
+                .extensions()
+                .get::<crate::client::AfterUnknown>()
+                .is_some();
+        if response.status().is_success() || gone_already {
             Ok(())
         } else {
             Err(self.fail(response, "delete", Self::what(descriptor)).await)

@@ -21,6 +21,12 @@ use crate::watch::{self, Gave, Limits};
 /// trying again, 2 of 4").
 pub type Notice = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
+/// Marks a response to a request sent again after an attempt whose outcome
+/// is unknown (its answer was lost or late): the server may have done it
+/// already, so a DELETE answered 404 then means it is gone (backends m3).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AfterUnknown;
+
 /// Largest token-service answer read.
 const TOKEN_LIMIT: usize = 1024 * 1024;
 
@@ -307,6 +313,9 @@ impl Client {
         self.check_scheme(&request.url, operation)?;
         let mut authenticated = false;
         let mut attempt = 0;
+        // Whether an attempt may have reached the server without its
+        // answer reaching us.
+        let mut unknown = false;
         loop {
             self.turn().await;
             let http = match &request.body {
@@ -335,12 +344,22 @@ impl Client {
             };
             attempt += 1;
             let again = request.replay && attempt < self.retry.attempts;
+            if let Err(gave) = &outcome {
+                unknown |= !matches!(gave, Gave::Failed(e) if e.is_connect());
+            }
             match outcome {
-                Err(Gave::Failed(e)) if (e.is_connect() || e.is_timeout()) && again => {
+                // A connection refused, one that timed out, or one closed
+                // before its answer came (a lost answer): sent again, as
+                // a replayable request may be.
+                Err(Gave::Failed(e))
+                    if (e.is_connect() || e.is_timeout() || e.is_request()) && again =>
+                {
                     let what = if e.is_connect() {
                         format!("could not connect to {}", self.host)
-                    } else {
+                    } else if e.is_timeout() {
                         format!("no answer from {} in time", self.host)
+                    } else {
+                        format!("the connection to {} closed without an answer", self.host)
                     };
                     self.notify(&what, attempt);
                     tokio::time::sleep(self.retry.delay(attempt, None)).await;
@@ -378,7 +397,12 @@ impl Client {
                     let wait = self.retry.delay(attempt, retry_after(response.headers()));
                     tokio::time::sleep(wait).await;
                 }
-                Ok(response) => return Ok(response),
+                Ok(mut response) => {
+                    if unknown {
+                        response.extensions_mut().insert(AfterUnknown);
+                    }
+                    return Ok(response);
+                }
             }
         }
     }

@@ -27,7 +27,14 @@ pub(crate) async fn untag(backend: &RegistryBackend, tag: &str) -> Result<()> {
         .send(&request, &backend.scope(true), "untag")
         .await?;
     let status = response.status();
-    if status.is_success() {
+    // Sent again after an attempt whose answer was lost: a 404 then means
+    // that attempt removed it.
+    let gone_already = status == StatusCode::NOT_FOUND
+        && response
+            .extensions()
+            .get::<crate::client::AfterUnknown>()
+            .is_some();
+    if status.is_success() || gone_already {
         return Ok(());
     }
     let error = read_error(response).await;

@@ -488,3 +488,26 @@ async fn a_silent_server_is_retried_aloud_then_given_up() {
     );
     assert!(took >= Duration::from_secs(4), "{took:?}");
 }
+
+/// Backends review m3: a DELETE whose answer is lost is sent again; the
+/// 404 the second one gets means the first removed it, not "not found".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m3_a_delete_whose_answer_was_lost_succeeds() {
+    let name = fresh_repository("lostdelete");
+    let faults = Faults {
+        lose_answers: Some(("DELETE /v2/".into(), 1)),
+        ..Faults::default()
+    };
+    let (proxy, store) = through(&name, faults, |b| b).await;
+    let manifest = seed(&store).await;
+    store
+        .delete(&manifest.descriptor())
+        .await
+        .unwrap_or_else(|e| panic!("{}", orca_core::error::chain(&e)));
+    let deletes = proxy.recorded().matches("DELETE /v2/").count();
+    assert_eq!(
+        deletes, 2,
+        "the lost answer was not followed by a second DELETE"
+    );
+    assert!(!store.exists(&manifest.descriptor()).await.expect("exists"));
+}
