@@ -152,14 +152,7 @@ impl Copier<'_> {
     fn metered(&self, body: Body, blob: &Descriptor, offset: u64) -> Body {
         let flag = self.abandoned.clone();
         let stopping = blob.clone();
-        let body = body.observed(|chunks| {
-            chunks.map(move |chunk| {
-                if flag.load(Ordering::Relaxed) {
-                    return Err(abandoned(&stopping));
-                }
-                chunk
-            })
-        });
+        let body = body.observed(|chunks| until_abandoned(chunks, flag, stopping));
         let Some(progress) = self.options.progress.clone() else {
             return body;
         };
@@ -186,9 +179,58 @@ impl Copier<'_> {
 }
 
 /// The error a transfer ends with when another transfer of the copy failed.
+/// `chunks`, failing once `flag` is set, and ending at the first error:
+/// nothing comes after it, so a backend that (against the contract) read
+/// on past an error would find the body short, never the rest of it.
+fn until_abandoned(
+    chunks: futures::stream::BoxStream<'static, Result<bytes::Bytes>>,
+    flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    blob: Descriptor,
+) -> impl futures::Stream<Item = Result<bytes::Bytes>> + Send + 'static {
+    chunks.scan(false, move |ended, chunk| {
+        if *ended {
+            return futures::future::ready(None);
+        }
+        let item = if flag.load(Ordering::Relaxed) {
+            Err(abandoned(&blob))
+        } else {
+            chunk
+        };
+        *ended = item.is_err();
+        futures::future::ready(Some(item))
+    })
+}
+
 fn abandoned(blob: &Descriptor) -> Error {
     Error::InvalidInput {
         what: format!("transfer of blob {}", blob.digest),
         reason: "abandoned because another transfer of the copy failed".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Core review finding 11: once a copy is abandoned, a body ends with
+    /// its error; no chunk follows it for a lenient reader to take.
+    #[tokio::test]
+    async fn finding_11_an_abandoned_body_ends_at_its_error() {
+        let chunks: Vec<Result<bytes::Bytes>> =
+            (0..4).map(|n| Ok(bytes::Bytes::from(vec![n; 8]))).collect();
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let blob = Descriptor::of(crate::model::MediaType::OCTET_STREAM, b"whatever");
+        let mut stream = Box::pin(until_abandoned(
+            futures::stream::iter(chunks).boxed(),
+            flag.clone(),
+            blob,
+        ));
+        assert!(matches!(stream.next().await, Some(Ok(_))));
+        flag.store(true, Ordering::Relaxed);
+        assert!(matches!(stream.next().await, Some(Err(_))));
+        assert!(
+            stream.next().await.is_none(),
+            "a chunk came after the error"
+        );
     }
 }
