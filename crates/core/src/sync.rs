@@ -425,8 +425,10 @@ async fn prune(work: &Work<'_>, options: &SyncOptions) -> Vec<ImageReport> {
         .cloned()
         .collect();
     stale.sort();
-    let mut reports = Vec::new();
-    for tag in stale {
+    // Tags are pruned several at once (as images are copied), in the
+    // order of the list (core 14: one after another, 10,000 stale tags
+    // were 20,000 round trips in a row).
+    let prune_one = |tag: String| async move {
         let started = Instant::now();
         let action = if options.dry_run {
             Action::WouldPrune
@@ -452,9 +454,12 @@ async fn prune(work: &Work<'_>, options: &SyncOptions) -> Vec<ImageReport> {
             report = report.failed(&e);
         }
         report.seconds = started.elapsed().as_secs_f64();
-        reports.push(report);
-    }
-    reports
+        report
+    };
+    futures::stream::iter(stale.into_iter().map(prune_one))
+        .buffered(options.images.max(1))
+        .collect()
+        .await
 }
 
 /// When the image `tag` names was made: its configuration's `created`

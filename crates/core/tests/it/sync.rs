@@ -533,3 +533,47 @@ async fn finding_c_a_sha512_subjects_referrers_index_is_never_pruned() {
         );
     }
 }
+
+/// Counts resolutions of tags in flight at once, each taking a while.
+#[derive(Debug, Default, Clone)]
+struct InFlight(Arc<(AtomicUsize, AtomicUsize)>);
+
+#[async_trait]
+impl Hooks for InFlight {
+    async fn resolve(&self, inner: &dyn Backend, selector: &Selector) -> Result<Descriptor> {
+        let now = self.0.0.fetch_add(1, Ordering::SeqCst) + 1;
+        self.0.1.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        self.0.0.fetch_sub(1, Ordering::SeqCst);
+        inner.resolve(selector).await
+    }
+}
+
+/// Core review finding 14: stale tags are pruned several at once, in the
+/// report in the order of the list.
+#[tokio::test]
+async fn finding_14_prune_works_on_several_tags_at_once() {
+    let source = Store::new(MemoryBackend::new());
+    let base = base(&source).await;
+    let kept = image(&source, &base, "kept").await;
+    let inner = MemoryBackend::new();
+    let plain = Store::new(inner.clone());
+    let mut options = SyncOptions::default();
+    sync(&[mirror(source.clone(), plain.clone())], &options).await;
+    let stale: Vec<String> = (0..8).map(|n| format!("old-{n}")).collect();
+    for tag in &stale {
+        plain.tag(&kept, tag).await.expect("tag");
+    }
+    let counter = InFlight::default();
+    let target = Store::new(Intercept::new(inner, counter.clone()));
+    options.prune = true;
+    let reports = sync(&[mirror(source, target.clone())], &options).await;
+    let pruned: Vec<String> = reports
+        .iter()
+        .filter(|r| r.action == Action::Pruned)
+        .filter_map(|r| r.tag.clone())
+        .collect();
+    assert_eq!(pruned, stale);
+    assert!(counter.0.1.load(Ordering::SeqCst) > 1, "one tag at a time");
+    assert_eq!(target.tags_all().await.expect("tags"), ["kept"]);
+}
