@@ -185,6 +185,41 @@ pub struct PluginV1 {
     pub backend: BackendV1,
 }
 
+// The layout of ABI 1, pinned (backends review m29): a host checks only
+// the version and the table's size, so a reorder of the same size would
+// pass that check and call the wrong functions. Any change here is a new
+// ABI: bump `ABI_VERSION` and add a new table, never edit these.
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    let word = size_of::<usize>();
+    // Every operation is one function pointer, in this order.
+    assert!(offset_of!(BackendV1, release) == 0);
+    assert!(offset_of!(BackendV1, capabilities) == word);
+    assert!(offset_of!(BackendV1, describe) == 2 * word);
+    assert!(offset_of!(BackendV1, exists) == 3 * word);
+    assert!(offset_of!(BackendV1, stat) == 4 * word);
+    assert!(offset_of!(BackendV1, fetch) == 5 * word);
+    assert!(offset_of!(BackendV1, push) == 6 * word);
+    assert!(offset_of!(BackendV1, partial) == 7 * word);
+    assert!(offset_of!(BackendV1, delete) == 8 * word);
+    assert!(offset_of!(BackendV1, resolve) == 9 * word);
+    assert!(offset_of!(BackendV1, tag) == 10 * word);
+    assert!(offset_of!(BackendV1, untag) == 11 * word);
+    assert!(offset_of!(BackendV1, swap_tag) == 12 * word);
+    assert!(offset_of!(BackendV1, tags) == 13 * word);
+    assert!(offset_of!(BackendV1, referrers) == 14 * word);
+    assert!(offset_of!(BackendV1, mount) == 15 * word);
+    assert!(offset_of!(BackendV1, fetch_range) == 16 * word);
+    assert!(offset_of!(BackendV1, catalog) == 17 * word);
+    assert!(size_of::<BackendV1>() == 18 * word);
+    assert!(offset_of!(PluginV1, size) == 0);
+    assert!(offset_of!(PluginV1, abi_version) == word);
+    assert!(offset_of!(PluginV1, name) < offset_of!(PluginV1, version));
+    assert!(offset_of!(PluginV1, version) < offset_of!(PluginV1, scheme));
+    assert!(offset_of!(PluginV1, scheme) < offset_of!(PluginV1, open));
+    assert!(offset_of!(PluginV1, open) < offset_of!(PluginV1, backend));
+};
+
 // SAFETY: the table holds only function pointers and pointers to static
 // strings of the library, valid while it is loaded.
 unsafe impl Sync for PluginV1 {}

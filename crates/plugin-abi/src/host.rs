@@ -97,8 +97,15 @@ impl Plugin {
                 ),
             ));
         }
+        let library = Arc::new(library);
+        // A loaded plugin stays loaded until the process ends (backends
+        // review m28): its runtime's threads, and tasks it spawned, outlive
+        // every handle, and unloading the code under them is safe only
+        // where the platform happens to refuse it. One reference is kept
+        // for good.
+        std::mem::forget(library.clone());
         Ok(Plugin {
-            library: Arc::new(library),
+            library,
             table,
             path: path.to_owned(),
         })

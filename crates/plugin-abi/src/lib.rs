@@ -29,7 +29,10 @@ mod wire;
 pub use async_ffi;
 pub use host::{Plugin, PluginBackend};
 
-/// The ABI this crate speaks; a host refuses plugins of any other.
+/// The ABI this crate speaks; a host refuses plugins of any other. Any
+/// change to the tables in `ffi` (an entry added, removed, reordered or
+/// retyped) is a new ABI: bump this, and add a new table beside the old.
+/// The layout of ABI 1 is pinned by compile-time assertions in `ffi`.
 pub const ABI_VERSION: u32 = 1;
 /// The function every plugin exports, returning its ABI version.
 pub const VERSION_SYMBOL: &[u8] = b"orca_plugin_abi_version\0";

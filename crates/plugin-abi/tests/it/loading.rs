@@ -57,3 +57,26 @@ fn a_plugin_says_what_it_is() {
     assert_eq!(plugin.abi_version(), orca_plugin_abi::ABI_VERSION);
     assert!(!plugin.version().is_empty());
 }
+
+/// Backends review m28: a plugin stays loaded after every handle on it is
+/// gone (its runtime's threads still run its code), until the process
+/// ends.
+#[cfg(target_os = "linux")]
+#[test]
+fn m28_a_plugin_stays_loaded_after_its_last_handle() {
+    // A copy of the example plugin under a name of its own (so no other
+    // test holds the same library); not opened, so no thread of it keeps
+    // it mapped on its own.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("liborca_plugin_m28.so");
+    std::fs::copy(library("orca_plugin_example"), &path).expect("copy");
+    let plugin = Plugin::load(&path).expect("load");
+    assert_eq!(plugin.scheme(), "flatdir");
+    drop(plugin);
+    let canonical = std::fs::canonicalize(&path).expect("path");
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
+    assert!(
+        maps.contains(canonical.to_str().expect("utf-8")),
+        "the plugin was unloaded"
+    );
+}
