@@ -18,8 +18,7 @@ use reqwest::{Method, StatusCode};
 use crate::client::Request;
 use crate::error::{convert, read_error};
 use crate::repository::{
-    DOCKER_CONTENT_DIGEST, MANIFEST_ACCEPT, OCI_FILTERS_APPLIED, RegistryBackend, TAG_PAGE,
-    urlencode,
+    DOCKER_CONTENT_DIGEST, OCI_FILTERS_APPLIED, RegistryBackend, TAG_PAGE, urlencode,
 };
 use crate::upload;
 
@@ -45,7 +44,7 @@ impl Backend for RegistryBackend {
             )),
         );
         if descriptor.media_type.is_manifest() {
-            request = request.header(ACCEPT, MANIFEST_ACCEPT);
+            request = request.header(ACCEPT, crate::repository::manifest_accept());
         }
         let response = self
             .client
@@ -147,7 +146,7 @@ impl Backend for RegistryBackend {
             Selector::Digest(d) => format!("manifest {d}"),
         };
         let request = Request::new(Method::HEAD, self.path(&format!("manifests/{reference}")))
-            .header(ACCEPT, MANIFEST_ACCEPT);
+            .header(ACCEPT, crate::repository::manifest_accept());
         let response = self
             .client
             .send(&request, &self.scope(false), "resolve")

@@ -23,6 +23,23 @@ pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+
      application/vnd.docker.distribution.manifest.v2+json, \
      application/vnd.docker.distribution.manifest.list.v2+json, \
      application/vnd.oci.artifact.manifest.v1+json";
+/// [`MANIFEST_ACCEPT`] and schema 1, asked for only when it is allowed.
+const MANIFEST_ACCEPT_SCHEMA1: &str = "application/vnd.oci.image.manifest.v1+json, \
+     application/vnd.oci.image.index.v1+json, \
+     application/vnd.docker.distribution.manifest.v2+json, \
+     application/vnd.docker.distribution.manifest.list.v2+json, \
+     application/vnd.oci.artifact.manifest.v1+json, \
+     application/vnd.docker.distribution.manifest.v1+prettyjws, \
+     application/vnd.docker.distribution.manifest.v1+json";
+
+/// The `Accept` of manifest requests: schema 1 only when it is allowed.
+pub(crate) fn manifest_accept() -> &'static str {
+    if orca_core::model::schema1_allowed() {
+        MANIFEST_ACCEPT_SCHEMA1
+    } else {
+        MANIFEST_ACCEPT
+    }
+}
 pub(crate) const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 pub(crate) const OCI_FILTERS_APPLIED: &str = "oci-filters-applied";
 /// Reads of one metadata document, when its body keeps breaking off.
@@ -150,7 +167,7 @@ impl RegistryBackend {
         reference: &str,
     ) -> Result<(MediaType, Bytes, HeaderMap)> {
         let request = Request::new(Method::GET, self.path(&format!("manifests/{reference}")))
-            .header(ACCEPT, MANIFEST_ACCEPT);
+            .header(ACCEPT, manifest_accept());
         let (headers, bytes) = match self.get_capped(&request, "fetch", "manifest").await? {
             Ok(read) => read,
             Err(response) => {

@@ -92,6 +92,10 @@ pub(crate) struct Global {
     /// tried again (default 30s, four attempts).
     #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub(crate) response_timeout: Option<std::time::Duration>,
+    /// Read and copy Docker schema-1 manifests (deprecated) as they are;
+    /// also ORCA_ENABLE_DEPRECATED_SCHEMA1=1.
+    #[arg(long, global = true)]
+    pub(crate) allow_schema1: bool,
 }
 
 /// The commands.

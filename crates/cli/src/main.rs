@@ -114,6 +114,11 @@ fn context(global: &Global, multi: Option<indicatif::MultiProgress>) -> anyhow::
     open.registry_config = global.registry_config.clone();
     open.s3_endpoint = global.s3_endpoint.clone();
     open.s3_region = global.s3_region.clone();
+    if global.allow_schema1
+        || std::env::var("ORCA_ENABLE_DEPRECATED_SCHEMA1").is_ok_and(|v| v == "1" || v == "true")
+    {
+        orca::model::allow_schema1(true);
+    }
     open.idle_timeout = global.timeout;
     open.response_timeout = global.response_timeout;
     if !global.quiet {

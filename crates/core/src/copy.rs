@@ -211,6 +211,22 @@ impl<'a> Copier<'a> {
             .parse()
             .map_err(|e| e.naming(&descriptor.digest))?;
         visit.children = document.children().into_iter().cloned().collect();
+        if let Document::Schema1(_) = &document {
+            // Schema 1 names its layers without sizes: the source says them.
+            for child in &mut visit.children {
+                child.size = self
+                    .source
+                    .stat(child)
+                    .await?
+                    .ok_or_else(|| Error::NotFound {
+                        what: format!(
+                            "layer {} of schema-1 manifest {}",
+                            child.digest, descriptor.digest
+                        ),
+                        place: self.source.to_string(),
+                    })?;
+            }
+        }
         let deps = visit
             .children
             .iter()

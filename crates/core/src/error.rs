@@ -109,8 +109,9 @@ pub enum Error {
     },
     /// Docker image manifest v2 schema 1 content, which orca does not read.
     #[error(
-        "{what} is a Docker image manifest v2 schema 1, which is deprecated and which orca \
-         does not read; ask its publisher for an OCI or Docker schema 2 image"
+        "{what} is a Docker image manifest v2 schema 1, a deprecated format orca does not \
+         read by default; ask its publisher for an OCI or Docker schema 2 image, or copy it \
+         as it is with --allow-schema1 (ORCA_ENABLE_DEPRECATED_SCHEMA1=1)"
     )]
     Schema1Refused {
         /// Which document.

@@ -176,6 +176,12 @@ pub async fn create(
                     reason: "an artifact manifest cannot be a member of an image index".into(),
                 });
             }
+            Document::Schema1(_) => {
+                return Err(Error::InvalidInput {
+                    what: format!("{} in {}", descriptor.digest, source.store),
+                    reason: "a schema-1 manifest cannot be a member of an image index".into(),
+                });
+            }
         }
         graphs.push((source.store.clone(), descriptor));
     }

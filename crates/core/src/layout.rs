@@ -55,8 +55,9 @@ pub fn capabilities() -> Capabilities {
 /// can parse (used for digests `index.json` does not list, which a layout
 /// stores without their media type).
 pub fn as_manifest(digest: &Digest, bytes: Bytes) -> Option<(Descriptor, Document)> {
-    let raw = RawManifest::detect(bytes, Schema1::Refuse).ok()?;
-    let document = raw.parse().ok()?;
+    // A layout's own content: schema 1 is read whoever may copy it.
+    let raw = RawManifest::detect(bytes, Schema1::Allow).ok()?;
+    let document = raw.parse_with(Schema1::Allow).ok()?;
     let mut descriptor = raw.descriptor();
     descriptor.digest = digest.clone();
     Some((descriptor, document))
@@ -117,11 +118,13 @@ impl LayoutIndex {
         let raw = RawManifest::new(MediaType::OCI_INDEX, Bytes::copy_from_slice(bytes));
         match raw.parse() {
             Ok(Document::Index(index)) => Ok(LayoutIndex { index: *index }),
-            Ok(Document::Manifest(_) | Document::Artifact(_)) => Err(Error::InvalidManifest {
-                what: file.to_owned(),
-                reason: "it is a manifest, not an image index".into(),
-                source: None,
-            }),
+            Ok(Document::Manifest(_) | Document::Artifact(_) | Document::Schema1(_)) => {
+                Err(Error::InvalidManifest {
+                    what: file.to_owned(),
+                    reason: "it is a manifest, not an image index".into(),
+                    source: None,
+                })
+            }
             Err(Error::InvalidManifest { reason, source, .. }) => Err(Error::InvalidManifest {
                 what: file.to_owned(),
                 reason,

@@ -480,8 +480,9 @@ async fn created_time(store: &Store, tag: &str) -> Result<Option<SystemTime>> {
                 _ => return Ok(None),
             }
         }
-        // An artifact manifest has no configuration.
-        Document::Artifact(_) => return Ok(None),
+        // An artifact manifest has no configuration; schema 1 keeps its
+        // times in a history orca does not read.
+        Document::Artifact(_) | Document::Schema1(_) => return Ok(None),
     };
     let config = store.fetch_bytes(&manifest.config).await?;
     #[derive(serde::Deserialize)]

@@ -196,7 +196,7 @@ pub(crate) async fn manifest(ctx: &Ctx, command: ManifestCommand) -> anyhow::Res
             } else {
                 bytes = std::fs::read(&file).with_context(|| format!("reading {file}"))?;
             }
-            let raw = RawManifest::detect(bytes, Schema1::Refuse)
+            let raw = RawManifest::detect(bytes, Schema1::here())
                 .with_context(|| format!("reading the manifest in {file}"))?;
             let opened = open(ctx, &target, Access::Write).await?;
             let descriptor = match opened.selector() {

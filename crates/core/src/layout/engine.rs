@@ -367,7 +367,8 @@ impl<S: ObjectStorage> Layout<S> {
     async fn graph(&self, root: &Descriptor, old: Option<&Digest>) -> Result<Vec<Digest>> {
         let limit = Capabilities::NONE.max_manifest_size;
         let children = |bytes, media_type: &MediaType| -> Result<Vec<Descriptor>> {
-            let document = RawManifest::new(media_type.clone(), bytes).parse()?;
+            let document = RawManifest::new(media_type.clone(), bytes)
+                .parse_with(crate::model::Schema1::Allow)?;
             Ok(document.children().into_iter().cloned().collect())
         };
         let mut known = std::collections::HashSet::new();
@@ -455,6 +456,12 @@ impl<S: ObjectStorage> Backend for Layout<S> {
     }
 
     async fn push(&self, descriptor: &Descriptor, body: Body, options: &PushOptions) -> Result<()> {
+        if descriptor.media_type.essence() == MediaType::DOCKER_SCHEMA1_SIGNED.as_str() {
+            return Err(Error::Unsupported {
+                operation: "storing a signed schema-1 manifest (it is named by the digest of its payload, not of its bytes, which an OCI image layout needs; copy it between registries, or ask its publisher for an OCI or Docker schema 2 image)",
+                place: self.place(),
+            });
+        }
         self.ready().await?;
         if descriptor.media_type.is_manifest() {
             let (index, _) = self.read_index().await?;
@@ -524,7 +531,7 @@ impl<S: ObjectStorage> Backend for Layout<S> {
                     .await?
                     .ok_or_else(|| self.not_found(format!("manifest {digest}")))?;
                 let what = || format!("manifest {digest} in {}", self.place);
-                let raw = RawManifest::detect(bytes, crate::model::Schema1::Refuse).map_err(
+                let raw = RawManifest::detect(bytes, crate::model::Schema1::here()).map_err(
                     |e| match e {
                         Error::Schema1Refused { .. } => Error::Schema1Refused { what: what() },
                         other => other.naming(digest),

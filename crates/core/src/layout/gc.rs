@@ -363,7 +363,8 @@ impl<S: ObjectStorage> Layout<S> {
             let Some(bytes) = self.read_blob(&descriptor.digest, limit).await? else {
                 continue;
             };
-            let document = RawManifest::new(descriptor.media_type.clone(), bytes).parse()?;
+            let document = RawManifest::new(descriptor.media_type.clone(), bytes)
+                .parse_with(crate::model::Schema1::Allow)?;
             queue.extend(document.children().into_iter().cloned());
             queue.extend(document.subject().cloned());
         }

@@ -20,6 +20,18 @@ pub enum Schema1 {
     Allow,
 }
 
+impl Schema1 {
+    /// As the running operation or the process says (see
+    /// [`super::schema1_allowed`]).
+    pub fn here() -> Schema1 {
+        if super::schema1_allowed() {
+            Schema1::Allow
+        } else {
+            Schema1::Refuse
+        }
+    }
+}
+
 /// Detects the media type of manifest bytes.
 ///
 /// An explicit `mediaType` wins, but a document whose fields contradict it

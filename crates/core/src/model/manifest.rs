@@ -160,6 +160,9 @@ pub enum Document {
     Index(Box<Index>),
     /// A withdrawn OCI artifact manifest, carried as it is.
     Artifact(Box<ArtifactManifest>),
+    /// A Docker schema-1 manifest, read only when allowed
+    /// ([`super::allow_schema1`]) and carried as it is.
+    Schema1(Box<super::Schema1Manifest>),
 }
 
 impl Document {
@@ -169,6 +172,7 @@ impl Document {
             Document::Manifest(m) => m.subject.as_ref(),
             Document::Index(i) => i.subject.as_ref(),
             Document::Artifact(a) => a.subject.as_ref(),
+            Document::Schema1(_) => None,
         }
     }
 
@@ -179,6 +183,7 @@ impl Document {
             Document::Manifest(m) => m.artifact_type.as_ref().or(Some(&m.config.media_type)),
             Document::Index(i) => i.artifact_type.as_ref(),
             Document::Artifact(a) => a.artifact_type.as_ref(),
+            Document::Schema1(_) => None,
         }
     }
 
@@ -188,6 +193,7 @@ impl Document {
             Document::Manifest(m) => &m.annotations,
             Document::Index(i) => &i.annotations,
             Document::Artifact(a) => &a.annotations,
+            Document::Schema1(s) => &s.annotations,
         }
     }
 
@@ -198,6 +204,7 @@ impl Document {
             Document::Manifest(m) => std::iter::once(&m.config).chain(&m.layers).collect(),
             Document::Index(i) => i.manifests.iter().collect(),
             Document::Artifact(a) => a.blobs.iter().collect(),
+            Document::Schema1(s) => s.layers.iter().collect(),
         }
     }
 }
@@ -237,19 +244,34 @@ impl RawManifest {
         &self.bytes
     }
 
-    /// The SHA-256 digest of the bytes.
+    /// The SHA-256 digest the manifest is named by: of the bytes (of the
+    /// payload, for a signed schema-1 manifest).
     pub fn digest(&self) -> Digest {
+        if self.media_type.is_schema1() {
+            return super::schema1::schema1_digest(&self.media_type, &self.bytes);
+        }
         Digest::sha256(&self.bytes)
     }
 
-    /// A descriptor for these bytes (SHA-256).
+    /// A descriptor for these bytes (SHA-256, as [`RawManifest::digest`]).
     pub fn descriptor(&self) -> Descriptor {
-        Descriptor::of(self.media_type.clone(), &self.bytes)
+        Descriptor::new(
+            self.media_type.clone(),
+            self.digest(),
+            self.bytes.len() as u64,
+        )
     }
 
     /// Parses the bytes as the document their media type says, refusing a
     /// document whose own `mediaType` or shape contradicts it.
     pub fn parse(&self) -> Result<Document> {
+        self.parse_with(detect::Schema1::here())
+    }
+
+    /// [`RawManifest::parse`], reading schema 1 as `schema1` says rather
+    /// than as the operation does (a collector must see what a schema-1
+    /// manifest names, whoever may copy it).
+    pub fn parse_with(&self, schema1: detect::Schema1) -> Result<Document> {
         let what = || format!("{} document", self.media_type);
         let invalid = |reason: String, source: Option<serde_json::Error>| Error::InvalidManifest {
             what: what(),
@@ -257,7 +279,11 @@ impl RawManifest {
             source: source.map(|e| Box::new(e) as _),
         };
         if self.media_type.is_schema1() {
-            return Err(Error::Schema1Refused { what: what() });
+            if schema1 == detect::Schema1::Refuse {
+                return Err(Error::Schema1Refused { what: what() });
+            }
+            let manifest = super::schema1::parse(&self.bytes, &what())?;
+            return Ok(Document::Schema1(Box::new(manifest)));
         }
         if self.media_type.essence() == MediaType::OCI_ARTIFACT_MANIFEST.as_str() {
             let a: ArtifactManifest = serde_json::from_slice(&self.bytes)

@@ -8,6 +8,7 @@ pub mod manifest;
 pub mod media_type;
 pub mod platform;
 pub mod reference;
+pub mod schema1;
 
 pub use descriptor::{ANNOTATION_CREATED, ANNOTATION_REF_NAME, ANNOTATION_TITLE, Descriptor};
 pub use detect::{Schema1, detect_media_type};
@@ -16,3 +17,4 @@ pub use manifest::{ArtifactManifest, Document, Index, Manifest, RawManifest};
 pub use media_type::MediaType;
 pub use platform::Platform;
 pub use reference::{Reference, Selector};
+pub use schema1::{Schema1Manifest, allow_schema1, schema1_allowed, with_schema1};

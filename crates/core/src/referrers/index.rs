@@ -57,7 +57,7 @@ pub(super) async fn read(
     let raw = RawManifest::new(descriptor.media_type.clone(), bytes);
     let index = match raw.parse() {
         Ok(Document::Index(index)) => index,
-        Ok(Document::Manifest(_) | Document::Artifact(_)) => {
+        Ok(Document::Manifest(_) | Document::Artifact(_) | Document::Schema1(_)) => {
             return Err(Error::InvalidManifest {
                 what: what(),
                 reason: "it is a manifest, not an image index".into(),
