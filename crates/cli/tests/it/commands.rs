@@ -481,3 +481,47 @@ fn cp_link_hard_links_between_layouts() {
         .collect();
     assert!(c.iter().all(|n| *n == 1), "{c:?}");
 }
+
+/// Schema 1 from the command line: refused with the flag to use, copied
+/// as it is with `--allow-schema1` or `ORCA_ENABLE_DEPRECATED_SCHEMA1=1`.
+#[test]
+fn schema1_needs_the_flag_and_is_copied_verbatim_with_it() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path();
+    std::fs::write(path.join("layer.bin"), vec![3u8; 2048]).expect("write");
+    let layer = digest(&json(path, &["blob", "put", "oci:./s1", "layer.bin"]));
+    let manifest = format!(
+        "{{\n   \"schemaVersion\": 1,\n   \"name\": \"library/old\",\n   \"tag\": \"1\",\n   \"architecture\": \"amd64\",\n   \"fsLayers\": [{{\"blobSum\":\"{layer}\"}}],\n   \"history\": [{{\"v1Compatibility\":\"{{}}\"}}]\n}}"
+    );
+    std::fs::write(path.join("old.json"), &manifest).expect("write");
+    let refused = run(path, &["manifest", "put", "oci:./s1:old", "old.json"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("schema 1") && said.contains("--allow-schema1"),
+        "{said}"
+    );
+    let put = json(
+        path,
+        &[
+            "manifest",
+            "put",
+            "oci:./s1:old",
+            "old.json",
+            "--allow-schema1",
+        ],
+    );
+    let copied = crate::common::orca(path)
+        .current_dir(path)
+        .env("ORCA_ENABLE_DEPRECATED_SCHEMA1", "1")
+        .args(["cp", "oci:./s1:old", "oci:./out:old", "--format", "json"])
+        .output()
+        .expect("run orca");
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let resolved = json(path, &["resolve", "oci:./out:old", "--allow-schema1"]);
+    assert_eq!(digest(&resolved), digest(&put));
+}

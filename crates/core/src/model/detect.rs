@@ -97,7 +97,13 @@ pub fn detect_media_type(bytes: &[u8], schema1: Schema1) -> Result<MediaType> {
 
     if fs_layers && !manifests && !layers && !config {
         refuse_schema1()?;
-        return Ok(MediaType::DOCKER_SCHEMA1_SIGNED);
+        // Signed when it carries signatures (it is then named by its
+        // payload's digest), plain otherwise.
+        return Ok(if fields.contains_key("signatures") {
+            MediaType::DOCKER_SCHEMA1_SIGNED
+        } else {
+            MediaType::DOCKER_SCHEMA1
+        });
     }
     if (config || layers) && !manifests && !fs_layers {
         return Ok(MediaType::OCI_MANIFEST);

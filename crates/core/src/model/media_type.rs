@@ -39,12 +39,12 @@ impl MediaType {
     /// Docker manifest list.
     pub const DOCKER_MANIFEST_LIST: MediaType =
         MediaType::from_static("application/vnd.docker.distribution.manifest.list.v2+json");
-    /// Docker image manifest, schema 1 (deprecated; recognised, and refused
-    /// wherever orca would read or copy it).
+    /// Docker image manifest, schema 1 (deprecated): refused unless schema 1
+    /// is allowed ([`crate::model::allow_schema1`]), then copied verbatim.
     pub const DOCKER_SCHEMA1: MediaType =
         MediaType::from_static("application/vnd.docker.distribution.manifest.v1+json");
-    /// Docker image manifest, signed schema 1 (deprecated; recognised, and
-    /// refused wherever orca would read or copy it).
+    /// Docker image manifest, signed schema 1 (deprecated): as
+    /// [`MediaType::DOCKER_SCHEMA1`], named by the digest of its payload.
     pub const DOCKER_SCHEMA1_SIGNED: MediaType =
         MediaType::from_static("application/vnd.docker.distribution.manifest.v1+prettyjws");
     /// Docker image configuration.
