@@ -373,20 +373,40 @@ async fn read_capped(response: Response, read: &Read<'_>) -> Result<Bytes> {
     {
         return Err(too_long(format!(" ({len} bytes)")));
     }
-    let mut buffer = BytesMut::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::Backend {
-            backend: read.place.to_owned(),
-            operation: "read",
-            source: Box::new(e.without_url()),
-        })?;
-        if (buffer.len() + chunk.len()) as u64 > read.limit {
-            return Err(too_long(String::new()));
+    // However it trickles, a capped read ends: within a minute, plus the
+    // cap's time at 16 KiB/s (backends m6; one byte a minute never trips
+    // an idle timeout).
+    let deadline = std::time::Duration::from_secs(60 + read.limit / (16 * 1024));
+    let reading = async {
+        let mut buffer = BytesMut::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Error::Backend {
+                backend: read.place.to_owned(),
+                operation: "read",
+                source: Box::new(e.without_url()),
+            })?;
+            if (buffer.len() + chunk.len()) as u64 > read.limit {
+                return Err(too_long(String::new()));
+            }
+            buffer.extend_from_slice(&chunk);
         }
-        buffer.extend_from_slice(&chunk);
-    }
-    Ok(buffer.freeze())
+        Ok(buffer.freeze())
+    };
+    tokio::time::timeout(deadline, reading)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Backend {
+                backend: read.place.to_owned(),
+                operation: "read",
+                source: format!(
+                    "the {} took longer than {} s to arrive",
+                    read.what,
+                    deadline.as_secs()
+                )
+                .into(),
+            })
+        })
 }
 
 #[cfg(test)]

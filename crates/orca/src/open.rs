@@ -232,15 +232,7 @@ pub async fn open_spec(
             };
             match access {
                 Access::Read => {
-                    let path = path.clone();
-                    let archive =
-                        tokio::task::spawn_blocking(move || orca_backend_fs::Archive::open(path))
-                            .await
-                            .map_err(|e| Error::Backend {
-                                backend: name.to_owned(),
-                                operation: "open",
-                                source: Box::new(e),
-                            })??;
+                    let archive = open_archive(path.clone()).await?;
                     if selector.is_none()
                         && let [only] = archive.images()
                     {
@@ -299,6 +291,20 @@ pub async fn open_spec(
         writer,
         name: name.to_owned(),
     })
+}
+
+/// Opens an archive to read, off the async workers: a gzip one is unpacked
+/// and hashed first (backends m22).
+#[cfg(feature = "fs")]
+pub(crate) async fn open_archive(path: PathBuf) -> Result<orca_backend_fs::Archive> {
+    let name = path.display().to_string();
+    tokio::task::spawn_blocking(move || orca_backend_fs::Archive::open(path))
+        .await
+        .map_err(|e| Error::Backend {
+            backend: name,
+            operation: "open",
+            source: Box::new(e),
+        })?
 }
 
 /// A registry client for `host`, with the options' TLS settings and

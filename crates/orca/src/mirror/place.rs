@@ -87,7 +87,7 @@ pub(super) async fn place(
                 collects: false,
             });
         }
-        let archive = orca_backend_fs::Archive::open(&path)?;
+        let archive = crate::open::open_archive(path).await?;
         return Ok(bundle(Arc::new(archive), None, false));
     }
     if text.starts_with("s3://") {

@@ -48,7 +48,7 @@ impl Staged {
         if !self.archive.exists() {
             return Ok(());
         }
-        let archive = orca_backend_fs::Archive::open(&self.archive)?;
+        let archive = crate::open::open_archive(self.archive.clone()).await?;
         // The archive is written anew from what has a name: an image
         // without one would be lost, so such an archive is no target.
         if archive.images().iter().any(|image| image.tag.is_none()) {
