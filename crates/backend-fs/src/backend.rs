@@ -272,13 +272,7 @@ impl ObjectStorage for Directory {
     }
 
     async fn clean_staging(&self, age: Duration) -> Result<usize> {
-        self.blocking("gc", move |files| {
-            Ok(files
-                .stale_temp_files(age)
-                .into_iter()
-                .filter(|temp| fs::remove_file(temp).is_ok())
-                .count())
-        })
-        .await
+        self.blocking("gc", move |files| Ok(files.remove_stale_temp_files(age)))
+            .await
     }
 }

@@ -276,16 +276,15 @@ impl Files {
         Ok(found)
     }
 
-    /// Temporary files older than `age`: left by processes that died. A
-    /// partial file a push holds locked is never one of them.
-    pub(crate) fn stale_temp_files(&self, age: std::time::Duration) -> Vec<PathBuf> {
+    /// Removes the temporary files older than `age` (left by processes
+    /// that died) and says how many. Each is locked first and unlinked
+    /// while the lock is held, so a partial file a push holds is never
+    /// one, and none is taken from under a push that locks it meanwhile
+    /// (backends m23: the lock was let go between the look and the
+    /// removal).
+    pub(crate) fn remove_stale_temp_files(&self, age: std::time::Duration) -> usize {
         let Ok(entries) = fs::read_dir(self.ingest_dir()) else {
-            return Vec::new();
-        };
-        let held = |path: &Path| {
-            File::open(path)
-                .map(|file| matches!(file.try_lock(), Err(fs::TryLockError::WouldBlock)))
-                .unwrap_or(false)
+            return 0;
         };
         entries
             .filter_map(|e| e.ok())
@@ -298,8 +297,16 @@ impl Files {
                     .is_some_and(|elapsed| elapsed >= age)
             })
             .map(|e| e.path())
-            .filter(|path| !held(path))
-            .collect()
+            .filter(|path| {
+                let Ok(file) = File::open(path) else {
+                    return false;
+                };
+                match file.try_lock() {
+                    Ok(()) => fs::remove_file(path).is_ok(),
+                    Err(_) => false,
+                }
+            })
+            .count()
     }
 }
 
