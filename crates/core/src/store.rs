@@ -30,6 +30,7 @@ pub struct Store {
     place: Arc<str>,
     referrers: Arc<Batcher>,
     referrers_gc: bool,
+    referrers_upkeep: bool,
 }
 
 impl Store {
@@ -48,6 +49,7 @@ impl Store {
             place,
             referrers: Arc::default(),
             referrers_gc: true,
+            referrers_upkeep: true,
         }
     }
 
@@ -66,6 +68,16 @@ impl Store {
     /// the tag has moved on; on by default.
     pub fn with_referrers_gc(mut self, gc: bool) -> Self {
         self.referrers_gc = gc;
+        self
+    }
+
+    /// Whether pushing a manifest with a `subject` (or deleting one) keeps
+    /// its subject's referrers index (tag schema) up to date; on by
+    /// default. Off only for a copy of a whole bundle's names, whose
+    /// indexes come along under their own names (`REPO:sha256-…`) and
+    /// must not gain plain `sha256-…` ones beside them.
+    pub fn with_referrers_upkeep(mut self, upkeep: bool) -> Self {
+        self.referrers_upkeep = upkeep;
         self
     }
 
@@ -253,6 +265,7 @@ impl Store {
                 .await
                 .map_err(|e| self.pushing(e, descriptor))?;
             if let Some(subject) = document.subject()
+                && self.referrers_upkeep
                 && !self.indexes_subjects()
             {
                 let entry = referrers::referrer_entry(descriptor, &document);

@@ -75,7 +75,9 @@ impl Staged {
 /// (`REPO:TAG`, set on the backend itself: they are no plain tags).
 async fn copy_names(from: Arc<dyn Backend>, to: Arc<dyn Backend>) -> Result<()> {
     let source = Store::from_arc(from.clone());
-    let target = Store::from_arc(to.clone());
+    // The names' referrers indexes come along as names of their own; the
+    // store's upkeep would add plain `sha256-…` ones beside them (core 2).
+    let target = Store::from_arc(to.clone()).with_referrers_upkeep(false);
     for name in from.tags(&orca_core::ListQuery::all()).await?.entries {
         let root = from
             .resolve(&orca_core::Selector::Tag(name.clone()))
@@ -84,4 +86,55 @@ async fn copy_names(from: Arc<dyn Backend>, to: Arc<dyn Backend>) -> Result<()> 
         to.tag(&root, &name).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orca_core::{Manifest, MediaType};
+
+    /// Core review finding 2: copying a bundle's names (staging an archive
+    /// target, or packing it) carries the referrers index under its own
+    /// `REPO:sha256-…` name and adds no plain `sha256-…` name beside it.
+    #[tokio::test]
+    async fn finding_2_copying_names_adds_no_stray_referrers_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let from: Arc<dyn Backend> =
+            Arc::new(orca_backend_fs::open(dir.path().join("from")).expect("layout"));
+        let repo =
+            Store::new(orca_core::bundle::Namespaced::new(from.clone(), "repo").expect("view"));
+        let empty = repo
+            .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+            .await
+            .expect("empty");
+        let image = repo
+            .push_manifest(
+                &Manifest::new(empty.clone(), vec![]).to_raw().expect("raw"),
+                Some("v1"),
+            )
+            .await
+            .expect("image");
+        let mut signature = Manifest::new(empty.clone(), vec![empty]);
+        signature.subject = Some(image.clone());
+        signature.artifact_type = Some(MediaType::new("application/vnd.example.signature"));
+        repo.push_manifest(&signature.to_raw().expect("raw"), None)
+            .await
+            .expect("sign");
+        let to: Arc<dyn Backend> =
+            Arc::new(orca_backend_fs::open(dir.path().join("to")).expect("layout"));
+        copy_names(from, to.clone()).await.expect("copy names");
+        let names = to
+            .tags(&orca_core::ListQuery::all())
+            .await
+            .expect("names")
+            .entries;
+        assert!(
+            names.iter().all(|n| n.starts_with("repo:")),
+            "a name outside the repository: {names:?}"
+        );
+        assert!(
+            names.iter().any(|n| n.starts_with("repo:sha256-")),
+            "{names:?}"
+        );
+    }
 }
