@@ -9,7 +9,7 @@ use orca_core::capabilities::DEFAULT_MAX_MANIFEST_SIZE;
 use orca_core::{Error, Result};
 
 use crate::auth::Credentials;
-use crate::client::{Client, Clients, Notice, Retry};
+use crate::client::{Client, Clients, LazyClient, Notice, Retry};
 use crate::registry::Registry;
 use crate::repository::Options;
 
@@ -268,9 +268,15 @@ impl RegistryBuilder {
             .unwrap_or_else(|| Self::is_loopback(&self.host));
         let scheme = if plain { "http" } else { "https" };
         let http = self.client(redirects(), true)?;
-        let upload = self.client(redirects(), false)?;
+        let upload = {
+            let builder = self.clone();
+            LazyClient::new(move || builder.client(redirects(), false))
+        };
         // The token service gets credentials: it is followed nowhere.
-        let token = self.client(reqwest::redirect::Policy::none(), true)?;
+        let token = {
+            let builder = self.clone();
+            LazyClient::new(move || builder.client(reqwest::redirect::Policy::none(), true))
+        };
         let client = Client::new(
             Clients {
                 http,

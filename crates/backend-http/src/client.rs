@@ -109,14 +109,40 @@ impl Retry {
     }
 }
 
+/// A client made the first time it is needed (making one loads the trusted
+/// roots: a command that never pushes or authenticates makes one client,
+/// not three).
+pub(crate) struct LazyClient {
+    made: std::sync::OnceLock<reqwest::Client>,
+    make: Box<dyn Fn() -> Result<reqwest::Client> + Send + Sync>,
+}
+
+impl LazyClient {
+    /// A client `make` makes when first asked for.
+    pub(crate) fn new(make: impl Fn() -> Result<reqwest::Client> + Send + Sync + 'static) -> Self {
+        LazyClient {
+            made: std::sync::OnceLock::new(),
+            make: Box::new(make),
+        }
+    }
+
+    fn get(&self) -> Result<&reqwest::Client> {
+        if let Some(client) = self.made.get() {
+            return Ok(client);
+        }
+        let client = (self.make)()?;
+        Ok(self.made.get_or_init(|| client))
+    }
+}
+
 /// The HTTP clients a [`Client`] is made of, and its limits.
 pub(crate) struct Clients {
     /// For requests without a body (reqwest's read timeout on).
     pub(crate) http: reqwest::Client,
     /// For the token service (no redirects).
-    pub(crate) token: reqwest::Client,
+    pub(crate) token: LazyClient,
     /// For requests with a body (no read timeout: [`watch`] limits them).
-    pub(crate) upload: reqwest::Client,
+    pub(crate) upload: LazyClient,
     pub(crate) limits: Limits,
     pub(crate) notice: Option<Notice>,
 }
@@ -127,10 +153,10 @@ pub(crate) struct Client {
     /// The same client that follows no redirect: for the token service,
     /// whose requests carry credentials (a form body is sent again on a
     /// 307, to wherever it points).
-    token_http: reqwest::Client,
+    token_http: LazyClient,
     /// The same client without reqwest's read timeout: for requests with
     /// a body, which run under [`watch`]'s limits instead.
-    upload_http: reqwest::Client,
+    upload_http: LazyClient,
     /// The idle and response limits of every request.
     limits: Limits,
     /// Told when a request is tried again.
@@ -319,7 +345,7 @@ impl Client {
         loop {
             self.turn().await;
             let http = match &request.body {
-                Some(_) => &self.upload_http,
+                Some(_) => self.upload_http.get()?,
                 None => &self.http,
             };
             let mut builder = http.request(request.method.clone(), &request.url);
@@ -452,7 +478,7 @@ impl Client {
     {
         self.check_scheme(url, operation)?;
         self.turn().await;
-        let mut builder = self.upload_http.request(method, url);
+        let mut builder = self.upload_http.get()?.request(method, url);
         for (name, value) in headers {
             builder = builder.header(name, value);
         }
@@ -548,10 +574,10 @@ impl Client {
                     ("client_id", "orca"),
                 ];
                 form.extend(query.iter().copied());
-                self.token_http.post(realm).form(&form)
+                self.token_http.get()?.post(realm).form(&form)
             }
             other => {
-                let mut builder = self.token_http.get(realm).query(&query);
+                let mut builder = self.token_http.get()?.get(realm).query(&query);
                 if let Some(basic) = other.basic_header() {
                     builder = builder.header(AUTHORIZATION, basic);
                 }
@@ -613,8 +639,8 @@ mod tests {
         Client::new(
             Clients {
                 http: reqwest::Client::new(),
-                token: reqwest::Client::new(),
-                upload: reqwest::Client::new(),
+                token: LazyClient::new(|| Ok(reqwest::Client::new())),
+                upload: LazyClient::new(|| Ok(reqwest::Client::new())),
                 limits: Limits {
                     idle: Duration::from_secs(60),
                     response: Duration::from_secs(30),
