@@ -27,6 +27,10 @@ pub type Notice = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct AfterUnknown;
 
+/// Bodies up to this size go as requests without one do; larger ones are
+/// watched for progress (see `watch`).
+const SMALL_BODY: usize = 256 * 1024;
+
 /// Largest token-service answer read.
 const TOKEN_LIMIT: usize = 1024 * 1024;
 
@@ -344,7 +348,11 @@ impl Client {
         let mut unknown = false;
         loop {
             self.turn().await;
-            let http = match &request.body {
+            // A small body (a manifest, a token form) is sent in well under
+            // the idle timeout on any link: it goes as a request without
+            // one does. A larger one is watched (see `watch`).
+            let watched = request.body.as_ref().filter(|b| b.len() > SMALL_BODY);
+            let http = match watched {
                 Some(_) => self.upload_http.get()?,
                 None => &self.http,
             };
@@ -357,16 +365,22 @@ impl Client {
             {
                 builder = builder.header(AUTHORIZATION, auth);
             }
-            let outcome = match &request.body {
-                Some(body) => {
+            let outcome = match (watched, &request.body) {
+                (Some(body), _) => {
                     let len = body.len() as u64;
                     let builder = builder.header(reqwest::header::CONTENT_LENGTH, len);
                     watch::send(builder, watch::slices(body.clone()), Some(len), self.limits).await
                 }
-                None => match tokio::time::timeout(self.limits.response, builder.send()).await {
-                    Ok(sent) => sent.map_err(Gave::Failed),
-                    Err(_) => Err(Gave::NoAnswer(self.limits.response)),
-                },
+                (None, body) => {
+                    let builder = match body {
+                        Some(body) => builder.body(body.clone()),
+                        None => builder,
+                    };
+                    match tokio::time::timeout(self.limits.response, builder.send()).await {
+                        Ok(sent) => sent.map_err(Gave::Failed),
+                        Err(_) => Err(Gave::NoAnswer(self.limits.response)),
+                    }
+                }
             };
             attempt += 1;
             let again = request.replay && attempt < self.retry.attempts;
