@@ -598,10 +598,31 @@ impl Client {
                 builder
             }
         };
-        let response = builder
-            .send()
-            .await
-            .map_err(|e| self.transport_error("authenticate", e))?;
+        // Token services have bad moments too (backends m7): a refused
+        // connection, a 5xx or a 429 is asked again, with the registry's
+        // backoff (a form body is cloned for each attempt).
+        let mut attempt = 0;
+        let response = loop {
+            attempt += 1;
+            let again = attempt < self.retry.attempts;
+            let Some(request) = builder.try_clone() else {
+                break builder
+                    .send()
+                    .await
+                    .map_err(|e| self.transport_error("authenticate", e))?;
+            };
+            match request.send().await {
+                Err(e) if e.is_connect() && again => {
+                    tokio::time::sleep(self.retry.delay(attempt, None)).await;
+                }
+                Err(e) => return Err(self.transport_error("authenticate", e)),
+                Ok(response) if transient(response.status()) && again => {
+                    let wait = self.retry.delay(attempt, retry_after(response.headers()));
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(response) => break response,
+            }
+        };
         if !response.status().is_success() {
             let retry = retry_after(response.headers());
             let error = read_error(response).await;

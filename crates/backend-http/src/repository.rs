@@ -309,7 +309,17 @@ pub(crate) fn range_start(value: &str) -> Option<u64> {
 
 pub(crate) fn location(client: &Client, response: &Response) -> Option<String> {
     let location = response.headers().get(LOCATION)?.to_str().ok()?;
+    // A relative Location is relative to the URL it answered (RFC 3986),
+    // not to the host's root (backends m11).
+    if !location.starts_with('/') && !location.contains("://") {
+        return relative_to(response.url(), location);
+    }
     Some(client.resolve_location(location))
+}
+
+/// `reference` resolved against `base` as RFC 3986 says.
+fn relative_to(base: &reqwest::Url, reference: &str) -> Option<String> {
+    base.join(reference).ok().map(String::from)
 }
 
 /// What a capped metadata read is about, for [`get_capped`].
@@ -411,7 +421,22 @@ async fn read_capped(response: Response, read: &Read<'_>) -> Result<Bytes> {
 
 #[cfg(test)]
 mod tests {
-    use super::{next_target, range_start};
+    use super::{next_target, range_start, relative_to};
+
+    /// Backends review m11: a relative Location is resolved against the
+    /// URL it answered, not the host's root.
+    #[test]
+    fn m11_a_relative_location_is_relative_to_the_request() {
+        let base = reqwest::Url::parse("http://h:5000/v2/a/blobs/uploads/").expect("url");
+        assert_eq!(
+            relative_to(&base, "x?_state=1").as_deref(),
+            Some("http://h:5000/v2/a/blobs/uploads/x?_state=1")
+        );
+        assert_eq!(
+            relative_to(&base, "../y").as_deref(),
+            Some("http://h:5000/v2/a/blobs/y")
+        );
+    }
 
     #[test]
     fn the_next_link_is_the_one_marked_next() {

@@ -15,8 +15,8 @@ use orca_testkit::{Faults, RecordingProxy, RegistryServer};
 use crate::common::fresh_repository;
 
 /// A server on a loopback port answering every request with what
-/// `answer` makes of its request line; returns the port and everything
-/// received (heads and bodies).
+/// `answer` makes of its head (request line and headers); returns the port
+/// and everything received (heads and bodies).
 fn fake(answer: impl Fn(&str) -> String + Send + 'static) -> (u16, Arc<Mutex<String>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("address").port();
@@ -44,12 +44,11 @@ fn fake(answer: impl Fn(&str) -> String + Send + 'static) -> (u16, Arc<Mutex<Str
             let mut body = vec![0; length];
             let _ = reader.read_exact(&mut body);
             head.push_str(&String::from_utf8_lossy(&body));
-            let line = head.lines().next().unwrap_or_default().to_owned();
             record
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push_str(&head);
-            let _ = stream.write_all(answer(&line).as_bytes());
+            let _ = stream.write_all(answer(&head).as_bytes());
         }
     });
     (port, seen)
@@ -220,4 +219,48 @@ async fn m9_a_range_answered_with_other_bytes_is_refused() {
     };
     let text = orca_core::error::chain(&err);
     assert!(text.contains("Content-Range"), "{text}");
+}
+
+/// Backends review m7: a token service that answers 503 once is asked
+/// again, and the request goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m7_a_token_service_failing_once_is_asked_again() {
+    let asked = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let count = asked.clone();
+    let (realm, _) = fake(move |_| {
+        if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                .into()
+        } else {
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16\r\nConnection: close\r\n\r\n{\"token\":\"good\"}".into()
+        }
+    });
+    let (registry_port, seen) = fake(move |head| {
+        if head
+            .to_ascii_lowercase()
+            .contains("authorization: bearer good")
+        {
+            let body = r#"{"name":"some/repo","tags":["v1"]}"#;
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        } else {
+            challenge(realm)
+        }
+    });
+    let registry = RegistryBuilder::new(format!("127.0.0.1:{registry_port}"))
+        .credentials(Credentials::basic("user", "password"))
+        .build()
+        .expect("registry");
+    let repository = registry
+        .repository("some/repo")
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}: {}", text(&seen)));
+    let tags = Store::new(repository)
+        .tags_all()
+        .await
+        .unwrap_or_else(|e| panic!("{}", orca_core::error::chain(&e)));
+    assert_eq!(tags, ["v1"]);
+    assert!(asked.load(std::sync::atomic::Ordering::SeqCst) >= 2);
 }
