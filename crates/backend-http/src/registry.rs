@@ -154,21 +154,11 @@ impl Registry {
     /// Lists every repository after `last` (all when `None`), page by
     /// page, under [`Pages`]: pages that loop or never end are an error.
     pub async fn catalog_all(&self, last: Option<String>) -> Result<Vec<String>> {
-        let mut all = Vec::new();
-        let mut query = ListQuery::page(last, 1000);
-        let mut pages = Pages::new("repository list", self.client.host.clone());
-        loop {
-            let page = self.catalog(&query).await?;
-            pages.read(page.entries.len())?;
-            all.extend(page.entries);
-            match page.next {
-                Some(next) => {
-                    pages.next(&next)?;
-                    query.last = Some(next);
-                }
-                None => return Ok(all),
-            }
-        }
+        Pages::new("repository list", self.client.host.clone())
+            .collect(ListQuery::page(last, 1000), |query| async move {
+                self.catalog(&query).await
+            })
+            .await
     }
 }
 

@@ -151,6 +151,29 @@ impl Pages {
         Ok(())
     }
 
+    /// Every entry of the pages `fetch` gives from `first` on, following
+    /// each page's `next` under this guard.
+    pub async fn collect<F, Fut>(mut self, first: ListQuery, mut fetch: F) -> Result<Vec<String>>
+    where
+        F: FnMut(ListQuery) -> Fut,
+        Fut: std::future::Future<Output = Result<ListPage>>,
+    {
+        let mut all = Vec::new();
+        let mut query = first;
+        loop {
+            let page = fetch(query.clone()).await?;
+            self.read(page.entries.len())?;
+            all.extend(page.entries);
+            match page.next {
+                Some(next) => {
+                    self.next(&next)?;
+                    query.last = Some(next);
+                }
+                None => return Ok(all),
+            }
+        }
+    }
+
     /// Checks the continuation (a marker, a URL) that asks for the next
     /// page: one seen before means the pages loop.
     pub fn next(&mut self, continuation: &str) -> Result<()> {

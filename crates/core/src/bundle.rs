@@ -22,21 +22,11 @@ use crate::model::{Descriptor, Digest, MediaType, Selector};
 /// Every name a bundle holds, following its pages (a plugin's backend may
 /// page even when asked for all) under [`Pages`](crate::backend::Pages).
 async fn names(bundle: &dyn Backend) -> Result<Vec<String>> {
-    let mut all = Vec::new();
-    let mut query = ListQuery::all();
-    let mut pages = crate::backend::Pages::new("names", bundle.to_string());
-    loop {
-        let page = bundle.tags(&query).await?;
-        pages.read(page.entries.len())?;
-        all.extend(page.entries);
-        match page.next {
-            Some(next) => {
-                pages.next(&next)?;
-                query.last = Some(next);
-            }
-            None => return Ok(all),
-        }
-    }
+    crate::backend::Pages::new("names", bundle.to_string())
+        .collect(ListQuery::all(), |query| async move {
+            bundle.tags(&query).await
+        })
+        .await
 }
 
 /// The repositories a bundle holds: the distinct `<repository>` parts of

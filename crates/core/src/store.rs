@@ -479,21 +479,12 @@ impl Store {
 
     /// Every tag, in lexical order.
     pub async fn tags_all(&self) -> Result<Vec<String>> {
-        let mut all = Vec::new();
-        let mut query = ListQuery::all();
-        let mut pages = crate::backend::Pages::new("tag list", self.to_string());
-        loop {
-            let page = self.tags(&query).await?;
-            pages.read(page.entries.len())?;
-            all.extend(page.entries);
-            match page.next {
-                Some(next) => {
-                    pages.next(&next)?;
-                    query.last = Some(next);
-                }
-                None => return Ok(all),
-            }
-        }
+        crate::backend::Pages::new("tag list", self.to_string())
+            .collect(
+                ListQuery::all(),
+                |query| async move { self.tags(&query).await },
+            )
+            .await
     }
 
     /// The manifests that refer to `subject`, optionally only those of one
