@@ -443,6 +443,29 @@ async fn good_member(source: &Store) -> Descriptor {
     }
 }
 
+/// Pushes an image tagged `v1` and a signature referring to it; returns
+/// both descriptors.
+async fn signed_image(source: &Store) -> (Descriptor, Descriptor) {
+    let layer = source
+        .push_bytes(MediaType::OCI_LAYER_TAR, &b"base"[..])
+        .await
+        .expect("layer");
+    let image = image_with(source, layer).await;
+    let empty = source
+        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+        .await
+        .expect("empty");
+    let referrer = Manifest {
+        artifact_type: Some(MediaType::new("application/vnd.example.signature")),
+        subject: Some(image.plain()),
+        ..Manifest::new(empty.clone(), vec![empty.clone()])
+    }
+    .to_raw()
+    .expect("raw");
+    let referrer = source.push_manifest(&referrer, None).await.expect("sign");
+    (image, referrer)
+}
+
 /// Breaks every change of a referrers index (a 503 on its write) until
 /// told to mend.
 #[derive(Debug, Clone)]
@@ -475,23 +498,7 @@ impl Hooks for BrokenIndex {
 async fn finding_b_a_rerun_lists_a_referrer_stored_but_not_listed() {
     for force in [false, true] {
         let source = Store::new(MemoryBackend::new());
-        let layer = source
-            .push_bytes(MediaType::OCI_LAYER_TAR, &b"base"[..])
-            .await
-            .expect("layer");
-        let image = image_with(&source, layer).await;
-        let empty = source
-            .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
-            .await
-            .expect("empty");
-        let referrer = Manifest {
-            artifact_type: Some(MediaType::new("application/vnd.example.signature")),
-            subject: Some(image.plain()),
-            ..Manifest::new(empty.clone(), vec![empty.clone()])
-        }
-        .to_raw()
-        .expect("raw");
-        let referrer = source.push_manifest(&referrer, None).await.expect("sign");
+        let (image, referrer) = signed_image(&source).await;
 
         let mut capabilities = Capabilities::ALL;
         capabilities.referrers_api = false;
@@ -532,23 +539,7 @@ async fn finding_b_a_rerun_lists_a_referrer_stored_but_not_listed() {
 #[tokio::test]
 async fn finding_18_a_bundle_repository_lists_a_referrer_another_pushed() {
     let source = Store::new(MemoryBackend::new());
-    let layer = source
-        .push_bytes(MediaType::OCI_LAYER_TAR, &b"base"[..])
-        .await
-        .expect("layer");
-    let image = image_with(&source, layer).await;
-    let empty = source
-        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
-        .await
-        .expect("empty");
-    let referrer = Manifest {
-        artifact_type: Some(MediaType::new("application/vnd.example.signature")),
-        subject: Some(image.plain()),
-        ..Manifest::new(empty.clone(), vec![empty.clone()])
-    }
-    .to_raw()
-    .expect("raw");
-    let referrer = source.push_manifest(&referrer, None).await.expect("sign");
+    let (image, referrer) = signed_image(&source).await;
 
     let mut capabilities = Capabilities::ALL;
     capabilities.referrers_api = false;

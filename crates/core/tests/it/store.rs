@@ -648,6 +648,32 @@ async fn finding_d_a_stale_404_after_tagging_deletes_no_referrers_index() {
     }
 }
 
+/// Pushes an empty image tagged `v1` and a note referring to it; returns
+/// both descriptors.
+async fn noted(store: &Store) -> (Descriptor, Descriptor) {
+    let empty = store
+        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+        .await
+        .expect("empty");
+    let subject = store
+        .push_manifest(
+            &orca_core::Manifest::new(empty.clone(), vec![])
+                .to_raw()
+                .expect("raw"),
+            Some("v1"),
+        )
+        .await
+        .expect("subject");
+    let mut referrer = orca_core::Manifest::new(empty.clone(), vec![empty]);
+    referrer.subject = Some(subject.clone());
+    referrer.artifact_type = Some(MediaType::new("application/vnd.example.note"));
+    let referrer = store
+        .push_manifest(&referrer.to_raw().expect("raw"), None)
+        .await
+        .expect("attach");
+    (subject, referrer)
+}
+
 /// Serves the fallback tag's index with a media-type parameter.
 #[derive(Debug)]
 struct Charset;
@@ -671,26 +697,7 @@ async fn finding_8_a_media_type_parameter_on_the_referrers_index_is_read() {
     capabilities.referrers_api = false;
     let inner = MemoryBackend::new().with_capabilities(capabilities);
     let plain = Store::new(inner.clone());
-    let empty = plain
-        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
-        .await
-        .expect("empty");
-    let subject = plain
-        .push_manifest(
-            &orca_core::Manifest::new(empty.clone(), vec![])
-                .to_raw()
-                .expect("raw"),
-            Some("v1"),
-        )
-        .await
-        .expect("subject");
-    let mut referrer = orca_core::Manifest::new(empty.clone(), vec![empty]);
-    referrer.subject = Some(subject.clone());
-    referrer.artifact_type = Some(MediaType::new("application/vnd.example.note"));
-    plain
-        .push_manifest(&referrer.to_raw().expect("raw"), None)
-        .await
-        .expect("attach");
+    let (subject, _) = noted(&plain).await;
     let store = Store::new(Intercept::new(inner, Charset));
     let listed = store.referrers(&subject, None).await.expect("referrers");
     assert_eq!(listed.manifests.len(), 1, "{listed:?}");
@@ -706,26 +713,7 @@ async fn finding_1_a_delete_here_unlists_what_a_fast_clock_attached() {
     capabilities.referrers_api = false;
     let backend = MemoryBackend::new().with_capabilities(capabilities);
     let store = Store::new(backend.clone());
-    let empty = store
-        .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
-        .await
-        .expect("empty");
-    let subject = store
-        .push_manifest(
-            &orca_core::Manifest::new(empty.clone(), vec![])
-                .to_raw()
-                .expect("raw"),
-            Some("v1"),
-        )
-        .await
-        .expect("subject");
-    let mut referrer = orca_core::Manifest::new(empty.clone(), vec![empty]);
-    referrer.subject = Some(subject.clone());
-    referrer.artifact_type = Some(MediaType::new("application/vnd.example.note"));
-    let referrer = store
-        .push_manifest(&referrer.to_raw().expect("raw"), None)
-        .await
-        .expect("attach");
+    let (subject, referrer) = noted(&store).await;
     // The index as the fast machine wrote it: its stamp an hour ahead.
     let tag = orca_core::referrers::fallback_tag(&subject.digest);
     let current = store
