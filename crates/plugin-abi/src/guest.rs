@@ -276,14 +276,16 @@ extern "C" fn operation<const OP: u32>(
 ) -> FfiFuture<FfiOutcome> {
     let name = OPERATIONS.get(OP as usize).copied().unwrap_or("plugin");
     // Everything borrowed is taken over before this returns.
+    // The host's body is taken over first: a panic while decoding the
+    // arguments still releases it when `body` drops (backends m27).
+    let body = (!body.state.is_null()).then(|| stream::import(body, None));
     let prepared = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: the host lends the arguments for this call.
         let args: Result<Args> = decode(unsafe { args.as_bytes() }, "arguments");
-        let body = (!body.state.is_null()).then(|| stream::import(body, None));
-        (backend(handle), args, body)
+        (backend(handle), args)
     }));
     match prepared {
-        Ok((backend, args, body)) => guarded(name, async move {
+        Ok((backend, args)) => guarded(name, async move {
             let result = match args {
                 Ok(args) => run(OP, backend, args, body).await,
                 Err(e) => Err(e),

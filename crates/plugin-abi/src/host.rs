@@ -156,6 +156,10 @@ impl Plugin {
         );
         let outcome = future.await;
         if outcome.status != OUTCOME_OK {
+            // A handle that came with the error is released, not leaked.
+            if !outcome.handle.is_null() {
+                (self.table().backend.release)(outcome.handle);
+            }
             return Err(stream::error_from(outcome.payload, &keep));
         }
         drop(stream::bytes(outcome.payload, &keep));
@@ -250,13 +254,15 @@ impl PluginBackend {
             return Err(stream::error_from(outcome.payload, &self.keep));
         }
         let payload = stream::bytes(outcome.payload, &self.keep);
+        // The body is taken over before the answer is read, so an answer
+        // that does not decode still releases it (backends m27).
+        let body = (!outcome.stream.state.is_null())
+            .then(|| stream::import(outcome.stream, self.keep.clone()));
         let answer: Answer = if payload.is_empty() {
             Answer::default()
         } else {
             decode(&payload, "answer")?
         };
-        let body = (!outcome.stream.state.is_null())
-            .then(|| stream::import(outcome.stream, self.keep.clone()));
         Ok((answer, body))
     }
 
