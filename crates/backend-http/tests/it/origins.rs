@@ -264,3 +264,34 @@ async fn m7_a_token_service_failing_once_is_asked_again() {
     assert_eq!(tags, ["v1"]);
     assert!(asked.load(std::sync::atomic::Ordering::SeqCst) >= 2);
 }
+
+/// Backends review m11: a registry that stores a manifest and names it
+/// with a `Docker-Content-Digest` orca cannot read does not fail the push.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m11_an_unreadable_digest_on_a_stored_manifest_fails_nothing() {
+    let (port, _) = fake(|head| {
+        if head.starts_with("PUT ") {
+            "HTTP/1.1 201 Created\r\nDocker-Content-Digest: sha256:not-a-digest\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+        } else {
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+        }
+    });
+    let registry = RegistryBuilder::new(format!("127.0.0.1:{port}"))
+        .build()
+        .expect("registry");
+    let repository = registry.repository("some/repo").await.expect("repository");
+    let raw = orca_core::Manifest::new(
+        orca_core::Descriptor::of(MediaType::OCI_EMPTY, b"{}"),
+        vec![],
+    )
+    .to_raw()
+    .expect("raw");
+    orca_core::Backend::push(
+        &repository,
+        &raw.descriptor(),
+        orca_core::Body::from_bytes(raw.bytes().clone()),
+        &orca_core::PushOptions::tagged("v1"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{}", orca_core::error::chain(&e)));
+}
