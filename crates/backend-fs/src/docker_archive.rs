@@ -167,6 +167,9 @@ fn diff_ids(config: &[u8], name: &str, archive: &Path) -> Result<Vec<Digest>> {
     Ok(config.rootfs.diff_ids)
 }
 
+/// The most images one `manifest.json` may list.
+const MAX_IMAGES: usize = 10_000;
+
 /// Turns the archive's `manifest.json` into manifests and content.
 pub(crate) fn synthesize(archive: &Path, tar: &TarIndex) -> Result<Synthesized> {
     let listing = tar.get(MANIFEST_JSON).ok_or_else(|| {
@@ -194,15 +197,34 @@ pub(crate) fn synthesize(archive: &Path, tar: &TarIndex) -> Result<Synthesized> 
             )
         })
     };
+    if images.len() > MAX_IMAGES {
+        return Err(invalid(
+            archive,
+            format!(
+                "manifest.json lists {} images, more than the {MAX_IMAGES} orca reads",
+                images.len()
+            ),
+        ));
+    }
     let mut out = Synthesized::default();
-    // Layers shared by several images are hashed once.
+    // Layers shared by several images are hashed once, and a config named
+    // by several images read once (backends m21: each entry read and
+    // parsed its config again, up to 4 MiB a time).
     let mut layers: HashMap<String, Descriptor> = HashMap::new();
+    let mut configs: HashMap<String, (Descriptor, Vec<Digest>)> = HashMap::new();
     for image in &images {
         let span = find(&image.config)?;
-        let config_bytes = read_span(archive, span, METADATA_LIMIT, &image.config)?;
-        let config = Descriptor::of(MediaType::DOCKER_CONFIG, &config_bytes);
+        let (config, diff_ids) = match configs.get(&image.config) {
+            Some(known) => known.clone(),
+            None => {
+                let config_bytes = read_span(archive, span, METADATA_LIMIT, &image.config)?;
+                let config = Descriptor::of(MediaType::DOCKER_CONFIG, &config_bytes);
+                let diff_ids = diff_ids(&config_bytes, &image.config, archive)?;
+                configs.insert(image.config.clone(), (config.clone(), diff_ids.clone()));
+                (config, diff_ids)
+            }
+        };
         out.blobs.insert(config.digest.clone(), span);
-        let diff_ids = diff_ids(&config_bytes, &image.config, archive)?;
         if diff_ids.len() != image.layers.len() {
             return Err(invalid(
                 archive,

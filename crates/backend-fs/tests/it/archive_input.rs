@@ -310,3 +310,41 @@ async fn docker_archive_layers_are_checked_against_their_diff_ids() {
         }
     }
 }
+
+/// Backends review m21: a docker-archive whose `manifest.json` names one
+/// config thousands of times reads it once; one that lists more images
+/// than orca reads is refused at once.
+#[test]
+fn m21_many_images_share_one_config_read_and_too_many_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let listing = |count: usize| -> Vec<u8> {
+        let images: Vec<String> = (0..count)
+            .map(|n| format!(r#"{{"Config":"config.json","RepoTags":["img{n}:v1"],"Layers":[]}}"#))
+            .collect();
+        format!("[{}]", images.join(",")).into_bytes()
+    };
+    let shared = dir.path().join("shared.tar");
+    let many = listing(3000);
+    typed_tar(
+        &shared,
+        &[
+            ("manifest.json", &many, tar::EntryType::Regular, None),
+            ("config.json", config, tar::EntryType::Regular, None),
+        ],
+    );
+    let archive = Archive::open(&shared).expect("open");
+    assert_eq!(archive.images().len(), 3000);
+    let too_many = dir.path().join("too-many.tar");
+    let listed = listing(10_001);
+    typed_tar(
+        &too_many,
+        &[
+            ("manifest.json", &listed, tar::EntryType::Regular, None),
+            ("config.json", config, tar::EntryType::Regular, None),
+        ],
+    );
+    let err = Archive::open(&too_many).expect_err("too many images");
+    assert!(err.to_string().contains("more than the 10000"), "{err}");
+}
