@@ -5,6 +5,7 @@
 //! [`Layout`], the one engine that keeps a layout in any
 //! [`ObjectStorage`]: tags, delete and garbage collection live here once.
 
+mod commit;
 mod engine;
 mod fence;
 mod gc;

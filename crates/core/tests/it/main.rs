@@ -6,5 +6,8 @@ mod artifact;
 mod copy;
 mod memory;
 mod properties;
+mod referrer_repair;
+mod referrers;
+mod schema1;
 mod store;
 mod sync;
