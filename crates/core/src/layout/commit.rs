@@ -45,12 +45,11 @@ impl<S: ObjectStorage> Layout<S> {
                 walked = Some(self.graph(new, old).await?);
             }
             let mut apply = |index: &mut LayoutIndex| {
-                if index.fence_up() {
-                    let fenced = index.fenced();
-                    let named = std::iter::once(&new.digest).chain(walked.iter().flatten());
-                    if let Some(doomed) = named.into_iter().find(|d| fenced.contains(*d)) {
-                        return Err(self.collected(doomed, new, "is removing"));
-                    }
+                // Read once: no fence up is an empty set.
+                let fenced = index.fenced();
+                let named = std::iter::once(&new.digest).chain(walked.iter().flatten());
+                if let Some(doomed) = named.into_iter().find(|d| fenced.contains(*d)) {
+                    return Err(self.collected(doomed, new, "is removing"));
                 }
                 previous = index.resolve_tag(tag).cloned();
                 let dropped = index.drop_dead_fences();

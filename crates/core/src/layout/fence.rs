@@ -191,7 +191,7 @@ impl LayoutIndex {
 
     /// Whether a live fence names `digest`.
     pub(super) fn doomed(&self, digest: &Digest) -> bool {
-        self.fence_up() && self.fenced().contains(digest)
+        self.fenced().contains(digest)
     }
 
     /// How many fences were ever put up here.
