@@ -361,8 +361,22 @@ pub async fn gc(
         TargetSpec::Layout { path, .. } => orca_backend_fs::open(path)?.gc(gc).await,
         #[cfg(feature = "s3")]
         TargetSpec::S3 { url, .. } => s3_builder(&url, options).build()?.gc(gc).await,
+        // A plugin's layout: this engine collects over the storage the
+        // plugin opens (plugins without one say so).
+        #[cfg(feature = "plugins")]
+        TargetSpec::Plugin { scheme, rest } => {
+            match open_plugin_storage(target, &scheme, &rest, options).await? {
+                Some(storage) => orca_core::layout::Layout::new(storage).gc(gc).await,
+                None => Err(Error::InvalidInput {
+                    what: target.to_owned(),
+                    reason: format!(
+                        "no plugin provides the scheme {scheme}:// (load one with --plugin or ORCA_PLUGIN_PATH)"
+                    ),
+                }),
+            }
+        }
         _ => Err(Error::Unsupported {
-            operation: "garbage collection (only layouts and buckets have it)",
+            operation: "garbage collection (only layouts, buckets and plugins' layouts have it)",
             place: target.to_owned(),
         }),
     }
@@ -378,16 +392,43 @@ pub(crate) async fn open_plugin(
     rest: &str,
     options: &OpenOptions,
 ) -> Result<Option<(orca_plugin_abi::PluginBackend, Option<Selector>)>> {
-    let Some(plugin) = options.plugins.iter().find(|p| p.scheme() == scheme) else {
+    let Some((plugin, config)) = loaded_plugin(scheme, options) else {
         return Ok(None);
     };
     let (location, selector) = crate::target::split_selector(input, rest)?;
+    Ok(Some((plugin.open(&location, &config).await?, selector)))
+}
+
+/// The loaded plugin that provides `scheme`, with its configuration
+/// string.
+#[cfg(feature = "plugins")]
+fn loaded_plugin<'a>(
+    scheme: &str,
+    options: &'a OpenOptions,
+) -> Option<(&'a orca_plugin_abi::Plugin, String)> {
+    let plugin = options.plugins.iter().find(|p| p.scheme() == scheme)?;
     let config = options
         .plugin_config
         .get(scheme)
         .cloned()
         .unwrap_or_default();
-    Ok(Some((plugin.open(&location, &config).await?, selector)))
+    Some((plugin, config))
+}
+
+/// Opens the layout storage of `input` (`SCHEME://REST`) with the loaded
+/// plugin that provides the scheme; `None` when no loaded plugin does.
+#[cfg(feature = "plugins")]
+async fn open_plugin_storage(
+    input: &str,
+    scheme: &str,
+    rest: &str,
+    options: &OpenOptions,
+) -> Result<Option<orca_plugin_abi::PluginStorage>> {
+    let Some((plugin, config)) = loaded_plugin(scheme, options) else {
+        return Ok(None);
+    };
+    let (location, _) = crate::target::split_selector(input, rest)?;
+    Ok(Some(plugin.open_storage(&location, &config).await?))
 }
 
 /// An S3 builder for `url` with the options' endpoint, region and TLS

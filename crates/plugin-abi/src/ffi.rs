@@ -1,6 +1,7 @@
 //! The `#[repr(C)]` types that cross the boundary: borrowed and owned
 //! byte buffers, byte streams (a `poll_next`/`release` pair), operation
-//! outcomes, and the plugin's entry table with its backend vtable. Every
+//! outcomes, the plugin's entry table with its backend vtable, and the
+//! optional storage table. Every
 //! owned value carries the function that frees it, from the side that
 //! made it, so neither side frees the other's memory.
 
@@ -185,6 +186,54 @@ pub struct PluginV1 {
     pub backend: BackendV1,
 }
 
+/// The storage extension (optional, ABI 1): a plugin that also exports
+/// [`crate::STORAGE_SYMBOL`] hands the host the object storage of an OCI
+/// image layout, and the host runs its own layout engine over it (garbage
+/// collection and the layout's checks included). The table is versioned
+/// by its symbol and checked by its size like the plugin's own.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StorageV1 {
+    /// `size_of::<StorageV1>()` as the plugin was built.
+    pub size: usize,
+    /// Opens a storage from a target string (what follows `scheme://`)
+    /// and a configuration string; the outcome carries the handle.
+    pub open: extern "C" fn(FfiSlice, FfiSlice) -> FfiFuture<FfiOutcome>,
+    /// Frees a storage handle.
+    pub release: extern "C" fn(*mut c_void),
+    /// Its display name.
+    pub describe: extern "C" fn(*const c_void) -> FfiBuf,
+    /// What it can do: [`STORAGE_RESUMABLE`] and [`STORAGE_ADOPTS`] bits.
+    pub traits: extern "C" fn(*const c_void) -> u32,
+    /// `read` (the bytes come back as the outcome's stream).
+    pub read: Operation,
+    /// `read_changed`.
+    pub read_changed: Operation,
+    /// `write` (the bytes go as the body).
+    pub write: Operation,
+    /// `size`.
+    pub object_size: Operation,
+    /// `list`.
+    pub list: Operation,
+    /// `delete`.
+    pub delete: Operation,
+    /// `get`.
+    pub get: Operation,
+    /// `put_blob` (with its body).
+    pub put_blob: Operation,
+    /// `partial`.
+    pub partial: Operation,
+    /// `adopt`.
+    pub adopt: Operation,
+    /// `clean_staging`.
+    pub clean_staging: Operation,
+}
+
+/// A [`StorageV1::traits`] bit: an interrupted `put_blob` can be continued.
+pub const STORAGE_RESUMABLE: u32 = 1;
+/// A [`StorageV1::traits`] bit: `adopt` works.
+pub const STORAGE_ADOPTS: u32 = 2;
+
 // The layout of ABI 1, pinned (backends review m29): a host checks only
 // the version and the table's size, so a reorder of the same size would
 // pass that check and call the wrong functions. Any change here is a new
@@ -212,6 +261,23 @@ const _: () = {
     assert!(offset_of!(BackendV1, fetch_range) == 16 * word);
     assert!(offset_of!(BackendV1, catalog) == 17 * word);
     assert!(size_of::<BackendV1>() == 18 * word);
+    assert!(offset_of!(StorageV1, size) == 0);
+    assert!(offset_of!(StorageV1, open) == word);
+    assert!(offset_of!(StorageV1, release) == 2 * word);
+    assert!(offset_of!(StorageV1, describe) == 3 * word);
+    assert!(offset_of!(StorageV1, traits) == 4 * word);
+    assert!(offset_of!(StorageV1, read) == 5 * word);
+    assert!(offset_of!(StorageV1, read_changed) == 6 * word);
+    assert!(offset_of!(StorageV1, write) == 7 * word);
+    assert!(offset_of!(StorageV1, object_size) == 8 * word);
+    assert!(offset_of!(StorageV1, list) == 9 * word);
+    assert!(offset_of!(StorageV1, delete) == 10 * word);
+    assert!(offset_of!(StorageV1, get) == 11 * word);
+    assert!(offset_of!(StorageV1, put_blob) == 12 * word);
+    assert!(offset_of!(StorageV1, partial) == 13 * word);
+    assert!(offset_of!(StorageV1, adopt) == 14 * word);
+    assert!(offset_of!(StorageV1, clean_staging) == 15 * word);
+    assert!(size_of::<StorageV1>() == 16 * word);
     assert!(offset_of!(PluginV1, size) == 0);
     assert!(offset_of!(PluginV1, abi_version) == word);
     assert!(offset_of!(PluginV1, name) < offset_of!(PluginV1, version));

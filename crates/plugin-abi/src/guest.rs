@@ -21,6 +21,9 @@ use crate::ffi::{
 use crate::stream::{self, buf, empty, error_buf, panicked};
 use crate::wire::{Answer, Args, OPERATIONS, WireCapabilities, decode, encode};
 
+mod storage;
+pub use storage::{open_storage, storage_table};
+
 /// A plugin's own runtime, started on first use.
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -98,9 +101,14 @@ fn failure(e: &Error) -> FfiOutcome {
 }
 
 fn success(answer: &Answer) -> FfiOutcome {
+    success_with(encode(answer))
+}
+
+/// Success, with an encoded answer.
+fn success_with(payload: Vec<u8>) -> FfiOutcome {
     FfiOutcome {
         status: OUTCOME_OK,
-        payload: buf(Bytes::from(encode(answer))),
+        payload: buf(Bytes::from(payload)),
         handle: std::ptr::null_mut(),
         stream: FfiStream::none(),
     }
@@ -275,19 +283,41 @@ extern "C" fn operation<const OP: u32>(
     body: FfiStream,
 ) -> FfiFuture<FfiOutcome> {
     let name = OPERATIONS.get(OP as usize).copied().unwrap_or("plugin");
-    // Everything borrowed is taken over before this returns.
-    // The host's body is taken over first: a panic while decoding the
-    // arguments still releases it when `body` drops (backends m27).
+    dispatch(
+        name,
+        args,
+        body,
+        || backend(handle),
+        move |backend, args, body| run(OP, backend, args, body),
+    )
+}
+
+/// Starts one operation: takes over everything the host lends before
+/// returning (the body first, so a panic while decoding the arguments
+/// still releases it: backends m27), finds what the handle names with
+/// `target`, then runs `run` on the plugin's runtime, its panics caught.
+fn dispatch<T, A, Fut>(
+    name: &'static str,
+    args: FfiSlice,
+    body: FfiStream,
+    target: impl FnOnce() -> T,
+    run: impl FnOnce(T, A, Option<orca_core::Body>) -> Fut + Send + 'static,
+) -> FfiFuture<FfiOutcome>
+where
+    T: Send + 'static,
+    A: for<'de> serde::Deserialize<'de> + Send + 'static,
+    Fut: Future<Output = Result<FfiOutcome>> + Send + 'static,
+{
     let body = (!body.state.is_null()).then(|| stream::import(body, None));
     let prepared = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: the host lends the arguments for this call.
-        let args: Result<Args> = decode(unsafe { args.as_bytes() }, "arguments");
-        (backend(handle), args)
+        let args: Result<A> = decode(unsafe { args.as_bytes() }, "arguments");
+        (target(), args)
     }));
     match prepared {
-        Ok((backend, args)) => guarded(name, async move {
+        Ok((target, args)) => guarded(name, async move {
             let result = match args {
-                Ok(args) => run(OP, backend, args, body).await,
+                Ok(args) => run(target, args, body).await,
                 Err(e) => Err(e),
             };
             result.unwrap_or_else(|e| failure(&e))
@@ -307,6 +337,27 @@ where
     Fut: Future<Output = Result<B>> + Send + 'static,
     B: Backend,
 {
+    opened(target, config, open, |backend| {
+        let guest = Box::new(Guest {
+            backend: Arc::new(backend),
+        });
+        Box::into_raw(guest).cast::<c_void>()
+    })
+}
+
+/// Runs a plugin's `open` on its runtime, its panics caught, and hands
+/// what it opened over as the handle `into_handle` makes.
+fn opened<F, Fut, T>(
+    target: FfiSlice,
+    config: FfiSlice,
+    open: F,
+    into_handle: impl FnOnce(T) -> *mut c_void + Send + 'static,
+) -> FfiFuture<FfiOutcome>
+where
+    F: FnOnce(String, String) -> Fut,
+    Fut: Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
     // SAFETY: the host lends both strings for this call.
     let (target, config) = unsafe {
         (
@@ -321,17 +372,12 @@ where
     match started {
         Ok(future) => guarded("open", async move {
             match future.await {
-                Ok(backend) => {
-                    let guest = Box::new(Guest {
-                        backend: Arc::new(backend),
-                    });
-                    FfiOutcome {
-                        status: OUTCOME_OK,
-                        payload: empty(),
-                        handle: Box::into_raw(guest).cast::<c_void>(),
-                        stream: FfiStream::none(),
-                    }
-                }
+                Ok(value) => FfiOutcome {
+                    status: OUTCOME_OK,
+                    payload: empty(),
+                    handle: into_handle(value),
+                    stream: FfiStream::none(),
+                },
                 Err(e) => failure(&e),
             }
         }),

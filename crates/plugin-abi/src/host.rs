@@ -1,12 +1,13 @@
 //! The host side: loads a plugin library, checks it before touching
 //! anything else (the ABI version first, then the table's size), and
 //! opens backends from it that implement `orca_core::Backend` like any
-//! linked one. The library stays loaded while any backend, body or buffer
-//! from it lives.
+//! linked one, and layout storages the host's own engine runs over. The
+//! library stays loaded while any backend, body or buffer from it lives.
 
 use std::any::Any;
 use std::ffi::c_void;
 use std::fmt;
+use std::future::Future;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,16 +18,23 @@ use orca_core::{
     PushOptions, Referrers, Result, Selector,
 };
 
-use crate::ffi::{BackendV1, FfiOutcome, FfiSlice, FfiStream, OUTCOME_OK, Operation, PluginV1};
+use crate::ffi::{
+    BackendV1, FfiOutcome, FfiSlice, FfiStream, OUTCOME_OK, Operation, PluginV1, StorageV1,
+};
 use crate::stream::{self, Keep};
 use crate::wire::{Answer, Args, WireCapabilities, decode, encode};
-use crate::{ABI_VERSION, ENTRY_SYMBOL, VERSION_SYMBOL};
+use crate::{ABI_VERSION, ENTRY_SYMBOL, STORAGE_SYMBOL, VERSION_SYMBOL};
+
+mod storage;
+pub use storage::PluginStorage;
 
 /// A loaded plugin library.
 #[derive(Clone)]
 pub struct Plugin {
     library: Arc<libloading::Library>,
     table: *const PluginV1,
+    /// The storage table, when the plugin exports one.
+    storage: Option<StorageV1>,
     path: PathBuf,
 }
 
@@ -97,6 +105,7 @@ impl Plugin {
                 ),
             ));
         }
+        let storage = storage_table(&library, path)?;
         let library = Arc::new(library);
         // A loaded plugin stays loaded until the process ends (backends
         // review m28): its runtime's threads, and tasks it spawned, outlive
@@ -107,8 +116,48 @@ impl Plugin {
         Ok(Plugin {
             library,
             table,
+            storage,
             path: path.to_owned(),
         })
+    }
+
+    /// Whether it offers the object storage of a layout
+    /// ([`Plugin::open_storage`]).
+    pub fn offers_storage(&self) -> bool {
+        self.storage.is_some()
+    }
+
+    /// Opens the object storage of the layout `target` names, for the
+    /// host's layout engine to run over (`orca_core::layout::Layout::new`):
+    /// the same place [`Plugin::open`] opens for that target.
+    /// `Error::Unsupported` when the plugin exports no storage.
+    pub async fn open_storage(&self, target: &str, config: &str) -> Result<PluginStorage> {
+        let Some(vtable) = self.storage else {
+            return Err(Error::Unsupported {
+                operation: "layout storage (the engine's garbage collection)",
+                place: format!("plugin {} ({}://)", self.name(), self.scheme()),
+            });
+        };
+        let keep: Keep = Some(self.library.clone() as Arc<dyn Any + Send + Sync>);
+        let future = (vtable.open)(
+            FfiSlice::new(target.as_bytes()),
+            FfiSlice::new(config.as_bytes()),
+        );
+        let outcome = future.await;
+        if outcome.status != OUTCOME_OK {
+            if !outcome.handle.is_null() {
+                (vtable.release)(outcome.handle);
+            }
+            return Err(stream::error_from(outcome.payload, &keep));
+        }
+        drop(stream::bytes(outcome.payload, &keep));
+        if outcome.handle.is_null() {
+            return Err(load_error(
+                &self.path,
+                "it opened a storage but handed back none",
+            ));
+        }
+        Ok(PluginStorage::new(vtable, outcome.handle, keep))
     }
 
     fn table(&self) -> &PluginV1 {
@@ -180,6 +229,37 @@ impl Plugin {
     }
 }
 
+/// The plugin's storage table, if it exports one, checked like its main
+/// table (present, then of this build's size) before it is copied.
+fn storage_table(library: &libloading::Library, path: &Path) -> Result<Option<StorageV1>> {
+    // SAFETY: the symbol is looked up with the signature the ABI gives it.
+    let Ok(entry) = (unsafe { library.get::<extern "C" fn() -> *const StorageV1>(STORAGE_SYMBOL) })
+    else {
+        return Ok(None);
+    };
+    let table = entry();
+    if table.is_null() {
+        return Err(load_error(
+            path,
+            "its orca_plugin_storage_v1 table is missing",
+        ));
+    }
+    // SAFETY: the size is the table's first field, read before the rest.
+    let size = unsafe { std::ptr::read(table.cast::<usize>()) };
+    if size != std::mem::size_of::<StorageV1>() {
+        return Err(load_error(
+            path,
+            format!(
+                "its storage table has {size} bytes where this orca expects {} (it was built with another orca-plugin-abi); rebuild it",
+                std::mem::size_of::<StorageV1>()
+            ),
+        ));
+    }
+    // SAFETY: checked above; the table is static data of the library and
+    // holds only function pointers, copied out here.
+    Ok(Some(unsafe { *table }))
+}
+
 impl fmt::Debug for Plugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Plugin")
@@ -234,30 +314,7 @@ impl PluginBackend {
         args: &Args,
         body: Option<Body>,
     ) -> Result<(Answer, Option<Body>)> {
-        let bytes = encode(args);
-        let body = match body {
-            // Polled by the plugin on its own threads: the host's own code
-            // in the body (a file read, a timer) runs in the host's runtime.
-            Some(body) => stream::export(
-                body,
-                tokio::runtime::Handle::try_current().ok(),
-                stream::Side::Host,
-            ),
-            None => FfiStream::none(),
-        };
-        let future = op(self.handle, FfiSlice::new(&bytes), body);
-        let outcome: FfiOutcome = future.await;
-        if outcome.status != OUTCOME_OK {
-            if !outcome.stream.state.is_null() {
-                drop(stream::import(outcome.stream, self.keep.clone()));
-            }
-            return Err(stream::error_from(outcome.payload, &self.keep));
-        }
-        let payload = stream::bytes(outcome.payload, &self.keep);
-        // The body is taken over before the answer is read, so an answer
-        // that does not decode still releases it (backends m27).
-        let body = (!outcome.stream.state.is_null())
-            .then(|| stream::import(outcome.stream, self.keep.clone()));
+        let (payload, body) = invoke(op, self.handle, &self.keep, &encode(args), body).await?;
         let answer: Answer = if payload.is_empty() {
             Answer::default()
         } else {
@@ -283,6 +340,46 @@ impl PluginBackend {
             operation: "fetch",
             source: "the plugin answered without a body".into(),
         })
+    }
+}
+
+/// Calls one operation of a handle: the arguments (encoded, lent for the
+/// call only), and a body for the plugin to poll. The answer's bytes, and
+/// the body it carried. The call starts before this returns, so the
+/// future holds no pointer of the plugin's.
+fn invoke(
+    op: Operation,
+    handle: *mut c_void,
+    keep: &Keep,
+    args: &[u8],
+    body: Option<Body>,
+) -> impl Future<Output = Result<(bytes::Bytes, Option<Body>)>> + Send + 'static {
+    let body = match body {
+        // Polled by the plugin on its own threads: the host's own code in
+        // the body (a file read, a timer) runs in the host's runtime.
+        Some(body) => stream::export(
+            body,
+            tokio::runtime::Handle::try_current().ok(),
+            stream::Side::Host,
+        ),
+        None => FfiStream::none(),
+    };
+    let future = op(handle, FfiSlice::new(args), body);
+    let keep = keep.clone();
+    async move {
+        let outcome: FfiOutcome = future.await;
+        if outcome.status != OUTCOME_OK {
+            if !outcome.stream.state.is_null() {
+                drop(stream::import(outcome.stream, keep.clone()));
+            }
+            return Err(stream::error_from(outcome.payload, &keep));
+        }
+        let payload = stream::bytes(outcome.payload, &keep);
+        // The body is taken over before the answer is read, so an answer
+        // that does not decode still releases it (backends m27).
+        let body =
+            (!outcome.stream.state.is_null()).then(|| stream::import(outcome.stream, keep.clone()));
+        Ok((payload, body))
     }
 }
 

@@ -9,6 +9,11 @@
 //!   anything else), then [`Plugin::open`] for each backend it wants: a
 //!   [`PluginBackend`] is an `orca_core::Backend` like any linked one.
 //!
+//! - A plugin whose backend is an OCI image layout may also write one
+//!   [`export_storage!`] line: the host then opens the layout's object
+//!   storage ([`Plugin::open_storage`], a [`PluginStorage`]) and runs its
+//!   own layout engine over it, garbage collection included.
+//!
 //! What crosses: `#[repr(C)]` tables of `extern "C"` functions
 //! ([`ffi`]); futures as `async-ffi` futures; arguments, answers and
 //! errors as JSON (errors keep their kind, so `Store` and the copy engine
@@ -27,7 +32,7 @@ mod stream;
 mod wire;
 
 pub use async_ffi;
-pub use host::{Plugin, PluginBackend};
+pub use host::{Plugin, PluginBackend, PluginStorage};
 
 /// The ABI this crate speaks; a host refuses plugins of any other. Any
 /// change to the tables in `ffi` (an entry added, removed, reordered or
@@ -38,6 +43,10 @@ pub const ABI_VERSION: u32 = 1;
 pub const VERSION_SYMBOL: &[u8] = b"orca_plugin_abi_version\0";
 /// The function a plugin of ABI 1 exports, returning its table.
 pub const ENTRY_SYMBOL: &[u8] = b"orca_plugin_v1\0";
+
+/// The function a plugin that offers storage exports (optional, with any
+/// ABI 1 plugin), returning its [`ffi::StorageV1`] table.
+pub const STORAGE_SYMBOL: &[u8] = b"orca_plugin_storage_v1\0";
 
 /// Exports a backend from a `cdylib` crate: its name, the URL scheme it
 /// serves, and an `async fn open(target: String, config: String) ->
@@ -77,6 +86,36 @@ macro_rules! export_backend {
             config: $crate::ffi::FfiSlice,
         ) -> $crate::async_ffi::FfiFuture<$crate::ffi::FfiOutcome> {
             $crate::guest::open(target, config, |target, config| $open(target, config))
+        }
+    };
+}
+
+/// Exports, beside the backend, the object storage of an OCI image layout
+/// (optional): an `async fn open(target: String, config: String) ->
+/// orca_core::Result<S>` where `S: orca_core::layout::ObjectStorage`,
+/// opening the same place the backend's `open` opens for that target:
+///
+/// ```text
+/// orca_plugin_abi::export_storage!(open: open_storage);
+/// ```
+#[macro_export]
+macro_rules! export_storage {
+    (open: $open:path $(,)?) => {
+        /// The plugin's storage table.
+        #[allow(unsafe_code)]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn orca_plugin_storage_v1() -> *const $crate::ffi::StorageV1 {
+            static TABLE: ::std::sync::OnceLock<$crate::ffi::StorageV1> =
+                ::std::sync::OnceLock::new();
+            TABLE.get_or_init(|| $crate::guest::storage_table(__orca_plugin_open_storage))
+                as *const $crate::ffi::StorageV1
+        }
+
+        extern "C" fn __orca_plugin_open_storage(
+            target: $crate::ffi::FfiSlice,
+            config: $crate::ffi::FfiSlice,
+        ) -> $crate::async_ffi::FfiFuture<$crate::ffi::FfiOutcome> {
+            $crate::guest::open_storage(target, config, |target, config| $open(target, config))
         }
     };
 }

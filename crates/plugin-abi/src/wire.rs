@@ -243,6 +243,7 @@ fn operation(name: &str) -> &'static str {
     ];
     OPERATIONS
         .iter()
+        .chain(STORAGE_OPERATIONS.iter())
         .chain(OTHERS)
         .find(|k| **k == name)
         .copied()
@@ -452,4 +453,101 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> 
         what: format!("{what} from across the plugin boundary"),
         reason: e.to_string(),
     })
+}
+
+/// The operations of the storage table, in its order (their numbers on
+/// the plugin side).
+pub(crate) const STORAGE_OPERATIONS: [&str; 11] = [
+    "read",
+    "read_changed",
+    "write",
+    "size",
+    "list",
+    "delete",
+    "get",
+    "put_blob",
+    "partial",
+    "adopt",
+    "clean_staging",
+];
+
+/// The arguments of every storage operation, one shape for all.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct StorageArgs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) limit: Option<u64>,
+    /// `read_changed`: the version the host knows; `write`: the version
+    /// the object must be at (absent: the object must be absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) start: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) end: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) descriptor: Option<orca_core::Descriptor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) age_ms: Option<u64>,
+}
+
+/// One listed object as it crosses.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct WireListed {
+    pub(crate) key: String,
+    pub(crate) size: u64,
+    /// Milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) modified_ms: Option<u64>,
+}
+
+impl From<&orca_core::layout::Listed> for WireListed {
+    fn from(l: &orca_core::layout::Listed) -> Self {
+        WireListed {
+            key: l.key.clone(),
+            size: l.size,
+            modified_ms: l.modified.and_then(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            }),
+        }
+    }
+}
+
+impl From<WireListed> for orca_core::layout::Listed {
+    fn from(w: WireListed) -> Self {
+        orca_core::layout::Listed {
+            key: w.key,
+            size: w.size,
+            modified: w
+                .modified_ms
+                .and_then(|ms| std::time::UNIX_EPOCH.checked_add(Duration::from_millis(ms))),
+        }
+    }
+}
+
+/// The result of every storage operation, one shape for all; bytes (a
+/// read object, a streamed one) come as the outcome's stream.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct StorageAnswer {
+    /// Whether the object was there (`read`, `get`), or `adopt` worked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) flag: Option<bool>,
+    /// `read_changed`: whether the object changed from the known version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) changed: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) number: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) listed: Option<Vec<WireListed>>,
 }

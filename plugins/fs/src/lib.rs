@@ -14,3 +14,14 @@ async fn open(target: String, config: String) -> orca_core::Result<orca_backend_
         .durable(durable)
         .open()
 }
+
+orca_plugin_abi::export_storage!(open: open_storage);
+
+/// Opens the object storage of the layout directory `target` names, for
+/// the host's own layout engine (garbage collection); same options.
+async fn open_storage(
+    target: String,
+    config: String,
+) -> orca_core::Result<orca_backend_fs::Directory> {
+    Ok(open(target, config).await?.storage().clone())
+}

@@ -41,6 +41,17 @@ async fn open(target: String, config: String) -> orca_core::Result<orca_backend_
     builder.build()
 }
 
+orca_plugin_abi::export_storage!(open: open_storage);
+
+/// Opens the object storage of the prefix `target` names, for the host's
+/// own layout engine (garbage collection); same options.
+async fn open_storage(
+    target: String,
+    config: String,
+) -> orca_core::Result<orca_backend_s3::Bucket> {
+    Ok(open(target, config).await?.storage().clone())
+}
+
 #[cfg(test)]
 mod tests {
     /// Backends review m17: no secret on the command line, and a mistyped

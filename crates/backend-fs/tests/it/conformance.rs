@@ -21,10 +21,7 @@ orca_core::conformance_tests!(make);
 async fn make_layout() -> LayoutSubject<Directory> {
     let dir = tempfile::tempdir().expect("temporary directory");
     let storage = Directory::open(dir.path().join("layout"), true).expect("open layout");
-    LayoutSubject {
-        storage,
-        guard: Box::new(dir),
-    }
+    LayoutSubject::new(storage, dir)
 }
 
 orca_core::layout_conformance_tests!(make_layout);

@@ -23,10 +23,7 @@ mod moto {
 
     async fn make_layout() -> LayoutSubject<Bucket> {
         let prefix = crate::common::fresh_prefix("layout");
-        LayoutSubject {
-            storage: crate::common::backend(&prefix).storage().clone(),
-            guard: Box::new(()),
-        }
+        LayoutSubject::new(crate::common::backend(&prefix).storage().clone(), ())
     }
 
     orca_core::layout_conformance_tests!(make_layout);
@@ -47,10 +44,7 @@ mod in_memory {
 
     async fn make_layout() -> LayoutSubject<Bucket> {
         let store = Arc::new(object_store::memory::InMemory::new());
-        LayoutSubject {
-            storage: Bucket::new(store, "layout", "memory://layout"),
-            guard: Box::new(()),
-        }
+        LayoutSubject::new(Bucket::new(store, "layout", "memory://layout"), ())
     }
 
     orca_core::layout_conformance_tests!(make_layout);

@@ -182,7 +182,7 @@ async fn plugins(ctx: &Ctx) -> anyhow::Result<()> {
             Err(_) => None,
         };
         text.push(format!(
-            "{} {}://  ABI {}  version {}  {}\n  capabilities: {}",
+            "{} {}://  ABI {}  version {}  {}\n  capabilities: {}\n  layout storage (gc): {}",
             plugin.name(),
             plugin.scheme(),
             plugin.abi_version(),
@@ -192,11 +192,13 @@ async fn plugins(ctx: &Ctx) -> anyhow::Result<()> {
                 .as_ref()
                 .map(|c| c.join(", "))
                 .unwrap_or_else(|| "(known once a target is opened)".into()),
+            if plugin.offers_storage() { "yes" } else { "no" },
         ));
         json.push(serde_json::json!({
             "name": plugin.name(),
             "scheme": plugin.scheme(),
             "abiVersion": plugin.abi_version(),
+            "storage": plugin.offers_storage(),
             "version": plugin.version(),
             "path": plugin.path().display().to_string(),
             "capabilities": capabilities,

@@ -64,6 +64,24 @@ fn plugin_targets_work_end_to_end() {
         b"a note\n"
     );
 
+    // gc on the plugin's layout: this orca's collector, over the storage
+    // the plugin opens. The note, untagged, is garbage once out of grace.
+    let layout = format!("ocidir://{}", path.join("plugged").display());
+    ok(path, &["--plugin", plugin, "manifest", "delete", &note]);
+    let kept = json(path, &["--plugin", plugin, "gc", &layout]);
+    assert_eq!(kept["blobs"].as_array().map(Vec::len), Some(0), "{kept}");
+    let collected = json(
+        path,
+        &["--plugin", plugin, "gc", &layout, "--grace", "0", "--force"],
+    );
+    assert_eq!(
+        collected["blobs"].as_array().map(Vec::len),
+        Some(2),
+        "the note's layer and config: {collected}"
+    );
+    assert_eq!(digest(&json(path, &["resolve", "oci:./plugged:v1"])), image);
+    ok(path, &["cp", "oci:./plugged:v1", "oci:./again:v1"]);
+
     // Without the plugin, the scheme is unknown: a usage error that says so.
     let missing = crate::common::run(path, &["resolve", &through]);
     assert_eq!(missing.status.code(), Some(2));
@@ -100,6 +118,7 @@ fn plugins_are_found_and_listed() {
     assert_eq!(plugin["name"], "fs");
     assert_eq!(plugin["scheme"], "ocidir");
     assert_eq!(plugin["abiVersion"], 1);
+    assert_eq!(plugin["storage"], true, "{plugin}");
     assert!(
         plugin["path"]
             .as_str()

@@ -29,6 +29,36 @@ pub struct LayoutSubject<S> {
     pub storage: S,
     /// Keeps servers and temporary directories alive for the check.
     pub guard: Box<dyn Any + Send + Sync>,
+    /// The other writer of the checks beside live writers: by default a
+    /// second engine over `storage`; [`LayoutSubject::with_writer`] gives
+    /// one that other code runs (a plugin's backend, with its own copy of
+    /// orca, over the same layout).
+    writer: Option<Store>,
+}
+
+impl<S: ObjectStorage + Clone> LayoutSubject<S> {
+    /// A layout over `storage`; `guard` keeps what it needs alive.
+    pub fn new(storage: S, guard: impl Any + Send + Sync) -> Self {
+        LayoutSubject {
+            storage,
+            guard: Box::new(guard),
+            writer: None,
+        }
+    }
+
+    /// Races `writer` (a store over the same layout) against this
+    /// engine's collections.
+    pub fn with_writer(mut self, writer: Store) -> Self {
+        self.writer = Some(writer);
+        self
+    }
+
+    /// The other writer: the one given, or a second engine.
+    fn other_writer(&self) -> Store {
+        self.writer
+            .clone()
+            .unwrap_or_else(|| Store::new(Layout::new(self.storage.clone())))
+    }
 }
 
 /// Where a [`Hooked`] storage runs its hook.

@@ -51,6 +51,12 @@ pub(super) struct Owner {
     /// The process's start time in clock ticks since boot, so a reused
     /// process id is not taken for the owner.
     start: u64,
+    /// Which copy of this code in that process: a host and the plugins it
+    /// loaded each link their own, with their own record of running
+    /// collections, so one copy cannot judge another's fence by it (the
+    /// lease does). Empty in fences from before it was recorded.
+    #[serde(default)]
+    copy: String,
 }
 
 impl Owner {
@@ -66,6 +72,8 @@ impl Owner {
                     .unwrap_or_default(),
                 pid,
                 start: start_ticks(pid).unwrap_or(0),
+                // Unique among the copies one process has loaded.
+                copy: format!("{:x}", std::ptr::from_ref(&ME) as usize),
             }
         })
     }
@@ -269,6 +277,10 @@ impl LayoutIndex {
                 owner.start = owner.start.wrapping_add(1);
                 unix_now() + LEASE.as_secs()
             }
+            Foreign::OtherCopy => {
+                owner.copy = "another-copy".into();
+                unix_now() + LEASE.as_secs()
+            }
             Foreign::OtherMachine { expired } => {
                 owner.boot = "another-machine".into();
                 if expired {
@@ -295,6 +307,9 @@ impl LayoutIndex {
 pub(crate) enum Foreign {
     /// A process of this machine that has ended.
     DeadProcess,
+    /// Another copy of orca's code in this process (a plugin's, or its
+    /// host's), whose collection may still run.
+    OtherCopy,
     /// A process of another machine, whose lease has or has not run out.
     OtherMachine {
         /// Whether the lease ran out.
@@ -367,6 +382,7 @@ mod tests {
         let a = digest(1);
         for (foreign, live) in [
             (Foreign::DeadProcess, false),
+            (Foreign::OtherCopy, true),
             (Foreign::OtherMachine { expired: true }, false),
             (Foreign::OtherMachine { expired: false }, true),
         ] {

@@ -81,10 +81,7 @@ mod layout {
     async fn make_layout() -> LayoutSubject<MemoryStorage> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        LayoutSubject {
-            storage: MemoryStorage::new(&format!("layout-{n}")),
-            guard: Box::new(()),
-        }
+        LayoutSubject::new(MemoryStorage::new(&format!("layout-{n}")), ())
     }
 
     orca_core::layout_conformance_tests!(make_layout);

@@ -45,32 +45,20 @@ mod s3 {
 
     async fn make() -> Subject {
         let plugin = crate::common::load("orca_plugin_s3");
-        let server = orca_testkit::MotoServer::shared();
-        let bucket = format!("orca-plugin-{}", std::process::id());
-        server.create_bucket(&bucket).expect("bucket");
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let prefix = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        // Keys from a credentials file, never the configuration string.
-        let credentials =
-            std::env::temp_dir().join(format!("orca-plugin-credentials-{}", std::process::id()));
-        std::fs::write(
-            &credentials,
-            "[conformance]\naws_access_key_id = orca-test-key\naws_secret_access_key = orca-test-secret\n",
-        )
-        .expect("credentials file");
-        let config = format!(
-            "endpoint={},region=us-east-1,credentials-file={},profile=conformance,allow-http",
-            server.endpoint(),
-            credentials.display()
-        );
+        let (target, config) = crate::common::moto_target("conformance");
         let backend = plugin
-            .open(&format!("{bucket}/conformance-{prefix}"), &config)
+            .open(&target, &config)
             .await
             .expect("open a bucket prefix through the s3 plugin");
-        let sibling = format!("sibling-{prefix}");
+        // Another prefix of the same bucket, to mount from.
+        let (sibling_target, _) = crate::common::moto_target("sibling");
+        let sibling = sibling_target
+            .split_once('/')
+            .map_or(sibling_target.as_str(), |(_, prefix)| prefix)
+            .to_owned();
         let sibling_store = Store::new(
             plugin
-                .open(&format!("{bucket}/{sibling}"), &config)
+                .open(&sibling_target, &config)
                 .await
                 .expect("open the sibling"),
         );

@@ -44,7 +44,7 @@ pub async fn finding_a_gc_refuses_a_tag_naming_what_it_removes<S: ObjectStorage 
     subject: LayoutSubject<S>,
 ) {
     let seed = Store::new(Layout::new(subject.storage.clone()));
-    let other = Store::new(Layout::new(subject.storage.clone()));
+    let other = subject.other_writer();
     let raw = stage_image(&seed, "raced").await;
     let document = ok(raw.parse(), "parse");
     let layer = document.children()[1].clone();
@@ -88,7 +88,7 @@ pub async fn finding_a_gc_fails_a_tag_whose_skipped_blob_it_removed<S: ObjectSto
     let layout = Layout::new(subject.storage.clone());
     let seed = Store::new(layout.clone());
     let raw = stage_image(&seed, "skipped").await;
-    let other = Store::new(Layout::new(subject.storage.clone()));
+    let other = subject.other_writer();
     for child in ok(raw.parse(), "parse").children() {
         assert!(
             ok(other.exists(child).await, "exists"),
@@ -177,6 +177,10 @@ pub async fn finding_15_a_dead_process_fence_blocks_nothing<S: ObjectStorage + C
             crate::layout::Foreign::OtherMachine { expired: false },
             true,
         ),
+        // A collection of another copy of orca in this very process (a
+        // plugin's, or its host's) is judged by its lease, not taken for
+        // a cancelled one of this copy.
+        (crate::layout::Foreign::OtherCopy, true),
         (crate::layout::Foreign::DeadProcess, false),
         (
             crate::layout::Foreign::OtherMachine { expired: true },
