@@ -37,6 +37,9 @@ pub struct Faults {
     /// Forward what clients send at most this many bytes a second (a slow
     /// uplink), on every connection.
     pub throttle_up: Option<u64>,
+    /// Forward what clients send at most this many bytes a second on all
+    /// connections together (one slow uplink that parallel uploads share).
+    pub link_up: Option<u64>,
     /// Of requests whose first line contains the text, forward only this
     /// many bytes of the body, then stop — both ways — keeping the
     /// connection open until the client gives up (a link that stalls in
@@ -80,6 +83,8 @@ struct Shared {
     faults: Faults,
     budget: Budget,
     recorded: Arc<Mutex<Vec<u8>>>,
+    /// When the shared uplink (`link_up`) is next free.
+    link_free: Mutex<std::time::Instant>,
 }
 
 impl RecordingProxy {
@@ -107,6 +112,7 @@ impl RecordingProxy {
             faults,
             budget,
             recorded: recorded.clone(),
+            link_free: Mutex::new(std::time::Instant::now()),
         });
         let halt = stop.clone();
         let kept = shared.clone();
@@ -283,10 +289,28 @@ fn close_after(head: &[u8], dropped: &[String]) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// Waits until the shared uplink has carried `n` more bytes: each send
+/// books the link's time after the sends before it.
+fn book_link(shared: &Shared, rate: u64, n: usize) {
+    let done = {
+        let Ok(mut free) = shared.link_free.lock() else {
+            return;
+        };
+        let start = (*free).max(std::time::Instant::now());
+        *free = start + std::time::Duration::from_secs_f64(n as f64 / rate.max(1) as f64);
+        *free
+    };
+    if let Some(wait) = done.checked_duration_since(std::time::Instant::now()) {
+        std::thread::sleep(wait);
+    }
+}
+
 fn pump_up(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
     let rate = shared.faults.throttle_up;
     // A tenth of a second's worth at a time, so the pace is even.
-    let step = rate.map_or(64 * 1024, |r| (r / 10).clamp(1, 64 * 1024) as usize);
+    let step = rate
+        .or(shared.faults.link_up)
+        .map_or(64 * 1024, |r| (r / 10).clamp(1, 64 * 1024) as usize);
     let mut buffer = vec![0u8; step];
     let started = std::time::Instant::now();
     let mut forwarded = 0u64;
@@ -296,6 +320,9 @@ fn pump_up(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
             Ok(n) => n,
         };
         record(shared, &buffer[..n]);
+        if let Some(link) = shared.faults.link_up {
+            book_link(shared, link, n);
+        }
         if to.write_all(&buffer[..n]).is_err() {
             break;
         }
