@@ -172,6 +172,9 @@ pub(crate) struct Client {
     pub(crate) host: String,
     credentials: Credentials,
     tokens: Mutex<TokenCache>,
+    /// One token fetch at a time per scope (backends m7): requests that
+    /// meet a 401 together wait for the first one's token.
+    flights: Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
     /// The registry asked for basic auth: send it up front from now on.
     basic: AtomicBool,
     retry: Retry,
@@ -225,6 +228,7 @@ impl Client {
             host,
             credentials,
             tokens: Mutex::default(),
+            flights: Mutex::default(),
             basic: AtomicBool::new(false),
             retry,
             next_turn: Mutex::new(tokio::time::Instant::now()),
@@ -328,6 +332,11 @@ impl Client {
         let mut unknown = false;
         loop {
             self.turn().await;
+            // The credential this attempt carries, so a 401 tells which
+            // one the registry refused.
+            let auth = self
+                .authorization(scope)
+                .filter(|_| self.same_origin(&request.url));
             // A small body (a manifest, a token form) is sent in well under
             // the idle timeout on any link: it goes as a request without
             // one does. A larger one is watched (see `watch`).
@@ -340,9 +349,7 @@ impl Client {
             for (name, value) in &request.headers {
                 builder = builder.header(name, value);
             }
-            if let Some(auth) = self.authorization(scope)
-                && self.same_origin(&request.url)
-            {
+            if let Some(auth) = &auth {
                 builder = builder.header(AUTHORIZATION, auth);
             }
             let outcome = match (watched, &request.body) {
@@ -409,7 +416,7 @@ impl Client {
                         && self.same_origin(response.url().as_str()) =>
                 {
                     authenticated = true;
-                    self.authenticate(&response, scope).await?;
+                    self.authenticate(&response, scope, auth.as_deref()).await?;
                     // An answered challenge is not a failed attempt.
                     attempt -= 1;
                 }

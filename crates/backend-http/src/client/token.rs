@@ -36,11 +36,52 @@ impl Client {
         loopback || base.host_str() == url.host_str()
     }
 
-    /// Answers a 401's challenge: remember to send basic auth, or obtain a
-    /// bearer token for `scope`.
-    pub(super) async fn authenticate(&self, response: &Response, scope: &str) -> Result<()> {
+    /// Answers a 401's challenge to a request that carried `refused`:
+    /// remember to send basic auth, or obtain a bearer token for `scope`.
+    /// Requests that meet a 401 together share one token fetch (backends
+    /// m7): each waits its turn, and one that finds a token newer than the
+    /// one refused takes it. Before, every one of them fetched, and each
+    /// dropped the token the others had just put, so a request could be
+    /// sent again without one and fail as unauthorized.
+    pub(super) async fn authenticate(
+        &self,
+        response: &Response,
+        scope: &str,
+        refused: Option<&str>,
+    ) -> Result<()> {
+        let flight = self.flights.lock().ok().map(|mut flights| {
+            flights
+                .entry(scope.to_owned())
+                .or_insert_with(Default::default)
+                .clone()
+        });
+        let turn = match &flight {
+            Some(flight) => Some(flight.lock().await),
+            None => None,
+        };
+        let answered = self.answer_challenge(response, scope, refused).await;
+        drop(turn);
+        // The last one out takes the scope's entry away.
+        if let (Some(flight), Ok(mut flights)) = (flight, self.flights.lock())
+            && std::sync::Arc::strong_count(&flight) == 2
+        {
+            flights.remove(scope);
+        }
+        answered
+    }
+
+    async fn answer_challenge(
+        &self,
+        response: &Response,
+        scope: &str,
+        refused: Option<&str>,
+    ) -> Result<()> {
         if let Ok(mut tokens) = self.tokens.lock() {
-            tokens.forget(scope);
+            match tokens.get(scope) {
+                // Another request put a new token while this one waited.
+                Some(current) if Some(current.as_str()) != refused => return Ok(()),
+                _ => tokens.forget(scope),
+            }
         }
         let header = response
             .headers()

@@ -556,3 +556,41 @@ async fn artifacts_fall_back_to_oci_1_0_on_a_client_error_but_not_on_auth_errors
     assert_eq!(packed.form, Form::V1_1);
     assert_eq!(count_puts(&proxy), 1);
 }
+
+/// Backends review m7, single flight: eight blobs pushed at once to a
+/// repository read before (so the pull token is cached, the push token
+/// not) meet their first 401 together. One of them fetches the push
+/// token; the others wait for it and use it. Before, each fetched one and
+/// dropped the others' from the cache, and a push sent again without a
+/// token failed as unauthorized.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m7_concurrent_first_401s_fetch_one_token() {
+    let server = RegistryServer::start_token("orca", "flight-password").expect("token registry");
+    let registry = RegistryBuilder::new(server.host())
+        .credentials(Credentials::basic("orca", "flight-password"))
+        .build()
+        .expect("registry");
+    let store = Store::new(repository(&registry, &fresh_repository("flight")).await);
+    let blobs: Vec<GeneratedBlob> = (0..8).map(|i| GeneratedBlob::new(1024, 700 + i)).collect();
+    for blob in &blobs {
+        let present = store
+            .exists(&blob.descriptor(MediaType::OCI_LAYER_TAR))
+            .await
+            .expect("exists");
+        assert!(!present);
+    }
+    let before = server.tokens_issued().expect("issuer");
+    let pushes = blobs.iter().map(|blob| {
+        let store = store.clone();
+        async move {
+            store
+                .push(&blob.descriptor(MediaType::OCI_LAYER_TAR), blob.body())
+                .await
+        }
+    });
+    for pushed in futures::future::join_all(pushes).await {
+        pushed.expect("push");
+    }
+    let fetched = server.tokens_issued().expect("issuer") - before;
+    assert_eq!(fetched, 1, "eight pushes fetched {fetched} push tokens");
+}
