@@ -511,3 +511,55 @@ async fn m3_a_delete_whose_answer_was_lost_succeeds() {
     );
     assert!(!store.exists(&manifest.descriptor()).await.expect("exists"));
 }
+
+/// Backends review m4: a streamed (one-`PATCH`) upload whose request is
+/// aborted mid-body (the link stalls, the idle timeout ends it) is
+/// cancelled at the session's newest `Location`: with no `202` to the
+/// `PATCH`, that is the one the `POST` gave, the very URL the `PATCH` went
+/// to. (distribution 2.8 then refuses the cancel: the bytes it kept no
+/// longer match the offset signed into that URL's `_state`, and no other
+/// URL exists for the session. Its upload purge removes the session; a
+/// registry that signs no state, as zot and most others, cancels it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m4_an_aborted_streamed_upload_is_cancelled_at_its_location() {
+    const MIB: u64 = 1024 * 1024;
+    let name = fresh_repository("abortedpatch");
+    let faults = Faults {
+        stall_uploads: Some(("PATCH ".into(), 300 * 1024, 1)),
+        ..Faults::default()
+    };
+    // The body may fit in loopback's buffers whole: then the wait is for
+    // the answer, which the response timeout bounds.
+    let (proxy, store) = through(&name, faults, |b| {
+        b.idle_timeout(Duration::from_secs(2))
+            .response_timeout(Duration::from_secs(2))
+    })
+    .await;
+    let blob = GeneratedBlob::new(2 * MIB, 41);
+    let descriptor = blob.descriptor(MediaType::OCI_LAYER_TAR);
+    let err = store
+        .push(&descriptor, blob.body())
+        .await
+        .expect_err("the stalled upload");
+    assert_eq!(
+        proxy.stall_uploads_left(),
+        0,
+        "the upload never stalled: {err}"
+    );
+    let sent = proxy.recorded();
+    let target = |method: &str| -> Vec<String> {
+        sent.split("\r\n")
+            .filter_map(|line| line.strip_prefix(method))
+            .filter_map(|rest| rest.split(' ').next())
+            .filter(|url| url.contains("/blobs/uploads/"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let patched = target("PATCH ");
+    assert_eq!(patched.len(), 1, "{patched:?}");
+    assert_eq!(
+        target("DELETE "),
+        patched,
+        "the aborted session was not cancelled at its Location"
+    );
+}
