@@ -216,6 +216,11 @@ pub(crate) struct Cp {
     /// server-side). Their bytes are not read, so not verified again.
     #[arg(long)]
     pub(crate) link: bool,
+    /// Into an oci-archive or docker-archive that exists: replace what it
+    /// holds (by default the copy is added to it, as sync does). A file
+    /// that is no image archive is never replaced.
+    #[arg(long)]
+    pub(crate) overwrite: bool,
 }
 
 /// `orca push`.
@@ -264,6 +269,11 @@ pub(crate) struct Pull {
     /// Of an index, the member of this platform.
     #[arg(long)]
     pub(crate) platform: Option<String>,
+    /// Replace files of the same names in the output directory (by
+    /// default a pull that would replace one is refused, before anything
+    /// is written).
+    #[arg(long)]
+    pub(crate) overwrite: bool,
 }
 
 /// `orca attach`.
@@ -364,11 +374,15 @@ pub(crate) enum ManifestCommand {
         #[arg(default_value = "-")]
         file: String,
     },
-    /// Delete a manifest (and its tags).
-    #[command(after_help = "Example:\n  orca manifest delete oci:./layout:old")]
+    /// Delete a manifest (and its tags). Asks first on a terminal;
+    /// elsewhere (scripts) it needs `--force`.
+    #[command(after_help = "Example:\n  orca manifest delete -f oci:./layout:old")]
     Delete {
         /// The manifest.
         target: String,
+        /// Delete without asking.
+        #[arg(short, long)]
+        force: bool,
     },
 }
 
@@ -402,11 +416,15 @@ pub(crate) enum BlobCommand {
         #[arg(long, default_value = "application/octet-stream")]
         media_type: String,
     },
-    /// Delete a blob.
-    #[command(after_help = "Example:\n  orca blob delete oci:./layout@sha256:…")]
+    /// Delete a blob (an image that uses it breaks). Asks first on a
+    /// terminal; elsewhere (scripts) it needs `--force`.
+    #[command(after_help = "Example:\n  orca blob delete -f oci:./layout@sha256:…")]
     Delete {
         /// The blob (`…@DIGEST`).
         target: String,
+        /// Delete without asking.
+        #[arg(short, long)]
+        force: bool,
     },
 }
 

@@ -286,8 +286,21 @@ fn check_title(title: &str) -> Result<()> {
 /// Pulls the files of the artifact `selector` names into `out`, by title,
 /// and returns their paths. Every title is checked before anything is
 /// written; files land whole (written beside, then renamed) and verified.
-/// Layers without a title are skipped, as oras does.
+/// Layers without a title are skipped, as oras does. A file of the same
+/// name already in `out` is kept: the pull is refused before anything is
+/// written (see [`pull_files_with`] to replace it).
 pub async fn pull_files(store: &Store, selector: &Selector, out: &Path) -> Result<Vec<PathBuf>> {
+    pull_files_with(store, selector, out, false).await
+}
+
+/// [`pull_files`], replacing files of the same names when `overwrite`
+/// says so.
+pub async fn pull_files_with(
+    store: &Store,
+    selector: &Selector,
+    out: &Path,
+    overwrite: bool,
+) -> Result<Vec<PathBuf>> {
     let (_, raw) = store.fetch_manifest(selector).await?;
     let Document::Manifest(manifest) = raw.parse()? else {
         return Err(Error::InvalidManifest {
@@ -318,6 +331,18 @@ pub async fn pull_files(store: &Store, selector: &Selector, out: &Path) -> Resul
         files.push((layer.clone(), relative));
     }
     let root = std::fs::canonicalize(out).map_err(|e| io_error(out, e))?;
+    if !overwrite {
+        // What is there already stays: refused before anything is written.
+        for (_, relative) in &files {
+            let at = root.join(relative);
+            if std::fs::symlink_metadata(&at).is_ok() {
+                return Err(Error::AlreadyExists {
+                    what: format!("file {}", relative.display()),
+                    place: out.display().to_string(),
+                });
+            }
+        }
+    }
     let mut written = Vec::new();
     for (layer, relative) in files {
         let parent = inside(&root, relative.parent().unwrap_or(Path::new("")))?;

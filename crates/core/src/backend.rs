@@ -25,6 +25,12 @@ pub struct PushOptions {
     /// interrupted one whose first `offset` bytes the backend holds
     /// ([`Backend::partial`]). Zero for a whole push.
     pub offset: u64,
+    /// With no tag: list the pushed manifest among the store's roots all
+    /// the same (an untagged entry in a layout's `index.json`, as skopeo
+    /// and oras record a copy by digest), so readers find it and garbage
+    /// collection keeps it. Stores that list no roots but their tags (a
+    /// registry) ignore it.
+    pub list: bool,
 }
 
 impl PushOptions {
@@ -33,12 +39,26 @@ impl PushOptions {
         PushOptions {
             tag: Some(tag.into()),
             offset: 0,
+            list: false,
         }
     }
 
     /// Options that continue an interrupted blob push from `offset`.
     pub fn resumed(offset: u64) -> Self {
-        PushOptions { tag: None, offset }
+        PushOptions {
+            tag: None,
+            offset,
+            list: false,
+        }
+    }
+
+    /// Options that list the pushed manifest as an untagged root.
+    pub fn listed() -> Self {
+        PushOptions {
+            tag: None,
+            offset: 0,
+            list: true,
+        }
     }
 }
 

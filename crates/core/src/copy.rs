@@ -397,6 +397,7 @@ pub async fn copy(
         new_root,
         tag,
         source_tags: None,
+        list: tag.is_none(),
     };
     copy_root(job, options).await
 }
@@ -414,6 +415,10 @@ pub(crate) struct Job<'a> {
     pub(crate) tag: Option<&'a str>,
     /// The source's tags, when the caller listed them already.
     pub(crate) source_tags: Option<&'a [String]>,
+    /// With no tag: list the root among the target's roots all the same
+    /// (a copy by digest into a layout gets an untagged `index.json`
+    /// entry, so it is found and kept; see [`PushOptions::list`]).
+    pub(crate) list: bool,
 }
 
 /// [`copy`] once the root is known.
@@ -425,6 +430,7 @@ pub(crate) async fn copy_root(job: Job<'_>, options: &CopyOptions) -> Result<Cop
         new_root,
         tag,
         source_tags,
+        list,
     } = job;
     let copier = Copier::new(source, target, options, source_tags).await?;
     let plan = copier.walk(walk_roots(&root, new_root.as_ref())?).await?;
@@ -560,6 +566,24 @@ pub(crate) async fn copy_root(job: Job<'_>, options: &CopyOptions) -> Result<Cop
             descriptor: root.clone(),
         });
     }
+    if list && tag.is_none() {
+        // Pushed again with the listing: a layout that holds it adds the
+        // untagged entry and writes no bytes.
+        let bytes = match &new_root {
+            Some(raw) => raw.bytes().clone(),
+            None => match plan.nodes.get(&root.digest).and_then(|n| n.raw.clone()) {
+                Some(bytes) => bytes,
+                None => target.fetch_bytes(&root).await?,
+            },
+        };
+        target
+            .push_opts(
+                &root.plain(),
+                Body::from_bytes(bytes),
+                PushOptions::listed(),
+            )
+            .await?;
+    }
     Ok(report)
 }
 
@@ -573,6 +597,8 @@ pub async fn copy_graph(source: &Store, target: &Store, root: &Descriptor) -> Re
         new_root: None,
         tag: None,
         source_tags: None,
+        // Callers tag it, or name it from an index, themselves.
+        list: false,
     };
     copy_root(job, &CopyOptions::default()).await.map(drop)
 }

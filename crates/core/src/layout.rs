@@ -185,7 +185,9 @@ impl LayoutIndex {
 
     /// Points `tag` at `descriptor`: entries carrying the tag are dropped
     /// and one entry (media type, digest, size, platform and the tag) added.
+    /// An untagged entry of the same manifest goes: the tag lists it now.
     pub fn set_tag(&mut self, descriptor: &Descriptor, tag: &str) {
+        self.remove_untagged(&descriptor.digest);
         let mut entry = descriptor.plain();
         entry.platform = descriptor.platform.clone();
         entry
@@ -232,6 +234,28 @@ impl LayoutIndex {
             }
         }
         Ok(())
+    }
+
+    /// Lists `descriptor` as a root without a tag (as skopeo and oras
+    /// record a copy by digest), unless an entry lists it already; whether
+    /// one was added.
+    pub fn list_untagged(&mut self, descriptor: &Descriptor) -> bool {
+        if self.find(&descriptor.digest).is_some() {
+            return false;
+        }
+        let mut entry = descriptor.plain();
+        entry.platform = descriptor.platform.clone();
+        self.index.manifests.push(entry);
+        true
+    }
+
+    /// Removes the untagged entries of `digest`; whether there were any.
+    pub fn remove_untagged(&mut self, digest: &Digest) -> bool {
+        let before = self.index.manifests.len();
+        self.index
+            .manifests
+            .retain(|d| &d.digest != digest || ref_name(d).is_some());
+        before != self.index.manifests.len()
     }
 
     /// Removes `tag`; `false` when no entry carried it.

@@ -360,7 +360,7 @@ impl Store {
         let descriptor = manifest.descriptor();
         let options = PushOptions {
             tag: tag.map(str::to_owned),
-            offset: 0,
+            ..PushOptions::default()
         };
         self.push_opts(
             &descriptor,

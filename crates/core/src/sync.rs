@@ -379,6 +379,7 @@ async fn finish(checked: Checked<'_>, options: &SyncOptions) -> ImageReport {
                 new_root,
                 tag: tag.as_deref(),
                 source_tags: Some(&work.source_tags),
+                list: false,
             };
             copy_root(job, copy_options).await
         }

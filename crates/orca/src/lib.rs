@@ -23,6 +23,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "fs")]
+mod carry;
 mod helpers;
 #[cfg(feature = "sync")]
 pub mod mirror;

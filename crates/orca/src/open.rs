@@ -44,6 +44,9 @@ pub struct OpenOptions {
     pub response_timeout: Option<std::time::Duration>,
     /// Registries: told each time a request is tried again.
     pub on_retry: Option<Notice>,
+    /// Archives written where one is: replace what it holds instead of
+    /// adding to it (a file that is no image archive is never replaced).
+    pub overwrite: bool,
     /// S3: the endpoint (default: `AWS_ENDPOINT_URL`, else AWS).
     pub s3_endpoint: Option<String>,
     /// S3: the region (default: `AWS_REGION` / `AWS_DEFAULT_REGION`).
@@ -77,6 +80,7 @@ impl std::fmt::Debug for OpenOptions {
             .field("requests_per_second", &self.requests_per_second)
             .field("idle_timeout", &self.idle_timeout)
             .field("response_timeout", &self.response_timeout)
+            .field("overwrite", &self.overwrite)
             .field("s3_endpoint", &self.s3_endpoint)
             .field("s3_region", &self.s3_region)
             .field(
@@ -99,8 +103,9 @@ impl OpenOptions {
 pub enum Access {
     /// Content is read: an archive must exist.
     Read,
-    /// Content is written: an archive is created, replacing the file when
-    /// [`Target::finish`] runs.
+    /// Content is written: an archive is created, with what an archive
+    /// already there holds (unless [`OpenOptions::overwrite`]), and put in
+    /// place of the file when [`Target::finish`] runs.
     Write,
 }
 
@@ -110,6 +115,9 @@ pub enum Access {
 pub struct Target {
     store: Store,
     selector: Option<Selector>,
+    /// Whether the target string named its selector (a registry target
+    /// that names none reads as `latest`, as docker reads it).
+    named: bool,
     #[cfg(feature = "fs")]
     writer: Option<orca_backend_fs::ArchiveWriter>,
     name: String,
@@ -136,9 +144,12 @@ impl Target {
 
     /// The tag a copy of `root` into this target gets: the one the target
     /// names, else the source's own tag; none when the target names a
-    /// digest, or the source was named by digest.
+    /// digest, or the source was named by digest and the target names no
+    /// tag (a registry's implied `latest` is not taken: a copy by digest
+    /// moves no tag).
     pub fn tag_for(&self, root: &Selector) -> Option<String> {
         match (&self.selector, root) {
+            (_, Selector::Digest(_)) if !self.named => None,
             (Some(Selector::Tag(tag)), _) | (None, Selector::Tag(tag)) => Some(tag.clone()),
             _ => None,
         }
@@ -196,6 +207,10 @@ pub async fn open_spec(
     options: &OpenOptions,
 ) -> Result<Target> {
     let mut selector = spec.selector();
+    let named = match spec {
+        TargetSpec::Registry(reference) => reference.selector().is_some(),
+        _ => selector.is_some(),
+    };
     let unsupported = |feature: &str| Error::InvalidReference {
         input: name.to_owned(),
         reason: format!("this build of orca has no {feature} backend"),
@@ -248,7 +263,14 @@ pub async fn open_spec(
                         TargetSpec::DockerArchive { .. } => orca_backend_fs::ArchiveFormat::Docker,
                         _ => orca_backend_fs::ArchiveFormat::Oci,
                     };
+                    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                        std::fs::create_dir_all(parent).map_err(|e| Error::InvalidInput {
+                            what: format!("the directory of archive {}", path.display()),
+                            reason: e.to_string(),
+                        })?;
+                    }
                     let archive = orca_backend_fs::ArchiveWriter::create(path, format)?;
+                    crate::carry::prepare(path, &archive, options.overwrite).await?;
                     let archive = match repository {
                         Some(repository) => archive.repository(&repository),
                         None => archive,
@@ -268,6 +290,7 @@ pub async fn open_spec(
                 selector = named;
                 return Ok(Target {
                     store: Store::new(backend),
+                    named: selector.is_some(),
                     selector,
                     #[cfg(feature = "fs")]
                     writer,
@@ -287,6 +310,7 @@ pub async fn open_spec(
     Ok(Target {
         store,
         selector,
+        named,
         #[cfg(feature = "fs")]
         writer,
         name: name.to_owned(),

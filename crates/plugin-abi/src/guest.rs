@@ -207,6 +207,7 @@ async fn run(
                 None => PushOptions::default(),
             };
             options.offset = args.offset.unwrap_or(0);
+            options.list = args.list.unwrap_or(false);
             backend.push(&d, body, &options).await?;
         }
         4 => answer.number = Some(backend.partial(&descriptor(&args)?).await?),

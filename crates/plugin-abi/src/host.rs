@@ -425,6 +425,7 @@ impl Backend for PluginBackend {
         let args = Args {
             tag: options.tag.clone(),
             offset: Some(options.offset),
+            list: options.list.then_some(true),
             ..Self::about(descriptor)
         };
         self.call(self.vtable.push, &args, Some(body))

@@ -421,6 +421,10 @@ pub(crate) struct Args {
     pub(crate) artifact_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) from: Option<String>,
+    /// `push`: list the manifest as an untagged root (absent: no; a guest
+    /// built before it ignores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) list: Option<bool>,
 }
 
 /// The result of every operation, one shape for all.

@@ -80,12 +80,18 @@ pub(crate) async fn pull(ctx: &Ctx, args: Pull) -> anyhow::Result<()> {
     let descriptor = select_platform(target.store(), descriptor, args.platform.as_deref()).await?;
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
-    let written = orca::artifact::pull_files(
+    let written = orca::artifact::pull_files_with(
         target.store(),
         &Selector::Digest(descriptor.digest.clone()),
         &args.output,
+        args.overwrite,
     )
     .await
+    .map_err(|e| match e {
+        orca::Error::AlreadyExists { .. } => anyhow::Error::new(e)
+            .context("nothing was written: pull with --overwrite to replace what is there"),
+        other => anyhow::Error::new(other),
+    })
     .with_context(|| format!("pulling {}", args.target))?;
     let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
     ctx.emit(

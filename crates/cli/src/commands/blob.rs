@@ -100,9 +100,16 @@ pub(crate) async fn blob(ctx: &Ctx, command: crate::cli::BlobCommand) -> anyhow:
                 &descriptor_json(&descriptor),
             )
         }
-        BlobCommand::Delete { target } => {
+        BlobCommand::Delete { target, force } => {
             let opened = open(ctx, &target, Access::Write).await?;
             let descriptor = located(&opened, &target).await?;
+            super::confirm(
+                force,
+                &format!(
+                    "delete blob {} from {target}? Images that use it break.",
+                    descriptor.digest
+                ),
+            )?;
             opened.store().delete(&descriptor).await?;
             ctx.emit(
                 &format!("deleted {}", descriptor.digest),

@@ -223,9 +223,16 @@ pub(crate) async fn manifest(ctx: &Ctx, command: ManifestCommand) -> anyhow::Res
                 &descriptor_json(&descriptor),
             )
         }
-        ManifestCommand::Delete { target } => {
+        ManifestCommand::Delete { target, force } => {
             let opened = open(ctx, &target, Access::Write).await?;
             let (_, descriptor) = resolve_root(&opened).await?;
+            super::confirm(
+                force,
+                &format!(
+                    "delete manifest {} (and every tag on it) from {target}?",
+                    descriptor.digest
+                ),
+            )?;
             opened.store().delete(&descriptor).await?;
             ctx.emit(
                 &format!("deleted {}", descriptor.digest),

@@ -14,7 +14,11 @@ use crate::progress::{Display, summary};
 
 pub(crate) async fn cp(ctx: &Ctx, args: Cp) -> anyhow::Result<()> {
     let source = open(ctx, &args.source, Access::Read).await?;
-    let destination = open(ctx, &args.destination, Access::Write).await?;
+    let mut opening = ctx.open.clone();
+    opening.overwrite = args.overwrite;
+    let destination = orca::open(&args.destination, Access::Write, &opening)
+        .await
+        .with_context(|| format!("opening {}", args.destination))?;
     let mut platforms = Vec::new();
     for platform in &args.platforms {
         platforms.push(Platform::parse(platform).map_err(|e| Usage(e.to_string()))?);

@@ -74,6 +74,29 @@ pub(crate) async fn open(ctx: &Ctx, target: &str, access: Access) -> anyhow::Res
     Ok(opened)
 }
 
+/// Asks `question` on the terminal before something is destroyed, as
+/// oras does: `force` skips it; with no terminal to ask on (a script), the
+/// command is refused unless forced.
+pub(crate) fn confirm(force: bool, question: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if force {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        return Err(Usage(format!(
+            "{question} Not without --force (-f): there is no terminal to ask on"
+        ))
+        .into());
+    }
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => anyhow::bail!("nothing deleted"),
+    }
+}
+
 /// What a target names, resolved to a manifest's descriptor.
 pub(crate) async fn resolve_root(target: &Target) -> anyhow::Result<(Selector, Descriptor)> {
     let selector = target.root().await?;

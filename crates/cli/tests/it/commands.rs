@@ -298,7 +298,15 @@ fn blobs_tags_repositories_and_gc() {
             std::fs::read(path.join("blob.bin")).expect("read")
         );
         std::fs::remove_file(&out).expect("remove");
-        json(path, &["blob", "delete", &at]);
+        // Deleting asks first; a script (no terminal) must say --force.
+        let refused = crate::common::run(path, &["blob", "delete", &at]);
+        assert_eq!(refused.status.code(), Some(2), "{base}");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("--force"),
+            "{refused:?}"
+        );
+        json(path, &["blob", "head", &at]);
+        json(path, &["blob", "delete", "-f", &at]);
         let gone = crate::common::run(path, &["blob", "head", &at]);
         assert_eq!(gone.status.code(), Some(1), "{base}");
     }
@@ -352,7 +360,10 @@ fn blobs_tags_repositories_and_gc() {
     // within the default grace period (and the referrer left without its
     // subject is a young manifest, which keeps what it names): gc keeps
     // them.
-    json(path, &["manifest", "delete", "oci:./tags:v2"]);
+    let refused = run(path, &["manifest", "delete", "oci:./tags:v2"]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    json(path, &["resolve", "oci:./tags:v2"]);
+    json(path, &["manifest", "delete", "--force", "oci:./tags:v2"]);
     let kept = json(path, &["gc", "oci:./tags"]);
     assert_eq!(kept["blobs"].as_array().map(Vec::len), Some(0), "{kept}");
     assert_eq!(kept["grace_seconds"], 24 * 60 * 60, "{kept}");

@@ -5,6 +5,7 @@ mod commands;
 mod common;
 mod login;
 mod matrix;
+mod nothing_lost;
 mod plugins;
 mod readme;
 mod sync;

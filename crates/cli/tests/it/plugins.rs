@@ -67,7 +67,10 @@ fn plugin_targets_work_end_to_end() {
     // gc on the plugin's layout: this orca's collector, over the storage
     // the plugin opens. The note, untagged, is garbage once out of grace.
     let layout = format!("ocidir://{}", path.join("plugged").display());
-    ok(path, &["--plugin", plugin, "manifest", "delete", &note]);
+    ok(
+        path,
+        &["--plugin", plugin, "manifest", "delete", "-f", &note],
+    );
     let kept = json(path, &["--plugin", plugin, "gc", &layout]);
     assert_eq!(kept["blobs"].as_array().map(Vec::len), Some(0), "{kept}");
     let collected = json(

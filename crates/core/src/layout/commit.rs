@@ -27,7 +27,7 @@ impl<S: ObjectStorage> Layout<S> {
     pub(super) async fn commit(
         &self,
         operation: &'static str,
-        tag: &str,
+        tag: Option<&str>,
         new: &Descriptor,
         old: Option<&Digest>,
         mut change: impl FnMut(&mut LayoutIndex) -> Result<bool>,
@@ -51,7 +51,7 @@ impl<S: ObjectStorage> Layout<S> {
                 if let Some(doomed) = named.into_iter().find(|d| fenced.contains(*d)) {
                     return Err(self.collected(doomed, new, "is removing"));
                 }
-                previous = index.resolve_tag(tag).cloned();
+                previous = tag.and_then(|tag| index.resolve_tag(tag).cloned());
                 let dropped = index.drop_dead_fences();
                 Ok((change(index)? || dropped, ()))
             };
@@ -81,8 +81,13 @@ impl<S: ObjectStorage> Layout<S> {
             None if self.has(&new.digest).await? => return Ok(()),
             None => self.not_found(format!("manifest {}", new.digest)),
         };
-        // Take the tag back to what it named, if it is still ours.
+        // Take the tag back to what it named, if it is still ours (an
+        // untagged entry is taken away).
         self.update_index(operation, |index| {
+            let Some(tag) = tag else {
+                let removed = index.remove_untagged(&new.digest);
+                return Ok((removed, ()));
+            };
             if index.resolve_tag(tag).map(|d| &d.digest) != Some(&new.digest) {
                 return Ok((false, ()));
             }

@@ -312,6 +312,11 @@ impl<S: ObjectStorage> Backend for Layout<S> {
         }
         if let Some(tag) = &options.tag {
             self.tag(descriptor, tag).await?;
+        } else if options.list && descriptor.media_type.is_manifest() {
+            self.commit("list", None, descriptor, None, |index| {
+                Ok(index.list_untagged(descriptor))
+            })
+            .await?;
         }
         Ok(())
     }
@@ -384,7 +389,7 @@ impl<S: ObjectStorage> Backend for Layout<S> {
     }
 
     async fn tag(&self, descriptor: &Descriptor, tag: &str) -> Result<()> {
-        self.commit("tag", tag, descriptor, None, |index| {
+        self.commit("tag", Some(tag), descriptor, None, |index| {
             let unchanged = index.resolve_tag(tag).is_some_and(|d| {
                 d.digest == descriptor.digest && d.media_type == descriptor.media_type
             });
@@ -427,7 +432,7 @@ impl<S: ObjectStorage> Backend for Layout<S> {
                 })
                 .await;
         };
-        self.commit("swap_tag", tag, new, expected, |index| {
+        self.commit("swap_tag", Some(tag), new, expected, |index| {
             index
                 .swap_tag(tag, expected, Some(new), &place)
                 .map(|()| true)

@@ -62,6 +62,8 @@ pub(super) async fn catch_up(
             new_root: None,
             tag: None,
             source_tags: Some(source_tags),
+            // Listed by their subject's referrers, not as roots.
+            list: false,
         };
         let copied = copy_root(job, &repairing).await;
         let mut bytes = match copied {
