@@ -81,6 +81,33 @@ impl Directory {
     }
 }
 
+/// Says, when dropped while `partial` is set, that the partial file there
+/// (if it holds anything) is kept for a re-run.
+struct KeptIfDropped {
+    partial: Option<std::path::PathBuf>,
+    digest: String,
+    place: String,
+}
+
+impl Drop for KeptIfDropped {
+    fn drop(&mut self) {
+        let Some(partial) = self.partial.take() else {
+            return;
+        };
+        if let Ok(meta) = std::fs::symlink_metadata(&partial)
+            && meta.is_file()
+            && meta.len() > 0
+        {
+            orca_core::cleanup::keep(format!(
+                "{} bytes of {} in {} (ingest/), kept for a re-run to continue",
+                meta.len(),
+                self.digest,
+                self.place
+            ));
+        }
+    }
+}
+
 impl fmt::Display for Directory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.files.place)
@@ -217,7 +244,17 @@ impl ObjectStorage for Directory {
     }
 
     async fn put_blob(&self, descriptor: &Descriptor, body: Body, offset: u64) -> Result<()> {
-        self.write_blob(descriptor, body, offset).await
+        // Dropped part-way (a cancelled copy, an interrupted command), the
+        // push leaves what arrived in the blob's partial file for a re-run
+        // to continue: said through `orca_core::cleanup`.
+        let mut kept = KeptIfDropped {
+            partial: Some(self.files.partial_path(&descriptor.digest)),
+            digest: descriptor.digest.to_string(),
+            place: self.to_string(),
+        };
+        let written = self.write_blob(descriptor, body, offset).await;
+        kept.partial = None;
+        written
     }
 
     async fn partial(&self, descriptor: &Descriptor) -> Result<u64> {

@@ -1,7 +1,8 @@
 //! Uploads: manifests by `PUT`; blobs by `POST` + one streamed `PATCH` +
 //! `PUT ?digest=`, or, for large blobs, `POST` + `PATCH` per chunk + `PUT`,
 //! always following the newest `Location`. A failed upload is cancelled at
-//! its newest `Location`, so no session stays open at the registry.
+//! its newest `Location`, so no session stays open at the registry; so is
+//! one whose push is dropped, through `orca_core::cleanup`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -130,10 +131,7 @@ pub(crate) async fn put_manifest(
 
 /// Starts an upload session; returns its location and the registry's
 /// minimum chunk size, if it said one.
-async fn start(
-    backend: &RegistryBackend,
-    query: &str,
-) -> Result<(StatusCode, String, Option<u64>)> {
+async fn start(backend: &RegistryBackend, query: &str) -> Result<Started> {
     let request = Request::new(
         Method::POST,
         backend.path(&format!("blobs/uploads/{query}")),
@@ -213,7 +211,15 @@ pub(crate) async fn push_blob(
         };
         (url, true, backend.options.chunk_size)
     } else {
-        let (_, url, min_chunk) = start(backend, "").await?;
+        // Started by a task of its own: a push dropped while the `POST` is
+        // under way still learns the session's `Location` and cancels it.
+        let starter = backend.clone();
+        let mut starting = Starting {
+            backend: backend.clone(),
+            digest: descriptor.digest.to_string(),
+            task: Some(tokio::spawn(async move { start(&starter, "").await })),
+        };
+        let (_, url, min_chunk) = starting.wait().await?;
         // `OCI-Chunk-Min-Length` binds chunked uploads only: it never
         // forces chunking, and a minimum above what orca buffers per chunk
         // sends the blob in one request instead.
@@ -228,6 +234,9 @@ pub(crate) async fn push_blob(
         backend: backend.clone(),
         url: url.clone(),
         armed: !(chunked && sessions.is_some()),
+        digest: descriptor.digest.to_string(),
+        kept: chunked && sessions.is_some(),
+        inflight: None,
     };
     let outcome = if chunked {
         if let Some(sessions) = sessions {
@@ -244,9 +253,10 @@ pub(crate) async fn push_blob(
         };
         push_chunked(backend, descriptor, body, &mut abandon.url, chunks).await
     } else {
-        push_streamed(backend, descriptor, body, &mut abandon.url).await
+        push_streamed(backend, descriptor, body, &mut abandon).await
     };
     abandon.armed = false;
+    abandon.kept = false;
     url = abandon.url.clone();
     if outcome.is_err() {
         cancel(backend, &url).await;
@@ -270,40 +280,134 @@ pub(crate) async fn push_blob(
     outcome
 }
 
-/// Cancels an upload session whose push was dropped before it ended.
+/// Cancels an upload session whose push was dropped before it ended (a
+/// sibling transfer failed, the copy was cancelled, the command was
+/// interrupted): the clean-up is handed to `orca_core::cleanup`, which a
+/// program about to exit waits for. A streamed `PATCH` in flight is ended
+/// where it is first (a chunked request ends cleanly, so the registry
+/// answers with the session's newest `Location`, where it can cancel it).
+/// A session remembered for a later push to continue is kept, and said so.
 struct Abandon {
     backend: RegistryBackend,
     /// The session's newest `Location`.
     url: String,
     armed: bool,
+    /// The digest being pushed, for what is said.
+    digest: String,
+    /// Kept for a later push to continue (a recorded chunked upload).
+    kept: bool,
+    /// The streamed `PATCH` in flight: how to end its body, and the task
+    /// that sends it.
+    inflight: Option<Inflight>,
+}
+
+/// An upload session being started (its `POST` sent by a task of its
+/// own); dropped before it is known, the session is cancelled once the
+/// `POST` answers.
+struct Starting {
+    backend: RegistryBackend,
+    digest: String,
+    task: Option<tokio::task::JoinHandle<Result<Started>>>,
+}
+
+/// What starting an upload answered: the status, the session's `Location`
+/// and the registry's minimum chunk length, if it names one.
+type Started = (StatusCode, String, Option<u64>);
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        let Some(task) = self.task.take() else {
+            return;
+        };
+        let backend = self.backend.clone();
+        let what = format!(
+            "cancelling the upload session of {} on {}",
+            self.digest, backend.place
+        );
+        orca_core::cleanup::spawn(what, async move {
+            if let Ok(Ok((_, url, _))) = task.await {
+                cancel(&backend, &url).await;
+            }
+        });
+    }
+}
+
+impl Starting {
+    /// Waits for the `POST`'s answer; from then on, dropping this does
+    /// nothing (the caller guards the session).
+    async fn wait(&mut self) -> Result<Started> {
+        let stopped = |reason: String| Error::Backend {
+            backend: self.backend.place.clone(),
+            operation: "push",
+            source: format!("starting the upload of {}: {reason}", self.digest).into(),
+        };
+        let Some(task) = self.task.as_mut() else {
+            return Err(stopped("already started".into()));
+        };
+        let started = task.await;
+        self.task = None;
+        started.map_err(|e| stopped(e.to_string()))?
+    }
+}
+
+/// A streamed `PATCH` sent by a task of its own, so that an abandoned push
+/// can end its body cleanly and still read the answer.
+struct Inflight {
+    stop: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<Result<reqwest::Response>>,
 }
 
 impl Drop for Abandon {
     fn drop(&mut self) {
+        if self.kept {
+            orca_core::cleanup::keep(format!(
+                "the upload session of {} on {}, recorded for a re-run to continue",
+                self.digest, self.backend.place
+            ));
+            return;
+        }
         if !self.armed {
             return;
         }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let (backend, url) = (self.backend.clone(), std::mem::take(&mut self.url));
-            runtime.spawn(async move { cancel(&backend, &url).await });
-        }
+        let (backend, mut url) = (self.backend.clone(), std::mem::take(&mut self.url));
+        let inflight = self.inflight.take();
+        let what = format!(
+            "cancelling the upload session of {} on {}",
+            self.digest, backend.place
+        );
+        orca_core::cleanup::spawn(what, async move {
+            if let Some(Inflight { stop, task }) = inflight {
+                stop.notify_one();
+                if let Ok(Ok(response)) = task.await
+                    && response.status() == StatusCode::ACCEPTED
+                    && let Some(newest) = location(&backend.client, &response)
+                {
+                    url = newest;
+                }
+            }
+            cancel(&backend, &url).await;
+        });
     }
 }
 
-/// Sends the whole body in one streamed `PATCH`, then completes the upload
-/// with an empty `PUT ?digest=`. (A single `PUT` with the body would be
-/// one request fewer, but when it fails the registry keeps the bytes under
-/// a session whose signed state no longer matches them, which
-/// distribution 2.8 cannot cancel; after a `PATCH` the newest `Location`
-/// can.) `url` ends as the newest `Location`.
+/// Sends the whole body in one streamed `PATCH` (chunked transfer
+/// encoding), then completes the upload with an empty `PUT ?digest=`.
+/// When the body fails (a digest mismatch found at its end, the source cut
+/// off) or the push is abandoned, the request ends cleanly where it stands
+/// instead of breaking off: the registry then answers `202` with the
+/// session's newest `Location`, whose signed state matches what it holds,
+/// and the session can be cancelled there. (An aborted request leaves a
+/// session whose state no longer matches its data, which distribution 2.8
+/// cannot cancel; a single `PUT` with the body leaves the same.) The newest
+/// `Location` ends in `abandon.url`.
 async fn push_streamed(
     backend: &RegistryBackend,
     descriptor: &Descriptor,
     body: Body,
-    url: &mut String,
+    abandon: &mut Abandon,
 ) -> Result<()> {
     // A body that fails before its first byte (a copy abandoned while
-    // this transfer waited) sends nothing at all, not a blob of zeros.
+    // this transfer waited) sends nothing at all.
     let len = body.len();
     let mut stream = body.into_stream();
     let first = match stream.next().await {
@@ -312,27 +416,36 @@ async fn push_streamed(
     };
     let body = Body::new(len, futures::stream::iter(first).chain(stream));
     let failure = Arc::new(Mutex::new(None));
-    let stream = padded(body, descriptor.size, failure.clone());
-    let sent = backend
-        .client
-        .send_stream(
-            Method::PATCH,
-            url,
-            vec![
-                (CONTENT_TYPE, "application/octet-stream".into()),
-                (CONTENT_LENGTH, descriptor.size.to_string()),
-            ],
-            stream,
-            Some(descriptor.size),
-            &backend.scope(true),
-            "push",
-        )
-        .await;
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stream = ending(body, failure.clone(), stop.clone());
+    let (sender, url, scope) = (backend.clone(), abandon.url.clone(), backend.scope(true));
+    let task = tokio::spawn(async move {
+        sender
+            .client
+            .send_stream(
+                Method::PATCH,
+                &url,
+                vec![(CONTENT_TYPE, "application/octet-stream".into())],
+                stream,
+                None,
+                &scope,
+                "push",
+            )
+            .await
+    });
+    let inflight = abandon.inflight.insert(Inflight { stop, task });
+    let sent = (&mut inflight.task).await;
+    abandon.inflight = None;
+    let sent = sent.map_err(|e| Error::Backend {
+        backend: backend.place.clone(),
+        operation: "push",
+        source: format!("the upload of {} stopped: {e}", descriptor.digest).into(),
+    })?;
     if let Ok(response) = &sent
         && response.status() == StatusCode::ACCEPTED
         && let Some(newest) = location(&backend.client, response)
     {
-        *url = newest;
+        abandon.url = newest;
     }
     if let Some(e) = failure.lock().ok().and_then(|mut f| f.take()) {
         return Err(e);
@@ -342,73 +455,60 @@ async fn push_streamed(
         let what = format!("blob {}", descriptor.digest);
         return Err(backend.fail(response, "push", what).await);
     }
-    complete(backend, descriptor, url).await
+    complete(backend, descriptor, &abandon.url).await
 }
 
-/// The body as the request's stream. When the body fails (a digest
-/// mismatch found at its end, or the source cut off), the error is kept in
-/// `failure` and the rest of the promised length is sent as zeros: the
-/// request then ends cleanly, the registry finds the content does not
-/// match the digest in the URL, refuses it and drops the upload session
-/// itself — an aborted request would leave a session whose signed state no
-/// longer matches its data, which distribution 2.8 cannot cancel.
-fn padded(
+/// The body as the request's stream, which ends early and cleanly when the
+/// body fails (the error is kept in `failure`) or `stop` is notified (the
+/// push was abandoned): the request then completes with what was sent.
+/// An error after the body's last bytes is seen before them (one item is
+/// read ahead), so a body found wrong at its end is never sent whole.
+fn ending(
     body: Body,
-    len: u64,
     failure: Arc<Mutex<Option<Error>>>,
+    stop: Arc<tokio::sync::Notify>,
 ) -> impl futures::Stream<Item = Result<Bytes>> + Send + 'static {
-    const ZEROS: usize = 1024 * 1024;
     struct State {
         stream: futures::stream::BoxStream<'static, Result<Bytes>>,
-        /// Read one item ahead: the request ends when its length is sent,
-        /// so an error after the last bytes must be seen before them.
         held: Option<Bytes>,
-        sent: u64,
-        failed: bool,
-        ended: bool,
+        done: bool,
     }
     let state = State {
         stream: body.into_stream(),
         held: None,
-        sent: 0,
-        failed: false,
-        ended: false,
+        done: false,
     };
     futures::stream::unfold(state, move |mut state| {
-        let failure = failure.clone();
+        let (failure, stop) = (failure.clone(), stop.clone());
         async move {
-            while !state.failed && !state.ended {
-                match state.stream.next().await {
+            while !state.done {
+                let next = tokio::select! {
+                    biased;
+                    () = stop.notified() => {
+                        state.held = None;
+                        state.done = true;
+                        break;
+                    }
+                    next = state.stream.next() => next,
+                };
+                match next {
                     Some(Ok(chunk)) => {
                         if let Some(previous) = state.held.replace(chunk) {
-                            state.sent += previous.len() as u64;
                             return Some((Ok(previous), state));
                         }
                     }
-                    None => state.ended = true,
+                    None => state.done = true,
                     Some(Err(e)) => {
                         if let Ok(mut slot) = failure.lock() {
                             *slot = Some(e);
                         }
-                        state.failed = true;
+                        // What was read ahead is not sent either.
+                        state.held = None;
+                        state.done = true;
                     }
                 }
             }
-            if let Some(last) = state.held.take() {
-                state.sent += last.len() as u64;
-                return Some((Ok(last), state));
-            }
-            let left = if state.failed {
-                len.saturating_sub(state.sent)
-            } else {
-                0
-            };
-            if left == 0 {
-                return None;
-            }
-            let n = usize::try_from(left).unwrap_or(ZEROS).min(ZEROS);
-            state.sent += n as u64;
-            Some((Ok(Bytes::from(vec![0u8; n])), state))
+            state.held.take().map(|last| (Ok(last), state))
         }
     })
 }

@@ -39,6 +39,78 @@ impl Drop for Parts {
     }
 }
 
+/// A multipart upload under way; dropped while `bucket` is still set, it
+/// is aborted in the background.
+struct OpenUpload {
+    bucket: Option<Bucket>,
+    key: Path,
+    id: String,
+    record: Path,
+}
+
+impl Drop for OpenUpload {
+    fn drop(&mut self) {
+        let Some(bucket) = self.bucket.take() else {
+            return;
+        };
+        let (key, id, record) = (self.key.clone(), self.id.clone(), self.record.clone());
+        let what = format!(
+            "aborting the multipart upload of {key} in {}",
+            bucket.place()
+        );
+        orca_core::cleanup::spawn(what, async move {
+            bucket.abort_upload(&key, &id, &record).await;
+        });
+    }
+}
+
+/// A multipart upload being created; dropped before its id is known, it
+/// is aborted once the creation answers.
+struct Creating {
+    bucket: Bucket,
+    key: Path,
+    task: Option<JoinHandle<object_store::Result<String>>>,
+}
+
+impl Creating {
+    /// Waits for the upload's id; from then on, dropping this does nothing.
+    async fn wait(&mut self) -> Result<String> {
+        let Some(task) = self.task.as_mut() else {
+            return Err(Error::Backend {
+                backend: self.bucket.place().to_owned(),
+                operation: "push",
+                source: format!("the upload of {} was already created", self.key).into(),
+            });
+        };
+        let created = task.await;
+        self.task = None;
+        let created = created.map_err(|e| Error::Backend {
+            backend: self.bucket.place().to_owned(),
+            operation: "push",
+            source: format!("creating the upload of {} stopped: {e}", self.key).into(),
+        })?;
+        created.map_err(self.bucket.err("push", &self.key))
+    }
+}
+
+impl Drop for Creating {
+    fn drop(&mut self) {
+        let Some(task) = self.task.take() else {
+            return;
+        };
+        let (bucket, key) = (self.bucket.clone(), self.key.clone());
+        let what = format!(
+            "aborting the multipart upload of {key} in {}",
+            bucket.place()
+        );
+        orca_core::cleanup::spawn(what, async move {
+            if let Ok(Ok(id)) = task.await {
+                let _ = bucket.multipart.abort_multipart(&key, &id).await;
+            }
+        });
+    }
+}
+
 impl Bucket {
     /// Streams a body to its blob key (see the module documentation).
     pub(crate) async fn upload(&self, descriptor: &Descriptor, mut body: Body) -> Result<()> {
@@ -56,17 +128,32 @@ impl Bucket {
                 .map(drop)
                 .map_err(self.err("push", &key));
         }
-        let id = self
-            .multipart
-            .create_multipart(&key)
-            .await
-            .map_err(self.err("push", &key))?;
+        // Created by a task of its own: a push dropped while it is under
+        // way still learns the upload's id and aborts it.
+        let (multipart, path) = (self.multipart.clone(), key.clone());
+        let mut creating = Creating {
+            bucket: self.clone(),
+            key: key.clone(),
+            task: Some(tokio::spawn(async move {
+                multipart.create_multipart(&path).await
+            })),
+        };
+        let id = creating.wait().await?;
         let record = self.key(&format!(
             "{STAGING}/upload-{}-{}-{}",
             descriptor.digest.algorithm(),
             descriptor.digest.hex(),
             nonce()
         ));
+        // Dropped before it ends (a cancelled copy, an interrupted command),
+        // the upload is aborted by `orca_core::cleanup` (the record goes
+        // once the upload is gone).
+        let mut open = OpenUpload {
+            bucket: Some(self.clone()),
+            key: key.clone(),
+            id: id.clone(),
+            record: record.clone(),
+        };
         let mut outcome = self
             .store
             .put(&record, id.clone().into())
@@ -84,18 +171,27 @@ impl Bucket {
                 Err(e) => Err(e),
             };
         }
-        // Abandon a failed upload so no object ever appears at the key. The
-        // record goes only once the upload is gone: if the abort fails, it
-        // stays for the collector to abort later (an open upload is billed).
-        let gone = outcome.is_ok()
-            || matches!(
-                self.multipart.abort_multipart(&key, &id).await,
-                Ok(()) | Err(object_store::Error::NotFound { .. })
-            );
-        if gone {
+        open.bucket = None;
+        // Abandon a failed upload so no object ever appears at the key.
+        if outcome.is_ok() {
             let _ = self.store.delete(&record).await;
+        } else {
+            self.abort_upload(&key, &id, &record).await;
         }
         outcome
+    }
+
+    /// Aborts a multipart upload and removes its record. The record goes
+    /// only once the upload is gone: if the abort fails, it stays for the
+    /// collector to abort later (an open upload is billed).
+    async fn abort_upload(&self, key: &Path, id: &str, record: &Path) {
+        let gone = matches!(
+            self.multipart.abort_multipart(key, &id.to_owned()).await,
+            Ok(()) | Err(object_store::Error::NotFound { .. })
+        );
+        if gone {
+            let _ = self.store.delete(record).await;
+        }
     }
 
     /// Takes `bytes` of the handle's upload memory budget, waiting for

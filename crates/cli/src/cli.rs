@@ -464,6 +464,11 @@ pub(crate) struct Gc {
     /// Allow `--grace 0`: you know no one else writes to the store now.
     #[arg(long)]
     pub(crate) force: bool,
+    /// Remove the staging of unfinished pushes now, whatever its age (by
+    /// default it goes once older than the grace period, and never younger
+    /// than an hour). A push running now that staged there fails.
+    #[arg(long)]
+    pub(crate) staging: bool,
 }
 
 /// `orca sync`.

@@ -59,8 +59,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// 2 for what the user typed wrong (a target, an argument), 1 otherwise.
+/// 130 for a command a signal stopped (as a shell reports Ctrl-C), 2 for
+/// what the user typed wrong (a target, an argument), 1 otherwise.
 fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<output::Interrupted>().is_some() {
+        return 130;
+    }
     let usage = e.chain().any(|cause| {
         cause.downcast_ref::<output::Usage>().is_some()
             || matches!(

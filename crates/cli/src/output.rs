@@ -1,6 +1,7 @@
 //! What commands share: the context (open options, output format,
 //! progress settings), printing results on stdout so that a closed pipe
-//! is no error, and the usage error (exit status 2).
+//! is no error, the usage error (exit status 2) and the interruption
+//! (exit status 130).
 
 use std::io::Write;
 
@@ -17,6 +18,19 @@ impl std::fmt::Display for Usage {
 }
 
 impl std::error::Error for Usage {}
+
+/// A command stopped by a signal (Ctrl-C, `SIGTERM`): exit status 130.
+/// Says what was cleaned up and what was kept for a re-run.
+#[derive(Debug)]
+pub(crate) struct Interrupted(pub(crate) String);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 /// The settings of one run.
 pub(crate) struct Ctx {

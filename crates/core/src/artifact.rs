@@ -348,16 +348,27 @@ pub async fn pull_files_with(
         let parent = inside(&root, relative.parent().unwrap_or(Path::new("")))?;
         let name = relative.file_name().map(PathBuf::from).unwrap_or_default();
         let (temp, file) = temporary(&parent, &layer.digest)?;
-        let result = write_file(store, &layer, file, &temp).await;
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&temp);
-            return Err(e);
-        }
+        // Removed however the pull ends short of the rename: an error, or
+        // the pull dropped (an interrupted command).
+        let mut unfinished = RemoveOnDrop(Some(temp.clone()));
+        write_file(store, &layer, file, &temp).await?;
         let target = parent.join(name);
         std::fs::rename(&temp, &target).map_err(|e| io_error(&target, e))?;
+        unfinished.0 = None;
         written.push(target);
     }
     Ok(written)
+}
+
+/// Removes the file it names when dropped, unless told otherwise.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// A new temporary file in `dir` for `digest`, of this pull's own: a file

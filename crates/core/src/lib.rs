@@ -13,6 +13,7 @@ pub mod backend;
 pub mod body;
 pub mod bundle;
 pub mod capabilities;
+pub mod cleanup;
 pub mod copy;
 pub mod error;
 pub mod index;

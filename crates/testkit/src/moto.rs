@@ -135,8 +135,26 @@ impl MotoServer {
         }
     }
 
+    /// The multipart uploads open in `bucket` under `prefix` (moto's
+    /// `ListMultipartUploads`, which asks for no signature).
+    pub fn open_uploads(&self, bucket: &str, prefix: &str) -> std::io::Result<usize> {
+        let (status, body) = self.exchange("GET", &format!("/{bucket}?uploads&prefix={prefix}"))?;
+        if status != 200 {
+            return Err(std::io::Error::other(format!(
+                "listing the uploads of {bucket} answered HTTP {status}: {body:.200}"
+            )));
+        }
+        Ok(body.matches("<UploadId>").count())
+    }
+
     /// One bodiless HTTP/1.1 request; returns the status code.
     fn request(&self, method: &str, path: &str) -> std::io::Result<u16> {
+        self.exchange(method, path).map(|(status, _)| status)
+    }
+
+    /// One bodiless HTTP/1.1 request; returns the status code and what
+    /// followed the head.
+    fn exchange(&self, method: &str, path: &str) -> std::io::Result<(u16, String)> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         write!(
@@ -146,11 +164,16 @@ impl MotoServer {
         )?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response)?;
-        let head = String::from_utf8_lossy(&response);
-        head.split_whitespace()
+        let text = String::from_utf8_lossy(&response);
+        let status = text
+            .split_whitespace()
             .nth(1)
             .and_then(|code| code.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {head:.80}")))
+            .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {text:.80}")))?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map_or(String::new(), |(_, body)| body.to_owned());
+        Ok((status, body))
     }
 }
 

@@ -40,6 +40,9 @@ pub struct Faults {
     /// Forward what clients send at most this many bytes a second on all
     /// connections together (one slow uplink that parallel uploads share).
     pub link_up: Option<u64>,
+    /// Forward what the server sends at most this many bytes a second on
+    /// all connections together (one slow downlink).
+    pub link_down: Option<u64>,
     /// Of requests whose first line contains the text, forward only this
     /// many bytes of the body, then stop — both ways — keeping the
     /// connection open until the client gives up (a link that stalls in
@@ -85,6 +88,8 @@ struct Shared {
     recorded: Arc<Mutex<Vec<u8>>>,
     /// When the shared uplink (`link_up`) is next free.
     link_free: Mutex<std::time::Instant>,
+    /// When the shared downlink (`link_down`) is next free.
+    down_free: Mutex<std::time::Instant>,
 }
 
 impl RecordingProxy {
@@ -113,6 +118,7 @@ impl RecordingProxy {
             budget,
             recorded: recorded.clone(),
             link_free: Mutex::new(std::time::Instant::now()),
+            down_free: Mutex::new(std::time::Instant::now()),
         });
         let halt = stop.clone();
         let kept = shared.clone();
@@ -289,11 +295,12 @@ fn close_after(head: &[u8], dropped: &[String]) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// Waits until the shared uplink has carried `n` more bytes: each send
-/// books the link's time after the sends before it.
-fn book_link(shared: &Shared, rate: u64, n: usize) {
+/// Waits until a shared link (`free` says when it is next free) has
+/// carried `n` more bytes: each send books the link's time after the sends
+/// before it.
+fn book_link(free: &Mutex<std::time::Instant>, rate: u64, n: usize) {
     let done = {
-        let Ok(mut free) = shared.link_free.lock() else {
+        let Ok(mut free) = free.lock() else {
             return;
         };
         let start = (*free).max(std::time::Instant::now());
@@ -321,7 +328,7 @@ fn pump_up(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
         };
         record(shared, &buffer[..n]);
         if let Some(link) = shared.faults.link_up {
-            book_link(shared, link, n);
+            book_link(&shared.link_free, link, n);
         }
         if to.write_all(&buffer[..n]).is_err() {
             break;
@@ -422,6 +429,9 @@ fn pump_down(from: &mut TcpStream, to: &mut TcpStream, shared: &Shared, extra: O
             let _ = to.shutdown(Shutdown::Both);
             let _ = from.shutdown(Shutdown::Both);
             return;
+        }
+        if let Some(link) = shared.faults.link_down {
+            book_link(&shared.down_free, link, n);
         }
         if to.write_all(chunk).is_err() {
             break;

@@ -251,7 +251,8 @@ pub(crate) async fn gc(ctx: &Ctx, args: Gc) -> anyhow::Result<()> {
     }
     let options = orca::layout::GcOptions::new()
         .dry_run(args.dry_run)
-        .grace(args.grace);
+        .grace(args.grace)
+        .staging_now(args.staging);
     let report = orca::gc(&args.target, &options, &ctx.open)
         .await
         .with_context(|| format!("collecting garbage in {}", args.target))?;
@@ -277,11 +278,36 @@ pub(crate) async fn gc(ctx: &Ctx, args: Gc) -> anyhow::Result<()> {
             humantime::format_duration(args.grace)
         ));
     }
+    if report.staging > 0 {
+        text.push_str(&format!(
+            "\n{} staging of unfinished pushes {}",
+            report.staging,
+            if report.removed {
+                "removed"
+            } else {
+                "would go"
+            }
+        ));
+    }
+    if !report.staging_kept.is_empty() {
+        let kept: u64 = report.staging_kept.iter().map(|(_, s)| s).sum();
+        text.push_str(&format!(
+            "\nkept {} staging of unfinished pushes ({}): younger than {} or in use, a push may still need it (--staging removes it now)",
+            report.staging_kept.len(),
+            size(kept),
+            humantime::format_duration(options.staging_age())
+        ));
+        for (key, bytes) in &report.staging_kept {
+            text.push_str(&format!("\n  {key} {}", size(*bytes)));
+        }
+    }
     ctx.emit(
         &text,
         &serde_json::json!({
             "removed": report.removed,
             "bytes": report.bytes,
+            "staging_kept": report.staging_kept.iter().map(|(k, s)| serde_json::json!({"key": k, "size": s})).collect::<Vec<_>>(),
+            "staging_age_seconds": options.staging_age().as_secs(),
             "blobs": report.blobs.iter().map(|(d, s)| serde_json::json!({"digest": d.to_string(), "size": s})).collect::<Vec<_>>(),
             "staging": report.staging,
             "young": report.young.iter().map(|(d, s)| serde_json::json!({"digest": d.to_string(), "size": s})).collect::<Vec<_>>(),

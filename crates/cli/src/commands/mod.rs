@@ -33,10 +33,10 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Login(args) => login::login(ctx, &args.host).await,
         Command::Logout(args) => login::logout(ctx, &args.host),
-        Command::Cp(args) => copy::cp(ctx, args).await,
-        Command::Push(args) => artifacts::push(ctx, args).await,
-        Command::Pull(args) => artifacts::pull(ctx, args).await,
-        Command::Attach(args) => artifacts::attach(ctx, args).await,
+        Command::Cp(args) => interruptible(copy::cp(ctx, args)).await,
+        Command::Push(args) => interruptible(artifacts::push(ctx, args)).await,
+        Command::Pull(args) => interruptible(artifacts::pull(ctx, args)).await,
+        Command::Attach(args) => interruptible(artifacts::attach(ctx, args)).await,
         Command::Discover(args) => artifacts::discover(ctx, args).await,
         Command::Inspect(args) => content::inspect(ctx, &args.target).await,
         Command::Resolve(args) => content::resolve(ctx, &args.target).await,
@@ -45,8 +45,8 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Tags(args) => content::tags(ctx, args).await,
         Command::Repos(args) => content::repos(ctx, args).await,
         Command::Manifest(sub) => content::manifest(ctx, sub).await,
-        Command::Index(sub) => copy::index(ctx, sub).await,
-        Command::Blob(sub) => blob::blob(ctx, sub).await,
+        Command::Index(sub) => interruptible(copy::index(ctx, sub)).await,
+        Command::Blob(sub) => interruptible(blob::blob(ctx, sub)).await,
         Command::Plugin(crate::cli::PluginCommand::List) => plugins(ctx).await,
         Command::Digest(args) => blob::digest(ctx, args),
         Command::Gc(args) => content::gc(ctx, args).await,
@@ -63,6 +63,63 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
             &serde_json::json!({ "version": env!("CARGO_PKG_VERSION") }),
         ),
     }
+}
+
+/// How long an interrupted command waits for its clean-up (upload
+/// sessions cancelled, multipart uploads aborted) before it exits.
+const CLEANUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs a command that moves content until it ends, or until Ctrl-C or
+/// `SIGTERM`: then the command is dropped where it stands (its guards hand
+/// their clean-up to `orca::cleanup`), the clean-up is waited for (at most
+/// [`CLEANUP_DEADLINE`]), and the error says what was cleaned up and what
+/// was kept for a re-run (exit status 130).
+pub(crate) async fn interruptible(
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let mut work = Box::pin(work);
+    let stop = sync::stop_signal();
+    tokio::select! {
+        done = &mut work => return done,
+        () = stop => {}
+    }
+    drop(work);
+    Err(interrupted("").await.into())
+}
+
+/// What an interrupted command says, once its clean-up ran: `already`
+/// says what holds whatever happened (sync: the targets hold what was
+/// done).
+pub(crate) async fn interrupted(already: &str) -> crate::output::Interrupted {
+    let drained = orca::cleanup::drain(CLEANUP_DEADLINE).await;
+    let mut line = String::from("interrupted");
+    if !already.is_empty() {
+        line.push_str("; ");
+        line.push_str(already);
+    }
+    if !drained.done.is_empty() {
+        line.push_str(&format!(
+            "; {} open upload(s) cancelled",
+            drained.done.len()
+        ));
+    }
+    if !drained.unfinished.is_empty() {
+        line.push_str(&format!(
+            "; {} upload(s) still open after {} s (the registry or bucket expires them: {})",
+            drained.unfinished.len(),
+            CLEANUP_DEADLINE.as_secs(),
+            drained.unfinished[0]
+        ));
+    }
+    match drained.kept.as_slice() {
+        [] => {}
+        [one] => line.push_str(&format!("; kept for a re-run: {one}")),
+        [first, rest @ ..] => line.push_str(&format!(
+            "; kept for a re-run: {first}, and {} more",
+            rest.len()
+        )),
+    }
+    crate::output::Interrupted(line)
 }
 
 /// Opens a target, naming it in the error.

@@ -18,10 +18,15 @@ pub(crate) async fn sync(ctx: &Ctx, args: SyncArgs) -> anyhow::Result<()> {
     let config = orca::mirror::Config::load(&args.config)?;
     let mut stop = std::pin::pin!(stop_signal());
     let Some(interval) = args.watch else {
-        return tokio::select! {
-            done = once(ctx, &args, &config) => done,
-            () = &mut stop => anyhow::bail!("interrupted; the targets hold what was done"),
-        };
+        let mut run = Box::pin(once(ctx, &args, &config));
+        tokio::select! {
+            done = &mut run => return done,
+            () = &mut stop => {}
+        }
+        drop(run);
+        return Err(super::interrupted("the targets hold what was done")
+            .await
+            .into());
     };
     loop {
         let done = tokio::select! {
@@ -40,7 +45,7 @@ pub(crate) async fn sync(ctx: &Ctx, args: SyncArgs) -> anyhow::Result<()> {
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

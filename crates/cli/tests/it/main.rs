@@ -3,6 +3,7 @@
 
 mod commands;
 mod common;
+mod interrupted;
 mod login;
 mod matrix;
 mod nothing_lost;

@@ -29,6 +29,9 @@ use crate::model::{Descriptor, Digest, RawManifest};
 
 /// Staging younger than this may belong to a push still running.
 const STALE_STAGING: Duration = Duration::from_secs(60 * 60);
+/// Where storages keep staging (blobs' partial files, records of running
+/// uploads), relative to the layout.
+const STAGING: &str = "ingest/";
 /// Marks begun again because a tag changed meanwhile, before giving up.
 const MARK_ATTEMPTS: u32 = 5;
 
@@ -42,6 +45,11 @@ pub struct GcOptions {
     /// manifests among them name: a push running now has written them and
     /// not yet tagged its image. Zero is safe only when no one else writes.
     pub grace: Duration,
+    /// Remove all staging now, whatever its age. A push running now loses
+    /// what it staged and fails (nothing it did becomes visible); by
+    /// default staging goes once older than the grace period, and never
+    /// younger than an hour.
+    pub staging_now: bool,
 }
 
 impl GcOptions {
@@ -54,6 +62,23 @@ impl GcOptions {
         GcOptions {
             dry_run: false,
             grace: Self::DEFAULT_GRACE,
+            staging_now: false,
+        }
+    }
+
+    /// Sets whether to remove all staging now (see
+    /// [`GcOptions::staging_now`]).
+    pub fn staging_now(mut self, now: bool) -> Self {
+        self.staging_now = now;
+        self
+    }
+
+    /// How old staging must be to go.
+    pub fn staging_age(&self) -> Duration {
+        if self.staging_now {
+            Duration::ZERO
+        } else {
+            self.grace.max(STALE_STAGING)
         }
     }
 
@@ -86,8 +111,13 @@ pub struct GcReport {
     pub bytes: u64,
     /// Whether anything was removed (`false` for a dry run).
     pub removed: bool,
-    /// Staging left by killed pushes that was removed.
+    /// Staging left by killed pushes that was removed (or, in a dry run,
+    /// would be).
     pub staging: usize,
+    /// Staging kept, by key and size: younger than
+    /// [`GcOptions::staging_age`], so a push may still be writing it (or
+    /// held by a push running now).
+    pub staging_kept: Vec<(String, u64)>,
     /// Unreachable blobs kept because they are younger than the grace
     /// period (or the storage does not say how old they are).
     pub young: Vec<(Digest, u64)>,
@@ -102,6 +132,7 @@ impl GcReport {
             bytes,
             removed,
             staging: 0,
+            staging_kept: Vec::new(),
             young: Vec::new(),
         }
     }
@@ -115,6 +146,20 @@ struct Found {
 }
 
 impl<S: ObjectStorage> Layout<S> {
+    /// The staging there is, with sizes and ages (lock files are no
+    /// staging).
+    async fn staging(&self) -> Result<Vec<(String, u64, Option<Duration>)>> {
+        let listed = self.storage().list(STAGING).await?;
+        Ok(listed
+            .into_iter()
+            .filter(|l| !l.key.ends_with(".lock"))
+            .map(|l| {
+                let age = l.modified.and_then(|t| t.elapsed().ok());
+                (l.key, l.size, age)
+            })
+            .collect())
+    }
+
     /// Finds the blobs no root of `index.json` reaches and, unless a dry
     /// run, removes them, with staging left by killed pushes. Safe beside
     /// writers in any process: see the module's rules.
@@ -126,6 +171,14 @@ impl<S: ObjectStorage> Layout<S> {
             if options.dry_run {
                 let mut report = GcReport::new(garbage, false);
                 report.young = young;
+                let age = options.staging_age();
+                for (key, size, old) in self.staging().await? {
+                    if old.is_some_and(|old| old >= age) {
+                        report.staging += 1;
+                    } else {
+                        report.staging_kept.push((key, size));
+                    }
+                }
                 return Ok(report);
             }
             let running = Running::start();
@@ -162,12 +215,15 @@ impl<S: ObjectStorage> Layout<S> {
             }
             drop(running);
             outcome?;
-            let staging = self
-                .storage()
-                .clean_staging(options.grace.max(STALE_STAGING))
-                .await?;
+            let staging = self.storage().clean_staging(options.staging_age()).await?;
             let mut report = GcReport::new(garbage, true);
             report.staging = staging;
+            report.staging_kept = self
+                .staging()
+                .await?
+                .into_iter()
+                .map(|(key, size, _)| (key, size))
+                .collect();
             report.young = young;
             return Ok(report);
         }
