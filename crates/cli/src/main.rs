@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         }
     };
     let verbose = cli.global.verbose;
+    let plain_http = cli.global.plain_http;
     let quiet = cli.global.quiet;
     let multi = progress::init_logging(verbose, quiet);
     let result = tokio::runtime::Builder::new_multi_thread()
@@ -44,12 +45,15 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            let mut causes = e.chain();
-            if let Some(first) = causes.next() {
-                eprintln!("orca: {first}");
+            for (i, line) in lines(&e).iter().enumerate() {
+                if i == 0 {
+                    eprintln!("orca: {line}");
+                } else {
+                    eprintln!("  because: {line}");
+                }
             }
-            for cause in causes {
-                eprintln!("  because: {cause}");
+            if let Some(hint) = hint(&e, plain_http) {
+                eprintln!("hint: {hint}");
             }
             if verbose > 0 {
                 eprintln!("{}", e.backtrace());
@@ -59,11 +63,69 @@ fn main() -> ExitCode {
     }
 }
 
-/// 130 for a command a signal stopped (as a shell reports Ctrl-C), 2 for
-/// what the user typed wrong (a target, an argument), 1 otherwise.
+/// The error's chain, each cause once: a cause whose text a line before
+/// already holds (a library that repeats its source in its message) is
+/// left out.
+fn lines(e: &anyhow::Error) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || lines.iter().any(|line| line.contains(&text)) {
+            continue;
+        }
+        lines.push(text);
+    }
+    lines
+}
+
+/// One line on what to do, for the mistakes people make most.
+fn hint(e: &anyhow::Error, plain_http: bool) -> Option<String> {
+    let text = e
+        .chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let core = e.chain().find_map(|c| c.downcast_ref::<orca::Error>());
+    if !plain_http
+        && (text.contains("InvalidContentType")
+            || text.contains("wrong version number")
+            || text.contains("received corrupt message"))
+    {
+        return Some(
+            "the server answered plain HTTP, not HTTPS: add --plain-http (--insecure only accepts any certificate)".into(),
+        );
+    }
+    if text.contains("169.254.169.254") || text.contains("instance metadata") {
+        return Some(
+            "no AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (and AWS_ENDPOINT_URL or --s3-endpoint for a server other than AWS)".into(),
+        );
+    }
+    match core {
+        Some(orca::Error::Unauthorized { place, .. }) => {
+            let host = place.split('/').next().unwrap_or(place);
+            Some(format!(
+                "the user name or password was missing or rejected by {host}: orca login {host}, or give --username with --password-stdin"
+            ))
+        }
+        Some(orca::Error::Denied { place, .. }) => Some(format!(
+            "{place} knows who you are but does not let you do this: check the repository's permissions"
+        )),
+        _ => None,
+    }
+}
+
+/// The exit status: 130 for a command a signal stopped (as a shell reports
+/// Ctrl-C), 2 for what the user typed wrong (a target, an argument), 3 for
+/// what is not there (a tag, a repository, a layout), 4 for credentials
+/// missing, rejected or not allowed, 1 for any other failure.
 fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<output::Interrupted>().is_some() {
         return 130;
+    }
+    match e.chain().find_map(|c| c.downcast_ref::<orca::Error>()) {
+        Some(orca::Error::NotFound { .. }) => return 3,
+        Some(orca::Error::Unauthorized { .. } | orca::Error::Denied { .. }) => return 4,
+        _ => {}
     }
     let usage = e.chain().any(|cause| {
         cause.downcast_ref::<output::Usage>().is_some()

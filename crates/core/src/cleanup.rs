@@ -55,7 +55,8 @@ pub fn keep(what: impl Into<String>) {
 pub struct Drained {
     /// Clean-ups that finished, by what they undid.
     pub done: Vec<String>,
-    /// Clean-ups still running at the deadline (they were stopped).
+    /// Clean-ups still running at the deadline (they were stopped), or
+    /// that could not run to their end.
     pub unfinished: Vec<String>,
     /// What was kept for a later run.
     pub kept: Vec<String>,
@@ -79,7 +80,9 @@ pub async fn drain(deadline: Duration) -> Drained {
     let until = tokio::time::Instant::now() + deadline;
     for (what, mut task) in tasks {
         match tokio::time::timeout_at(until, &mut task).await {
-            Ok(_) => drained.done.push(what),
+            Ok(Ok(())) => drained.done.push(what),
+            // It panicked, or its runtime went away under it.
+            Ok(Err(_)) => drained.unfinished.push(what),
             Err(_) => {
                 task.abort();
                 drained.unfinished.push(what);

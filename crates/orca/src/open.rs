@@ -101,7 +101,8 @@ impl OpenOptions {
 /// Whether a target is read from or written to (archives differ).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
-    /// Content is read: an archive must exist.
+    /// Content is read: an archive, or a layout (directory or bucket
+    /// prefix with an `oci-layout` file), must exist.
     Read,
     /// Content is written: an archive is created, with what an archive
     /// already there holds (unless [`OpenOptions::overwrite`]), and put in
@@ -228,6 +229,9 @@ pub async fn open_spec(
             path, repository, ..
         } => {
             let layout = orca_backend_fs::open(path)?;
+            if access == Access::Read {
+                must_hold_a_layout(layout.storage(), &path.display().to_string()).await?;
+            }
             match repository {
                 Some(repository) => Store::new(orca_core::bundle::Namespaced::new(
                     std::sync::Arc::new(layout),
@@ -281,7 +285,13 @@ pub async fn open_spec(
             }
         }
         #[cfg(feature = "s3")]
-        TargetSpec::S3 { url, .. } => Store::new(s3_builder(url, options).build()?),
+        TargetSpec::S3 { url, .. } => {
+            let layout = s3_builder(url, options).build()?;
+            if access == Access::Read {
+                must_hold_a_layout(layout.storage(), url).await?;
+            }
+            Store::new(layout)
+        }
         TargetSpec::Plugin { scheme, rest } => {
             #[cfg(not(feature = "plugins"))]
             let _ = rest;
@@ -315,6 +325,28 @@ pub async fn open_spec(
         writer,
         name: name.to_owned(),
     })
+}
+
+/// A layout read from must be there: a directory or prefix without an
+/// `oci-layout` file (a typo, a bucket that does not exist) is named as
+/// missing, never read as an empty store.
+#[cfg(any(feature = "fs", feature = "s3"))]
+async fn must_hold_a_layout(
+    storage: &impl orca_core::layout::ObjectStorage,
+    place: &str,
+) -> Result<()> {
+    match storage.size(orca_core::layout::OCI_LAYOUT_FILE).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(Error::NotFound {
+            what: "image layout (no oci-layout file)".into(),
+            place: place.to_owned(),
+        }),
+        Err(Error::NotFound { .. }) => Err(Error::NotFound {
+            what: "image layout".into(),
+            place: place.to_owned(),
+        }),
+        Err(other) => Err(other),
+    }
 }
 
 /// Opens an archive to read, off the async workers: a gzip one is unpacked

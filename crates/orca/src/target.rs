@@ -67,6 +67,65 @@ fn bad(input: &str, reason: impl fmt::Display) -> Error {
     }
 }
 
+/// Why a target with no scheme is no registry image, when it plainly is
+/// not: a path (`./x`, `/x`, `~/x`), a file or directory here that is an
+/// archive or layout, or a `HOST:PORT` with no repository (which would
+/// otherwise read as Docker Hub's image `HOST` tagged `PORT`).
+fn not_a_registry(input: &str) -> Option<String> {
+    let guess = |path: &str| {
+        let on_disk = std::path::Path::new(path);
+        if on_disk.is_dir() {
+            format!("did you mean oci:{path} (a layout directory)?")
+        } else if on_disk.is_file() {
+            format!("did you mean oci-archive:{path} or docker-archive:{path}?")
+        } else {
+            format!("did you mean oci:{path} (a layout) or oci-archive:{path} (a tar)?")
+        }
+    };
+    let path = input.split(['@']).next().unwrap_or(input);
+    if [".", ".."].contains(&path) || ["./", "../", "/", "~"].iter().any(|p| path.starts_with(p)) {
+        return Some(format!(
+            "it is a path, not a registry image: {}",
+            guess(path)
+        ));
+    }
+    if !input.contains('/') {
+        if let Some((host, port)) = input.split_once(':')
+            && !port.is_empty()
+            && port.chars().all(|c| c.is_ascii_digit())
+            && (host == "localhost" || host.contains('.'))
+        {
+            return Some(format!(
+                "{input} names a registry but no repository: write {input}/REPOSITORY[:TAG]"
+            ));
+        }
+        let archive = [".tar", ".tgz", ".tar.gz", ".oci"]
+            .iter()
+            .any(|suffix| input.ends_with(suffix));
+        if archive && std::path::Path::new(input).is_file() {
+            return Some(format!("{input} is a file here: {}", guess(input)));
+        }
+    }
+    None
+}
+
+/// The scheme a target that failed to parse as a registry image seems to
+/// name (`oci-archiv:x.tar`, `dir:./x`): letters, digits and `-` before
+/// its first `:`, with no `.` (which a host would have).
+fn unknown_scheme(input: &str) -> Option<&str> {
+    let (scheme, rest) = input.split_once(':')?;
+    let word = !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && scheme.chars().any(|c| c.is_ascii_alphabetic());
+    let port = rest
+        .split('/')
+        .next()
+        .is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+    (word && !port).then_some(scheme)
+}
+
 /// Splits `rest` into a location and an optional selector: `@DIGEST` at
 /// the end, or `:TAG` after the last `/`.
 pub(crate) fn split_selector(input: &str, rest: &str) -> Result<(String, Option<Selector>)> {
@@ -185,8 +244,17 @@ impl TargetSpec {
                 rest: rest.to_owned(),
             });
         }
+        if let Some(reason) = not_a_registry(input_reference) {
+            return Err(bad(input, reason));
+        }
         let reference = Reference::parse(input_reference).map_err(|e| match e {
-            Error::InvalidReference { reason, .. } => bad(input, reason),
+            Error::InvalidReference { reason, .. } => match unknown_scheme(input_reference) {
+                Some(scheme) => bad(
+                    input,
+                    format!("{scheme}: is no scheme orca knows ({reason})"),
+                ),
+                None => bad(input, reason),
+            },
             other => other,
         })?;
         Ok(TargetSpec::Registry(reference))

@@ -34,30 +34,34 @@ fn open_uploads(prefix: &str) -> usize {
     listed["Uploads"].as_array().map_or(0, Vec::len)
 }
 
-#[tokio::test]
-async fn an_upload_left_by_a_killed_push_is_aborted_by_the_clean_up() {
-    let prefix = fresh_prefix("killed-upload");
-    let backend = builder(&prefix).part_size(PART).build().expect("backend");
-    let store = Store::new(backend.clone());
-    // A body announced as three parts that sends one and a half, then
-    // nothing: the push is dropped while waiting, as a killed process
-    // would stop, so nothing gets the chance to abort its upload.
-    let size = 3 * PART as u64;
-    let descriptor = Descriptor::new(
-        MediaType::OCI_LAYER_TAR,
-        Digest::sha256(b"never completes"),
-        size,
-    );
+/// Starts pushing a body announced as three parts that sends one and a
+/// half, then nothing, on `runtime`; returns once the upload's record is
+/// there (the multipart upload is open), with the push still running.
+async fn stalled_push(
+    runtime: &tokio::runtime::Handle,
+    store: &Store,
+    storage: &orca_backend_s3::Bucket,
+    descriptor: &Descriptor,
+) -> tokio::task::JoinHandle<orca_core::Result<()>> {
+    let size = descriptor.size;
     let sent = futures::stream::iter((0..6).map(|_| Ok(Bytes::from(vec![7u8; PART / 4]))))
         .chain(futures::stream::pending());
     let pushing = {
         let (store, descriptor) = (store.clone(), descriptor.clone());
-        tokio::spawn(async move { store.push(&descriptor, Body::new(size, sent)).await })
+        runtime.spawn(async move { store.push(&descriptor, Body::new(size, sent)).await })
     };
-    // Once the upload's record is there, the upload is open: stop the push.
-    let storage = backend.storage();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while storage.list("ingest/").await.expect("list").is_empty() {
+    // An upload's record (not the probe of conditional writes, which
+    // passes through `ingest/` too).
+    let recorded = || async {
+        storage
+            .list("ingest/")
+            .await
+            .expect("list")
+            .iter()
+            .any(|l| l.key.contains("/upload-"))
+    };
+    while !recorded().await {
         assert!(!pushing.is_finished(), "the stalled push ended");
         assert!(
             std::time::Instant::now() < deadline,
@@ -65,12 +69,60 @@ async fn an_upload_left_by_a_killed_push_is_aborted_by_the_clean_up() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    pushing
+}
+
+fn never_completes(label: &[u8]) -> Descriptor {
+    Descriptor::new(
+        MediaType::OCI_LAYER_TAR,
+        Digest::sha256(label),
+        3 * PART as u64,
+    )
+}
+
+/// A push dropped part-way (a cancelled copy, an interrupted command)
+/// aborts its multipart upload through `orca_core::cleanup`.
+#[tokio::test]
+async fn an_abandoned_push_aborts_its_upload() {
+    let prefix = fresh_prefix("abandoned-upload");
+    let backend = builder(&prefix).part_size(PART).build().expect("backend");
+    let store = Store::new(backend.clone());
+    let descriptor = never_completes(b"abandoned");
+    let pushing = stalled_push(
+        &tokio::runtime::Handle::current(),
+        &store,
+        backend.storage(),
+        &descriptor,
+    )
+    .await;
+    assert_eq!(open_uploads(&prefix), 1);
     pushing.abort();
-    let stopped = pushing.await;
-    assert!(
-        stopped.is_err_and(|e| e.is_cancelled()),
-        "the push was not stopped"
-    );
+    assert!(pushing.await.is_err_and(|e| e.is_cancelled()));
+    let drained = orca_core::cleanup::drain(Duration::from_secs(30)).await;
+    assert!(drained.unfinished.is_empty(), "{drained:?}");
+    assert_eq!(open_uploads(&prefix), 0, "the abandoned upload is open");
+    let staging = backend.storage().list("ingest/").await.expect("list");
+    assert!(staging.is_empty(), "records left: {staging:?}");
+}
+
+#[tokio::test]
+async fn an_upload_left_by_a_killed_push_is_aborted_by_the_clean_up() {
+    let prefix = fresh_prefix("killed-upload");
+    let backend = builder(&prefix).part_size(PART).build().expect("backend");
+    let store = Store::new(backend.clone());
+    let descriptor = never_completes(b"never completes");
+    let storage = backend.storage();
+    // The push runs on a runtime of its own, shut down under it as a
+    // killed process stops: nothing gets the chance to abort its upload.
+    let killed = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let pushing = stalled_push(killed.handle(), &store, storage, &descriptor).await;
+    drop(pushing);
+    killed.shutdown_background();
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         open_uploads(&prefix),
         1,

@@ -101,6 +101,7 @@ pub(crate) async fn blob(ctx: &Ctx, command: crate::cli::BlobCommand) -> anyhow:
             )
         }
         BlobCommand::Delete { target, force } => {
+            super::refuse_archive(&target)?;
             let opened = open(ctx, &target, Access::Write).await?;
             let descriptor = located(&opened, &target).await?;
             super::confirm(

@@ -131,6 +131,7 @@ pub(crate) async fn untag(ctx: &Ctx, target: &str) -> anyhow::Result<()> {
     };
     let descriptor = opened.store().resolve(&Selector::Tag(tag.clone())).await?;
     opened.store().untag(&tag).await?;
+    opened.finish().await?;
     ctx.emit(
         &format!("untagged {tag} ({})", descriptor.digest),
         &serde_json::json!({ "tag": tag, "manifest": descriptor_json(&descriptor) }),
@@ -224,6 +225,7 @@ pub(crate) async fn manifest(ctx: &Ctx, command: ManifestCommand) -> anyhow::Res
             )
         }
         ManifestCommand::Delete { target, force } => {
+            super::refuse_archive(&target)?;
             let opened = open(ctx, &target, Access::Write).await?;
             let (_, descriptor) = resolve_root(&opened).await?;
             super::confirm(

@@ -13,6 +13,8 @@ use crate::output::{Ctx, Usage, descriptor_json};
 use crate::progress::{Display, summary};
 
 pub(crate) async fn cp(ctx: &Ctx, args: Cp) -> anyhow::Result<()> {
+    // A destination that is no target is said before the source is read.
+    TargetSpec::parse(&args.destination)?;
     let source = open(ctx, &args.source, Access::Read).await?;
     let mut opening = ctx.open.clone();
     opening.overwrite = args.overwrite;

@@ -131,6 +131,21 @@ pub(crate) async fn open(ctx: &Ctx, target: &str, access: Access) -> anyhow::Res
     Ok(opened)
 }
 
+/// Deletes are refused on archives: an archive is rewritten whole, and one
+/// without the deleted content would still carry its bytes. (Tags, untags
+/// and attachments rewrite it as `cp` does.)
+pub(crate) fn refuse_archive(target: &str) -> anyhow::Result<()> {
+    match orca::TargetSpec::parse(target) {
+        Ok(orca::TargetSpec::OciArchive { .. } | orca::TargetSpec::DockerArchive { .. }) => {
+            Err(Usage(format!(
+                "{target}: archives are read-only for this command: copy to oci: first (orca cp -a ARCHIVE oci:DIR), delete there, and copy back with --overwrite"
+            ))
+            .into())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Asks `question` on the terminal before something is destroyed, as
 /// oras does: `force` skips it; with no terminal to ask on (a script), the
 /// command is refused unless forced.

@@ -38,7 +38,7 @@ fn login_push_logout() {
     let target = format!("{host}/{}:v1", unique("login"));
 
     let refused = login(path, &host, "wrong-password");
-    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(refused.status.code(), Some(4), "credentials rejected");
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(
         said.starts_with(&format!("orca: logging in to {host} as orca")),
@@ -49,7 +49,7 @@ fn login_push_logout() {
     let anonymous = run(path, &["push", &target, "note.txt"]);
     assert_eq!(
         anonymous.status.code(),
-        Some(1),
+        Some(4),
         "a push without credentials worked"
     );
 
@@ -87,5 +87,5 @@ fn login_push_logout() {
     let out = run(path, &["logout", &host]);
     assert!(out.status.success());
     let again = run(path, &["push", &target, "note.txt"]);
-    assert_eq!(again.status.code(), Some(1), "credentials outlived logout");
+    assert_eq!(again.status.code(), Some(4), "credentials outlived logout");
 }

@@ -229,3 +229,74 @@ fn pull_keeps_the_files_that_are_there() {
         b"new report\n"
     );
 }
+
+/// Issue 22 §4: tag, untag and attach rewrite an archive as cp does (what
+/// it held stays); deletes are refused with what to do instead, never
+/// "not found" for a tag `tags` lists.
+#[test]
+fn write_commands_on_archives_rewrite_them_or_say_why_not() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path();
+    let image = seed_image(&path.join("src"), "v1", b"archived\n");
+    let archive = "oci-archive:./a.tar";
+    ok(path, &["cp", "oci:./src:v1", &format!("{archive}:multi")]);
+    ok(path, &["tag", &format!("{archive}:multi"), "extra"]);
+    assert_eq!(tags(path, archive), ["extra", "multi"]);
+    ok(path, &["untag", &format!("{archive}:extra")]);
+    assert_eq!(tags(path, archive), ["multi"]);
+    std::fs::write(path.join("sig.txt"), b"signed\n").expect("write");
+    ok(
+        path,
+        &[
+            "attach",
+            &format!("{archive}:multi"),
+            "sig.txt",
+            "--artifact-type",
+            "application/vnd.example.sig",
+        ],
+    );
+    let found = json(path, &["discover", &format!("{archive}:multi")]);
+    assert!(
+        found.to_string().contains("application/vnd.example.sig"),
+        "{found}"
+    );
+    assert_eq!(
+        digest(&json(path, &["resolve", &format!("{archive}:multi")])),
+        image
+    );
+    for args in [
+        vec!["manifest", "delete", "-f", "oci-archive:./a.tar:multi"],
+        vec![
+            "blob",
+            "delete",
+            "-f",
+            "oci-archive:./a.tar@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        ],
+    ] {
+        let refused = run(path, &args);
+        assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            said.contains("archives are read-only for this command"),
+            "{said}"
+        );
+    }
+    assert_eq!(
+        tags(path, archive).first().map(String::as_str),
+        Some("multi")
+    );
+
+    ok(
+        path,
+        &["cp", "oci:./src:v1", "docker-archive:./d.tar:app:v1"],
+    );
+    ok(path, &["tag", "docker-archive:./d.tar:app:v1", "v2"]);
+    assert_eq!(
+        digest(&json(path, &["resolve", "docker-archive:./d.tar:app:v2"])),
+        image
+    );
+    assert_eq!(
+        digest(&json(path, &["resolve", "docker-archive:./d.tar:app:v1"])),
+        image
+    );
+}

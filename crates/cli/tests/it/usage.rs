@@ -1,5 +1,6 @@
-//! Mistakes and failures: the exit status says which (2 usage, 1
-//! failure), and the message is short and names what was wrong.
+//! Mistakes and failures: the exit status says which (2 usage, 3 not
+//! found, 4 credentials, 1 other failures), and the message is short,
+//! names what was wrong, and hints at what to do for the common mistakes.
 
 use crate::common::run;
 
@@ -54,10 +55,17 @@ fn failures_exit_one_with_a_line_per_cause() {
         stderr_of(&output)
     );
     let output = run(dir.path(), &["resolve", "oci:./x:v9"]);
-    assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
+    assert_eq!(output.status.code(), Some(3), "{}", stderr_of(&output));
     let text = stderr_of(&output);
     assert!(text.starts_with("orca: "), "{text}");
-    assert!(text.contains("tag v9 not found"), "{text}");
+    assert!(text.contains("image layout"), "{text}");
+    // A tag missing from a layout that is there: not found too.
+    std::fs::write(dir.path().join("note.txt"), b"note\n").expect("write");
+    let pushed = run(dir.path(), &["push", "oci:./y:v1", "note.txt"]);
+    assert!(pushed.status.success(), "{}", stderr_of(&pushed));
+    let output = run(dir.path(), &["resolve", "oci:./y:v9"]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr_of(&output));
+    assert!(stderr_of(&output).contains("tag v9 not found"));
     assert!(!text.contains("stack backtrace"), "{text}");
 }
 
@@ -86,4 +94,93 @@ fn digests_match_sha256sum() {
     assert_eq!(out["digests"][0]["digest"], expected.to_string());
     let sha512 = crate::common::ok(dir.path(), &["digest", "data.bin", "--algorithm", "sha512"]);
     assert!(sha512.starts_with("sha512:"), "{sha512}");
+}
+
+/// Issue 22 §5: what is missing is named as missing (exit 3), never read
+/// as empty; targets that are plainly no registry image say what they
+/// probably meant; a rejected password says to log in (exit 4).
+#[test]
+fn mistakes_get_a_hint() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path();
+    std::fs::create_dir_all(path.join("empty")).expect("dir");
+    std::fs::write(path.join("app.tar"), b"not really\n").expect("write");
+    std::fs::create_dir_all(path.join("app-layout")).expect("dir");
+    let bucket = crate::common::s3("nothing-here");
+    for (args, code, says) in [
+        (&["tags", "oci:/nonexistent"][..], 3, "image layout"),
+        (&["tags", "oci:./empty"], 3, "image layout"),
+        (&["tags", bucket.as_str()], 3, "image layout"),
+        (
+            &["cp", "oci:./x:v1", "localhost:5000"],
+            2,
+            "names a registry but no repository",
+        ),
+        (
+            &["cp", "oci:./x:v1", "./app-layout"],
+            2,
+            "did you mean oci:./app-layout",
+        ),
+        (
+            &["cp", "oci:./x:v1", "app.tar"],
+            2,
+            "did you mean oci-archive:app.tar",
+        ),
+        (
+            &["cp", "oci-archiv:x.tar:multi", "oci:./x"],
+            2,
+            "oci-archiv: is no scheme",
+        ),
+    ] {
+        let output = run(path, args);
+        let text = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(code), "{args:?}: {text}");
+        assert!(text.contains(says), "{args:?}: {text}");
+    }
+
+    // TLS spoken to a plain-HTTP registry: the hint says --plain-http.
+    let registry = orca_testkit::RegistryServer::shared();
+    let ca = path.join("ca.pem");
+    std::fs::write(&ca, b"").expect("write");
+    let output = run(
+        path,
+        &[
+            "--ca-file",
+            ca.to_str().expect("utf-8"),
+            "tags",
+            &format!("{}/some/repo", registry.host()),
+        ],
+    );
+    let text = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("hint: ") && text.contains("--plain-http"),
+        "{text}"
+    );
+
+    // A rejected password: exit 4, and what to do.
+    let secured = orca_testkit::RegistryServer::shared_htpasswd();
+    let output = crate::common::orca(path)
+        .current_dir(path)
+        .args(["-u", "orca", "--password-stdin", "tags"])
+        .arg(format!("{}/some/repo", secured.host()))
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(b"wrong-password\n")?;
+            child.wait_with_output()
+        })
+        .expect("run orca");
+    let text = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(4), "{text}");
+    assert!(
+        text.contains(&format!("orca login {}", secured.host())),
+        "{text}"
+    );
 }
