@@ -341,6 +341,7 @@ impl Client {
             // the idle timeout on any link: it goes as a request without
             // one does. A larger one is watched (see `watch`).
             let watched = request.body.as_ref().filter(|b| b.len() > SMALL_BODY);
+            let began = std::time::Instant::now();
             let http = match watched {
                 Some(_) => self.upload_http.get()?,
                 None => &self.http,
@@ -370,6 +371,13 @@ impl Client {
                 }
             };
             attempt += 1;
+            exchange(
+                &request.method,
+                &request.url,
+                &outcome,
+                began,
+                auth.is_some(),
+            );
             let again = request.replay && attempt < self.retry.attempts;
             if let Err(gave) = &outcome {
                 unknown |= !matches!(gave, Gave::Failed(e) if e.is_connect());
@@ -479,19 +487,78 @@ impl Client {
     {
         self.check_scheme(url, operation)?;
         self.turn().await;
-        let mut builder = self.upload_http.get()?.request(method, url);
+        let began = std::time::Instant::now();
+        let mut builder = self.upload_http.get()?.request(method.clone(), url);
         for (name, value) in headers {
             builder = builder.header(name, value);
         }
-        if let Some(auth) = self.authorization(scope)
-            && self.same_origin(url)
-        {
+        let auth = self.authorization(scope).filter(|_| self.same_origin(url));
+        if let Some(auth) = &auth {
             builder = builder.header(AUTHORIZATION, auth);
         }
-        match watch::send(builder, body, len, self.limits).await {
+        let sent = watch::send(builder, body, len, self.limits).await;
+        exchange(&method, url, &sent, began, auth.is_some());
+        match sent {
             Ok(response) => Ok(response),
             Err(Gave::Failed(e)) => Err(self.transport_error(operation, e)),
             Err(gave) => Err(self.gave_up(operation, gave, 1)),
+        }
+    }
+}
+
+/// Logs one exchange for `--debug` (target `orca::http`, level debug):
+/// method, URL without its query, status, the headers that explain what
+/// happened, and how long it took. Credentials never appear.
+fn exchange(
+    method: &reqwest::Method,
+    url: &str,
+    outcome: &std::result::Result<Response, Gave>,
+    began: std::time::Instant,
+    authorized: bool,
+) {
+    if !tracing::enabled!(target: "orca::http", tracing::Level::DEBUG) {
+        return;
+    }
+    let took = began.elapsed().as_millis();
+    let url = redact_query(url);
+    match outcome {
+        Ok(response) => {
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            tracing::debug!(
+                target: "orca::http",
+                "{method} {url} -> {} in {took} ms{}{}{}",
+                response.status(),
+                if authorized { " (with credentials)" } else { "" },
+                match header("www-authenticate") {
+                    h if h.is_empty() => String::new(),
+                    h => format!(" www-authenticate: {h}"),
+                },
+                match header("docker-content-digest") {
+                    h if h.is_empty() => String::new(),
+                    h => format!(" docker-content-digest: {h}"),
+                },
+            );
+        }
+        // A transport error names the URL with its query: said by kind.
+        Err(Gave::Failed(e)) => {
+            let what = if e.is_connect() {
+                "could not connect"
+            } else if e.is_timeout() {
+                "timed out"
+            } else {
+                "the connection broke"
+            };
+            tracing::debug!(target: "orca::http", "{method} {url} -> {what} after {took} ms");
+        }
+        Err(gave) => {
+            tracing::debug!(target: "orca::http", "{method} {url} -> {gave} after {took} ms");
         }
     }
 }

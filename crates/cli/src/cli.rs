@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "orca",
     version,
     about,
-    after_help = "Targets:\n  HOST[:PORT]/REPO[:TAG|@DIGEST]   a registry repository (docker:// optional; no host = Docker Hub)\n  oci:PATH[:TAG|@DIGEST]           an OCI image layout directory\n  oci-archive:FILE[:TAG]           an OCI layout in a tar\n  docker-archive:FILE[:REPO:TAG]   a `docker save` tar\n  s3://BUCKET/PREFIX[:TAG|@DIGEST] an OCI image layout in S3 (AWS_* environment)\n\nExample:\n  orca cp alpine:3 oci:./alpine:3"
+    after_help = "Targets:\n  HOST[:PORT]/REPO[:TAG|@DIGEST]   a registry repository (docker:// optional; no host = Docker Hub)\n  oci:PATH[:TAG|@DIGEST]           an OCI image layout directory\n  oci-archive:FILE[:TAG]           an OCI layout in a tar\n  docker-archive:FILE[:REPO:TAG]   a `docker save` tar\n  s3://BUCKET/PREFIX[:TAG|@DIGEST] an OCI image layout in S3 (AWS_* environment)\n\nExit status:\n  0 success, 1 failure, 2 a mistake in what was typed, 3 not found,\n  4 credentials missing or rejected, 130 interrupted (after cleaning up)\n\nExample:\n  orca cp alpine:3 oci:./alpine:3"
 )]
 pub(crate) struct Cli {
     #[command(flatten)]
@@ -39,6 +39,11 @@ pub(crate) struct Global {
     /// More log lines on stderr (-v, -vv); backtraces with -v.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
+    /// Print each HTTP exchange on stderr: method, URL (without its
+    /// query), status, `WWW-Authenticate`, `Docker-Content-Digest` and
+    /// time taken; never credentials.
+    #[arg(long, global = true)]
+    pub(crate) debug: bool,
     /// Nothing on stderr but errors.
     #[arg(short, long, global = true)]
     pub(crate) quiet: bool,
@@ -67,6 +72,19 @@ pub(crate) struct Global {
     /// Read the registry password from stdin.
     #[arg(long, global = true)]
     pub(crate) password_stdin: bool,
+    /// The registry password (as docker, oras and skopeo take it; other
+    /// users of the machine can see it: prefer --password-stdin).
+    #[arg(short = 'p', long, global = true, conflicts_with = "password_stdin")]
+    pub(crate) password: Option<String>,
+    /// User name and password as USER[:PASSWORD] (skopeo's --creds); no
+    /// password means --password-stdin.
+    #[arg(
+        long,
+        global = true,
+        value_name = "USER[:PASSWORD]",
+        conflicts_with = "username"
+    )]
+    pub(crate) creds: Option<String>,
     /// The docker config.json holding registry credentials.
     #[arg(long, global = true, value_name = "FILE")]
     pub(crate) registry_config: Option<PathBuf>,
@@ -123,8 +141,13 @@ pub(crate) enum Command {
     #[command(after_help = "Example:\n  orca discover localhost:5000/app:v1 --depth 2")]
     Discover(Discover),
     /// Show a manifest or index: media type, digest, platforms, layers, config.
-    #[command(after_help = "Example:\n  orca inspect oci:./layout:v1")]
-    Inspect(One),
+    #[command(after_help = "Example:\n  orca inspect oci:./layout:v1 --platform linux/arm64")]
+    Inspect(Inspect),
+    /// Print an image's configuration (the config blob's exact bytes).
+    #[command(
+        after_help = "Example:\n  orca config localhost:5000/app:v1 --platform linux/amd64 | jq .config"
+    )]
+    Config(Inspect),
     /// Print the digest a tag resolves to.
     #[command(after_help = "Example:\n  orca resolve localhost:5000/app:v1")]
     Resolve(One),
@@ -211,6 +234,13 @@ pub(crate) struct Cp {
     /// Transfers at once.
     #[arg(long, default_value_t = 4)]
     pub(crate) concurrency: usize,
+    /// Credentials for the source registry only, USER[:PASSWORD] (no
+    /// password: --password-stdin); the global ones go to both ends.
+    #[arg(long, value_name = "USER[:PASSWORD]")]
+    pub(crate) src_creds: Option<String>,
+    /// Credentials for the destination registry only, USER[:PASSWORD].
+    #[arg(long, value_name = "USER[:PASSWORD]")]
+    pub(crate) dest_creds: Option<String>,
     /// Between two layouts on one filesystem, hard-link blobs instead of
     /// copying them (or, between two prefixes of one bucket, copy them
     /// server-side). Their bytes are not read, so not verified again.
@@ -306,6 +336,16 @@ pub(crate) struct Discover {
 pub(crate) struct One {
     /// The target.
     pub(crate) target: String,
+}
+
+/// `orca inspect`.
+#[derive(Debug, Args)]
+pub(crate) struct Inspect {
+    /// The target.
+    pub(crate) target: String,
+    /// Of an index, the member of this platform.
+    #[arg(long)]
+    pub(crate) platform: Option<String>,
 }
 
 /// `orca tag`.

@@ -8,7 +8,7 @@ mod commands;
 mod output;
 mod progress;
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     let verbose = cli.global.verbose;
     let plain_http = cli.global.plain_http;
     let quiet = cli.global.quiet;
-    let multi = progress::init_logging(verbose, quiet);
+    let multi = progress::init_logging(verbose, quiet, cli.global.debug);
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -137,6 +137,21 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     if usage { 2 } else { 1 }
 }
 
+mod cli_support {
+    use std::io::Read as _;
+
+    use anyhow::Context as _;
+
+    /// The password on stdin, without its line end.
+    pub(crate) fn password_from_stdin() -> anyhow::Result<String> {
+        let mut password = String::new();
+        std::io::stdin()
+            .read_to_string(&mut password)
+            .context("reading the password from stdin")?;
+        Ok(password.trim_end_matches(['\r', '\n']).to_owned())
+    }
+}
+
 /// The plugin libraries to load: those given, then every library in the
 /// directories of `ORCA_PLUGIN_PATH`.
 fn plugin_paths(given: &[std::path::PathBuf]) -> Vec<std::path::PathBuf> {
@@ -196,16 +211,28 @@ fn context(global: &Global, multi: Option<indicatif::MultiProgress>) -> anyhow::
             None => eprintln!("orca: {line}"),
         }));
     }
-    if global.password_stdin && global.username.is_none() {
-        return Err(output::Usage("--password-stdin needs --username".into()).into());
+    // --creds USER[:PASSWORD] is --username with --password (or, with no
+    // password, --password-stdin).
+    let (username, password) = match &global.creds {
+        Some(creds) => match creds.split_once(':') {
+            Some((user, password)) => (Some(user.to_owned()), Some(password.to_owned())),
+            None => (Some(creds.clone()), None),
+        },
+        None => (global.username.clone(), global.password.clone()),
+    };
+    let from_stdin = global.password_stdin || (global.creds.is_some() && password.is_none());
+    if (from_stdin || password.is_some()) && username.is_none() {
+        return Err(output::Usage("a password needs --username".into()).into());
     }
-    if let (Some(user), true) = (&global.username, global.password_stdin) {
-        let mut password = String::new();
-        std::io::stdin()
-            .read_to_string(&mut password)
-            .context("reading the password from stdin")?;
-        let password = password.trim_end_matches(['\r', '\n']).to_owned();
-        open.credentials = Some((user.clone(), password));
+    if global.password.is_some() && !global.quiet {
+        eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+    }
+    if let Some(user) = &username {
+        if let Some(password) = password {
+            open.credentials = Some((user.clone(), password));
+        } else if from_stdin {
+            open.credentials = Some((user.clone(), cli_support::password_from_stdin()?));
+        }
     }
     for path in plugin_paths(&global.plugins) {
         let plugin = orca::plugins::Plugin::load(&path)
@@ -227,6 +254,6 @@ fn context(global: &Global, multi: Option<indicatif::MultiProgress>) -> anyhow::
         progress: show_progress,
         tty: std::io::stderr().is_terminal(),
         multi,
-        username: global.username.clone(),
+        username,
     })
 }

@@ -16,8 +16,14 @@ use crate::output::{Ctx, size};
 
 /// Sets up `tracing` on stderr at the level `-v`/`-q` ask for; on a
 /// terminal, returns the bar area that log lines are printed above.
-pub(crate) fn init_logging(verbose: u8, quiet: bool) -> Option<MultiProgress> {
+/// `debug` adds orca's own debug lines (each HTTP exchange) and nothing of
+/// the libraries under it. Colour only on a terminal, and not with
+/// `NO_COLOR` set.
+pub(crate) fn init_logging(verbose: u8, quiet: bool, debug: bool) -> Option<MultiProgress> {
     use std::io::IsTerminal;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let multi = std::io::stderr()
         .is_terminal()
         .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8)));
@@ -28,11 +34,19 @@ pub(crate) fn init_logging(verbose: u8, quiet: bool) -> Option<MultiProgress> {
         (false, 2) => tracing::Level::DEBUG,
         _ => tracing::Level::TRACE,
     };
+    let colour = multi.is_some() && std::env::var_os("NO_COLOR").is_none();
     let writer = LogWriter(multi.clone());
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_target(false)
-        .with_writer(move || writer.clone())
+    let shown = move |meta: &tracing::Metadata<'_>| {
+        *meta.level() <= level || (debug && meta.target().starts_with("orca"))
+    };
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_ansi(colour)
+                .with_writer(move || writer.clone())
+                .with_filter(tracing_subscriber::filter::filter_fn(shown)),
+        )
         .try_init();
     multi
 }

@@ -339,13 +339,14 @@ pub(crate) async fn choose_root(
     match matching.as_slice() {
         [] => Err(Error::NotFound {
             what: format!(
-                "a manifest for {} in index {}",
+                "a manifest for {} in index {} (it has {})",
                 platforms
                     .iter()
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(", "),
-                descriptor.digest
+                descriptor.digest,
+                index.platform_list()
             ),
             place: source.to_string(),
         }),

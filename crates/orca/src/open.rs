@@ -375,7 +375,21 @@ pub fn registry(host: &str, options: &OpenOptions) -> Result<orca_backend_http::
                 Some(path) => DockerConfig::load(path)?,
                 None => DockerConfig::load_default()?,
             };
-            config.credentials_for(host)?
+            let mut found = config.credentials_for(host)?;
+            // After docker's, the files podman, buildah and skopeo write.
+            if matches!(found, Credentials::Anonymous) && options.registry_config.is_none() {
+                for path in containers_auth_files() {
+                    if !path.is_file() {
+                        continue;
+                    }
+                    let credentials = DockerConfig::load(&path)?.credentials_for(host)?;
+                    if !matches!(credentials, Credentials::Anonymous) {
+                        found = credentials;
+                        break;
+                    }
+                }
+            }
+            found
         }
     };
     let mut builder = RegistryBuilder::new(host)
@@ -401,6 +415,24 @@ pub fn registry(host: &str, options: &OpenOptions) -> Result<orca_backend_http::
         builder = builder.client_identity(cert.clone(), key.clone());
     }
     builder.build()
+}
+
+/// The credential files of the containers tools, in the order they read
+/// them: `REGISTRY_AUTH_FILE`, then `$XDG_RUNTIME_DIR/containers/auth.json`,
+/// then `~/.config/containers/auth.json` (the same format as docker's).
+#[cfg(feature = "http")]
+fn containers_auth_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    if let Some(file) = std::env::var_os("REGISTRY_AUTH_FILE") {
+        files.push(PathBuf::from(file));
+    }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+        files.push(PathBuf::from(dir).join("containers/auth.json"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        files.push(PathBuf::from(home).join(".config/containers/auth.json"));
+    }
+    files
 }
 
 /// Garbage-collects the layout or bucket `target` names (see

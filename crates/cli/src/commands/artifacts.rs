@@ -78,6 +78,19 @@ pub(crate) async fn pull(ctx: &Ctx, args: Pull) -> anyhow::Result<()> {
     let target = open(ctx, &args.target, Access::Read).await?;
     let (_, descriptor) = resolve_root(&target).await?;
     let descriptor = select_platform(target.store(), descriptor, args.platform.as_deref()).await?;
+    if descriptor.media_type.is_index() {
+        let bytes = target.store().fetch_bytes(&descriptor).await?;
+        if let orca::Document::Index(index) =
+            orca::RawManifest::new(descriptor.media_type.clone(), bytes).parse()?
+        {
+            return Err(Usage(format!(
+                "{} is an index of {}: pick one with --platform",
+                args.target,
+                index.platform_list()
+            ))
+            .into());
+        }
+    }
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
     let written = orca::artifact::pull_files_with(

@@ -10,10 +10,12 @@ use super::{open, resolve_root, select_platform};
 use crate::cli::{Gc, ManifestCommand, Repos, Tag, Tags};
 use crate::output::{Ctx, Usage, descriptor_json, size};
 
-pub(crate) async fn inspect(ctx: &Ctx, target: &str) -> anyhow::Result<()> {
+pub(crate) async fn inspect(ctx: &Ctx, args: &crate::cli::Inspect) -> anyhow::Result<()> {
+    let target = args.target.as_str();
     let opened = open(ctx, target, Access::Read).await?;
     let (_, descriptor) = resolve_root(&opened).await?;
     let store = opened.store();
+    let descriptor = select_platform(store, descriptor, args.platform.as_deref()).await?;
     let bytes = store.fetch_bytes(&descriptor).await?;
     let document = RawManifest::new(descriptor.media_type.clone(), bytes).parse()?;
     let mut text = format!(
@@ -105,6 +107,34 @@ pub(crate) async fn resolve(ctx: &Ctx, target: &str) -> anyhow::Result<()> {
         &descriptor.digest.to_string(),
         &descriptor_json(&descriptor),
     )
+}
+
+/// `orca config`: the image configuration's exact bytes on stdout. Of an
+/// index, the member of `--platform`; without one, an index is refused
+/// with the platforms it has.
+pub(crate) async fn config(ctx: &Ctx, args: &crate::cli::Inspect) -> anyhow::Result<()> {
+    let opened = open(ctx, &args.target, Access::Read).await?;
+    let (_, descriptor) = resolve_root(&opened).await?;
+    let store = opened.store();
+    let descriptor = select_platform(store, descriptor, args.platform.as_deref()).await?;
+    let bytes = store.fetch_bytes(&descriptor).await?;
+    let config = match RawManifest::new(descriptor.media_type.clone(), bytes).parse()? {
+        Document::Manifest(manifest) => manifest.config,
+        Document::Index(index) => {
+            return Err(Usage(format!(
+                "{} is an index of {}: pick one with --platform",
+                args.target,
+                index.platform_list()
+            ))
+            .into());
+        }
+        _ => anyhow::bail!("{} is no image: it has no configuration", args.target),
+    };
+    let bytes = store
+        .fetch_bytes(&config)
+        .await
+        .with_context(|| format!("reading the configuration {}", config.digest))?;
+    crate::output::to_stdout(&bytes)
 }
 
 pub(crate) async fn tag(ctx: &Ctx, args: Tag) -> anyhow::Result<()> {

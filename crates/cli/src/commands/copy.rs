@@ -15,9 +15,18 @@ use crate::progress::{Display, summary};
 pub(crate) async fn cp(ctx: &Ctx, args: Cp) -> anyhow::Result<()> {
     // A destination that is no target is said before the source is read.
     TargetSpec::parse(&args.destination)?;
-    let source = open(ctx, &args.source, Access::Read).await?;
+    let mut reading = ctx.open.clone();
+    if let Some(creds) = &args.src_creds {
+        reading.credentials = Some(creds_pair(creds)?);
+    }
+    let source = orca::open(&args.source, Access::Read, &reading)
+        .await
+        .with_context(|| format!("opening {}", args.source))?;
     let mut opening = ctx.open.clone();
     opening.overwrite = args.overwrite;
+    if let Some(creds) = &args.dest_creds {
+        opening.credentials = Some(creds_pair(creds)?);
+    }
     let destination = orca::open(&args.destination, Access::Write, &opening)
         .await
         .with_context(|| format!("opening {}", args.destination))?;
@@ -122,6 +131,15 @@ pub(crate) async fn cp(ctx: &Ctx, args: Cp) -> anyhow::Result<()> {
         },
     });
     ctx.emit(&text, &json)
+}
+
+/// USER:PASSWORD as a pair (a password given on the command line is
+/// visible to the machine's other users, as with skopeo's --src-creds).
+fn creds_pair(creds: &str) -> anyhow::Result<(String, String)> {
+    match creds.split_once(':') {
+        Some((user, password)) if !user.is_empty() => Ok((user.to_owned(), password.to_owned())),
+        _ => Err(Usage(format!("{creds:?} is not USER:PASSWORD")).into()),
+    }
 }
 
 /// Where blobs can be mounted from instead of moved: the source

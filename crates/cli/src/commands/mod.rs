@@ -26,7 +26,7 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         && !matches!(command, Command::Login(_))
     {
         return Err(Usage(
-            "--username needs --password-stdin (a password is never an argument)".into(),
+            "--username needs --password-stdin (or --password, which other users of the machine can see)".into(),
         )
         .into());
     }
@@ -38,7 +38,8 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Pull(args) => interruptible(artifacts::pull(ctx, args)).await,
         Command::Attach(args) => interruptible(artifacts::attach(ctx, args)).await,
         Command::Discover(args) => artifacts::discover(ctx, args).await,
-        Command::Inspect(args) => content::inspect(ctx, &args.target).await,
+        Command::Inspect(args) => content::inspect(ctx, &args).await,
+        Command::Config(args) => content::config(ctx, &args).await,
         Command::Resolve(args) => content::resolve(ctx, &args.target).await,
         Command::Tag(args) => content::tag(ctx, args).await,
         Command::Untag(args) => content::untag(ctx, &args.target).await,
@@ -190,9 +191,20 @@ pub(crate) async fn select_platform(
     match RawManifest::new(descriptor.media_type.clone(), bytes).parse()? {
         Document::Index(index) => index
             .manifests
-            .into_iter()
+            .iter()
             .find(|m| m.platform.as_ref().is_some_and(|p| wanted.matches(p)))
-            .ok_or_else(|| anyhow::anyhow!("{} has no member for {wanted}", descriptor.digest)),
+            .cloned()
+            .ok_or_else(|| {
+                orca::Error::NotFound {
+                    what: format!(
+                        "a member for {wanted} in index {} (it has {})",
+                        descriptor.digest,
+                        index.platform_list()
+                    ),
+                    place: store.to_string(),
+                }
+                .into()
+            }),
         _ => Ok(descriptor),
     }
 }

@@ -236,6 +236,47 @@ fn index_creation_and_platform_filters() {
     assert_eq!(digest(&put), arm64);
     let head = json(path, &["manifest", "head", "oci:./layout:copy"]);
     assert_eq!(digest(&head), arm64);
+
+    // Issue 22 §9: inspect and config take --platform; a platform the index
+    // lacks is not found, and the message names the ones it has.
+    let one = json(
+        path,
+        &["inspect", "oci:./layout:multi", "--platform", "linux/arm64"],
+    );
+    assert_eq!(digest(&one), arm64);
+    let config = ok(
+        path,
+        &["config", "oci:./layout:multi", "--platform", "linux/arm64"],
+    );
+    let config: serde_json::Value = serde_json::from_str(&config).expect("config json");
+    assert_eq!(config["architecture"], "arm64", "{config}");
+    let index = crate::common::run(path, &["config", "oci:./layout:multi"]);
+    assert_eq!(index.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&index.stderr).contains("linux/amd64, linux/arm64"),
+        "{index:?}"
+    );
+    for args in [
+        &[
+            "cp",
+            "--platform",
+            "linux/s390x",
+            "oci:./layout:multi",
+            "oci:./none:v1",
+        ][..],
+        &[
+            "manifest",
+            "get",
+            "oci:./layout:multi",
+            "--platform",
+            "linux/s390x",
+        ],
+    ] {
+        let missed = crate::common::run(path, args);
+        assert_eq!(missed.status.code(), Some(3), "{missed:?}");
+        let said = String::from_utf8_lossy(&missed.stderr);
+        assert!(said.contains("linux/amd64, linux/arm64"), "{said}");
+    }
 }
 
 /// An image whose config says linux/`architecture`, tagged with it.

@@ -113,6 +113,21 @@ impl Manifest {
 }
 
 impl Index {
+    /// The platforms its members name, for messages (`linux/amd64,
+    /// linux/arm64`, or `no platforms`).
+    pub fn platform_list(&self) -> String {
+        let named: Vec<String> = self
+            .manifests
+            .iter()
+            .filter_map(|m| m.platform.as_ref().map(ToString::to_string))
+            .collect();
+        if named.is_empty() {
+            "no platforms".to_owned()
+        } else {
+            named.join(", ")
+        }
+    }
+
     /// An empty OCI index.
     pub fn new() -> Self {
         Index {
