@@ -43,8 +43,21 @@ pub struct ArchiveImage {
 }
 
 impl ArchiveImage {
-    fn repository(&self) -> Option<&str> {
-        self.name.as_deref().map(|n| split_name(n).0)
+    /// Its repository: from its full name, or from a `REPO:TAG` tag (a
+    /// bundle's name, which a plain tag cannot be: it has no `:`).
+    pub fn repository(&self) -> Option<&str> {
+        self.name
+            .as_deref()
+            .or_else(|| self.tag.as_deref().filter(|t| t.contains(':')))
+            .map(|n| split_name(n).0)
+    }
+
+    /// Its tag within its repository.
+    fn short_tag(&self) -> Option<&str> {
+        match self.tag.as_deref() {
+            Some(tag) if tag.contains(':') => Some(split_name(tag).1),
+            tag => tag,
+        }
     }
 }
 
@@ -129,6 +142,15 @@ impl Archive {
         Archive {
             inner: self.inner.clone(),
             repository: Some(repository.to_owned()),
+        }
+    }
+
+    /// An image's tag as this view names it: within the repository for a
+    /// repository's view, as listed otherwise.
+    fn tag_of<'a>(&self, image: &'a ArchiveImage) -> Option<&'a str> {
+        match &self.repository {
+            Some(_) => image.short_tag(),
+            None => image.tag.as_deref(),
         }
     }
 
@@ -328,7 +350,7 @@ impl Backend for Archive {
             Selector::Tag(tag) => {
                 let matches: Vec<&ArchiveImage> = self
                     .visible()
-                    .filter(|i| i.tag.as_deref() == Some(tag.as_str()))
+                    .filter(|i| self.tag_of(i) == Some(tag.as_str()))
                     .collect();
                 let digests: BTreeSet<&Digest> =
                     matches.iter().map(|i| &i.descriptor.digest).collect();
@@ -405,7 +427,10 @@ impl Backend for Archive {
     }
 
     async fn tags(&self, query: &ListQuery) -> Result<ListPage> {
-        let tags: BTreeSet<String> = self.visible().filter_map(|i| i.tag.clone()).collect();
+        let tags: BTreeSet<String> = self
+            .visible()
+            .filter_map(|i| self.tag_of(i).map(str::to_owned))
+            .collect();
         let tags: Vec<String> = tags.into_iter().collect();
         Ok(ListPage::slice(&tags, query))
     }

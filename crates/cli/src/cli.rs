@@ -377,7 +377,8 @@ pub(crate) struct Tags {
 /// `orca repos`.
 #[derive(Debug, Args)]
 pub(crate) struct Repos {
-    /// The registry host.
+    /// The registry host, or a bundle (oci:DIR, oci-archive:FILE,
+    /// docker-archive:FILE, s3://BUCKET/PREFIX, a plugin's SCHEME://…).
     pub(crate) host: String,
     /// Start after this repository.
     #[arg(long)]

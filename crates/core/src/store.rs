@@ -39,6 +39,13 @@ impl Store {
         Store::from_arc(Arc::new(backend))
     }
 
+    /// The repositories of the bundle this store holds: the distinct
+    /// `REPO` parts of its `REPO:TAG` names (see
+    /// [`crate::bundle::repositories`]).
+    pub async fn repositories(&self) -> Result<Vec<String>> {
+        crate::bundle::repositories(self.backend.as_ref()).await
+    }
+
     /// Wraps a shared backend.
     pub fn from_arc(backend: Arc<dyn Backend>) -> Self {
         let capabilities = backend.capabilities();

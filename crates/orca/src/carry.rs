@@ -72,7 +72,7 @@ async fn carry(archive: &Archive, writer: &ArchiveWriter) -> Result<()> {
 
 /// `REPOSITORY:TAG` split at the tag's colon (a registry's port is no
 /// tag); a name without one is `latest`, as docker reads it.
-fn split_name(name: &str) -> (&str, &str) {
+pub(crate) fn split_name(name: &str) -> (&str, &str) {
     let after_slash = name.rfind('/').map_or(0, |i| i + 1);
     match name[after_slash..].rfind(':') {
         Some(i) => (&name[..after_slash + i], &name[after_slash + i + 1..]),

@@ -36,7 +36,7 @@ pub use orca_core::*;
 pub use helpers::{Discovered, Files, Referrer, attach, copy_between, discover, push_files};
 #[cfg(feature = "http")]
 pub use open::registry;
-pub use open::{Access, Notice, OpenOptions, Target, gc, open, open_spec};
+pub use open::{Access, Notice, OpenOptions, Target, gc, open, open_spec, repositories};
 pub use orca_core::artifact::{Form, Packed};
 pub use orca_core::copy::{CopyOptions, CopyReport, Event, Progress, copy};
 pub use orca_core::referrers::{ReferrerList, Via};

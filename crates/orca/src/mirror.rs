@@ -27,7 +27,7 @@ use crate::open::OpenOptions;
 mod place;
 mod staged;
 
-use place::{Place, globs, place, repositories, side_name, store, target_repository};
+use place::{Place, globs, label, place, repositories, store, target_repository};
 
 /// A sync configuration: defaults, then the entries.
 #[derive(Clone, Debug, Deserialize)]
@@ -294,8 +294,8 @@ pub async fn run(
             let (source, target, ledger) = (&source, &target, &ledger);
             async move {
                 let target_name = target_repository(target, name, count)?;
-                let source_name = format!("{}/{name}", side_name(source));
-                let target_label = format!("{}/{target_name}", side_name(target));
+                let source_name = label(source, name);
+                let target_label = label(target, &target_name);
                 let (source_store, target_store) =
                     futures::future::join(store(source, name), store(target, &target_name)).await;
                 let opened = source_store.and_then(|s| Ok((s, target_store?)));

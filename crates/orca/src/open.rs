@@ -247,12 +247,14 @@ pub async fn open_spec(
                     name: Some((repository, _)),
                     ..
                 } => Some(repository.clone()),
+                TargetSpec::OciArchive { repository, .. } => repository.clone(),
                 _ => None,
             };
             match access {
                 Access::Read => {
                     let archive = open_archive(path.clone()).await?;
                     if selector.is_none()
+                        && repository.is_none()
                         && let [only] = archive.images()
                     {
                         selector = Some(Selector::Digest(only.descriptor.digest.clone()));
@@ -285,12 +287,20 @@ pub async fn open_spec(
             }
         }
         #[cfg(feature = "s3")]
-        TargetSpec::S3 { url, .. } => {
+        TargetSpec::S3 {
+            url, repository, ..
+        } => {
             let layout = s3_builder(url, options).build()?;
             if access == Access::Read {
                 must_hold_a_layout(layout.storage(), url).await?;
             }
-            Store::new(layout)
+            match repository {
+                Some(repository) => Store::new(orca_core::bundle::Namespaced::new(
+                    std::sync::Arc::new(layout),
+                    repository,
+                )?),
+                None => Store::new(layout),
+            }
         }
         TargetSpec::Plugin { scheme, rest } => {
             #[cfg(not(feature = "plugins"))]
@@ -433,6 +443,37 @@ fn containers_auth_files() -> Vec<PathBuf> {
         files.push(PathBuf::from(home).join(".config/containers/auth.json"));
     }
     files
+}
+
+/// The repositories of the bundle `target` names: a layout, a bucket
+/// prefix, an archive (by the `REPO:TAG` names of its images) or a
+/// plugin's bundle. A registry lists its repositories through its catalog
+/// instead.
+pub async fn repositories(target: &str, options: &OpenOptions) -> Result<Vec<String>> {
+    let spec = TargetSpec::parse(target)?;
+    match &spec {
+        TargetSpec::Registry(_) => Err(Error::InvalidInput {
+            what: target.to_owned(),
+            reason: "a registry's repositories come from its catalog".into(),
+        }),
+        #[cfg(feature = "fs")]
+        TargetSpec::OciArchive { path, .. } | TargetSpec::DockerArchive { path, .. } => {
+            let archive = open_archive(path.clone()).await?;
+            let mut names: Vec<String> = archive
+                .images()
+                .iter()
+                .filter_map(|image| image.repository())
+                .map(str::to_owned)
+                .collect();
+            names.sort();
+            names.dedup();
+            Ok(names)
+        }
+        _ => {
+            let opened = open_spec(target, &spec, Access::Read, options).await?;
+            opened.store().repositories().await
+        }
+    }
 }
 
 /// Garbage-collects the layout or bucket `target` names (see

@@ -12,8 +12,9 @@ use orca_core::{Error, Reference, Result, Selector};
 /// The forms a target string takes, for error messages.
 pub const FORMS: &str = "\
 HOST[:PORT]/REPO[:TAG|@DIGEST] (a registry; docker:// optional; a name without a host is on Docker Hub), \
-oci:PATH[:TAG|@DIGEST], oci:PATH:REPO[:TAG|@DIGEST] (one repository of a bundle), oci-archive:FILE[:TAG], docker-archive:FILE[:REPO:TAG], \
-s3://BUCKET/PREFIX[:TAG|@DIGEST], SCHEME://… (a plugin backend)";
+oci:PATH[:TAG|@DIGEST], oci-archive:FILE[:TAG], docker-archive:FILE[:REPO:TAG], s3://BUCKET/PREFIX[:TAG|@DIGEST], \
+a bundle's repository as oci:PATH:REPO[:TAG|@DIGEST], oci-archive:FILE:REPO[:TAG], s3://BUCKET/PREFIX:REPO[:TAG|@DIGEST], \
+SCHEME://… (a plugin backend)";
 
 /// A parsed target string: where the content is, and what is selected.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +35,9 @@ pub enum TargetSpec {
     OciArchive {
         /// The tar file.
         path: PathBuf,
+        /// One repository of the archive as a bundle (its `REPO:TAG`
+        /// names), as `oci-archive:FILE:REPO:TAG` says.
+        repository: Option<String>,
         /// The tag, if given.
         tag: Option<String>,
     },
@@ -46,8 +50,11 @@ pub enum TargetSpec {
     },
     /// An OCI image layout under an S3 prefix.
     S3 {
-        /// `s3://bucket/prefix`, without the selector.
+        /// `s3://bucket/prefix`, without the repository and selector.
         url: String,
+        /// One repository of the layout as a bundle, as
+        /// `s3://BUCKET/PREFIX:REPO:TAG` says.
+        repository: Option<String>,
         /// The tag or digest, if given.
         selector: Option<Selector>,
     },
@@ -175,18 +182,38 @@ impl TargetSpec {
             });
         }
         if let Some(rest) = input.strip_prefix("oci-archive:") {
-            let (path, tag) = match rest.split_once(':') {
-                Some((path, tag)) => {
-                    Selector::tag(tag).map_err(|e| bad(input, e))?;
-                    (path, Some(tag.to_owned()))
+            // `FILE`, `FILE:TAG`, `FILE:REPO` (a repository has a `/` or
+            // is followed by a tag) or `FILE:REPO:TAG`, one repository of
+            // a bundle as skopeo names it.
+            let (path, repository, tag) = match rest.split_once(':') {
+                Some((path, name)) => {
+                    let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+                    let (repository, tag) = match name[last_slash..].rfind(':') {
+                        Some(colon) => (
+                            Some(&name[..last_slash + colon]),
+                            Some(&name[last_slash + colon + 1..]),
+                        ),
+                        None if name.contains('/') => (Some(name), None),
+                        None => (None, Some(name)),
+                    };
+                    if let Some(repository) = repository {
+                        orca_core::model::reference::validate_repository(repository).map_err(
+                            |reason| bad(input, format!("repository {repository:?}: {reason}")),
+                        )?;
+                    }
+                    if let Some(tag) = tag {
+                        Selector::tag(tag).map_err(|e| bad(input, e))?;
+                    }
+                    (path, repository.map(str::to_owned), tag.map(str::to_owned))
                 }
-                None => (rest, None),
+                None => (rest, None, None),
             };
             if path.is_empty() {
                 return Err(bad(input, "oci-archive: names no file"));
             }
             return Ok(TargetSpec::OciArchive {
                 path: path.into(),
+                repository,
                 tag,
             });
         }
@@ -224,11 +251,25 @@ impl TargetSpec {
         }
         if input.starts_with("s3://") {
             let (url, selector) = split_selector(input, input)?;
+            // `s3://BUCKET/PREFIX:REPO`: one repository of a bundle.
+            let (url, repository) = match url["s3://".len()..].split_once(':') {
+                Some((location, repository)) => {
+                    orca_core::model::reference::validate_repository(repository).map_err(
+                        |reason| bad(input, format!("repository {repository:?}: {reason}")),
+                    )?;
+                    (format!("s3://{location}"), Some(repository.to_owned()))
+                }
+                None => (url, None),
+            };
             let bucket = url["s3://".len()..].split('/').next().unwrap_or_default();
             if bucket.is_empty() {
                 return Err(bad(input, "s3:// names no bucket"));
             }
-            return Ok(TargetSpec::S3 { url, selector });
+            return Ok(TargetSpec::S3 {
+                url,
+                repository,
+                selector,
+            });
         }
         let input_reference = input.strip_prefix("docker://").unwrap_or(input);
         if let Some((scheme, rest)) = input_reference.split_once("://") {
@@ -327,7 +368,32 @@ mod tests {
                 "oci-archive:img.tar:v2".to_owned(),
                 TargetSpec::OciArchive {
                     path: "img.tar".into(),
+                    repository: None,
                     tag: Some("v2".into()),
+                },
+            ),
+            (
+                "oci-archive:b.tar:team/svc:v2.0.0".to_owned(),
+                TargetSpec::OciArchive {
+                    path: "b.tar".into(),
+                    repository: Some("team/svc".into()),
+                    tag: Some("v2.0.0".into()),
+                },
+            ),
+            (
+                "oci-archive:b.tar:team/svc".to_owned(),
+                TargetSpec::OciArchive {
+                    path: "b.tar".into(),
+                    repository: Some("team/svc".into()),
+                    tag: None,
+                },
+            ),
+            (
+                "s3://bucket/bundle:team/tool:1.0".to_owned(),
+                TargetSpec::S3 {
+                    url: "s3://bucket/bundle".into(),
+                    repository: Some("team/tool".into()),
+                    selector: tag("1.0"),
                 },
             ),
             (
@@ -348,6 +414,7 @@ mod tests {
                 "s3://bucket/some/prefix:v3".to_owned(),
                 TargetSpec::S3 {
                     url: "s3://bucket/some/prefix".into(),
+                    repository: None,
                     selector: tag("v3"),
                 },
             ),
@@ -355,6 +422,7 @@ mod tests {
                 "s3://bucket".to_owned(),
                 TargetSpec::S3 {
                     url: "s3://bucket".into(),
+                    repository: None,
                     selector: None,
                 },
             ),

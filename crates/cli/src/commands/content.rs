@@ -184,6 +184,22 @@ pub(crate) async fn tags(ctx: &Ctx, args: Tags) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn repos(ctx: &Ctx, args: Repos) -> anyhow::Result<()> {
+    // A bundle (a layout, an archive, a bucket prefix, a plugin's) lists
+    // the repositories its names hold.
+    if let Ok(spec) = orca::TargetSpec::parse(&args.host)
+        && !matches!(spec, orca::TargetSpec::Registry(_))
+    {
+        let mut all = orca::repositories(&args.host, &ctx.open)
+            .await
+            .with_context(|| format!("listing the repositories of {}", args.host))?;
+        if let Some(last) = &args.last {
+            all.retain(|name| name > last);
+        }
+        if let Some(n) = args.n {
+            all.truncate(n);
+        }
+        return ctx.emit(&all.join("\n"), &serde_json::json!({ "repositories": all }));
+    }
     let registry = orca::registry(&args.host, &ctx.open)?;
     let listed = match args.n {
         // One page of `n`.

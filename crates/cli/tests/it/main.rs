@@ -1,6 +1,7 @@
 //! Integration tests of the `orca` binary, run as a user runs it: real
 //! processes against layouts, archives, moto and docker-registry.
 
+mod bundles;
 mod commands;
 mod common;
 mod interrupted;

@@ -193,7 +193,7 @@ fn sync_fills_prunes_and_restores_a_bundle_in_a_plugin_backend() {
     );
     let pruned = sync(&config);
     assert!(
-        actions(&pruned).contains(&(format!("{bundle}/{prefix}/app:1.0"), "pruned".into())),
+        actions(&pruned).contains(&(format!("{bundle}:{prefix}/app:1.0"), "pruned".into())),
         "{pruned}"
     );
 

@@ -69,7 +69,7 @@ fn repositories_mirror_into_a_bundle_and_back_and_reruns_are_cheap() {
         actions(&first),
         expected_names
             .iter()
-            .map(|n| (format!("oci:{}/{n}", bundle.display()), "copied".to_owned()))
+            .map(|n| (format!("oci:{}:{n}", bundle.display()), "copied".to_owned()))
             .collect::<Vec<_>>(),
         "{first}"
     );
@@ -180,7 +180,7 @@ fn repositories_mirror_into_a_bundle_and_back_and_reruns_are_cheap() {
     let dry = json(path, &["sync", &pruning, "--dry-run"]);
     assert!(
         actions(&dry).contains(&(
-            format!("oci:{}/{prefix}/app:1.0", bundle.display()),
+            format!("oci:{}:{prefix}/app:1.0", bundle.display()),
             "would-prune".to_owned()
         )),
         "{dry}"
@@ -190,7 +190,7 @@ fn repositories_mirror_into_a_bundle_and_back_and_reruns_are_cheap() {
     let pruned = json(path, &["sync", &pruning]);
     assert!(
         actions(&pruned).contains(&(
-            format!("oci:{}/{prefix}/app:1.0", bundle.display()),
+            format!("oci:{}:{prefix}/app:1.0", bundle.display()),
             "pruned".to_owned()
         )),
         "{pruned}"

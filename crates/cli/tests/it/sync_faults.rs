@@ -265,7 +265,7 @@ fn one_failing_image_leaves_the_others_and_the_exit_status_says_so() {
     assert_eq!(output.status.code(), Some(1), "some failed: exit 1");
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
     let found = actions(&report);
-    let at = |bundle: &Path, name: &str| format!("oci:{}/{prefix}/{name}", bundle.display());
+    let at = |bundle: &Path, name: &str| format!("oci:{}:{prefix}/{name}", bundle.display());
     assert!(
         found.contains(&(at(&named, "app:1.0"), "copied".into())),
         "{report}"
@@ -290,7 +290,7 @@ fn one_failing_image_leaves_the_others_and_the_exit_status_says_so() {
     );
     // The second entry took only the repository its patterns leave.
     assert_eq!(
-        tags_of(&report, &format!("oci:{}/", filtered.display())),
+        tags_of(&report, &format!("oci:{}:", filtered.display())),
         ["1.0"],
         "{report}"
     );

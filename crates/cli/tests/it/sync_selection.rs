@@ -50,23 +50,23 @@ fn filters_pick_tags_by_glob_regex_semver_and_newest_and_bring_digest_tags() {
     );
     let report = json(path, &["sync", &config]);
     assert_eq!(
-        tags_of(&report, &format!("oci:{}/", out("semver"))),
+        tags_of(&report, &format!("oci:{}:", out("semver"))),
         ["1.1", "2.0"],
         "{report}"
     );
     assert_eq!(
-        tags_of(&report, &format!("oci:{}/", out("newest"))),
+        tags_of(&report, &format!("oci:{}:", out("newest"))),
         ["2.0", "2.1-rc"],
         "{report}"
     );
     assert_eq!(
-        tags_of(&report, &format!("oci:{}/", out("regex"))),
+        tags_of(&report, &format!("oci:{}:", out("regex"))),
         ["1.0", "1.1"],
         "{report}"
     );
     // Digest tags are no images of their own, but come along when asked.
     assert_eq!(
-        tags_of(&report, &format!("oci:{}/", out("glob"))),
+        tags_of(&report, &format!("oci:{}:", out("glob"))),
         ["2.0"],
         "{report}"
     );

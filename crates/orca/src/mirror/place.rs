@@ -74,7 +74,12 @@ pub(super) async fn place(
     if text.starts_with("oci-archive:") {
         // Read as every target string is: `oci-archive:m.tar:v1` names a
         // tag (refused here), never a file called `m.tar:v1`.
-        let TargetSpec::OciArchive { path, tag: None } = TargetSpec::parse(text)? else {
+        let TargetSpec::OciArchive {
+            path,
+            repository: None,
+            tag: None,
+        } = TargetSpec::parse(text)?
+        else {
             return Err(names_repositories(text));
         };
         if target {
@@ -91,15 +96,17 @@ pub(super) async fn place(
         return Ok(bundle(Arc::new(archive), None, false));
     }
     if text.starts_with("s3://") {
+        // `s3://BUCKET/PREFIX` or `s3://BUCKET/PREFIX:REPO`.
         let TargetSpec::S3 {
             url,
+            repository,
             selector: None,
         } = TargetSpec::parse(text)?
         else {
             return Err(names_repositories(text));
         };
         let bucket = crate::open::s3_builder(&url, options).build()?;
-        return Ok(bundle(Arc::new(bucket), None, true));
+        return Ok(bundle(Arc::new(bucket), repository, true));
     }
     #[cfg(feature = "plugins")]
     if let Some((scheme, rest)) = text.split_once("://")
@@ -140,6 +147,18 @@ pub(super) async fn place(
         host,
         repository: path.to_owned(),
     })
+}
+
+/// How reports name one repository of a side, in the grammar of targets
+/// (so a line of a report can be copied into a command): `HOST/REPO` for
+/// a registry, `BUNDLE:REPO` for a bundle.
+pub(super) fn label(place: &Place, repository: &str) -> String {
+    match place {
+        Place::Registry { .. } | Place::Repository { .. } => {
+            format!("{}/{repository}", side_name(place))
+        }
+        Place::Bundle { .. } => format!("{}:{repository}", side_name(place)),
+    }
 }
 
 /// How reports name a side: the registry host, or the bundle.

@@ -1,0 +1,94 @@
+//! Issue 22 §3: bundles are first-class. What `sync` writes into a layout,
+//! an oci-archive or a bucket prefix is read back by every command through
+//! one grammar (`oci:DIR:REPO:TAG`, `oci-archive:FILE:REPO:TAG`,
+//! `s3://BUCKET/PREFIX:REPO:TAG`); `repos` lists a bundle's repositories;
+//! the sync report names each image in that same grammar, so a line of it
+//! can be pasted into a command.
+
+use orca_testkit::RegistryServer;
+
+use crate::common::{digest, json, ok, unique};
+use crate::sync_support::{seed, write_config};
+
+#[test]
+fn every_bundle_grammar_reads_back_what_sync_wrote() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path();
+    let registry = RegistryServer::shared();
+    let prefix = unique("bundled");
+    seed(
+        path,
+        &prefix,
+        &[("app", "1.0", "one"), ("tool", "1.0", "tool")],
+    );
+    std::fs::write(path.join("report.txt"), b"a report\n").expect("write");
+    let layout = path.join("bundle");
+    let archive = path.join("bundle.tar");
+    let bucket = crate::common::s3("bundle");
+    let config = write_config(
+        path,
+        &format!(
+            "sync:\n\
+             - source: {host}/{prefix}/\n  target: oci:{layout}\n\
+             - source: {host}/{prefix}/\n  target: oci-archive:{archive}\n\
+             - source: {host}/{prefix}/\n  target: {bucket}\n",
+            host = registry.host(),
+            layout = layout.display(),
+            archive = archive.display(),
+        ),
+    );
+    let report = json(path, &["sync", &config]);
+    let images = report["images"].as_array().expect("images");
+    assert_eq!(images.len(), 6, "{report}");
+    for image in images {
+        // The report's target and tag, pasted into a command.
+        let named = format!(
+            "{}:{}",
+            image["target"].as_str().expect("target"),
+            image["tag"].as_str().expect("tag")
+        );
+        let resolved = json(path, &["resolve", &named]);
+        assert_eq!(
+            Some(digest(&resolved).as_str()),
+            image["sourceDigest"].as_str(),
+            "{named}"
+        );
+        let inspected = json(path, &["inspect", &named]);
+        assert_eq!(digest(&inspected), digest(&resolved), "{named}");
+    }
+    let expected = [format!("{prefix}/app"), format!("{prefix}/tool")];
+    for bundle in [
+        format!("oci:{}", layout.display()),
+        format!("oci-archive:{}", archive.display()),
+        bucket.clone(),
+    ] {
+        let listed = json(path, &["repos", &bundle]);
+        assert_eq!(
+            listed["repositories"],
+            serde_json::json!(expected),
+            "{bundle}"
+        );
+        let repository = format!("{bundle}:{prefix}/app");
+        let tags = json(path, &["tags", &repository]);
+        assert_eq!(tags["tags"], serde_json::json!(["1.0"]), "{repository}");
+        // Every tag of one repository of the bundle, copied out.
+        let out = unique("unbundled");
+        ok(path, &["cp", "-a", &repository, &format!("oci:./{out}")]);
+        let copied = json(path, &["tags", &format!("oci:./{out}")]);
+        assert_eq!(copied["tags"], serde_json::json!(["1.0"]), "{repository}");
+    }
+    // Written into, by every write command, in the same grammar.
+    for bundle in [format!("oci:{}", layout.display()), bucket.clone()] {
+        let note = format!("{bundle}:{prefix}/notes:v1");
+        ok(path, &["push", &note, "report.txt"]);
+        let out = path.join(unique("pulled"));
+        ok(path, &["pull", &note, "-o", out.to_str().expect("utf-8")]);
+        assert_eq!(
+            std::fs::read(out.join("report.txt")).expect("pulled"),
+            b"a report\n"
+        );
+        ok(path, &["tag", &note, "v2"]);
+        let tags = json(path, &["tags", &format!("{bundle}:{prefix}/notes")]);
+        assert_eq!(tags["tags"], serde_json::json!(["v1", "v2"]), "{bundle}");
+    }
+}
