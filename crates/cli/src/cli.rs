@@ -234,6 +234,12 @@ pub(crate) struct Cp {
     /// Transfers at once.
     #[arg(long, default_value_t = 4)]
     pub(crate) concurrency: usize,
+    /// Convert Docker media types to OCI ones on the way (`oci`), as
+    /// `skopeo copy --format oci` does: manifests get new bytes, so new
+    /// digests (said on stderr); blobs are untouched. skopeo reads only
+    /// OCI media types from a layout. (`--format` is the output format.)
+    #[arg(long, value_name = "FORMAT", value_parser = ["oci"])]
+    pub(crate) image_format: Option<String>,
     /// Credentials for the source registry only, USER[:PASSWORD] (no
     /// password: --password-stdin); the global ones go to both ends.
     #[arg(long, value_name = "USER[:PASSWORD]")]

@@ -14,6 +14,7 @@ pub mod body;
 pub mod bundle;
 pub mod capabilities;
 pub mod cleanup;
+pub mod convert;
 pub mod copy;
 pub mod error;
 pub mod index;

@@ -22,6 +22,13 @@ pub(crate) async fn cp(ctx: &Ctx, args: Cp) -> anyhow::Result<()> {
     let source = orca::open(&args.source, Access::Read, &reading)
         .await
         .with_context(|| format!("opening {}", args.source))?;
+    // Seen with OCI media types, when asked to convert.
+    let converting = args.image_format.is_some();
+    let seen = if converting {
+        orca::Store::new(orca::convert::OciView::new(source.store().clone()))
+    } else {
+        source.store().clone()
+    };
     let mut opening = ctx.open.clone();
     opening.overwrite = args.overwrite;
     if let Some(creds) = &args.dest_creds {
@@ -66,7 +73,7 @@ pub(crate) async fn cp(ctx: &Ctx, args: Cp) -> anyhow::Result<()> {
     let mut copied = Vec::new();
     for (selector, tag) in &jobs {
         let report = orca::copy(
-            source.store(),
+            &seen,
             selector,
             destination.store(),
             tag.as_deref(),
@@ -88,6 +95,16 @@ pub(crate) async fn cp(ctx: &Ctx, args: Cp) -> anyhow::Result<()> {
         total.present += report.present;
         total.mounted += report.mounted;
         total.resumed += report.resumed;
+        if converting
+            && let Some(root) = &report.root
+            && let Ok(original) = source.store().resolve(selector).await
+            && original.digest != root.digest
+        {
+            ctx.note(&format!(
+                "converted {selector} to OCI media types: {} is now {}",
+                original.digest, root.digest
+            ));
+        }
         copied.push((selector.clone(), tag.clone(), report.root));
     }
     if let Some(display) = &display {

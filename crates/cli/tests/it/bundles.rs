@@ -92,3 +92,72 @@ fn every_bundle_grammar_reads_back_what_sync_wrote() {
         assert_eq!(tags["tags"], serde_json::json!(["v1", "v2"]), "{bundle}");
     }
 }
+
+/// Issue 22 §3: skopeo (1.9) reads only OCI media types from a layout, so
+/// a Docker image copied as it is into one is not found by it; `cp
+/// --image-format oci` converts it (new digests, said on stderr), and
+/// skopeo reads the result.
+#[test]
+fn docker_media_types_are_converted_for_skopeo() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path();
+    crate::common::seed_image(&path.join("src"), "v1", b"docker image\n");
+    let registry = RegistryServer::shared();
+    let docker = format!("{}/{}:v1", registry.host(), unique("v2s2"));
+    let skopeo = orca_testkit::require_program("skopeo", "scripts/setup (apt-get install skopeo)");
+    let pushed = std::process::Command::new(&skopeo)
+        .current_dir(path)
+        .args([
+            "copy",
+            "--format",
+            "v2s2",
+            "--dest-tls-verify=false",
+            "oci:./src:v1",
+            &format!("docker://{docker}"),
+        ])
+        .output()
+        .expect("skopeo");
+    assert!(pushed.status.success(), "{pushed:?}");
+    let inspected = json(path, &["inspect", &docker]);
+    assert_eq!(
+        inspected["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    let skopeo_reads = |layout: &str| {
+        std::process::Command::new(&skopeo)
+            .current_dir(path)
+            .args(["inspect", "--raw", &format!("oci:./{layout}:v1")])
+            .output()
+            .expect("skopeo")
+            .status
+            .success()
+    };
+    ok(path, &["cp", &docker, "oci:./kept:v1"]);
+    assert!(
+        !skopeo_reads("kept"),
+        "skopeo read Docker media types after all"
+    );
+    let converted = crate::common::run(
+        path,
+        &["cp", "--image-format", "oci", &docker, "oci:./converted:v1"],
+    );
+    assert!(converted.status.success(), "{converted:?}");
+    let said = String::from_utf8_lossy(&converted.stderr);
+    assert!(
+        said.contains("converted") && said.contains("is now"),
+        "{said}"
+    );
+    assert!(
+        skopeo_reads("converted"),
+        "skopeo does not read the converted image"
+    );
+    let inspected = json(path, &["inspect", "oci:./converted:v1"]);
+    assert_eq!(
+        inspected["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_ne!(
+        digest(&inspected),
+        digest(&json(path, &["resolve", &docker]))
+    );
+}
