@@ -86,6 +86,9 @@ struct Bars {
 
 #[derive(Default)]
 struct State {
+    /// Blobs transferred, and how many of their bytes.
+    finished: u64,
+    finished_bytes: u64,
     planned: u64,
     done: HashMap<Digest, u64>,
     moved: u64,
@@ -93,7 +96,8 @@ struct State {
     last_line: Option<Instant>,
 }
 
-/// How often plain progress lines are printed when stderr is no terminal.
+/// How often a plain total line is printed when stderr is no terminal
+/// (besides a line per blob as it starts and ends).
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
 
 impl Display {
@@ -107,13 +111,17 @@ impl Display {
             (Some(multi), true) => {
                 let total = multi.add(ProgressBar::new(0));
                 total.set_style(
+                    // The bar takes what the terminal's width leaves.
                     ProgressStyle::with_template(
-                        "{prefix:>8} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                        "{prefix:>8} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
                     )
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .progress_chars("=> "),
                 );
                 total.set_prefix("total");
+                // Redrawn when no bytes come too: the rate and ETA decay
+                // instead of freezing at their last values.
+                total.enable_steady_tick(Duration::from_millis(250));
                 Some(Bars {
                     multi: multi.clone(),
                     total,
@@ -135,9 +143,34 @@ impl Display {
     }
 
     fn blob_style() -> ProgressStyle {
-        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {bytes}/{total_bytes}")
+        ProgressStyle::with_template("{prefix:>8} [{wide_bar}] {bytes}/{total_bytes}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ")
+    }
+
+    /// A one-line summary of transfers outside a copy (files pushed or
+    /// pulled): `verb` N files, bytes, time, rate.
+    pub(crate) fn summary(&self, verb: &str, elapsed: Duration) -> String {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let seconds = elapsed.as_secs_f64().max(0.001);
+        format!(
+            "{verb} {} file(s), {} in {:.1}s ({}/s)",
+            state.finished,
+            size(state.finished_bytes),
+            seconds,
+            size((state.finished_bytes as f64 / seconds) as u64)
+        )
+    }
+
+    /// A line for one blob when there are no bars (CI logs).
+    fn line(&self, what: &str, descriptor: &orca::Descriptor) {
+        if self.bars.is_none() {
+            eprintln!(
+                "{what} {} ({})",
+                short(&descriptor.digest),
+                size(descriptor.size)
+            );
+        }
     }
 
     /// Clears the bars once the copy ended.
@@ -169,6 +202,7 @@ impl Progress for Display {
                 }
             }
             Event::Started(descriptor) => {
+                self.line("started", descriptor);
                 if let Some(bars) = &self.bars {
                     let bar = bars
                         .multi
@@ -204,6 +238,17 @@ impl Progress for Display {
             | Event::Mounted(descriptor)
             | Event::Present(descriptor)
             | Event::External(descriptor) => {
+                let what = match event {
+                    Event::Copied(_) => {
+                        state.finished += 1;
+                        state.finished_bytes += descriptor.size;
+                        "done"
+                    }
+                    Event::Mounted(_) => "mounted",
+                    Event::Present(_) => "present",
+                    _ => "external",
+                };
+                self.line(what, descriptor);
                 if let Some(bar) = state.blobs.remove(&descriptor.digest) {
                     bar.finish_and_clear();
                 }
@@ -211,6 +256,12 @@ impl Progress for Display {
             _ => {}
         }
     }
+}
+
+/// A digest as lines name it: its algorithm and the first 12 hex digits.
+fn short(digest: &Digest) -> String {
+    let hex = digest.hex();
+    format!("{}:{}", digest.algorithm(), &hex[..hex.len().min(12)])
 }
 
 /// The one-line summary of a copy.

@@ -226,6 +226,18 @@ pub async fn push_file(
     media_type: MediaType,
     title: Option<&str>,
 ) -> Result<Descriptor> {
+    push_file_reported(store, path, media_type, title, None).await
+}
+
+/// [`push_file`], reporting the push to `progress` (`Started`, its bytes,
+/// then `Copied`, or `Present` when the store has it) as a copy does.
+pub async fn push_file_reported(
+    store: &Store,
+    path: &Path,
+    media_type: MediaType,
+    title: Option<&str>,
+    progress: Option<&std::sync::Arc<dyn crate::copy::Progress>>,
+) -> Result<Descriptor> {
     let io = |e: std::io::Error| Error::InvalidInput {
         what: format!("file {}", path.display()),
         reason: e.to_string(),
@@ -250,7 +262,18 @@ pub async fn push_file(
     }
     let mut descriptor = Descriptor::new(media_type, digester.finish(), size);
     let body = Body::new(size, file_stream(open()?));
-    store.push(&descriptor, body).await?;
+    match progress {
+        Some(progress) if store.exists(&descriptor).await? => {
+            progress.event(&crate::copy::Event::Present(descriptor.clone()));
+        }
+        Some(progress) => {
+            progress.event(&crate::copy::Event::Started(descriptor.clone()));
+            let body = crate::copy::reported(body, &descriptor, progress.clone());
+            store.push(&descriptor, body).await?;
+            progress.event(&crate::copy::Event::Copied(descriptor.clone()));
+        }
+        None => store.push(&descriptor, body).await?,
+    }
     descriptor
         .annotations
         .insert(ANNOTATION_TITLE.to_owned(), title);
@@ -290,16 +313,18 @@ fn check_title(title: &str) -> Result<()> {
 /// name already in `out` is kept: the pull is refused before anything is
 /// written (see [`pull_files_with`] to replace it).
 pub async fn pull_files(store: &Store, selector: &Selector, out: &Path) -> Result<Vec<PathBuf>> {
-    pull_files_with(store, selector, out, false).await
+    pull_files_with(store, selector, out, false, None).await
 }
 
 /// [`pull_files`], replacing files of the same names when `overwrite`
-/// says so.
+/// says so, and reporting the transfers to `progress` as a copy does
+/// (`Planned`, then `Started`, bytes and `Copied` per file).
 pub async fn pull_files_with(
     store: &Store,
     selector: &Selector,
     out: &Path,
     overwrite: bool,
+    progress: Option<std::sync::Arc<dyn crate::copy::Progress>>,
 ) -> Result<Vec<PathBuf>> {
     let (_, raw) = store.fetch_manifest(selector).await?;
     let Document::Manifest(manifest) = raw.parse()? else {
@@ -343,6 +368,13 @@ pub async fn pull_files_with(
             }
         }
     }
+    if let Some(progress) = &progress {
+        progress.event(&crate::copy::Event::Planned(crate::copy::Totals {
+            blobs: files.len() as u64,
+            manifests: 0,
+            bytes: files.iter().map(|(layer, _)| layer.size).sum(),
+        }));
+    }
     let mut written = Vec::new();
     for (layer, relative) in files {
         let parent = inside(&root, relative.parent().unwrap_or(Path::new("")))?;
@@ -351,7 +383,13 @@ pub async fn pull_files_with(
         // Removed however the pull ends short of the rename: an error, or
         // the pull dropped (an interrupted command).
         let mut unfinished = RemoveOnDrop(Some(temp.clone()));
-        write_file(store, &layer, file, &temp).await?;
+        if let Some(progress) = &progress {
+            progress.event(&crate::copy::Event::Started(layer.clone()));
+        }
+        write_file(store, &layer, file, &temp, progress.as_ref()).await?;
+        if let Some(progress) = &progress {
+            progress.event(&crate::copy::Event::Copied(layer.clone()));
+        }
         let target = parent.join(name);
         std::fs::rename(&temp, &target).map_err(|e| io_error(&target, e))?;
         unfinished.0 = None;
@@ -407,8 +445,12 @@ async fn write_file(
     layer: &Descriptor,
     mut file: std::fs::File,
     temp: &Path,
+    progress: Option<&std::sync::Arc<dyn crate::copy::Progress>>,
 ) -> Result<()> {
     let mut body = store.fetch(layer).await?;
+    if let Some(progress) = progress {
+        body = crate::copy::reported(body, layer, progress.clone());
+    }
     let (chunks, mut arriving) = tokio::sync::mpsc::channel::<Bytes>(8);
     let path = temp.to_owned();
     let writer = tokio::task::spawn_blocking(move || {

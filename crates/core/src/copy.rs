@@ -52,6 +52,7 @@ pub(crate) use relist::relist;
 pub use ledger::Ledger;
 pub use options::{CopyOptions, CopyReport, Event, Progress, SharedBlobs, Tally, Totals};
 use plan::{Node, Plan, Role, Visit};
+pub use transfer::reported;
 
 /// Manifest bytes kept in memory between the walk and the push; past this,
 /// manifests are fetched again when pushed.

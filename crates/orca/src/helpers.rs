@@ -47,9 +47,35 @@ pub async fn push_files(
     subject: Option<&Descriptor>,
     tag: Option<&str>,
 ) -> Result<Packed> {
+    push_files_reported(store, files, subject, tag, None).await
+}
+
+/// [`push_files`], reporting each file's push to `progress` as a copy
+/// reports its blobs.
+pub async fn push_files_reported(
+    store: &Store,
+    files: &Files,
+    subject: Option<&Descriptor>,
+    tag: Option<&str>,
+    progress: Option<&std::sync::Arc<dyn orca_core::copy::Progress>>,
+) -> Result<Packed> {
+    if let Some(progress) = progress {
+        let sizes = files
+            .files
+            .iter()
+            .filter_map(|(path, _)| std::fs::metadata(path).ok())
+            .map(|m| m.len());
+        let mut totals = orca_core::copy::Totals::default();
+        totals.blobs = files.files.len() as u64;
+        totals.manifests = 1;
+        totals.bytes = sizes.sum();
+        progress.event(&orca_core::copy::Event::Planned(totals));
+    }
     let mut layers = Vec::new();
     for (path, media_type) in &files.files {
-        layers.push(artifact::push_file(store, path, media_type.clone(), None).await?);
+        layers.push(
+            artifact::push_file_reported(store, path, media_type.clone(), None, progress).await?,
+        );
     }
     let config = match &files.config {
         Some((path, media_type)) => Some(

@@ -33,7 +33,9 @@ mod target;
 
 pub use orca_core::*;
 
-pub use helpers::{Discovered, Files, Referrer, attach, copy_between, discover, push_files};
+pub use helpers::{
+    Discovered, Files, Referrer, attach, copy_between, discover, push_files, push_files_reported,
+};
 #[cfg(feature = "http")]
 pub use open::registry;
 pub use open::{Access, Notice, OpenOptions, Target, gc, open, open_spec, repositories};

@@ -54,9 +54,26 @@ pub(crate) async fn push(ctx: &Ctx, args: Push) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let packed = orca::push_files(target.store(), &files, subject.as_ref(), target.tag())
-        .await
-        .with_context(|| format!("pushing to {}", args.target))?;
+    let display = crate::progress::Display::new(ctx).map(std::sync::Arc::new);
+    let progress = display
+        .clone()
+        .map(|d| d as std::sync::Arc<dyn orca::Progress>);
+    let started = std::time::Instant::now();
+    let packed = orca::push_files_reported(
+        target.store(),
+        &files,
+        subject.as_ref(),
+        target.tag(),
+        progress.as_ref(),
+    )
+    .await;
+    if let Some(display) = &display {
+        display.finish();
+    }
+    let packed = packed.with_context(|| format!("pushing to {}", args.target))?;
+    if let Some(display) = &display {
+        ctx.note(&display.summary("pushed", started.elapsed()));
+    }
     target.finish().await?;
     let mut json = descriptor_json(&packed.descriptor);
     json["form"] = match packed.form {
@@ -93,19 +110,31 @@ pub(crate) async fn pull(ctx: &Ctx, args: Pull) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
+    let display = crate::progress::Display::new(ctx).map(std::sync::Arc::new);
+    let started = std::time::Instant::now();
     let written = orca::artifact::pull_files_with(
         target.store(),
         &Selector::Digest(descriptor.digest.clone()),
         &args.output,
         args.overwrite,
+        display
+            .clone()
+            .map(|d| d as std::sync::Arc<dyn orca::Progress>),
     )
-    .await
-    .map_err(|e| match e {
-        orca::Error::AlreadyExists { .. } => anyhow::Error::new(e)
-            .context("nothing was written: pull with --overwrite to replace what is there"),
-        other => anyhow::Error::new(other),
-    })
-    .with_context(|| format!("pulling {}", args.target))?;
+    .await;
+    if let Some(display) = &display {
+        display.finish();
+        if written.is_ok() {
+            ctx.note(&display.summary("pulled", started.elapsed()));
+        }
+    }
+    let written = written
+        .map_err(|e| match e {
+            orca::Error::AlreadyExists { .. } => anyhow::Error::new(e)
+                .context("nothing was written: pull with --overwrite to replace what is there"),
+            other => anyhow::Error::new(other),
+        })
+        .with_context(|| format!("pulling {}", args.target))?;
     let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
     ctx.emit(
         &names.join("\n"),

@@ -9,6 +9,7 @@ mod login;
 mod matrix;
 mod nothing_lost;
 mod plugins;
+mod progress;
 mod readme;
 mod sync;
 mod sync_faults;

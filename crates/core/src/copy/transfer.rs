@@ -178,6 +178,36 @@ impl Copier<'_> {
     }
 }
 
+/// `body` (the content of `blob`), reporting its bytes to `progress` as
+/// they are read: [`Event::Advanced`], throttled, and always at its end.
+/// For transfers outside a copy (files pushed or pulled) that draw the
+/// same progress.
+pub fn reported(
+    body: Body,
+    blob: &Descriptor,
+    progress: std::sync::Arc<dyn super::Progress>,
+) -> Body {
+    let size = blob.size;
+    let digest = blob.digest.clone();
+    let mut done = 0u64;
+    let mut last = Instant::now();
+    body.observed(|chunks| {
+        chunks.inspect(move |chunk| {
+            if let Ok(bytes) = chunk {
+                done += bytes.len() as u64;
+                if done == size || last.elapsed() >= ADVANCE_INTERVAL {
+                    last = Instant::now();
+                    progress.event(&Event::Advanced {
+                        digest: digest.clone(),
+                        done,
+                        size,
+                    });
+                }
+            }
+        })
+    })
+}
+
 /// The error a transfer ends with when another transfer of the copy failed.
 /// `chunks`, failing once `flag` is set, and ending at the first error:
 /// nothing comes after it, so a backend that (against the contract) read
