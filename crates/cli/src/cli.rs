@@ -231,6 +231,10 @@ pub(crate) struct Cp {
     /// Copy every tag of the source repository.
     #[arg(long, short = 'a')]
     pub(crate) all_tags: bool,
+    /// skopeo's `--all` (every platform of an index): what orca copies by
+    /// default. Said so, rather than taken for --all-tags.
+    #[arg(long, hide = true)]
+    pub(crate) all: bool,
     /// Transfers at once.
     #[arg(long, default_value_t = 4)]
     pub(crate) concurrency: usize,
@@ -332,9 +336,10 @@ pub(crate) struct Discover {
     /// Only referrers of this artifact type.
     #[arg(long)]
     pub(crate) artifact_type: Option<String>,
-    /// Levels of referrers of referrers.
-    #[arg(long, default_value_t = 1)]
-    pub(crate) depth: usize,
+    /// Levels of referrers to show: 1 for the subject's own, 2 with their
+    /// referrers too, and so on (at least 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) depth: u32,
 }
 
 /// A command on one target.

@@ -163,16 +163,21 @@ pub(crate) async fn discover(ctx: &Ctx, args: Discover) -> anyhow::Result<()> {
     let target = open(ctx, &args.target, Access::Read).await?;
     let subject = target.root().await?;
     let artifact_type = args.artifact_type.as_deref().map(MediaType::new);
-    let found = orca::discover(target.store(), &subject, artifact_type.as_ref(), args.depth)
-        .await
-        .with_context(|| format!("listing the referrers of {}", args.target))?;
+    let found = orca::discover(
+        target.store(),
+        &subject,
+        artifact_type.as_ref(),
+        args.depth as usize,
+    )
+    .await
+    .with_context(|| format!("listing the referrers of {}", args.target))?;
     let via = match found.via {
         Some(orca::Via::Api) => "referrers API",
         Some(orca::Via::TagSchema) => "fallback tag",
         _ => "nothing",
     };
     let mut text = format!("{} {}", args.target, found.subject.digest);
-    tree(&mut text, &found.referrers, 1);
+    tree(&mut text, &found.referrers, "");
     text.push_str(&format!("\n(listed by the {via})"));
     let json = serde_json::json!({
         "subject": descriptor_json(&found.subject),
@@ -185,8 +190,11 @@ pub(crate) async fn discover(ctx: &Ctx, args: Discover) -> anyhow::Result<()> {
     ctx.emit(&text, &json)
 }
 
-fn tree(text: &mut String, referrers: &[orca::Referrer], depth: usize) {
-    for referrer in referrers {
+/// Draws referrers as a tree: `├──` for a sibling with more after it,
+/// `└──` for the last, and `│` down the side of the ones still open.
+fn tree(text: &mut String, referrers: &[orca::Referrer], prefix: &str) {
+    for (i, referrer) in referrers.iter().enumerate() {
+        let last = i + 1 == referrers.len();
         let kind = referrer
             .descriptor
             .artifact_type
@@ -194,11 +202,12 @@ fn tree(text: &mut String, referrers: &[orca::Referrer], depth: usize) {
             .map(|t| t.as_str().to_owned())
             .unwrap_or_else(|| referrer.descriptor.media_type.as_str().to_owned());
         text.push_str(&format!(
-            "\n{}└── {kind} {}",
-            "    ".repeat(depth - 1),
+            "\n{prefix}{}{kind} {}",
+            if last { "└── " } else { "├── " },
             referrer.descriptor.digest
         ));
-        tree(text, &referrer.referrers, depth + 1);
+        let below = format!("{prefix}{}", if last { "    " } else { "│   " });
+        tree(text, &referrer.referrers, &below);
     }
 }
 

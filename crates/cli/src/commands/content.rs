@@ -23,7 +23,11 @@ pub(crate) async fn inspect(ctx: &Ctx, args: &crate::cli::Inspect) -> anyhow::Re
         descriptor.media_type, descriptor.digest, descriptor.size
     );
     let mut json = descriptor_json(&descriptor);
-    if let Some(artifact_type) = document.artifact_type() {
+    // An image's config media type is no artifact type worth naming.
+    if let Some(artifact_type) = document
+        .artifact_type()
+        .filter(|t| ![orca::MediaType::OCI_CONFIG, orca::MediaType::DOCKER_CONFIG].contains(t))
+    {
         text.push_str(&format!("\n  artifact:   {artifact_type}"));
         json["artifactType"] = artifact_type.as_str().into();
     }

@@ -13,6 +13,13 @@ use crate::output::{Ctx, Usage, descriptor_json};
 use crate::progress::{Display, summary};
 
 pub(crate) async fn cp(ctx: &Ctx, args: Cp) -> anyhow::Result<()> {
+    if args.all {
+        return Err(Usage(
+            "orca copies every platform of an index unless --platform says otherwise (skopeo's --all); --all-tags (-a) copies every tag"
+                .into(),
+        )
+        .into());
+    }
     // A destination that is no target is said before the source is read.
     TargetSpec::parse(&args.destination)?;
     let mut reading = ctx.open.clone();

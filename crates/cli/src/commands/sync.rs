@@ -15,6 +15,13 @@ use crate::progress::Display;
 /// publishes content only once it is whole and tags last, so what it
 /// holds stays valid (an archive being staged is left as it was).
 pub(crate) async fn sync(ctx: &Ctx, args: SyncArgs) -> anyhow::Result<()> {
+    if args.watch.is_some_and(|pause| pause.is_zero()) {
+        return Err(crate::output::Usage(
+            "--watch needs a pause between runs (30s, 5m, 1h): 0 would run again at once, forever"
+                .into(),
+        )
+        .into());
+    }
     let config = orca::mirror::Config::load(&args.config)?;
     let mut stop = std::pin::pin!(stop_signal());
     let Some(interval) = args.watch else {
@@ -29,6 +36,11 @@ pub(crate) async fn sync(ctx: &Ctx, args: SyncArgs) -> anyhow::Result<()> {
             .into());
     };
     loop {
+        // Each run of a watch is dated, so a log says when it ran.
+        ctx.note(&format!(
+            "orca: sync run at {}",
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        ));
         let done = tokio::select! {
             done = once(ctx, &args, &config) => done,
             () = &mut stop => return Ok(()),

@@ -157,6 +157,10 @@ fn attach_and_discover_lose_nothing_under_concurrency() {
             4,
             "{tree}"
         );
+        // Siblings are drawn as a tree: ├── for all but the last.
+        assert!(tree.contains("├── ") && tree.contains("└── "), "{tree}");
+        let zero = crate::common::run(path, &["discover", &subject, "--depth", "0"]);
+        assert_eq!(zero.status.code(), Some(2), "{zero:?}");
     }
 }
 

@@ -18,6 +18,8 @@ fn bad_targets_and_arguments_are_usage_errors() {
         &["cp", "gcs://bucket/thing", "oci:./x"],
         &["push", "oci:./x:v1"],
         &["nonsense"],
+        &["sync", "mirror.yaml", "--watch", "0s"],
+        &["cp", "--all", "oci:./x:v1", "oci:./y:v1"],
         &["push", "oci:./x:v1", "f", "--annotation", "no-equals"],
     ] {
         let output = run(dir.path(), args);
