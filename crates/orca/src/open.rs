@@ -232,13 +232,7 @@ pub async fn open_spec(
             if access == Access::Read {
                 must_hold_a_layout(layout.storage(), &path.display().to_string()).await?;
             }
-            match repository {
-                Some(repository) => Store::new(orca_core::bundle::Namespaced::new(
-                    std::sync::Arc::new(layout),
-                    repository,
-                )?),
-                None => Store::new(layout),
-            }
+            one_repository(layout, repository.as_deref())?
         }
         #[cfg(feature = "fs")]
         TargetSpec::OciArchive { path, .. } | TargetSpec::DockerArchive { path, .. } => {
@@ -294,13 +288,7 @@ pub async fn open_spec(
             if access == Access::Read {
                 must_hold_a_layout(layout.storage(), url).await?;
             }
-            match repository {
-                Some(repository) => Store::new(orca_core::bundle::Namespaced::new(
-                    std::sync::Arc::new(layout),
-                    repository,
-                )?),
-                None => Store::new(layout),
-            }
+            one_repository(layout, repository.as_deref())?
         }
         TargetSpec::Plugin { scheme, rest } => {
             #[cfg(not(feature = "plugins"))]
@@ -334,6 +322,18 @@ pub async fn open_spec(
         #[cfg(feature = "fs")]
         writer,
         name: name.to_owned(),
+    })
+}
+
+/// A store over `bundle`, or over one repository of it.
+#[cfg(any(feature = "fs", feature = "s3"))]
+fn one_repository(bundle: impl orca_core::Backend, repository: Option<&str>) -> Result<Store> {
+    Ok(match repository {
+        Some(repository) => Store::new(orca_core::bundle::Namespaced::new(
+            std::sync::Arc::new(bundle),
+            repository,
+        )?),
+        None => Store::new(bundle),
     })
 }
 

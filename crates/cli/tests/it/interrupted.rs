@@ -34,6 +34,27 @@ fn seed(path: &Path) {
     ok(path, &args);
 }
 
+/// A proxy whose downlink carries 2 MiB a second, in front of `port`.
+fn slow_down(port: u16) -> RecordingProxy {
+    RecordingProxy::with_faults(
+        port,
+        Faults {
+            link_down: Some(2 * MIB as u64),
+            ..Faults::default()
+        },
+    )
+    .expect("proxy")
+}
+
+/// Whether a file in `dir` holds something (a transfer into it began).
+fn holds_bytes(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+    })
+}
+
 /// A proxy whose uplink carries 2 MiB a second, in front of `port`.
 fn slow(port: u16) -> RecordingProxy {
     RecordingProxy::with_faults(
@@ -156,14 +177,7 @@ fn an_interrupted_cp_to_an_archive_leaves_no_temporary() {
             &format!("{}/{repository}:v1", registry.host()),
         ],
     );
-    let link = RecordingProxy::with_faults(
-        registry.port(),
-        Faults {
-            link_down: Some(2 * MIB as u64),
-            ..Faults::default()
-        },
-    )
-    .expect("proxy");
+    let link = slow_down(registry.port());
     let out = path.join("out");
     std::fs::create_dir_all(&out).expect("dir");
     let source = format!("127.0.0.1:{}/{repository}:v1", link.port());
@@ -173,13 +187,7 @@ fn an_interrupted_cp_to_an_archive_leaves_no_temporary() {
         &[],
     );
     // The signal comes once the archive's temporary file holds something.
-    let (code, said) = interrupt(child, || {
-        std::fs::read_dir(&out).is_ok_and(|entries| {
-            entries
-                .flatten()
-                .any(|e| e.metadata().is_ok_and(|m| m.len() > 0))
-        })
-    });
+    let (code, said) = interrupt(child, || holds_bytes(&out));
     assert_eq!(code, Some(130), "{said}");
     assert!(said.contains("interrupted"), "{said}");
     let left: Vec<_> = std::fs::read_dir(&out)
@@ -198,24 +206,11 @@ fn an_interrupted_pull_leaves_nothing_and_a_killed_one_blocks_nothing() {
     let repository = unique("pull-source");
     let direct = format!("{}/{repository}:v1", registry.host());
     ok(path, &["cp", "oci:./big:v1", &direct]);
-    let link = RecordingProxy::with_faults(
-        registry.port(),
-        Faults {
-            link_down: Some(2 * MIB as u64),
-            ..Faults::default()
-        },
-    )
-    .expect("proxy");
+    let link = slow_down(registry.port());
     let source = format!("127.0.0.1:{}/{repository}:v1", link.port());
     let out = path.join("out");
     std::fs::create_dir_all(&out).expect("dir");
-    let writing = || {
-        std::fs::read_dir(&out).is_ok_and(|entries| {
-            entries
-                .flatten()
-                .any(|e| e.metadata().is_ok_and(|m| m.len() > 0))
-        })
-    };
+    let writing = || holds_bytes(&out);
     // Ctrl-C: the file being written goes.
     let child = start(path, &["pull", &source, "-o", "out"], &[]);
     let (code, said) = interrupt(child, writing);
@@ -256,14 +251,7 @@ fn an_interrupted_cp_into_a_layout_keeps_its_partials_and_says_so() {
     let repository = unique("layout-source");
     let direct = format!("{}/{repository}:v1", registry.host());
     ok(path, &["cp", "oci:./big:v1", &direct]);
-    let link = RecordingProxy::with_faults(
-        registry.port(),
-        Faults {
-            link_down: Some(2 * MIB as u64),
-            ..Faults::default()
-        },
-    )
-    .expect("proxy");
+    let link = slow_down(registry.port());
     let source = format!("127.0.0.1:{}/{repository}:v1", link.port());
     let ingest = path.join("dest/ingest");
     let child = start(path, &["cp", &source, "oci:./dest:v1"], &[]);

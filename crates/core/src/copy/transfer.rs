@@ -153,43 +153,24 @@ impl Copier<'_> {
         let flag = self.abandoned.clone();
         let stopping = blob.clone();
         let body = body.observed(|chunks| until_abandoned(chunks, flag, stopping));
-        let Some(progress) = self.options.progress.clone() else {
-            return body;
-        };
-        let size = blob.size;
-        let digest = blob.digest.clone();
-        let mut done = offset;
-        let mut last = Instant::now();
-        body.observed(|chunks| {
-            chunks.inspect(move |chunk| {
-                if let Ok(bytes) = chunk {
-                    done += bytes.len() as u64;
-                    if done == size || last.elapsed() >= ADVANCE_INTERVAL {
-                        last = Instant::now();
-                        progress.event(&Event::Advanced {
-                            digest: digest.clone(),
-                            done,
-                            size,
-                        });
-                    }
-                }
-            })
-        })
+        match self.options.progress.clone() {
+            Some(progress) => advancing(body, blob, offset, progress),
+            None => body,
+        }
     }
 }
 
-/// `body` (the content of `blob`), reporting its bytes to `progress` as
-/// they are read: [`Event::Advanced`], throttled, and always at its end.
-/// For transfers outside a copy (files pushed or pulled) that draw the
-/// same progress.
-pub fn reported(
+/// `body`, the bytes of `blob` from `offset`, reporting [`Event::Advanced`]
+/// to `progress` as they are read: throttled, and always at the end.
+fn advancing(
     body: Body,
     blob: &Descriptor,
+    offset: u64,
     progress: std::sync::Arc<dyn super::Progress>,
 ) -> Body {
     let size = blob.size;
     let digest = blob.digest.clone();
-    let mut done = 0u64;
+    let mut done = offset;
     let mut last = Instant::now();
     body.observed(|chunks| {
         chunks.inspect(move |chunk| {
@@ -206,6 +187,18 @@ pub fn reported(
             }
         })
     })
+}
+
+/// `body` (the content of `blob`), reporting its bytes to `progress` as
+/// they are read: [`Event::Advanced`], throttled, and always at its end.
+/// For transfers outside a copy (files pushed or pulled) that draw the
+/// same progress.
+pub fn reported(
+    body: Body,
+    blob: &Descriptor,
+    progress: std::sync::Arc<dyn super::Progress>,
+) -> Body {
+    advancing(body, blob, 0, progress)
 }
 
 /// The error a transfer ends with when another transfer of the copy failed.
