@@ -152,6 +152,17 @@ impl Backend for RegistryBackend {
             .send(&request, &self.scope(false), "resolve")
             .await?;
         if !response.status().is_success() {
+            // A HEAD's 404 carries no body to tell a missing tag from a
+            // missing repository: the tag list does (`NAME_UNKNOWN`).
+            if response.status() == reqwest::StatusCode::NOT_FOUND
+                && matches!(selector, Selector::Tag(_))
+                && self.repository_unknown().await
+            {
+                return Err(Error::NotFound {
+                    what: format!("repository {}", self.repository),
+                    place: self.client.host.clone(),
+                });
+            }
             return Err(self.fail(response, "resolve", what).await);
         }
         let headers = response.headers();

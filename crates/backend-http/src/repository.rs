@@ -71,6 +71,22 @@ pub struct RegistryBackend {
 }
 
 impl RegistryBackend {
+    /// Whether the registry says this repository does not exist
+    /// (`NAME_UNKNOWN` from its tag list); `false` when it cannot tell.
+    pub(crate) async fn repository_unknown(&self) -> bool {
+        let request = crate::client::Request::new(
+            reqwest::Method::GET,
+            format!("{}?n=1", self.path("tags/list")),
+        );
+        match self.client.send(&request, &self.scope(false), "tags").await {
+            Ok(response) if response.status() == reqwest::StatusCode::NOT_FOUND => {
+                let error = crate::error::read_error(response).await;
+                error.details_codes().any(|code| code == "NAME_UNKNOWN")
+            }
+            _ => false,
+        }
+    }
+
     /// The repository name.
     pub fn repository(&self) -> &str {
         &self.repository

@@ -140,8 +140,26 @@ fn mistakes_get_a_hint() {
         assert!(text.contains(says), "{args:?}: {text}");
     }
 
-    // TLS spoken to a plain-HTTP registry: the hint says --plain-http.
+    // A repository the registry does not have is named as missing, not
+    // as a missing tag; a missing tag of one it has, as a missing tag.
     let registry = orca_testkit::RegistryServer::shared();
+    let output = run(
+        path,
+        &["resolve", &format!("{}/no/such/repo:v1", registry.host())],
+    );
+    let text = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(3), "{text}");
+    assert!(text.contains("repository no/such/repo not found"), "{text}");
+    std::fs::write(path.join("note.txt"), b"note\n").expect("write");
+    let there = format!("{}/{}", registry.host(), crate::common::unique("there"));
+    let pushed = run(path, &["push", &format!("{there}:v1"), "note.txt"]);
+    assert!(pushed.status.success(), "{}", stderr_of(&pushed));
+    let output = run(path, &["resolve", &format!("{there}:v9")]);
+    let text = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(3), "{text}");
+    assert!(text.contains("tag v9 not found"), "{text}");
+
+    // TLS spoken to a plain-HTTP registry: the hint says --plain-http.
     let ca = path.join("ca.pem");
     std::fs::write(&ca, b"").expect("write");
     let output = run(
