@@ -5,17 +5,23 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use orca_core::{Error, Result};
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, HeaderName};
 use reqwest::{Method, Response, StatusCode};
 
 use crate::auth::{Credentials, TokenCache};
 use crate::watch::{self, Gave, Limits};
 
+mod exchange;
+mod retry;
 mod token;
+
+use exchange::exchange;
+pub(crate) use exchange::redact_query;
+pub(crate) use retry::Retry;
+use retry::{retry_after, transient};
 
 /// Told when a request is tried again after a timeout or a failed
 /// connection, with a line for people ("no answer from HOST in 30 s;
@@ -73,44 +79,6 @@ impl Request {
     pub(crate) fn body(mut self, body: Bytes) -> Self {
         self.body = Some(body);
         self
-    }
-}
-
-/// Retry and pacing settings.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Retry {
-    pub(crate) attempts: u32,
-    pub(crate) base: Duration,
-    pub(crate) cap: Duration,
-    /// The least time between two requests to the host (a rate limit of
-    /// the caller's own), if any.
-    pub(crate) pace: Option<Duration>,
-}
-
-impl Default for Retry {
-    fn default() -> Self {
-        Retry {
-            attempts: 4,
-            base: Duration::from_millis(100),
-            cap: Duration::from_secs(10),
-            pace: None,
-        }
-    }
-}
-
-impl Retry {
-    fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        if let Some(wait) = retry_after {
-            return wait.min(self.cap.max(Duration::from_secs(60)));
-        }
-        let exp = self.base.saturating_mul(1u32 << attempt.min(10));
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        // Full jitter: anywhere between half and all of the exponential step.
-        let jitter = exp.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0);
-        jitter.min(self.cap)
     }
 }
 
@@ -189,25 +157,6 @@ impl std::fmt::Debug for Client {
             .field("credentials", &self.credentials)
             .finish_non_exhaustive()
     }
-}
-
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
-fn transient(status: StatusCode) -> bool {
-    status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::BAD_GATEWAY
-        || status == StatusCode::SERVICE_UNAVAILABLE
-        || status == StatusCode::GATEWAY_TIMEOUT
-        || status == StatusCode::INTERNAL_SERVER_ERROR
 }
 
 impl Client {
@@ -506,70 +455,10 @@ impl Client {
     }
 }
 
-/// Logs one exchange for `--debug` (target `orca::http`, level debug):
-/// method, URL without its query, status, the headers that explain what
-/// happened, and how long it took. Credentials never appear.
-fn exchange(
-    method: &reqwest::Method,
-    url: &str,
-    outcome: &std::result::Result<Response, Gave>,
-    began: std::time::Instant,
-    authorized: bool,
-) {
-    if !tracing::enabled!(target: "orca::http", tracing::Level::DEBUG) {
-        return;
-    }
-    let took = began.elapsed().as_millis();
-    let url = redact_query(url);
-    match outcome {
-        Ok(response) => {
-            let header = |name: &str| {
-                response
-                    .headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_owned()
-            };
-            tracing::debug!(
-                target: "orca::http",
-                "{method} {url} -> {} in {took} ms{}{}{}",
-                response.status(),
-                if authorized { " (with credentials)" } else { "" },
-                match header("www-authenticate") {
-                    h if h.is_empty() => String::new(),
-                    h => format!(" www-authenticate: {h}"),
-                },
-                match header("docker-content-digest") {
-                    h if h.is_empty() => String::new(),
-                    h => format!(" docker-content-digest: {h}"),
-                },
-            );
-        }
-        // A transport error names the URL with its query: said by kind.
-        Err(Gave::Failed(e)) => {
-            let what = if e.is_connect() {
-                "could not connect"
-            } else if e.is_timeout() {
-                "timed out"
-            } else {
-                "the connection broke"
-            };
-            tracing::debug!(target: "orca::http", "{method} {url} -> {what} after {took} ms");
-        }
-        Err(gave) => {
-            tracing::debug!(target: "orca::http", "{method} {url} -> {gave} after {took} ms");
-        }
-    }
-}
-
-/// A URL without its query (which may carry signed state), for messages.
-pub(crate) fn redact_query(url: &str) -> &str {
-    url.split(['?', '#']).next().unwrap_or(url)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn client(base: &str) -> Client {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::TryStreamExt;
 
-use crate::backend::{Backend, ListPage, ListQuery, PushOptions};
+use crate::backend::{Backend, PushOptions};
 use crate::body::Body;
 use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
@@ -21,6 +21,8 @@ use crate::model::reference::validate_tag;
 use crate::model::{Descriptor, MediaType, RawManifest, Selector};
 use crate::referrers::{self, Batcher, Change, ReferrerList, Settings, Via};
 use crate::verify::{length_checked, verified, verified_once};
+
+mod list;
 
 /// A verifying handle on a backend. Cheap to clone.
 #[derive(Clone)]
@@ -37,13 +39,6 @@ impl Store {
     /// Wraps a backend.
     pub fn new(backend: impl Backend) -> Self {
         Store::from_arc(Arc::new(backend))
-    }
-
-    /// The repositories of the bundle this store holds: the distinct
-    /// `REPO` parts of its `REPO:TAG` names (see
-    /// [`crate::bundle::repositories`]).
-    pub async fn repositories(&self) -> Result<Vec<String>> {
-        crate::bundle::repositories(self.backend.as_ref()).await
     }
 
     /// Wraps a shared backend.
@@ -466,34 +461,6 @@ impl Store {
         untagged.map_err(|e| e.during(|| format!("removing tag {tag} from {self}")))
     }
 
-    /// One page of tags in lexical order; paged here when the backend
-    /// cannot page itself.
-    pub async fn tags(&self, query: &ListQuery) -> Result<ListPage> {
-        let listing = |e: Error| e.during(|| format!("listing the tags of {self}"));
-        if self.capabilities.tag_list_pagination {
-            return self.backend.tags(query).await.map_err(listing);
-        }
-        let mut all = self
-            .backend
-            .tags(&ListQuery::all())
-            .await
-            .map_err(listing)?
-            .entries;
-        all.sort();
-        all.dedup();
-        Ok(ListPage::slice(&all, query))
-    }
-
-    /// Every tag, in lexical order.
-    pub async fn tags_all(&self) -> Result<Vec<String>> {
-        crate::backend::Pages::new("tag list", self.to_string())
-            .collect(
-                ListQuery::all(),
-                |query| async move { self.tags(&query).await },
-            )
-            .await
-    }
-
     /// The manifests that refer to `subject`, optionally only those of one
     /// artifact type: from the backend's own index (`referrers_api`) or
     /// else from the tag schema, filtered here when the backend did not.
@@ -566,13 +533,6 @@ impl Store {
             });
         }
         Ok(length_checked(body, len, what, &self.place))
-    }
-
-    /// Lists repositories. Needs the `catalog` capability.
-    pub async fn catalog(&self, query: &ListQuery) -> Result<ListPage> {
-        self.require(self.capabilities.catalog, "catalog")?;
-        let listed = self.backend.catalog(query).await;
-        listed.map_err(|e| e.during(|| format!("listing the repositories of {self}")))
     }
 
     fn check_tag(&self, tag: &str) -> Result<()> {
