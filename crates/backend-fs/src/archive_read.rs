@@ -52,6 +52,12 @@ impl ArchiveImage {
             .map(|n| split_name(n).0)
     }
 
+    /// Its full name split at the tag's colon, `(REPOSITORY, TAG)`, when
+    /// the archive gives one (a name without a tag is `latest`).
+    pub fn name_parts(&self) -> Option<(&str, &str)> {
+        self.name.as_deref().map(split_name)
+    }
+
     /// Its tag within its repository.
     fn short_tag(&self) -> Option<&str> {
         match self.tag.as_deref() {

@@ -55,8 +55,7 @@ async fn carry(archive: &Archive, writer: &ArchiveWriter) -> Result<()> {
     let target = Store::new(writer.clone()).with_referrers_upkeep(false);
     for image in archive.images() {
         orca_core::copy::copy_graph(&source, &target, &image.descriptor).await?;
-        let named = image.name.as_deref().map(split_name);
-        match (named, image.tag.as_deref()) {
+        match (image.name_parts(), image.tag.as_deref()) {
             (Some((repository, tag)), _) => {
                 Store::new(writer.repository(repository))
                     .with_referrers_upkeep(false)
@@ -68,30 +67,4 @@ async fn carry(archive: &Archive, writer: &ArchiveWriter) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// `REPOSITORY:TAG` split at the tag's colon (a registry's port is no
-/// tag); a name without one is `latest`, as docker reads it.
-pub(crate) fn split_name(name: &str) -> (&str, &str) {
-    let after_slash = name.rfind('/').map_or(0, |i| i + 1);
-    match name[after_slash..].rfind(':') {
-        Some(i) => (&name[..after_slash + i], &name[after_slash + i + 1..]),
-        None => (name, "latest"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn names_split_at_the_tag() {
-        assert_eq!(super::split_name("app:v1"), ("app", "v1"));
-        assert_eq!(
-            super::split_name("localhost:5000/team/app:v1"),
-            ("localhost:5000/team/app", "v1")
-        );
-        assert_eq!(
-            super::split_name("localhost:5000/app"),
-            ("localhost:5000/app", "latest")
-        );
-    }
 }

@@ -138,15 +138,32 @@ impl Plugin {
                 place: format!("plugin {} ({}://)", self.name(), self.scheme()),
             });
         };
+        let (handle, keep) = self
+            .opened(vtable.open, vtable.release, "a storage", target, config)
+            .await?;
+        Ok(PluginStorage::new(vtable, handle.0, keep))
+    }
+
+    /// Calls one of the plugin's `open` functions: the handle it made,
+    /// and what keeps the library loaded while it lives. A handle that
+    /// comes with an error is released, not leaked.
+    async fn opened(
+        &self,
+        open: extern "C" fn(FfiSlice, FfiSlice) -> async_ffi::FfiFuture<FfiOutcome>,
+        release: extern "C" fn(*mut c_void),
+        what: &str,
+        target: &str,
+        config: &str,
+    ) -> Result<(Opened, Keep)> {
         let keep: Keep = Some(self.library.clone() as Arc<dyn Any + Send + Sync>);
-        let future = (vtable.open)(
+        let future = open(
             FfiSlice::new(target.as_bytes()),
             FfiSlice::new(config.as_bytes()),
         );
         let outcome = future.await;
         if outcome.status != OUTCOME_OK {
             if !outcome.handle.is_null() {
-                (vtable.release)(outcome.handle);
+                release(outcome.handle);
             }
             return Err(stream::error_from(outcome.payload, &keep));
         }
@@ -154,10 +171,10 @@ impl Plugin {
         if outcome.handle.is_null() {
             return Err(load_error(
                 &self.path,
-                "it opened a storage but handed back none",
+                format!("it opened {what} but handed back none"),
             ));
         }
-        Ok(PluginStorage::new(vtable, outcome.handle, keep))
+        Ok((Opened(outcome.handle), keep))
     }
 
     fn table(&self) -> &PluginV1 {
@@ -198,31 +215,20 @@ impl Plugin {
     /// Opens a backend: `target` is what follows `scheme://`, `config` a
     /// string the plugin reads as it likes.
     pub async fn open(&self, target: &str, config: &str) -> Result<PluginBackend> {
-        let keep: Keep = Some(self.library.clone() as Arc<dyn Any + Send + Sync>);
-        let future = (self.table().open)(
-            FfiSlice::new(target.as_bytes()),
-            FfiSlice::new(config.as_bytes()),
-        );
-        let outcome = future.await;
-        if outcome.status != OUTCOME_OK {
-            // A handle that came with the error is released, not leaked.
-            if !outcome.handle.is_null() {
-                (self.table().backend.release)(outcome.handle);
-            }
-            return Err(stream::error_from(outcome.payload, &keep));
-        }
-        drop(stream::bytes(outcome.payload, &keep));
-        if outcome.handle.is_null() {
-            return Err(load_error(
-                &self.path,
-                "it opened a backend but handed back none",
-            ));
-        }
         let vtable = self.table().backend;
-        let described = stream::bytes((vtable.describe)(outcome.handle), &keep);
+        let (handle, keep) = self
+            .opened(
+                self.table().open,
+                vtable.release,
+                "a backend",
+                target,
+                config,
+            )
+            .await?;
+        let described = stream::bytes((vtable.describe)(handle.0), &keep);
         Ok(PluginBackend {
             vtable,
-            handle: outcome.handle,
+            handle: handle.0,
             name: String::from_utf8_lossy(&described).into_owned(),
             keep,
         })
@@ -259,6 +265,13 @@ fn storage_table(library: &libloading::Library, path: &Path) -> Result<Option<St
     // holds only function pointers, copied out here.
     Ok(Some(unsafe { *table }))
 }
+
+/// A handle a plugin's `open` made, on its way to its owner.
+struct Opened(*mut c_void);
+
+// SAFETY: a handle is the plugin's `Send + Sync` backend or storage, only
+// passed back to it.
+unsafe impl Send for Opened {}
 
 impl fmt::Debug for Plugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
