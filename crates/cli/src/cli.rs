@@ -192,6 +192,10 @@ pub(crate) enum Command {
     /// Forget the credentials of a registry.
     #[command(after_help = "Example:\n  orca logout registry.example")]
     Logout(Host),
+    /// Settings per registry host, kept in a file every command and sync
+    /// read: TLS, CA, client certificate, mirrors, request rate.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
     /// Print the digest of files (or stdin, `-`), as orca computes it.
     #[command(after_help = "Example:\n  orca digest layer.tar --algorithm sha512")]
     Digest(DigestArgs),
@@ -251,6 +255,12 @@ pub(crate) struct Cp {
     /// Credentials for the destination registry only, USER[:PASSWORD].
     #[arg(long, value_name = "USER[:PASSWORD]")]
     pub(crate) dest_creds: Option<String>,
+    /// What differs at the source end only (TLS, CA, S3 endpoint).
+    #[command(flatten)]
+    pub(crate) src: SrcEnd,
+    /// What differs at the destination end only.
+    #[command(flatten)]
+    pub(crate) dest: DestEnd,
     /// Between two layouts on one filesystem, hard-link blobs instead of
     /// copying them (or, between two prefixes of one bucket, copy them
     /// server-side). Their bytes are not read, so not verified again.
@@ -261,6 +271,42 @@ pub(crate) struct Cp {
     /// that is no image archive is never replaced.
     #[arg(long)]
     pub(crate) overwrite: bool,
+}
+
+/// `cp`'s settings for its source end only; the global ones go to both.
+#[derive(Debug, Args)]
+pub(crate) struct SrcEnd {
+    /// Speak plain HTTP to the source registry.
+    #[arg(id = "src_plain_http", long = "src-plain-http")]
+    pub(crate) plain_http: bool,
+    /// Accept any TLS certificate from the source (skopeo's
+    /// --src-tls-verify=false).
+    #[arg(id = "src_insecure", long = "src-insecure")]
+    pub(crate) insecure: bool,
+    /// Also trust these CA certificates (PEM) at the source.
+    #[arg(id = "src_ca_file", long = "src-ca-file", value_name = "FILE")]
+    pub(crate) ca_file: Option<PathBuf>,
+    /// The S3 endpoint of the source.
+    #[arg(id = "src_s3_endpoint", long = "src-s3-endpoint", value_name = "URL")]
+    pub(crate) s3_endpoint: Option<String>,
+}
+
+/// `cp`'s settings for its destination end only.
+#[derive(Debug, Args)]
+pub(crate) struct DestEnd {
+    /// Speak plain HTTP to the destination registry.
+    #[arg(id = "dest_plain_http", long = "dest-plain-http")]
+    pub(crate) plain_http: bool,
+    /// Accept any TLS certificate from the destination (skopeo's
+    /// --dest-tls-verify=false).
+    #[arg(id = "dest_insecure", long = "dest-insecure")]
+    pub(crate) insecure: bool,
+    /// Also trust these CA certificates (PEM) at the destination.
+    #[arg(id = "dest_ca_file", long = "dest-ca-file", value_name = "FILE")]
+    pub(crate) ca_file: Option<PathBuf>,
+    /// The S3 endpoint of the destination.
+    #[arg(id = "dest_s3_endpoint", long = "dest-s3-endpoint", value_name = "URL")]
+    pub(crate) s3_endpoint: Option<String>,
 }
 
 /// `orca push`.
@@ -543,6 +589,86 @@ pub(crate) enum PluginCommand {
     /// List the loaded plugins: name, scheme, ABI version, path.
     #[command(after_help = "Example:\n  orca --plugin ./libmyplugin.so plugin list --format json")]
     List,
+}
+
+/// `orca registry`: the settings file (`ORCA_REGISTRIES_FILE`, else
+/// `$XDG_CONFIG_HOME/orca/registries.yaml`, else
+/// `~/.config/orca/registries.yaml`). Flags given on the command line win
+/// over what it says.
+#[derive(Debug, Subcommand)]
+pub(crate) enum RegistryCommand {
+    /// Change the settings of a host (the ones given; the others stay).
+    #[command(
+        after_help = "Examples:\n  orca registry set registry.local:5000 --tls disabled\n  orca registry set registry.example --cacert ./ca.pem --rate 10\n  orca registry set docker.io --mirror mirror.gcr.io\n  orca registry set registry.example --unset mirrors"
+    )]
+    Set(RegistrySet),
+    /// Print the settings of a host.
+    #[command(after_help = "Example:\n  orca registry get registry.local:5000 --format json")]
+    Get(Host),
+    /// List the hosts that have settings.
+    #[command(after_help = "Example:\n  orca registry ls")]
+    Ls,
+    /// Remove every setting of a host.
+    #[command(after_help = "Example:\n  orca registry rm registry.local:5000")]
+    Rm(Host),
+}
+
+/// How a registry's TLS is set (regctl's `--tls`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Tls {
+    /// HTTPS with verified certificates.
+    Enabled,
+    /// HTTPS, any certificate accepted.
+    Insecure,
+    /// Plain HTTP.
+    Disabled,
+}
+
+/// A setting `orca registry set --unset` removes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Setting {
+    /// `--tls` (back to HTTPS, or plain HTTP for loopback hosts).
+    Tls,
+    /// `--cacert`.
+    Cacert,
+    /// `--client-cert` and `--client-key`.
+    ClientCert,
+    /// `--mirror`.
+    Mirrors,
+    /// `--rate`.
+    Rate,
+}
+
+/// `orca registry set`.
+#[derive(Debug, Args)]
+pub(crate) struct RegistrySet {
+    /// The registry host (`registry.example:5000`; `docker.io` for Docker Hub).
+    pub(crate) host: String,
+    /// enabled (HTTPS), insecure (HTTPS, any certificate) or disabled
+    /// (plain HTTP).
+    #[arg(long, value_enum)]
+    pub(crate) tls: Option<Tls>,
+    /// Also trust the CA certificates in this PEM file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cacert: Option<PathBuf>,
+    /// A client certificate (PEM) to present.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub(crate) client_cert: Option<PathBuf>,
+    /// The key of --client-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub(crate) client_key: Option<PathBuf>,
+    /// A registry to read content from first, HOST[:PORT][/PREFIX]
+    /// (repeat for several, tried in order; replaces the list): manifests
+    /// and blobs by digest come from the first that has them, verified;
+    /// tags are always resolved at the host itself.
+    #[arg(long = "mirror", value_name = "HOST[/PREFIX]")]
+    pub(crate) mirrors: Vec<String>,
+    /// At most this many requests a second (regctl's --req-per-sec).
+    #[arg(long, alias = "req-per-sec", value_name = "N")]
+    pub(crate) rate: Option<f64>,
+    /// Remove a setting (repeatable).
+    #[arg(long, value_enum, value_name = "SETTING")]
+    pub(crate) unset: Vec<Setting>,
 }
 
 /// `orca digest`.

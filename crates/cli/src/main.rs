@@ -192,6 +192,9 @@ fn context(global: &Global, multi: Option<indicatif::MultiProgress>) -> anyhow::
     }
     open.insecure = global.insecure;
     open.ca_file = global.ca_file.clone();
+    if let Some(file) = orca::RegistryFile::default_location() {
+        open.registries = file.load()?;
+    }
     open.registry_config = global.registry_config.clone();
     open.s3_endpoint = global.s3_endpoint.clone();
     open.s3_region = global.s3_region.clone();

@@ -26,8 +26,12 @@
 #[cfg(feature = "fs")]
 mod carry;
 mod helpers;
+#[cfg(feature = "http")]
+mod hosts;
 #[cfg(feature = "sync")]
 pub mod mirror;
+#[cfg(feature = "http")]
+mod mirrored;
 mod open;
 mod target;
 
@@ -36,6 +40,10 @@ pub use orca_core::*;
 pub use helpers::{
     Discovered, Files, Referrer, attach, copy_between, discover, push_files, push_files_reported,
 };
+#[cfg(feature = "settings")]
+pub use hosts::RegistryFile;
+#[cfg(feature = "http")]
+pub use hosts::RegistrySettings;
 #[cfg(feature = "http")]
 pub use open::registry;
 pub use open::{Access, Notice, OpenOptions, Target, gc, open, open_spec, repositories};

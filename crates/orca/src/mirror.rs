@@ -43,14 +43,9 @@ pub struct Config {
     pub sync: Vec<Entry>,
 }
 
-/// How orca talks to one registry.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegistrySettings {
-    /// At most this many requests a second (a rate-limited source is
-    /// spared; a `429` with `Retry-After` is honoured in any case).
-    pub rate: Option<f64>,
-}
+/// How orca talks to one registry (the settings file's fields; those of
+/// a sync configuration go over the file's).
+pub use crate::hosts::RegistrySettings;
 
 /// One mirror: a source, a target, and settings over the defaults.
 #[derive(Clone, Debug, Deserialize)]
@@ -246,6 +241,15 @@ impl Config {
                 reason: "`sync` lists no entries".into(),
             });
         }
+        for (host, settings) in &config.registries {
+            settings.check(host).map_err(|e| match e {
+                Error::InvalidInput { reason, .. } => Error::InvalidInput {
+                    what: format!("sync configuration, registries.{host}"),
+                    reason,
+                },
+                other => other,
+            })?;
+        }
         for entry in &config.sync {
             // Settle every pattern and range now, before anything runs.
             config.defaults.merged(&entry.settings).options(false)?;
@@ -271,13 +275,20 @@ pub async fn run(
     progress: Option<Arc<dyn orca_core::copy::Progress>>,
 ) -> Result<Report> {
     let mut report = Vec::new();
+    // The configuration's registry settings go over the settings file's.
+    let mut options = options.clone();
+    for (host, settings) in &config.registries {
+        let host = host.to_ascii_lowercase();
+        let file = options.registries.get(&host).cloned().unwrap_or_default();
+        options.registries.insert(host, file.merged(settings));
+    }
     for entry in &config.sync {
         let settings = config.defaults.merged(&entry.settings);
         let mut sync_options = settings.options(dry_run)?;
         let gc_options = settings.gc_options()?;
         sync_options.copy.progress = progress.clone();
-        let source = place(&entry.source, config, options, false).await?;
-        let target = place(&entry.target, config, options, true).await?;
+        let source = place(&entry.source, &options, false).await?;
+        let target = place(&entry.target, &options, true).await?;
         if let Place::Bundle {
             staged: Some(staged),
             ..
@@ -359,7 +370,7 @@ pub async fn run(
                 ..
             } = &target
         {
-            crate::open::gc(name, &gc_options, options).await?;
+            crate::open::gc(name, &gc_options, &options).await?;
         }
     }
     Ok(report)

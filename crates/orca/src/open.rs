@@ -35,6 +35,11 @@ pub struct OpenOptions {
     pub registry_config: Option<PathBuf>,
     /// Registries: send at most this many requests a second to each.
     pub requests_per_second: Option<f64>,
+    /// Registries: settings per host (`HOST[:PORT]`, lower case), as the
+    /// settings file holds them ([`crate::RegistryFile`]); the fields above
+    /// win over them.
+    #[cfg(feature = "http")]
+    pub registries: std::collections::BTreeMap<String, crate::RegistrySettings>,
     /// Registries and S3: how long a transfer may make no progress before
     /// it counts as stalled (default 60 s). Never a limit on how long a
     /// transfer takes.
@@ -77,7 +82,10 @@ impl std::fmt::Debug for OpenOptions {
                     .map(|(user, _)| (user, "<redacted>")),
             )
             .field("registry_config", &self.registry_config)
-            .field("requests_per_second", &self.requests_per_second)
+            .field("requests_per_second", &self.requests_per_second);
+        #[cfg(feature = "http")]
+        debug.field("registries", &self.registries);
+        debug
             .field("idle_timeout", &self.idle_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("overwrite", &self.overwrite)
@@ -222,7 +230,13 @@ pub async fn open_spec(
         #[cfg(feature = "http")]
         TargetSpec::Registry(reference) => {
             let registry = registry(reference.registry(), options)?;
-            Store::new(registry.repository(reference.repository()).await?)
+            registry_store(
+                &registry,
+                reference.repository(),
+                options,
+                access == Access::Read,
+            )
+            .await?
         }
         #[cfg(feature = "fs")]
         TargetSpec::Layout {
@@ -402,10 +416,16 @@ pub fn registry(host: &str, options: &OpenOptions) -> Result<orca_backend_http::
             found
         }
     };
+    // What the command line says wins over the settings file.
+    let settings = options
+        .registries
+        .get(&host.to_ascii_lowercase())
+        .cloned()
+        .unwrap_or_default();
     let mut builder = RegistryBuilder::new(host)
         .credentials(credentials)
-        .insecure(options.insecure)
-        .requests_per_second(options.requests_per_second);
+        .insecure(options.insecure || settings.insecure == Some(true))
+        .requests_per_second(options.requests_per_second.or(settings.rate));
     if let Some(idle) = options.idle_timeout {
         builder = builder.idle_timeout(idle);
     }
@@ -415,16 +435,57 @@ pub fn registry(host: &str, options: &OpenOptions) -> Result<orca_backend_http::
     if let Some(notice) = &options.on_retry {
         builder = builder.on_retry(notice.clone());
     }
-    if let Some(plain) = options.plain_http {
+    let identity = options
+        .client_identity
+        .clone()
+        .or_else(|| settings.cert_file.clone().zip(settings.key_file.clone()));
+    let ca_file = options.ca_file.clone().or(settings.ca_file);
+    // TLS material means TLS, even to a loopback registry.
+    let tls = (ca_file.is_some() || identity.is_some()).then_some(false);
+    if let Some(plain) = options.plain_http.or(settings.plain_http).or(tls) {
         builder = builder.plain_http(plain);
     }
-    if let Some(ca) = &options.ca_file {
-        builder = builder.ca_file(ca.clone());
+    if let Some(ca) = ca_file {
+        builder = builder.ca_file(ca);
     }
-    if let Some((cert, key)) = &options.client_identity {
-        builder = builder.client_identity(cert.clone(), key.clone());
+    if let Some((cert, key)) = identity {
+        builder = builder.client_identity(cert, key);
     }
     builder.build()
+}
+
+/// One repository of `registry`; read (`reading`) through the mirrors its
+/// host's settings list, when they list any.
+#[cfg(feature = "http")]
+pub(crate) async fn registry_store(
+    registry: &orca_backend_http::Registry,
+    repository: &str,
+    options: &OpenOptions,
+    reading: bool,
+) -> Result<Store> {
+    let origin = registry.repository(repository).await?;
+    let mirrors = match options
+        .registries
+        .get(&registry.host().to_ascii_lowercase())
+    {
+        Some(settings) if reading => settings.mirrors.clone(),
+        _ => return Ok(Store::new(origin)),
+    };
+    if mirrors.is_empty() {
+        return Ok(Store::new(origin));
+    }
+    let mut read_first: Vec<std::sync::Arc<dyn orca_core::Backend>> = Vec::new();
+    for mirror in &mirrors {
+        let (host, prefix) = crate::hosts::split_mirror(mirror);
+        let client = self::registry(host, options)?;
+        read_first.push(std::sync::Arc::new(
+            client.repository(&format!("{prefix}{repository}")).await?,
+        ));
+    }
+    Ok(Store::new(crate::mirrored::Mirrored::new(
+        std::sync::Arc::new(origin),
+        read_first,
+    )))
 }
 
 /// The credential files of the containers tools, in the order they read

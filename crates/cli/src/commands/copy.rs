@@ -12,6 +12,32 @@ use crate::cli::{Cp, IndexCommand};
 use crate::output::{Ctx, Usage, descriptor_json};
 use crate::progress::{Display, summary};
 
+/// Puts the settings of one end of a copy over the global ones.
+fn one_end(
+    options: &mut orca::OpenOptions,
+    plain_http: bool,
+    insecure: bool,
+    ca_file: &Option<std::path::PathBuf>,
+    s3_endpoint: &Option<String>,
+) {
+    if plain_http {
+        options.plain_http = Some(true);
+    }
+    if insecure {
+        options.insecure = true;
+    }
+    if let Some(ca) = ca_file {
+        options.ca_file = Some(ca.clone());
+        // TLS material means TLS, even to a loopback registry.
+        if !plain_http {
+            options.plain_http = Some(false);
+        }
+    }
+    if let Some(endpoint) = s3_endpoint {
+        options.s3_endpoint = Some(endpoint.clone());
+    }
+}
+
 pub(crate) async fn cp(ctx: &Ctx, args: Cp) -> anyhow::Result<()> {
     if args.all {
         return Err(Usage(
@@ -23,6 +49,13 @@ pub(crate) async fn cp(ctx: &Ctx, args: Cp) -> anyhow::Result<()> {
     // A destination that is no target is said before the source is read.
     TargetSpec::parse(&args.destination)?;
     let mut reading = ctx.open.clone();
+    one_end(
+        &mut reading,
+        args.src.plain_http,
+        args.src.insecure,
+        &args.src.ca_file,
+        &args.src.s3_endpoint,
+    );
     if let Some(creds) = &args.src_creds {
         reading.credentials = Some(creds_pair(creds)?);
     }
@@ -38,6 +71,13 @@ pub(crate) async fn cp(ctx: &Ctx, args: Cp) -> anyhow::Result<()> {
     };
     let mut opening = ctx.open.clone();
     opening.overwrite = args.overwrite;
+    one_end(
+        &mut opening,
+        args.dest.plain_http,
+        args.dest.insecure,
+        &args.dest.ca_file,
+        &args.dest.s3_endpoint,
+    );
     if let Some(creds) = &args.dest_creds {
         opening.credentials = Some(creds_pair(creds)?);
     }

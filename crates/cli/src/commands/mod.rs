@@ -6,6 +6,7 @@ mod blob;
 mod content;
 mod copy;
 mod login;
+mod registry;
 mod sync;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,7 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Login(args) => login::login(ctx, &args.host).await,
         Command::Logout(args) => login::logout(ctx, &args.host),
+        Command::Registry(sub) => registry::registry(ctx, sub),
         Command::Cp(args) => interruptible(copy::cp(ctx, args)).await,
         Command::Push(args) => interruptible(artifacts::push(ctx, args)).await,
         Command::Pull(args) => interruptible(artifacts::pull(ctx, args)).await,

@@ -53,6 +53,8 @@ pub(crate) fn orca(home: &Path) -> Command {
         .env("AWS_DEFAULT_REGION", "us-east-1")
         .env("AWS_ENDPOINT_URL", MotoServer::shared().endpoint())
         .env_remove("AWS_PROFILE")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("ORCA_REGISTRIES_FILE")
         .stdin(Stdio::null());
     command
 }

@@ -11,6 +11,7 @@ mod nothing_lost;
 mod plugins;
 mod progress;
 mod readme;
+mod settings;
 mod sync;
 mod sync_faults;
 mod sync_selection;

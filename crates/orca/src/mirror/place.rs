@@ -8,8 +8,8 @@ use std::sync::Arc;
 use orca_core::sync::Pattern;
 use orca_core::{Backend, Error, Result, Store};
 
+use super::Entry;
 use super::staged::Staged;
-use super::{Config, Entry};
 use crate::open::OpenOptions;
 use crate::target::TargetSpec;
 
@@ -20,12 +20,17 @@ pub(super) enum Place {
         registry: orca_backend_http::Registry,
         host: String,
         prefix: String,
+        /// For a source, the options its repositories are read with
+        /// (through the host's mirrors).
+        reading: Option<OpenOptions>,
     },
     /// A registry repository named whole.
     Repository {
         registry: orca_backend_http::Registry,
         host: String,
         repository: String,
+        /// As for `Registry`.
+        reading: Option<OpenOptions>,
     },
     /// A bundle: one tag namespace holding many repositories.
     Bundle {
@@ -44,12 +49,7 @@ pub(super) enum Place {
 
 /// Opens one side of an entry. An oci-archive target is staged: see
 /// [`Staged`].
-pub(super) async fn place(
-    text: &str,
-    config: &Config,
-    options: &OpenOptions,
-    target: bool,
-) -> Result<Place> {
+pub(super) async fn place(text: &str, options: &OpenOptions, target: bool) -> Result<Place> {
     let bundle =
         |backend: Arc<dyn Backend>, repository: Option<String>, collects: bool| Place::Bundle {
             backend,
@@ -129,23 +129,22 @@ pub(super) async fn place(
         });
     }
     let (host, path) = text.split_once('/').unwrap_or((text, ""));
-    let mut options = options.clone();
-    if let Some(rate) = config.registries.get(host).and_then(|r| r.rate) {
-        options.requests_per_second = Some(rate);
-    }
-    let registry = crate::open::registry(host, &options)?;
+    let registry = crate::open::registry(host, options)?;
     let host = host.to_owned();
+    let reading = (!target).then(|| options.clone());
     if path.is_empty() || path.ends_with('/') {
         return Ok(Place::Registry {
             registry,
             host,
             prefix: path.to_owned(),
+            reading,
         });
     }
     Ok(Place::Repository {
         registry,
         host,
         repository: path.to_owned(),
+        reading,
     })
 }
 
@@ -245,9 +244,15 @@ pub(super) fn target_repository(target: &Place, name: &str, sources: usize) -> R
 /// The store of repository `name` on one side.
 pub(super) async fn store(place: &Place, name: &str) -> Result<Store> {
     Ok(match place {
-        Place::Registry { registry, .. } | Place::Repository { registry, .. } => {
-            Store::new(registry.repository(name).await?)
+        Place::Registry {
+            registry, reading, ..
         }
+        | Place::Repository {
+            registry, reading, ..
+        } => match reading {
+            Some(options) => crate::open::registry_store(registry, name, options, true).await?,
+            None => Store::new(registry.repository(name).await?),
+        },
         Place::Bundle { backend, .. } => {
             Store::new(orca_core::bundle::Namespaced::new(backend.clone(), name)?)
         }
