@@ -73,7 +73,7 @@ pub struct RegistryBackend {
 impl RegistryBackend {
     /// Whether the registry says this repository does not exist
     /// (`NAME_UNKNOWN` from its tag list); `false` when it cannot tell.
-    pub(crate) async fn repository_unknown(&self) -> bool {
+    pub async fn repository_unknown(&self) -> bool {
         let request = crate::client::Request::new(
             reqwest::Method::GET,
             format!("{}?n=1", self.path("tags/list")),

@@ -9,6 +9,20 @@ use orca_core::{Error, Result, Selector, Store};
 
 use crate::target::TargetSpec;
 
+#[cfg(feature = "plugins")]
+mod plugin;
+#[cfg(feature = "http")]
+mod registry;
+
+#[cfg(feature = "plugins")]
+pub(crate) use plugin::open_plugin;
+#[cfg(feature = "plugins")]
+use plugin::open_plugin_storage;
+#[cfg(feature = "http")]
+pub use registry::registry;
+#[cfg(feature = "http")]
+pub(crate) use registry::registry_store;
+
 /// Told when a request is tried again after a timeout or a failed
 /// connection, with a line for people.
 pub type Notice = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
@@ -129,6 +143,9 @@ pub struct Target {
     named: bool,
     #[cfg(feature = "fs")]
     writer: Option<orca_backend_fs::ArchiveWriter>,
+    /// A bundle named whole (a layout, bucket prefix, archive or plugin
+    /// layout with no repository): its repositories are reached through it.
+    bundle: Option<std::sync::Arc<dyn orca_core::Backend>>,
     name: String,
 }
 
@@ -190,6 +207,53 @@ impl Target {
         }
     }
 
+    /// One repository of the bundle the target names whole (`oci:DIR`,
+    /// `s3://B/P`, `oci-archive:FILE`, a plugin's layout); `None` for a
+    /// registry repository or a target that names one repository.
+    pub fn repository(&self, name: &str) -> Option<Result<Store>> {
+        let bundle = self.bundle.clone()?;
+        Some(orca_core::bundle::Namespaced::new(bundle, name).map(Store::new))
+    }
+
+    /// The target string for `tag` (or, with no tag, `digest`) in this
+    /// target's place, and in `repository` of it when given: what a user
+    /// types to reach it (`oci:./dir:v1`, `host/repo@sha256:…`,
+    /// `oci:./dir:REPO:TAG`).
+    pub fn reference(
+        &self,
+        repository: Option<&str>,
+        tag: Option<&str>,
+        digest: Option<&orca_core::Digest>,
+    ) -> String {
+        let mut base = self.name.as_str();
+        if self.named
+            && let Some(selector) = &self.selector
+        {
+            let suffix = match selector {
+                Selector::Tag(tag) => format!(":{tag}"),
+                Selector::Digest(digest) => format!("@{digest}"),
+            };
+            base = base.strip_suffix(suffix.as_str()).unwrap_or(base);
+        }
+        let mut reference = base.to_owned();
+        if let Some(repository) = repository {
+            reference.push(':');
+            reference.push_str(repository);
+        }
+        match (tag, digest) {
+            (Some(tag), _) => {
+                reference.push(':');
+                reference.push_str(tag);
+            }
+            (None, Some(digest)) => {
+                reference.push('@');
+                reference.push_str(&digest.to_string());
+            }
+            (None, None) => {}
+        }
+        reference
+    }
+
     /// Completes the target: an archive being written is put in place.
     /// Other targets have nothing to finish. Until it runs, an archive
     /// target leaves no file behind.
@@ -226,6 +290,7 @@ pub async fn open_spec(
     };
     #[cfg(feature = "fs")]
     let mut writer = None;
+    let mut bundle: Option<std::sync::Arc<dyn orca_core::Backend>> = None;
     let store = match spec {
         #[cfg(feature = "http")]
         TargetSpec::Registry(reference) => {
@@ -246,7 +311,7 @@ pub async fn open_spec(
             if access == Access::Read {
                 must_hold_a_layout(layout.storage(), &path.display().to_string()).await?;
             }
-            one_repository(layout, repository.as_deref())?
+            one_repository(layout, repository.as_deref(), &mut bundle)?
         }
         #[cfg(feature = "fs")]
         TargetSpec::OciArchive { path, .. } | TargetSpec::DockerArchive { path, .. } => {
@@ -269,7 +334,11 @@ pub async fn open_spec(
                     }
                     match repository {
                         Some(repository) => Store::new(archive.repository(&repository)),
-                        None => Store::new(archive),
+                        None => {
+                            let whole = std::sync::Arc::new(archive);
+                            bundle = Some(whole.clone());
+                            Store::from_arc(whole)
+                        }
                     }
                 }
                 Access::Write => {
@@ -287,7 +356,10 @@ pub async fn open_spec(
                     crate::carry::prepare(path, &archive, options.overwrite).await?;
                     let archive = match repository {
                         Some(repository) => archive.repository(&repository),
-                        None => archive,
+                        None => {
+                            bundle = Some(std::sync::Arc::new(archive.clone()));
+                            archive
+                        }
                     };
                     writer = Some(archive.clone());
                     Store::new(archive)
@@ -302,20 +374,32 @@ pub async fn open_spec(
             if access == Access::Read {
                 must_hold_a_layout(layout.storage(), url).await?;
             }
-            one_repository(layout, repository.as_deref())?
+            one_repository(layout, repository.as_deref(), &mut bundle)?
         }
         TargetSpec::Plugin { scheme, rest } => {
             #[cfg(not(feature = "plugins"))]
             let _ = rest;
             #[cfg(feature = "plugins")]
-            if let Some((backend, named)) = open_plugin(name, scheme, rest, options).await? {
-                selector = named;
+            if let Some(opened) = open_plugin(name, scheme, rest, options).await? {
+                selector = opened.selector;
+                let store = match opened.repository {
+                    Some(repository) => Store::new(orca_core::bundle::Namespaced::new(
+                        std::sync::Arc::new(opened.backend),
+                        &repository,
+                    )?),
+                    None => {
+                        let whole = std::sync::Arc::new(opened.backend);
+                        bundle = Some(whole.clone());
+                        Store::from_arc(whole)
+                    }
+                };
                 return Ok(Target {
-                    store: Store::new(backend),
+                    store,
                     named: selector.is_some(),
                     selector,
                     #[cfg(feature = "fs")]
                     writer,
+                    bundle,
                     name: name.to_owned(),
                 });
             }
@@ -335,19 +419,26 @@ pub async fn open_spec(
         named,
         #[cfg(feature = "fs")]
         writer,
+        bundle,
         name: name.to_owned(),
     })
 }
 
-/// A store over `bundle`, or over one repository of it.
+/// A store over `bundle`, or over one repository of it; `whole` is set
+/// when the bundle is named whole.
 #[cfg(any(feature = "fs", feature = "s3"))]
-fn one_repository(bundle: impl orca_core::Backend, repository: Option<&str>) -> Result<Store> {
+fn one_repository(
+    bundle: impl orca_core::Backend,
+    repository: Option<&str>,
+    whole: &mut Option<std::sync::Arc<dyn orca_core::Backend>>,
+) -> Result<Store> {
+    let bundle: std::sync::Arc<dyn orca_core::Backend> = std::sync::Arc::new(bundle);
     Ok(match repository {
-        Some(repository) => Store::new(orca_core::bundle::Namespaced::new(
-            std::sync::Arc::new(bundle),
-            repository,
-        )?),
-        None => Store::new(bundle),
+        Some(repository) => Store::new(orca_core::bundle::Namespaced::new(bundle, repository)?),
+        None => {
+            *whole = Some(bundle.clone());
+            Store::from_arc(bundle)
+        }
     })
 }
 
@@ -385,125 +476,6 @@ pub(crate) async fn open_archive(path: PathBuf) -> Result<orca_backend_fs::Archi
             operation: "open",
             source: Box::new(e),
         })?
-}
-
-/// A registry client for `host`, with the options' TLS settings and
-/// credentials (given, or from the docker config).
-#[cfg(feature = "http")]
-pub fn registry(host: &str, options: &OpenOptions) -> Result<orca_backend_http::Registry> {
-    use orca_backend_http::{Credentials, DockerConfig, RegistryBuilder};
-    let credentials = match &options.credentials {
-        Some((user, password)) => Credentials::basic(user.clone(), password.clone()),
-        None => {
-            let config = match &options.registry_config {
-                Some(path) => DockerConfig::load(path)?,
-                None => DockerConfig::load_default()?,
-            };
-            let mut found = config.credentials_for(host)?;
-            // After docker's, the files podman, buildah and skopeo write.
-            if matches!(found, Credentials::Anonymous) && options.registry_config.is_none() {
-                for path in containers_auth_files() {
-                    if !path.is_file() {
-                        continue;
-                    }
-                    let credentials = DockerConfig::load(&path)?.credentials_for(host)?;
-                    if !matches!(credentials, Credentials::Anonymous) {
-                        found = credentials;
-                        break;
-                    }
-                }
-            }
-            found
-        }
-    };
-    // What the command line says wins over the settings file.
-    let settings = options
-        .registries
-        .get(&host.to_ascii_lowercase())
-        .cloned()
-        .unwrap_or_default();
-    let mut builder = RegistryBuilder::new(host)
-        .credentials(credentials)
-        .insecure(options.insecure || settings.insecure == Some(true))
-        .requests_per_second(options.requests_per_second.or(settings.rate));
-    if let Some(idle) = options.idle_timeout {
-        builder = builder.idle_timeout(idle);
-    }
-    if let Some(response) = options.response_timeout {
-        builder = builder.response_timeout(response);
-    }
-    if let Some(notice) = &options.on_retry {
-        builder = builder.on_retry(notice.clone());
-    }
-    let identity = options
-        .client_identity
-        .clone()
-        .or_else(|| settings.cert_file.clone().zip(settings.key_file.clone()));
-    let ca_file = options.ca_file.clone().or(settings.ca_file);
-    // TLS material means TLS, even to a loopback registry.
-    let tls = (ca_file.is_some() || identity.is_some()).then_some(false);
-    if let Some(plain) = options.plain_http.or(settings.plain_http).or(tls) {
-        builder = builder.plain_http(plain);
-    }
-    if let Some(ca) = ca_file {
-        builder = builder.ca_file(ca);
-    }
-    if let Some((cert, key)) = identity {
-        builder = builder.client_identity(cert, key);
-    }
-    builder.build()
-}
-
-/// One repository of `registry`; read (`reading`) through the mirrors its
-/// host's settings list, when they list any.
-#[cfg(feature = "http")]
-pub(crate) async fn registry_store(
-    registry: &orca_backend_http::Registry,
-    repository: &str,
-    options: &OpenOptions,
-    reading: bool,
-) -> Result<Store> {
-    let origin = registry.repository(repository).await?;
-    let mirrors = match options
-        .registries
-        .get(&registry.host().to_ascii_lowercase())
-    {
-        Some(settings) if reading => settings.mirrors.clone(),
-        _ => return Ok(Store::new(origin)),
-    };
-    if mirrors.is_empty() {
-        return Ok(Store::new(origin));
-    }
-    let mut read_first: Vec<std::sync::Arc<dyn orca_core::Backend>> = Vec::new();
-    for mirror in &mirrors {
-        let (host, prefix) = crate::hosts::split_mirror(mirror);
-        let client = self::registry(host, options)?;
-        read_first.push(std::sync::Arc::new(
-            client.repository(&format!("{prefix}{repository}")).await?,
-        ));
-    }
-    Ok(Store::new(crate::mirrored::Mirrored::new(
-        std::sync::Arc::new(origin),
-        read_first,
-    )))
-}
-
-/// The credential files of the containers tools, in the order they read
-/// them: `REGISTRY_AUTH_FILE`, then `$XDG_RUNTIME_DIR/containers/auth.json`,
-/// then `~/.config/containers/auth.json` (the same format as docker's).
-#[cfg(feature = "http")]
-fn containers_auth_files() -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    if let Some(file) = std::env::var_os("REGISTRY_AUTH_FILE") {
-        files.push(PathBuf::from(file));
-    }
-    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
-        files.push(PathBuf::from(dir).join("containers/auth.json"));
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        files.push(PathBuf::from(home).join(".config/containers/auth.json"));
-    }
-    files
 }
 
 /// The repositories of the bundle `target` names: a layout, a bucket
@@ -570,55 +542,6 @@ pub async fn gc(
             place: target.to_owned(),
         }),
     }
-}
-
-/// Opens `input` (`SCHEME://REST`) with the loaded plugin that provides
-/// the scheme: its backend, and the tag or digest `REST` ends with. `None`
-/// when no loaded plugin provides it.
-#[cfg(feature = "plugins")]
-pub(crate) async fn open_plugin(
-    input: &str,
-    scheme: &str,
-    rest: &str,
-    options: &OpenOptions,
-) -> Result<Option<(orca_plugin_abi::PluginBackend, Option<Selector>)>> {
-    let Some((plugin, config)) = loaded_plugin(scheme, options) else {
-        return Ok(None);
-    };
-    let (location, selector) = crate::target::split_selector(input, rest)?;
-    Ok(Some((plugin.open(&location, &config).await?, selector)))
-}
-
-/// The loaded plugin that provides `scheme`, with its configuration
-/// string.
-#[cfg(feature = "plugins")]
-fn loaded_plugin<'a>(
-    scheme: &str,
-    options: &'a OpenOptions,
-) -> Option<(&'a orca_plugin_abi::Plugin, String)> {
-    let plugin = options.plugins.iter().find(|p| p.scheme() == scheme)?;
-    let config = options
-        .plugin_config
-        .get(scheme)
-        .cloned()
-        .unwrap_or_default();
-    Some((plugin, config))
-}
-
-/// Opens the layout storage of `input` (`SCHEME://REST`) with the loaded
-/// plugin that provides the scheme; `None` when no loaded plugin does.
-#[cfg(feature = "plugins")]
-async fn open_plugin_storage(
-    input: &str,
-    scheme: &str,
-    rest: &str,
-    options: &OpenOptions,
-) -> Result<Option<orca_plugin_abi::PluginStorage>> {
-    let Some((plugin, config)) = loaded_plugin(scheme, options) else {
-        return Ok(None);
-    };
-    let (location, _) = crate::target::split_selector(input, rest)?;
-    Ok(Some(plugin.open_storage(&location, &config).await?))
 }
 
 /// An S3 builder for `url` with the options' endpoint, region and TLS

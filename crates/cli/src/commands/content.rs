@@ -181,6 +181,25 @@ pub(crate) async fn tags(ctx: &Ctx, args: Tags) -> anyhow::Result<()> {
             opened.store().tags(&query).await?.entries
         }
     };
+    // A registry lists no tags for a repository it does not have: that is
+    // named as missing, not printed as an empty list.
+    if tags.is_empty()
+        && let Ok(orca::TargetSpec::Registry(reference)) = orca::TargetSpec::parse(&args.target)
+    {
+        let registry = orca::registry(reference.registry(), &ctx.open)?;
+        if registry
+            .repository(reference.repository())
+            .await?
+            .repository_unknown()
+            .await
+        {
+            return Err(orca::Error::NotFound {
+                what: format!("repository {}", reference.repository()),
+                place: reference.registry().to_owned(),
+            }
+            .into());
+        }
+    }
     if args.exclude_digest_tags {
         tags.retain(|t| !orca::referrers::is_digest_tag(t));
     }

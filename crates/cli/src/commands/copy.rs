@@ -103,31 +103,79 @@ pub(crate) async fn cp(ctx: &Ctx, args: Cp) -> anyhow::Result<()> {
         options.progress = Some(display.clone() as Arc<dyn orca::Progress>);
     }
     // What to copy, and under which tag: every tag of the source, or the
-    // one named (kept under the destination's tag, else the source's).
-    let jobs: Vec<(Selector, Option<String>)> = if args.all_tags {
+    // one named (kept under the destination's tag, else the source's). A
+    // bundle's names (`REPO:TAG`) go to the same repository of the
+    // destination bundle.
+    let jobs: Vec<Job> = if args.all_tags {
         let tags = source.store().tags_all().await?;
-        tags.into_iter()
-            .filter(|t| args.digest_tags || !orca::referrers::is_fallback_tag(t))
-            .map(|t| (Selector::Tag(t.clone()), Some(t)))
-            .collect()
+        let mut jobs = Vec::new();
+        for name in tags {
+            let Some((repository, tag)) = name.rsplit_once(':') else {
+                if args.digest_tags || !orca::referrers::is_fallback_tag(&name) {
+                    jobs.push(Job {
+                        repository: None,
+                        selector: Selector::Tag(name.clone()),
+                        tag: Some(name),
+                    });
+                }
+                continue;
+            };
+            if !args.digest_tags && orca::referrers::is_fallback_tag(tag) {
+                continue;
+            }
+            jobs.push(Job {
+                repository: Some(repository.to_owned()),
+                selector: Selector::Tag(tag.to_owned()),
+                tag: Some(tag.to_owned()),
+            });
+        }
+        if jobs.iter().any(|j| j.repository.is_some()) && destination.repository("x").is_none() {
+            return Err(Usage(format!(
+                "{} is a bundle (it names images REPO:TAG): copy it whole into a bundle (oci:DIR, oci-archive:FILE, s3://BUCKET/PREFIX), one repository at a time ({}:REPO), or into a registry with orca sync",
+                args.source, args.source
+            ))
+            .into());
+        }
+        jobs
     } else {
         let root = source.root().await?;
         let tag = destination.tag_for(&root);
-        vec![(root, tag)]
+        vec![Job {
+            repository: None,
+            selector: root,
+            tag,
+        }]
     };
     let started = Instant::now();
     let mut total = orca::CopyReport::default();
     let mut copied = Vec::new();
-    for (selector, tag) in &jobs {
-        let report = orca::copy(
-            &seen,
+    for job in &jobs {
+        let Job {
+            repository,
             selector,
-            destination.store(),
-            tag.as_deref(),
-            &options,
-        )
+            tag,
+        } = job;
+        let report = async {
+            let (from, to) = match repository {
+                Some(repository) => (
+                    view(&source, repository, converting)?,
+                    destination
+                        .repository(repository)
+                        .context("the destination is no bundle")??,
+                ),
+                None => (seen.clone(), destination.store().clone()),
+            };
+            let report = orca::copy(&from, selector, &to, tag.as_deref(), &options).await?;
+            anyhow::Ok(report)
+        }
         .await
-        .with_context(|| format!("copying {selector} to {}", args.destination));
+        .with_context(|| {
+            format!(
+                "copying {} to {}",
+                source.reference(repository.as_deref(), Some(&selector.to_string()), None),
+                args.destination
+            )
+        });
         let report = match report {
             Ok(report) => report,
             Err(e) => {
@@ -152,7 +200,16 @@ pub(crate) async fn cp(ctx: &Ctx, args: Cp) -> anyhow::Result<()> {
                 original.digest, root.digest
             ));
         }
-        copied.push((selector.clone(), tag.clone(), report.root));
+        let from = match selector {
+            Selector::Tag(tag) => source.reference(repository.as_deref(), Some(tag), None),
+            Selector::Digest(digest) => source.reference(repository.as_deref(), None, Some(digest)),
+        };
+        let to = destination.reference(
+            repository.as_deref(),
+            tag.as_deref(),
+            report.root.as_ref().map(|d| &d.digest),
+        );
+        copied.push((from, to, tag.clone(), report.root));
     }
     if let Some(display) = &display {
         display.finish();
@@ -165,23 +222,18 @@ pub(crate) async fn cp(ctx: &Ctx, args: Cp) -> anyhow::Result<()> {
     ctx.note(&summary(&total, elapsed));
     let text = copied
         .iter()
-        .map(|(selector, tag, root)| {
-            let digest = root
-                .as_ref()
-                .map(|d| d.digest.to_string())
-                .unwrap_or_default();
-            match tag {
-                Some(tag) => format!("{selector} -> {tag} {digest}"),
-                None => format!("{selector} -> {digest}"),
-            }
+        .map(|(from, to, tag, root)| match (tag, root) {
+            (Some(_), Some(root)) => format!("{from} -> {to} {}", root.digest),
+            _ => format!("{from} -> {to}"),
         })
         .collect::<Vec<_>>()
         .join("\n");
     let json = serde_json::json!({
         "source": args.source,
         "destination": args.destination,
-        "copied": copied.iter().map(|(selector, tag, root)| serde_json::json!({
-            "source": selector.to_string(),
+        "copied": copied.iter().map(|(from, to, tag, root)| serde_json::json!({
+            "source": from,
+            "destination": to,
             "tag": tag,
             "manifest": root.as_ref().map(descriptor_json),
         })).collect::<Vec<_>>(),
@@ -195,6 +247,27 @@ pub(crate) async fn cp(ctx: &Ctx, args: Cp) -> anyhow::Result<()> {
         },
     });
     ctx.emit(&text, &json)
+}
+
+/// One image of a copy: from which repository of a bundle (none for a
+/// store named as one repository), what, and under which tag.
+struct Job {
+    repository: Option<String>,
+    selector: Selector,
+    tag: Option<String>,
+}
+
+/// One repository of the source bundle, seen as the copy sees the source
+/// (converted to OCI media types when asked).
+fn view(source: &orca::Target, repository: &str, converting: bool) -> anyhow::Result<orca::Store> {
+    let store = source
+        .repository(repository)
+        .context("the source is no bundle")??;
+    Ok(if converting {
+        orca::Store::new(orca::convert::OciView::new(store))
+    } else {
+        store
+    })
 }
 
 /// USER:PASSWORD as a pair (a password given on the command line is

@@ -161,3 +161,66 @@ fn docker_media_types_are_converted_for_skopeo() {
         digest(&json(path, &["resolve", &docker]))
     );
 }
+
+#[test]
+fn cp_all_tags_copies_a_bundle_whole_into_another_bundle() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path();
+    std::fs::write(path.join("a.txt"), b"in one/app\n").expect("write");
+    std::fs::write(path.join("b.txt"), b"in two/x/y\n").expect("write");
+    let one = json(path, &["push", "oci:./src:one/app:v1", "a.txt"]);
+    let two = json(path, &["push", "oci:./src:two/x/y:v2", "b.txt"]);
+    let bucket = crate::common::s3("whole");
+
+    // Layout → archive → bucket → layout: every name kept, digests kept,
+    // and each line of the output a target that can be typed.
+    let out = ok(path, &["cp", "-a", "oci:./src", "oci-archive:./whole.tar"]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            format!(
+                "oci:./src:one/app:v1 -> oci-archive:./whole.tar:one/app:v1 {}",
+                digest(&one)
+            ),
+            format!(
+                "oci:./src:two/x/y:v2 -> oci-archive:./whole.tar:two/x/y:v2 {}",
+                digest(&two)
+            ),
+        ],
+        "{out}"
+    );
+    ok(path, &["cp", "-a", "oci-archive:./whole.tar", &bucket]);
+    ok(path, &["cp", "-a", &bucket, "oci:./back"]);
+    let names = json(path, &["tags", "oci:./back"]);
+    assert_eq!(
+        names["tags"],
+        serde_json::json!(["one/app:v1", "two/x/y:v2"])
+    );
+    assert_eq!(
+        digest(&json(path, &["resolve", "oci:./back:one/app:v1"])),
+        digest(&one)
+    );
+    assert_eq!(
+        digest(&json(path, &["resolve", "oci:./back:two/x/y:v2"])),
+        digest(&two)
+    );
+    let repos = ok(path, &["repos", &bucket]);
+    assert_eq!(
+        repos.lines().collect::<Vec<_>>(),
+        ["one/app", "two/x/y"],
+        "{repos}"
+    );
+
+    // A bundle does not fit into one registry repository: refused, with
+    // what to do instead, before anything is written.
+    let registry = format!("{}/{}", RegistryServer::shared().host(), unique("whole"));
+    let refused = crate::common::run(path, &["cp", "-a", "oci:./src", &registry]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("orca sync") && stderr.contains("oci:./src:REPO"),
+        "{stderr}"
+    );
+    let tags = crate::common::run(path, &["tags", &registry]);
+    assert_eq!(tags.status.code(), Some(3), "{tags:?}");
+}

@@ -186,6 +186,56 @@ fn sync_fills_prunes_and_restores_a_bundle_in_a_plugin_backend() {
         "{again}"
     );
 
+    // One repository of the plugin's bundle, as `oci:DIR:REPO[:TAG]` names
+    // one of a layout: read, written and listed.
+    let app = format!("{bundle}:{prefix}/app");
+    let app_tags = json(path, &["--plugin", plugin, "tags", &app]);
+    assert_eq!(
+        app_tags["tags"],
+        serde_json::json!(["1.0", "2.0"]),
+        "{app_tags}"
+    );
+    let from_bundle = json(
+        path,
+        &["--plugin", plugin, "resolve", &format!("{app}:2.0")],
+    );
+    let from_registry = json(
+        path,
+        &["resolve", &format!("{}/{prefix}/app:2.0", registry.host())],
+    );
+    assert_eq!(digest(&from_bundle), digest(&from_registry));
+    ok(
+        path,
+        &[
+            "--plugin",
+            plugin,
+            "cp",
+            &format!("{app}:2.0"),
+            &format!("{bundle}:{prefix}/copied:v9"),
+        ],
+    );
+    let repos = ok(path, &["--plugin", plugin, "repos", &bundle]);
+    assert!(repos.contains(&format!("{prefix}/copied\n")), "{repos}");
+    let copied = json(
+        path,
+        &[
+            "--plugin",
+            plugin,
+            "resolve",
+            &format!("{bundle}:{prefix}/copied:v9"),
+        ],
+    );
+    assert_eq!(digest(&copied), digest(&from_registry));
+    ok(
+        path,
+        &[
+            "--plugin",
+            plugin,
+            "untag",
+            &format!("{bundle}:{prefix}/copied:v9"),
+        ],
+    );
+
     // A prune works on a backend without garbage collection.
     ok(
         path,

@@ -110,13 +110,12 @@ pub(super) async fn place(text: &str, options: &OpenOptions, target: bool) -> Re
     }
     #[cfg(feature = "plugins")]
     if let Some((scheme, rest)) = text.split_once("://")
-        && let Some((backend, selector)) =
-            crate::open::open_plugin(text, scheme, rest, options).await?
+        && let Some(opened) = crate::open::open_plugin(text, scheme, rest, options).await?
     {
-        if selector.is_some() {
+        if opened.selector.is_some() {
             return Err(names_repositories(text));
         }
-        return Ok(bundle(Arc::new(backend), None, false));
+        return Ok(bundle(Arc::new(opened.backend), opened.repository, false));
     }
     if text.contains("://") || text.starts_with("docker-archive:") {
         return Err(Error::InvalidReference {
