@@ -203,6 +203,28 @@ impl Client {
         format!("{}{path}", self.base)
     }
 
+    /// Whether the host, asked once over HTTPS (`GET /v2/`, no retry),
+    /// answered in plain HTTP: the TLS handshake met an HTTP response.
+    /// `false` for a client that speaks plain HTTP already.
+    pub(crate) async fn answers_plain_http(&self) -> bool {
+        if !self.base.starts_with("https://") {
+            return false;
+        }
+        let Err(e) = self.http.get(self.url("/v2/")).send().await else {
+            return false;
+        };
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(error) = source {
+            let text = error.to_string();
+            // rustls, meeting `HTTP/1.1 400` where a TLS record should be.
+            if text.contains("InvalidContentType") || text.contains("corrupt message") {
+                return true;
+            }
+            source = error.source();
+        }
+        false
+    }
+
     /// Resolves a `Location` (absolute, or relative to the host).
     pub(crate) fn resolve_location(&self, location: &str) -> String {
         if location.starts_with("http://") || location.starts_with("https://") {

@@ -43,6 +43,14 @@ impl Registry {
         &self.client.host
     }
 
+    /// Whether the registry, spoken to over HTTPS, answers only in plain
+    /// HTTP (one `GET /v2/`, not tried again). What an insecure client
+    /// falls back on, as crane's `--insecure` and skopeo's
+    /// `--tls-verify=false` do.
+    pub async fn answers_plain_http(&self) -> bool {
+        self.client.answers_plain_http().await
+    }
+
     /// Opens repository `name`, asking the registry whether it offers the
     /// Referrers API (`GET /v2/<name>/referrers/<zero digest>`). An answer
     /// that holds for the whole host (an index, or Go's router saying the

@@ -50,7 +50,8 @@ pub(crate) struct Global {
     /// No progress display.
     #[arg(long, global = true)]
     pub(crate) no_progress: bool,
-    /// Accept any TLS certificate (registries and S3).
+    /// Accept any TLS certificate (registries and S3), and speak plain
+    /// HTTP to a registry that answers only that (as crane's --insecure).
     #[arg(long, global = true)]
     pub(crate) insecure: bool,
     /// Speak plain HTTP to registries.

@@ -92,10 +92,16 @@ fn hint(e: &anyhow::Error, plain_http: bool) -> Option<String> {
             || text.contains("received corrupt message"))
     {
         return Some(
-            "the server answered plain HTTP, not HTTPS: add --plain-http (--insecure only accepts any certificate)".into(),
+            "the server answered plain HTTP, not HTTPS: add --plain-http (or --insecure, which also accepts any certificate)".into(),
         );
     }
-    if text.contains("169.254.169.254") || text.contains("instance metadata") {
+    // With no credentials, the S3 client asks the instance metadata service
+    // (at 169.254.169.254, or AWS_METADATA_ENDPOINT) for some.
+    if text.contains("169.254.169.254")
+        || text.contains("instance metadata")
+        || text.contains("/latest/api/token")
+        || text.contains("/latest/meta-data")
+    {
         return Some(
             "no AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (and AWS_ENDPOINT_URL or --s3-endpoint for a server other than AWS)".into(),
         );

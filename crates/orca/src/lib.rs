@@ -44,9 +44,9 @@ pub use helpers::{
 pub use hosts::RegistryFile;
 #[cfg(feature = "http")]
 pub use hosts::RegistrySettings;
-#[cfg(feature = "http")]
-pub use open::registry;
 pub use open::{Access, Notice, OpenOptions, Target, gc, open, open_spec, repositories};
+#[cfg(feature = "http")]
+pub use open::{connect, registry};
 pub use orca_core::artifact::{Form, Packed};
 pub use orca_core::copy::{CopyOptions, CopyReport, Event, Progress, copy};
 pub use orca_core::referrers::{ReferrerList, Via};

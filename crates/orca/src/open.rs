@@ -19,6 +19,8 @@ pub(crate) use plugin::open_plugin;
 #[cfg(feature = "plugins")]
 use plugin::open_plugin_storage;
 #[cfg(feature = "http")]
+pub use registry::connect;
+#[cfg(feature = "http")]
 pub use registry::registry;
 #[cfg(feature = "http")]
 pub(crate) use registry::registry_store;
@@ -294,7 +296,7 @@ pub async fn open_spec(
     let store = match spec {
         #[cfg(feature = "http")]
         TargetSpec::Registry(reference) => {
-            let registry = registry(reference.registry(), options)?;
+            let registry = registry::connect(reference.registry(), options).await?;
             registry_store(
                 &registry,
                 reference.repository(),

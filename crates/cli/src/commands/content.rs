@@ -186,7 +186,7 @@ pub(crate) async fn tags(ctx: &Ctx, args: Tags) -> anyhow::Result<()> {
     if tags.is_empty()
         && let Ok(orca::TargetSpec::Registry(reference)) = orca::TargetSpec::parse(&args.target)
     {
-        let registry = orca::registry(reference.registry(), &ctx.open)?;
+        let registry = orca::connect(reference.registry(), &ctx.open).await?;
         if registry
             .repository(reference.repository())
             .await?
@@ -223,7 +223,7 @@ pub(crate) async fn repos(ctx: &Ctx, args: Repos) -> anyhow::Result<()> {
         }
         return ctx.emit(&all.join("\n"), &serde_json::json!({ "repositories": all }));
     }
-    let registry = orca::registry(&args.host, &ctx.open)?;
+    let registry = orca::connect(&args.host, &ctx.open).await?;
     let listed = match args.n {
         // One page of `n`.
         Some(n) => registry

@@ -44,7 +44,7 @@ pub(crate) async fn login(ctx: &Ctx, host: &str) -> anyhow::Result<()> {
     };
     let mut options = ctx.open.clone();
     options.credentials = Some((username.clone(), password.clone()));
-    let registry = orca::registry(host, &options)?;
+    let registry = orca::connect(host, &options).await?;
     registry
         .check_credentials()
         .await

@@ -177,6 +177,38 @@ fn mistakes_get_a_hint() {
         text.contains("hint: ") && text.contains("--plain-http"),
         "{text}"
     );
+    // No AWS credentials anywhere: one hint naming the variables (the
+    // metadata service asked is a closed port here, as it is off EC2).
+    let output = crate::common::orca(path)
+        .current_dir(path)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9")
+        .args(["tags", &format!("{}:v1", crate::common::s3("nocreds"))])
+        .output()
+        .expect("run orca");
+    let text = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("hint: no AWS credentials were found: set AWS_ACCESS_KEY_ID"),
+        "{text}"
+    );
+    // --insecure speaks plain HTTP to a registry that answers only that, as
+    // crane's --insecure does, and says so.
+    let output = run(
+        path,
+        &[
+            "--insecure",
+            "--ca-file",
+            ca.to_str().expect("utf-8"),
+            "tags",
+            &there,
+        ],
+    );
+    let text = stderr_of(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("answered plain HTTP"), "{text}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "v1");
 
     // A rejected password: exit 4, and what to do.
     let secured = orca_testkit::RegistryServer::shared_htpasswd();

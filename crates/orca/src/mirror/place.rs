@@ -128,7 +128,7 @@ pub(super) async fn place(text: &str, options: &OpenOptions, target: bool) -> Re
         });
     }
     let (host, path) = text.split_once('/').unwrap_or((text, ""));
-    let registry = crate::open::registry(host, options)?;
+    let registry = crate::open::connect(host, options).await?;
     let host = host.to_owned();
     let reading = (!target).then(|| options.clone());
     if path.is_empty() || path.ends_with('/') {

@@ -75,6 +75,29 @@ pub fn registry(host: &str, options: &OpenOptions) -> Result<orca_backend_http::
     builder.build()
 }
 
+/// A registry client for `host` as [`registry`] builds it; when it may
+/// accept any certificate (`insecure`, on the command line or in the
+/// host's settings) and would speak HTTPS, a host that answers only plain
+/// HTTP is spoken to in plain HTTP, as crane's `--insecure` and skopeo's
+/// `--tls-verify=false` allow (one `GET /v2/` to learn it).
+pub async fn connect(host: &str, options: &OpenOptions) -> Result<orca_backend_http::Registry> {
+    let client = registry(host, options)?;
+    let settings = options.registries.get(&host.to_ascii_lowercase());
+    let insecure = options.insecure || settings.is_some_and(|s| s.insecure == Some(true));
+    let plain = options.plain_http.or(settings.and_then(|s| s.plain_http));
+    if !insecure || plain == Some(true) || !client.answers_plain_http().await {
+        return Ok(client);
+    }
+    if let Some(notice) = &options.on_retry {
+        notice(&format!(
+            "{host} answered plain HTTP, not HTTPS; speaking plain HTTP to it (--insecure)"
+        ));
+    }
+    let mut plain = options.clone();
+    plain.plain_http = Some(true);
+    registry(host, &plain)
+}
+
 /// One repository of `registry`; read (`reading`) through the mirrors its
 /// host's settings list, when they list any.
 pub(crate) async fn registry_store(
@@ -97,7 +120,7 @@ pub(crate) async fn registry_store(
     let mut read_first: Vec<std::sync::Arc<dyn orca_core::Backend>> = Vec::new();
     for mirror in &mirrors {
         let (host, prefix) = crate::hosts::split_mirror(mirror);
-        let client = self::registry(host, options)?;
+        let client = connect(host, options).await?;
         read_first.push(std::sync::Arc::new(
             client.repository(&format!("{prefix}{repository}")).await?,
         ));
