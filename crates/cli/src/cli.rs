@@ -130,7 +130,8 @@ pub(crate) enum Command {
         after_help = "Example:\n  orca push oci:./layout:sbom sbom.json:application/spdx+json --artifact-type application/vnd.example.sbom"
     )]
     Push(Push),
-    /// Pull an artifact's files into a directory (by their titles).
+    /// Pull an artifact's files into a directory (by their titles; a
+    /// packed directory is unpacked).
     #[command(after_help = "Example:\n  orca pull oci:./layout:sbom -o ./out")]
     Pull(Pull),
     /// Attach files to a manifest as a referrer.
@@ -315,11 +316,16 @@ pub(crate) struct DestEnd {
 pub(crate) struct Push {
     /// Where to (with a tag).
     pub(crate) target: String,
-    /// Files, each FILE or FILE:MEDIATYPE.
+    /// Files, each FILE or FILE:MEDIATYPE. A directory is packed as one
+    /// gzip-compressed tar layer (as oras packs it) that `pull` unpacks.
     #[arg(required = true)]
     pub(crate) files: Vec<String>,
     #[command(flatten)]
     pub(crate) artifact: ArtifactArgs,
+    /// Also write the manifest pushed to this file (oras's
+    /// --export-manifest).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) export_manifest: Option<PathBuf>,
     /// A config file, FILE or FILE:MEDIATYPE (default: the empty config).
     #[arg(long, value_name = "FILE[:MEDIATYPE]")]
     pub(crate) config: Option<String>,

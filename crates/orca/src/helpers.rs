@@ -64,6 +64,8 @@ pub async fn push_files_reported(
             .files
             .iter()
             .filter_map(|(path, _)| std::fs::metadata(path).ok())
+            // A directory's size is known once it is packed.
+            .filter(std::fs::Metadata::is_file)
             .map(|m| m.len());
         let mut totals = orca_core::copy::Totals::default();
         totals.blobs = files.files.len() as u64;
@@ -73,9 +75,14 @@ pub async fn push_files_reported(
     }
     let mut layers = Vec::new();
     for (path, media_type) in &files.files {
-        layers.push(
-            artifact::push_file_reported(store, path, media_type.clone(), None, progress).await?,
-        );
+        // A directory goes as one tar layer, unpacked again by a pull.
+        let layer = if path.is_dir() {
+            artifact::push_directory_reported(store, path, Some(media_type.clone()), None, progress)
+                .await?
+        } else {
+            artifact::push_file_reported(store, path, media_type.clone(), None, progress).await?
+        };
+        layers.push(layer);
     }
     let config = match &files.config {
         Some((path, media_type)) => Some(

@@ -12,13 +12,29 @@ const DEFAULT_FILE_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 
 fn files(args: &ArtifactArgs, list: &[String]) -> anyhow::Result<Files> {
     let default = MediaType::new(DEFAULT_FILE_TYPE);
+    // A directory is packed as a gzip-compressed tar, as oras packs it.
+    let directory = MediaType::new(orca::artifact::DIRECTORY_MEDIA_TYPE);
     let mut files = Files::new(
         MediaType::new(&args.artifact_type),
-        list.iter().map(|f| file_arg(f, &default)).collect(),
+        list.iter()
+            .map(|f| {
+                let (path, media_type) = file_arg(f, &default);
+                let given = f.len() > path.as_os_str().len();
+                if path.is_dir() && !given {
+                    (path, directory.clone())
+                } else {
+                    (path, media_type)
+                }
+            })
+            .collect(),
     );
     for (path, _) in &files.files {
-        if !path.is_file() {
-            return Err(Usage(format!("{} is not a file", path.display())).into());
+        if !path.is_file() && !path.is_dir() {
+            return Err(Usage(format!(
+                "{} is neither a file nor a directory",
+                path.display()
+            ))
+            .into());
         }
     }
     files.annotations = annotations(&args.annotations, args.annotation_file.as_ref())?;
@@ -73,6 +89,11 @@ pub(crate) async fn push(ctx: &Ctx, args: Push) -> anyhow::Result<()> {
     let packed = packed.with_context(|| format!("pushing to {}", args.target))?;
     if let Some(display) = &display {
         ctx.note(&display.summary("pushed", started.elapsed()));
+    }
+    if let Some(path) = &args.export_manifest {
+        let bytes = target.store().fetch_bytes(&packed.descriptor).await?;
+        crate::commands::write_whole(path, &bytes)
+            .with_context(|| format!("exporting the manifest to {}", path.display()))?;
     }
     target.finish().await?;
     let mut json = descriptor_json(&packed.descriptor);

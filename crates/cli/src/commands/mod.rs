@@ -318,3 +318,24 @@ async fn plugins(ctx: &Ctx) -> anyhow::Result<()> {
     }
     ctx.emit(&text.join("\n"), &serde_json::json!({ "plugins": json }))
 }
+
+/// Writes `bytes` to `path` whole: into a new file beside it, then renamed
+/// over it, so a reader never sees half of it.
+pub(crate) fn write_whole(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Usage(format!("{} names no file", path.display())))?;
+    let temp = path.with_file_name(format!(".{name}.orca-{}", std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    Ok(written?)
+}

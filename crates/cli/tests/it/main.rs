@@ -4,6 +4,7 @@
 mod bundles;
 mod commands;
 mod common;
+mod directories;
 mod interrupted;
 mod login;
 mod matrix;
