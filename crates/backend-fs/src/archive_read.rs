@@ -73,6 +73,8 @@ struct Inner {
     blobs: HashMap<Digest, Span>,
     synthetic: HashMap<Digest, Bytes>,
     images: Vec<ArchiveImage>,
+    /// A docker-archive (`manifest.json`): its images are named whole.
+    docker: bool,
 }
 
 /// An image archive opened for reading. Cheap to clone.
@@ -131,6 +133,7 @@ impl Archive {
                 blobs,
                 synthetic,
                 images,
+                docker,
             }),
             repository: None,
         })
@@ -152,10 +155,13 @@ impl Archive {
     }
 
     /// An image's tag as this view names it: within the repository for a
-    /// repository's view, as listed otherwise.
+    /// repository's view; otherwise as listed, or, in a docker-archive, by
+    /// its whole `REPO:TAG` name (as `docker load` names it, and as a
+    /// bundle's names read).
     fn tag_of<'a>(&self, image: &'a ArchiveImage) -> Option<&'a str> {
         match &self.repository {
             Some(_) => image.short_tag(),
+            None if self.inner.docker => image.name.as_deref().or(image.tag.as_deref()),
             None => image.tag.as_deref(),
         }
     }
@@ -356,7 +362,12 @@ impl Backend for Archive {
             Selector::Tag(tag) => {
                 let matches: Vec<&ArchiveImage> = self
                     .visible()
-                    .filter(|i| self.tag_of(i) == Some(tag.as_str()))
+                    // A docker-archive's image is found by its whole name,
+                    // or by its tag alone where that is not ambiguous.
+                    .filter(|i| {
+                        self.tag_of(i) == Some(tag.as_str())
+                            || (self.repository.is_none() && i.tag.as_deref() == Some(tag.as_str()))
+                    })
                     .collect();
                 let digests: BTreeSet<&Digest> =
                     matches.iter().map(|i| &i.descriptor.digest).collect();

@@ -73,6 +73,9 @@ fn round_trips_on_every_backend() {
     );
     let tags = json(path, &["tags", "docker-archive:./image.tar:example/app:v1"]);
     assert_eq!(tags["tags"], serde_json::json!(["v1"]));
+    // The whole archive lists its images by name, as docker load names them.
+    let whole = json(path, &["tags", "docker-archive:./image.tar"]);
+    assert_eq!(whole["tags"], serde_json::json!(["example/app:v1"]));
     let inspected = json(
         path,
         &["inspect", "docker-archive:./image.tar:example/app:v1"],
