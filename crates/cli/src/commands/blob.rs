@@ -80,20 +80,29 @@ pub(crate) async fn blob(ctx: &Ctx, command: crate::cli::BlobCommand) -> anyhow:
         } => {
             let opened = open(ctx, &target, Access::Write).await?;
             let media_type = MediaType::new(&media_type);
-            let descriptor = if file == "-" {
-                let mut bytes = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
-                    .context("reading the blob from stdin")?;
-                opened.store().push_bytes(media_type, bytes).await?
+            let path = std::path::PathBuf::from(&file);
+            // What can be read only once (stdin, a pipe, a FIFO) is spooled
+            // to a temporary file first; a file is read where it is. Either
+            // way it is hashed, then streamed: memory stays flat.
+            let regular = file != "-" && std::fs::metadata(&path).is_ok_and(|m| m.is_file());
+            let spool = if regular {
+                None
             } else {
-                // Hashed, then streamed: memory stays flat. The title the
-                // helper adds belongs to artifacts, not to a bare blob.
-                let path = std::path::Path::new(&file);
-                orca::artifact::push_file(opened.store(), path, media_type, None)
-                    .await
-                    .with_context(|| format!("pushing {file}"))?
-                    .plain()
+                let from = path.clone();
+                Some(
+                    tokio::task::spawn_blocking(move || spool(&from))
+                        .await?
+                        .with_context(|| format!("reading the blob from {file}"))?,
+                )
             };
+            let read_from = spool.as_ref().map_or(path.as_path(), |s| s.path());
+            // The title the helper adds belongs to artifacts, not to a bare
+            // blob.
+            let descriptor = orca::artifact::push_file(opened.store(), read_from, media_type, None)
+                .await
+                .with_context(|| format!("pushing {file}"))?
+                .plain();
+            drop(spool);
             opened.finish().await?;
             ctx.emit(
                 &descriptor.digest.to_string(),
@@ -160,4 +169,18 @@ fn hash_reader(
         digester.update(&buffer[..n]);
     }
     Ok(digester.finish())
+}
+
+/// Copies what `path` (`-`: stdin) gives, once, into a new temporary file
+/// (removed when dropped).
+fn spool(path: &std::path::Path) -> anyhow::Result<tempfile::NamedTempFile> {
+    let mut spooled = tempfile::NamedTempFile::new().context("creating a temporary file")?;
+    if path == std::path::Path::new("-") {
+        std::io::copy(&mut std::io::stdin().lock(), spooled.as_file_mut())?;
+    } else {
+        let mut source = std::fs::File::open(path)?;
+        std::io::copy(&mut source, spooled.as_file_mut())?;
+    }
+    spooled.as_file().sync_all()?;
+    Ok(spooled)
 }

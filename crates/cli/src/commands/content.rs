@@ -340,6 +340,17 @@ pub(crate) async fn gc(ctx: &Ctx, args: Gc) -> anyhow::Result<()> {
     for (digest, bytes) in &report.blobs {
         text.push_str(&format!("\n  {digest} {}", size(*bytes)));
     }
+    if !report.tags.is_empty() {
+        text.push_str(&format!(
+            "\n{} {} (referrers indexes of the images collected)",
+            if report.removed {
+                "untagged"
+            } else {
+                "would untag"
+            },
+            report.tags.join(", ")
+        ));
+    }
     if !report.young.is_empty() {
         let young: u64 = report.young.iter().map(|(_, s)| s).sum();
         text.push_str(&format!(
@@ -381,6 +392,7 @@ pub(crate) async fn gc(ctx: &Ctx, args: Gc) -> anyhow::Result<()> {
             "staging_age_seconds": options.staging_age().as_secs(),
             "blobs": report.blobs.iter().map(|(d, s)| serde_json::json!({"digest": d.to_string(), "size": s})).collect::<Vec<_>>(),
             "staging": report.staging,
+            "tags": report.tags,
             "young": report.young.iter().map(|(d, s)| serde_json::json!({"digest": d.to_string(), "size": s})).collect::<Vec<_>>(),
             "grace_seconds": args.grace.as_secs(),
         }),

@@ -426,8 +426,27 @@ fn blobs_tags_repositories_and_gc() {
     assert_eq!(dry["removed"], false);
     let found = dry["blobs"].as_array().map(Vec::len).unwrap_or(0);
     assert!(found >= 1, "{dry}");
+    // The referrers index of the deleted manifest goes with it, and the dry
+    // run names its fallback tag.
+    let fallback = dry["tags"][0].as_str().unwrap_or_default().to_owned();
+    assert!(fallback.starts_with("sha256-"), "{dry}");
+    let said = ok(path, &["gc", "oci:./tags", "--dry-run", "--grace", "0"]);
+    assert!(
+        said.contains(&format!("would untag {fallback} (referrers indexes")),
+        "{said}"
+    );
     let collected = json(path, &["gc", "oci:./tags", "--grace", "0", "--force"]);
     assert_eq!(collected["blobs"].as_array().map(Vec::len), Some(found));
+    assert_eq!(collected["tags"], dry["tags"]);
+    let left = json(path, &["tags", "oci:./tags"]);
+    assert!(
+        !left["tags"]
+            .as_array()
+            .expect("tags")
+            .iter()
+            .any(|t| t == fallback.as_str()),
+        "{left}"
+    );
     let version = json(path, &["version"]);
     assert!(version["version"].is_string());
 }
@@ -583,4 +602,56 @@ fn schema1_needs_the_flag_and_is_copied_verbatim_with_it() {
     );
     let resolved = json(path, &["resolve", "oci:./out:old", "--allow-schema1"]);
     assert_eq!(digest(&resolved), digest(&put));
+}
+
+/// `blob put` reads what can be read only once (a FIFO, stdin) once: it is
+/// spooled, then pushed as a file is.
+#[test]
+fn blob_put_reads_a_fifo_and_stdin_once() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path();
+    std::fs::create_dir(path.join("layout")).expect("mkdir");
+    let fifo = path.join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::write(fifo, b"through a fifo").expect("write fifo"))
+    };
+    let pushed = json(
+        path,
+        &["blob", "put", "oci:./layout", fifo.to_str().expect("utf-8")],
+    );
+    writer.join().expect("writer");
+    assert_eq!(pushed["size"], 14, "{pushed}");
+    let mut child = crate::common::orca(path)
+        .current_dir(path)
+        .args(["blob", "put", "oci:./layout", "-", "--format", "json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"through a fifo").expect("write stdin");
+    }
+    let output = child.wait_with_output().expect("wait");
+    assert!(output.status.success(), "{output:?}");
+    let from_stdin: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(from_stdin["digest"], pushed["digest"]);
+    let back = ok(
+        path,
+        &[
+            "blob",
+            "get",
+            &format!("oci:./layout@{}", digest(&pushed)),
+            "-o",
+            "-",
+        ],
+    );
+    assert_eq!(back, "through a fifo");
 }

@@ -121,6 +121,9 @@ pub struct GcReport {
     /// Unreachable blobs kept because they are younger than the grace
     /// period (or the storage does not say how old they are).
     pub young: Vec<(Digest, u64)>,
+    /// The `index.json` names that go with the blobs they name (referrers
+    /// indexes at fallback tags of collected images), or would go.
+    pub tags: Vec<String>,
 }
 
 impl GcReport {
@@ -134,6 +137,7 @@ impl GcReport {
             staging: 0,
             staging_kept: Vec::new(),
             young: Vec::new(),
+            tags: Vec::new(),
         }
     }
 }
@@ -168,9 +172,19 @@ impl<S: ObjectStorage> Layout<S> {
             let (index, version) = self.read_index().await?;
             let blobs = self.list_blobs(options.grace).await?;
             let (garbage, young) = self.unreachable(index.entries(), &blobs).await?;
+            // Names whose manifest goes leave index.json with it.
+            let doomed_set: HashSet<&Digest> = garbage.iter().map(|(d, _)| d).collect();
+            let mut dropped: Vec<String> = index
+                .entries()
+                .iter()
+                .filter(|d| doomed_set.contains(&d.digest))
+                .filter_map(|d| super::ref_name(d).map(str::to_owned))
+                .collect();
+            dropped.sort();
             if options.dry_run {
                 let mut report = GcReport::new(garbage, false);
                 report.young = young;
+                report.tags = dropped;
                 let age = options.staging_age();
                 for (key, size, old) in self.staging().await? {
                     if old.is_some_and(|old| old >= age) {
@@ -217,6 +231,7 @@ impl<S: ObjectStorage> Layout<S> {
             outcome?;
             let staging = self.storage().clean_staging(options.staging_age()).await?;
             let mut report = GcReport::new(garbage, true);
+            report.tags = dropped;
             report.staging = staging;
             report.staging_kept = self
                 .staging()
