@@ -223,16 +223,28 @@ pub(crate) async fn repos(ctx: &Ctx, args: Repos) -> anyhow::Result<()> {
         }
         return ctx.emit(&all.join("\n"), &serde_json::json!({ "repositories": all }));
     }
-    let registry = orca::connect(&args.host, &ctx.open).await?;
-    let listed = match args.n {
+    // `HOST/PREFIX` lists the repositories under the prefix (as sync reads
+    // it); the host alone, all of them.
+    let (host, prefix) = match args.host.split_once('/') {
+        Some((host, prefix)) => (host, Some(format!("{}/", prefix.trim_end_matches('/')))),
+        None => (args.host.as_str(), None),
+    };
+    let registry = orca::connect(host, &ctx.open).await?;
+    let listed = match (args.n, &prefix) {
         // One page of `n`.
-        Some(n) => registry
+        (Some(n), None) => registry
             .catalog(&ListQuery::page(args.last.clone(), n))
             .await
             .map(|page| page.entries),
-        None => registry.catalog_all(args.last.clone()).await,
+        _ => registry.catalog_all(args.last.clone()).await,
     };
-    let all = listed.with_context(|| format!("listing the repositories of {}", args.host))?;
+    let mut all = listed.with_context(|| format!("listing the repositories of {}", args.host))?;
+    if let Some(prefix) = &prefix {
+        all.retain(|name| name.starts_with(prefix.as_str()));
+        if let Some(n) = args.n {
+            all.truncate(n);
+        }
+    }
     ctx.emit(&all.join("\n"), &serde_json::json!({ "repositories": all }))
 }
 

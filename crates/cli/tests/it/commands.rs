@@ -403,6 +403,16 @@ fn blobs_tags_repositories_and_gc() {
             .any(|r| r == name),
         "{repositories}"
     );
+    // HOST/PREFIX lists the repositories under the prefix only.
+    ok(
+        path,
+        &["cp", "oci:./tags:v1", &format!("{repository}/inner:v1")],
+    );
+    let under = json(path, &["repos", &repository]);
+    assert_eq!(
+        under["repositories"],
+        serde_json::json!([format!("{name}/inner")])
+    );
 
     // A deleted manifest's blobs are garbage. Written just now, they are
     // within the default grace period (and the referrer left without its
