@@ -67,6 +67,12 @@ pub struct Bucket {
 }
 
 impl Bucket {
+    /// The prefix of the layout in its bucket (empty for the bucket's
+    /// root), as [`ObjectStorage::adopt`] takes it from another layout.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// Makes sure, once per handle, that the store honours the conditional
     /// writes every guarantee of the layout rests on: a second create of
     /// an object must fail (`If-None-Match: *`), and so must a write

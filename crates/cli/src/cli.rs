@@ -204,6 +204,12 @@ pub(crate) enum Command {
     /// Show the loaded plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Serve a registry (the OCI distribution API, with the Referrers API)
+    /// over a root of repositories, one OCI image layout each.
+    #[command(
+        after_help = "Roots:\n  memory                    in this process, gone when it stops\n  oci:DIR                   DIR/<repo>/ is an OCI image layout (skopeo, umoci and orca cp oci: read it)\n  s3://BUCKET[/PREFIX]      the same layouts in a bucket (AWS_* environment)\n  SCHEME://LOCATION         a plugin's layout storage (--plugin)\n\nExample:\n  orca serve oci:./registry --listen 127.0.0.1:5000"
+    )]
+    Serve(Serve),
     /// Print shell completions.
     #[command(after_help = "Example:\n  orca completions bash > /etc/bash_completion.d/orca")]
     Completions(Completions),
@@ -694,6 +700,17 @@ pub(crate) struct DigestArgs {
 pub(crate) struct Host {
     /// The registry host (`registry.example:5000`; `docker.io` for Docker Hub).
     pub(crate) host: String,
+}
+
+/// `orca serve`.
+#[derive(Debug, Args)]
+pub(crate) struct Serve {
+    /// Where the repositories are: memory, oci:DIR, s3://BUCKET[/PREFIX]
+    /// or a plugin's SCHEME://LOCATION.
+    pub(crate) root: String,
+    /// The address to listen on (port 0: any free port, said on stderr).
+    #[arg(long, default_value = "127.0.0.1:5000", value_name = "HOST:PORT")]
+    pub(crate) listen: String,
 }
 
 /// `orca completions`.

@@ -33,6 +33,7 @@ pub mod mirror;
 #[cfg(feature = "http")]
 mod mirrored;
 mod open;
+mod root;
 mod target;
 
 pub use orca_core::*;
@@ -50,6 +51,7 @@ pub use open::{connect, registry};
 pub use orca_core::artifact::{Form, Packed};
 pub use orca_core::copy::{CopyOptions, CopyReport, Event, Progress, copy};
 pub use orca_core::referrers::{ReferrerList, Via};
+pub use root::{Repository, Root};
 pub use target::{FORMS, TargetSpec};
 
 /// OCI image layout directories, and oci-archive / docker-archive tars.

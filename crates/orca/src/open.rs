@@ -17,7 +17,7 @@ mod registry;
 #[cfg(feature = "plugins")]
 pub(crate) use plugin::open_plugin;
 #[cfg(feature = "plugins")]
-use plugin::open_plugin_storage;
+pub(crate) use plugin::open_plugin_storage;
 #[cfg(feature = "http")]
 pub use registry::connect;
 #[cfg(feature = "http")]

@@ -7,6 +7,7 @@ mod content;
 mod copy;
 mod login;
 mod registry;
+mod serve;
 mod sync;
 
 use std::collections::BTreeMap;
@@ -54,6 +55,7 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Digest(args) => blob::digest(ctx, args),
         Command::Gc(args) => content::gc(ctx, args).await,
         Command::Sync(args) => sync::sync(ctx, args).await,
+        Command::Serve(args) => serve::serve(ctx, args).await,
         Command::Completions(args) => {
             use clap::CommandFactory;
             let mut command = crate::cli::Cli::command();

@@ -69,7 +69,7 @@ fn loaded_plugin<'a>(
 
 /// Opens the layout storage of `input` (`SCHEME://REST`) with the loaded
 /// plugin that provides the scheme; `None` when no loaded plugin does.
-pub(super) async fn open_plugin_storage(
+pub(crate) async fn open_plugin_storage(
     input: &str,
     scheme: &str,
     rest: &str,

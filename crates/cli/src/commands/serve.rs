@@ -1,0 +1,25 @@
+//! `orca serve ROOT`: a registry over a root of repositories (memory,
+//! `oci:DIR`, `s3://BUCKET/PREFIX`, a plugin's `SCHEME://LOCATION`), until
+//! Ctrl-C or `SIGTERM`, when requests in flight finish.
+
+use anyhow::Context as _;
+
+use crate::cli::Serve;
+use crate::output::Ctx;
+
+pub(crate) async fn serve(ctx: &Ctx, args: Serve) -> anyhow::Result<()> {
+    let root = orca::Root::open(&args.root, &ctx.open)
+        .with_context(|| format!("opening {}", args.root))?;
+    let server = orca_server::Server::new(root);
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    ctx.note(&format!("serving {} at http://{address}", args.root));
+    server
+        .serve(listener, super::sync::stop_signal())
+        .await
+        .with_context(|| format!("serving {}", args.root))?;
+    ctx.note("stopped");
+    Ok(())
+}

@@ -1,0 +1,317 @@
+//! A root of many repositories, one OCI image layout each, as `orca serve`
+//! keeps them: `oci:DIR` holds `DIR/<repo>/`, `s3://BUCKET/PREFIX` holds
+//! `PREFIX/<repo>/`, `SCHEME://LOCATION` a plugin's `LOCATION/<repo>`, and
+//! `memory` keeps them in the process. Each repository is a [`Store`] over
+//! the layout engine, with its object storage beside it for what a server
+//! keeps next to the layout (upload sessions), so every replica on the same
+//! directory or bucket sees the same state.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use orca_core::layout::{Condition, Layout, ObjectStorage};
+use orca_core::{Error, Result, Store};
+
+use crate::open::OpenOptions;
+
+/// One repository of a [`Root`].
+#[derive(Clone, Debug)]
+pub struct Repository {
+    /// Its content, through the layout engine.
+    pub store: Store,
+    /// The object storage of its layout.
+    pub storage: Arc<dyn ObjectStorage>,
+    /// Where its layout is, as the storage's `adopt` takes it (a directory,
+    /// a bucket prefix); empty where nothing can be adopted.
+    pub location: String,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Memory,
+    #[cfg(feature = "fs")]
+    Directory(std::path::PathBuf),
+    #[cfg(feature = "s3")]
+    Bucket(String),
+    #[cfg(feature = "plugins")]
+    Plugin {
+        scheme: String,
+        location: String,
+    },
+}
+
+/// Many repositories, one layout each, under one place.
+#[derive(Debug)]
+pub struct Root {
+    kind: Kind,
+    name: String,
+    options: OpenOptions,
+    opened: Mutex<BTreeMap<String, Repository>>,
+}
+
+impl Root {
+    /// Opens the root `target` names: `memory`, `oci:DIR`,
+    /// `s3://BUCKET[/PREFIX]` or `SCHEME://LOCATION` (a loaded plugin that
+    /// offers the storage table). Nothing is created until a repository is
+    /// written.
+    pub fn open(target: &str, options: &OpenOptions) -> Result<Root> {
+        let bad = |reason: &str| Error::InvalidReference {
+            input: target.to_owned(),
+            reason: format!(
+                "{reason}; a root of repositories is memory, oci:DIR, s3://BUCKET[/PREFIX] or a plugin's SCHEME://LOCATION"
+            ),
+        };
+        let kind = if target == "memory" {
+            Kind::Memory
+        } else if let Some(dir) = target.strip_prefix("oci:") {
+            #[cfg(feature = "fs")]
+            {
+                if dir.is_empty() || dir.contains(':') {
+                    return Err(bad("oci: names one directory, without a tag"));
+                }
+                Kind::Directory(dir.into())
+            }
+            #[cfg(not(feature = "fs"))]
+            return Err(bad(&format!("this build has no directory backend ({dir})")));
+        } else if let Some(place) = target.strip_prefix("s3://") {
+            #[cfg(feature = "s3")]
+            {
+                if place.contains(':') {
+                    return Err(bad("s3:// names a bucket and prefix, without a tag"));
+                }
+                Kind::Bucket(target.trim_end_matches('/').to_owned())
+            }
+            #[cfg(not(feature = "s3"))]
+            return Err(bad(&format!("this build has no S3 backend ({place})")));
+        } else if let Some((scheme, location)) = target.split_once("://") {
+            #[cfg(feature = "plugins")]
+            {
+                let offered = options
+                    .plugins
+                    .iter()
+                    .any(|p| p.scheme() == scheme && p.offers_storage());
+                if !offered {
+                    return Err(bad(&format!(
+                        "no loaded plugin offers layout storage for {scheme}://"
+                    )));
+                }
+                Kind::Plugin {
+                    scheme: scheme.to_owned(),
+                    location: location.trim_end_matches('/').to_owned(),
+                }
+            }
+            #[cfg(not(feature = "plugins"))]
+            return Err(bad(&format!(
+                "this build loads no plugins ({scheme}://{location})"
+            )));
+        } else {
+            return Err(bad("unknown kind of root"));
+        };
+        Ok(Root {
+            kind,
+            name: target.to_owned(),
+            options: options.clone(),
+            opened: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// The root as it was named.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Repository `name`, opened once and kept (its layout is created on
+    /// first write). The name must be a valid repository name.
+    pub async fn repository(&self, name: &str) -> Result<Repository> {
+        orca_core::model::reference::validate_repository(name).map_err(|reason| {
+            Error::InvalidReference {
+                input: name.to_owned(),
+                reason: reason.to_string(),
+            }
+        })?;
+        if let Some(found) = self.lock().get(name) {
+            return Ok(found.clone());
+        }
+        let opened = self.open_repository(name).await?;
+        Ok(self.lock().entry(name.to_owned()).or_insert(opened).clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Repository>> {
+        self.opened.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn open_repository(&self, name: &str) -> Result<Repository> {
+        fn layout<S: ObjectStorage + Clone>(layout: Layout<S>, location: String) -> Repository {
+            let storage: Arc<dyn ObjectStorage> = Arc::new(layout.storage().clone());
+            Repository {
+                store: Store::new(layout),
+                storage,
+                location,
+            }
+        }
+        Ok(match &self.kind {
+            Kind::Memory => layout(
+                Layout::new(orca_core::layout::MemoryStorage::new(name)),
+                String::new(),
+            ),
+            #[cfg(feature = "fs")]
+            Kind::Directory(dir) => {
+                let path = dir.join(name);
+                let opened = orca_backend_fs::open(&path)?;
+                layout(opened, path.display().to_string())
+            }
+            #[cfg(feature = "s3")]
+            Kind::Bucket(url) => {
+                let url = format!("{url}/{name}");
+                let opened = crate::open::s3_builder(&url, &self.options).build()?;
+                let location = opened.storage().prefix().to_owned();
+                layout(opened, location)
+            }
+            #[cfg(feature = "plugins")]
+            Kind::Plugin { scheme, location } => {
+                let target = format!("{scheme}://{location}/{name}");
+                let rest = format!("{location}/{name}");
+                let storage =
+                    crate::open::open_plugin_storage(&target, scheme, &rest, &self.options)
+                        .await?
+                        .ok_or_else(|| Error::InvalidReference {
+                            input: target.clone(),
+                            reason: format!("no loaded plugin provides {scheme}://"),
+                        })?;
+                layout(Layout::new(storage), String::new())
+            }
+        })
+    }
+
+    /// Whether repository `name` holds a layout (anything was pushed).
+    pub async fn exists(&self, name: &str) -> Result<bool> {
+        let repository = self.repository(name).await?;
+        Ok(repository
+            .storage
+            .size(orca_core::layout::OCI_LAYOUT_FILE)
+            .await?
+            .is_some())
+    }
+
+    /// Makes repository `name` a layout now (its `oci-layout` marker), so
+    /// what is kept beside its content before the first push (an upload
+    /// session) sits in a layout that every reader recognises.
+    pub async fn create(&self, name: &str) -> Result<Repository> {
+        let repository = self.repository(name).await?;
+        let written = repository
+            .storage
+            .write(
+                orca_core::layout::OCI_LAYOUT_FILE,
+                orca_core::layout::marker(),
+                Condition::Absent,
+            )
+            .await;
+        match written {
+            Ok(()) | Err(Error::Conflict { .. }) => Ok(repository),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The repositories the root holds (those with a layout), sorted.
+    pub async fn repositories(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = match &self.kind {
+            Kind::Memory => {
+                let known = self.lock().clone();
+                let mut names = Vec::new();
+                for (name, repository) in known {
+                    if repository
+                        .storage
+                        .size(orca_core::layout::OCI_LAYOUT_FILE)
+                        .await?
+                        .is_some()
+                    {
+                        names.push(name);
+                    }
+                }
+                names
+            }
+            #[cfg(feature = "fs")]
+            Kind::Directory(dir) => {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || layouts_under(&dir))
+                    .await
+                    .map_err(|e| Error::Failed {
+                        doing: format!("listing the repositories of {}", self.name),
+                        source: Box::new(e),
+                    })??
+            }
+            #[cfg(feature = "s3")]
+            Kind::Bucket(url) => {
+                let bucket = crate::open::s3_builder(url, &self.options).build()?;
+                marked(bucket.storage()).await?
+            }
+            #[cfg(feature = "plugins")]
+            Kind::Plugin { scheme, location } => {
+                let target = format!("{scheme}://{location}");
+                match crate::open::open_plugin_storage(&target, scheme, location, &self.options)
+                    .await?
+                {
+                    Some(storage) => marked(&storage).await?,
+                    None => Vec::new(),
+                }
+            }
+        };
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+}
+
+/// The repositories of a root storage: the directories of keys that end
+/// in `/oci-layout`.
+#[cfg(any(feature = "s3", feature = "plugins"))]
+async fn marked(storage: &dyn ObjectStorage) -> Result<Vec<String>> {
+    let suffix = format!("/{}", orca_core::layout::OCI_LAYOUT_FILE);
+    Ok(storage
+        .list("")
+        .await?
+        .into_iter()
+        .filter_map(|listed| listed.key.strip_suffix(&suffix).map(str::to_owned))
+        .filter(|name| orca_core::model::reference::validate_repository(name).is_ok())
+        .collect())
+}
+
+/// The repositories under `dir`: every directory below it that holds an
+/// `oci-layout` marker, by its path relative to `dir` (blobs are not
+/// walked).
+#[cfg(feature = "fs")]
+fn layouts_under(dir: &std::path::Path) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    let mut queue = vec![std::path::PathBuf::new()];
+    while let Some(relative) = queue.pop() {
+        let here = dir.join(&relative);
+        let entries = match std::fs::read_dir(&here) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(Error::Failed {
+                    doing: format!("listing the repositories under {}", here.display()),
+                    source: Box::new(e),
+                });
+            }
+        };
+        if here.join(orca_core::layout::OCI_LAYOUT_FILE).is_file()
+            && let Some(name) = relative.to_str()
+            && !name.is_empty()
+        {
+            found.push(name.replace(std::path::MAIN_SEPARATOR, "/"));
+        }
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(text) = name.to_str() else { continue };
+            // A layout's own directories hold no repositories.
+            if text == orca_core::layout::BLOBS_DIR || text == "ingest" || text == "uploads" {
+                continue;
+            }
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                queue.push(relative.join(text));
+            }
+        }
+    }
+    Ok(found)
+}

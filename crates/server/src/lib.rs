@@ -1,0 +1,250 @@
+//! orca-server: the OCI distribution API served over any store orca has.
+//!
+//! Each request becomes a call on the repository's [`orca::Store`] (a
+//! layout per repository under a [`orca::Root`]: a directory, a bucket
+//! prefix, a plugin's storage, or memory), so every byte it accepts is
+//! verified by the same code that verifies every copy, and what it serves
+//! is a plain OCI image layout that skopeo, umoci and `orca cp oci:…` read
+//! directly. Upload sessions live in the store beside the layout, so a
+//! restarted server or another replica continues them.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! let server = orca_server::Server::new(orca::Root::open("memory", &orca::OpenOptions::new()).expect("root"));
+//! let running = server.spawn("127.0.0.1:0").await?;
+//! println!("a registry at {}", running.address());
+//! # Ok(())
+//! # }
+//! ```
+
+mod blobs;
+mod errors;
+mod manifests;
+mod routes;
+mod sessions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body as HttpBody;
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+pub use errors::ApiError;
+
+use errors::Answer;
+use routes::Route;
+
+/// Limits on what a request may carry.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Limits {
+    /// The largest manifest accepted (bytes); larger is `413`.
+    pub manifest: u64,
+    /// Refuse manifests that name content the repository does not hold
+    /// (`MANIFEST_BLOB_UNKNOWN`). Off by default: the spec lets a registry
+    /// hold sparse manifests (an index mirrored for some of its platforms),
+    /// and the conformance suite pushes some.
+    pub refuse_sparse: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            manifest: 4 << 20,
+            refuse_sparse: false,
+        }
+    }
+}
+
+/// A registry server over a [`orca::Root`].
+#[derive(Clone, Debug)]
+pub struct Server {
+    state: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    root: orca::Root,
+    limits: Limits,
+}
+
+impl Server {
+    /// A server over `root`, with the default limits.
+    pub fn new(root: orca::Root) -> Self {
+        Server::with_limits(root, Limits::default())
+    }
+
+    /// A server over `root` with `limits`.
+    pub fn with_limits(root: orca::Root, limits: Limits) -> Self {
+        Server {
+            state: Arc::new(Shared { root, limits }),
+        }
+    }
+
+    /// The routes, for a caller that serves them itself (inside a larger
+    /// axum application).
+    pub fn router(&self) -> axum::Router {
+        axum::Router::new()
+            .fallback(dispatch)
+            .with_state(self.state.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` completes; requests in
+    /// flight then finish.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+
+    /// Binds `address` (`127.0.0.1:0` for a free port) and serves in the
+    /// background until the returned handle is dropped.
+    pub async fn spawn(&self, address: &str) -> std::io::Result<Running> {
+        let listener = tokio::net::TcpListener::bind(address).await?;
+        let address = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = self.clone();
+        let task = tokio::spawn(async move {
+            let _ = server
+                .serve(listener, async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(Running {
+            address,
+            stop: Some(stop),
+            task,
+        })
+    }
+}
+
+/// A server serving in the background; stopped when dropped.
+#[derive(Debug)]
+pub struct Running {
+    address: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Where it listens.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// `HOST:PORT`, as a registry host in references.
+    pub fn host(&self) -> String {
+        self.address.to_string()
+    }
+
+    /// Stops it, letting requests in flight finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Every request: routed by its path, answered, with the API version
+/// header on every answer.
+async fn dispatch(State(state): State<Arc<Shared>>, request: Request) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let (parts, body) = request.into_parts();
+    let answer = match routes::route(&path) {
+        Ok(Some(route)) => handle(&state, route, &parts, body).await,
+        Ok(None) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("{path} is not part of the registry API"),
+        )),
+        Err(e) => Err(e),
+    };
+    let mut response = match answer {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::debug!(%method, %path, status = %e.status, code = e.code, message = %e.message, "refused");
+            let mut response = e.into_response();
+            if method == Method::HEAD {
+                *response.body_mut() = HttpBody::empty();
+            }
+            response
+        }
+    };
+    response.headers_mut().insert(
+        "Docker-Distribution-API-Version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    response
+}
+
+async fn handle(state: &Shared, route: Route, request: &Parts, body: HttpBody) -> Answer {
+    let method = request.method.clone();
+    match (route, method) {
+        (Route::Ping, Method::GET | Method::HEAD) => Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            "{}",
+        )
+            .into_response()),
+        (Route::Catalog, Method::GET) => manifests::catalog(state, request).await,
+        (Route::Tags { name }, Method::GET) => manifests::tags(state, &name, request).await,
+        (Route::Manifest { name, reference }, Method::GET | Method::HEAD) => {
+            manifests::get(state, &name, &reference, request).await
+        }
+        (Route::Manifest { name, reference }, Method::PUT) => {
+            manifests::put(state, &name, &reference, request, body).await
+        }
+        (Route::Manifest { name, reference }, Method::DELETE) => {
+            manifests::delete(state, &name, &reference).await
+        }
+        (Route::Referrers { name, digest }, Method::GET) => {
+            manifests::referrers(state, &name, &digest, request).await
+        }
+        (Route::Blob { name, digest }, Method::GET | Method::HEAD) => {
+            blobs::get(state, &name, &digest, request).await
+        }
+        (Route::Blob { name, digest }, Method::DELETE) => {
+            blobs::delete(state, &name, &digest).await
+        }
+        (Route::Uploads { name }, Method::POST) => blobs::start(state, &name, request, body).await,
+        (Route::Upload { name, id }, Method::GET) => blobs::status(state, &name, &id).await,
+        (Route::Upload { name, id }, Method::PATCH) => {
+            blobs::patch(state, &name, &id, request, body).await
+        }
+        (Route::Upload { name, id }, Method::PUT) => {
+            blobs::finish(state, &name, &id, request, body).await
+        }
+        (Route::Upload { name, id }, Method::DELETE) => blobs::cancel(state, &name, &id).await,
+        (_, method) => Err(ApiError::unsupported(format!(
+            "{method} is not served here"
+        ))),
+    }
+}
+
+/// The value of a request header, as text.
+fn header_text(request: &Parts, name: header::HeaderName) -> Option<&str> {
+    request.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A header value from text the server made (digests, paths, numbers).
+fn value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static(""))
+}

@@ -1,0 +1,199 @@
+//! Upload sessions kept in the repository's own storage, beside its layout
+//! (`uploads/<id>/`), so a restarted server, or another replica on the
+//! same directory or bucket, continues an upload where it stood. A session
+//! is a marker object and the bytes received so far, in pieces of at most
+//! [`PIECE`] bytes named by the offset they start at. A piece is written
+//! only if none is there yet (the storage's compare-and-swap), so two
+//! writers racing for the same offset cannot both land: the second is told
+//! the range is taken. The whole is read back, in order, when the upload
+//! completes, and verified by the store as every push is.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt, TryStreamExt};
+use orca::Body;
+use orca::layout::{Condition, ObjectStorage};
+
+use crate::errors::ApiError;
+
+/// The largest piece a session's bytes are kept in: what one request holds
+/// in memory at most.
+pub(crate) const PIECE: usize = 8 << 20;
+
+const MARKER: &str = "session";
+
+fn key(id: &str, name: &str) -> String {
+    format!("uploads/{id}/{name}")
+}
+
+/// A new session id: 128 random bits, as hex.
+fn new_id() -> String {
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let word = || {
+        let mut hasher = std::hash::RandomState::new().build_hasher();
+        hasher.write_u64(COUNT.fetch_add(1, Ordering::Relaxed));
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        hasher.write_u32(std::process::id());
+        hasher.finish()
+    };
+    format!("{:016x}{:016x}", word(), word())
+}
+
+/// Whether `id` can be a session id (and so a key component).
+fn plausible(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// Starts a session; returns its id.
+pub(crate) async fn create(storage: &dyn ObjectStorage) -> Result<String, ApiError> {
+    let id = new_id();
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    storage
+        .write(
+            &key(&id, MARKER),
+            Bytes::from(format!("{{\"started\":{started}}}")),
+            Condition::Absent,
+        )
+        .await?;
+    Ok(id)
+}
+
+/// A piece of a session: where it starts, its size and its key.
+#[derive(Clone, Debug)]
+pub(crate) struct Piece {
+    start: u64,
+    size: u64,
+    key: String,
+}
+
+/// What a session holds so far: its pieces in order, and where the next
+/// byte goes. `BLOB_UPLOAD_UNKNOWN` when there is no such session.
+pub(crate) async fn state(
+    storage: &dyn ObjectStorage,
+    id: &str,
+) -> Result<(Vec<Piece>, u64), ApiError> {
+    if !plausible(id) {
+        return Err(ApiError::upload_unknown(id));
+    }
+    let listed = storage.list(&format!("uploads/{id}/")).await?;
+    let mut found = false;
+    let mut pieces = Vec::new();
+    for object in listed {
+        let Some(name) = object.key.rsplit('/').next() else {
+            continue;
+        };
+        if name == MARKER {
+            found = true;
+        } else if let Ok(start) = name.parse::<u64>() {
+            pieces.push(Piece {
+                start,
+                size: object.size,
+                key: object.key.clone(),
+            });
+        }
+    }
+    if !found {
+        return Err(ApiError::upload_unknown(id));
+    }
+    pieces.sort_by_key(|p| p.start);
+    let mut offset = 0;
+    for piece in &pieces {
+        if piece.start != offset {
+            return Err(ApiError::upload_invalid(format!(
+                "upload {id} has a gap at byte {offset}"
+            )));
+        }
+        offset += piece.size;
+    }
+    Ok((pieces, offset))
+}
+
+/// Appends what `body` streams to the session from byte `offset` (where
+/// it stands), in pieces; returns where it stands after. A piece another
+/// writer put at the same offset first is `416`.
+pub(crate) async fn append<S>(
+    storage: &dyn ObjectStorage,
+    id: &str,
+    mut offset: u64,
+    body: S,
+) -> Result<u64, ApiError>
+where
+    S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
+{
+    let mut body = body;
+    let mut piece = BytesMut::new();
+    loop {
+        let next = body.next().await;
+        let ended = next.is_none();
+        if let Some(chunk) = next {
+            let chunk = chunk.map_err(|e| {
+                ApiError::upload_invalid(format!("the request body broke off: {e}"))
+            })?;
+            piece.extend_from_slice(&chunk);
+        }
+        while piece.len() >= PIECE || (ended && !piece.is_empty()) {
+            let take = piece.len().min(PIECE);
+            let bytes = piece.split_to(take).freeze();
+            let size = bytes.len() as u64;
+            let written = storage
+                .write(&key(id, &format!("{offset:020}")), bytes, Condition::Absent)
+                .await;
+            match written {
+                Ok(()) => offset += size,
+                Err(orca::Error::Conflict { .. }) => {
+                    return Err(ApiError::range_not_satisfiable(
+                        offset,
+                        format!(
+                            "bytes from {offset} of upload {id} were written by another request"
+                        ),
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if ended {
+            return Ok(offset);
+        }
+    }
+}
+
+/// The session's bytes, in order, as one body of `total` bytes.
+pub(crate) fn read(storage: Arc<dyn ObjectStorage>, pieces: Vec<Piece>, total: u64) -> Body {
+    let stream = futures::stream::iter(pieces)
+        .then(move |piece| {
+            let storage = storage.clone();
+            async move {
+                match storage.get(&piece.key, None).await? {
+                    Some(body) => Ok(body.into_stream()),
+                    None => Err(orca::Error::NotFound {
+                        what: format!("upload piece {} ({} bytes)", piece.key, piece.size),
+                        place: storage.to_string(),
+                    }),
+                }
+            }
+        })
+        .try_flatten();
+    Body::new(total, stream)
+}
+
+/// Removes a session and what it held. Gone already is no error.
+pub(crate) async fn remove(storage: &dyn ObjectStorage, id: &str) -> Result<(), ApiError> {
+    if !plausible(id) {
+        return Err(ApiError::upload_unknown(id));
+    }
+    for object in storage.list(&format!("uploads/{id}/")).await? {
+        storage.delete(&object.key).await?;
+    }
+    Ok(())
+}
