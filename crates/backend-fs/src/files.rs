@@ -257,7 +257,13 @@ impl Files {
                 let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                     continue;
                 };
-                let key = format!("{dir}/{name}");
+                // Keys are relative to the layout: no leading `/` when the
+                // whole layout is listed.
+                let key = if dir.is_empty() {
+                    name
+                } else {
+                    format!("{dir}/{name}")
+                };
                 let meta = entry
                     .metadata()
                     .at("inspect", &entry.path())

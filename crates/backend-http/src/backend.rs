@@ -87,20 +87,18 @@ impl Backend for RegistryBackend {
     async fn push(&self, descriptor: &Descriptor, body: Body, options: &PushOptions) -> Result<()> {
         if descriptor.media_type.is_manifest() {
             let bytes = body.bytes(self.options.max_metadata_size).await?;
-            // A manifest addressed by another algorithm than the registry's
-            // canonical sha256 is put by digest first, so it is reachable
-            // by its own digest and not only as the tag's sha256.
-            if descriptor.digest.algorithm() != orca_core::Algorithm::Sha256
-                && options.tag.is_some()
-            {
-                let by_digest = descriptor.digest.to_string();
-                upload::put_manifest(self, descriptor, bytes.clone(), &by_digest).await?;
-            }
-            let reference = options
-                .tag
-                .clone()
-                .unwrap_or_else(|| descriptor.digest.to_string());
-            return upload::put_manifest(self, descriptor, bytes, &reference).await;
+            return match &options.tag {
+                // One addressed by another algorithm than sha256 goes by
+                // its digest, so it is reachable by its own digest and not
+                // only as the tag's sha256.
+                Some(tag) => upload::put_tagged(self, descriptor, bytes, tag).await,
+                None => {
+                    let by_digest = descriptor.digest.to_string();
+                    upload::put_manifest(self, descriptor, bytes, &by_digest)
+                        .await
+                        .map(drop)
+                }
+            };
         }
         if self.exists(descriptor).await? {
             return Ok(());
@@ -209,17 +207,18 @@ impl Backend for RegistryBackend {
             self.get_manifest(&descriptor.digest.to_string()).await?;
         self.check_digest(&headers, &descriptor.digest)?;
         let raw = RawManifest::new(media_type, bytes.clone());
-        if raw.digest() != descriptor.digest {
+        let actual = orca_core::Digest::compute(descriptor.digest.algorithm(), &bytes);
+        if actual != descriptor.digest {
             return Err(Error::DigestMismatch {
                 what: format!("manifest {}", descriptor.digest),
                 place: self.place.clone(),
                 expected: descriptor.digest.clone(),
-                actual: raw.digest(),
+                actual,
             });
         }
         let mut tagged = descriptor.clone();
         tagged.media_type = raw.media_type().clone();
-        upload::put_manifest(self, &tagged, bytes, tag).await
+        upload::put_tagged(self, &tagged, bytes, tag).await
     }
 
     async fn swap_tag(&self, _: &str, _: Option<&Digest>, _: Option<&Descriptor>) -> Result<()> {

@@ -46,7 +46,7 @@ pub(crate) async fn untag(backend: &RegistryBackend, tag: &str) -> Result<()> {
     }
     let current = backend.resolve(&Selector::Tag(tag.to_owned())).await?;
     let placeholder = placeholder(backend).await?;
-    upload::put_manifest(backend, &placeholder.0, placeholder.1.clone(), tag).await?;
+    upload::put_tagged(backend, &placeholder.0, placeholder.1.clone(), tag).await?;
     match backend.delete(&placeholder.0).await {
         Ok(()) => Ok(()),
         Err(e) => {

@@ -31,13 +31,46 @@ const CHUNK_ATTEMPTS: u32 = 4;
 /// Times a manifest refused for naming an unknown blob is sent again.
 const BLOB_UNKNOWN_RETRIES: u32 = 3;
 
-/// Puts a manifest's exact bytes under `reference` (a tag or its digest).
+/// Puts a manifest under `tag`. One addressed by sha256 goes by tag. One
+/// addressed by another algorithm goes by its digest with `?tag=`
+/// (distribution-spec 1.1.1: a push by tag is addressed by the registry's
+/// canonical algorithm), which the registry confirms with `OCI-Tag`; a
+/// registry that does not is sent the push by tag as well.
+pub(crate) async fn put_tagged(
+    backend: &RegistryBackend,
+    descriptor: &Descriptor,
+    bytes: Bytes,
+    tag: &str,
+) -> Result<()> {
+    if descriptor.digest.algorithm() == orca_core::Algorithm::Sha256 {
+        return put_manifest(backend, descriptor, bytes, tag)
+            .await
+            .map(drop);
+    }
+    let by_digest = format!("{}?tag={tag}", descriptor.digest);
+    let headers = put_manifest(backend, descriptor, bytes.clone(), &by_digest).await?;
+    let confirmed = headers
+        .get_all("oci-tag")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == tag);
+    if confirmed {
+        return Ok(());
+    }
+    put_manifest(backend, descriptor, bytes, tag)
+        .await
+        .map(drop)
+}
+
+/// Puts a manifest's exact bytes under `reference` (a tag or its digest);
+/// returns the answer's headers.
 pub(crate) async fn put_manifest(
     backend: &RegistryBackend,
     descriptor: &Descriptor,
     bytes: Bytes,
     reference: &str,
-) -> Result<()> {
+) -> Result<reqwest::header::HeaderMap> {
     let bytes_for_probe = bytes.clone();
     let request = Request::new(Method::PUT, backend.path(&format!("manifests/{reference}")))
         .header(CONTENT_TYPE, descriptor.media_type.as_str())
@@ -84,6 +117,7 @@ pub(crate) async fn put_manifest(
             None,
         ));
     };
+    let headers = response.headers().clone();
     // A registry that indexed the subject says so (distribution-spec 1.1);
     // one that did not leaves the referrers index to the client.
     #[derive(serde::Deserialize)]
@@ -108,7 +142,7 @@ pub(crate) async fn put_manifest(
         // The registry stored it: a digest it names in a form orca cannot
         // read is no reason to fail a push that succeeded (backends m11).
         let Ok(sent) = orca_core::Digest::parse(sent.trim()) else {
-            return Ok(());
+            return Ok(headers);
         };
         // A registry names content by its own algorithm: compare like
         // with like.
@@ -126,7 +160,7 @@ pub(crate) async fn put_manifest(
             });
         }
     }
-    Ok(())
+    Ok(headers)
 }
 
 /// Starts an upload session; returns its location and the registry's

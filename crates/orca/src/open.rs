@@ -72,6 +72,9 @@ pub struct OpenOptions {
     pub s3_endpoint: Option<String>,
     /// S3: the region (default: `AWS_REGION` / `AWS_DEFAULT_REGION`).
     pub s3_region: Option<String>,
+    /// S3: access key id and secret (default: the `AWS_*` environment,
+    /// then the AWS profile).
+    pub s3_credentials: Option<(String, String)>,
     /// Plugins: the loaded libraries `SCHEME://…` targets are routed to,
     /// by the scheme each declares.
     #[cfg(feature = "plugins")]
@@ -107,6 +110,13 @@ impl std::fmt::Debug for OpenOptions {
             .field("overwrite", &self.overwrite)
             .field("s3_endpoint", &self.s3_endpoint)
             .field("s3_region", &self.s3_region)
+            .field(
+                "s3_credentials",
+                &self
+                    .s3_credentials
+                    .as_ref()
+                    .map(|(key, _)| (key, "<redacted>")),
+            )
             .field(
                 "plugin_config",
                 &self.plugin_config.keys().collect::<Vec<_>>(),
@@ -561,6 +571,9 @@ pub(crate) fn s3_builder(url: &str, options: &OpenOptions) -> orca_backend_s3::S
     }
     if let Some(region) = &options.s3_region {
         builder = builder.region(region.clone());
+    }
+    if let Some((key, secret)) = &options.s3_credentials {
+        builder = builder.credentials(key.clone(), secret.clone());
     }
     if let Some(idle) = options.idle_timeout {
         builder = builder.idle_timeout(idle);

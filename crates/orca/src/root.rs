@@ -197,6 +197,24 @@ impl Root {
     /// what is kept beside its content before the first push (an upload
     /// session) sits in a layout that every reader recognises.
     pub async fn create(&self, name: &str) -> Result<Repository> {
+        #[cfg(feature = "plugins")]
+        if let Kind::Plugin { scheme, location } = &self.kind {
+            // The root itself is marked too, so a plugin whose storage
+            // opens only layouts (an empty place, or one with a marker) can
+            // list the repositories under it.
+            let target = format!("{scheme}://{location}");
+            if let Ok(Some(storage)) =
+                crate::open::open_plugin_storage(&target, scheme, location, &self.options).await
+            {
+                let _ = storage
+                    .write(
+                        orca_core::layout::OCI_LAYOUT_FILE,
+                        orca_core::layout::marker(),
+                        Condition::Absent,
+                    )
+                    .await;
+            }
+        }
         let repository = self.repository(name).await?;
         let written = repository
             .storage
@@ -249,10 +267,12 @@ impl Root {
             Kind::Plugin { scheme, location } => {
                 let target = format!("{scheme}://{location}");
                 match crate::open::open_plugin_storage(&target, scheme, location, &self.options)
-                    .await?
+                    .await
                 {
-                    Some(storage) => marked(&storage).await?,
-                    None => Vec::new(),
+                    Ok(Some(storage)) => marked(&storage).await?,
+                    // A root the plugin cannot open as storage: the
+                    // repositories this process opened.
+                    _ => self.lock().keys().cloned().collect(),
                 }
             }
         };

@@ -300,11 +300,18 @@ pub(crate) async fn referrers(state: &Shared, name: &str, digest: &str, request:
     let manifests = if state.root.exists(name).await? {
         let repository = state.root.repository(name).await?;
         let subject = Descriptor::new(MediaType::OCI_MANIFEST, digest, 0);
-        repository
+        match repository
             .store
             .referrers(&subject, artifact_type.as_ref())
-            .await?
-            .manifests
+            .await
+        {
+            Ok(listing) => listing.manifests,
+            // A client put something else than a referrers index at the
+            // subject's fallback tag: it lists no referrers the server
+            // knows of (the tag is the client's to use).
+            Err(orca::Error::InvalidManifest { .. }) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        }
     } else {
         Vec::new()
     };

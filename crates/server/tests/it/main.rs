@@ -1,0 +1,6 @@
+//! orca-server against real clients: orca's own registry client runs its
+//! whole conformance suite against the server on every kind of root
+//! (memory, a directory, a bucket on moto, a plugin's storage).
+
+mod common;
+mod conformance;
