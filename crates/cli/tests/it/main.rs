@@ -12,6 +12,7 @@ mod nothing_lost;
 mod plugins;
 mod progress;
 mod readme;
+mod serve;
 mod settings;
 mod sync;
 mod sync_faults;

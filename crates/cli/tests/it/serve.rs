@@ -1,0 +1,276 @@
+//! `orca serve` as users run it (issue 23): the official OCI
+//! distribution-spec conformance suite against it on every kind of root,
+//! peers (skopeo, the oras Python client, umoci) reading and writing it,
+//! and bad input answered with the spec's errors, nothing stored.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use orca_testkit::require_program;
+
+use crate::common::{bucket, orca, unique};
+
+/// An `orca serve` process, killed when dropped.
+pub(crate) struct Serving {
+    child: Child,
+    host: String,
+}
+
+impl Serving {
+    /// Starts `orca serve ROOT` on a free port of 127.0.0.1.
+    pub(crate) fn start(home: &Path, root: &str, extra: &[&str]) -> Serving {
+        let mut child = orca(home)
+            .current_dir(home)
+            .args(["serve", root, "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start orca serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let host = loop {
+            let Some(Ok(line)) = lines.next() else {
+                let status = child.wait().expect("wait");
+                panic!("orca serve {root} stopped before serving ({status})");
+            };
+            if let Some(address) = line.split("http://").nth(1) {
+                break address.trim().to_owned();
+            }
+        };
+        // The rest of stderr is drained, so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Serving { child, host }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub(crate) fn host(&self) -> &str {
+        &self.host
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The official suite's `run` script, where the shared directory has it.
+fn suite() -> Option<PathBuf> {
+    let run = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/oci-conformance/run");
+    run.is_file().then_some(run)
+}
+
+/// Runs the official suite against `root` served by orca: 0 failed.
+fn official_suite(root: &str) {
+    let Some(run) = suite() else {
+        eprintln!(
+            "NOTE: ../shared/oci-conformance is not here: the official conformance suite was not run against orca serve {root}"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let serving = Serving::start(dir.path(), root, &[]);
+    let results = dir.path().join("results");
+    let output = Command::new(run)
+        .args([serving.host(), results.to_str().expect("utf-8")])
+        .output()
+        .expect("run the conformance suite");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let last = text.lines().last().unwrap_or_default().to_owned();
+    assert!(
+        output.status.success() && last.contains(" 0 failed") && last.contains(" 0 skipped"),
+        "the conformance suite against orca serve {root}: {last}\n{text}\n{}",
+        std::fs::read_to_string(results.join("out.txt"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("level=WARN"))
+            .take(10)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn the_official_suite_passes_on_memory() {
+    official_suite("memory");
+}
+
+#[test]
+fn the_official_suite_passes_on_a_directory() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    official_suite(&format!("oci:{}", dir.path().display()));
+}
+
+#[test]
+fn the_official_suite_passes_on_a_bucket() {
+    official_suite(&format!("s3://{}/{}", bucket(), unique("served")));
+}
+
+#[test]
+fn the_official_suite_passes_on_a_plugin_store() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let plugin = orca_testkit::plugin_library("orca_plugin_fs");
+    let Some(run) = suite() else {
+        eprintln!(
+            "NOTE: ../shared/oci-conformance is not here: the official conformance suite was not run against a plugin store"
+        );
+        return;
+    };
+    let home = tempfile::tempdir().expect("temporary directory");
+    let root = format!("ocidir://{}", dir.path().display());
+    let serving = Serving::start(
+        home.path(),
+        &root,
+        &["--plugin", plugin.to_str().expect("utf-8")],
+    );
+    let results = home.path().join("results");
+    let output = Command::new(run)
+        .args([serving.host(), results.to_str().expect("utf-8")])
+        .output()
+        .expect("run the conformance suite");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && text.contains(" 0 failed, 0 skipped"),
+        "the conformance suite against orca serve {root}:\n{text}"
+    );
+}
+
+#[test]
+fn skopeo_oras_and_umoci_read_and_write_what_orca_serves() {
+    let home = tempfile::tempdir().expect("temporary directory");
+    let path = home.path();
+    let served = path.join("served");
+    let serving = Serving::start(path, &format!("oci:{}", served.display()), &[]);
+    let host = serving.host().to_owned();
+    let image = crate::common::seed_image(&path.join("seed"), "v1", b"served to peers\n");
+
+    // skopeo copies in, and back out.
+    let skopeo = require_program("skopeo", "scripts/setup (apt-get install skopeo)");
+    let copy = |from: &str, to: &str| {
+        let output = Command::new(&skopeo)
+            .args([
+                "copy",
+                "--dest-tls-verify=false",
+                "--src-tls-verify=false",
+                from,
+                to,
+            ])
+            .output()
+            .expect("run skopeo");
+        assert!(
+            output.status.success(),
+            "skopeo copy {from} {to}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    copy(
+        &format!("oci:{}:v1", path.join("seed").display()),
+        &format!("docker://{host}/peers/app:v1"),
+    );
+    copy(
+        &format!("docker://{host}/peers/app:v1"),
+        &format!("oci:{}:v1", path.join("back").display()),
+    );
+    // skopeo compresses an uncompressed layer on its way to a registry, so
+    // the served image is compared with what came back out.
+    assert!(!image.is_empty());
+    let served_digest = crate::common::json(path, &["resolve", &format!("{host}/peers/app:v1")]);
+    let back = crate::common::json(
+        path,
+        &[
+            "resolve",
+            &format!("oci:{}:v1", path.join("back").display()),
+        ],
+    );
+    assert_eq!(
+        crate::common::digest(&back),
+        crate::common::digest(&served_digest)
+    );
+
+    // The served repository is a layout umoci unpacks as it stands.
+    let umoci = require_program("umoci", "scripts/setup (apt-get install umoci)");
+    let bundle = path.join("bundle");
+    let output = Command::new(umoci)
+        .args([
+            "unpack",
+            "--rootless",
+            "--image",
+            &format!("{}:v1", served.join("peers/app").display()),
+            bundle.to_str().expect("utf-8"),
+        ])
+        .output()
+        .expect("run umoci");
+    assert!(
+        output.status.success(),
+        "umoci unpack: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        std::fs::read(bundle.join("rootfs/hello.txt")).expect("unpacked file"),
+        b"served to peers\n"
+    );
+
+    // The oras Python client pushes an artifact with a referrer, and reads
+    // them back through the Referrers API.
+    let python = require_program("python3", "apt-get install -y python3");
+    std::fs::write(path.join("sbom.json"), b"{\"sbom\": true}\n").expect("write");
+    let output = Command::new(python)
+        .current_dir(path)
+        .args(["-c", ORAS, &host])
+        .output()
+        .expect("run python3");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("No module named 'oras'"),
+        "the oras Python package is missing: run scripts/setup, or: pip install oras"
+    );
+    assert!(output.status.success(), "oras: {stderr}");
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(said.contains("pulled sbom.json"), "{said}");
+    let referrer = said
+        .lines()
+        .find_map(|l| l.strip_prefix("referrer "))
+        .expect("the referrer's digest")
+        .to_owned();
+    let listed = said
+        .lines()
+        .find_map(|l| l.strip_prefix("listed "))
+        .expect("the listing");
+    assert_eq!(listed.trim(), referrer, "{said}");
+    // orca sees the referrer oras attached, and the layout holds it.
+    let tree = crate::common::ok(path, &["discover", &format!("{host}/peers/app:v1")]);
+    assert!(tree.contains(&referrer), "{tree}");
+    let from_disk = crate::common::ok(
+        path,
+        &[
+            "discover",
+            &format!("oci:{}:v1", served.join("peers/app").display()),
+        ],
+    );
+    assert!(from_disk.contains(&referrer), "{from_disk}");
+}
+
+/// Pushes a file with oras and pulls it back; pushes a referrer of the
+/// image (its subject read by HEAD, as the bytes orca served), and lists it
+/// through the Referrers API.
+const ORAS: &str = r#"
+import sys, os
+import oras.client, oras.oci
+host = sys.argv[1]
+client = oras.client.OrasClient(hostname=host, insecure=True)
+client.push(target=f"{host}/peers/sbom:v1", files=["sbom.json"])
+os.makedirs("pulled", exist_ok=True)
+for f in client.pull(target=f"{host}/peers/sbom:v1", outdir="pulled"):
+    print("pulled", os.path.basename(f))
+head = client.do_request(f"http://{host}/v2/peers/app/manifests/v1", "HEAD",
+    headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+digest = head.headers["Docker-Content-Digest"]
+subject = oras.oci.Subject(mediaType=head.headers["Content-Type"], digest=digest,
+    size=int(head.headers["Content-Length"]))
+pushed = client.push(target=f"{host}/peers/app:sbom", files=["sbom.json"], subject=subject)
+print("referrer", pushed.headers["Docker-Content-Digest"])
+listed = client.do_request(f"http://{host}/v2/peers/app/referrers/{digest}", "GET").json()
+print("listed", " ".join(m["digest"] for m in listed["manifests"]))
+"#;
