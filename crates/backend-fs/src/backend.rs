@@ -212,10 +212,21 @@ impl ObjectStorage for Directory {
 
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.files.root.join(key);
+        // What is kept beside a layout in directories of its own (a
+        // server's upload sessions, `uploads/<id>/`) leaves no empty
+        // directory behind; the layout's own directories stay.
+        let prune = key.starts_with("uploads/");
         self.blocking("delete", move |files| match fs::remove_file(&path) {
-            Ok(()) => files
-                .sync_dir(&path)
-                .map_err(|e| files.file_error("delete", e)),
+            Ok(()) => {
+                files
+                    .sync_dir(&path)
+                    .map_err(|e| files.file_error("delete", e))?;
+                if prune && let Some(parent) = path.parent() {
+                    // Fails, harmlessly, while the directory holds more.
+                    let _ = fs::remove_dir(parent);
+                }
+                Ok(())
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(files.file_error("delete", FileError::new("remove", &path, e))),
         })
