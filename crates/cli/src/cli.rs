@@ -711,6 +711,17 @@ pub(crate) struct Serve {
     /// The address to listen on (port 0: any free port, said on stderr).
     #[arg(long, default_value = "127.0.0.1:5000", value_name = "HOST:PORT")]
     pub(crate) listen: String,
+    /// Garbage-collect every repository this often (`1h`), beside the
+    /// pushes it serves and other replicas; off unless given.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) gc_every: Option<std::time::Duration>,
+    /// What that collection keeps: blobs written less than this long ago.
+    #[arg(long, default_value = "24h", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) gc_grace: std::time::Duration,
+    /// Refuse manifests that name content the repository does not hold
+    /// (by default they are taken, as the spec allows: sparse manifests).
+    #[arg(long)]
+    pub(crate) refuse_sparse: bool,
 }
 
 /// `orca completions`.

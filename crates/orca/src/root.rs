@@ -14,8 +14,17 @@ use orca_core::{Error, Result, Store};
 
 use crate::open::OpenOptions;
 
+/// Collects one repository's layout.
+type Collect = Arc<
+    dyn Fn(
+            orca_core::layout::GcOptions,
+        ) -> futures::future::BoxFuture<'static, Result<orca_core::layout::GcReport>>
+        + Send
+        + Sync,
+>;
+
 /// One repository of a [`Root`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Repository {
     /// Its content, through the layout engine.
     pub store: Store,
@@ -24,6 +33,27 @@ pub struct Repository {
     /// Where its layout is, as the storage's `adopt` takes it (a directory,
     /// a bucket prefix); empty where nothing can be adopted.
     pub location: String,
+    collect: Collect,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("store", &self.store)
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Repository {
+    /// Garbage-collects the repository's layout, safely beside writers in
+    /// any process (see [`orca_core::layout::Layout::gc`]).
+    pub async fn gc(
+        &self,
+        options: &orca_core::layout::GcOptions,
+    ) -> Result<orca_core::layout::GcReport> {
+        (self.collect)(options.clone()).await
+    }
 }
 
 #[derive(Debug)]
@@ -143,10 +173,18 @@ impl Root {
     async fn open_repository(&self, name: &str) -> Result<Repository> {
         fn layout<S: ObjectStorage + Clone>(layout: Layout<S>, location: String) -> Repository {
             let storage: Arc<dyn ObjectStorage> = Arc::new(layout.storage().clone());
+            let own = layout.storage().clone();
+            // Another engine over the same storage: the collector's rules
+            // hold between engines as between processes.
+            let collect: Collect = Arc::new(move |options| {
+                let engine = Layout::new(own.clone());
+                Box::pin(async move { engine.gc(&options).await })
+            });
             Repository {
                 store: Store::new(layout),
                 storage,
                 location,
+                collect,
             }
         }
         Ok(match &self.kind {

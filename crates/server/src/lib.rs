@@ -84,6 +84,27 @@ impl Server {
         }
     }
 
+    /// Collects every repository's layout every `every` (blobs younger
+    /// than `grace` stay), in the background until the returned handle is
+    /// dropped. Safe beside pushes through this server, other replicas and
+    /// `orca gc`: the layout engine's collector fences what it deletes.
+    pub fn collect_every(
+        &self,
+        every: std::time::Duration,
+        grace: std::time::Duration,
+    ) -> Collector {
+        let state = self.state.clone();
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                collect_all(&state.root, grace).await;
+            }
+        });
+        Collector { task }
+    }
+
     /// The routes, for a caller that serves them itself (inside a larger
     /// axum application).
     pub fn router(&self) -> axum::Router {
@@ -123,6 +144,46 @@ impl Server {
             stop: Some(stop),
             task,
         })
+    }
+}
+
+/// A garbage collection loop; stopped when dropped.
+#[derive(Debug)]
+pub struct Collector {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One collection of every repository of `root`; what fails is logged and
+/// the next repository goes on.
+pub async fn collect_all(root: &orca::Root, grace: std::time::Duration) {
+    let names = match root.repositories().await {
+        Ok(names) => names,
+        Err(e) => {
+            tracing::warn!(error = %e, "garbage collection: listing the repositories failed");
+            return;
+        }
+    };
+    let options = orca::layout::GcOptions::new().grace(grace);
+    for name in names {
+        let outcome = match root.repository(&name).await {
+            Ok(repository) => repository.gc(&options).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(report) => tracing::info!(
+                repository = %name,
+                blobs = report.blobs.len(),
+                bytes = report.bytes,
+                "garbage collected"
+            ),
+            Err(e) => tracing::warn!(repository = %name, error = %e, "garbage collection failed"),
+        }
     }
 }
 

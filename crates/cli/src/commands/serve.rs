@@ -10,7 +10,17 @@ use crate::output::Ctx;
 pub(crate) async fn serve(ctx: &Ctx, args: Serve) -> anyhow::Result<()> {
     let root = orca::Root::open(&args.root, &ctx.open)
         .with_context(|| format!("opening {}", args.root))?;
-    let server = orca_server::Server::new(root);
+    let mut limits = orca_server::Limits::default();
+    limits.refuse_sparse = args.refuse_sparse;
+    let server = orca_server::Server::with_limits(root, limits);
+    let _collector = args.gc_every.map(|every| {
+        ctx.note(&format!(
+            "collecting garbage every {} (grace {})",
+            humantime::format_duration(every),
+            humantime::format_duration(args.gc_grace)
+        ));
+        server.collect_every(every, args.gc_grace)
+    });
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

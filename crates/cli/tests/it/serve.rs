@@ -15,6 +15,7 @@ use crate::common::{bucket, orca, unique};
 pub(crate) struct Serving {
     child: Child,
     host: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Serving {
@@ -38,9 +39,24 @@ impl Serving {
                 break address.trim().to_owned();
             }
         };
-        // The rest of stderr is drained, so the server never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
-        Serving { child, host }
+        // The rest of stderr is kept, so the server never blocks on it and
+        // a failing test can show it.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Ok(mut log) = kept.lock() {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        });
+        Serving { child, host, log }
+    }
+
+    /// What the server said on stderr after it started.
+    pub(crate) fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// `127.0.0.1:PORT`.

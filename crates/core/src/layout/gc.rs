@@ -34,6 +34,10 @@ const STALE_STAGING: Duration = Duration::from_secs(60 * 60);
 const STAGING: &str = "ingest/";
 /// Marks begun again because a tag changed meanwhile, before giving up.
 const MARK_ATTEMPTS: u32 = 5;
+/// How many times a collection fences against an index that changed
+/// since its mark (but only in ways that spare what it dooms) before it
+/// marks again.
+const SETTLE_ATTEMPTS: u32 = 20;
 
 /// How a garbage collection runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,24 +202,41 @@ impl<S: ObjectStorage> Layout<S> {
             let running = Running::start();
             let doomed: Vec<&Digest> = garbage.iter().map(|(d, _)| d).collect();
             // Referrers indexes of collected images leave index.json with
-            // the fence going up; only if no tag changed since the mark.
-            let fenced = self
-                .try_swap(
-                    std::sync::Arc::unwrap_or_clone(index),
-                    version,
-                    &mut |index: &mut super::LayoutIndex| {
-                        let mut changed = false;
-                        for digest in &doomed {
-                            changed |= index.remove_digest(digest);
-                        }
-                        if !doomed.is_empty() {
-                            index.fence(running.id(), &doomed);
-                            changed = true;
-                        }
-                        Ok((changed, ()))
-                    },
-                )
-                .await?;
+            // the fence going up: against the index as marked, or one whose
+            // changes since reach nothing the mark dooms (tags that came
+            // and went while it marked need no new mark; one that reaches
+            // a doomed blob does).
+            let mut fence = |index: &mut super::LayoutIndex| {
+                let mut changed = false;
+                for digest in &doomed {
+                    changed |= index.remove_digest(digest);
+                }
+                if !doomed.is_empty() {
+                    index.fence(running.id(), &doomed);
+                    changed = true;
+                }
+                Ok((changed, ()))
+            };
+            let mut fenced = self.try_swap((*index).clone(), version, &mut fence).await?;
+            for _ in 0..SETTLE_ATTEMPTS {
+                if fenced.is_some() {
+                    break;
+                }
+                let (now, now_version) = self.read_index_kept(false).await?;
+                if !self
+                    .changes_spare(&index, &now, &doomed_set, &blobs)
+                    .await?
+                {
+                    break;
+                }
+                fenced = self
+                    .try_swap(
+                        std::sync::Arc::unwrap_or_clone(now),
+                        now_version,
+                        &mut fence,
+                    )
+                    .await?;
+            }
             if fenced.is_none() {
                 continue;
             }
@@ -312,6 +333,36 @@ impl<S: ObjectStorage> Layout<S> {
             .collect();
         blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
         Ok(blobs)
+    }
+
+    /// Whether what `now` names beyond what `marked` named (tags added or
+    /// moved since the mark) reaches none of `doomed`, through what the
+    /// storage holds.
+    async fn changes_spare(
+        &self,
+        marked: &super::LayoutIndex,
+        now: &super::LayoutIndex,
+        doomed: &HashSet<&Digest>,
+        blobs: &[Found],
+    ) -> Result<bool> {
+        let before: HashSet<(Option<&str>, &Digest)> = marked
+            .entries()
+            .iter()
+            .map(|d| (ref_name(d), &d.digest))
+            .collect();
+        let added: Vec<Descriptor> = now
+            .entries()
+            .iter()
+            .filter(|d| !before.contains(&(ref_name(d), &d.digest)))
+            .cloned()
+            .collect();
+        if added.is_empty() {
+            return Ok(true);
+        }
+        let present: HashMap<&Digest, u64> = blobs.iter().map(|b| (&b.digest, b.size)).collect();
+        let mut reached = HashSet::new();
+        self.mark(added, &present, &mut reached).await?;
+        Ok(!reached.iter().any(|d| doomed.contains(d)))
     }
 
     /// The blobs garbage collection removes, and the unreachable ones it
