@@ -722,6 +722,10 @@ pub(crate) struct Serve {
     /// (by default they are taken, as the spec allows: sparse manifests).
     #[arg(long)]
     pub(crate) refuse_sparse: bool,
+    /// How long a request body may send nothing before the request is
+    /// given up (408).
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) idle_timeout: std::time::Duration,
 }
 
 /// `orca completions`.

@@ -122,9 +122,62 @@ impl ApiError {
     }
 }
 
+/// A request body that broke off or stalled, wherever in a store's error
+/// it surfaced: the client's doing (`400`), or its silence (`408`).
+fn body_failure(e: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut from_body = false;
+    while let Some(error) = cause {
+        if let Some(orca::Error::Failed { doing, .. }) = error.downcast_ref::<orca::Error>()
+            && doing.contains("request body")
+        {
+            from_body = true;
+        }
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+            && from_body
+        {
+            return Some(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "BLOB_UPLOAD_INVALID",
+                io.to_string(),
+            ));
+        }
+        cause = error.source();
+    }
+    from_body.then(|| ApiError::upload_invalid(format!("the request body broke off: {e}")))
+}
+
+/// A request body's failure while it was read for an upload.
+pub(crate) fn broken_body(e: &axum::Error) -> ApiError {
+    let mut cause = std::error::Error::source(e);
+    let mut timed_out = false;
+    while let Some(error) = cause {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            timed_out = true;
+        }
+        cause = error.source();
+    }
+    if timed_out {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "BLOB_UPLOAD_INVALID",
+            e.to_string(),
+        )
+    } else {
+        ApiError::upload_invalid(format!("the request body broke off: {e}"))
+    }
+}
+
 impl From<orca::Error> for ApiError {
     fn from(e: orca::Error) -> Self {
         use orca::Error as E;
+        if let Some(answer) = body_failure(&e) {
+            return answer;
+        }
         let message = e.to_string();
         match &e {
             E::NotFound { what, .. } if what.starts_with("tag") || what.starts_with("manifest") => {

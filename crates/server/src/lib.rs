@@ -48,6 +48,9 @@ pub struct Limits {
     /// hold sparse manifests (an index mirrored for some of its platforms),
     /// and the conformance suite pushes some.
     pub refuse_sparse: bool,
+    /// How long a request body may send nothing before the request is
+    /// given up (`408`): a stalled client holds no worker for long.
+    pub idle: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -55,6 +58,7 @@ impl Default for Limits {
         Limits {
             manifest: 4 << 20,
             refuse_sparse: false,
+            idle: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -258,6 +262,7 @@ async fn dispatch(State(state): State<Arc<Shared>>, request: Request) -> Respons
 
 async fn handle(state: &Shared, route: Route, request: &Parts, body: HttpBody) -> Answer {
     let method = request.method.clone();
+    let body = idle_limited(body, state.limits.idle);
     match (route, method) {
         (Route::Ping, Method::GET | Method::HEAD) => Ok((
             StatusCode::OK,
@@ -298,6 +303,27 @@ async fn handle(state: &Shared, route: Route, request: &Parts, body: HttpBody) -
             "{method} is not served here"
         ))),
     }
+}
+
+/// `body`, failing with `408` when it sends nothing for `idle`.
+fn idle_limited(body: HttpBody, idle: std::time::Duration) -> HttpBody {
+    use futures::StreamExt;
+    let stream = body.into_data_stream();
+    let limited = futures::stream::unfold(Some(stream), move |state| async move {
+        let mut stream = state?;
+        match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(item)) => Some((item, Some(stream))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(axum::Error::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the request body sent nothing for {}s", idle.as_secs()),
+                ))),
+                None,
+            )),
+        }
+    });
+    HttpBody::from_stream(limited)
 }
 
 /// The value of a request header, as text.

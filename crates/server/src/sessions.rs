@@ -137,9 +137,7 @@ where
         let next = body.next().await;
         let ended = next.is_none();
         if let Some(chunk) = next {
-            let chunk = chunk.map_err(|e| {
-                ApiError::upload_invalid(format!("the request body broke off: {e}"))
-            })?;
+            let chunk = chunk.map_err(|e| crate::errors::broken_body(&e))?;
             piece.extend_from_slice(&chunk);
         }
         while piece.len() >= PIECE || (ended && !piece.is_empty()) {

@@ -12,6 +12,7 @@ pub(crate) async fn serve(ctx: &Ctx, args: Serve) -> anyhow::Result<()> {
         .with_context(|| format!("opening {}", args.root))?;
     let mut limits = orca_server::Limits::default();
     limits.refuse_sparse = args.refuse_sparse;
+    limits.idle = args.idle_timeout;
     let server = orca_server::Server::with_limits(root, limits);
     let _collector = args.gc_every.map(|every| {
         ctx.note(&format!(
