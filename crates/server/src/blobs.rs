@@ -243,6 +243,7 @@ pub(crate) async fn start(state: &Shared, name: &str, request: &Parts, body: Htt
         };
     }
     let id = sessions::create(repository.storage.as_ref()).await?;
+    state.metrics.session_started();
     Ok(session(StatusCode::ACCEPTED, name, &id, 0))
 }
 
@@ -381,11 +382,17 @@ pub(crate) async fn finish(
             sessions::remove(storage, id).await?;
             Ok(created(name, &digest))
         }
-        Some(0) => complete(name, &repository, id, &digest).await,
+        Some(0) => {
+            let done = complete(name, &repository, id, &digest).await?;
+            state.metrics.session_ended();
+            Ok(done)
+        }
         _ => {
             let stream = body.into_data_stream();
             sessions::append(storage, id, offset, stream).await?;
-            complete(name, &repository, id, &digest).await
+            let done = complete(name, &repository, id, &digest).await?;
+            state.metrics.session_ended();
+            Ok(done)
         }
     }
 }
@@ -406,5 +413,6 @@ pub(crate) async fn cancel(state: &Shared, name: &str, id: &str) -> Answer {
     let storage = repository.storage.as_ref();
     sessions::state(storage, id).await?;
     sessions::remove(storage, id).await?;
+    state.metrics.session_ended();
     Ok((StatusCode::NO_CONTENT, [(header::CONTENT_LENGTH, "0")]).into_response())
 }

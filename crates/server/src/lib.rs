@@ -20,6 +20,7 @@
 mod blobs;
 mod errors;
 mod manifests;
+mod metrics;
 mod routes;
 mod sessions;
 
@@ -73,6 +74,7 @@ pub struct Server {
 struct Shared {
     root: orca::Root,
     limits: Limits,
+    metrics: metrics::Metrics,
 }
 
 impl Server {
@@ -84,7 +86,11 @@ impl Server {
     /// A server over `root` with `limits`.
     pub fn with_limits(root: orca::Root, limits: Limits) -> Self {
         Server {
-            state: Arc::new(Shared { root, limits }),
+            state: Arc::new(Shared {
+                root,
+                limits,
+                metrics: metrics::Metrics::default(),
+            }),
         }
     }
 
@@ -103,7 +109,13 @@ impl Server {
             ticks.tick().await;
             loop {
                 ticks.tick().await;
-                collect_all(&state.root, grace).await;
+                let (done, failed) = collect_all(&state.root, grace).await;
+                for _ in 0..done {
+                    state.metrics.gc_run(true);
+                }
+                for _ in 0..failed {
+                    state.metrics.gc_run(false);
+                }
             }
         });
         Collector { task }
@@ -164,15 +176,17 @@ impl Drop for Collector {
 }
 
 /// One collection of every repository of `root`; what fails is logged and
-/// the next repository goes on.
-pub async fn collect_all(root: &orca::Root, grace: std::time::Duration) {
+/// the next repository goes on. Returns how many were collected and how
+/// many failed.
+pub async fn collect_all(root: &orca::Root, grace: std::time::Duration) -> (usize, usize) {
     let names = match root.repositories().await {
         Ok(names) => names,
         Err(e) => {
             tracing::warn!(error = %e, "garbage collection: listing the repositories failed");
-            return;
+            return (0, 1);
         }
     };
+    let (mut done, mut failed) = (0, 0);
     let options = orca::layout::GcOptions::new().grace(grace);
     for name in names {
         let outcome = match root.repository(&name).await {
@@ -180,15 +194,22 @@ pub async fn collect_all(root: &orca::Root, grace: std::time::Duration) {
             Err(e) => Err(e),
         };
         match outcome {
-            Ok(report) => tracing::info!(
-                repository = %name,
-                blobs = report.blobs.len(),
-                bytes = report.bytes,
-                "garbage collected"
-            ),
-            Err(e) => tracing::warn!(repository = %name, error = %e, "garbage collection failed"),
+            Ok(report) => {
+                done += 1;
+                tracing::info!(
+                    repository = %name,
+                    blobs = report.blobs.len(),
+                    bytes = report.bytes,
+                    "garbage collected"
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                tracing::warn!(repository = %name, error = %e, "garbage collection failed");
+            }
         }
     }
+    (done, failed)
 }
 
 /// A server serving in the background; stopped when dropped.
@@ -227,25 +248,46 @@ impl Drop for Running {
     }
 }
 
-/// Every request: routed by its path, answered, with the API version
-/// header on every answer.
+/// Every request: routed by its path, answered, counted and logged with
+/// its request id, with the API version header on every answer.
 async fn dispatch(State(state): State<Arc<Shared>>, request: Request) -> Response {
+    let started = std::time::Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128)
+        .map_or_else(request_id, str::to_owned);
+    let declared_in = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
     let (parts, body) = request.into_parts();
-    let answer = match routes::route(&path) {
-        Ok(Some(route)) => handle(&state, route, &parts, body).await,
-        Ok(None) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            format!("{path} is not part of the registry API"),
-        )),
-        Err(e) => Err(e),
+    let (label, answer) = match path.as_str() {
+        "/metrics" => ("metrics", Ok(metrics_page(&state))),
+        "/healthz" => ("health", Ok((StatusCode::OK, "ok\n").into_response())),
+        "/readyz" => ("ready", ready(&state).await),
+        _ => match routes::route(&path) {
+            Ok(Some(route)) => (route.label(), handle(&state, route, &parts, body).await),
+            Ok(None) => (
+                "other",
+                Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "NOT_FOUND",
+                    format!("{path} is not part of the registry API"),
+                )),
+            ),
+            Err(e) => ("invalid", Err(e)),
+        },
     };
     let mut response = match answer {
         Ok(response) => response,
         Err(e) => {
-            tracing::debug!(%method, %path, status = %e.status, code = e.code, message = %e.message, "refused");
+            tracing::debug!(%id, %method, %path, status = %e.status, code = e.code, message = %e.message, "refused");
             let mut response = e.into_response();
             if method == Method::HEAD {
                 *response.body_mut() = HttpBody::empty();
@@ -253,11 +295,60 @@ async fn dispatch(State(state): State<Arc<Shared>>, request: Request) -> Respons
             response
         }
     };
-    response.headers_mut().insert(
+    let status = response.status();
+    let declared_out = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|_| method != Method::HEAD)
+        .unwrap_or(0);
+    let took = started.elapsed();
+    state
+        .metrics
+        .request(label, status.as_u16(), took, declared_in, declared_out);
+    tracing::info!(%id, %method, %path, status = status.as_u16(), ms = took.as_millis() as u64, "request");
+    let headers = response.headers_mut();
+    headers.insert(
         "Docker-Distribution-API-Version",
         HeaderValue::from_static("registry/2.0"),
     );
+    headers.insert("x-request-id", value(&id));
     response
+}
+
+/// A new request id: 64 random bits, as hex.
+fn request_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::hash::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("{:016x}", hasher.finish())
+}
+
+fn metrics_page(state: &Shared) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Ready when the store answers (a repository's marker can be looked up).
+async fn ready(state: &Shared) -> Answer {
+    match state.root.exists("readiness/probe").await {
+        Ok(_) => Ok((StatusCode::OK, "ready\n").into_response()),
+        Err(e) => Ok((
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the store does not answer: {e}\n"),
+        )
+            .into_response()),
+    }
 }
 
 async fn handle(state: &Shared, route: Route, request: &Parts, body: HttpBody) -> Answer {

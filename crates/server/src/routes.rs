@@ -25,6 +25,21 @@ pub(crate) enum Route {
     Referrers { name: String, digest: String },
 }
 
+impl Route {
+    /// The route's name in metrics.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Route::Ping => "ping",
+            Route::Catalog => "catalog",
+            Route::Tags { .. } => "tags",
+            Route::Manifest { .. } => "manifest",
+            Route::Blob { .. } => "blob",
+            Route::Uploads { .. } | Route::Upload { .. } => "upload",
+            Route::Referrers { .. } => "referrers",
+        }
+    }
+}
+
 /// The route of `path`; `None` for a path outside the API.
 pub(crate) fn route(path: &str) -> Result<Option<Route>, ApiError> {
     let Some(rest) = path.strip_prefix("/v2") else {

@@ -54,6 +54,26 @@ impl Serving {
         Serving { child, host, log }
     }
 
+    /// Its process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for it to exit (at most 20 s) and gives its status.
+    pub(crate) fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "orca serve did not stop"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// What the server said on stderr after it started.
     pub(crate) fn log(&self) -> String {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
@@ -290,3 +310,51 @@ print("referrer", pushed.headers["Docker-Content-Digest"])
 listed = client.do_request(f"http://{host}/v2/peers/app/referrers/{digest}", "GET").json()
 print("listed", " ".join(m["digest"] for m in listed["manifests"]))
 "#;
+
+#[test]
+fn health_metrics_request_ids_and_a_clean_stop() {
+    let home = tempfile::tempdir().expect("temporary directory");
+    let path = home.path();
+    let mut serving = Serving::start(path, "memory", &[]);
+    let host = serving.host().to_owned();
+    use crate::http::send;
+    assert_eq!(send(&host, "GET", "/healthz", &[], b"").status, 200);
+    assert_eq!(send(&host, "GET", "/readyz", &[], b"").status, 200);
+    std::fs::write(path.join("note.txt"), b"counted\n").expect("write");
+    crate::common::ok(path, &["push", &format!("{host}/ops/app:v1"), "note.txt"]);
+    let asked = send(
+        &host,
+        "GET",
+        "/v2/ops/app/tags/list",
+        &[("X-Request-Id", "trace-me-42")],
+        b"",
+    );
+    assert_eq!(asked.header("x-request-id"), Some("trace-me-42"));
+    let fresh = send(&host, "GET", "/v2/", &[], b"");
+    assert!(
+        fresh
+            .header("x-request-id")
+            .is_some_and(|id| !id.is_empty())
+    );
+    let metrics = send(&host, "GET", "/metrics", &[], b"").text();
+    assert!(
+        metrics.contains("orca_requests_total{route=\"manifest\",status=\"201\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("orca_request_seconds_bucket{route=\"tags\",le=\"+Inf\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("orca_upload_sessions_open 0"), "{metrics}");
+
+    // SIGTERM: it stops, saying so, and exits cleanly.
+    let pid = serving.pid().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = serving.wait();
+    assert!(status.success(), "{status}");
+    assert!(serving.log().contains("stopped"), "{}", serving.log());
+}
