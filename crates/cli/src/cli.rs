@@ -706,26 +706,48 @@ pub(crate) struct Host {
 #[derive(Debug, Args)]
 pub(crate) struct Serve {
     /// Where the repositories are: memory, oci:DIR, s3://BUCKET[/PREFIX]
-    /// or a plugin's SCHEME://LOCATION.
-    pub(crate) root: String,
-    /// The address to listen on (port 0: any free port, said on stderr).
-    #[arg(long, default_value = "127.0.0.1:5000", value_name = "HOST:PORT")]
-    pub(crate) listen: String,
+    /// or a plugin's SCHEME://LOCATION (or the config's `root`).
+    pub(crate) root: Option<String>,
+    /// A YAML configuration (docs/serve.md); the flags go over it.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// The address to listen on (default 127.0.0.1:5000; port 0: any free
+    /// port, said on stderr).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) listen: Option<String>,
     /// Garbage-collect every repository this often (`1h`), beside the
     /// pushes it serves and other replicas; off unless given.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub(crate) gc_every: Option<std::time::Duration>,
-    /// What that collection keeps: blobs written less than this long ago.
-    #[arg(long, default_value = "24h", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub(crate) gc_grace: std::time::Duration,
+    /// What that collection keeps: blobs written less than this long ago
+    /// (default 24h).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) gc_grace: Option<std::time::Duration>,
     /// Refuse manifests that name content the repository does not hold
     /// (by default they are taken, as the spec allows: sparse manifests).
     #[arg(long)]
     pub(crate) refuse_sparse: bool,
     /// How long a request body may send nothing before the request is
-    /// given up (408).
-    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub(crate) idle_timeout: std::time::Duration,
+    /// given up (408; default 60s).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) idle_timeout: Option<std::time::Duration>,
+    /// Users and their bcrypt password hashes (`htpasswd -B`): basic auth.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) htpasswd: Option<PathBuf>,
+    /// What a request without credentials may do once users or tokens are
+    /// set: none, read (the default) or write.
+    #[arg(long, value_parser = ["none", "read", "write"])]
+    pub(crate) anonymous: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM); `SIGHUP` reads it
+    /// and its key again.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Ask clients for a certificate from this CA (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_client_ca: Option<PathBuf>,
 }
 
 /// `orca completions`.

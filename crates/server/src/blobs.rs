@@ -264,7 +264,11 @@ async fn mounted(
     }
     let Some(from) = from else {
         // An anonymous mount: from any repository of the root that holds
-        // the blob (the first few the catalog lists).
+        // the blob (the first few the catalog lists). Not where access is
+        // checked: it would tell what other repositories hold.
+        if !state.auth.is_open() {
+            return Ok(false);
+        }
         for other in state
             .root
             .repositories()

@@ -17,12 +17,15 @@
 //! # }
 //! ```
 
+mod auth;
 mod blobs;
+mod config;
 mod errors;
 mod manifests;
 mod metrics;
 mod routes;
 mod sessions;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,7 +36,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+pub use auth::{Access, Auth, Rule, TokenAuth};
+pub use config::{AuthConfig, Config, GcConfig, LimitsConfig, TlsConfig, TokenConfig};
 pub use errors::ApiError;
+pub use tls::{Reloader, TlsFiles, TlsListener};
 
 use errors::Answer;
 use routes::Route;
@@ -74,21 +80,24 @@ pub struct Server {
 struct Shared {
     root: orca::Root,
     limits: Limits,
+    auth: Auth,
     metrics: metrics::Metrics,
 }
 
 impl Server {
-    /// A server over `root`, with the default limits.
+    /// A server over `root`, with the default limits and no
+    /// authentication.
     pub fn new(root: orca::Root) -> Self {
-        Server::with_limits(root, Limits::default())
+        Server::configured(root, Limits::default(), Auth::default())
     }
 
-    /// A server over `root` with `limits`.
-    pub fn with_limits(root: orca::Root, limits: Limits) -> Self {
+    /// A server over `root` with `limits` and `auth`.
+    pub fn configured(root: orca::Root, limits: Limits, auth: Auth) -> Self {
         Server {
             state: Arc::new(Shared {
                 root,
                 limits,
+                auth,
                 metrics: metrics::Metrics::default(),
             }),
         }
@@ -134,6 +143,17 @@ impl Server {
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+
+    /// Serves HTTPS on `listener` until `shutdown` completes.
+    pub async fn serve_tls(
+        &self,
+        listener: TlsListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         axum::serve(listener, self.router())
@@ -353,6 +373,32 @@ async fn ready(state: &Shared) -> Answer {
 
 async fn handle(state: &Shared, route: Route, request: &Parts, body: HttpBody) -> Answer {
     let method = request.method.clone();
+    let needed = if matches!(method, Method::GET | Method::HEAD) {
+        Access::Read
+    } else {
+        Access::Write
+    };
+    let scope = match &route {
+        Route::Ping => auth::Scope::Root,
+        Route::Catalog => auth::Scope::Catalog,
+        Route::Tags { name }
+        | Route::Manifest { name, .. }
+        | Route::Blob { name, .. }
+        | Route::Uploads { name }
+        | Route::Upload { name, .. }
+        | Route::Referrers { name, .. } => auth::Scope::Repository(name, needed),
+    };
+    state.auth.check(request, scope)?;
+    // A mount reads the repository it mounts from.
+    if let Route::Uploads { name } = &route
+        && let Some(from) = routes::query_value(request.uri.query(), "from")
+        && &from != name
+        && orca::model::reference::validate_repository(&from).is_ok()
+    {
+        state
+            .auth
+            .check(request, auth::Scope::Repository(&from, Access::Read))?;
+    }
     let body = idle_limited(body, state.limits.idle);
     match (route, method) {
         (Route::Ping, Method::GET | Method::HEAD) => Ok((

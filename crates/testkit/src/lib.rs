@@ -23,7 +23,8 @@ pub use image::{layer_of, push_layered_image, push_real_image, run, run_with_env
 pub use moto::MotoServer;
 pub use proxy::{Faults, RecordingProxy};
 pub use referrers::ReferrersFront;
-pub use registry::RegistryServer;
+pub use registry::{RegistryServer, tls_files};
+pub use token::{ISSUER as TOKEN_ISSUER, SERVICE as TOKEN_SERVICE, TokenIssuer};
 pub use umoci::umoci_image;
 
 /// Where to find the program `name`, or a panic saying how to install it

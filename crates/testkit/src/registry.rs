@@ -264,8 +264,9 @@ impl RegistryServer {
 }
 
 /// Writes a test CA and a server certificate for `127.0.0.1`/`localhost`
-/// signed by it; returns the CA, certificate and key paths.
-fn tls_files(
+/// signed by it (and a client certificate, `client.pem`/`client.key`);
+/// returns the CA, certificate and key paths.
+pub fn tls_files(
     dir: &std::path::Path,
 ) -> std::io::Result<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
     let other = |e: rcgen::Error| std::io::Error::other(e.to_string());

@@ -15,16 +15,17 @@ use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 
 /// The service name the registry and issuer agree on.
-pub(crate) const SERVICE: &str = "orca-test-registry";
+pub const SERVICE: &str = "orca-test-registry";
 /// The issuer name in tokens.
-pub(crate) const ISSUER: &str = "orca-test-issuer";
+pub const ISSUER: &str = "orca-test-issuer";
 
 /// A running token issuer.
 #[derive(Debug)]
-pub(crate) struct TokenIssuer {
-    pub(crate) port: u16,
+pub struct TokenIssuer {
+    /// Its port on 127.0.0.1 (tokens at `/token`).
+    pub port: u16,
     /// PEM of the certificate the registry must trust.
-    pub(crate) certificate_pem: String,
+    pub certificate_pem: String,
     pub(crate) issued: Arc<AtomicU32>,
     /// The identity token accepted in the refresh grant.
     pub(crate) refresh_token: String,
@@ -41,7 +42,7 @@ struct Signer {
 impl TokenIssuer {
     /// Starts an issuer on a free loopback port, granting whatever is asked
     /// to `user`/`password` and refusing everyone else.
-    pub(crate) fn start(user: &str, password: &str) -> std::io::Result<Self> {
+    pub fn start(user: &str, password: &str) -> std::io::Result<Self> {
         let other = |e: String| std::io::Error::other(e);
         let rcgen::CertifiedKey { cert, signing_key } =
             rcgen::generate_simple_self_signed(vec!["orca-test-issuer".to_owned()])

@@ -14,6 +14,7 @@ mod plugins;
 mod progress;
 mod readme;
 mod serve;
+mod serve_auth;
 mod serve_bad_input;
 mod serve_replicas;
 mod settings;

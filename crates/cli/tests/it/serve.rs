@@ -23,8 +23,9 @@ impl Serving {
     pub(crate) fn start(home: &Path, root: &str, extra: &[&str]) -> Serving {
         let mut child = orca(home)
             .current_dir(home)
-            .args(["serve", root, "--listen", "127.0.0.1:0"])
+            .args(["serve", root])
             .args(extra)
+            .args(["--listen", "127.0.0.1:0"])
             .stderr(Stdio::piped())
             .spawn()
             .expect("start orca serve");
@@ -35,7 +36,11 @@ impl Serving {
                 let status = child.wait().expect("wait");
                 panic!("orca serve {root} stopped before serving ({status})");
             };
-            if let Some(address) = line.split("http://").nth(1) {
+            if let Some(address) = line
+                .split("http://")
+                .nth(1)
+                .or_else(|| line.split("https://").nth(1))
+            {
                 break address.trim().to_owned();
             }
         };

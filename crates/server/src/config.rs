@@ -1,0 +1,173 @@
+//! `orca serve --config FILE`: the server's settings in YAML (see
+//! `docs/serve.md`), read into [`Config`]; the command line's flags go
+//! over them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::auth::{Access, Auth, Rule, TokenAuth};
+use crate::{Limits, TlsFiles};
+
+/// A server configuration file.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the repositories are (`memory`, `oci:DIR`, `s3://B/P`,
+    /// `SCHEME://LOCATION`).
+    pub root: Option<String>,
+    /// The address to listen on.
+    pub listen: Option<String>,
+    /// Garbage collection.
+    #[serde(default)]
+    pub gc: GcConfig,
+    /// Limits on requests.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Who may do what.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// HTTPS.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `gc:`.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcConfig {
+    /// How often (`1h`); off when absent.
+    pub every: Option<String>,
+    /// What a collection keeps (`24h`).
+    pub grace: Option<String>,
+}
+
+/// `limits:`.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// The largest manifest, in bytes.
+    pub manifest_bytes: Option<u64>,
+    /// How long a request body may send nothing (`60s`).
+    pub idle_timeout: Option<String>,
+    /// Refuse manifests naming content the repository lacks.
+    pub refuse_sparse: Option<bool>,
+}
+
+/// `auth:`.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// What a request without credentials may do: `none`, `read` or
+    /// `write` (default `read` once users or tokens are configured).
+    pub anonymous: Option<Access>,
+    /// An htpasswd file of bcrypt hashes.
+    pub htpasswd: Option<PathBuf>,
+    /// Per-repository rules for htpasswd users.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    /// Bearer tokens from an external token service.
+    pub token: Option<TokenConfig>,
+}
+
+/// `auth: token:`.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Where clients get tokens.
+    pub realm: String,
+    /// The service tokens are issued for.
+    pub service: String,
+    /// The issuer tokens name.
+    pub issuer: String,
+    /// The PEM certificate or public key tokens are signed with.
+    pub key: PathBuf,
+}
+
+/// `tls:`.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// CA certificates clients must present a certificate from (PEM);
+    /// no client certificates are asked for when absent.
+    pub client_ca: Option<PathBuf>,
+}
+
+fn duration(text: &str, what: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{what} {text:?}: {e}"))
+}
+
+impl Config {
+    /// Reads the file at `path`; what is wrong is said with the file's
+    /// name.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The collection interval and grace, if collection is on.
+    pub fn gc(&self) -> Result<Option<(Duration, Duration)>, String> {
+        let Some(every) = &self.gc.every else {
+            return Ok(None);
+        };
+        let grace = match &self.gc.grace {
+            Some(grace) => duration(grace, "gc.grace")?,
+            None => Duration::from_secs(24 * 60 * 60),
+        };
+        Ok(Some((duration(every, "gc.every")?, grace)))
+    }
+
+    /// The limits it sets, over the defaults.
+    pub fn limits(&self) -> Result<Limits, String> {
+        let mut limits = Limits::default();
+        if let Some(bytes) = self.limits.manifest_bytes {
+            limits.manifest = bytes;
+        }
+        if let Some(idle) = &self.limits.idle_timeout {
+            limits.idle = duration(idle, "limits.idle_timeout")?;
+        }
+        if let Some(refuse) = self.limits.refuse_sparse {
+            limits.refuse_sparse = refuse;
+        }
+        Ok(limits)
+    }
+
+    /// Who may do what.
+    pub fn auth(&self) -> Result<Auth, String> {
+        let auth = &self.auth;
+        match (&auth.htpasswd, &auth.token) {
+            (Some(_), Some(_)) => Err("auth: give htpasswd or token, not both".into()),
+            (Some(htpasswd), None) => Auth::htpasswd(
+                htpasswd,
+                auth.anonymous.unwrap_or(Access::Read),
+                auth.rules.clone(),
+            ),
+            (None, Some(token)) => {
+                if !auth.rules.is_empty() {
+                    return Err(
+                        "auth: rules are for htpasswd users; a token grants its own access".into(),
+                    );
+                }
+                let checked =
+                    TokenAuth::new(&token.realm, &token.service, &token.issuer, &token.key)?;
+                Ok(Auth::token(checked, auth.anonymous.unwrap_or(Access::Read)))
+            }
+            (None, None) if !auth.rules.is_empty() || auth.anonymous.is_some() => {
+                Err("auth: rules and anonymous need htpasswd or token".into())
+            }
+            (None, None) => Ok(Auth::default()),
+        }
+    }
+
+    /// The TLS files, if HTTPS is on.
+    pub fn tls(&self) -> Option<TlsFiles> {
+        self.tls.as_ref().map(|tls| TlsFiles {
+            cert: tls.cert.clone(),
+            key: tls.key.clone(),
+            client_ca: tls.client_ca.clone(),
+        })
+    }
+}
