@@ -1,10 +1,8 @@
 //! The README's promises, run as written: `scripts/demo` with the binary
-//! under test, and every command of the quick start against a registry
-//! of the test's own (in place of `localhost:5000`).
+//! under test, and every command of the quick start against an
+//! `orca serve memory` of the test's own (in place of `localhost:5000`).
 
 use std::path::Path;
-
-use orca_testkit::RegistryServer;
 
 use crate::common::orca;
 
@@ -46,9 +44,9 @@ fn the_quick_start_runs_as_written() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let readme_copy = dir.path().join("README.md");
     std::fs::write(&readme_copy, &text).expect("copy README.md");
-    let host = RegistryServer::shared().host();
-    // A repository of this test's own on the shared registry.
-    let repository = format!("quick-{}", std::process::id());
+    let serving = crate::serve::Serving::start(dir.path(), "memory", &[]);
+    let host = serving.host().to_owned();
+    let repository = "quick";
     for command in commands {
         let line = command
             .replace("localhost:5000/quick", &format!("{host}/{repository}"))
