@@ -31,6 +31,9 @@ fn main() -> ExitCode {
     let plain_http = cli.global.plain_http;
     let quiet = cli.global.quiet;
     let multi = progress::init_logging(verbose, quiet, cli.global.debug);
+    if matches!(cli.command, cli::Command::Serve(_)) {
+        few_malloc_arenas();
+    }
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -76,6 +79,22 @@ fn lines(e: &anyhow::Error) -> Vec<String> {
         lines.push(text);
     }
     lines
+}
+
+/// A server streams each blob through whichever blocking thread reads it;
+/// glibc gives every such thread an arena of its own and keeps what they
+/// freed, so a server's resident memory grew with the threads that ever
+/// read (115 MiB after 8 clients pulled one 512 MiB blob, 36 MiB with one
+/// arena). Two arenas keep it flat; set before any thread starts.
+fn few_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is called
+    // before the runtime starts its threads, and M_ARENA_MAX takes any
+    // positive count.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }
 
 /// One line on what to do, for the mistakes people make most.
