@@ -731,6 +731,14 @@ pub(crate) struct Serve {
     /// given up (408; default 60s).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub(crate) idle_timeout: Option<std::time::Duration>,
+    /// At most this many uploads at once; more are answered 429 (default
+    /// 256).
+    #[arg(long, value_name = "N")]
+    pub(crate) max_uploads: Option<usize>,
+    /// The largest blob accepted, in bytes (413 beyond); no limit unless
+    /// given.
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) max_blob_size: Option<u64>,
     /// Users and their bcrypt password hashes (`htpasswd -B`): basic auth.
     #[arg(long, value_name = "FILE")]
     pub(crate) htpasswd: Option<PathBuf>,

@@ -237,7 +237,14 @@ pub(crate) async fn start(state: &Shared, name: &str, request: &Parts, body: Htt
             None => {
                 let id = sessions::create(repository.storage.as_ref()).await?;
                 let stream = body.into_data_stream();
-                sessions::append(repository.storage.as_ref(), &id, 0, stream).await?;
+                sessions::append(
+                    repository.storage.as_ref(),
+                    &id,
+                    0,
+                    stream,
+                    state.limits.blob,
+                )
+                .await?;
                 complete(name, &repository, &id, &digest).await
             }
         };
@@ -329,7 +336,7 @@ pub(crate) async fn patch(
     let (_, offset) = sessions::state(storage, id).await?;
     check_chunk(request, offset)?;
     let stream = body.into_data_stream();
-    let offset = sessions::append(storage, id, offset, stream).await?;
+    let offset = sessions::append(storage, id, offset, stream, state.limits.blob).await?;
     Ok(session(StatusCode::ACCEPTED, name, id, offset))
 }
 
@@ -393,7 +400,7 @@ pub(crate) async fn finish(
         }
         _ => {
             let stream = body.into_data_stream();
-            sessions::append(storage, id, offset, stream).await?;
+            sessions::append(storage, id, offset, stream, state.limits.blob).await?;
             let done = complete(name, &repository, id, &digest).await?;
             state.metrics.session_ended();
             Ok(done)

@@ -50,6 +50,10 @@ pub struct LimitsConfig {
     pub idle_timeout: Option<String>,
     /// Refuse manifests naming content the repository lacks.
     pub refuse_sparse: Option<bool>,
+    /// Uploads at once (default 256).
+    pub uploads: Option<usize>,
+    /// The largest blob, in bytes (no limit when absent).
+    pub blob_bytes: Option<u64>,
 }
 
 /// `auth:`.
@@ -131,6 +135,12 @@ impl Config {
         }
         if let Some(refuse) = self.limits.refuse_sparse {
             limits.refuse_sparse = refuse;
+        }
+        if let Some(uploads) = self.limits.uploads {
+            limits.uploads = uploads;
+        }
+        if let Some(bytes) = self.limits.blob_bytes {
+            limits.blob = Some(bytes);
         }
         Ok(limits)
     }

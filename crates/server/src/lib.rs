@@ -58,6 +58,11 @@ pub struct Limits {
     /// How long a request body may send nothing before the request is
     /// given up (`408`): a stalled client holds no worker for long.
     pub idle: std::time::Duration,
+    /// At most this many uploads (blob `POST`, `PATCH`, `PUT`) at once;
+    /// more are answered `429` with `Retry-After`.
+    pub uploads: usize,
+    /// The largest blob accepted (bytes); larger is `413`. None: no limit.
+    pub blob: Option<u64>,
 }
 
 impl Default for Limits {
@@ -66,6 +71,8 @@ impl Default for Limits {
             manifest: 4 << 20,
             refuse_sparse: false,
             idle: std::time::Duration::from_secs(60),
+            uploads: 256,
+            blob: None,
         }
     }
 }
@@ -82,6 +89,7 @@ struct Shared {
     limits: Limits,
     auth: Auth,
     metrics: metrics::Metrics,
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 impl Server {
@@ -96,6 +104,7 @@ impl Server {
         Server {
             state: Arc::new(Shared {
                 root,
+                uploads: Arc::new(tokio::sync::Semaphore::new(limits.uploads.max(1))),
                 limits,
                 auth,
                 metrics: metrics::Metrics::default(),
@@ -398,6 +407,38 @@ async fn handle(state: &Shared, route: Route, request: &Parts, body: HttpBody) -
         state
             .auth
             .check(request, auth::Scope::Repository(&from, Access::Read))?;
+    }
+    // Uploads take a permit for as long as they run.
+    let _permit =
+        if matches!(route, Route::Uploads { .. } | Route::Upload { .. }) && method != Method::GET {
+            match state.uploads.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    return Err(ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "TOOMANYREQUESTS",
+                        format!(
+                            "{} uploads are running: try again shortly",
+                            state.limits.uploads
+                        ),
+                    )
+                    .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")));
+                }
+            }
+        } else {
+            None
+        };
+    if let (Some(limit), Some(length)) = (
+        state.limits.blob,
+        header_text(request, header::CONTENT_LENGTH).and_then(|l| l.parse::<u64>().ok()),
+    ) && matches!(route, Route::Uploads { .. } | Route::Upload { .. })
+        && length > limit
+    {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "SIZE_INVALID",
+            format!("a blob may have at most {limit} bytes; the request says {length}"),
+        ));
     }
     let body = idle_limited(body, state.limits.idle);
     match (route, method) {

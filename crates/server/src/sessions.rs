@@ -121,12 +121,14 @@ pub(crate) async fn state(
 
 /// Appends what `body` streams to the session from byte `offset` (where
 /// it stands), in pieces; returns where it stands after. A piece another
-/// writer put at the same offset first is `416`.
+/// writer put at the same offset first is `416`; a session growing past
+/// `limit` bytes is `413` (what it held stays).
 pub(crate) async fn append<S>(
     storage: &dyn ObjectStorage,
     id: &str,
     mut offset: u64,
     body: S,
+    limit: Option<u64>,
 ) -> Result<u64, ApiError>
 where
     S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
@@ -139,6 +141,15 @@ where
         if let Some(chunk) = next {
             let chunk = chunk.map_err(|e| crate::errors::broken_body(&e))?;
             piece.extend_from_slice(&chunk);
+            if let Some(limit) = limit
+                && offset + piece.len() as u64 > limit
+            {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "SIZE_INVALID",
+                    format!("a blob may have at most {limit} bytes"),
+                ));
+            }
         }
         while piece.len() >= PIECE || (ended && !piece.is_empty()) {
             let take = piece.len().min(PIECE);

@@ -51,6 +51,12 @@ pub(crate) async fn serve(ctx: &Ctx, args: Serve) -> anyhow::Result<()> {
     if let Some(idle) = args.idle_timeout {
         limits.idle = idle;
     }
+    if let Some(uploads) = args.max_uploads {
+        limits.uploads = uploads;
+    }
+    if let Some(bytes) = args.max_blob_size {
+        limits.blob = Some(bytes);
+    }
     let auth = config.auth().map_err(anyhow::Error::msg)?;
     let gc = match (config.gc().map_err(anyhow::Error::msg)?, args.gc_every) {
         (_, Some(every)) => Some((

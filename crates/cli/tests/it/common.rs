@@ -110,3 +110,23 @@ pub(crate) fn seed_image(dir: &Path, tag: &str, content: &[u8]) -> String {
             .to_string()
     })
 }
+
+/// Runs `script` (Python, with the oras package) in `dir` with `args`;
+/// its stdout. Fails, saying how to install it, when oras is missing.
+pub(crate) fn oras_python(dir: &Path, script: &str, args: &[&str]) -> String {
+    let python = orca_testkit::require_program("python3", "apt-get install -y python3");
+    let output = Command::new(python)
+        .current_dir(dir)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python3");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("No module named 'oras'"),
+        "the oras Python package is missing: run scripts/setup, or: pip install oras"
+    );
+    assert!(output.status.success(), "the oras script failed: {stderr}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

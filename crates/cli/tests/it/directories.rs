@@ -5,9 +5,8 @@
 //! the manifest pushed.
 
 use std::path::Path;
-use std::process::Command;
 
-use orca_testkit::{RegistryServer, require_program};
+use orca_testkit::RegistryServer;
 
 use crate::common::{digest, json, ok, run, unique};
 
@@ -120,19 +119,8 @@ fn a_directory_is_pushed_as_one_tar_and_pulled_back_whole() {
     assert_eq!(leftovers, ["site"], "temporaries left behind");
 
     // The oras Python client reads it as a directory too.
-    let python = require_program("python3", "apt-get install -y python3");
     let host = RegistryServer::shared().host();
-    let output = Command::new(python)
-        .current_dir(path)
-        .args(["-c", ORAS_PULL, &host, &name, "by-oras"])
-        .output()
-        .expect("run python3");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !stderr.contains("No module named 'oras'"),
-        "the oras Python package is missing: run scripts/setup, or: pip install oras"
-    );
-    assert!(output.status.success(), "oras pull failed: {stderr}");
+    crate::common::oras_python(path, ORAS_PULL, &[&host, &name, "by-oras"]);
     same_tree(&path.join("site"), &path.join("by-oras/site"));
 
     // The same tree packs to the same layer: pushed again, nothing new.

@@ -255,20 +255,8 @@ fn skopeo_oras_and_umoci_read_and_write_what_orca_serves() {
 
     // The oras Python client pushes an artifact with a referrer, and reads
     // them back through the Referrers API.
-    let python = require_program("python3", "apt-get install -y python3");
     std::fs::write(path.join("sbom.json"), b"{\"sbom\": true}\n").expect("write");
-    let output = Command::new(python)
-        .current_dir(path)
-        .args(["-c", ORAS, &host])
-        .output()
-        .expect("run python3");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !stderr.contains("No module named 'oras'"),
-        "the oras Python package is missing: run scripts/setup, or: pip install oras"
-    );
-    assert!(output.status.success(), "oras: {stderr}");
-    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    let said = crate::common::oras_python(path, ORAS, &[&host]);
     assert!(said.contains("pulled sbom.json"), "{said}");
     let referrer = said
         .lines()

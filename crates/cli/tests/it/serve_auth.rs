@@ -129,7 +129,6 @@ fn htpasswd_users_rules_and_peers_logging_in() {
     );
 
     // The oras Python client logs in and pushes.
-    let python = require_program("python3", "apt-get install -y python3");
     let script = r#"
 import sys
 import oras.client
@@ -139,16 +138,7 @@ client.auth.set_basic_auth("alice", "wonder")
 client.push(target=f"{host}/team/oras:v1", files=["note.txt"])
 print("pushed")
 "#;
-    let output = Command::new(python)
-        .current_dir(path)
-        .args(["-c", script, &host])
-        .output()
-        .expect("python3");
-    assert!(
-        output.status.success(),
-        "oras: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::common::oras_python(path, script, &[&host]);
     let tags = run(path, &["repos", &host]);
     let listed = String::from_utf8_lossy(&tags.stdout);
     for repository in ["team/app", "team/skopeo", "team/oras"] {

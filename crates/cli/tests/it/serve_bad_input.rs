@@ -174,3 +174,66 @@ fn bad_input_gets_the_spec_error_and_stores_nothing() {
     let stored = std::fs::read_dir(&blobs).map_or(0, |d| d.flatten().count());
     assert_eq!(stored, 0, "blobs were stored from bad input");
 }
+
+#[test]
+fn uploads_past_the_limits_are_refused_and_counted_out() {
+    let home = tempfile::tempdir().expect("temporary directory");
+    let serving = Serving::start(
+        home.path(),
+        "memory",
+        &[
+            "--max-uploads",
+            "1",
+            "--max-blob-size",
+            "1000",
+            "--idle-timeout",
+            "3s",
+        ],
+    );
+    let host = serving.host().to_owned();
+    // Too big by its Content-Length, and by what it streams.
+    let big = vec![1u8; 2000];
+    let declared = send(
+        &host,
+        "POST",
+        &format!("/v2/lim/blobs/uploads/?digest={}", sha256(&big)),
+        &[("Content-Type", "application/octet-stream")],
+        &big,
+    );
+    assert_eq!(
+        (declared.status, code(&declared).as_str()),
+        (413, "SIZE_INVALID"),
+        "{}",
+        declared.text()
+    );
+    let started = send(&host, "POST", "/v2/lim/blobs/uploads/", &[], b"");
+    let location = started.header("location").expect("Location").to_owned();
+    let mut streamed = TcpStream::connect(&host).expect("connect");
+    write!(
+        streamed,
+        "PATCH {location} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n7d0\r\n"
+    )
+    .expect("head");
+    streamed.write_all(&big).expect("body");
+    streamed.write_all(b"\r\n0\r\n\r\n").expect("end");
+    let answer = read_answer(&mut streamed, false);
+    assert_eq!(answer.status, 413, "{}", answer.text());
+
+    // One upload at a time: while one stalls, the next is told to retry.
+    let mut holding = TcpStream::connect(&host).expect("connect");
+    write!(
+        holding,
+        "PATCH {location} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 500\r\nConnection: close\r\n\r\n"
+    )
+    .expect("head");
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = send(&host, "POST", "/v2/lim/blobs/uploads/", &[], b"");
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    // Reads go on meanwhile; once the stalled upload is given up, uploads
+    // are taken again.
+    assert_eq!(send(&host, "GET", "/v2/", &[], b"").status, 200);
+    let _ = read_answer(&mut holding, false);
+    let again = send(&host, "POST", "/v2/lim/blobs/uploads/", &[], b"");
+    assert_eq!(again.status, 202, "{}", again.text());
+}
