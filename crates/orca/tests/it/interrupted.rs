@@ -272,6 +272,14 @@ async fn stalled_copy() {
         panic!("the stalled copy was meant to be killed, it ended: {outcome:?}");
     }
     wait_for(&marker);
+    // The small layer goes beside the big one: it must have landed before
+    // the cut, or the re-run rightly moves it again (seen on a loaded
+    // machine).
+    let landed = Instant::now() + Duration::from_secs(10);
+    while !target.exists(&small).await.expect("exists") {
+        assert!(Instant::now() < landed, "the small layer never landed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     copy.abort();
     assert!(copy.await.is_err(), "the copy was not cancelled");
     let deadline = Instant::now() + Duration::from_secs(10);
