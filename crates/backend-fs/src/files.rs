@@ -264,10 +264,14 @@ impl Files {
                 } else {
                     format!("{dir}/{name}")
                 };
-                let meta = entry
-                    .metadata()
-                    .at("inspect", &entry.path())
-                    .map_err(|e| self.file_error("list", e))?;
+                // A file another writer renamed or removed since the
+                // directory was read is no longer there to list.
+                let meta = match entry.metadata() {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    other => other
+                        .at("inspect", &entry.path())
+                        .map_err(|e| self.file_error("list", e))?,
+                };
                 if meta.is_dir() {
                     pending.push(key);
                 } else if meta.is_file() {
