@@ -1,6 +1,7 @@
 //! Integration tests of the `orca` binary, run as a user runs it: real
 //! processes against layouts, archives, moto and docker-registry.
 
+mod blobs_and_gc;
 mod bundles;
 mod commands;
 mod common;
