@@ -349,5 +349,11 @@ fn health_metrics_request_ids_and_a_clean_stop() {
     assert!(killed.success());
     let status = serving.wait();
     assert!(status.success(), "{status}");
+    // Its last words reach the log through a reader thread: give it a
+    // moment after the exit.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !serving.log().contains("stopped") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert!(serving.log().contains("stopped"), "{}", serving.log());
 }
