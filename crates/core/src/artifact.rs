@@ -268,8 +268,25 @@ pub async fn push_file_reported(
         size += chunk.len() as u64;
         digester.update(&chunk);
     }
-    let mut descriptor = Descriptor::new(media_type, digester.finish(), size);
-    let body = Body::new(size, file_stream(open()?));
+    let descriptor = Descriptor::new(media_type, digester.finish(), size);
+    push_hashed(store, path, descriptor, title, progress).await
+}
+
+/// Pushes the file at `path`, whose digest and size `descriptor` already
+/// says (read once more, streamed, verified by the store), titled
+/// `title` (checked by the caller), reporting to `progress`.
+pub(crate) async fn push_hashed(
+    store: &Store,
+    path: &Path,
+    mut descriptor: Descriptor,
+    title: String,
+    progress: Option<&std::sync::Arc<dyn crate::copy::Progress>>,
+) -> Result<Descriptor> {
+    let file = std::fs::File::open(path).map_err(|e| Error::InvalidInput {
+        what: format!("file {}", path.display()),
+        reason: e.to_string(),
+    })?;
+    let body = Body::new(descriptor.size, file_stream(file));
     match progress {
         Some(progress) if store.exists(&descriptor).await? => {
             progress.event(&crate::copy::Event::Present(descriptor.clone()));

@@ -77,6 +77,9 @@ pub struct Root {
     name: String,
     options: OpenOptions,
     opened: Mutex<BTreeMap<String, Repository>>,
+    /// Repositories known to hold a layout (a marker is never removed
+    /// while the root is served), so asking costs no I/O a second time.
+    marked: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Root {
@@ -142,6 +145,7 @@ impl Root {
             name: target.to_owned(),
             options: options.clone(),
             opened: Mutex::new(BTreeMap::new()),
+            marked: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -223,18 +227,42 @@ impl Root {
 
     /// Whether repository `name` holds a layout (anything was pushed).
     pub async fn exists(&self, name: &str) -> Result<bool> {
+        if self.is_marked(name) {
+            return Ok(true);
+        }
         let repository = self.repository(name).await?;
-        Ok(repository
+        let found = repository
             .storage
             .size(orca_core::layout::OCI_LAYOUT_FILE)
             .await?
-            .is_some())
+            .is_some();
+        if found {
+            self.mark(name);
+        }
+        Ok(found)
+    }
+
+    fn is_marked(&self, name: &str) -> bool {
+        self.marked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(name)
+    }
+
+    fn mark(&self, name: &str) {
+        self.marked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned());
     }
 
     /// Makes repository `name` a layout now (its `oci-layout` marker), so
     /// what is kept beside its content before the first push (an upload
     /// session) sits in a layout that every reader recognises.
     pub async fn create(&self, name: &str) -> Result<Repository> {
+        if self.is_marked(name) {
+            return self.repository(name).await;
+        }
         #[cfg(feature = "plugins")]
         if let Kind::Plugin { scheme, location } = &self.kind {
             // The root itself is marked too, so a plugin whose storage
@@ -263,7 +291,10 @@ impl Root {
             )
             .await;
         match written {
-            Ok(()) | Err(Error::Conflict { .. }) => Ok(repository),
+            Ok(()) | Err(Error::Conflict { .. }) => {
+                self.mark(name);
+                Ok(repository)
+            }
             Err(e) => Err(e),
         }
     }

@@ -102,6 +102,10 @@ impl TokenAuth {
 #[derive(Clone, Debug)]
 pub struct Auth {
     users: BTreeMap<String, String>,
+    /// Credentials bcrypt already accepted, by their sha256: bcrypt costs
+    /// tens of milliseconds by design, and a client sends its credentials
+    /// with every request.
+    accepted: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
     token: Option<TokenAuth>,
     anonymous: Access,
     rules: Vec<Rule>,
@@ -113,6 +117,7 @@ impl Default for Auth {
     fn default() -> Self {
         Auth {
             users: BTreeMap::new(),
+            accepted: Default::default(),
             token: None,
             anonymous: Access::Write,
             rules: Vec::new(),
@@ -184,6 +189,7 @@ impl Auth {
         }
         Ok(Auth {
             users,
+            accepted: Default::default(),
             token: None,
             anonymous,
             rules,
@@ -194,6 +200,7 @@ impl Auth {
     pub fn token(token: TokenAuth, anonymous: Access) -> Self {
         Auth {
             users: BTreeMap::new(),
+            accepted: Default::default(),
             token: Some(token),
             anonymous,
             rules: Vec::new(),
@@ -239,6 +246,30 @@ impl Auth {
         Err(self.refusal(&caller, repository, needed))
     }
 
+    /// The user `USER:PASSWORD` names, when the password is theirs.
+    fn verified(&self, credentials: &str) -> Option<String> {
+        let key = orca::Digest::sha256(credentials.as_bytes()).to_string();
+        let accepted = || {
+            self.accepted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(user) = accepted().get(&key) {
+            return Some(user.clone());
+        }
+        let (user, password) = credentials.split_once(':')?;
+        let hash = self.users.get(user)?;
+        if !bcrypt::verify(password, hash).unwrap_or(false) {
+            return None;
+        }
+        let mut accepted = accepted();
+        if accepted.len() >= 1024 {
+            accepted.clear();
+        }
+        accepted.insert(key, user.to_owned());
+        Some(user.to_owned())
+    }
+
     fn user_access(&self, user: &str, repository: &str) -> Access {
         if self.rules.is_empty() {
             return Access::Write;
@@ -266,11 +297,10 @@ impl Auth {
                 .decode(value.trim())
                 .ok()
                 .and_then(|bytes| String::from_utf8(bytes).ok());
-            if let Some((user, password)) = decoded.as_deref().and_then(|d| d.split_once(':'))
-                && let Some(hash) = self.users.get(user)
-                && bcrypt::verify(password, hash).unwrap_or(false)
+            if let Some(decoded) = decoded.as_deref()
+                && let Some(user) = self.verified(decoded)
             {
-                return Ok(Caller::User(user.to_owned()));
+                return Ok(Caller::User(user));
             }
             return Err(self.refusal(&Caller::Anonymous, None, Access::Read));
         }

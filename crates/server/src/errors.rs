@@ -122,54 +122,49 @@ impl ApiError {
     }
 }
 
-/// A request body that broke off or stalled, wherever in a store's error
-/// it surfaced: the client's doing (`400`), or its silence (`408`).
-fn body_failure(e: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    let mut from_body = false;
-    while let Some(error) = cause {
-        if let Some(orca::Error::Failed { doing, .. }) = error.downcast_ref::<orca::Error>()
-            && doing.contains("request body")
-        {
-            from_body = true;
-        }
-        if let Some(io) = error.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-            && from_body
-        {
-            return Some(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "BLOB_UPLOAD_INVALID",
-                io.to_string(),
-            ));
-        }
-        cause = error.source();
-    }
-    from_body.then(|| ApiError::upload_invalid(format!("the request body broke off: {e}")))
-}
-
-/// A request body's failure while it was read for an upload.
-pub(crate) fn broken_body(e: &axum::Error) -> ApiError {
-    let mut cause = std::error::Error::source(e);
-    let mut timed_out = false;
+/// Whether `error`, or anything that caused it, is a timeout.
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
     while let Some(error) = cause {
         if error
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
         {
-            timed_out = true;
+            return true;
         }
         cause = error.source();
     }
+    false
+}
+
+/// What a request body's failure is answered: its silence past the idle
+/// limit is `408`, breaking off `400`.
+fn body_answer(timed_out: bool, what: String) -> ApiError {
     if timed_out {
-        ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "BLOB_UPLOAD_INVALID",
-            e.to_string(),
-        )
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, "BLOB_UPLOAD_INVALID", what)
     } else {
-        ApiError::upload_invalid(format!("the request body broke off: {e}"))
+        ApiError::upload_invalid(format!("the request body broke off: {what}"))
     }
+}
+
+/// A request body that broke off or stalled, wherever in a store's error
+/// it surfaced.
+fn body_failure(e: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
+    let mut cause = Some(e);
+    while let Some(error) = cause {
+        if let Some(orca::Error::Failed { doing, .. }) = error.downcast_ref::<orca::Error>()
+            && doing.contains("request body")
+        {
+            return Some(body_answer(timed_out(error), e.to_string()));
+        }
+        cause = error.source();
+    }
+    None
+}
+
+/// A request body's failure while it was read for an upload.
+pub(crate) fn broken_body(e: &axum::Error) -> ApiError {
+    body_answer(timed_out(e), e.to_string())
 }
 
 impl From<orca::Error> for ApiError {

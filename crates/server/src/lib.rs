@@ -348,15 +348,7 @@ async fn dispatch(State(state): State<Arc<Shared>>, request: Request) -> Respons
 
 /// A new request id: 64 random bits, as hex.
 fn request_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::hash::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    format!("{:016x}", hasher.finish())
+    format!("{:016x}", sessions::random_word())
 }
 
 fn metrics_page(state: &Shared) -> Response {

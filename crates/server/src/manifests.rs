@@ -99,7 +99,7 @@ pub(crate) async fn put(
     // too); a push by tag with the canonical one.
     let algorithm = match &target {
         Selector::Digest(digest) => digest.algorithm(),
-        Selector::Tag(_) => raw.descriptor().digest.algorithm(),
+        Selector::Tag(_) => orca::Algorithm::Sha256,
     };
     let descriptor = Descriptor::new(
         media_type,

@@ -31,20 +31,23 @@ fn key(id: &str, name: &str) -> String {
 
 /// A new session id: 128 random bits, as hex.
 fn new_id() -> String {
+    format!("{:016x}{:016x}", random_word(), random_word())
+}
+
+/// 64 random bits: a hasher std seeds from the system's randomness, fed
+/// a counter, the time and the process id (no two calls alike).
+pub(crate) fn random_word() -> u64 {
     static COUNT: AtomicU64 = AtomicU64::new(0);
-    let word = || {
-        let mut hasher = std::hash::RandomState::new().build_hasher();
-        hasher.write_u64(COUNT.fetch_add(1, Ordering::Relaxed));
-        hasher.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        hasher.write_u32(std::process::id());
-        hasher.finish()
-    };
-    format!("{:016x}{:016x}", word(), word())
+    let mut hasher = std::hash::RandomState::new().build_hasher();
+    hasher.write_u64(COUNT.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 /// Whether `id` can be a session id (and so a key component).

@@ -27,16 +27,18 @@ pub const ANNOTATION_CONTENT_DIGEST: &str = "io.deis.oras.content.digest";
 /// The media type of a directory pushed without one (oras's default).
 pub const DIRECTORY_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
-/// A writer that hashes what goes through it.
+/// A writer that hashes and counts what goes through it.
 struct Hashing<W> {
     inner: W,
     digester: Digester,
+    size: u64,
 }
 
 impl<W: Write> Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let written = self.inner.write(buf)?;
         self.digester.update(&buf[..written]);
+        self.size += written as u64;
         Ok(written)
     }
 
@@ -108,9 +110,10 @@ fn fresh<T>(
 }
 
 /// Packs `dir` as a gzip-compressed tar whose entries sit under `title`,
-/// into a new file in `scratch`; returns the file and the digest of the
+/// into a new file in `scratch`; returns the file, the digest and size of
+/// what it holds (hashed as it was written), and the digest of the
 /// uncompressed tar.
-fn pack(dir: &Path, title: &str, scratch: &Path) -> Result<(Scratch, Digest)> {
+fn pack(dir: &Path, title: &str, scratch: &Path) -> Result<(Scratch, Digest, u64, Digest)> {
     let (path, file) = fresh(scratch, "pack", |p| {
         std::fs::OpenOptions::new()
             .write(true)
@@ -118,10 +121,16 @@ fn pack(dir: &Path, title: &str, scratch: &Path) -> Result<(Scratch, Digest)> {
             .open(p)
     })?;
     let guard = Scratch(Some(path));
-    let gzip = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+    let written = Hashing {
+        inner: file,
+        digester: Digester::new(Algorithm::Sha256),
+        size: 0,
+    };
+    let gzip = flate2::write::GzEncoder::new(written, flate2::Compression::default());
     let mut builder = tar::Builder::new(Hashing {
         inner: gzip,
         digester: Digester::new(Algorithm::Sha256),
+        size: 0,
     });
     builder.mode(tar::HeaderMode::Deterministic);
     builder.follow_symlinks(false);
@@ -130,9 +139,9 @@ fn pack(dir: &Path, title: &str, scratch: &Path) -> Result<(Scratch, Digest)> {
         .map_err(|e| invalid(dir, e))?;
     let hashing = builder.into_inner().map_err(|e| invalid(dir, e))?;
     let tar_digest = hashing.digester.finish();
-    let file = hashing.inner.finish().map_err(|e| invalid(dir, e))?;
-    file.sync_all().map_err(|e| invalid(dir, e))?;
-    Ok((guard, tar_digest))
+    let written = hashing.inner.finish().map_err(|e| invalid(dir, e))?;
+    written.inner.sync_all().map_err(|e| invalid(dir, e))?;
+    Ok((guard, written.digester.finish(), written.size, tar_digest))
 }
 
 /// Pushes the directory at `path` as one layer (see the module), titled
@@ -157,13 +166,16 @@ pub async fn push_directory_reported(
     super::check_title(&title)?;
     let (dir, name) = (path.to_owned(), title.clone());
     let scratch = std::env::temp_dir();
-    let (packed, tar_digest) = tokio::task::spawn_blocking(move || pack(&dir, &name, &scratch))
-        .await
-        .map_err(|e| invalid(path, e))??;
+    let (packed, digest, size, tar_digest) =
+        tokio::task::spawn_blocking(move || pack(&dir, &name, &scratch))
+            .await
+            .map_err(|e| invalid(path, e))??;
     let packed_path = packed.0.clone().unwrap_or_default();
     let media_type = media_type.unwrap_or_else(|| MediaType::new(DIRECTORY_MEDIA_TYPE));
+    // Hashed as it was packed: read once more only to be pushed.
+    let descriptor = Descriptor::new(media_type, digest, size);
     let mut descriptor =
-        super::push_file_reported(store, &packed_path, media_type, Some(&title), progress).await?;
+        super::push_hashed(store, &packed_path, descriptor, title, progress).await?;
     drop(packed);
     descriptor
         .annotations
@@ -419,8 +431,8 @@ mod tests {
         std::fs::write(tree.join("sub/b.txt"), b"b").expect("write");
         #[cfg(unix)]
         std::os::unix::fs::symlink("../a.txt", tree.join("sub/to-a")).expect("link");
-        let (packed, digest) = pack(&tree, "tree", dir.path()).expect("pack");
-        let (again, same) = pack(&tree, "tree", dir.path()).expect("pack again");
+        let (packed, _, _, digest) = pack(&tree, "tree", dir.path()).expect("pack");
+        let (again, _, _, same) = pack(&tree, "tree", dir.path()).expect("pack again");
         assert_eq!(digest, same, "packing is deterministic");
         drop(again);
         let archive = packed.0.clone().expect("packed");
