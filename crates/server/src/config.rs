@@ -54,6 +54,8 @@ pub struct LimitsConfig {
     pub uploads: Option<usize>,
     /// The largest blob, in bytes (no limit when absent).
     pub blob_bytes: Option<u64>,
+    /// The most a page of the Referrers API holds, in bytes (1 MiB).
+    pub referrers_page_bytes: Option<usize>,
 }
 
 /// `auth:`.
@@ -141,6 +143,9 @@ impl Config {
         }
         if let Some(bytes) = self.limits.blob_bytes {
             limits.blob = Some(bytes);
+        }
+        if let Some(bytes) = self.limits.referrers_page_bytes {
+            limits.referrers_page = bytes.max(1);
         }
         Ok(limits)
     }

@@ -63,6 +63,9 @@ pub struct Limits {
     pub uploads: usize,
     /// The largest blob accepted (bytes); larger is `413`. None: no limit.
     pub blob: Option<u64>,
+    /// The most a page of the Referrers API holds (bytes of descriptors);
+    /// a longer list is paged with `Link`.
+    pub referrers_page: usize,
 }
 
 impl Default for Limits {
@@ -73,6 +76,7 @@ impl Default for Limits {
             idle: std::time::Duration::from_secs(60),
             uploads: 256,
             blob: None,
+            referrers_page: 1 << 20,
         }
     }
 }

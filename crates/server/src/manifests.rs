@@ -292,14 +292,19 @@ pub(crate) async fn catalog(state: &Shared, request: &Parts) -> Answer {
     ))
 }
 
-/// `GET /v2/<name>/referrers/<digest>?artifactType=`.
+/// `GET /v2/<name>/referrers/<digest>?artifactType=`: the referrers in
+/// digest order, paged by `Link` when they pass the page's byte budget
+/// (or the client's `n`); `last` is the digest a page starts after, so a
+/// referrer added or removed while a client pages is neither repeated nor
+/// skipped beside the others.
 pub(crate) async fn referrers(state: &Shared, name: &str, digest: &str, request: &Parts) -> Answer {
     let digest = parse_digest(digest)?;
     let artifact_type =
         query_value(request.uri.query(), "artifactType").map(|t| MediaType::new(&t));
-    let manifests = if state.root.exists(name).await? {
+    let (n, last) = paging(request)?;
+    let mut all = if state.root.exists(name).await? {
         let repository = state.root.repository(name).await?;
-        let subject = Descriptor::new(MediaType::OCI_MANIFEST, digest, 0);
+        let subject = Descriptor::new(MediaType::OCI_MANIFEST, digest.clone(), 0);
         match repository
             .store
             .referrers(&subject, artifact_type.as_ref())
@@ -314,6 +319,22 @@ pub(crate) async fn referrers(state: &Shared, name: &str, digest: &str, request:
         }
     } else {
         Vec::new()
+    };
+    all.sort_by_cached_key(|d| d.digest.to_string());
+    all.dedup_by(|a, b| a.digest == b.digest);
+    let (manifests, more) = referrers_page(all, n, last.as_deref(), state.limits.referrers_page);
+    let link = match manifests.last() {
+        Some(last) if more => {
+            let mut next = format!("/v2/{name}/referrers/{digest}?last={}", last.digest);
+            if let Some(t) = &artifact_type {
+                next.push_str(&format!("&artifactType={}", encode(t.as_str())));
+            }
+            if let Some(n) = n {
+                next.push_str(&format!("&n={n}"));
+            }
+            Some(format!("<{next}>; rel=\"next\""))
+        }
+        _ => None,
     };
     let index = serde_json::json!({
         "schemaVersion": 2,
@@ -333,5 +354,48 @@ pub(crate) async fn referrers(state: &Shared, name: &str, digest: &str, request:
             .headers_mut()
             .insert("oci-filters-applied", value("artifactType"));
     }
+    if let Some(link) = link {
+        response.headers_mut().insert(header::LINK, value(&link));
+    }
     Ok(response)
+}
+
+/// The referrers after `last`, at most `n` and at most `budget` bytes of
+/// descriptors (one at least, whatever its size); and whether more follow.
+fn referrers_page(
+    all: Vec<Descriptor>,
+    n: Option<usize>,
+    last: Option<&str>,
+    budget: usize,
+) -> (Vec<Descriptor>, bool) {
+    let mut page = Vec::new();
+    let mut used = 0;
+    let mut rest = all
+        .into_iter()
+        .filter(|d| last.is_none_or(|last| d.digest.to_string().as_str() > last))
+        .peekable();
+    while let Some(next) = rest.peek() {
+        let size = serde_json::to_vec(next).map(|v| v.len() + 1).unwrap_or(0);
+        let full = n.is_some_and(|n| page.len() >= n.max(1));
+        if full || (!page.is_empty() && used + size > budget) {
+            break;
+        }
+        used += size;
+        page.extend(rest.next());
+    }
+    let more = rest.peek().is_some();
+    (page, more)
+}
+
+/// Percent-encoding of a query value.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }

@@ -1,6 +1,8 @@
 //! orca-server against real clients: orca's own registry client runs its
 //! whole conformance suite against the server on every kind of root
 //! (memory, a directory, a bucket on moto, a plugin's storage).
+//! The Referrers API pages long lists.
 
 mod common;
 mod conformance;
+mod paging;
