@@ -20,6 +20,7 @@ use orca_core::{Body, Descriptor, Error, Result};
 use crate::error::FileError;
 use crate::files::Files;
 
+mod staged;
 mod write;
 
 use write::still_at;
@@ -290,6 +291,23 @@ impl ObjectStorage for Directory {
 
     fn adopts(&self) -> bool {
         true
+    }
+
+    fn appends(&self) -> bool {
+        true
+    }
+
+    async fn append(
+        &self,
+        key: &str,
+        offset: u64,
+        body: futures::stream::BoxStream<'static, Result<Bytes>>,
+    ) -> Result<u64> {
+        self.append_object(key, offset, body).await
+    }
+
+    async fn publish(&self, key: &str, descriptor: &Descriptor) -> Result<bool> {
+        self.publish_object(key, descriptor).await
     }
 
     async fn adopt(&self, from: &str, key: &str, size: u64) -> Result<bool> {

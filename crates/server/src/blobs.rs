@@ -412,8 +412,11 @@ pub(crate) async fn finish(
 async fn complete(name: &str, repository: &orca::Repository, id: &str, digest: &Digest) -> Answer {
     let storage = repository.storage.as_ref();
     let (pieces, total) = sessions::state(storage, id).await?;
-    let body = sessions::read(repository.storage.clone(), pieces, total);
-    repository.store.push(&blob(digest, total), body).await?;
+    let descriptor = blob(digest, total);
+    if !sessions::publish(storage, id, &descriptor).await? {
+        let body = sessions::read(repository.storage.clone(), pieces, total);
+        repository.store.push(&descriptor, body).await?;
+    }
     sessions::remove(storage, id).await?;
     Ok(created(name, digest))
 }

@@ -1,12 +1,17 @@
 //! Upload sessions kept in the repository's own storage, beside its layout
 //! (`uploads/<id>/`), so a restarted server, or another replica on the
 //! same directory or bucket, continues an upload where it stood. A session
-//! is a marker object and the bytes received so far, in pieces of at most
-//! [`PIECE`] bytes named by the offset they start at. A piece is written
-//! only if none is there yet (the storage's compare-and-swap), so two
-//! writers racing for the same offset cannot both land: the second is told
-//! the range is taken. The whole is read back, in order, when the upload
-//! completes, and verified by the store as every push is.
+//! is a marker object and the bytes received so far.
+//!
+//! Where the storage appends in place (a directory), the bytes are one
+//! object, `data`, that each request extends under its file lock, and the
+//! finished upload becomes the blob by a rename once it hashed right: its
+//! bytes are written once. Elsewhere (a bucket) they are pieces of at most
+//! [`PIECE`] bytes named by the offset they start at, each written only if
+//! none is there yet (the storage's compare-and-swap), and read back in
+//! order into the store when the upload completes. Either way two writers
+//! racing for one offset cannot both land: the second is told the range is
+//! taken, and nothing unverified becomes a blob.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -24,6 +29,8 @@ use crate::errors::ApiError;
 pub(crate) const PIECE: usize = 8 << 20;
 
 const MARKER: &str = "session";
+/// The object an appending storage keeps a session's bytes in.
+const DATA: &str = "data";
 
 fn key(id: &str, name: &str) -> String {
     format!("uploads/{id}/{name}")
@@ -98,6 +105,12 @@ pub(crate) async fn state(
         };
         if name == MARKER {
             found = true;
+        } else if name == DATA {
+            pieces.push(Piece {
+                start: 0,
+                size: object.size,
+                key: object.key.clone(),
+            });
         } else if let Ok(start) = name.parse::<u64>() {
             pieces.push(Piece {
                 start,
@@ -134,8 +147,11 @@ pub(crate) async fn append<S>(
     limit: Option<u64>,
 ) -> Result<u64, ApiError>
 where
-    S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
+    S: Stream<Item = Result<Bytes, axum::Error>> + Unpin + Send + 'static,
 {
+    if storage.appends() {
+        return append_in_place(storage, id, offset, body, limit).await;
+    }
     let mut body = body;
     let mut piece = BytesMut::new();
     loop {
@@ -177,6 +193,73 @@ where
         if ended {
             return Ok(offset);
         }
+    }
+}
+
+/// [`append`] on a storage that appends in place: the body streams into
+/// the session's one object.
+async fn append_in_place<S>(
+    storage: &dyn ObjectStorage,
+    id: &str,
+    offset: u64,
+    body: S,
+    limit: Option<u64>,
+) -> Result<u64, ApiError>
+where
+    S: Stream<Item = Result<Bytes, axum::Error>> + Unpin + Send + 'static,
+{
+    let mut size = offset;
+    let stream = body
+        .map_err(|e| orca::Error::Failed {
+            doing: "reading the request body".into(),
+            source: Box::new(e),
+        })
+        .and_then(move |chunk| {
+            size += chunk.len() as u64;
+            let over = limit.filter(|&limit| size > limit);
+            async move {
+                match over {
+                    Some(limit) => Err(orca::Error::LimitExceeded {
+                        what: "the blob".into(),
+                        limit,
+                    }),
+                    None => Ok(chunk),
+                }
+            }
+        })
+        .boxed();
+    match storage.append(&key(id, DATA), offset, stream).await {
+        Ok(end) => Ok(end),
+        Err(orca::Error::Conflict { what, .. }) => Err(ApiError::range_not_satisfiable(
+            offset,
+            format!("upload {id}: {what}"),
+        )),
+        Err(orca::Error::LimitExceeded { limit, .. }) => Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "SIZE_INVALID",
+            format!("a blob may have at most {limit} bytes"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Publishes what session `id` holds as the blob `descriptor` without
+/// copying it, where the storage appends in place; `false` when it cannot
+/// (the caller pushes the bytes through the store).
+pub(crate) async fn publish(
+    storage: &dyn ObjectStorage,
+    id: &str,
+    descriptor: &orca::Descriptor,
+) -> Result<bool, ApiError> {
+    if !storage.appends() {
+        return Ok(false);
+    }
+    match storage.publish(&key(id, DATA), descriptor).await {
+        Ok(published) => Ok(published),
+        Err(orca::Error::Conflict { what, .. }) => Err(ApiError::upload_invalid(format!(
+            "upload {id} is still being written: {what}"
+        ))),
+        Err(e) => Err(e.into()),
     }
 }
 

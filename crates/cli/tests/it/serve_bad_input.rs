@@ -160,13 +160,28 @@ fn bad_input_gets_the_spec_error_and_stores_nothing() {
         "a stalled client held a request {waited:?}"
     );
     assert_eq!(answer.status, 408, "{}", answer.text());
+    // A directory appends in place: what the stalled body wrote is kept
+    // and said, and the client continues from there.
     let status = send(&host, "GET", &location, &[], b"");
     assert_eq!(status.status, 204);
     assert_eq!(
         status.header("range"),
-        Some("0-0"),
-        "bytes of a stalled body were kept as written"
+        Some("0-999"),
+        "the bytes a stalled body wrote, as the session holds them"
     );
+    let rest = send(
+        &host,
+        "PATCH",
+        &location,
+        &[
+            ("Content-Type", "application/octet-stream"),
+            ("Content-Range", "1000-1999"),
+        ],
+        &[7u8; 1000],
+    );
+    assert_eq!(rest.status, 202, "{}", rest.text());
+    assert_eq!(rest.header("range"), Some("0-1999"));
+    assert_eq!(send(&host, "DELETE", &location, &[], b"").status, 204);
 
     // Still serving; no blob anywhere in the layout.
     assert_eq!(send(&host, "GET", "/v2/", &[], b"").status, 200);

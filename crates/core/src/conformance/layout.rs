@@ -15,11 +15,13 @@ use futures::future::BoxFuture;
 
 use super::support::*;
 
+mod staged;
 mod writers;
 
 use crate::layout::{
     Condition, GcOptions, INDEX_FILE, Layout, LayoutIndex, ObjectStorage, Version, blob_path,
 };
+pub use staged::*;
 pub use writers::*;
 
 /// What a layout check runs against: a fresh, empty layout, and whatever
@@ -197,6 +199,7 @@ macro_rules! layout_conformance_tests {
             finding_15_a_cancelled_gc_leaves_no_fence,
             finding_15_a_dead_process_fence_blocks_nothing,
             finding_9_a_digest_that_is_no_manifest_says_what_it_is,
+            staged_objects_append_in_place_and_publish_verified,
         );
     };
     (@each $make:path; $($check:ident),* $(,)?) => {

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::stream::BoxStream;
 
 use crate::body::Body;
 use crate::error::Result;
@@ -120,4 +121,41 @@ pub trait ObjectStorage: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// than `age` (younger staging may belong to a push still running).
     /// Returns how many were removed.
     async fn clean_staging(&self, age: Duration) -> Result<usize>;
+
+    /// Whether [`ObjectStorage::append`] and [`ObjectStorage::publish`]
+    /// work here: staged bytes grow in place in one object and become a
+    /// blob by a rename (a filesystem). Elsewhere a writer stages in
+    /// pieces and pushes them whole.
+    fn appends(&self) -> bool {
+        false
+    }
+
+    /// Appends what `body` streams to the object at `key`, which must hold
+    /// exactly `offset` bytes (an absent one holds none) and have no other
+    /// writer appending at the same time: otherwise `Error::Conflict`, and
+    /// nothing is written. Returns the object's size after. What an error
+    /// part-way leaves appended stays.
+    async fn append(
+        &self,
+        key: &str,
+        offset: u64,
+        body: BoxStream<'static, Result<Bytes>>,
+    ) -> Result<u64> {
+        let _ = (key, offset, body);
+        Err(crate::Error::Unsupported {
+            operation: "append",
+            place: self.to_string(),
+        })
+    }
+
+    /// Publishes the object at `key` as the blob `descriptor`, once its
+    /// bytes hash to the digest, by a rename: nothing is copied, and the
+    /// object is gone after. `false` when it cannot (absent, another
+    /// writer holds it, or the storage does not append): the caller
+    /// pushes its bytes instead. Content that does not match is
+    /// `Error::DigestMismatch` (or `SizeMismatch`) and stays where it was.
+    async fn publish(&self, key: &str, descriptor: &Descriptor) -> Result<bool> {
+        let _ = (key, descriptor);
+        Ok(false)
+    }
 }
