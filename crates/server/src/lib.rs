@@ -208,7 +208,8 @@ impl Drop for Collector {
     }
 }
 
-/// One collection of every repository of `root`; what fails is logged and
+/// One collection of every repository of `root` (upload sessions idle for
+/// the grace, an hour at least, go too); what fails is logged and
 /// the next repository goes on. Returns how many were collected and how
 /// many failed.
 pub async fn collect_all(root: &orca::Root, grace: std::time::Duration) -> (usize, usize) {
@@ -222,8 +223,17 @@ pub async fn collect_all(root: &orca::Root, grace: std::time::Duration) -> (usiz
     let (mut done, mut failed) = (0, 0);
     let options = orca::layout::GcOptions::new().grace(grace);
     for name in names {
+        let idle = grace.max(sessions::IDLE_AT_LEAST);
         let outcome = match root.repository(&name).await {
-            Ok(repository) => repository.gc(&options).await,
+            Ok(repository) => match sessions::expire(repository.storage.as_ref(), idle).await {
+                Ok(expired) => {
+                    if expired > 0 {
+                        tracing::info!(repository = %name, sessions = expired, "idle upload sessions removed");
+                    }
+                    repository.gc(&options).await
+                }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match outcome {

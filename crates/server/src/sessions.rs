@@ -292,3 +292,46 @@ pub(crate) async fn remove(storage: &dyn ObjectStorage, id: &str) -> Result<(), 
     }
     Ok(())
 }
+
+/// The least a session may sit idle before a collection removes it,
+/// whatever the collection's grace.
+pub(crate) const IDLE_AT_LEAST: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes the sessions of a repository that nothing has written to for
+/// `idle` (clients that went away); returns how many. A session written
+/// meanwhile by a slow client keeps its newest bytes' time and stays.
+pub(crate) async fn expire(
+    storage: &dyn ObjectStorage,
+    idle: std::time::Duration,
+) -> Result<usize, orca::Error> {
+    let mut newest: std::collections::BTreeMap<String, Option<std::time::SystemTime>> =
+        std::collections::BTreeMap::new();
+    for object in storage.list("uploads/").await? {
+        let Some(id) = object
+            .key
+            .strip_prefix("uploads/")
+            .and_then(|k| k.split('/').next())
+        else {
+            continue;
+        };
+        let entry = newest.entry(id.to_owned()).or_insert(object.modified);
+        *entry = match (*entry, object.modified) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+    }
+    let mut removed = 0;
+    for (id, at) in newest {
+        // A time the storage does not tell, or one in the future, is young.
+        let old = at
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age > idle);
+        if old && plausible(&id) {
+            for object in storage.list(&format!("uploads/{id}/")).await? {
+                storage.delete(&object.key).await?;
+            }
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}

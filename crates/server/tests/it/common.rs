@@ -73,3 +73,67 @@ pub(crate) async fn served(kind: Kind) -> Served {
         .expect("serve");
     Served { running, _dir: dir }
 }
+
+/// An answer to [`request`]: status, headers (lower-cased names), body.
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Answer {
+    /// The first value of header `name` (lower case).
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One plain HTTP/1.1 request on its own connection.
+pub(crate) async fn request(host: &str, method: &str, path: &str, body: &[u8]) -> Answer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("send head");
+    stream.write_all(body).await.expect("send body");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read response");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers end");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+/// A `GET` answered `200` with JSON: its headers and body.
+pub(crate) async fn get(host: &str, path: &str) -> (Vec<(String, String)>, serde_json::Value) {
+    let answer = request(host, "GET", path, b"").await;
+    assert_eq!(
+        answer.status,
+        200,
+        "GET {path}: {}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let json = serde_json::from_slice(&answer.body).expect("a JSON body");
+    (answer.headers, json)
+}

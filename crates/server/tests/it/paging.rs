@@ -5,30 +5,8 @@
 use std::collections::BTreeMap;
 
 use orca::{Descriptor, Manifest, MediaType, Root, Store};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A plain HTTP/1.1 `GET`: the response's headers (lower-cased names) and
-/// body.
-async fn get(host: &str, path: &str) -> (Vec<(String, String)>, serde_json::Value) {
-    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("send request");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.expect("read response");
-    let text = String::from_utf8(raw).expect("a UTF-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("headers end");
-    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
-    let headers = head
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    (headers, serde_json::from_str(body).expect("a JSON body"))
-}
+use crate::common::get;
 
 fn next_link(headers: &[(String, String)]) -> Option<String> {
     let link = headers.iter().find(|(k, _)| k == "link")?;
