@@ -16,8 +16,12 @@ mod builder;
 mod docker_archive;
 mod error;
 mod files;
+#[cfg(unix)]
+mod shared;
 
 pub use archive_read::{Archive, ArchiveImage};
 pub use archive_write::{ArchiveFormat, ArchiveWriter};
 pub use backend::{Directory, LayoutBackend};
 pub use builder::{LayoutBuilder, open};
+#[cfg(unix)]
+pub use shared::{prune_pool, share_blob};

@@ -4,7 +4,9 @@
 //! `memory` keeps them in the process. Each repository is a [`Store`] over
 //! the layout engine, with its object storage beside it for what a server
 //! keeps next to the layout (upload sessions), so every replica on the same
-//! directory or bucket sees the same state.
+//! directory or bucket sees the same state. On a directory, a blob pushed
+//! to several repositories is stored once: each layout's file is a hard
+//! link to one in `DIR/_shared/` (a name no repository can have).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,6 +15,11 @@ use orca_core::layout::{Condition, Layout, ObjectStorage};
 use orca_core::{Error, Result, Store};
 
 use crate::open::OpenOptions;
+
+/// Where a directory root keeps the one copy of blobs its repositories
+/// share.
+#[cfg(feature = "fs")]
+const SHARED_DIR: &str = "_shared";
 
 /// Collects one repository's layout.
 type Collect = Arc<
@@ -225,6 +232,65 @@ impl Root {
         })
     }
 
+    /// Stores blob `digest` of repository `name` once across the root: on
+    /// a directory, the repository's file and every other repository's
+    /// become links to one file (see [`orca_backend_fs::share_blob`]);
+    /// elsewhere nothing changes. Returns whether it is shared.
+    pub async fn share(&self, name: &str, digest: &orca_core::Digest) -> Result<bool> {
+        match &self.kind {
+            #[cfg(all(feature = "fs", unix))]
+            Kind::Directory(dir) => {
+                let (pool, layout) = (dir.join(SHARED_DIR), dir.join(name));
+                let digest = digest.clone();
+                let place = self.name.clone();
+                tokio::task::spawn_blocking(move || {
+                    orca_backend_fs::share_blob(&pool, &layout, &digest).map_err(|e| {
+                        Error::Failed {
+                            doing: format!(
+                                "sharing blob {digest} of {} in {place}",
+                                layout.display()
+                            ),
+                            source: Box::new(e),
+                        }
+                    })
+                })
+                .await
+                .map_err(|e| Error::Failed {
+                    doing: "sharing a blob".into(),
+                    source: Box::new(e),
+                })?
+            }
+            _ => {
+                let _ = (name, digest);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Drops what the shared blobs of a directory root keep that no
+    /// repository links to any more (their collections removed it);
+    /// returns how many. Nothing to do elsewhere.
+    pub async fn prune_shared(&self) -> Result<usize> {
+        match &self.kind {
+            #[cfg(all(feature = "fs", unix))]
+            Kind::Directory(dir) => {
+                let pool = dir.join(SHARED_DIR);
+                tokio::task::spawn_blocking(move || {
+                    orca_backend_fs::prune_pool(&pool).map_err(|e| Error::Failed {
+                        doing: format!("pruning the shared blobs in {}", pool.display()),
+                        source: Box::new(e),
+                    })
+                })
+                .await
+                .map_err(|e| Error::Failed {
+                    doing: "pruning shared blobs".into(),
+                    source: Box::new(e),
+                })?
+            }
+            _ => Ok(0),
+        }
+    }
+
     /// Whether repository `name` holds a layout (anything was pushed).
     pub async fn exists(&self, name: &str) -> Result<bool> {
         if self.is_marked(name) {
@@ -393,8 +459,13 @@ fn layouts_under(dir: &std::path::Path) -> Result<Vec<String>> {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(text) = name.to_str() else { continue };
-            // A layout's own directories hold no repositories.
-            if text == orca_core::layout::BLOBS_DIR || text == "ingest" || text == "uploads" {
+            // A layout's own directories hold no repositories, nor does
+            // the root's shared blobs.
+            if text == orca_core::layout::BLOBS_DIR
+                || text == "ingest"
+                || text == "uploads"
+                || (relative.as_os_str().is_empty() && text == SHARED_DIR)
+            {
                 continue;
             }
             if entry.file_type().is_ok_and(|t| t.is_dir()) {

@@ -227,6 +227,7 @@ pub(crate) async fn start(state: &Shared, name: &str, request: &Parts, body: Htt
     if let Some(mount) = query_value(query, "mount") {
         let digest = parse_digest(&mount)?;
         if mounted(state, &repository, &digest, query_value(query, "from")).await? {
+            share(state, name, &digest).await;
             return Ok(created(name, &digest));
         }
     } else if let Some(digest) = query_value(query, "digest") {
@@ -238,6 +239,7 @@ pub(crate) async fn start(state: &Shared, name: &str, request: &Parts, body: Htt
                     .store
                     .push(&blob(&digest, len), body_of(body, len))
                     .await?;
+                share(state, name, &digest).await;
                 Ok(created(name, &digest))
             }
             None => {
@@ -251,7 +253,7 @@ pub(crate) async fn start(state: &Shared, name: &str, request: &Parts, body: Htt
                     state.limits.blob,
                 )
                 .await?;
-                complete(name, &repository, &id, &digest).await
+                complete(state, name, &repository, &id, &digest).await
             }
         };
     }
@@ -397,17 +399,18 @@ pub(crate) async fn finish(
                 .push(&blob(&digest, len), body_of(body, len))
                 .await?;
             sessions::remove(storage, id).await?;
+            share(state, name, &digest).await;
             Ok(created(name, &digest))
         }
         Some(0) => {
-            let done = complete(name, &repository, id, &digest).await?;
+            let done = complete(state, name, &repository, id, &digest).await?;
             state.metrics.session_ended();
             Ok(done)
         }
         _ => {
             let stream = body.into_data_stream();
             sessions::append(storage, id, offset, stream, state.limits.blob).await?;
-            let done = complete(name, &repository, id, &digest).await?;
+            let done = complete(state, name, &repository, id, &digest).await?;
             state.metrics.session_ended();
             Ok(done)
         }
@@ -415,7 +418,13 @@ pub(crate) async fn finish(
 }
 
 /// Publishes what session `id` holds as `digest`, verified, and ends it.
-async fn complete(name: &str, repository: &orca::Repository, id: &str, digest: &Digest) -> Answer {
+async fn complete(
+    state: &Shared,
+    name: &str,
+    repository: &orca::Repository,
+    id: &str,
+    digest: &Digest,
+) -> Answer {
     let storage = repository.storage.as_ref();
     let (pieces, total) = sessions::state(storage, id).await?;
     let descriptor = blob(digest, total);
@@ -424,7 +433,17 @@ async fn complete(name: &str, repository: &orca::Repository, id: &str, digest: &
         repository.store.push(&descriptor, body).await?;
     }
     sessions::remove(storage, id).await?;
+    share(state, name, digest).await;
     Ok(created(name, digest))
+}
+
+/// Stores blob `digest` of `name` once across the root (a directory's
+/// repositories link one file); a failure costs only the sharing, and is
+/// logged.
+async fn share(state: &Shared, name: &str, digest: &Digest) {
+    if let Err(e) = state.root.share(name, digest).await {
+        tracing::warn!(repository = %name, %digest, error = %e, "sharing a blob failed");
+    }
 }
 
 /// `DELETE /v2/<name>/blobs/uploads/<id>`.

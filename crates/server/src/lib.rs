@@ -252,6 +252,14 @@ pub async fn collect_all(root: &orca::Root, grace: std::time::Duration) -> (usiz
             }
         }
     }
+    match root.prune_shared().await {
+        Ok(0) => {}
+        Ok(pruned) => tracing::info!(blobs = pruned, "shared blobs no repository holds removed"),
+        Err(e) => {
+            failed += 1;
+            tracing::warn!(error = %e, "pruning the shared blobs failed");
+        }
+    }
     (done, failed)
 }
 
