@@ -227,7 +227,11 @@ impl Root {
                             input: target.clone(),
                             reason: format!("no loaded plugin provides {scheme}://"),
                         })?;
-                layout(Layout::new(storage), String::new())
+                // The plugin's storage takes the location as its `adopt`
+                // does (a directory for the fs plugin): a mount between
+                // repositories is its link or server-side copy, and one it
+                // cannot make answers `false`, so the bytes go through.
+                layout(Layout::new(storage), rest)
             }
         })
     }

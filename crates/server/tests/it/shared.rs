@@ -1,6 +1,7 @@
 //! On a directory root a blob pushed to several repositories, by any
 //! upload form, is one file on disk; deleting it from each and collecting
-//! frees it, and the catalog never lists the shared pool.
+//! frees it, and the catalog never lists the shared pool. A mount between
+//! repositories of a plugin's directory storage is a link too.
 
 use std::os::unix::fs::MetadataExt;
 
@@ -90,5 +91,37 @@ async fn a_blob_pushed_to_three_repositories_is_stored_once() {
     assert!(
         !pooled.exists(),
         "nothing holds the blob, the pool still does"
+    );
+}
+
+#[tokio::test]
+async fn a_mount_on_a_plugin_directory_is_a_link() {
+    let served = crate::common::served(crate::common::Kind::Plugin).await;
+    let host = served.running.host();
+    let registry = orca::http::RegistryBuilder::new(&host)
+        .build()
+        .expect("registry client");
+    let store = Store::new(registry.repository("team/a").await.expect("repository"));
+    let descriptor = store
+        .push_bytes(MediaType::OCTET_STREAM, vec![7u8; 100_000])
+        .await
+        .expect("push");
+    let path = format!(
+        "/v2/team/b/blobs/uploads/?mount={}&from=team/a",
+        descriptor.digest
+    );
+    assert_eq!(request(&host, "POST", &path, b"").await.status, 201);
+    let file = |repo: &str| {
+        served
+            ._dir
+            .path()
+            .join(repo)
+            .join("blobs/sha256")
+            .join(descriptor.digest.hex())
+    };
+    assert_eq!(
+        std::fs::metadata(file("team/a")).expect("a").ino(),
+        std::fs::metadata(file("team/b")).expect("b").ino(),
+        "the mount copied the bytes"
     );
 }
