@@ -139,9 +139,48 @@ client.push(target=f"{host}/team/oras:v1", files=["note.txt"])
 print("pushed")
 "#;
     crate::common::oras_python(path, script, &[&host]);
+    // docker login (the client logs in itself, no engine needed) refuses a
+    // wrong password, keeps a right one, and orca pushes with what docker
+    // saved.
+    let docker = require_program(
+        "docker",
+        "the machine's docker client (28 or later: it logs in without an engine)",
+    );
+    let config = path.join("docker-login");
+    let docker_login = |password: &str| {
+        Command::new(&docker)
+            .env("DOCKER_CONFIG", &config)
+            .args(["login", "-u", "alice", "--password-stdin", &host])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write as _;
+                child
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(password.as_bytes())?;
+                child.wait_with_output()
+            })
+            .expect("docker login")
+    };
+    let refused = docker_login("wrong");
+    assert!(!refused.status.success(), "{refused:?}");
+    let logged_in = docker_login("wonder");
+    assert!(logged_in.status.success(), "{logged_in:?}");
+    let pushed = orca(path)
+        .env("DOCKER_CONFIG", &config)
+        .current_dir(path)
+        .args(["push", &format!("{host}/team/docker:v1"), "note.txt"])
+        .output()
+        .expect("orca push");
+    assert!(pushed.status.success(), "{pushed:?}");
+
     let tags = run(path, &["repos", &host]);
     let listed = String::from_utf8_lossy(&tags.stdout);
-    for repository in ["team/app", "team/skopeo", "team/oras"] {
+    for repository in ["team/app", "team/skopeo", "team/oras", "team/docker"] {
         assert!(listed.contains(repository), "{listed}");
     }
 }
