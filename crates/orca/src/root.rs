@@ -454,7 +454,8 @@ fn layouts_under(dir: &std::path::Path) -> Result<Vec<String>> {
                 });
             }
         };
-        if here.join(orca_core::layout::OCI_LAYOUT_FILE).is_file()
+        let layout = here.join(orca_core::layout::OCI_LAYOUT_FILE).is_file();
+        if layout
             && let Some(name) = relative.to_str()
             && !name.is_empty()
         {
@@ -463,13 +464,15 @@ fn layouts_under(dir: &std::path::Path) -> Result<Vec<String>> {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(text) = name.to_str() else { continue };
-            // A layout's own directories hold no repositories, nor does
+            // A layout's own directories hold no repositories (a server
+            // keeps its sessions and cache records there too), nor does
             // the root's shared blobs.
-            if text == orca_core::layout::BLOBS_DIR
-                || text == "ingest"
-                || text == "uploads"
-                || (relative.as_os_str().is_empty() && text == SHARED_DIR)
-            {
+            let own = layout
+                && (text == orca_core::layout::BLOBS_DIR
+                    || text == "ingest"
+                    || text == "uploads"
+                    || text == "cache");
+            if own || (relative.as_os_str().is_empty() && text == SHARED_DIR) {
                 continue;
             }
             if entry.file_type().is_ok_and(|t| t.is_dir()) {

@@ -390,7 +390,7 @@ fn token_access(grants: &[TokenGrant], repository: &str) -> Access {
 
 /// Whether `name` matches `pattern`: `*` within a path component, `**`
 /// across components.
-fn glob(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob(pattern: &str, name: &str) -> bool {
     fn matches(p: &[u8], n: &[u8]) -> bool {
         match (p.first(), n.first()) {
             (None, None) => true,

@@ -28,6 +28,28 @@ pub struct Config {
     pub auth: AuthConfig,
     /// HTTPS.
     pub tls: Option<TlsConfig>,
+    /// Pull-through namespaces.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// One of `upstreams:`.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The path prefix clients reach it under (`docker.io`).
+    pub namespace: String,
+    /// The upstream registry, `host[:port]`; its credentials and TLS
+    /// settings are the client's (docker `config.json`, `orca registry`).
+    pub registry: String,
+    /// How long a cached tag is served without asking upstream (`5m`).
+    pub fresh_for: Option<String>,
+    /// Tags (globs: `v*`) never asked about again once cached.
+    #[serde(default)]
+    pub immutable_tags: Vec<String>,
+    /// Whether one-component names get `library/` (default: for Docker
+    /// Hub).
+    pub library: Option<bool>,
 }
 
 /// `gc:`.
@@ -112,6 +134,35 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("reading {}: {e}", path.display()))?;
         serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The pull-through namespaces, their registries reached with
+    /// `options` (credentials, TLS, per-registry settings).
+    pub fn upstreams(&self, options: &orca::OpenOptions) -> Result<Vec<crate::Upstream>, String> {
+        let mut upstreams = Vec::new();
+        for upstream in &self.upstreams {
+            let what = format!("upstreams: {}", upstream.namespace);
+            orca::model::reference::validate_repository(&upstream.namespace)
+                .map_err(|e| format!("{what}: the namespace must be a repository path: {e}"))?;
+            let fresh_for = match &upstream.fresh_for {
+                Some(text) => duration(text, &format!("{what}: fresh_for"))?,
+                None => Duration::from_secs(300),
+            };
+            let registry = orca::registry(&upstream.registry, options)
+                .map_err(|e| format!("{what}: {}: {e}", upstream.registry))?;
+            let hub = matches!(
+                upstream.registry.as_str(),
+                "docker.io" | "registry-1.docker.io" | "index.docker.io"
+            );
+            upstreams.push(crate::Upstream {
+                namespace: upstream.namespace.clone(),
+                registry,
+                library: upstream.library.unwrap_or(hub),
+                fresh_for,
+                immutable: upstream.immutable_tags.clone(),
+            });
+        }
+        Ok(upstreams)
     }
 
     /// The collection interval and grace, if collection is on.

@@ -19,6 +19,7 @@
 
 mod auth;
 mod blobs;
+mod cache;
 mod config;
 mod errors;
 mod manifests;
@@ -37,7 +38,10 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 pub use auth::{Access, Auth, Rule, TokenAuth};
-pub use config::{AuthConfig, Config, GcConfig, LimitsConfig, TlsConfig, TokenConfig};
+pub use cache::Upstream;
+pub use config::{
+    AuthConfig, Config, GcConfig, LimitsConfig, TlsConfig, TokenConfig, UpstreamConfig,
+};
 pub use errors::ApiError;
 pub use tls::{Reloader, TlsFiles, TlsListener};
 
@@ -94,6 +98,7 @@ struct Shared {
     auth: Auth,
     metrics: metrics::Metrics,
     uploads: Arc<tokio::sync::Semaphore>,
+    cache: Option<cache::Cache>,
 }
 
 impl Server {
@@ -105,6 +110,13 @@ impl Server {
 
     /// A server over `root` with `limits` and `auth`.
     pub fn configured(root: orca::Root, limits: Limits, auth: Auth) -> Self {
+        Server::caching(root, limits, auth, Vec::new())
+    }
+
+    /// A server over `root` with `limits` and `auth` whose `upstreams`
+    /// are pull-through namespaces (`/v2/<namespace>/<repo>/…` served from
+    /// the cache, filled from the upstream registry on demand).
+    pub fn caching(root: orca::Root, limits: Limits, auth: Auth, upstreams: Vec<Upstream>) -> Self {
         Server {
             state: Arc::new(Shared {
                 root,
@@ -112,6 +124,7 @@ impl Server {
                 limits,
                 auth,
                 metrics: metrics::Metrics::default(),
+                cache: (!upstreams.is_empty()).then(|| cache::Cache::new(upstreams)),
             }),
         }
     }
@@ -377,7 +390,12 @@ fn metrics_page(state: &Shared) -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        state.metrics.render()
+            + &state
+                .cache
+                .as_ref()
+                .map(cache::Cache::render)
+                .unwrap_or_default(),
     )
         .into_response()
 }
@@ -453,6 +471,11 @@ async fn handle(state: &Shared, route: Route, request: &Parts, body: HttpBody) -
             "SIZE_INVALID",
             format!("a blob may have at most {limit} bytes; the request says {length}"),
         ));
+    }
+    if let Some(cache) = &state.cache
+        && let Some(answer) = cache.handle(state, &route, &method, request).await
+    {
+        return answer;
     }
     let body = idle_limited(body, state.limits.idle);
     match (route, method) {

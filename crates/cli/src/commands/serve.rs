@@ -69,7 +69,15 @@ pub(crate) async fn serve(ctx: &Ctx, args: Serve) -> anyhow::Result<()> {
     };
     let root =
         orca::Root::open(&root_name, &ctx.open).with_context(|| format!("opening {root_name}"))?;
-    let server = orca_server::Server::configured(root, limits, auth);
+    let upstreams = config.upstreams(&ctx.open).map_err(anyhow::Error::msg)?;
+    for upstream in &upstreams {
+        ctx.note(&format!(
+            "pull-through: /v2/{}/… from {}",
+            upstream.namespace,
+            upstream.registry.host()
+        ));
+    }
+    let server = orca_server::Server::caching(root, limits, auth, upstreams);
     let _collector = gc.map(|(every, grace)| {
         ctx.note(&format!(
             "collecting garbage every {} (grace {})",

@@ -17,6 +17,7 @@ mod readme;
 mod serve;
 mod serve_auth;
 mod serve_bad_input;
+mod serve_cache;
 mod serve_replicas;
 mod settings;
 mod sync;

@@ -1,0 +1,507 @@
+//! Pull-through namespaces: `/v2/<namespace>/<repo>/…` is served from the
+//! repository `<namespace>/<repo>` of the root, filled on demand from the
+//! upstream registry's `<repo>` (Docker Hub's `library/` for one-component
+//! names). Each upstream repository is its own layout, so a digest is
+//! served to a repository only once that repository was seen to hold it
+//! upstream (the source-repository rule, for free).
+//!
+//! - A manifest by tag is served from the cache while the tag is fresh
+//!   (checked less than `fresh_for` ago, or immutable), else after one
+//!   upstream `HEAD`; a tag upstream moved is fetched again. When upstream
+//!   cannot be asked, a cached tag is served all the same (logged and
+//!   counted), an uncached one is the spec's error at once.
+//! - A blob missing from the cache starts one upstream fetch whose bytes
+//!   go to the client and into the store at once, verified by the store
+//!   (a corrupt byte fails both and caches nothing); the fill goes on if
+//!   the client leaves; other requests for the same blob wait for it and
+//!   are served from the store.
+//! - A pull-through namespace is read-only.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body as HttpBody;
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::StreamExt;
+use orca::layout::{Condition, ObjectStorage};
+use orca::{Descriptor, Digest, MediaType, PushOptions, Selector, Store};
+use tokio::sync::watch;
+
+use crate::errors::{Answer, ApiError};
+use crate::routes::Route;
+use crate::{Shared, blobs, manifests, value};
+
+/// One pull-through namespace.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    /// The path prefix clients reach it under (`docker.io`).
+    pub namespace: String,
+    /// A client of the upstream registry.
+    pub registry: orca::http::Registry,
+    /// Whether one-component names get Docker Hub's `library/`.
+    pub library: bool,
+    /// How long a cached tag is served without asking upstream.
+    pub fresh_for: Duration,
+    /// Tags (globs: `v*`) never asked about again once cached.
+    pub immutable: Vec<String>,
+}
+
+/// Blob fills running in this process, by repository and digest: a
+/// receiver that turns `true` when the fill ended (stored or not).
+type Fills = Arc<Mutex<HashMap<(String, Digest), watch::Receiver<bool>>>>;
+
+/// The pull-through state of a server: its upstreams, the blob fills
+/// running in this process, and what it counts.
+#[derive(Debug, Default)]
+pub(crate) struct Cache {
+    upstreams: Vec<Upstream>,
+    fills: Fills,
+    events: Mutex<BTreeMap<&'static str, u64>>,
+    upstream_bytes: Arc<AtomicU64>,
+}
+
+/// What the cache records about a tag: the digest it named upstream and
+/// when that was last checked (seconds since the epoch).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Checked {
+    digest: Digest,
+    checked: u64,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Cache {
+    /// A cache over `upstreams`.
+    pub(crate) fn new(upstreams: Vec<Upstream>) -> Self {
+        Cache {
+            upstreams,
+            ..Cache::default()
+        }
+    }
+
+    fn count(&self, event: &'static str) {
+        *self
+            .events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(event)
+            .or_default() += 1;
+    }
+
+    /// The cache's lines of `/metrics`.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP orca_cache_requests_total Pull-through requests: hit, miss, revalidated (upstream said unchanged), stale (served while upstream failed)."
+        );
+        let _ = writeln!(out, "# TYPE orca_cache_requests_total counter");
+        for (event, count) in self
+            .events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "orca_cache_requests_total{{result=\"{event}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP orca_cache_upstream_bytes_total Blob bytes fetched from upstreams."
+        );
+        let _ = writeln!(out, "# TYPE orca_cache_upstream_bytes_total counter");
+        let _ = writeln!(
+            out,
+            "orca_cache_upstream_bytes_total {}",
+            self.upstream_bytes.load(Ordering::Relaxed)
+        );
+        out
+    }
+
+    /// The upstream serving `name`, and the repository's name there.
+    fn upstream(&self, name: &str) -> Option<(&Upstream, String)> {
+        self.upstreams.iter().find_map(|upstream| {
+            let rest = name.strip_prefix(&upstream.namespace)?.strip_prefix('/')?;
+            let remote = if upstream.library && !rest.contains('/') {
+                format!("library/{rest}")
+            } else {
+                rest.to_owned()
+            };
+            Some((upstream, remote))
+        })
+    }
+
+    /// Answers `route` when it is in a pull-through namespace; `None`
+    /// otherwise (the server answers it as usual).
+    pub(crate) async fn handle(
+        &self,
+        state: &Shared,
+        route: &Route,
+        method: &Method,
+        request: &Parts,
+    ) -> Option<Answer> {
+        let name = match route {
+            Route::Tags { name }
+            | Route::Manifest { name, .. }
+            | Route::Blob { name, .. }
+            | Route::Uploads { name }
+            | Route::Upload { name, .. }
+            | Route::Referrers { name, .. } => name,
+            Route::Ping | Route::Catalog => return None,
+        };
+        let (upstream, remote) = self.upstream(name)?;
+        let reading = matches!(*method, Method::GET | Method::HEAD);
+        Some(match route {
+            _ if !reading => Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "UNSUPPORTED",
+                format!(
+                    "{name} is a pull-through namespace of {}: it is read-only",
+                    upstream.registry.host()
+                ),
+            )),
+            Route::Manifest { reference, .. } => {
+                self.manifest(state, upstream, &remote, name, reference, request)
+                    .await
+            }
+            Route::Blob { digest, .. } => {
+                self.blob(state, upstream, &remote, name, digest, request)
+                    .await
+            }
+            // Tags and referrers: what the cache holds.
+            _ => return None,
+        })
+    }
+
+    /// A manifest: fresh from the cache, or checked with upstream.
+    async fn manifest(
+        &self,
+        state: &Shared,
+        upstream: &Upstream,
+        remote: &str,
+        name: &str,
+        reference: &str,
+        request: &Parts,
+    ) -> Answer {
+        let repository = state.root.repository(name).await?;
+        if reference.contains(':') {
+            let digest = blobs::parse_digest(reference)?;
+            let probe = Descriptor::new(MediaType::OCI_MANIFEST, digest.clone(), 0);
+            if !repository.store.exists(&probe).await? {
+                let origin = upstream_store(upstream, remote).await?;
+                let fetched = origin.fetch_manifest(&Selector::Digest(digest)).await;
+                let (descriptor, raw) = fetched.map_err(|e| self.unreachable(name, e))?;
+                let options = PushOptions::listed();
+                repository
+                    .store
+                    .push_opts(
+                        &descriptor,
+                        orca::Body::from_bytes(raw.bytes().clone()),
+                        options,
+                    )
+                    .await?;
+                self.count("miss");
+            } else {
+                self.count("hit");
+            }
+            return manifests::get(state, name, reference, request).await;
+        }
+        let key = format!("cache/tags/{reference}.json");
+        let record = match repository.storage.read(&key, 4096).await? {
+            Some((bytes, _)) => serde_json::from_slice::<Checked>(&bytes).ok(),
+            None => None,
+        };
+        let cached = repository
+            .store
+            .resolve(&Selector::tag(reference).map_err(|_| ApiError::manifest_unknown(reference))?)
+            .await
+            .ok();
+        let fresh = record.as_ref().is_some_and(|record| {
+            let immutable = upstream
+                .immutable
+                .iter()
+                .any(|pattern| crate::auth::glob(pattern, reference));
+            immutable || now().saturating_sub(record.checked) < upstream.fresh_for.as_secs()
+        });
+        if let (Some(cached), Some(record), true) = (&cached, &record, fresh)
+            && cached.digest == record.digest
+        {
+            self.count("hit");
+            return manifests::get(state, name, reference, request).await;
+        }
+        let origin = match upstream.registry.repository(remote).await {
+            Ok(origin) => Store::new(origin),
+            Err(e) => {
+                return self
+                    .stale(state, name, reference, request, cached.is_some(), e)
+                    .await;
+            }
+        };
+        let selector =
+            Selector::tag(reference).map_err(|_| ApiError::manifest_unknown(reference))?;
+        let current = match origin.resolve(&selector).await {
+            Ok(current) => current,
+            Err(e) if e.is_not_found() => return Err(ApiError::manifest_unknown(reference)),
+            Err(e) => {
+                return self
+                    .stale(state, name, reference, request, cached.is_some(), e)
+                    .await;
+            }
+        };
+        if cached.as_ref().is_some_and(|c| c.digest == current.digest) {
+            self.count("revalidated");
+        } else {
+            let (descriptor, raw) = match origin
+                .fetch_manifest(&Selector::Digest(current.digest.clone()))
+                .await
+            {
+                Ok(found) => found,
+                Err(e) => {
+                    return self
+                        .stale(state, name, reference, request, cached.is_some(), e)
+                        .await;
+                }
+            };
+            repository
+                .store
+                .push_opts(
+                    &descriptor,
+                    orca::Body::from_bytes(raw.bytes().clone()),
+                    PushOptions::tagged(reference),
+                )
+                .await?;
+            self.count("miss");
+        }
+        let record = Checked {
+            digest: current.digest,
+            checked: now(),
+        };
+        if let Ok(bytes) = serde_json::to_vec(&record) {
+            // Whichever replica checked last is as good as this one.
+            let _ = write_over(repository.storage.as_ref(), &key, Bytes::from(bytes)).await;
+        }
+        manifests::get(state, name, reference, request).await
+    }
+
+    /// A blob: from the cache, or streamed from upstream while it is
+    /// stored (one fill per blob in this process).
+    async fn blob(
+        &self,
+        state: &Shared,
+        upstream: &Upstream,
+        remote: &str,
+        name: &str,
+        digest: &str,
+        request: &Parts,
+    ) -> Answer {
+        let digest = blobs::parse_digest(digest)?;
+        let repository = state.root.repository(name).await?;
+        let probe = blobs::blob(&digest, 0);
+        if repository.store.stat(&probe).await?.is_some() {
+            self.count("hit");
+            return blobs::get(state, name, &digest.to_string(), request).await;
+        }
+        let key = (name.to_owned(), digest.clone());
+        let running = self
+            .fills
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        if let Some(mut done) = running {
+            // Another request is filling it: served from the store after.
+            let _ = done.wait_for(|finished| *finished).await;
+            return blobs::get(state, name, &digest.to_string(), request).await;
+        }
+        let origin = upstream_store(upstream, remote).await?;
+        let size = origin
+            .stat(&probe)
+            .await
+            .map_err(|e| self.unreachable(name, e))?
+            .ok_or_else(|| ApiError::blob_unknown(&digest))?;
+        if request.method == Method::HEAD {
+            return Ok(blob_head(&digest, size));
+        }
+        let descriptor = blobs::blob(&digest, size);
+        let body = origin
+            .fetch(&descriptor)
+            .await
+            .map_err(|e| self.unreachable(name, e))?;
+        self.count("miss");
+        let ranged = request.headers.contains_key(header::RANGE);
+        let (client, mut done) =
+            self.fill(key, repository.store.clone(), descriptor, body, !ranged);
+        match client {
+            Some(stream) => {
+                let mut response = Response::new(HttpBody::from_stream(stream));
+                let headers = response.headers_mut();
+                headers.insert(header::CONTENT_LENGTH, value(&size.to_string()));
+                headers.insert(header::CONTENT_TYPE, value("application/octet-stream"));
+                headers.insert("docker-content-digest", value(&digest.to_string()));
+                Ok(response)
+            }
+            None => {
+                // A range: the whole blob is cached first, then the range
+                // is served from the store.
+                let _ = done.wait_for(|finished| *finished).await;
+                blobs::get(state, name, &digest.to_string(), request).await
+            }
+        }
+    }
+
+    /// Starts the fill of `descriptor` from upstream's `body` into
+    /// `store`, registered under `key` until it ends; with `streamed`, the
+    /// bytes also go to the returned stream for the client, which may
+    /// leave without stopping the fill. A body that breaks off or does not
+    /// hash to the digest fails both and stores nothing.
+    fn fill(
+        &self,
+        key: (String, Digest),
+        store: Store,
+        descriptor: Descriptor,
+        body: orca::Body,
+        streamed: bool,
+    ) -> (
+        Option<futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>>,
+        watch::Receiver<bool>,
+    ) {
+        let (finished, done) = watch::channel(false);
+        self.fills
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone(), done.clone());
+        // A small channel each way: a slow client slows the fill, as a
+        // slow disk would.
+        let (to_client, for_client) = tokio::sync::mpsc::channel(8);
+        let (to_store, for_store) = tokio::sync::mpsc::channel::<orca::Result<Bytes>>(8);
+        let size = descriptor.size;
+        let push = tokio::spawn(async move {
+            let stream = received(for_store);
+            store.push(&descriptor, orca::Body::new(size, stream)).await
+        });
+        let (fills, counted) = (self.fills.clone(), self.upstream_bytes.clone());
+        tokio::spawn(async move {
+            let mut upstream = body.into_stream();
+            let mut client = streamed.then_some(to_client);
+            while let Some(chunk) = upstream.next().await {
+                match chunk {
+                    Ok(bytes) => {
+                        counted.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        if to_store.send(Ok(bytes.clone())).await.is_err() {
+                            break;
+                        }
+                        if let Some(sender) = &client
+                            && sender.send(Ok(bytes)).await.is_err()
+                        {
+                            client = None;
+                        }
+                    }
+                    Err(e) => {
+                        if let Some(sender) = &client {
+                            let _ = sender.send(Err(std::io::Error::other(e.to_string()))).await;
+                        }
+                        let _ = to_store.send(Err(e)).await;
+                        break;
+                    }
+                }
+            }
+            drop(to_store);
+            match push.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(repository = %key.0, digest = %key.1, error = %e, "a pull-through fill failed: nothing cached");
+                }
+                Err(e) => {
+                    tracing::warn!(repository = %key.0, digest = %key.1, error = %e, "a pull-through fill stopped");
+                }
+            }
+            fills
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&key);
+            let _ = finished.send(true);
+        });
+        let stream = streamed.then(|| received(for_client));
+        (stream, done)
+    }
+
+    /// Upstream could not say what tag `reference` names: the cached one
+    /// is served if there is one (logged and counted), else the failure.
+    async fn stale(
+        &self,
+        state: &Shared,
+        name: &str,
+        reference: &str,
+        request: &Parts,
+        cached: bool,
+        e: orca::Error,
+    ) -> Answer {
+        if !cached {
+            return Err(self.unreachable(name, e));
+        }
+        self.count("stale");
+        tracing::warn!(repository = %name, tag = %reference, error = %e, "upstream failed: serving the cached tag");
+        manifests::get(state, name, reference, request).await
+    }
+
+    /// An upstream failure as the client sees it, counted.
+    fn unreachable(&self, name: &str, e: orca::Error) -> ApiError {
+        if e.is_not_found() {
+            return ApiError::from(e);
+        }
+        self.count("upstream_failed");
+        tracing::warn!(repository = %name, error = %e, "a pull-through upstream failed");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            format!("the upstream of {name} could not be asked: {e}"),
+        )
+    }
+}
+
+/// What `receiver` is sent, as a stream.
+fn received<T: Send + 'static>(
+    receiver: tokio::sync::mpsc::Receiver<T>,
+) -> futures::stream::BoxStream<'static, T> {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    })
+    .boxed()
+}
+
+/// The upstream repository `remote` as a store.
+async fn upstream_store(upstream: &Upstream, remote: &str) -> Result<Store, ApiError> {
+    Ok(Store::new(upstream.registry.repository(remote).await?))
+}
+
+/// Writes `bytes` at `key`, over what is there.
+async fn write_over(storage: &dyn ObjectStorage, key: &str, bytes: Bytes) -> orca::Result<()> {
+    let condition = match storage.read(key, 1 << 16).await? {
+        Some((_, version)) => Condition::Matches(version),
+        None => Condition::Absent,
+    };
+    storage.write(key, bytes, condition).await
+}
+
+/// The answer to a `HEAD` of a blob of `size` bytes.
+fn blob_head(digest: &Digest, size: u64) -> Response {
+    let mut response = Response::new(HttpBody::empty());
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, value(&size.to_string()));
+    headers.insert(header::CONTENT_TYPE, value("application/octet-stream"));
+    headers.insert("docker-content-digest", value(&digest.to_string()));
+    response
+}
