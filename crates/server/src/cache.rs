@@ -314,27 +314,51 @@ impl Cache {
             self.count("hit");
             return blobs::get(state, name, &digest.to_string(), request).await;
         }
+        let origin = upstream_store(upstream, remote).await?;
+        if request.method == Method::HEAD {
+            let size = origin
+                .stat(&probe)
+                .await
+                .map_err(|e| self.unreachable(name, e))?
+                .ok_or_else(|| ApiError::blob_unknown(&digest))?;
+            return Ok(blob_head(&digest, size));
+        }
+        // One fill per blob in this process: the first request claims it
+        // before it asks upstream anything; the others wait for it and
+        // are served from the store.
         let key = (name.to_owned(), digest.clone());
-        let running = self
-            .fills
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            .cloned();
-        if let Some(mut done) = running {
-            // Another request is filling it: served from the store after.
-            let _ = done.wait_for(|finished| *finished).await;
+        let claim = {
+            let mut fills = self.fills.lock().unwrap_or_else(PoisonError::into_inner);
+            match fills.get(&key) {
+                Some(running) => Err(running.clone()),
+                None => {
+                    let (finished, done) = watch::channel(false);
+                    fills.insert(key.clone(), done);
+                    Ok(Claim {
+                        fills: self.fills.clone(),
+                        key,
+                        finished,
+                    })
+                }
+            }
+        };
+        let claim = match claim {
+            Ok(claim) => claim,
+            Err(mut running) => {
+                let _ = running.wait_for(|finished| *finished).await;
+                return blobs::get(state, name, &digest.to_string(), request).await;
+            }
+        };
+        if repository.store.stat(&probe).await?.is_some() {
+            // A fill ended between the first look and the claim.
+            drop(claim);
             return blobs::get(state, name, &digest.to_string(), request).await;
         }
-        let origin = upstream_store(upstream, remote).await?;
         let size = origin
             .stat(&probe)
             .await
             .map_err(|e| self.unreachable(name, e))?
             .ok_or_else(|| ApiError::blob_unknown(&digest))?;
-        if request.method == Method::HEAD {
-            return Ok(blob_head(&digest, size));
-        }
         let descriptor = blobs::blob(&digest, size);
         let body = origin
             .fetch(&descriptor)
@@ -342,8 +366,8 @@ impl Cache {
             .map_err(|e| self.unreachable(name, e))?;
         self.count("miss");
         let ranged = request.headers.contains_key(header::RANGE);
-        let (client, mut done) =
-            self.fill(key, repository.store.clone(), descriptor, body, !ranged);
+        let mut done = claim.finished.subscribe();
+        let client = self.fill(claim, repository.store.clone(), descriptor, body, !ranged);
         match client {
             Some(stream) => {
                 let mut response = Response::new(HttpBody::from_stream(stream));
@@ -362,27 +386,19 @@ impl Cache {
         }
     }
 
-    /// Starts the fill of `descriptor` from upstream's `body` into
-    /// `store`, registered under `key` until it ends; with `streamed`, the
-    /// bytes also go to the returned stream for the client, which may
-    /// leave without stopping the fill. A body that breaks off or does not
-    /// hash to the digest fails both and stores nothing.
+    /// Runs the fill `claim` holds: `descriptor` from upstream's `body`
+    /// into `store`; with `streamed`, the bytes also go to the returned
+    /// stream for the client, which may leave without stopping the fill.
+    /// A body that breaks off or does not hash to the digest fails both
+    /// and stores nothing.
     fn fill(
         &self,
-        key: (String, Digest),
+        claim: Claim,
         store: Store,
         descriptor: Descriptor,
         body: orca::Body,
         streamed: bool,
-    ) -> (
-        Option<futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>>,
-        watch::Receiver<bool>,
-    ) {
-        let (finished, done) = watch::channel(false);
-        self.fills
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key.clone(), done.clone());
+    ) -> Option<futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>> {
         // A small channel each way: a slow client slows the fill, as a
         // slow disk would.
         let (to_client, for_client) = tokio::sync::mpsc::channel(8);
@@ -392,7 +408,7 @@ impl Cache {
             let stream = received(for_store);
             store.push(&descriptor, orca::Body::new(size, stream)).await
         });
-        let (fills, counted) = (self.fills.clone(), self.upstream_bytes.clone());
+        let counted = self.upstream_bytes.clone();
         tokio::spawn(async move {
             let mut upstream = body.into_stream();
             let mut client = streamed.then_some(to_client);
@@ -419,23 +435,19 @@ impl Cache {
                 }
             }
             drop(to_store);
+            let (repository, digest) = (&claim.key.0, &claim.key.1);
             match push.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    tracing::warn!(repository = %key.0, digest = %key.1, error = %e, "a pull-through fill failed: nothing cached");
+                    tracing::warn!(%repository, %digest, error = %e, "a pull-through fill failed: nothing cached");
                 }
                 Err(e) => {
-                    tracing::warn!(repository = %key.0, digest = %key.1, error = %e, "a pull-through fill stopped");
+                    tracing::warn!(%repository, %digest, error = %e, "a pull-through fill stopped");
                 }
             }
-            fills
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&key);
-            let _ = finished.send(true);
+            drop(claim);
         });
-        let stream = streamed.then(|| received(for_client));
-        (stream, done)
+        streamed.then(|| received(for_client))
     }
 
     /// Upstream could not say what tag `reference` names: the cached one
@@ -469,6 +481,24 @@ impl Cache {
             "UNAVAILABLE",
             format!("the upstream of {name} could not be asked: {e}"),
         )
+    }
+}
+
+/// A blob fill this request runs: registered under `key` until dropped,
+/// when it is forgotten and its waiters are told it ended.
+struct Claim {
+    fills: Fills,
+    key: (String, Digest),
+    finished: watch::Sender<bool>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.fills
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
+        let _ = self.finished.send(true);
     }
 }
 

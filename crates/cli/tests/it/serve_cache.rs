@@ -3,14 +3,16 @@
 //! skopeo pulls through it twice and the second pull asks upstream
 //! nothing; digests are upstream's; with upstream gone a cached tag is
 //! still served and an uncached one fails at once; the namespace is
-//! read-only; a moved tag is seen once the freshness time passed.
+//! read-only; a moved tag is seen once the freshness time passed. A
+//! corrupt upstream byte fails the pull and caches nothing; eight clients
+//! missing one blob at once cause one upstream fetch.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use orca_testkit::{RecordingProxy, RegistryServer, require_program};
 
-use crate::common::{json, ok, seed_image};
+use crate::common::{json, ok, run, seed_image};
 use crate::http::send;
 use crate::serve::Serving;
 
@@ -179,4 +181,113 @@ fn skopeo_pulls_through_the_cache_and_the_second_pull_asks_upstream_nothing() {
         "{}",
         metrics.text()
     );
+}
+
+/// Starts orca serve on a directory with the namespace `up` caching the
+/// registry behind `proxy`.
+fn cache_of(path: &std::path::Path, proxy: &RecordingProxy) -> Serving {
+    std::fs::write(
+        path.join("serve.yaml"),
+        format!(
+            "upstreams:\n  - namespace: up\n    registry: 127.0.0.1:{}\n",
+            proxy.port()
+        ),
+    )
+    .expect("write");
+    Serving::start(
+        path,
+        &format!("oci:{}", path.join("served").display()),
+        &["--config", path.join("serve.yaml").to_str().expect("utf-8")],
+    )
+}
+
+/// Pushes `size` bytes of `seed`-derived content to `repository` upstream;
+/// returns the blob's digest.
+fn upstream_blob(path: &std::path::Path, repository: &str, seed: u8, size: usize) -> String {
+    let file = path.join(format!("blob-{seed}"));
+    let content: Vec<u8> = (0..size).map(|i| (i % 253) as u8 ^ seed).collect();
+    std::fs::write(&file, content).expect("write");
+    ok(
+        path,
+        &["blob", "put", repository, file.to_str().expect("utf-8")],
+    )
+    .trim()
+    .to_owned()
+}
+
+#[test]
+fn a_corrupt_upstream_byte_fails_the_pull_and_caches_nothing() {
+    let home = tempfile::tempdir().expect("temporary directory");
+    let path = home.path();
+    let upstream = RegistryServer::start().expect("docker-registry (scripts/setup installs it)");
+    let digest = upstream_blob(path, &format!("{}/lib/big", upstream.host()), 1, 4 << 20);
+    let proxy = RecordingProxy::with_faults(
+        upstream.port(),
+        orca_testkit::Faults {
+            corrupt_at: Some((1_000_000, 1)),
+            ..orca_testkit::Faults::default()
+        },
+    )
+    .expect("proxy");
+    let serving = cache_of(path, &proxy);
+    let host = serving.host().to_owned();
+    let target = format!("{host}/up/lib/big@{digest}");
+    let first = run(path, &["blob", "get", &target, "-o", "first"]);
+    assert!(
+        !first.status.success(),
+        "a corrupt byte reached the client unnoticed"
+    );
+    let hex = digest.trim_start_matches("sha256:");
+    let cached = path.join("served/up/lib/big/blobs/sha256").join(hex);
+    // The fill ends when the store saw the mismatch.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !cached.exists(),
+        "the cache kept a corrupt blob\n{}",
+        serving.log()
+    );
+    // Upstream sends it right now: fetched, verified, cached.
+    ok(path, &["blob", "get", &target, "-o", "second"]);
+    // Published once the store checked the last byte the client got.
+    let began = Instant::now();
+    while !cached.exists() && began.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(cached.exists(), "{}", serving.log());
+    let bytes = std::fs::read(&cached).expect("the cached blob");
+    assert_eq!(orca::Digest::sha256(&bytes).to_string(), digest);
+}
+
+#[test]
+fn clients_pulling_one_uncached_blob_at_once_share_one_upstream_fetch() {
+    let home = tempfile::tempdir().expect("temporary directory");
+    let path = home.path();
+    let upstream = RegistryServer::start().expect("docker-registry (scripts/setup installs it)");
+    let digest = upstream_blob(
+        path,
+        &format!("{}/lib/shared", upstream.host()),
+        2,
+        16 << 20,
+    );
+    let proxy = RecordingProxy::start(upstream.port()).expect("proxy");
+    let serving = cache_of(path, &proxy);
+    let target = format!("{}/up/lib/shared@{digest}", serving.host());
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            crate::common::orca(path)
+                .current_dir(path)
+                .args(["-q", "blob", "get", &target, "-o", &format!("out-{i}")])
+                .spawn()
+                .expect("start a client")
+        })
+        .collect();
+    for mut client in clients {
+        assert!(client.wait().expect("wait").success(), "{}", serving.log());
+    }
+    let gets = proxy
+        .recorded()
+        .lines()
+        .filter(|line| line.starts_with("GET ") && line.contains(&format!("/blobs/{digest}")))
+        .count();
+    assert_eq!(gets, 1, "upstream was asked for the blob {gets} times");
 }
