@@ -16,6 +16,8 @@
 //!   the client leaves; other requests for the same blob wait for it and
 //!   are served from the store.
 //! - A pull-through namespace is read-only.
+//! - A request may name its upstream with `?ns=` instead of the path
+//!   prefix (containerd's mirrors): it lands in the same namespace.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -142,6 +144,31 @@ impl Cache {
             };
             Some((upstream, remote))
         })
+    }
+
+    /// Moves a request that names its upstream with `?ns=` (containerd's
+    /// mirror requests, the distribution spec's registry proxying) into
+    /// that upstream's namespace: `ns` is the namespace itself or the
+    /// upstream's host (`docker.io` for Docker Hub).
+    pub(crate) fn namespaced(&self, route: &mut Route, request: &Parts) {
+        let Some(ns) = crate::routes::query_value(request.uri.query(), "ns") else {
+            return;
+        };
+        let hub = |host: &str| {
+            matches!(
+                host,
+                "docker.io" | "registry-1.docker.io" | "index.docker.io"
+            )
+        };
+        let Some(upstream) = self.upstreams.iter().find(|upstream| {
+            let host = upstream.registry.host();
+            upstream.namespace == ns || host == ns || (hub(host) && hub(&ns))
+        }) else {
+            return;
+        };
+        if let Some(name) = route.name_mut() {
+            *name = format!("{}/{name}", upstream.namespace);
+        }
     }
 
     /// Answers `route` when it is in a pull-through namespace; `None`

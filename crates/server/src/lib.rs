@@ -412,7 +412,10 @@ async fn ready(state: &Shared) -> Answer {
     }
 }
 
-async fn handle(state: &Shared, route: Route, request: &Parts, body: HttpBody) -> Answer {
+async fn handle(state: &Shared, mut route: Route, request: &Parts, body: HttpBody) -> Answer {
+    if let Some(cache) = &state.cache {
+        cache.namespaced(&mut route, request);
+    }
     let method = request.method.clone();
     let needed = if matches!(method, Method::GET | Method::HEAD) {
         Access::Read

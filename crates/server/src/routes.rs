@@ -26,6 +26,19 @@ pub(crate) enum Route {
 }
 
 impl Route {
+    /// The repository the route names, to be changed in place.
+    pub(crate) fn name_mut(&mut self) -> Option<&mut String> {
+        match self {
+            Route::Tags { name }
+            | Route::Manifest { name, .. }
+            | Route::Blob { name, .. }
+            | Route::Uploads { name }
+            | Route::Upload { name, .. }
+            | Route::Referrers { name, .. } => Some(name),
+            Route::Ping | Route::Catalog => None,
+        }
+    }
+
     /// The route's name in metrics.
     pub(crate) fn label(&self) -> &'static str {
         match self {

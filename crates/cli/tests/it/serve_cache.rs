@@ -5,7 +5,8 @@
 //! still served and an uncached one fails at once; the namespace is
 //! read-only; a moved tag is seen once the freshness time passed. A
 //! corrupt upstream byte fails the pull and caches nothing; eight clients
-//! missing one blob at once cause one upstream fetch.
+//! missing one blob at once cause one upstream fetch; containerd's `?ns=`
+//! reaches the same cache.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -121,6 +122,26 @@ fn skopeo_pulls_through_the_cache_and_the_second_pull_asks_upstream_nothing() {
     assert_eq!(
         digest(&format!("{host}/up/lib/app:v1")),
         digest(&format!("{origin}:v1"))
+    );
+
+    // containerd's mirror form: `?ns=` names the upstream, by its
+    // namespace or its host, and lands in the same cache.
+    let v1 = digest(&format!("{origin}:v1"));
+    for ns in ["up".to_owned(), format!("127.0.0.1:{}", proxy.port())] {
+        let answer = send(
+            &host,
+            "HEAD",
+            &format!("/v2/lib/app/manifests/v1?ns={ns}"),
+            &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+            b"",
+        );
+        assert_eq!(answer.status, 200, "?ns={ns}");
+        assert_eq!(answer.header("docker-content-digest"), Some(v1.as_str()));
+    }
+    assert_eq!(
+        asked(&proxy, "/manifests/v1"),
+        1,
+        "?ns= asked upstream again"
     );
 
     // Read-only.
