@@ -9,12 +9,11 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use orca_core::{Descriptor, Digester, Error, Result};
 use tokio::sync::mpsc;
 
-use super::write::still_at;
+use super::write::{pump, still_at};
 use super::{CHUNK, Directory, QUEUE};
 use crate::error::{FileError, IoContext};
 
@@ -84,22 +83,7 @@ impl Directory {
             }
             Ok(size)
         });
-        let mut failure = None;
-        while let Some(item) = body.next().await {
-            match item {
-                Ok(chunk) => {
-                    if sender.send(chunk).await.is_err() {
-                        // The writer stopped; its error is reported below.
-                        break;
-                    }
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
-        drop(sender);
+        let failure = pump(&mut body, sender).await;
         let written = writer.await.map_err(|e| Error::Backend {
             backend: self.files.place.clone(),
             operation: "append",

@@ -121,22 +121,7 @@ impl Directory {
             Ok((file, path, digester, guard))
         });
 
-        let mut failure: Option<Error> = None;
-        while let Some(item) = body.next().await {
-            match item {
-                Ok(chunk) => {
-                    if sender.send(chunk).await.is_err() {
-                        // The writer stopped early; its error is reported below.
-                        break;
-                    }
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
-        drop(sender);
+        let failure = pump(&mut body, sender).await;
         let written = writer.await.map_err(|e| Error::Backend {
             backend: layout.place.clone(),
             operation: "push",
@@ -190,6 +175,26 @@ impl Directory {
         guard.0 = None;
         Ok(())
     }
+}
+
+/// Sends what `body` streams to a writer thread's `sender` until either
+/// ends, then closes the channel; the body's error, if it failed. A writer
+/// that stopped early reports its own error when joined.
+pub(super) async fn pump<S>(body: &mut S, sender: mpsc::Sender<Bytes>) -> Option<Error>
+where
+    S: futures::Stream<Item = Result<Bytes>> + Unpin,
+{
+    while let Some(item) = body.next().await {
+        match item {
+            Ok(chunk) => {
+                if sender.send(chunk).await.is_err() {
+                    return None;
+                }
+            }
+            Err(e) => return Some(e),
+        }
+    }
+    None
 }
 
 /// Opens and locks the partial file at `path`, creating it if needed;

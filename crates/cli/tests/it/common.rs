@@ -96,6 +96,23 @@ pub(crate) fn digest(value: &serde_json::Value) -> String {
         .to_owned()
 }
 
+/// Runs `command` with `input` on its standard input; its output.
+pub(crate) fn with_input(command: &mut Command, input: &[u8]) -> std::process::Output {
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(input)?;
+            }
+            child.wait_with_output()
+        })
+        .expect("run a command")
+}
+
 /// Writes a small real image (a layer of `files`) into the layout at
 /// `dir`, tagged `tag`; returns its manifest digest.
 pub(crate) fn seed_image(dir: &Path, tag: &str, content: &[u8]) -> String {

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use orca_testkit::require_program;
 
-use crate::common::{ok, orca, run};
+use crate::common::{ok, orca, run, with_input};
 use crate::http::send;
 use crate::serve::Serving;
 
@@ -64,21 +64,12 @@ fn htpasswd_users_rules_and_peers_logging_in() {
 
     // orca login checks the password, then every command uses it.
     let login = |user: &str, password: &str| {
-        orca(path)
-            .current_dir(path)
-            .args(["login", &host, "-u", user, "--password-stdin"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write as _;
-                child
-                    .stdin
-                    .take()
-                    .expect("stdin")
-                    .write_all(password.as_bytes())?;
-                child.wait_with_output()
-            })
-            .expect("login")
+        with_input(
+            orca(path)
+                .current_dir(path)
+                .args(["login", &host, "-u", user, "--password-stdin"]),
+            password.as_bytes(),
+        )
     };
     let refused = login("alice", "wrong");
     assert_eq!(refused.status.code(), Some(4), "{refused:?}");
@@ -148,23 +139,16 @@ print("pushed")
     );
     let config = path.join("docker-login");
     let docker_login = |password: &str| {
-        Command::new(&docker)
-            .env("DOCKER_CONFIG", &config)
-            .args(["login", "-u", "alice", "--password-stdin", &host])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write as _;
-                child
-                    .stdin
-                    .take()
-                    .expect("stdin")
-                    .write_all(password.as_bytes())?;
-                child.wait_with_output()
-            })
-            .expect("docker login")
+        with_input(
+            Command::new(&docker).env("DOCKER_CONFIG", &config).args([
+                "login",
+                "-u",
+                "alice",
+                "--password-stdin",
+                &host,
+            ]),
+            password.as_bytes(),
+        )
     };
     let refused = docker_login("wrong");
     assert!(!refused.status.success(), "{refused:?}");

@@ -212,23 +212,13 @@ fn mistakes_get_a_hint() {
 
     // A rejected password: exit 4, and what to do.
     let secured = orca_testkit::RegistryServer::shared_htpasswd();
-    let output = crate::common::orca(path)
-        .current_dir(path)
-        .args(["-u", "orca", "--password-stdin", "tags"])
-        .arg(format!("{}/some/repo", secured.host()))
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write as _;
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(b"wrong-password\n")?;
-            child.wait_with_output()
-        })
-        .expect("run orca");
+    let output = crate::common::with_input(
+        crate::common::orca(path)
+            .current_dir(path)
+            .args(["-u", "orca", "--password-stdin", "tags"])
+            .arg(format!("{}/some/repo", secured.host())),
+        b"wrong-password\n",
+    );
     let text = stderr_of(&output);
     assert_eq!(output.status.code(), Some(4), "{text}");
     assert!(
