@@ -5,16 +5,16 @@
 //! hashes the file, and links it into place only if it is the blob.
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use orca_core::{Descriptor, Digester, Error, Result};
+use orca_core::{Descriptor, Error, Result};
 use tokio::sync::mpsc;
 
-use super::write::{pump, still_at};
-use super::{CHUNK, Directory, QUEUE};
+use super::write::{hash_rest, pump, still_at};
+use super::{Directory, QUEUE};
 use crate::error::{FileError, IoContext};
 
 impl Directory {
@@ -131,19 +131,9 @@ impl Directory {
                     actual: size,
                 });
             }
-            let mut digester = Digester::new(descriptor.digest.algorithm());
-            let mut buffer = vec![0u8; CHUNK];
-            loop {
-                let n = file
-                    .read(&mut buffer)
-                    .at("read", &path)
-                    .map_err(file_error)?;
-                if n == 0 {
-                    break;
-                }
-                digester.update(&buffer[..n]);
-            }
-            let actual = digester.finish();
+            let actual = hash_rest(&mut file, &path, descriptor.digest.algorithm())
+                .map_err(file_error)?
+                .finish();
             if actual != descriptor.digest {
                 return Err(Error::DigestMismatch {
                     what: format!("{key}, published as a blob"),

@@ -85,19 +85,8 @@ impl Directory {
                         place,
                     });
                 }
-                let mut hashing = Digester::new(digest.algorithm());
-                let mut buffer = vec![0u8; CHUNK];
-                loop {
-                    let n = file
-                        .read(&mut buffer)
-                        .at("read", &path)
-                        .map_err(file_error)?;
-                    if n == 0 {
-                        break;
-                    }
-                    hashing.update(&buffer[..n]);
-                }
-                digester = Some(hashing);
+                digester =
+                    Some(hash_rest(&mut file, &path, digest.algorithm()).map_err(file_error)?);
             } else {
                 file.set_len(0).at("truncate", &path).map_err(file_error)?;
             }
@@ -174,6 +163,23 @@ impl Directory {
         .map_err(|e| layout.file_error("push", e))?;
         guard.0 = None;
         Ok(())
+    }
+}
+
+/// Hashes what `file` holds from where it stands to its end.
+pub(super) fn hash_rest(
+    file: &mut File,
+    path: &Path,
+    algorithm: orca_core::Algorithm,
+) -> std::result::Result<Digester, FileError> {
+    let mut digester = Digester::new(algorithm);
+    let mut buffer = vec![0u8; CHUNK];
+    loop {
+        let n = file.read(&mut buffer).at("read", path)?;
+        if n == 0 {
+            return Ok(digester);
+        }
+        digester.update(&buffer[..n]);
     }
 }
 
