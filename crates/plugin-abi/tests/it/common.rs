@@ -17,13 +17,19 @@ pub(crate) fn moto_target(what: &str) -> (String, String) {
     let server = orca_testkit::MotoServer::shared();
     let bucket = format!("orca-plugin-{}", std::process::id());
     server.create_bucket(&bucket).expect("bucket");
-    let credentials =
-        std::env::temp_dir().join(format!("orca-plugin-credentials-{}", std::process::id()));
-    std::fs::write(
-        &credentials,
-        "[conformance]\naws_access_key_id = orca-test-key\naws_secret_access_key = orca-test-secret\n",
-    )
-    .expect("credentials file");
+    // Written once per process: rewriting it for each target raced the
+    // plugin reading it for another (it saw the file truncated).
+    static CREDENTIALS: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let credentials = CREDENTIALS.get_or_init(|| {
+        let path =
+            std::env::temp_dir().join(format!("orca-plugin-credentials-{}", std::process::id()));
+        std::fs::write(
+            &path,
+            "[conformance]\naws_access_key_id = orca-test-key\naws_secret_access_key = orca-test-secret\n",
+        )
+        .expect("credentials file");
+        path
+    });
     let config = format!(
         "endpoint={},region=us-east-1,credentials-file={},profile=conformance,allow-http",
         server.endpoint(),
