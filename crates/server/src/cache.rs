@@ -17,7 +17,9 @@
 //!   are served from the store.
 //! - A pull-through namespace is read-only.
 //! - A request may name its upstream with `?ns=` instead of the path
-//!   prefix (containerd's mirrors): it lands in the same namespace.
+//!   prefix (containerd's mirrors), or, for the default upstream, read a
+//!   bare name the server does not hold (Docker's `registry-mirrors`):
+//!   either lands in the same namespace.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -52,6 +54,10 @@ pub struct Upstream {
     pub fresh_for: Duration,
     /// Tags (globs: `v*`) never asked about again once cached.
     pub immutable: Vec<String>,
+    /// Whether reads of repositories this server does not hold, named
+    /// without a namespace, come from this upstream (Docker's
+    /// `registry-mirrors`).
+    pub default: bool,
 }
 
 /// Blob fills running in this process, by repository and digest: a
@@ -146,27 +152,47 @@ impl Cache {
         })
     }
 
-    /// Moves a request that names its upstream with `?ns=` (containerd's
-    /// mirror requests, the distribution spec's registry proxying) into
-    /// that upstream's namespace: `ns` is the namespace itself or the
-    /// upstream's host (`docker.io` for Docker Hub).
-    pub(crate) fn namespaced(&self, route: &mut Route, request: &Parts) {
-        let Some(ns) = crate::routes::query_value(request.uri.query(), "ns") else {
-            return;
-        };
+    /// Moves a request into an upstream's namespace when it names the
+    /// upstream with `?ns=` (containerd's mirror requests, the
+    /// distribution spec's registry proxying: the namespace itself or the
+    /// upstream's host, `docker.io` for Docker Hub), or when it reads a
+    /// repository this server does not hold and one upstream is the
+    /// default (Docker's `registry-mirrors`, which send bare names).
+    pub(crate) async fn namespaced(&self, state: &Shared, route: &mut Route, request: &Parts) {
         let hub = |host: &str| {
             matches!(
                 host,
                 "docker.io" | "registry-1.docker.io" | "index.docker.io"
             )
         };
-        let Some(upstream) = self.upstreams.iter().find(|upstream| {
-            let host = upstream.registry.host();
-            upstream.namespace == ns || host == ns || (hub(host) && hub(&ns))
-        }) else {
-            return;
+        let target = match crate::routes::query_value(request.uri.query(), "ns") {
+            Some(ns) => self.upstreams.iter().find(|upstream| {
+                let host = upstream.registry.host();
+                upstream.namespace == ns || host == ns || (hub(host) && hub(&ns))
+            }),
+            None => {
+                let reading = matches!(request.method, Method::GET | Method::HEAD);
+                let Some(default) = self.upstreams.iter().find(|u| u.default) else {
+                    return;
+                };
+                let blob = matches!(route, Route::Blob { .. });
+                let Some(name) = route.name_mut() else {
+                    return;
+                };
+                let held =
+                    self.upstream(name).is_some() || state.root.exists(name).await.unwrap_or(true);
+                // A blob is looked for upstream only in a repository a
+                // manifest was pulled through: a push to a new repository
+                // asks whether its blobs are there, and an upstream's yes
+                // would leave its image without them.
+                let pulled = !blob || {
+                    let cached = format!("{}/{name}", default.namespace);
+                    state.root.exists(&cached).await.unwrap_or(false)
+                };
+                (reading && !held && pulled).then_some(default)
+            }
         };
-        if let Some(name) = route.name_mut() {
+        if let (Some(upstream), Some(name)) = (target, route.name_mut()) {
             *name = format!("{}/{name}", upstream.namespace);
         }
     }

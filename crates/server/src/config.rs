@@ -50,6 +50,10 @@ pub struct UpstreamConfig {
     /// Whether one-component names get `library/` (default: for Docker
     /// Hub).
     pub library: Option<bool>,
+    /// Whether bare names this server does not hold are read from here
+    /// (Docker's `registry-mirrors`); one upstream at most.
+    #[serde(default)]
+    pub default: bool,
 }
 
 /// `gc:`.
@@ -160,7 +164,11 @@ impl Config {
                 library: upstream.library.unwrap_or(hub),
                 fresh_for,
                 immutable: upstream.immutable_tags.clone(),
+                default: upstream.default,
             });
+        }
+        if upstreams.iter().filter(|u| u.default).count() > 1 {
+            return Err("upstreams: at most one may be the default".into());
         }
         Ok(upstreams)
     }

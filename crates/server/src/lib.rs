@@ -414,7 +414,7 @@ async fn ready(state: &Shared) -> Answer {
 
 async fn handle(state: &Shared, mut route: Route, request: &Parts, body: HttpBody) -> Answer {
     if let Some(cache) = &state.cache {
-        cache.namespaced(&mut route, request);
+        cache.namespaced(state, &mut route, request).await;
     }
     let method = request.method.clone();
     let needed = if matches!(method, Method::GET | Method::HEAD) {

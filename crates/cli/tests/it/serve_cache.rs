@@ -6,7 +6,7 @@
 //! read-only; a moved tag is seen once the freshness time passed. A
 //! corrupt upstream byte fails the pull and caches nothing; eight clients
 //! missing one blob at once cause one upstream fetch; containerd's `?ns=`
-//! reaches the same cache.
+//! and Docker's bare mirror names reach the same cache.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -64,7 +64,7 @@ fn skopeo_pulls_through_the_cache_and_the_second_pull_asks_upstream_nothing() {
     std::fs::write(
         path.join("serve.yaml"),
         format!(
-            "upstreams:\n  - namespace: up\n    registry: 127.0.0.1:{}\n    fresh_for: 2s\n    immutable_tags: [\"v*\"]\n",
+            "upstreams:\n  - namespace: up\n    registry: 127.0.0.1:{}\n    fresh_for: 2s\n    immutable_tags: [\"v*\"]\n    default: true\n",
             proxy.port()
         ),
     )
@@ -143,6 +143,29 @@ fn skopeo_pulls_through_the_cache_and_the_second_pull_asks_upstream_nothing() {
         1,
         "?ns= asked upstream again"
     );
+
+    // Docker's registry-mirrors send bare names: a repository this server
+    // does not hold is read from the default upstream's cache; one pushed
+    // here is its own.
+    let bare = send(
+        &host,
+        "HEAD",
+        "/v2/lib/app/manifests/v1",
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        b"",
+    );
+    assert_eq!(bare.status, 200);
+    assert_eq!(bare.header("docker-content-digest"), Some(v1.as_str()));
+    std::fs::write(path.join("mine.txt"), b"pushed here\n").expect("write");
+    ok(path, &["push", &format!("{host}/mine/app:v1"), "mine.txt"]);
+    let mine = digest(&format!("{host}/mine/app:v1"));
+    assert_ne!(mine, v1, "a pushed repository was read from upstream");
+    assert_eq!(
+        asked(&proxy, "mine/app/blobs"),
+        0,
+        "a push's blob checks went upstream"
+    );
+    assert!(path.join("served/mine/app/index.json").exists());
 
     // Read-only.
     let pushed = send(&host, "POST", "/v2/up/lib/app/blobs/uploads/", &[], b"");
