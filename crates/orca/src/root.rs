@@ -16,6 +16,24 @@ use orca_core::{Error, Result, Store};
 
 use crate::open::OpenOptions;
 
+/// Runs file work on tokio's blocking pool; its failure, or the pool's,
+/// is `doing` that failed.
+#[cfg(all(feature = "fs", unix))]
+async fn blocking_io<T: Send + 'static>(
+    doing: String,
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>, doing: String| Error::Failed {
+        doing,
+        source,
+    };
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(failed(Box::new(e), doing)),
+        Err(e) => Err(failed(Box::new(e), doing)),
+    }
+}
+
 /// Where a directory root keeps the one copy of blobs its repositories
 /// share.
 #[cfg(feature = "fs")]
@@ -246,23 +264,11 @@ impl Root {
             Kind::Directory(dir) => {
                 let (pool, layout) = (dir.join(SHARED_DIR), dir.join(name));
                 let digest = digest.clone();
-                let place = self.name.clone();
-                tokio::task::spawn_blocking(move || {
-                    orca_backend_fs::share_blob(&pool, &layout, &digest).map_err(|e| {
-                        Error::Failed {
-                            doing: format!(
-                                "sharing blob {digest} of {} in {place}",
-                                layout.display()
-                            ),
-                            source: Box::new(e),
-                        }
-                    })
+                let doing = format!("sharing blob {digest} of {name} in {}", self.name);
+                blocking_io(doing, move || {
+                    orca_backend_fs::share_blob(&pool, &layout, &digest)
                 })
                 .await
-                .map_err(|e| Error::Failed {
-                    doing: "sharing a blob".into(),
-                    source: Box::new(e),
-                })?
             }
             _ => {
                 let _ = (name, digest);
@@ -279,17 +285,8 @@ impl Root {
             #[cfg(all(feature = "fs", unix))]
             Kind::Directory(dir) => {
                 let pool = dir.join(SHARED_DIR);
-                tokio::task::spawn_blocking(move || {
-                    orca_backend_fs::prune_pool(&pool).map_err(|e| Error::Failed {
-                        doing: format!("pruning the shared blobs in {}", pool.display()),
-                        source: Box::new(e),
-                    })
-                })
-                .await
-                .map_err(|e| Error::Failed {
-                    doing: "pruning shared blobs".into(),
-                    source: Box::new(e),
-                })?
+                let doing = format!("pruning the shared blobs in {}", pool.display());
+                blocking_io(doing, move || orca_backend_fs::prune_pool(&pool)).await
             }
             _ => Ok(0),
         }

@@ -159,16 +159,10 @@ impl Cache {
     /// repository this server does not hold and one upstream is the
     /// default (Docker's `registry-mirrors`, which send bare names).
     pub(crate) async fn namespaced(&self, state: &Shared, route: &mut Route, request: &Parts) {
-        let hub = |host: &str| {
-            matches!(
-                host,
-                "docker.io" | "registry-1.docker.io" | "index.docker.io"
-            )
-        };
         let target = match crate::routes::query_value(request.uri.query(), "ns") {
             Some(ns) => self.upstreams.iter().find(|upstream| {
                 let host = upstream.registry.host();
-                upstream.namespace == ns || host == ns || (hub(host) && hub(&ns))
+                upstream.namespace == ns || host == ns || (docker_hub(host) && docker_hub(&ns))
             }),
             None => {
                 let reading = matches!(request.method, Method::GET | Method::HEAD);
@@ -272,16 +266,14 @@ impl Cache {
             }
             return manifests::get(state, name, reference, request).await;
         }
+        let selector =
+            Selector::tag(reference).map_err(|_| ApiError::manifest_unknown(reference))?;
         let key = format!("cache/tags/{reference}.json");
         let record = match repository.storage.read(&key, 4096).await? {
             Some((bytes, _)) => serde_json::from_slice::<Checked>(&bytes).ok(),
             None => None,
         };
-        let cached = repository
-            .store
-            .resolve(&Selector::tag(reference).map_err(|_| ApiError::manifest_unknown(reference))?)
-            .await
-            .ok();
+        let cached = repository.store.resolve(&selector).await.ok();
         let fresh = record.as_ref().is_some_and(|record| {
             let immutable = upstream
                 .immutable
@@ -303,8 +295,6 @@ impl Cache {
                     .await;
             }
         };
-        let selector =
-            Selector::tag(reference).map_err(|_| ApiError::manifest_unknown(reference))?;
         let current = match origin.resolve(&selector).await {
             Ok(current) => current,
             Err(e) if e.is_not_found() => return Err(ApiError::manifest_unknown(reference)),
@@ -535,6 +525,14 @@ impl Cache {
             format!("the upstream of {name} could not be asked: {e}"),
         )
     }
+}
+
+/// Whether `host` names Docker Hub (by any of its names).
+pub(crate) fn docker_hub(host: &str) -> bool {
+    matches!(
+        host,
+        "docker.io" | "registry-1.docker.io" | "index.docker.io"
+    )
 }
 
 /// A blob fill this request runs: registered under `key` until dropped,

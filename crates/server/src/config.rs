@@ -154,10 +154,7 @@ impl Config {
             };
             let registry = orca::registry(&upstream.registry, options)
                 .map_err(|e| format!("{what}: {}: {e}", upstream.registry))?;
-            let hub = matches!(
-                upstream.registry.as_str(),
-                "docker.io" | "registry-1.docker.io" | "index.docker.io"
-            );
+            let hub = crate::cache::docker_hub(&upstream.registry);
             upstreams.push(crate::Upstream {
                 namespace: upstream.namespace.clone(),
                 registry,

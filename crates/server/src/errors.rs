@@ -47,6 +47,15 @@ impl ApiError {
         )
     }
 
+    /// A blob past the server's size limit.
+    pub fn blob_too_large(limit: u64) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "SIZE_INVALID",
+            format!("a blob may have at most {limit} bytes"),
+        )
+    }
+
     /// The upload is not acceptable.
     pub fn upload_invalid(why: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", why)

@@ -163,11 +163,7 @@ where
             if let Some(limit) = limit
                 && offset + piece.len() as u64 > limit
             {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                    "SIZE_INVALID",
-                    format!("a blob may have at most {limit} bytes"),
-                ));
+                return Err(ApiError::blob_too_large(limit));
             }
         }
         while piece.len() >= PIECE || (ended && !piece.is_empty()) {
@@ -234,11 +230,7 @@ where
             offset,
             format!("upload {id}: {what}"),
         )),
-        Err(orca::Error::LimitExceeded { limit, .. }) => Err(ApiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "SIZE_INVALID",
-            format!("a blob may have at most {limit} bytes"),
-        )),
+        Err(orca::Error::LimitExceeded { limit, .. }) => Err(ApiError::blob_too_large(limit)),
         Err(e) => Err(e.into()),
     }
 }
@@ -304,31 +296,36 @@ pub(crate) async fn expire(
     storage: &dyn ObjectStorage,
     idle: std::time::Duration,
 ) -> Result<usize, orca::Error> {
-    let mut newest: std::collections::BTreeMap<String, Option<std::time::SystemTime>> =
-        std::collections::BTreeMap::new();
+    // Each session's objects and its newest write, from one listing.
+    type Seen = (Vec<String>, Option<std::time::SystemTime>);
+    let mut sessions: std::collections::BTreeMap<String, Seen> = std::collections::BTreeMap::new();
     for object in storage.list("uploads/").await? {
         let Some(id) = object
             .key
             .strip_prefix("uploads/")
             .and_then(|k| k.split('/').next())
+            .filter(|id| plausible(id))
         else {
             continue;
         };
-        let entry = newest.entry(id.to_owned()).or_insert(object.modified);
-        *entry = match (*entry, object.modified) {
+        let (keys, newest) = sessions
+            .entry(id.to_owned())
+            .or_insert((Vec::new(), object.modified));
+        *newest = match (*newest, object.modified) {
             (Some(a), Some(b)) => Some(a.max(b)),
             _ => None,
         };
+        keys.push(object.key);
     }
     let mut removed = 0;
-    for (id, at) in newest {
+    for (keys, newest) in sessions.into_values() {
         // A time the storage does not tell, or one in the future, is young.
-        let old = at
+        let old = newest
             .and_then(|at| at.elapsed().ok())
             .is_some_and(|age| age > idle);
-        if old && plausible(&id) {
-            for object in storage.list(&format!("uploads/{id}/")).await? {
-                storage.delete(&object.key).await?;
+        if old {
+            for key in keys {
+                storage.delete(&key).await?;
             }
             removed += 1;
         }
