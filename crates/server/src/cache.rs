@@ -351,12 +351,15 @@ impl Cache {
         request: &Parts,
     ) -> Answer {
         let digest = blobs::parse_digest(digest)?;
+        match blobs::get(state, name, &digest.to_string(), request).await {
+            Err(e) if e.code == "BLOB_UNKNOWN" || e.code == "NAME_UNKNOWN" => {}
+            answer => {
+                self.count("hit");
+                return answer;
+            }
+        }
         let repository = state.root.repository(name).await?;
         let probe = blobs::blob(&digest, 0);
-        if repository.store.stat(&probe).await?.is_some() {
-            self.count("hit");
-            return blobs::get(state, name, &digest.to_string(), request).await;
-        }
         let origin = upstream_store(upstream, remote).await?;
         if request.method == Method::HEAD {
             let size = origin
@@ -403,8 +406,10 @@ impl Cache {
             .map_err(|e| self.unreachable(name, e))?
             .ok_or_else(|| ApiError::blob_unknown(&digest))?;
         let descriptor = blobs::blob(&digest, size);
+        // Fetched as one range: the store verifies the digest as it
+        // writes, once, instead of the fetch and the store both hashing.
         let body = origin
-            .fetch(&descriptor)
+            .fetch_range(&descriptor, 0..size)
             .await
             .map_err(|e| self.unreachable(name, e))?;
         self.count("miss");
@@ -430,10 +435,11 @@ impl Cache {
     }
 
     /// Runs the fill `claim` holds: `descriptor` from upstream's `body`
-    /// into `store`; with `streamed`, the bytes also go to the returned
-    /// stream for the client, which may leave without stopping the fill.
-    /// A body that breaks off or does not hash to the digest fails both
-    /// and stores nothing.
+    /// into `store`, which verifies it; with `streamed`, the bytes also go
+    /// to the returned stream for the client, which may leave without
+    /// stopping the fill. The client's last bytes wait for the store's
+    /// verdict: a body that breaks off or does not hash to the digest
+    /// fails both and stores nothing.
     fn fill(
         &self,
         claim: Claim,
@@ -442,55 +448,85 @@ impl Cache {
         body: orca::Body,
         streamed: bool,
     ) -> Option<futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>> {
-        // A small channel each way: a slow client slows the fill, as a
-        // slow disk would.
-        let (to_client, for_client) = tokio::sync::mpsc::channel(8);
-        let (to_store, for_store) = tokio::sync::mpsc::channel::<orca::Result<Bytes>>(8);
+        // Chunks travel in batches of what upstream had ready, so the tee
+        // costs little per byte; a few batches each way, so a slow client
+        // slows the fill as a slow disk would.
+        let (to_client, for_client) = tokio::sync::mpsc::channel::<Batch>(FILL_DEPTH);
+        let (to_store, for_store) = tokio::sync::mpsc::channel::<Batch>(FILL_DEPTH);
         let size = descriptor.size;
         let push = tokio::spawn(async move {
-            let stream = received(for_store);
+            let stream = received(for_store)
+                .flat_map(futures::stream::iter)
+                .map(|chunk| {
+                    chunk.map_err(|e| orca::Error::Failed {
+                        doing: "fetching from the upstream".into(),
+                        source: Box::new(e),
+                    })
+                });
             store.push(&descriptor, orca::Body::new(size, stream)).await
         });
         let counted = self.upstream_bytes.clone();
         tokio::spawn(async move {
-            let mut upstream = body.into_stream();
+            let mut upstream = body.into_stream().ready_chunks(FILL_BATCH);
             let mut client = streamed.then_some(to_client);
-            while let Some(chunk) = upstream.next().await {
-                match chunk {
-                    Ok(bytes) => {
-                        counted.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                        if to_store.send(Ok(bytes.clone())).await.is_err() {
+            let (mut sent, mut held) = (0u64, None);
+            let mut broken = false;
+            while let Some(ready) = upstream.next().await {
+                let mut batch: Batch = Vec::with_capacity(ready.len());
+                for chunk in ready {
+                    match chunk {
+                        Ok(bytes) => batch.push(Ok(bytes)),
+                        Err(e) => {
+                            batch.push(Err(std::io::Error::other(e.to_string())));
+                            broken = true;
                             break;
                         }
-                        if let Some(sender) = &client
-                            && sender.send(Ok(bytes)).await.is_err()
-                        {
-                            client = None;
-                        }
                     }
-                    Err(e) => {
-                        if let Some(sender) = &client {
-                            let _ = sender.send(Err(std::io::Error::other(e.to_string()))).await;
-                        }
-                        let _ = to_store.send(Err(e)).await;
-                        break;
-                    }
+                }
+                let len: u64 = batch
+                    .iter()
+                    .map(|chunk| chunk.as_ref().map_or(0, |b| b.len() as u64))
+                    .sum();
+                counted.fetch_add(len, Ordering::Relaxed);
+                sent += len;
+                let stored = to_store.send(copy(&batch)).await.is_ok();
+                if sent >= size && !broken {
+                    // The last bytes: the client gets them once the store
+                    // has checked the digest.
+                    held = Some(batch);
+                } else if let Some(sender) = &client
+                    && sender.send(batch).await.is_err()
+                {
+                    client = None;
+                }
+                if broken || !stored {
+                    break;
                 }
             }
             drop(to_store);
             let (repository, digest) = (&claim.key.0, &claim.key.1);
-            match push.await {
-                Ok(Ok(())) => {}
+            let verdict = match push.await {
+                Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => {
                     tracing::warn!(%repository, %digest, error = %e, "a pull-through fill failed: nothing cached");
+                    Err(e.to_string())
                 }
                 Err(e) => {
                     tracing::warn!(%repository, %digest, error = %e, "a pull-through fill stopped");
+                    Err(e.to_string())
                 }
+            };
+            if let Some(sender) = client {
+                let last = match (verdict, held) {
+                    (Ok(()), Some(batch)) => batch,
+                    (Ok(()), None) => Vec::new(),
+                    (Err(e), _) => vec![Err(std::io::Error::other(e))],
+                };
+                let _ = sender.send(last).await;
             }
             drop(claim);
         });
-        streamed.then(|| received(for_client))
+        streamed.then(|| received(for_client).flat_map(futures::stream::iter).boxed())
     }
 
     /// Upstream could not say what tag `reference` names: the cached one
@@ -533,6 +569,26 @@ pub(crate) fn docker_hub(host: &str) -> bool {
         host,
         "docker.io" | "registry-1.docker.io" | "index.docker.io"
     )
+}
+
+/// Chunks of a blob fill that travel together.
+type Batch = Vec<Result<Bytes, std::io::Error>>;
+
+/// How many chunks upstream had ready travel as one batch, at most.
+const FILL_BATCH: usize = 64;
+
+/// How many batches wait for the store, and for the client, at most.
+const FILL_DEPTH: usize = 16;
+
+/// A batch again (an error is repeated by its text).
+fn copy(batch: &Batch) -> Batch {
+    batch
+        .iter()
+        .map(|chunk| match chunk {
+            Ok(bytes) => Ok(bytes.clone()),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        })
+        .collect()
 }
 
 /// A blob fill this request runs: registered under `key` until dropped,
