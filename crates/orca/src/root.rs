@@ -39,6 +39,10 @@ async fn blocking_io<T: Send + 'static>(
 #[cfg(feature = "fs")]
 const SHARED_DIR: &str = "_shared";
 
+/// Where a root keeps a server's records beside its repositories (a
+/// name no repository can have).
+const RECORDS_DIR: &str = "_records";
+
 /// Collects one repository's layout.
 type Collect = Arc<
     dyn Fn(
@@ -193,6 +197,26 @@ impl Root {
         }
         let opened = self.open_repository(name).await?;
         Ok(self.lock().entry(name.to_owned()).or_insert(opened).clone())
+    }
+
+    /// Object storage for what a server keeps about `name` beside the
+    /// repositories (a cache's records of which repository holds what),
+    /// under `_records/` of the root: no repository, so no catalog lists
+    /// it and no collection touches it. `name` must be a valid repository
+    /// name.
+    pub async fn records(&self, name: &str) -> Result<Arc<dyn ObjectStorage>> {
+        let kept = format!("{RECORDS_DIR}/{name}");
+        orca_core::model::reference::validate_repository(name).map_err(|reason| {
+            Error::InvalidReference {
+                input: name.to_owned(),
+                reason: reason.to_string(),
+            }
+        })?;
+        if let Some(found) = self.lock().get(&kept) {
+            return Ok(found.storage.clone());
+        }
+        let opened = self.open_repository(&kept).await?;
+        Ok(self.lock().entry(kept).or_insert(opened).storage.clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Repository>> {
@@ -463,13 +487,14 @@ fn layouts_under(dir: &std::path::Path) -> Result<Vec<String>> {
             let Some(text) = name.to_str() else { continue };
             // A layout's own directories hold no repositories (a server
             // keeps its sessions and cache records there too), nor does
-            // the root's shared blobs.
+            // a name no repository can have (`_shared`, the root's shared
+            // blobs; a server's records beside repositories).
             let own = layout
                 && (text == orca_core::layout::BLOBS_DIR
                     || text == "ingest"
                     || text == "uploads"
                     || text == "cache");
-            if own || (relative.as_os_str().is_empty() && text == SHARED_DIR) {
+            if own || text.starts_with(['_', '.']) {
                 continue;
             }
             if entry.file_type().is_ok_and(|t| t.is_dir()) {

@@ -268,7 +268,7 @@ const ANONYMOUS_MOUNT_LOOKS: usize = 64;
 /// Mounts `digest` into `repository` from repository `from` (or finds it
 /// there already); `false` when it is not to be had and the client must
 /// upload it.
-async fn mounted(
+pub(crate) async fn mounted(
     state: &Shared,
     repository: &orca::Repository,
     digest: &Digest,
@@ -440,7 +440,7 @@ async fn complete(
 /// Stores blob `digest` of `name` once across the root (a directory's
 /// repositories link one file); a failure costs only the sharing, and is
 /// logged.
-async fn share(state: &Shared, name: &str, digest: &Digest) {
+pub(crate) async fn share(state: &Shared, name: &str, digest: &Digest) {
     if let Err(e) = state.root.share(name, digest).await {
         tracing::warn!(repository = %name, %digest, error = %e, "sharing a blob failed");
     }

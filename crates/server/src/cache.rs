@@ -195,7 +195,7 @@ impl Cache {
     /// otherwise (the server answers it as usual).
     pub(crate) async fn handle(
         &self,
-        state: &Shared,
+        state: &Arc<Shared>,
         route: &Route,
         method: &Method,
         request: &Parts,
@@ -343,7 +343,7 @@ impl Cache {
     /// stored (one fill per blob in this process).
     async fn blob(
         &self,
-        state: &Shared,
+        state: &Arc<Shared>,
         upstream: &Upstream,
         remote: &str,
         name: &str,
@@ -405,6 +405,15 @@ impl Cache {
             .await
             .map_err(|e| self.unreachable(name, e))?
             .ok_or_else(|| ApiError::blob_unknown(&digest))?;
+        // Upstream says this repository holds it: where another
+        // repository of the namespace holds it already, a mount.
+        if self
+            .mount_held(state, upstream, name, &repository, &digest)
+            .await?
+        {
+            drop(claim);
+            return blobs::get(state, name, &digest.to_string(), request).await;
+        }
         let descriptor = blobs::blob(&digest, size);
         // Fetched as one range: the store verifies the digest as it
         // writes, once, instead of the fetch and the store both hashing.
@@ -415,7 +424,12 @@ impl Cache {
         self.count("miss");
         let ranged = request.headers.contains_key(header::RANGE);
         let mut done = claim.finished.subscribe();
-        let client = self.fill(claim, repository.store.clone(), descriptor, body, !ranged);
+        let filled = Filled {
+            state: state.clone(),
+            namespace: upstream.namespace.clone(),
+            store: repository.store.clone(),
+        };
+        let client = self.fill(claim, filled, descriptor, body, !ranged);
         match client {
             Some(stream) => {
                 let mut response = Response::new(HttpBody::from_stream(stream));
@@ -434,6 +448,51 @@ impl Cache {
         }
     }
 
+    /// Mounts `digest` into repository `name` (of `repository`) from
+    /// another repository of `upstream`'s namespace recorded as holding
+    /// it; whether it did. Records found stale (the blob collected or
+    /// evicted there since) are dropped.
+    async fn mount_held(
+        &self,
+        state: &Shared,
+        upstream: &Upstream,
+        name: &str,
+        repository: &orca::Repository,
+        digest: &Digest,
+    ) -> Result<bool, ApiError> {
+        let holders = state.root.records(&upstream.namespace).await?;
+        let prefix = holders_prefix(digest);
+        for listed in holders.list(&prefix).await? {
+            let Some(other) = listed.key.strip_prefix(&prefix) else {
+                continue;
+            };
+            let other = other.replace('+', "/");
+            if other == name {
+                continue;
+            }
+            let held = state.root.exists(&other).await?
+                && state
+                    .root
+                    .repository(&other)
+                    .await?
+                    .store
+                    .stat(&blobs::blob(digest, 0))
+                    .await?
+                    .is_some();
+            if !held {
+                let _ = holders.delete(&listed.key).await;
+                continue;
+            }
+            if blobs::mounted(state, repository, digest, Some(other)).await? {
+                self.count("mounted");
+                blobs::share(state, name, digest).await;
+                record_holder(holders.as_ref(), digest, name).await;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Runs the fill `claim` holds: `descriptor` from upstream's `body`
     /// into `store`, which verifies it; with `streamed`, the bytes also go
     /// to the returned stream for the client, which may leave without
@@ -443,7 +502,7 @@ impl Cache {
     fn fill(
         &self,
         claim: Claim,
-        store: Store,
+        filled: Filled,
         descriptor: Descriptor,
         body: orca::Body,
         streamed: bool,
@@ -454,6 +513,7 @@ impl Cache {
         let (to_client, for_client) = tokio::sync::mpsc::channel::<Batch>(FILL_DEPTH);
         let (to_store, for_store) = tokio::sync::mpsc::channel::<Batch>(FILL_DEPTH);
         let size = descriptor.size;
+        let store = filled.store.clone();
         let push = tokio::spawn(async move {
             let stream = received(for_store)
                 .flat_map(futures::stream::iter)
@@ -506,7 +566,10 @@ impl Cache {
             drop(to_store);
             let (repository, digest) = (&claim.key.0, &claim.key.1);
             let verdict = match push.await {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok(())) => {
+                    filled.held(repository, digest).await;
+                    Ok(())
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(%repository, %digest, error = %e, "a pull-through fill failed: nothing cached");
                     Err(e.to_string())
@@ -569,6 +632,49 @@ pub(crate) fn docker_hub(host: &str) -> bool {
         host,
         "docker.io" | "registry-1.docker.io" | "index.docker.io"
     )
+}
+
+/// Where a namespace records which of its repositories hold blobs: one
+/// empty object per blob and repository, `holders/ALG/HEX/REPO` (`/` in
+/// the name as `+`), in the root's records for the namespace.
+const HOLDERS: &str = "holders";
+
+/// The prefix of the records of who holds `digest`.
+fn holders_prefix(digest: &Digest) -> String {
+    format!("{HOLDERS}/{}/{}/", digest.algorithm(), digest.hex())
+}
+
+/// Records that repository `name` holds `digest`; a failure costs only a
+/// later mount.
+async fn record_holder(holders: &dyn ObjectStorage, digest: &Digest, name: &str) {
+    let key = format!("{}{}", holders_prefix(digest), name.replace('/', "+"));
+    match holders.write(&key, Bytes::new(), Condition::Absent).await {
+        Ok(()) | Err(orca::Error::Conflict { .. }) => {}
+        Err(e) => {
+            tracing::warn!(repository = %name, %digest, error = %e, "recording a cached blob's holder failed")
+        }
+    }
+}
+
+/// Where a blob fill stores, and what it tells when it is stored.
+struct Filled {
+    state: Arc<Shared>,
+    namespace: String,
+    store: Store,
+}
+
+impl Filled {
+    /// The blob is stored in `repository`: shared across the root and
+    /// recorded as held there.
+    async fn held(&self, repository: &str, digest: &Digest) {
+        blobs::share(&self.state, repository, digest).await;
+        match self.state.root.records(&self.namespace).await {
+            Ok(holders) => record_holder(holders.as_ref(), digest, repository).await,
+            Err(e) => {
+                tracing::warn!(namespace = %self.namespace, error = %e, "opening the namespace's records failed")
+            }
+        }
+    }
 }
 
 /// Chunks of a blob fill that travel together.

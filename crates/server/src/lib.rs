@@ -412,7 +412,7 @@ async fn ready(state: &Shared) -> Answer {
     }
 }
 
-async fn handle(state: &Shared, mut route: Route, request: &Parts, body: HttpBody) -> Answer {
+async fn handle(state: &Arc<Shared>, mut route: Route, request: &Parts, body: HttpBody) -> Answer {
     if let Some(cache) = &state.cache {
         cache.namespaced(state, &mut route, request).await;
     }

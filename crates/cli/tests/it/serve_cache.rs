@@ -6,14 +6,16 @@
 //! read-only; a moved tag is seen once the freshness time passed. A
 //! corrupt upstream byte fails the pull and caches nothing; eight clients
 //! missing one blob at once cause one upstream fetch; containerd's `?ns=`
-//! and Docker's bare mirror names reach the same cache.
+//! and Docker's bare mirror names reach the same cache. A blob cached
+//! for one repository reaches another after one upstream HEAD, by a mount;
+//! never one upstream says does not hold it.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use orca_testkit::{RecordingProxy, RegistryServer, require_program};
 
-use crate::common::{json, ok, run, seed_image};
+use crate::common::{json, ok, seed_image};
 use crate::http::send;
 use crate::serve::Serving;
 
@@ -344,4 +346,83 @@ fn clients_pulling_one_uncached_blob_at_once_share_one_upstream_fetch() {
         .filter(|line| line.starts_with("GET ") && line.contains(&format!("/blobs/{digest}")))
         .count();
     assert_eq!(gets, 1, "upstream was asked for the blob {gets} times");
+}
+
+#[test]
+fn a_blob_cached_for_one_repository_is_served_to_another_only_after_upstream_says_it_holds_it() {
+    use std::os::unix::fs::MetadataExt;
+    let home = tempfile::tempdir().expect("temporary directory");
+    let path = home.path();
+    let upstream = RegistryServer::start().expect("docker-registry (scripts/setup installs it)");
+    let digest = upstream_blob(path, &format!("{}/a/x", upstream.host()), 3, 1 << 20);
+    ok(
+        path,
+        &[
+            "blob",
+            "put",
+            &format!("{}/b/y", upstream.host()),
+            path.join("blob-3").to_str().expect("utf-8"),
+        ],
+    );
+    // c/z holds something else upstream, not this blob.
+    upstream_blob(path, &format!("{}/c/z", upstream.host()), 4, 1000);
+    let proxy = RecordingProxy::start(upstream.port()).expect("proxy");
+    let serving = cache_of(path, &proxy);
+    let host = serving.host().to_owned();
+    let get = |name: &str| {
+        send(
+            &host,
+            "GET",
+            &format!("/v2/up/{name}/blobs/{digest}"),
+            &[],
+            &[],
+        )
+    };
+    let first = get("a/x");
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(crate::http::sha256(&first.body), digest);
+    let blob_requests = |name: &str| asked(&proxy, &format!("/v2/{name}/blobs/{digest}"));
+    assert_eq!(
+        blob_requests("a/x"),
+        2,
+        "a HEAD and a GET for the first fill"
+    );
+
+    // b/y: upstream is asked once whether b/y holds it; the bytes come
+    // from the cache, mounted (one file on a directory).
+    let second = get("b/y");
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_eq!(crate::http::sha256(&second.body), digest);
+    let recorded = proxy.recorded();
+    let asked_for_b: Vec<_> = recorded
+        .lines()
+        .filter(|line| line.contains(&format!("/v2/b/y/blobs/{digest}")))
+        .collect();
+    assert_eq!(asked_for_b.len(), 1, "{recorded}");
+    assert!(asked_for_b[0].starts_with("HEAD "), "{recorded}");
+    let file = |name: &str| {
+        path.join("served/up")
+            .join(name)
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let (a, b) = (
+        std::fs::metadata(file("a/x")).expect("a/x holds it"),
+        std::fs::metadata(file("b/y")).expect("b/y holds it"),
+    );
+    assert_eq!(a.ino(), b.ino(), "the mount is a link to one file");
+
+    // c/z does not hold it upstream: never served from a/x's copy.
+    let third = get("c/z");
+    assert_eq!(third.status, 404, "{}", third.text());
+    assert!(third.text().contains("BLOB_UNKNOWN"), "{}", third.text());
+    assert!(!file("c/z").exists());
+    let metrics = send(&host, "GET", "/metrics", &[], &[]).text();
+    assert!(
+        metrics.contains("orca_cache_requests_total{result=\"mounted\"} 1"),
+        "{metrics}"
+    );
+    // The catalog lists the repositories, not the namespace's records.
+    let catalog = send(&host, "GET", "/v2/_catalog", &[], &[]).text();
+    assert!(!catalog.contains("_records"), "{catalog}");
 }
