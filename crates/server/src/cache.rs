@@ -15,7 +15,13 @@
 //!   (a corrupt byte fails both and caches nothing); the fill goes on if
 //!   the client leaves; other requests for the same blob wait for it and
 //!   are served from the store.
-//! - A pull-through namespace is read-only.
+//! - A blob another repository of the namespace holds is mounted, not
+//!   fetched, once upstream said this repository holds it (one `HEAD`).
+//! - Referrers of a cached image are upstream's (its API or fallback
+//!   tag, asked once `fresh_for` passed), fetched into the cache, listed
+//!   with those pushed here.
+//! - A pull-through namespace is read-only but for referrers of its
+//!   images pushed by digest (a site's signatures of mirrored images).
 //! - A request may name its upstream with `?ns=` instead of the path
 //!   prefix (containerd's mirrors), or, for the default upstream, read a
 //!   bare name the server does not hold (Docker's `registry-mirrors`):
@@ -212,14 +218,12 @@ impl Cache {
         let (upstream, remote) = self.upstream(name)?;
         let reading = matches!(*method, Method::GET | Method::HEAD);
         Some(match route {
-            _ if !reading => Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "UNSUPPORTED",
-                format!(
-                    "{name} is a pull-through namespace of {}: it is read-only",
-                    upstream.registry.host()
-                ),
-            )),
+            // Referrers of its images (signatures, SBOMs) may be pushed:
+            // their blobs, and a manifest (by digest, with a subject: the
+            // server's manifest PUT asks `referrer_only`).
+            Route::Uploads { .. } | Route::Upload { .. } => return None,
+            Route::Manifest { .. } if *method == Method::PUT => return None,
+            _ if !reading => Err(read_only(name, upstream)),
             Route::Manifest { reference, .. } => {
                 self.manifest(state, upstream, &remote, name, reference, request)
                     .await
@@ -228,9 +232,115 @@ impl Cache {
                 self.blob(state, upstream, &remote, name, digest, request)
                     .await
             }
-            // Tags and referrers: what the cache holds.
+            Route::Referrers { digest, .. } => {
+                self.referrers(state, upstream, &remote, name, digest, request)
+                    .await
+            }
+            // Tags: what the cache holds.
             _ => return None,
         })
+    }
+
+    /// Whether `name` is in a pull-through namespace, where a manifest
+    /// may be pushed only as a referrer: by digest, with a subject. The
+    /// refusal otherwise.
+    pub(crate) fn referrer_only(
+        &self,
+        name: &str,
+        tagged: bool,
+        subject: bool,
+    ) -> Result<(), ApiError> {
+        match self.upstream(name) {
+            Some((upstream, _)) if tagged || !subject => Err(read_only(name, upstream)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The referrers of a cached image: upstream's (its Referrers API or
+    /// its fallback tag, asked once `fresh_for` passed) fetched into the
+    /// cache, then listed with any pushed here. Upstream down: what the
+    /// cache holds, logged and counted.
+    async fn referrers(
+        &self,
+        state: &Shared,
+        upstream: &Upstream,
+        remote: &str,
+        name: &str,
+        digest: &str,
+        request: &Parts,
+    ) -> Answer {
+        let subject = blobs::parse_digest(digest)?;
+        let repository = state.root.repository(name).await?;
+        let key = format!(
+            "cache/referrers/{}-{}.json",
+            subject.algorithm(),
+            subject.hex()
+        );
+        let record = match repository.storage.read(&key, 4096).await? {
+            Some((bytes, _)) => serde_json::from_slice::<Checked>(&bytes).ok(),
+            None => None,
+        };
+        let fresh = record
+            .as_ref()
+            .is_some_and(|r| now().saturating_sub(r.checked) < upstream.fresh_for.as_secs());
+        if fresh {
+            self.count("hit");
+            return manifests::referrers(state, name, digest, request).await;
+        }
+        match self
+            .fetch_referrers(upstream, remote, &repository, &subject)
+            .await
+        {
+            Ok(fetched) => {
+                self.count(if fetched == 0 { "revalidated" } else { "miss" });
+                let record = Checked {
+                    digest: subject,
+                    checked: now(),
+                };
+                if let Ok(bytes) = serde_json::to_vec(&record) {
+                    let _ = write_over(repository.storage.as_ref(), &key, Bytes::from(bytes)).await;
+                }
+            }
+            Err(e) => {
+                self.count("stale");
+                tracing::warn!(repository = %name, %subject, error = %e, "upstream failed: serving the referrers the cache holds");
+            }
+        }
+        manifests::referrers(state, name, digest, request).await
+    }
+
+    /// Fetches into `repository` the referrers upstream lists for
+    /// `subject` that it does not hold; how many.
+    async fn fetch_referrers(
+        &self,
+        upstream: &Upstream,
+        remote: &str,
+        repository: &orca::Repository,
+        subject: &Digest,
+    ) -> orca::Result<usize> {
+        let origin = Store::new(upstream.registry.repository(remote).await?);
+        let probe = Descriptor::new(MediaType::OCI_MANIFEST, subject.clone(), 0);
+        let listed = origin.referrers(&probe, None).await?;
+        let mut fetched = 0;
+        for referrer in listed.manifests {
+            if repository.store.exists(&referrer).await? {
+                continue;
+            }
+            let (descriptor, raw) = origin
+                .fetch_manifest(&Selector::Digest(referrer.digest.clone()))
+                .await?;
+            // A referrer lives by its subject.
+            repository
+                .store
+                .push_opts(
+                    &descriptor,
+                    orca::Body::from_bytes(raw.bytes().clone()),
+                    PushOptions::default(),
+                )
+                .await?;
+            fetched += 1;
+        }
+        Ok(fetched)
     }
 
     /// A manifest: fresh from the cache, or checked with upstream.
@@ -624,6 +734,18 @@ impl Cache {
             format!("the upstream of {name} could not be asked: {e}"),
         )
     }
+}
+
+/// The refusal of a write to pull-through namespace `name`.
+fn read_only(name: &str, upstream: &Upstream) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "UNSUPPORTED",
+        format!(
+            "{name} is a pull-through namespace of {}: it is read-only but for referrers of its images, pushed by digest",
+            upstream.registry.host()
+        ),
+    )
 }
 
 /// Whether `host` names Docker Hub (by any of its names).

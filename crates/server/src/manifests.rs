@@ -117,6 +117,9 @@ pub(crate) async fn put(
     let document = raw
         .parse()
         .map_err(|e| ApiError::manifest_invalid(e.to_string()))?;
+    if let Some(cache) = &state.cache {
+        cache.referrer_only(name, !tags.is_empty(), document.subject().is_some())?;
+    }
     let repository = state.root.create(name).await?;
     if state.limits.refuse_sparse {
         check_references(&repository.store, &document).await?;

@@ -3,7 +3,7 @@
 //! skopeo pulls through it twice and the second pull asks upstream
 //! nothing; digests are upstream's; with upstream gone a cached tag is
 //! still served and an uncached one fails at once; the namespace is
-//! read-only; a moved tag is seen once the freshness time passed. A
+//! read-only but for referrers, which are upstream's and ours; a moved tag is seen once the freshness time passed. A
 //! corrupt upstream byte fails the pull and caches nothing; eight clients
 //! missing one blob at once cause one upstream fetch; containerd's `?ns=`
 //! and Docker's bare mirror names reach the same cache. A blob cached
@@ -169,9 +169,63 @@ fn skopeo_pulls_through_the_cache_and_the_second_pull_asks_upstream_nothing() {
     );
     assert!(path.join("served/mine/app/index.json").exists());
 
-    // Read-only.
-    let pushed = send(&host, "POST", "/v2/up/lib/app/blobs/uploads/", &[], b"");
-    assert_eq!(pushed.status, 405, "{}", pushed.text());
+    // Read-only but for referrers of its images: a tag push and a
+    // delete are refused.
+    let pushed = crate::common::run(
+        path,
+        &["push", &format!("{host}/up/lib/app:v9"), "mine.txt"],
+    );
+    assert!(!pushed.status.success());
+    let said = String::from_utf8_lossy(&pushed.stderr);
+    assert!(said.contains("does not support push"), "{said}");
+    let deleted = send(
+        &host,
+        "DELETE",
+        &format!("/v2/up/lib/app/manifests/{v1}"),
+        &[],
+        b"",
+    );
+    assert_eq!(deleted.status, 405, "{}", deleted.text());
+    // Referrers: one attached upstream (docker-registry keeps it at the
+    // fallback tag), one attached through the cache; both listed.
+    std::fs::write(path.join("up.sig"), b"signed upstream\n").expect("write");
+    std::fs::write(path.join("here.sig"), b"signed here\n").expect("write");
+    let attach = |target: &str, file: &str, kind: &str| {
+        crate::common::json(path, &["attach", target, file, "--artifact-type", kind])
+    };
+    let theirs = attach(
+        &format!("{origin}:v1"),
+        "up.sig",
+        "application/vnd.example.upstream",
+    );
+    let ours = attach(
+        &format!("{host}/up/lib/app:v1"),
+        "here.sig",
+        "application/vnd.example.here",
+    );
+    let found = json(path, &["discover", &format!("{host}/up/lib/app:v1")]);
+    let mut listed: Vec<String> = found["referrers"]
+        .as_array()
+        .expect("referrers")
+        .iter()
+        .map(crate::common::digest)
+        .collect();
+    listed.sort();
+    let mut expected = vec![crate::common::digest(&theirs), crate::common::digest(&ours)];
+    expected.sort();
+    assert_eq!(listed, expected, "{found}");
+    // The upstream referrer is cached: its manifest is served by digest.
+    let fetched = send(
+        &host,
+        "GET",
+        &format!(
+            "/v2/up/lib/app/manifests/{}",
+            crate::common::digest(&theirs)
+        ),
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        b"",
+    );
+    assert_eq!(fetched.status, 200, "{}", fetched.text());
 
     // A mutable tag moved upstream is seen once it is no longer fresh.
     assert!(
