@@ -31,6 +31,11 @@ pub struct PushOptions {
     /// collection keeps it. Stores that list no roots but their tags (a
     /// registry) ignore it.
     pub list: bool,
+    /// The manifest may name blobs the store does not hold, now or after a
+    /// garbage collection (a pull-through cache fetches them on demand):
+    /// tagging or listing it does not check them. Stores that check
+    /// nothing ignore it.
+    pub sparse: bool,
 }
 
 impl PushOptions {
@@ -40,6 +45,7 @@ impl PushOptions {
             tag: Some(tag.into()),
             offset: 0,
             list: false,
+            sparse: false,
         }
     }
 
@@ -49,6 +55,7 @@ impl PushOptions {
             tag: None,
             offset,
             list: false,
+            sparse: false,
         }
     }
 
@@ -58,7 +65,15 @@ impl PushOptions {
             tag: None,
             offset: 0,
             list: true,
+            sparse: false,
         }
+    }
+
+    /// The same options, for a manifest that may name blobs the store
+    /// does not hold.
+    pub fn sparse(mut self) -> Self {
+        self.sparse = true;
+        self
     }
 }
 

@@ -64,6 +64,11 @@ pub struct Upstream {
     /// without a namespace, come from this upstream (Docker's
     /// `registry-mirrors`).
     pub default: bool,
+    /// The most the namespace's cached content may take, in bytes; past
+    /// it the collection evicts the images pulled least recently.
+    pub budget: Option<u64>,
+    /// An image pulled this recently is never evicted.
+    pub keep_for: Duration,
 }
 
 /// Blob fills running in this process, by repository and digest: a
@@ -78,6 +83,10 @@ pub(crate) struct Cache {
     fills: Fills,
     events: Mutex<BTreeMap<&'static str, u64>>,
     upstream_bytes: Arc<AtomicU64>,
+    accesses: crate::evict::Accesses,
+    /// By namespace: the bytes held after the last eviction pass, images
+    /// and bytes evicted in all.
+    evictions: Mutex<BTreeMap<String, (u64, u64, u64)>>,
 }
 
 /// What the cache records about a tag: the digest it named upstream and
@@ -88,7 +97,8 @@ struct Checked {
     checked: u64,
 }
 
-fn now() -> u64 {
+/// Seconds since the epoch.
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -102,6 +112,23 @@ impl Cache {
             upstreams,
             ..Cache::default()
         }
+    }
+
+    /// The upstreams.
+    pub(crate) fn upstreams(&self) -> &[Upstream] {
+        &self.upstreams
+    }
+
+    /// Counts what an eviction pass in `namespace` did.
+    pub(crate) fn evicted(&self, namespace: &str, pass: &crate::evict::Evicted) {
+        let mut evictions = self
+            .evictions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let counts = evictions.entry(namespace.to_owned()).or_default();
+        counts.0 = pass.bytes;
+        counts.1 += pass.images;
+        counts.2 += pass.freed;
     }
 
     fn count(&self, event: &'static str) {
@@ -142,6 +169,39 @@ impl Cache {
             "orca_cache_upstream_bytes_total {}",
             self.upstream_bytes.load(Ordering::Relaxed)
         );
+        let evictions = self
+            .evictions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !evictions.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP orca_cache_bytes What a namespace's cached images hold, at the last eviction pass.\n# TYPE orca_cache_bytes gauge"
+            );
+            for (namespace, (bytes, _, _)) in evictions.iter() {
+                let _ = writeln!(out, "orca_cache_bytes{{namespace=\"{namespace}\"}} {bytes}");
+            }
+            let _ = writeln!(
+                out,
+                "# HELP orca_cache_evictions_total Cached images evicted for the size budget.\n# TYPE orca_cache_evictions_total counter"
+            );
+            for (namespace, (_, images, _)) in evictions.iter() {
+                let _ = writeln!(
+                    out,
+                    "orca_cache_evictions_total{{namespace=\"{namespace}\"}} {images}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "# HELP orca_cache_evicted_bytes_total Bytes no cached image holds any more after evictions.\n# TYPE orca_cache_evicted_bytes_total counter"
+            );
+            for (namespace, (_, _, freed)) in evictions.iter() {
+                let _ = writeln!(
+                    out,
+                    "orca_cache_evicted_bytes_total{{namespace=\"{namespace}\"}} {freed}"
+                );
+            }
+        }
         out
     }
 
@@ -225,8 +285,23 @@ impl Cache {
             Route::Manifest { .. } if *method == Method::PUT => return None,
             _ if !reading => Err(read_only(name, upstream)),
             Route::Manifest { reference, .. } => {
-                self.manifest(state, upstream, &remote, name, reference, request)
-                    .await
+                let answer = self
+                    .manifest(state, upstream, &remote, name, reference, request)
+                    .await;
+                if let Ok(response) = &answer
+                    && let Some(digest) = response
+                        .headers()
+                        .get("docker-content-digest")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<Digest>().ok())
+                    && let Ok(repository) = state.root.repository(name).await
+                {
+                    // Served: recorded for the size budget's eviction order.
+                    self.accesses
+                        .served(&repository, name, &digest, upstream.keep_for)
+                        .await;
+                }
+                answer
             }
             Route::Blob { digest, .. } => {
                 self.blob(state, upstream, &remote, name, digest, request)
@@ -335,7 +410,7 @@ impl Cache {
                 .push_opts(
                     &descriptor,
                     orca::Body::from_bytes(raw.bytes().clone()),
-                    PushOptions::default(),
+                    PushOptions::default().sparse(),
                 )
                 .await?;
             fetched += 1;
@@ -361,7 +436,7 @@ impl Cache {
                 let origin = upstream_store(upstream, remote).await?;
                 let fetched = origin.fetch_manifest(&Selector::Digest(digest)).await;
                 let (descriptor, raw) = fetched.map_err(|e| self.unreachable(name, e))?;
-                let options = PushOptions::listed();
+                let options = PushOptions::listed().sparse();
                 repository
                     .store
                     .push_opts(
@@ -433,7 +508,7 @@ impl Cache {
                 .push_opts(
                     &descriptor,
                     orca::Body::from_bytes(raw.bytes().clone()),
-                    PushOptions::tagged(reference),
+                    PushOptions::tagged(reference).sparse(),
                 )
                 .await?;
             self.count("miss");
@@ -853,7 +928,11 @@ async fn upstream_store(upstream: &Upstream, remote: &str) -> Result<Store, ApiE
 }
 
 /// Writes `bytes` at `key`, over what is there.
-async fn write_over(storage: &dyn ObjectStorage, key: &str, bytes: Bytes) -> orca::Result<()> {
+pub(crate) async fn write_over(
+    storage: &dyn ObjectStorage,
+    key: &str,
+    bytes: Bytes,
+) -> orca::Result<()> {
     let condition = match storage.read(key, 1 << 16).await? {
         Some((_, version)) => Condition::Matches(version),
         None => Condition::Absent,

@@ -22,6 +22,7 @@ mod blobs;
 mod cache;
 mod config;
 mod errors;
+mod evict;
 mod manifests;
 mod metrics;
 mod routes;
@@ -144,6 +145,10 @@ impl Server {
             ticks.tick().await;
             loop {
                 ticks.tick().await;
+                if let Some(cache) = &state.cache {
+                    // Eviction deletes images; the collection their blobs.
+                    evict::evict_all(&state, cache).await;
+                }
                 let (done, failed) = collect_all(&state.root, grace).await;
                 for _ in 0..done {
                     state.metrics.gc_run(true);

@@ -480,3 +480,164 @@ fn a_blob_cached_for_one_repository_is_served_to_another_only_after_upstream_say
     let catalog = send(&host, "GET", "/v2/_catalog", &[], &[]).text();
     assert!(!catalog.contains("_records"), "{catalog}");
 }
+
+/// The bytes the blob files under `dir` take, each file once (links to
+/// one file count once).
+fn stored_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    let mut queue = vec![dir.to_path_buf()];
+    while let Some(here) = queue.pop() {
+        let Ok(entries) = std::fs::read_dir(&here) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                queue.push(entry.path());
+            } else if entry
+                .path()
+                .parent()
+                .is_some_and(|p| p.ends_with("blobs/sha256"))
+                && seen.insert(meta.ino())
+            {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
+#[test]
+fn the_size_budget_evicts_the_images_pulled_least_recently_and_never_one_in_use() {
+    let home = tempfile::tempdir().expect("temporary directory");
+    let path = home.path();
+    let upstream = RegistryServer::start().expect("docker-registry (scripts/setup installs it)");
+    // Six images of a 1 MiB layer each (bytes that do not compress).
+    for i in 0..6u32 {
+        let mut state = 0x9e37_79b9_u32.wrapping_mul(i + 1);
+        let content: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 24) as u8
+            })
+            .collect();
+        let seed = path.join(format!("seed{i}"));
+        seed_image(&seed, "v1", &content);
+        ok(
+            path,
+            &[
+                "cp",
+                &format!("oci:{}:v1", seed.display()),
+                &format!("{}/lib/img{i}:v1", upstream.host()),
+            ],
+        );
+    }
+    let budget: u64 = 3 << 20;
+    std::fs::write(
+        path.join("serve.yaml"),
+        format!(
+            "gc:\n  every: 1s\n  grace: 1s\nupstreams:\n  - namespace: up\n    registry: {}\n    budget: 3MiB\n    keep_for: 3s\n",
+            upstream.host()
+        ),
+    )
+    .expect("write");
+    let serving = Serving::start(
+        path,
+        &format!("oci:{}", path.join("served").display()),
+        &["--config", path.join("serve.yaml").to_str().expect("utf-8")],
+    );
+    let host = serving.host().to_owned();
+    let pull = |i: u32, out: &str| {
+        crate::common::run(
+            path,
+            &[
+                "cp",
+                &format!("{host}/up/lib/img{i}:v1"),
+                &format!("oci:{}:img{i}", path.join(out).display()),
+            ],
+        )
+    };
+    // One client keeps pulling img0 all along; the others pull img1..img5
+    // one after another, past the budget.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let hot = scope.spawn(|| {
+            let mut pulls = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let pulled = pull(0, "hot");
+                assert!(
+                    pulled.status.success(),
+                    "a pull of the image in use failed: {}",
+                    String::from_utf8_lossy(&pulled.stderr)
+                );
+                pulls += 1;
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            pulls
+        });
+        for i in 1..6 {
+            let pulled = pull(i, "cold");
+            assert!(
+                pulled.status.success(),
+                "{}",
+                String::from_utf8_lossy(&pulled.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(700));
+        }
+        // Under the budget once the passes ran, on disk too.
+        let began = Instant::now();
+        loop {
+            let on_disk = stored_bytes(&path.join("served/up"));
+            if on_disk <= budget {
+                break;
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(20),
+                "the cache holds {on_disk} bytes, over its budget of {budget}\n{}",
+                serving.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(hot.join().expect("the hot client") > 3);
+    });
+    // The image in use and the latest pulled are whole in the cache.
+    for i in [0, 5] {
+        let cached = crate::common::run(
+            path,
+            &[
+                "cp",
+                &format!(
+                    "oci:{}:img{i}",
+                    path.join(if i == 0 { "hot" } else { "cold" }).display()
+                ),
+                &format!("oci:{}:check", path.join(format!("check{i}")).display()),
+            ],
+        );
+        assert!(cached.status.success());
+        assert!(
+            path.join(format!("served/up/lib/img{i}/index.json"))
+                .exists(),
+            "img{i} was evicted"
+        );
+    }
+    let img0 = std::fs::read_to_string(path.join("served/up/lib/img0/index.json")).expect("index");
+    assert!(img0.contains("\"v1\""), "img0 lost its tag: {img0}");
+    let metrics = send(&host, "GET", "/metrics", &[], b"").text();
+    let evictions: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("orca_cache_evictions_total{namespace=\"up\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(evictions >= 3, "{metrics}");
+    // An evicted image is fetched again on demand.
+    let again = pull(1, "again");
+    assert!(
+        again.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&again.stderr),
+        serving.log()
+    );
+}

@@ -200,6 +200,7 @@ macro_rules! layout_conformance_tests {
             finding_15_a_dead_process_fence_blocks_nothing,
             finding_9_a_digest_that_is_no_manifest_says_what_it_is,
             staged_objects_append_in_place_and_publish_verified,
+            sparse_manifests_are_tagged_whatever_a_collection_removed,
         );
     };
     (@each $make:path; $($check:ident),* $(,)?) => {
@@ -442,6 +443,52 @@ pub async fn gc_marks_again_after_a_tag<S: ObjectStorage + Clone>(subject: Layou
         "resolve",
     );
     assert_eq!(resolved.digest, saved.digest);
+    drop(subject.guard);
+}
+
+/// A manifest pushed `sparse` (a pull-through cache's, whose blobs come
+/// on demand) is tagged and listed though a collection removed what it
+/// names; the same push unmarked is refused; the collection keeps it.
+pub async fn sparse_manifests_are_tagged_whatever_a_collection_removed<S: ObjectStorage + Clone>(
+    subject: LayoutSubject<S>,
+) {
+    let layout = Layout::new(subject.storage.clone());
+    let store = Store::new(layout.clone());
+    let raw = stage_image(&store, "sparse").await;
+    // The config and layer are loose: collected.
+    let report = ok(layout.gc(&now()).await, "collect");
+    assert_eq!(report.blobs.len(), 2, "the staged blobs go");
+    let descriptor = raw.descriptor();
+    let body = || crate::Body::from_bytes(raw.bytes().clone());
+    let refused = store
+        .push_opts(&descriptor, body(), PushOptions::tagged("checked"))
+        .await;
+    assert!(
+        refused.as_ref().is_err_and(Error::is_not_found),
+        "a manifest naming collected blobs was tagged: {refused:?}"
+    );
+    ok(
+        store
+            .push_opts(&descriptor, body(), PushOptions::tagged("cached").sparse())
+            .await,
+        "push sparse, tagged",
+    );
+    ok(
+        store
+            .push_opts(&descriptor, body(), PushOptions::listed().sparse())
+            .await,
+        "push sparse, listed",
+    );
+    let resolved = ok(
+        store.resolve(&Selector::Tag("cached".into())).await,
+        "resolve",
+    );
+    assert_eq!(resolved.digest, descriptor.digest);
+    ok(layout.gc(&now()).await, "collect again");
+    ok(
+        store.fetch_bytes(&descriptor).await,
+        "the sparse manifest is kept",
+    );
     drop(subject.guard);
 }
 

@@ -24,12 +24,15 @@ impl<S: ObjectStorage> Layout<S> {
     /// already name) is walked first: refused if a fence names any of it,
     /// and checked again after writing, so a blob a collection removed
     /// while this push ran fails the tag instead of leaving it broken.
+    /// Without `checked` (a sparse manifest: a pull-through cache fetches
+    /// its blobs on demand) only `new` itself is.
     pub(super) async fn commit(
         &self,
         operation: &'static str,
         tag: Option<&str>,
         new: &Descriptor,
         old: Option<&Digest>,
+        checked: bool,
         mut change: impl FnMut(&mut LayoutIndex) -> Result<bool>,
     ) -> Result<()> {
         if !self.has(&new.digest).await? {
@@ -41,7 +44,8 @@ impl<S: ObjectStorage> Layout<S> {
         let mut committed = false;
         for attempt in 0..MAX_ATTEMPTS {
             let (index, version) = self.read_index_kept(false).await?;
-            if walked.is_none() && fence::collected_since_first_look(&self.place, &index) {
+            if checked && walked.is_none() && fence::collected_since_first_look(&self.place, &index)
+            {
                 walked = Some(self.graph(new, old).await?);
             }
             let mut apply = |index: &mut LayoutIndex| {

@@ -310,10 +310,14 @@ impl<S: ObjectStorage> Backend for Layout<S> {
                 .put_blob(descriptor, body, options.offset)
                 .await?;
         }
+        let checked = !options.sparse;
         if let Some(tag) = &options.tag {
-            self.tag(descriptor, tag).await?;
+            self.commit("tag", Some(tag), descriptor, None, checked, |index| {
+                Ok(set_tag(index, descriptor, tag))
+            })
+            .await?;
         } else if options.list && descriptor.media_type.is_manifest() {
-            self.commit("list", None, descriptor, None, |index| {
+            self.commit("list", None, descriptor, None, checked, |index| {
                 Ok(index.list_untagged(descriptor))
             })
             .await?;
@@ -389,14 +393,8 @@ impl<S: ObjectStorage> Backend for Layout<S> {
     }
 
     async fn tag(&self, descriptor: &Descriptor, tag: &str) -> Result<()> {
-        self.commit("tag", Some(tag), descriptor, None, |index| {
-            let unchanged = index.resolve_tag(tag).is_some_and(|d| {
-                d.digest == descriptor.digest && d.media_type == descriptor.media_type
-            });
-            if !unchanged {
-                index.set_tag(descriptor, tag);
-            }
-            Ok(!unchanged)
+        self.commit("tag", Some(tag), descriptor, None, true, |index| {
+            Ok(set_tag(index, descriptor, tag))
         })
         .await
     }
@@ -432,7 +430,7 @@ impl<S: ObjectStorage> Backend for Layout<S> {
                 })
                 .await;
         };
-        self.commit("swap_tag", Some(tag), new, expected, |index| {
+        self.commit("swap_tag", Some(tag), new, expected, true, |index| {
             index
                 .swap_tag(tag, expected, Some(new), &place)
                 .map(|()| true)
@@ -493,4 +491,15 @@ impl<S: ObjectStorage> Backend for Layout<S> {
             place: self.place(),
         })
     }
+}
+
+/// Points `tag` at `descriptor` in `index`; whether that changed it.
+fn set_tag(index: &mut LayoutIndex, descriptor: &Descriptor, tag: &str) -> bool {
+    let unchanged = index
+        .resolve_tag(tag)
+        .is_some_and(|d| d.digest == descriptor.digest && d.media_type == descriptor.media_type);
+    if !unchanged {
+        index.set_tag(descriptor, tag);
+    }
+    !unchanged
 }
