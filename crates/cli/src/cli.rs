@@ -121,6 +121,10 @@ pub(crate) struct Global {
     /// also ORCA_ENABLE_DEPRECATED_SCHEMA1=1.
     #[arg(long, global = true)]
     pub(crate) allow_schema1: bool,
+    /// Keep blobs read from registries in this directory and read them
+    /// from it next time (also ORCA_CACHE); processes share it safely.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub(crate) cache: Option<PathBuf>,
 }
 
 /// The commands.
@@ -204,6 +208,10 @@ pub(crate) enum Command {
     /// read: TLS, CA, client certificate, mirrors, request rate.
     #[command(subcommand)]
     Registry(RegistryCommand),
+    /// The content cache (--cache DIR or ORCA_CACHE): list it, size it,
+    /// prune it.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Print the digest of files (or stdin, `-`), as orca computes it.
     #[command(after_help = "Example:\n  orca digest layer.tar --algorithm sha512")]
     Digest(DigestArgs),
@@ -590,4 +598,36 @@ pub(crate) struct DigestArgs {
 pub(crate) struct Completions {
     /// The shell.
     pub(crate) shell: clap_complete::Shell,
+}
+
+/// `orca cache`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum CacheCommand {
+    /// List the cached blobs: digest, size, last use, source repositories.
+    #[command(after_help = "Example:\n  orca cache ls --cache ~/.cache/orca --format json")]
+    Ls,
+    /// Print how many blobs the cache holds and their bytes.
+    #[command(after_help = "Example:\n  ORCA_CACHE=~/.cache/orca orca cache size")]
+    Size,
+    /// Remove blobs: all, those unused for a while, or the least recently
+    /// used past a size (safe while other processes use the cache).
+    #[command(
+        after_help = "Examples:\n  orca cache prune --max-size 10GiB\n  orca cache prune --older-than 7d\n  orca cache prune --all"
+    )]
+    Prune(CachePrune),
+}
+
+/// `orca cache prune`.
+#[derive(Debug, Args)]
+pub(crate) struct CachePrune {
+    /// Remove every blob.
+    #[arg(long)]
+    pub(crate) all: bool,
+    /// Remove blobs unused this long (`7d`, `12h`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) older_than: Option<std::time::Duration>,
+    /// Then remove the least recently used until the rest take at most
+    /// this (`10GiB`).
+    #[arg(long, value_name = "SIZE", value_parser = orca::parse_size)]
+    pub(crate) max_size: Option<u64>,
 }

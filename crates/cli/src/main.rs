@@ -221,6 +221,11 @@ fn context(global: &Global, multi: Option<indicatif::MultiProgress>) -> anyhow::
         open.registries = file.load()?;
     }
     open.registry_config = global.registry_config.clone();
+    open.cache = global.cache.clone().or_else(|| {
+        std::env::var_os("ORCA_CACHE")
+            .filter(|dir| !dir.is_empty())
+            .map(std::path::PathBuf::from)
+    });
     open.s3_endpoint = global.s3_endpoint.clone();
     open.s3_region = global.s3_region.clone();
     if global.allow_schema1

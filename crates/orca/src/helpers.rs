@@ -206,3 +206,55 @@ pub async fn copy_between(
     to.finish().await?;
     Ok(report)
 }
+
+/// A size in bytes from text: a whole number with an optional unit
+/// (`512MiB`, `20GiB`, `1GB`; `K`/`KiB` … `T`/`TiB` count in 1024s,
+/// `KB` … `TB` in 1000s). The error says what is wrong.
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "TiB" | "T" => 1 << 40,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)"
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| "not a size (a whole number and a unit: 20GiB)".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("3MiB"), Ok(3 << 20));
+        assert_eq!(parse_size("20 GiB"), Ok(20 << 30));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert!(parse_size("1.5GiB").is_err());
+        assert!(
+            parse_size("12 parsecs")
+                .expect_err("not a unit")
+                .contains("unknown unit")
+        );
+        assert!(parse_size("99999999999TiB").is_err());
+    }
+}

@@ -25,6 +25,8 @@
 
 #[cfg(feature = "fs")]
 mod carry;
+#[cfg(feature = "http")]
+pub mod content_cache;
 mod helpers;
 #[cfg(feature = "http")]
 mod hosts;
@@ -38,8 +40,11 @@ mod target;
 
 pub use orca_core::*;
 
+#[cfg(feature = "http")]
+pub use content_cache::{CacheEntry, ContentCache, Pruned};
 pub use helpers::{
-    Discovered, Files, Referrer, attach, copy_between, discover, push_files, push_files_reported,
+    Discovered, Files, Referrer, attach, copy_between, discover, parse_size, push_files,
+    push_files_reported,
 };
 #[cfg(feature = "settings")]
 pub use hosts::RegistryFile;

@@ -82,6 +82,9 @@ pub struct OpenOptions {
     /// Plugins: a configuration string per scheme, handed to the plugin
     /// when it opens a target.
     pub plugin_config: std::collections::BTreeMap<String, String>,
+    /// Registries: read blobs through this content cache directory
+    /// ([`crate::ContentCache`]), shared by every orca process using it.
+    pub cache: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for OpenOptions {
@@ -108,6 +111,7 @@ impl std::fmt::Debug for OpenOptions {
             .field("idle_timeout", &self.idle_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("overwrite", &self.overwrite)
+            .field("cache", &self.cache)
             .field("s3_endpoint", &self.s3_endpoint)
             .field("s3_region", &self.s3_region)
             .field(

@@ -136,38 +136,6 @@ fn duration(text: &str, what: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{what} {text:?}: {e}"))
 }
 
-/// A size in bytes: a whole number with an optional unit (`512MiB`,
-/// `20GiB`, `1GB`; `KiB`/`MiB`/`GiB`/`TiB` count in 1024s, `KB`/`MB`/
-/// `GB`/`TB` in 1000s).
-fn size(text: &str, what: &str) -> Result<u64, String> {
-    let trimmed = text.trim();
-    let split = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
-    let (number, unit) = trimmed.split_at(split);
-    let scale: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" => 1 << 10,
-        "MiB" | "M" => 1 << 20,
-        "GiB" | "G" => 1 << 30,
-        "TiB" | "T" => 1 << 40,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "TB" => 1_000_000_000_000,
-        other => {
-            return Err(format!(
-                "{what} {text:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)"
-            ));
-        }
-    };
-    number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .ok_or_else(|| format!("{what} {text:?}: not a size (a whole number and a unit: 20GiB)"))
-}
-
 impl Config {
     /// Reads the file at `path`; what is wrong is said with the file's
     /// name.
@@ -190,7 +158,9 @@ impl Config {
                 None => Duration::from_secs(300),
             };
             let budget = match &upstream.budget {
-                Some(text) => Some(size(text, &format!("{what}: budget"))?),
+                Some(text) => Some(
+                    orca::parse_size(text).map_err(|e| format!("{what}: budget {text:?}: {e}"))?,
+                ),
                 None => None,
             };
             if budget.is_some() && self.gc.every.is_none() {

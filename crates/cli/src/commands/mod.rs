@@ -3,6 +3,7 @@
 
 mod artifacts;
 mod blob;
+mod cache;
 mod content;
 mod copy;
 mod login;
@@ -53,6 +54,7 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Blob(sub) => interruptible(blob::blob(ctx, sub)).await,
         Command::Plugin(crate::cli::PluginCommand::List) => plugins(ctx).await,
         Command::Digest(args) => blob::digest(ctx, args),
+        Command::Cache(sub) => cache::cache(ctx, sub),
         Command::Gc(args) => content::gc(ctx, args).await,
         Command::Sync(args) => sync::sync(ctx, args).await,
         Command::Serve(args) => serve::serve(ctx, args).await,

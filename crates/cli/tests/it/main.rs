@@ -3,6 +3,7 @@
 
 mod blobs_and_gc;
 mod bundles;
+mod client_cache;
 mod commands;
 mod common;
 mod directories;

@@ -107,15 +107,23 @@ pub(crate) async fn registry_store(
     reading: bool,
 ) -> Result<Store> {
     let origin = registry.repository(repository).await?;
+    // Blobs read through the content cache, when there is one.
+    let cached = |backend: std::sync::Arc<dyn orca_core::Backend>| match &options.cache {
+        Some(dir) if reading => Store::new(crate::ContentCache::new(dir).over(
+            backend,
+            format!("{}/{repository}", registry.host().to_ascii_lowercase()),
+        )),
+        _ => Store::from_arc(backend),
+    };
     let mirrors = match options
         .registries
         .get(&registry.host().to_ascii_lowercase())
     {
         Some(settings) if reading => settings.mirrors.clone(),
-        _ => return Ok(Store::new(origin)),
+        _ => return Ok(cached(std::sync::Arc::new(origin))),
     };
     if mirrors.is_empty() {
-        return Ok(Store::new(origin));
+        return Ok(cached(std::sync::Arc::new(origin)));
     }
     let mut read_first: Vec<std::sync::Arc<dyn orca_core::Backend>> = Vec::new();
     for mirror in &mirrors {
@@ -125,10 +133,10 @@ pub(crate) async fn registry_store(
             client.repository(&format!("{prefix}{repository}")).await?,
         ));
     }
-    Ok(Store::new(crate::mirrored::Mirrored::new(
+    Ok(cached(std::sync::Arc::new(crate::mirrored::Mirrored::new(
         std::sync::Arc::new(origin),
         read_first,
-    )))
+    ))))
 }
 
 /// The credential files of the containers tools, in the order they read
