@@ -289,6 +289,35 @@ impl ObjectStorage for Directory {
         .await
     }
 
+    async fn read_partial(
+        &self,
+        descriptor: &Descriptor,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<Body>> {
+        let digest = descriptor.digest.clone();
+        let place = self.to_string();
+        let opened = self
+            .blocking("read_partial", move |files| {
+                let path = files.partial_path(&digest);
+                let failed =
+                    |action, e| files.file_error("read_partial", FileError::new(action, &path, e));
+                let mut file = match File::open(&path) {
+                    Ok(file) => file,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(failed("open", e)),
+                };
+                let held = file.metadata().map_err(|e| failed("inspect", e))?.len();
+                let end = held.min(to);
+                let start = from.min(end);
+                file.seek(SeekFrom::Start(start))
+                    .map_err(|e| failed("seek", e))?;
+                Ok(Some((file, end - start)))
+            })
+            .await?;
+        Ok(opened.map(|(file, len)| file_body(file, len, place)))
+    }
+
     fn adopts(&self) -> bool {
         true
     }

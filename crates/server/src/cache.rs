@@ -73,7 +73,20 @@ pub struct Upstream {
 
 /// Blob fills running in this process, by repository and digest: a
 /// receiver that turns `true` when the fill ended (stored or not).
-type Fills = Arc<Mutex<HashMap<(String, Digest), watch::Receiver<bool>>>>;
+type Fills = Arc<Mutex<HashMap<(String, Digest), Running>>>;
+
+/// A blob fill running in this process, as the requests that wait for it
+/// see it.
+#[derive(Clone, Debug)]
+struct Running {
+    /// Turns `true` when the fill ended (stored or not).
+    done: watch::Receiver<bool>,
+    /// The blob's size, once upstream said it.
+    size: watch::Receiver<Option<u64>>,
+    /// Whether the store's staging of the blob is this fill's alone (none
+    /// was there when it began), so followers may read it as it grows.
+    tail: bool,
+}
 
 /// The pull-through state of a server: its upstreams, the blob fills
 /// running in this process, and what it counts.
@@ -145,7 +158,7 @@ impl Cache {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "# HELP orca_cache_requests_total Pull-through requests: hit, miss, revalidated (upstream said unchanged), stale (served while upstream failed)."
+            "# HELP orca_cache_requests_total Pull-through requests: hit, miss, revalidated (upstream said unchanged), stale (served while upstream failed), followed (served while another request's fill stored it), mounted (from another repository after upstream said this one holds it), upstream_failed."
         );
         let _ = writeln!(out, "# TYPE orca_cache_requests_total counter");
         for (event, count) in self
@@ -555,20 +568,35 @@ impl Cache {
             return Ok(blob_head(&digest, size));
         }
         // One fill per blob in this process: the first request claims it
-        // before it asks upstream anything; the others wait for it and
-        // are served from the store.
+        // before it asks upstream anything; the others follow it (reading
+        // the store's staging as it grows, where the store shows it) or
+        // wait for it, and are served from the store.
         let key = (name.to_owned(), digest.clone());
+        let staged = repository
+            .storage
+            .read_partial(&probe, 0, 0)
+            .await
+            .ok()
+            .flatten()
+            .is_some();
         let claim = {
             let mut fills = self.fills.lock().unwrap_or_else(PoisonError::into_inner);
             match fills.get(&key) {
                 Some(running) => Err(running.clone()),
                 None => {
                     let (finished, done) = watch::channel(false);
-                    fills.insert(key.clone(), done);
+                    let (sized, size) = watch::channel(None);
+                    let running = Running {
+                        done,
+                        size,
+                        tail: !staged,
+                    };
+                    fills.insert(key.clone(), running);
                     Ok(Claim {
                         fills: self.fills.clone(),
                         key,
                         finished,
+                        sized,
                     })
                 }
             }
@@ -576,7 +604,16 @@ impl Cache {
         let claim = match claim {
             Ok(claim) => claim,
             Err(mut running) => {
-                let _ = running.wait_for(|finished| *finished).await;
+                let whole =
+                    request.method == Method::GET && !request.headers.contains_key(header::RANGE);
+                if whole
+                    && running.tail
+                    && let Some(response) = follow(&repository, &digest, running.clone()).await
+                {
+                    self.count("followed");
+                    return Ok(response);
+                }
+                let _ = running.done.wait_for(|finished| *finished).await;
                 return blobs::get(state, name, &digest.to_string(), request).await;
             }
         };
@@ -599,6 +636,7 @@ impl Cache {
             drop(claim);
             return blobs::get(state, name, &digest.to_string(), request).await;
         }
+        let _ = claim.sized.send(Some(size));
         let descriptor = blobs::blob(&digest, size);
         // Fetched as one range: the store verifies the digest as it
         // writes, once, instead of the fetch and the store both hashing.
@@ -900,6 +938,7 @@ struct Claim {
     fills: Fills,
     key: (String, Digest),
     finished: watch::Sender<bool>,
+    sized: watch::Sender<Option<u64>>,
 }
 
 impl Drop for Claim {
@@ -910,6 +949,80 @@ impl Drop for Claim {
             .remove(&self.key);
         let _ = self.finished.send(true);
     }
+}
+
+/// How often a follower looks at how far a fill got, at most.
+const FOLLOW_EVERY: Duration = Duration::from_millis(20);
+
+/// Serves blob `digest` of `repository` while another request's fill
+/// stores it: the bytes the store's staging holds as they arrive, the
+/// last ones from the published blob once the fill verified it (a fill
+/// that fails fails this answer too). `None` when the fill ended before
+/// it said the size: the caller serves what the store holds.
+async fn follow(
+    repository: &orca::Repository,
+    digest: &Digest,
+    mut running: Running,
+) -> Option<Response> {
+    let size = tokio::select! {
+        sized = running.size.wait_for(Option::is_some) => (*sized.ok()?)?,
+        _ = running.done.wait_for(|finished| *finished) => return None,
+    };
+    let descriptor = blobs::blob(digest, size);
+    // Everything but the last byte may come from the staging (where the
+    // store shows none, everything comes from the blob once published).
+    let staged_until = size.saturating_sub(1);
+    let (to_client, for_client) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let (storage, store) = (repository.storage.clone(), repository.store.clone());
+    tokio::spawn(async move {
+        let send = |chunk| to_client.send(chunk);
+        let mut at = 0u64;
+        loop {
+            let ended = *running.done.borrow();
+            if at < staged_until
+                && let Ok(Some(body)) = storage.read_partial(&descriptor, at, staged_until).await
+                && body.len() > 0
+            {
+                let mut chunks = body.into_stream();
+                while let Some(chunk) = chunks.next().await {
+                    let Ok(bytes) = chunk else { break };
+                    at += bytes.len() as u64;
+                    if send(Ok(bytes)).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+            if ended {
+                break;
+            }
+            let _ = tokio::time::timeout(FOLLOW_EVERY, running.done.changed()).await;
+        }
+        // The fill ended: the rest from the blob it published, if it did.
+        match store.fetch_range(&descriptor, at..size).await {
+            Ok(body) => {
+                let mut chunks = body.into_stream();
+                while let Some(chunk) = chunks.next().await {
+                    let chunk = chunk.map_err(|e| std::io::Error::other(e.to_string()));
+                    if send(chunk).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = send(Err(std::io::Error::other(format!(
+                    "the fill this answer followed failed: {e}"
+                ))))
+                .await;
+            }
+        }
+    });
+    let mut response = Response::new(HttpBody::from_stream(received(for_client)));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, value(&size.to_string()));
+    headers.insert(header::CONTENT_TYPE, value("application/octet-stream"));
+    headers.insert("docker-content-digest", value(&digest.to_string()));
+    Some(response)
 }
 
 /// What `receiver` is sent, as a stream.

@@ -641,3 +641,74 @@ fn the_size_budget_evicts_the_images_pulled_least_recently_and_never_one_in_use(
         serving.log()
     );
 }
+
+#[test]
+fn a_request_that_comes_during_a_fill_follows_it_and_shares_its_verdict() {
+    let home = tempfile::tempdir().expect("temporary directory");
+    let path = home.path();
+    let upstream = RegistryServer::start().expect("docker-registry (scripts/setup installs it)");
+    let size = 4 << 20;
+    let bad = upstream_blob(path, &format!("{}/lib/follow", upstream.host()), 5, size);
+    let good = upstream_blob(path, &format!("{}/lib/follow", upstream.host()), 6, size);
+    // A 2 MiB/s link: each fill takes two seconds; the first one's bytes
+    // are corrupted on the way.
+    let proxy = RecordingProxy::with_faults(
+        upstream.port(),
+        orca_testkit::Faults {
+            corrupt_at: Some((1_000_000, 1)),
+            link_down: Some(2 << 20),
+            ..orca_testkit::Faults::default()
+        },
+    )
+    .expect("proxy");
+    let serving = cache_of(path, &proxy);
+    let host = serving.host().to_owned();
+    let two_at_once = |digest: &str| {
+        let blob = format!("/v2/up/lib/follow/blobs/{digest}");
+        std::thread::scope(|scope| {
+            let first = scope.spawn(|| send(&host, "GET", &blob, &[], &[]));
+            std::thread::sleep(Duration::from_millis(500));
+            let second = scope.spawn(|| send(&host, "GET", &blob, &[], &[]));
+            (first.join().expect("first"), second.join().expect("second"))
+        })
+    };
+    let followed = || {
+        send(&host, "GET", "/metrics", &[], &[])
+            .text()
+            .lines()
+            .find_map(|l| l.strip_prefix("orca_cache_requests_total{result=\"followed\"} "))
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+
+    // A corrupt fill: neither answer is whole, nothing is cached.
+    let (first, second) = two_at_once(&bad);
+    for answer in [&first, &second] {
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert!(
+            answer.body.len() < size,
+            "a corrupt blob reached a client whole"
+        );
+    }
+    assert_eq!(followed(), 1, "the second request did not follow the fill");
+    let cached = |digest: &str| {
+        path.join("served/up/lib/follow/blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    assert!(!cached(&bad).exists(), "{}", serving.log());
+
+    // A sound fill: both answers whole and right, one upstream fetch.
+    let (first, second) = two_at_once(&good);
+    for answer in [&first, &second] {
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(crate::http::sha256(&answer.body), good);
+    }
+    assert_eq!(followed(), 2);
+    let fetched = proxy
+        .recorded()
+        .lines()
+        .filter(|l| l.starts_with("GET ") && l.contains(&good))
+        .count();
+    assert_eq!(fetched, 1, "{}", proxy.recorded());
+    assert!(cached(&good).exists());
+}

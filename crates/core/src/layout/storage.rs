@@ -107,6 +107,21 @@ pub trait ObjectStorage: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// How many bytes of `descriptor` an interrupted `put_blob` kept.
     async fn partial(&self, descriptor: &Descriptor) -> Result<u64>;
 
+    /// Streams what a `put_blob` of `descriptor` holds so far (one
+    /// running now, or one interrupted), from byte `from` up to `to` or
+    /// as far as it got; `None` where there is no such staging or the
+    /// storage cannot show it (the default). The bytes are not verified:
+    /// a reader trusts none of them before the blob is published.
+    async fn read_partial(
+        &self,
+        descriptor: &Descriptor,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<Body>> {
+        let _ = (descriptor, from, to);
+        Ok(None)
+    }
+
     /// Whether [`ObjectStorage::adopt`] works here (the layout's `mount`).
     fn adopts(&self) -> bool;
 
