@@ -981,7 +981,7 @@ async fn follow(
             let ended = *running.done.borrow();
             if at < staged_until
                 && let Ok(Some(body)) = storage.read_partial(&descriptor, at, staged_until).await
-                && body.len() > 0
+                && !body.is_empty()
             {
                 let mut chunks = body.into_stream();
                 while let Some(chunk) = chunks.next().await {
