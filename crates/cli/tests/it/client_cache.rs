@@ -3,8 +3,8 @@
 //! of an image asks the registry for no blob; another repository holding
 //! the same blobs is asked once per blob (`HEAD`) before the cache serves
 //! it; a corrupt entry is dropped and fetched again; two processes
-//! filling one cache at once leave every entry whole; `orca cache`
-//! lists, sizes and prunes it.
+//! filling one cache at once leave every entry whole; `sync` and `pull`
+//! read through it as `cp` does; `orca cache` lists, sizes and prunes it.
 
 use orca_testkit::{RecordingProxy, RegistryServer};
 
@@ -154,6 +154,49 @@ fn the_client_cache_serves_what_it_holds_to_repositories_known_to_hold_it() {
             ],
         );
     }
+
+    // sync and pull read through it too: a mirror of lib/app into a
+    // bundle, and an artifact pulled twice.
+    std::fs::write(
+        path.join("mirror.yaml"),
+        format!("sync:\n  - source: {registry}/lib/app\n    target: oci:bundle\n"),
+    )
+    .expect("write");
+    let gets = blob_requests(&proxy, "GET", "lib/app");
+    ok(path, &["--cache", "cache", "sync", "mirror.yaml"]);
+    assert_eq!(
+        blob_requests(&proxy, "GET", "lib/app"),
+        gets,
+        "sync fetched blobs"
+    );
+    std::fs::write(path.join("notes.txt"), b"pulled twice\n").expect("write");
+    ok(
+        path,
+        &["push", &format!("{registry}/lib/notes:v1"), "notes.txt"],
+    );
+    for out in ["pulled1", "pulled2"] {
+        ok(
+            path,
+            &[
+                "--cache",
+                "cache",
+                "pull",
+                &format!("{registry}/lib/notes:v1"),
+                "-o",
+                out,
+            ],
+        );
+        assert_eq!(
+            std::fs::read(path.join(out).join("notes.txt")).expect("pulled"),
+            b"pulled twice\n"
+        );
+    }
+    assert_eq!(
+        blob_requests(&proxy, "GET", "lib/notes"),
+        1,
+        "the second pull fetched the file again\n{}",
+        proxy.recorded()
+    );
 
     // Two processes filling one cache at once.
     let clients: Vec<_> = ["a", "b"]

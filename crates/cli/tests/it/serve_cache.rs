@@ -252,6 +252,13 @@ fn skopeo_pulls_through_the_cache_and_the_second_pull_asks_upstream_nothing() {
     let moved = digest(&format!("{origin}:moving"));
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(digest(&format!("{host}/up/lib/app:moving")), moved);
+    // Past fresh_for, the immutable tag is still not asked about.
+    assert_eq!(digest(&format!("{host}/up/lib/app:v1")), v1);
+    assert_eq!(
+        asked(&proxy, "/manifests/v1"),
+        1,
+        "an immutable tag was asked about once fresh_for passed"
+    );
 
     // Upstream gone: the cached tag is served, an uncached one fails fast.
     drop(proxy);
