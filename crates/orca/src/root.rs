@@ -216,6 +216,20 @@ impl Root {
             return Ok(found.storage.clone());
         }
         let opened = self.open_repository(&kept).await?;
+        // Kept as a layout (its marker), so the directory opens again in
+        // the next process; the name keeps it out of every listing.
+        let marked = opened
+            .storage
+            .write(
+                orca_core::layout::OCI_LAYOUT_FILE,
+                orca_core::layout::marker(),
+                Condition::Absent,
+            )
+            .await;
+        match marked {
+            Ok(()) | Err(Error::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
         Ok(self.lock().entry(kept).or_insert(opened).storage.clone())
     }
 

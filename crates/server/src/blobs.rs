@@ -224,7 +224,10 @@ pub(crate) async fn delete(state: &Shared, name: &str, digest: &str) -> Answer {
 pub(crate) async fn start(state: &Shared, name: &str, request: &Parts, body: HttpBody) -> Answer {
     let query = request.uri.query();
     let repository = state.root.create(name).await?;
-    if let Some(mount) = query_value(query, "mount") {
+    // No mount into a pull-through namespace: what it holds comes from
+    // upstream (or is uploaded with a referrer); the client uploads.
+    let pulled_through = state.cache.as_ref().is_some_and(|c| c.pulls_through(name));
+    if let Some(mount) = query_value(query, "mount").filter(|_| !pulled_through) {
         let digest = parse_digest(&mount)?;
         if mounted(state, &repository, &digest, query_value(query, "from")).await? {
             share(state, name, &digest).await;

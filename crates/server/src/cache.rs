@@ -307,6 +307,7 @@ impl Cache {
                         .get("docker-content-digest")
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse::<Digest>().ok())
+                    && upstream.budget.is_some()
                     && let Ok(repository) = state.root.repository(name).await
                 {
                     // Served: recorded for the size budget's eviction order.
@@ -327,6 +328,33 @@ impl Cache {
             // Tags: what the cache holds.
             _ => return None,
         })
+    }
+
+    /// Whether `name` is in a pull-through namespace.
+    pub(crate) fn pulls_through(&self, name: &str) -> bool {
+        self.upstream(name).is_some()
+    }
+
+    /// Keeps manifest `subject` of pull-through repository `name` from
+    /// eviction: a referrer pushed here names it. Nothing elsewhere.
+    pub(crate) async fn pin(
+        &self,
+        name: &str,
+        repository: &orca::Repository,
+        subject: &Digest,
+    ) -> Result<(), ApiError> {
+        if !self.pulls_through(name) {
+            return Ok(());
+        }
+        let key = crate::evict::pin_key(subject);
+        match repository
+            .storage
+            .write(&key, Bytes::new(), Condition::Absent)
+            .await
+        {
+            Ok(()) | Err(orca::Error::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Whether `name` is in a pull-through namespace, where a manifest
@@ -385,7 +413,11 @@ impl Cache {
                     digest: subject,
                     checked: now(),
                 };
-                if let Ok(bytes) = serde_json::to_vec(&record) {
+                // Recorded only where the cache holds a layout: a record
+                // alone would make a directory no layout opens.
+                if state.root.exists(name).await.unwrap_or(false)
+                    && let Ok(bytes) = serde_json::to_vec(&record)
+                {
                     let _ = write_over(repository.storage.as_ref(), &key, Bytes::from(bytes)).await;
                 }
             }
@@ -414,9 +446,19 @@ impl Cache {
             if repository.store.exists(&referrer).await? {
                 continue;
             }
-            let (descriptor, raw) = origin
+            // One referrer upstream lists but cannot serve (gone, too
+            // large) is left out; the others are cached.
+            let (descriptor, raw) = match origin
                 .fetch_manifest(&Selector::Digest(referrer.digest.clone()))
-                .await?;
+                .await
+            {
+                Ok(found) => found,
+                Err(e) if !e.is_retryable() => {
+                    tracing::warn!(referrer = %referrer.digest, error = %e, "an upstream referrer left out");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             // A referrer lives by its subject.
             repository
                 .store
@@ -629,10 +671,14 @@ impl Cache {
             .ok_or_else(|| ApiError::blob_unknown(&digest))?;
         // Upstream says this repository holds it: where another
         // repository of the namespace holds it already, a mount.
-        if self
+        let mounted = self
             .mount_held(state, upstream, name, &repository, &digest)
-            .await?
-        {
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(repository = %name, %digest, error = %e.message, "mounting from another cached repository failed: fetching");
+                false
+            });
+        if mounted {
             drop(claim);
             return blobs::get(state, name, &digest.to_string(), request).await;
         }
@@ -737,10 +783,18 @@ impl Cache {
         let (to_store, for_store) = tokio::sync::mpsc::channel::<Batch>(FILL_DEPTH);
         let size = descriptor.size;
         let store = filled.store.clone();
+        // What the store read: a push that finds the blob already stored
+        // (another replica published it meanwhile) reads none, and then
+        // its `Ok` says nothing about the bytes the client got.
+        let consumed = Arc::new(AtomicU64::new(0));
+        let read = consumed.clone();
         let push = tokio::spawn(async move {
             let stream = received(for_store)
                 .flat_map(futures::stream::iter)
-                .map(|chunk| {
+                .map(move |chunk| {
+                    if let Ok(bytes) = &chunk {
+                        read.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    }
                     chunk.map_err(|e| orca::Error::Failed {
                         doing: "fetching from the upstream".into(),
                         source: Box::new(e),
@@ -777,10 +831,13 @@ impl Cache {
                     // The last bytes: the client gets them once the store
                     // has checked the digest.
                     held = Some(batch);
-                } else if let Some(sender) = &client
-                    && sender.send(batch).await.is_err()
-                {
-                    client = None;
+                } else if let Some(sender) = &client {
+                    // A client that stops reading is let go, so it never
+                    // holds the fill (and those who follow it) for long.
+                    let sending = tokio::time::timeout(CLIENT_LAG, sender.send(batch));
+                    if !matches!(sending.await, Ok(Ok(()))) {
+                        client = None;
+                    }
                 }
                 if broken || !stored {
                     break;
@@ -789,6 +846,11 @@ impl Cache {
             drop(to_store);
             let (repository, digest) = (&claim.key.0, &claim.key.1);
             let verdict = match push.await {
+                Ok(Ok(())) if consumed.load(Ordering::Relaxed) < size => {
+                    // Stored by someone else: these bytes were not checked.
+                    filled.held(repository, digest).await;
+                    Err("the blob was stored meanwhile by another writer; ask again".to_owned())
+                }
                 Ok(Ok(())) => {
                     filled.held(repository, digest).await;
                     Ok(())
@@ -802,15 +864,16 @@ impl Cache {
                     Err(e.to_string())
                 }
             };
+            // Those waiting for the fill go on at once.
+            drop(claim);
             if let Some(sender) = client {
                 let last = match (verdict, held) {
                     (Ok(()), Some(batch)) => batch,
                     (Ok(()), None) => Vec::new(),
                     (Err(e), _) => vec![Err(std::io::Error::other(e))],
                 };
-                let _ = sender.send(last).await;
+                let _ = tokio::time::timeout(CLIENT_LAG, sender.send(last)).await;
             }
-            drop(claim);
         });
         streamed.then(|| received(for_client).flat_map(futures::stream::iter).boxed())
     }
@@ -921,6 +984,10 @@ const FILL_BATCH: usize = 64;
 /// How many batches wait for the store, and for the client, at most.
 const FILL_DEPTH: usize = 16;
 
+/// How long a fill waits for its client to take the next batch before it
+/// lets the client go and fills on without it.
+const CLIENT_LAG: Duration = Duration::from_secs(10);
+
 /// A batch again (an error is repeated by its text).
 fn copy(batch: &Batch) -> Batch {
     batch
@@ -974,8 +1041,13 @@ async fn follow(
     let staged_until = size.saturating_sub(1);
     let (to_client, for_client) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let (storage, store) = (repository.storage.clone(), repository.store.clone());
+    let named = digest.to_string();
+    let digest = digest.clone();
     tokio::spawn(async move {
-        let send = |chunk| to_client.send(chunk);
+        // What this answer sent is hashed as it goes: the staging it read
+        // may be another writer's, so its last byte goes only if the
+        // whole hashes to the digest.
+        let mut hashed = orca::Digester::new(digest.algorithm());
         let mut at = 0u64;
         loop {
             let ended = *running.done.borrow();
@@ -987,7 +1059,8 @@ async fn follow(
                 while let Some(chunk) = chunks.next().await {
                     let Ok(bytes) = chunk else { break };
                     at += bytes.len() as u64;
-                    if send(Ok(bytes)).await.is_err() {
+                    hashed.update(&bytes);
+                    if to_client.send(Ok(bytes)).await.is_err() {
                         return;
                     }
                 }
@@ -998,30 +1071,53 @@ async fn follow(
             }
             let _ = tokio::time::timeout(FOLLOW_EVERY, running.done.changed()).await;
         }
-        // The fill ended: the rest from the blob it published, if it did.
-        match store.fetch_range(&descriptor, at..size).await {
-            Ok(body) => {
-                let mut chunks = body.into_stream();
-                while let Some(chunk) = chunks.next().await {
-                    let chunk = chunk.map_err(|e| std::io::Error::other(e.to_string()));
-                    if send(chunk).await.is_err() {
+        // The fill ended: the rest from the blob it published, if it did,
+        // the last chunk once the whole answer hashed right.
+        let rest = match store.fetch_range(&descriptor, at..size).await {
+            Ok(body) => body,
+            Err(e) => {
+                let failed = format!("the fill this answer followed failed: {e}");
+                let _ = to_client.send(Err(std::io::Error::other(failed))).await;
+                return;
+            }
+        };
+        let mut chunks = rest.into_stream();
+        let mut last: Option<Bytes> = None;
+        while let Some(chunk) = chunks.next().await {
+            match chunk {
+                Ok(bytes) => {
+                    hashed.update(&bytes);
+                    if let Some(previous) = last.replace(bytes)
+                        && to_client.send(Ok(previous)).await.is_err()
+                    {
                         return;
                     }
                 }
+                Err(e) => {
+                    let _ = to_client
+                        .send(Err(std::io::Error::other(e.to_string())))
+                        .await;
+                    return;
+                }
             }
-            Err(e) => {
-                let _ = send(Err(std::io::Error::other(format!(
-                    "the fill this answer followed failed: {e}"
-                ))))
-                .await;
-            }
+        }
+        let end = if hashed.finish() == digest {
+            last.map(Ok)
+        } else {
+            tracing::warn!(%digest, "a followed fill's staging did not hash right: the answer is cut");
+            Some(Err(std::io::Error::other(
+                "the bytes read while the blob was filled were not the blob's",
+            )))
+        };
+        if let Some(end) = end {
+            let _ = to_client.send(end).await;
         }
     });
     let mut response = Response::new(HttpBody::from_stream(received(for_client)));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_LENGTH, value(&size.to_string()));
     headers.insert(header::CONTENT_TYPE, value("application/octet-stream"));
-    headers.insert("docker-content-digest", value(&digest.to_string()));
+    headers.insert("docker-content-digest", value(&named));
     Some(response)
 }
 

@@ -8,7 +8,10 @@
 //! within `keep_for`. The collection that follows removes the blobs no
 //! image names any more, with the layout engine's fence and grace, so a
 //! pull in flight is never cut: its image is recent, and a blob a client
-//! asks for after its image went is fetched from upstream again.
+//! asks for after its image went is fetched from upstream again. An
+//! image a referrer pushed here names (`cache/pinned/`) is never evicted:
+//! upstream does not hold that referrer. Referrers indexes at digest tags
+//! live by their subjects and are not counted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -29,11 +32,24 @@ fn access_key(digest: &Digest) -> String {
 /// The records of last service.
 const ACCESS_DIR: &str = "cache/access/";
 
+/// The records of manifests a referrer pushed here names: never evicted.
+const PINNED_DIR: &str = "cache/pinned/";
+
+/// Where a cached repository records that manifest `digest` is the
+/// subject of a referrer pushed here.
+pub(crate) fn pin_key(digest: &Digest) -> String {
+    format!("{PINNED_DIR}{}-{}", digest.algorithm(), digest.hex())
+}
+
 /// How often one replica rewrites a manifest's record at most: often
 /// enough that `keep_for` holds, rarely enough to cost nothing.
 fn rewrite_after(keep_for: Duration) -> Duration {
     (keep_for / 4).clamp(Duration::from_secs(1), Duration::from_secs(300))
 }
+
+/// How many manifests a replica remembers writing records of before it
+/// forgets those written long enough ago.
+const REMEMBERED: usize = 4096;
 
 /// When each manifest's record was last written by this replica.
 #[derive(Debug, Default)]
@@ -58,6 +74,11 @@ impl Accesses {
                 .written
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if written.len() >= REMEMBERED {
+                // What was written long enough ago is written again anyway.
+                let every = rewrite_after(keep_for);
+                written.retain(|_, at| at.elapsed() < every);
+            }
             match written.get(&key) {
                 Some(at) if at.elapsed() < rewrite_after(keep_for) => return,
                 _ => {
@@ -189,21 +210,48 @@ async fn cached_images(state: &Shared, name: &str) -> orca::Result<Vec<Image>> {
         };
         served.insert(listed.key, stamp);
     }
+    let pinned: std::collections::HashSet<String> = storage
+        .list(PINNED_DIR)
+        .await?
+        .into_iter()
+        .map(|listed| listed.key)
+        .collect();
     let mut images: Vec<Image> = Vec::new();
     for entry in index.manifests {
-        if images.iter().any(|i| i.descriptor.digest == entry.digest) {
+        if images.iter().any(|i| i.descriptor.digest == entry.digest) || digest_tag(&entry) {
             continue;
         }
         let mut holds = BTreeMap::new();
         walk(&repository.store, &entry, &mut holds, 0).await?;
+        // A pinned image counts as served now: never evicted.
+        let served = if pinned.contains(&pin_key(&entry.digest)) {
+            u64::MAX
+        } else {
+            served.get(&access_key(&entry.digest)).copied().unwrap_or(0)
+        };
         images.push(Image {
             repository: name.to_owned(),
-            served: served.get(&access_key(&entry.digest)).copied().unwrap_or(0),
+            served,
             descriptor: entry.clone(),
             holds,
         });
     }
     Ok(images)
+}
+
+/// Whether an index entry is a referrers index at its subject's digest
+/// tag (`sha256-<hex>`): it lives by its subject, and is no image to
+/// evict.
+fn digest_tag(entry: &Descriptor) -> bool {
+    entry
+        .annotations
+        .get(orca::model::ANNOTATION_REF_NAME)
+        .and_then(|tag| tag.split_once('-'))
+        .is_some_and(|(algorithm, hex)| {
+            matches!(algorithm, "sha256" | "sha512")
+                && !hex.is_empty()
+                && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        })
 }
 
 /// Adds what `descriptor` holds in `store` to `holds`: the manifest, and

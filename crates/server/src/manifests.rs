@@ -133,6 +133,11 @@ pub(crate) async fn put(
         None => PushOptions::default(),
     };
     options.offset = 0;
+    if let (Some(cache), Some(subject)) = (&state.cache, &subject) {
+        // A referrer pushed into a pull-through namespace exists nowhere
+        // else: its subject is never evicted.
+        cache.pin(name, &repository, subject).await?;
+    }
     repository
         .store
         .push_opts(&descriptor, orca::Body::from_bytes(bytes), options)

@@ -120,6 +120,41 @@ fn the_client_cache_serves_what_it_holds_to_repositories_known_to_hold_it() {
     cp("cache", "lib/other", "out4");
     assert_eq!(blob_requests(&proxy, "HEAD", "lib/other"), 2, "asked again");
 
+    // A repository upstream says does not hold a cached blob is never
+    // served it from the cache.
+    std::fs::write(path.join("else.txt"), b"something else\n").expect("write");
+    ok(
+        path,
+        &["push", &format!("{registry}/lib/else:v1"), "else.txt"],
+    );
+    let layer = entries
+        .iter()
+        .max_by_key(|e| e["size"].as_u64())
+        .and_then(|e| e["digest"].as_str())
+        .expect("the layer")
+        .to_owned();
+    let refused = crate::common::run(
+        path,
+        &[
+            "--cache",
+            "cache",
+            "blob",
+            "get",
+            &format!("{registry}/lib/else@{layer}"),
+            "-o",
+            "leaked",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(3), "{refused:?}");
+    assert!(!path.join("leaked").exists());
+    let asked: Vec<_> = proxy
+        .recorded()
+        .lines()
+        .filter(|l| l.contains(&format!("/v2/lib/else/blobs/{layer}")))
+        .map(|l| l.split(' ').next().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(asked, ["HEAD"], "one HEAD, no GET");
+
     // A corrupt entry: dropped, fetched again, whole afterwards.
     let big = entries
         .iter()
