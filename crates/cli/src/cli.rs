@@ -572,6 +572,11 @@ pub(crate) struct SyncArgs {
     /// `10m`, `1h`), until SIGTERM or Ctrl-C, which stop it cleanly.
     #[arg(long, value_name = "INTERVAL", value_parser = humantime::parse_duration)]
     pub(crate) watch: Option<std::time::Duration>,
+    /// Take only shard I of N (I from 0) of the repositories, so N
+    /// machines split the mirror; prune and gc wait for a last run with
+    /// `--shard finish` (see docs/sync.md).
+    #[arg(long, value_name = "I/N|finish", value_parser = orca::mirror::Shard::parse)]
+    pub(crate) shard: Option<orca::mirror::Shard>,
 }
 
 /// `orca plugin …`.

@@ -264,6 +264,72 @@ impl Config {
 /// What a whole run did, per image.
 pub type Report = Vec<orca_core::sync::ImageReport>;
 
+/// Which part of a mirror a run takes, so several machines split one
+/// configuration with no coordination (`orca sync --shard`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shard {
+    /// Every repository; prune and collect as configured.
+    All,
+    /// The repositories whose stable hash falls in shard `index` of
+    /// `count`; no prune, no collection (they need every repository).
+    Part {
+        /// This shard, from 0.
+        index: u32,
+        /// How many shards.
+        count: u32,
+    },
+    /// The run after the shards: every repository (found up to date),
+    /// then prune and collect as configured.
+    Finish,
+}
+
+impl Shard {
+    /// Reads `I/N` (0 ≤ I < N) or `finish`; the error says what is
+    /// wrong.
+    pub fn parse(text: &str) -> std::result::Result<Shard, String> {
+        if text == "finish" {
+            return Ok(Shard::Finish);
+        }
+        let (index, count) = text
+            .split_once('/')
+            .and_then(|(i, n)| Some((i.trim().parse::<u32>().ok()?, n.trim().parse::<u32>().ok()?)))
+            .ok_or_else(|| format!("{text:?} is no shard: give I/N (0/4 … 3/4) or finish"))?;
+        if count == 0 || index >= count {
+            return Err(format!(
+                "shard {index}/{count}: I counts from 0 and stays below N (0/{count} … {}/{count})",
+                count.saturating_sub(1)
+            ));
+        }
+        Ok(Shard::Part { index, count })
+    }
+
+    /// Whether this run takes repository `name` of the entry whose source
+    /// is `source`: a hash that is the same on every machine.
+    pub fn takes(&self, source: &str, name: &str) -> bool {
+        let Shard::Part { index, count } = *self else {
+            return true;
+        };
+        let digest = orca_core::Digest::sha256(format!("{source}\n{name}").as_bytes());
+        let head = u64::from_str_radix(&digest.hex()[..16], 16).unwrap_or(0);
+        head % u64::from(count) == u64::from(index)
+    }
+
+    /// Whether prune and collection run in this run.
+    fn prunes(&self) -> bool {
+        !matches!(self, Shard::Part { .. })
+    }
+}
+
+impl Config {
+    /// Whether any entry prunes or collects (held back by a shard).
+    pub fn prunes(&self) -> bool {
+        self.sync.iter().any(|entry| {
+            let settings = self.defaults.merged(&entry.settings);
+            settings.prune == Some(true) || settings.gc == Some(true)
+        })
+    }
+}
+
 /// Runs every entry of `config` once, in order; within an entry, images
 /// of all its repositories copy at once. Problems with one repository or
 /// image are in the report; an entry whose source or target cannot be
@@ -273,6 +339,19 @@ pub async fn run(
     dry_run: bool,
     options: &OpenOptions,
     progress: Option<Arc<dyn orca_core::copy::Progress>>,
+) -> Result<Report> {
+    run_shard(config, dry_run, options, progress, Shard::All).await
+}
+
+/// [`run`], of one `shard` of the repositories. A shard never prunes or
+/// collects (`Shard::Finish` does), and refuses an archive target, which
+/// each run rewrites whole.
+pub async fn run_shard(
+    config: &Config,
+    dry_run: bool,
+    options: &OpenOptions,
+    progress: Option<Arc<dyn orca_core::copy::Progress>>,
+    shard: Shard,
 ) -> Result<Report> {
     let mut report = Vec::new();
     // The configuration's registry settings go over the settings file's.
@@ -285,6 +364,7 @@ pub async fn run(
     for entry in &config.sync {
         let settings = config.defaults.merged(&entry.settings);
         let mut sync_options = settings.options(dry_run)?;
+        sync_options.prune &= shard.prunes();
         let gc_options = settings.gc_options()?;
         sync_options.copy.progress = progress.clone();
         let source = place(&entry.source, &options, false).await?;
@@ -294,13 +374,21 @@ pub async fn run(
             ..
         } = &target
         {
+            if matches!(shard, Shard::Part { .. }) {
+                return Err(Error::InvalidInput {
+                    what: format!("a sharded run into {}", entry.target),
+                    reason: "each run rewrites an archive whole, so shards cannot share one: mirror into oci:DIR and pack it once at the end, or give each shard its own archive".into(),
+                });
+            }
             staged.unpack().await?;
         }
-        let names = repositories(entry, &source).await?;
+        let mut names = repositories(entry, &source).await?;
+        // How many the source holds, whatever this shard takes of them.
+        let count = names.len();
+        names.retain(|name| shard.takes(&entry.source, name));
         let ledger = Ledger::new(settings.transfers.unwrap_or(8));
         // Repositories open at once (a registry is asked about each); one
         // that cannot be opened is reported, and the others go on.
-        let count = names.len();
         let opening = names.iter().map(|name| {
             let (source, target, ledger) = (&source, &target, &ledger);
             async move {
@@ -363,6 +451,7 @@ pub async fn run(
                 staged.pack().await?;
             }
         } else if pruned
+            && shard.prunes()
             && settings.gc == Some(true)
             && let Place::Bundle {
                 name,
@@ -415,6 +504,35 @@ mod tests {
             .await
             .expect_err("a bad grace");
         assert!(err.to_string().contains("gc_grace"), "{err}");
+    }
+
+    #[test]
+    fn shards_split_the_repositories_exactly_and_the_same_way_everywhere() {
+        assert_eq!(Shard::parse("finish"), Ok(Shard::Finish));
+        assert_eq!(Shard::parse("2/4"), Ok(Shard::Part { index: 2, count: 4 }));
+        for bad in ["4/4", "1/0", "x/4", "3", ""] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
+        }
+        let names: Vec<String> = (0..200).map(|i| format!("team/app{i}")).collect();
+        let shards: Vec<Shard> = (0..4)
+            .map(|index| Shard::Part { index, count: 4 })
+            .collect();
+        for name in &names {
+            let takers = shards
+                .iter()
+                .filter(|s| s.takes("registry.example", name))
+                .count();
+            assert_eq!(takers, 1, "{name} is taken by {takers} shards");
+            assert!(Shard::All.takes("registry.example", name));
+            assert!(Shard::Finish.takes("registry.example", name));
+        }
+        for shard in &shards {
+            let taken = names
+                .iter()
+                .filter(|n| shard.takes("registry.example", n))
+                .count();
+            assert!((20..=80).contains(&taken), "{shard:?} takes {taken} of 200");
+        }
     }
 
     #[test]

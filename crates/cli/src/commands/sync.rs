@@ -77,7 +77,11 @@ async fn once(ctx: &Ctx, args: &SyncArgs, config: &orca::mirror::Config) -> anyh
     let display = Display::new(ctx).map(Arc::new);
     let started = Instant::now();
     let progress = display.clone().map(|d| d as Arc<dyn orca::copy::Progress>);
-    let outcome = orca::mirror::run(config, args.dry_run, &ctx.open, progress).await;
+    let shard = args.shard.unwrap_or(orca::mirror::Shard::All);
+    if matches!(shard, orca::mirror::Shard::Part { .. }) && config.prunes() {
+        ctx.note("orca: prune and gc wait for the run with --shard finish");
+    }
+    let outcome = orca::mirror::run_shard(config, args.dry_run, &ctx.open, progress, shard).await;
     if let Some(display) = &display {
         display.finish();
     }

@@ -24,6 +24,7 @@ mod settings;
 mod sync;
 mod sync_faults;
 mod sync_selection;
+mod sync_shards;
 mod sync_support;
 mod tls;
 mod usage;
