@@ -59,6 +59,11 @@ pub struct UpstreamConfig {
     pub budget: Option<String>,
     /// An image pulled this recently is never evicted (`10m`).
     pub keep_for: Option<String>,
+    /// The user name for the upstream (with `password_file`), instead of
+    /// the server's docker `config.json` and credential helpers.
+    pub username: Option<String>,
+    /// A file holding the upstream's password or access token (one line).
+    pub password_file: Option<PathBuf>,
 }
 
 /// `gc:`.
@@ -172,7 +177,20 @@ impl Config {
                 Some(text) => duration(text, &format!("{what}: keep_for"))?,
                 None => Duration::from_secs(600),
             };
-            let registry = orca::registry(&upstream.registry, options)
+            let mut own = options.clone();
+            match (&upstream.username, &upstream.password_file) {
+                (Some(user), Some(file)) => {
+                    let password = std::fs::read_to_string(file)
+                        .map_err(|e| format!("{what}: password_file {}: {e}", file.display()))?;
+                    let password = password.trim_end_matches(['\n', '\r']).to_owned();
+                    own.credentials = Some((user.clone(), password));
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(format!("{what}: username and password_file go together"));
+                }
+            }
+            let registry = orca::registry(&upstream.registry, &own)
                 .map_err(|e| format!("{what}: {}: {e}", upstream.registry))?;
             let hub = crate::cache::docker_hub(&upstream.registry);
             upstreams.push(crate::Upstream {

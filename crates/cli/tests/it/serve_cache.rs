@@ -774,3 +774,71 @@ fn a_request_that_comes_during_a_fill_follows_it_and_shares_its_verdict() {
     assert_eq!(fetched, 1, "{}", proxy.recorded());
     assert!(cached(&good).exists());
 }
+
+#[test]
+fn an_upstream_that_asks_for_a_password_gets_the_namespaces_own() {
+    let home = tempfile::tempdir().expect("temporary directory");
+    let path = home.path();
+    let upstream = RegistryServer::start_htpasswd("mirror", "s3cret")
+        .expect("docker-registry and htpasswd (scripts/setup installs them)");
+    let content = path.join("private.txt");
+    std::fs::write(&content, b"behind a password\n").expect("write");
+    let pushed = crate::common::with_input(
+        crate::common::orca(path).current_dir(path).args([
+            "-u",
+            "mirror",
+            "--password-stdin",
+            "blob",
+            "put",
+            &format!("{}/team/private", upstream.host()),
+            "private.txt",
+        ]),
+        b"s3cret\n",
+    );
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    let digest = String::from_utf8_lossy(&pushed.stdout).trim().to_owned();
+    std::fs::write(path.join("password"), b"s3cret\n").expect("write");
+    let config = |user: &str, root: &str| {
+        std::fs::write(
+            path.join("serve.yaml"),
+            format!(
+                "upstreams:\n  - namespace: up\n    registry: {}\n    username: {user}\n    password_file: {}\n",
+                upstream.host(),
+                path.join("password").display()
+            ),
+        )
+        .expect("write");
+        Serving::start(
+            path,
+            &format!("oci:{}", path.join(root).display()),
+            &["--config", path.join("serve.yaml").to_str().expect("utf-8")],
+        )
+    };
+    let serving = config("mirror", "served");
+    let got = send(
+        serving.host(),
+        "GET",
+        &format!("/v2/up/team/private/blobs/{digest}"),
+        &[],
+        &[],
+    );
+    assert_eq!(got.status, 200, "{}\n{}", got.text(), serving.log());
+    assert_eq!(got.body, b"behind a password\n");
+    drop(serving);
+    // Someone else's name, on an empty cache: upstream refuses it, so
+    // nothing is served.
+    let serving = config("stranger", "other");
+    let refused = send(
+        serving.host(),
+        "GET",
+        &format!("/v2/up/team/private/blobs/{digest}"),
+        &[],
+        &[],
+    );
+    assert!(refused.status >= 400, "{}", refused.text());
+    assert_ne!(refused.body, b"behind a password\n");
+}
