@@ -218,18 +218,7 @@ impl Root {
         let opened = self.open_repository(&kept).await?;
         // Kept as a layout (its marker), so the directory opens again in
         // the next process; the name keeps it out of every listing.
-        let marked = opened
-            .storage
-            .write(
-                orca_core::layout::OCI_LAYOUT_FILE,
-                orca_core::layout::marker(),
-                Condition::Absent,
-            )
-            .await;
-        match marked {
-            Ok(()) | Err(Error::Conflict { .. }) => {}
-            Err(e) => return Err(e),
-        }
+        write_marker(opened.storage.as_ref()).await?;
         Ok(self.lock().entry(kept).or_insert(opened).storage.clone())
     }
 
@@ -387,21 +376,9 @@ impl Root {
             }
         }
         let repository = self.repository(name).await?;
-        let written = repository
-            .storage
-            .write(
-                orca_core::layout::OCI_LAYOUT_FILE,
-                orca_core::layout::marker(),
-                Condition::Absent,
-            )
-            .await;
-        match written {
-            Ok(()) | Err(Error::Conflict { .. }) => {
-                self.mark(name);
-                Ok(repository)
-            }
-            Err(e) => Err(e),
-        }
+        write_marker(repository.storage.as_ref()).await?;
+        self.mark(name);
+        Ok(repository)
     }
 
     /// The repositories the root holds (those with a layout), sorted.
@@ -453,6 +430,21 @@ impl Root {
         names.sort();
         names.dedup();
         Ok(names)
+    }
+}
+
+/// Makes `storage` a layout (its `oci-layout` marker), unless it is one.
+async fn write_marker(storage: &dyn ObjectStorage) -> Result<()> {
+    let written = storage
+        .write(
+            orca_core::layout::OCI_LAYOUT_FILE,
+            orca_core::layout::marker(),
+            Condition::Absent,
+        )
+        .await;
+    match written {
+        Ok(()) | Err(Error::Conflict { .. }) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
