@@ -177,3 +177,23 @@ impl Metrics {
         out
     }
 }
+
+/// Writes one metric family to `out`: its `HELP` and `TYPE` lines, then a
+/// sample per `(labels, value)` (`labels` as `key="value"`, or empty).
+pub(crate) fn family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (String, u64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+}

@@ -19,6 +19,7 @@ mod serve;
 mod serve_auth;
 mod serve_bad_input;
 mod serve_cache;
+mod serve_cache_holding;
 mod serve_replicas;
 mod settings;
 mod sync;
