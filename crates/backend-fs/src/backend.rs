@@ -127,7 +127,7 @@ impl fmt::Debug for Directory {
 /// Streams `len` bytes of `file` from its current position, a chunk per
 /// blocking read. A file that ends early simply ends the stream: `Store`
 /// reports the short body.
-pub(crate) fn file_body(file: File, len: u64, place: String) -> Body {
+pub fn file_body(file: File, len: u64, place: String) -> Body {
     let chunks = futures::stream::unfold(Some((file, len)), move |state| {
         let place = place.clone();
         async move {

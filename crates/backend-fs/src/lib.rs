@@ -21,7 +21,7 @@ mod shared;
 
 pub use archive_read::{Archive, ArchiveImage};
 pub use archive_write::{ArchiveFormat, ArchiveWriter};
-pub use backend::{Directory, LayoutBackend};
+pub use backend::{Directory, LayoutBackend, file_body};
 pub use builder::{LayoutBuilder, open};
 #[cfg(unix)]
 pub use shared::{prune_pool, share_blob};

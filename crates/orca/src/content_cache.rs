@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 use orca_core::{
     Backend, Body, Capabilities, Descriptor, Digest, Digester, Error, ListPage, ListQuery,
@@ -303,7 +303,8 @@ impl Cached {
         })
         .await?;
         tracing::debug!(digest = %descriptor.digest, "read from the content cache");
-        Ok(Some(file_body(file, len)))
+        let place = format!("the content cache {}", self.cache.dir.display());
+        Ok(Some(orca_backend_fs::file_body(file, len, place)))
     }
 
     /// Fetches `descriptor` from the registry, keeping a copy as it
@@ -437,48 +438,6 @@ impl Writer {
         }
         let _ = done.send(());
     }
-}
-
-/// `file`'s `len` bytes as a body, read off the async threads.
-fn file_body(file: std::fs::File, len: u64) -> Body {
-    let chunks = futures::stream::unfold(Some((file, len)), |state| async move {
-        let (mut file, left) = state?;
-        if left == 0 {
-            return None;
-        }
-        let want = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
-        let read = tokio::task::spawn_blocking(move || {
-            let mut buffer = BytesMut::zeroed(want);
-            let mut filled = 0;
-            while filled < want {
-                match file.read(&mut buffer[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return (file, Err(e)),
-                }
-            }
-            buffer.truncate(filled);
-            (file, Ok(buffer.freeze()))
-        })
-        .await;
-        match read {
-            Ok((file, Ok(chunk))) if !chunk.is_empty() => {
-                let left = left - chunk.len() as u64;
-                Some((Ok(chunk), Some((file, left))))
-            }
-            Ok((_, Ok(_))) => Some((
-                Err(Error::Failed {
-                    doing: "reading a cache entry".into(),
-                    source: "it is shorter than it was".into(),
-                }),
-                None,
-            )),
-            Ok((_, Err(e))) => Some((Err(failed("reading a cache entry".into(), e)), None)),
-            Err(e) => Some((Err(failed("reading a cache entry".into(), e)), None)),
-        }
-    });
-    Body::new(len, chunks)
 }
 
 #[async_trait]

@@ -25,7 +25,7 @@
 
 #[cfg(feature = "fs")]
 mod carry;
-#[cfg(feature = "http")]
+#[cfg(all(feature = "http", feature = "fs"))]
 pub mod content_cache;
 mod helpers;
 #[cfg(feature = "http")]
@@ -40,7 +40,7 @@ mod target;
 
 pub use orca_core::*;
 
-#[cfg(feature = "http")]
+#[cfg(all(feature = "http", feature = "fs"))]
 pub use content_cache::{CacheEntry, ContentCache, Pruned};
 pub use helpers::{
     Discovered, Files, Referrer, attach, copy_between, discover, parse_size, push_files,

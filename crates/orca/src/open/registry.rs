@@ -108,12 +108,13 @@ pub(crate) async fn registry_store(
 ) -> Result<Store> {
     let origin = registry.repository(repository).await?;
     // Blobs read through the content cache, when there is one.
-    let cached = |backend: std::sync::Arc<dyn orca_core::Backend>| match &options.cache {
-        Some(dir) if reading => Store::new(crate::ContentCache::new(dir).over(
-            backend,
-            format!("{}/{repository}", registry.host().to_ascii_lowercase()),
-        )),
-        _ => Store::from_arc(backend),
+    let cached = |backend: std::sync::Arc<dyn orca_core::Backend>| {
+        #[cfg(feature = "fs")]
+        if let (Some(dir), true) = (&options.cache, reading) {
+            let source = format!("{}/{repository}", registry.host().to_ascii_lowercase());
+            return Store::new(crate::ContentCache::new(dir).over(backend, source));
+        }
+        Store::from_arc(backend)
     };
     let mirrors = match options
         .registries
