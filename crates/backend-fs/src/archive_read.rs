@@ -262,7 +262,6 @@ fn read_layout(archive: &Path, tar: &TarIndex) -> Result<Found> {
     }
     let images = index
         .entries()
-        .iter()
         .map(|entry| {
             let name = entry.annotations.get(CONTAINERD_IMAGE_NAME).cloned();
             // A ref.name that is the whole image name (`REPO:TAG`, as

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use orca_core::layout::{Condition, Layout, Listed, ObjectStorage, Version};
+use orca_core::layout::{Changed, Condition, Layout, Listed, ObjectStorage, Version};
 use orca_core::{Body, Descriptor, Error, Result};
 
 use crate::error::FileError;
@@ -53,6 +53,7 @@ impl Directory {
             place: format!("oci:{}", root.display()),
             root,
             durable,
+            seen: Default::default(),
         };
         files.check()?;
         Ok(Directory {
@@ -186,6 +187,20 @@ impl ObjectStorage for Directory {
         let key = key.to_owned();
         self.blocking("read", move |files| files.read(&key, limit))
             .await
+    }
+
+    async fn read_changed(&self, key: &str, limit: u64, known: &Version) -> Result<Changed> {
+        let (key, known) = (key.to_owned(), known.clone());
+        self.blocking("read", move |files| {
+            if files.unchanged(&key, &known) {
+                return Ok(Changed::No);
+            }
+            Ok(match files.read(&key, limit)? {
+                Some((_, version)) if version == known => Changed::No,
+                found => Changed::Yes(found),
+            })
+        })
+        .await
     }
 
     async fn write(&self, key: &str, bytes: Bytes, condition: Condition) -> Result<()> {

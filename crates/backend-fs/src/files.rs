@@ -9,7 +9,9 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -24,13 +26,37 @@ const INGEST_DIR: &str = "ingest";
 const LOCK_FILE: &str = "index.json.lock";
 
 /// Paths and settings of one layout.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Files {
     pub(crate) root: PathBuf,
     /// The backend's display name, for errors.
     pub(crate) place: String,
     /// Whether writes are fsynced before they become visible.
     pub(crate) durable: bool,
+    /// What each small file read last was: the file's identity on disk
+    /// and the version of its bytes. orca replaces small files by rename
+    /// (a new inode each time), so the same identity is the same bytes
+    /// and a reader need not read them again to learn nothing changed.
+    pub(crate) seen: Mutex<HashMap<String, (Stamp, Version)>>,
+}
+
+/// A file's identity on disk: device, inode, size, modification and
+/// change times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stamp([i64; 6]);
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Stamp([
+            meta.dev() as i64,
+            meta.ino() as i64,
+            meta.size() as i64,
+            meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+            i64::from(meta.is_file()),
+        ])
+    }
 }
 
 impl Files {
@@ -172,7 +198,7 @@ impl Files {
             Err(e) => return Err(self.file_error("read", FileError::new("open", &path, e))),
         };
         let mut bytes = Vec::new();
-        io::Read::read_to_end(&mut io::Read::take(file, limit + 1), &mut bytes)
+        io::Read::read_to_end(&mut io::Read::take(&file, limit + 1), &mut bytes)
             .at("read", &path)
             .map_err(|e| self.file_error("read", e))?;
         if bytes.len() as u64 > limit {
@@ -182,7 +208,26 @@ impl Files {
             });
         }
         let version = version(&bytes);
+        // The identity of the file that was read (not of what the path
+        // names by now).
+        if let Ok(meta) = file.metadata() {
+            self.seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(key.to_owned(), (Stamp::of(&meta), version.clone()));
+        }
         Ok(Some((bytes.into(), version)))
+    }
+
+    /// Whether the small file at `key` is still the one read last as
+    /// `known`: the same file on disk (see `seen`). `false` when unsure.
+    pub(crate) fn unchanged(&self, key: &str, known: &Version) -> bool {
+        let Ok(meta) = fs::metadata(self.root.join(key)) else {
+            return false;
+        };
+        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.get(key)
+            .is_some_and(|(stamp, version)| version == known && *stamp == Stamp::of(&meta))
     }
 
     /// Replaces the small file at `key` if `condition` holds, under the
@@ -190,15 +235,23 @@ impl Files {
     pub(crate) fn write(&self, key: &str, bytes: &[u8], condition: &Condition) -> Result<()> {
         let path = self.root.join(key);
         let lock = self.lock("write")?;
-        let current = match fs::read(&path) {
-            Ok(bytes) => Some(version(&bytes)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(self.file_error("write", FileError::new("read", &path, e))),
-        };
-        let holds = match (condition, &current) {
-            (Condition::Absent, None) => true,
-            (Condition::Matches(expected), Some(current)) => expected == current,
-            _ => false,
+        let holds = match condition {
+            // The file last read is still there: its bytes need no reading.
+            Condition::Matches(expected) if self.unchanged(key, expected) => true,
+            _ => {
+                let current = match fs::read(&path) {
+                    Ok(bytes) => Some(version(&bytes)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                    Err(e) => {
+                        return Err(self.file_error("write", FileError::new("read", &path, e)));
+                    }
+                };
+                match (condition, &current) {
+                    (Condition::Absent, None) => true,
+                    (Condition::Matches(expected), Some(current)) => expected == current,
+                    _ => false,
+                }
+            }
         };
         if !holds {
             return Err(Error::Conflict {
@@ -210,7 +263,15 @@ impl Files {
             if let Some(dir) = path.parent() {
                 self.create_dir(dir)?;
             }
-            self.write_atomic(&path, bytes)
+            self.write_atomic(&path, bytes)?;
+            // Still under the lock: no other orca replaced it since.
+            if let Ok(meta) = fs::metadata(&path) {
+                self.seen
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(key.to_owned(), (Stamp::of(&meta), version(bytes)));
+            }
+            Ok(())
         })();
         drop(lock);
         written.map_err(|e| self.file_error("write", e))

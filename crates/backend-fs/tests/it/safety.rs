@@ -280,7 +280,6 @@ async fn first_write_creates_a_complete_layout() {
     assert!(
         LayoutIndex::parse(&index, "index.json")
             .expect("parse")
-            .entries()
             .is_empty()
     );
 }

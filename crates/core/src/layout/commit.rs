@@ -3,20 +3,100 @@
 //! the check afterwards that what it tagged is still stored (taken back if
 //! not). Once a collection has run, the graph under the tagged manifest is
 //! walked and checked too (see `gc`).
+//!
+//! Tags that arrive together are written together (a group commit): each
+//! waits in the layout's queue while a write is in flight, and the next
+//! write applies every one waiting, each with its own fence check, in one
+//! compare-and-swap. A sync of thousands of images into a bundle writes
+//! its `index.json` once per batch, not once per tag. The write runs as a
+//! task of its own, so a caller that goes away does not stop the others';
+//! when the storage fails a batched write, each tag is committed alone and
+//! gets its own error.
 
-use std::sync::Arc;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::oneshot;
 
 use super::engine::{Layout, MAX_ATTEMPTS, backoff};
 use super::fence;
-use super::storage::ObjectStorage;
+use super::storage::{Condition, ObjectStorage};
 use super::{INDEX_FILE, LayoutIndex};
 use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::model::{Descriptor, Digest, MediaType, RawManifest};
 
+/// A change to `index.json`: applied to the index read, it says whether
+/// it changed anything (an error leaves the index as it was).
+pub(super) type Change = Box<dyn FnMut(&mut LayoutIndex) -> Result<bool> + Send>;
+
+/// The tags waiting for the next write of a layout's `index.json`.
+#[derive(Default)]
+pub(super) struct Queue {
+    pending: Vec<Job>,
+    /// Whether a writer task is running (it takes what is pending).
+    writing: bool,
+}
+
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("pending", &self.pending.len())
+            .field("writing", &self.writing)
+            .finish()
+    }
+}
+
+/// One commit waiting in the queue.
+struct Job {
+    tag: Option<String>,
+    new: Descriptor,
+    /// What the tag named before, whose graph need not be walked again.
+    old: Option<Digest>,
+    /// Whether the graph under `new` is walked once a collection has run.
+    checked: bool,
+    walked: Option<Vec<Digest>>,
+    change: Change,
+    done: Option<oneshot::Sender<Outcome>>,
+}
+
+/// How a queued commit ended.
+enum Outcome {
+    /// Written: what the tag named before, and the graph walked.
+    Written(Option<Descriptor>, Option<Vec<Digest>>),
+    /// Refused on its own (a fence, its change, its graph).
+    Failed(Error),
+    /// The batch's read or write failed: commit it alone, for its own
+    /// error.
+    Alone(Box<Job>),
+}
+
+impl Job {
+    fn end(mut self, outcome: impl FnOnce(Job) -> Outcome) {
+        if let Some(done) = self.done.take() {
+            // A caller that went away needs no answer.
+            let _ = done.send(outcome(self));
+        }
+    }
+}
+
+/// Drops what is queued should the writer task end abnormally (its
+/// callers then get an error instead of waiting forever), and lets the
+/// next commit start a writer.
+struct Writer(Arc<Mutex<Queue>>);
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let mut queue = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.writing = false;
+        queue.pending.clear();
+    }
+}
+
 impl<S: ObjectStorage> Layout<S> {
     /// Points `tag` at `new` by `change` (a compare-and-swap of
-    /// `index.json`), then checks what it tagged is still there.
+    /// `index.json`, batched with the other commits waiting), then checks
+    /// what it tagged is still there.
     ///
     /// Refused while a collection's fence names `new`. Once a collection
     /// has run since this process first looked at the layout, the graph
@@ -33,49 +113,33 @@ impl<S: ObjectStorage> Layout<S> {
         new: &Descriptor,
         old: Option<&Digest>,
         checked: bool,
-        mut change: impl FnMut(&mut LayoutIndex) -> Result<bool>,
+        change: impl FnMut(&mut LayoutIndex) -> Result<bool> + Send + 'static,
     ) -> Result<()> {
         if !self.has(&new.digest).await? {
             return Err(self.not_found(format!("manifest {}", new.digest)));
         }
         self.ready().await?;
-        let mut walked: Option<Vec<Digest>> = None;
-        let mut previous = None;
-        let mut committed = false;
-        for attempt in 0..MAX_ATTEMPTS {
-            let (index, version) = self.read_index_kept(false).await?;
-            if checked && walked.is_none() && fence::collected_since_first_look(&self.place, &index)
-            {
-                walked = Some(self.graph(new, old).await?);
+        let (done, answer) = oneshot::channel();
+        self.enqueue(Job {
+            tag: tag.map(str::to_owned),
+            new: new.clone(),
+            old: old.cloned(),
+            checked,
+            walked: None,
+            change: Box::new(change),
+            done: Some(done),
+        });
+        let (previous, walked) = match answer.await {
+            Ok(Outcome::Written(previous, walked)) => (previous, walked),
+            Ok(Outcome::Failed(e)) => return Err(e),
+            Ok(Outcome::Alone(mut job)) => self.commit_alone(operation, &mut job).await?,
+            Err(_) => {
+                return Err(Error::Conflict {
+                    what: format!("{INDEX_FILE} ({operation}): its writer stopped"),
+                    place: self.place(),
+                });
             }
-            let mut apply = |index: &mut LayoutIndex| {
-                // Read once: no fence up is an empty set.
-                let fenced = index.fenced();
-                let named = std::iter::once(&new.digest).chain(walked.iter().flatten());
-                if let Some(doomed) = named.into_iter().find(|d| fenced.contains(*d)) {
-                    return Err(self.collected(doomed, new, "is removing"));
-                }
-                previous = tag.and_then(|tag| index.resolve_tag(tag).cloned());
-                let dropped = index.drop_dead_fences();
-                Ok((change(index)? || dropped, ()))
-            };
-            match self
-                .try_swap(Arc::unwrap_or_clone(index), version, &mut apply)
-                .await?
-            {
-                Some(()) => {
-                    committed = true;
-                    break;
-                }
-                None => tokio::time::sleep(backoff(attempt)).await,
-            }
-        }
-        if !committed {
-            return Err(Error::Conflict {
-                what: format!("{INDEX_FILE} ({operation}) after {MAX_ATTEMPTS} attempts"),
-                place: self.place(),
-            });
-        }
+        };
         let missing = match &walked {
             Some(walked) => self.first_missing(walked).await?,
             None => None,
@@ -105,6 +169,184 @@ impl<S: ObjectStorage> Layout<S> {
         })
         .await?;
         Err(err)
+    }
+
+    /// Queues `job`, starting the writer task unless one runs.
+    fn enqueue(&self, job: Job) {
+        let start = {
+            let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            queue.pending.push(job);
+            !std::mem::replace(&mut queue.writing, true)
+        };
+        if start {
+            let layout = self.clone();
+            tokio::spawn(async move { layout.write_queued().await });
+        }
+    }
+
+    /// The writer task: writes what is queued, batch after batch, until
+    /// nothing is.
+    async fn write_queued(self) {
+        let writer = Writer(self.queue.clone());
+        loop {
+            // Commits that arrive together join one batch.
+            tokio::task::yield_now().await;
+            let jobs = {
+                let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                if queue.pending.is_empty() {
+                    queue.writing = false;
+                    std::mem::forget(writer);
+                    return;
+                }
+                std::mem::take(&mut queue.pending)
+            };
+            self.write_batch(jobs).await;
+        }
+    }
+
+    /// Applies every job to one read of `index.json` and writes it once,
+    /// again while another writer won the race.
+    async fn write_batch(&self, mut jobs: Vec<Job>) {
+        for attempt in 0..MAX_ATTEMPTS {
+            let Ok((index, version)) = self.read_index_kept(false).await else {
+                jobs.into_iter().for_each(|job| job.end(|j| Outcome::Alone(Box::new(j))));
+                return;
+            };
+            if fence::collected_since_first_look(&self.place, &index) {
+                let mut walked = Vec::with_capacity(jobs.len());
+                for mut job in jobs {
+                    if job.checked && job.walked.is_none() {
+                        match self.graph(&job.new, job.old.as_ref()).await {
+                            Ok(graph) => job.walked = Some(graph),
+                            Err(e) => {
+                                job.end(|_| Outcome::Failed(e));
+                                continue;
+                            }
+                        }
+                    }
+                    walked.push(job);
+                }
+                jobs = walked;
+            }
+            // Read once: no fence up is an empty set.
+            let fenced = index.fenced();
+            let mut index = Arc::unwrap_or_clone(index);
+            let mut changed = index.drop_dead_fences();
+            let mut applied = Vec::with_capacity(jobs.len());
+            for mut job in jobs {
+                let mut named = std::iter::once(&job.new.digest).chain(job.walked.iter().flatten());
+                if let Some(doomed) = named.find(|d| fenced.contains(*d)) {
+                    let err = self.collected(doomed, &job.new, "is removing");
+                    job.end(|_| Outcome::Failed(err));
+                    continue;
+                }
+                let previous = job
+                    .tag
+                    .as_deref()
+                    .and_then(|tag| index.resolve_tag(tag).cloned());
+                match (job.change)(&mut index) {
+                    Ok(change) => {
+                        changed |= change;
+                        applied.push((job, previous));
+                    }
+                    Err(e) => job.end(|_| Outcome::Failed(e)),
+                }
+            }
+            if applied.is_empty() {
+                return;
+            }
+            let written = match (changed, version) {
+                (false, Some(_)) => Ok(true),
+                (_, version) => {
+                    let condition = match version {
+                        Some(version) => Condition::Matches(version),
+                        None => Condition::Absent,
+                    };
+                    match index.to_bytes() {
+                        Ok(bytes) => match self.storage().write(INDEX_FILE, bytes, condition).await {
+                            Ok(()) => Ok(true),
+                            Err(Error::Conflict { .. }) => Ok(false),
+                            Err(e) => Err(e),
+                        },
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match written {
+                Ok(true) => {
+                    for (job, previous) in applied {
+                        job.end(|j| Outcome::Written(previous, j.walked));
+                    }
+                    return;
+                }
+                Ok(false) => {
+                    jobs = applied.into_iter().map(|(job, _)| job).collect();
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(_) => {
+                    for (job, _) in applied {
+                        job.end(|j| Outcome::Alone(Box::new(j)));
+                    }
+                    return;
+                }
+            }
+        }
+        for job in jobs {
+            let err = Error::Conflict {
+                what: format!("{INDEX_FILE} (tag) after {MAX_ATTEMPTS} attempts"),
+                place: self.place(),
+            };
+            job.end(|_| Outcome::Failed(err));
+        }
+    }
+
+    /// Commits one job by itself: the compare-and-swap loop, for the
+    /// storage's own error when a batch could not be written. What the
+    /// tag named before, and the graph walked.
+    async fn commit_alone(
+        &self,
+        operation: &'static str,
+        job: &mut Job,
+    ) -> Result<(Option<Descriptor>, Option<Vec<Digest>>)> {
+        let Job {
+            tag,
+            new,
+            old,
+            checked,
+            walked,
+            change,
+            ..
+        } = job;
+        let mut previous = None;
+        for attempt in 0..MAX_ATTEMPTS {
+            let (index, version) = self.read_index_kept(false).await?;
+            if *checked && walked.is_none() && fence::collected_since_first_look(&self.place, &index)
+            {
+                *walked = Some(self.graph(new, old.as_ref()).await?);
+            }
+            let mut apply = |index: &mut LayoutIndex| {
+                // Read once: no fence up is an empty set.
+                let fenced = index.fenced();
+                let named = std::iter::once(&new.digest).chain(walked.iter().flatten());
+                if let Some(doomed) = named.into_iter().find(|d| fenced.contains(*d)) {
+                    return Err(self.collected(doomed, new, "is removing"));
+                }
+                previous = tag.as_deref().and_then(|tag| index.resolve_tag(tag).cloned());
+                let dropped = index.drop_dead_fences();
+                Ok((change(index)? || dropped, ()))
+            };
+            match self
+                .try_swap(Arc::unwrap_or_clone(index), version, &mut apply)
+                .await?
+            {
+                Some(()) => return Ok((previous, walked.take())),
+                None => tokio::time::sleep(backoff(attempt)).await,
+            }
+        }
+        Err(Error::Conflict {
+            what: format!("{INDEX_FILE} ({operation}) after {MAX_ATTEMPTS} attempts"),
+            place: self.place(),
+        })
     }
 
     /// The error for a tag of `manifest` whose graph holds `blob`, which a

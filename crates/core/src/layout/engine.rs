@@ -36,9 +36,10 @@ const INDEX_LIMIT: u64 = 64 * 1024 * 1024;
 type Seen = (Version, Arc<LayoutIndex>);
 
 /// An OCI image layout kept in an [`ObjectStorage`], as a [`Backend`].
-#[derive(Clone, Debug)]
+/// Clones share the storage, what was read and the queue of tags.
+#[derive(Debug)]
 pub struct Layout<S> {
-    storage: S,
+    storage: Arc<S>,
     /// The storage's name, for errors and for what this process saw of
     /// its collections.
     pub(super) place: Arc<str>,
@@ -47,6 +48,8 @@ pub struct Layout<S> {
     /// The `index.json` last read, with its version: asked about again on
     /// every read, and read whole only when it changed.
     known: Arc<Mutex<Option<Seen>>>,
+    /// Tags waiting to be written together (see `commit`).
+    pub(super) queue: Arc<Mutex<super::commit::Queue>>,
 }
 
 impl<S: ObjectStorage> Layout<S> {
@@ -54,9 +57,10 @@ impl<S: ObjectStorage> Layout<S> {
     pub fn new(storage: S) -> Self {
         Layout {
             place: storage.to_string().into(),
-            storage,
+            storage: Arc::new(storage),
             ready: Arc::default(),
             known: Arc::default(),
+            queue: Arc::default(),
         }
     }
 
@@ -262,6 +266,18 @@ impl<S: ObjectStorage> Layout<S> {
     }
 }
 
+impl<S> Clone for Layout<S> {
+    fn clone(&self) -> Self {
+        Layout {
+            storage: self.storage.clone(),
+            place: self.place.clone(),
+            ready: self.ready.clone(),
+            known: self.known.clone(),
+            queue: self.queue.clone(),
+        }
+    }
+}
+
 impl<S: ObjectStorage> fmt::Display for Layout<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.storage, f)
@@ -312,13 +328,15 @@ impl<S: ObjectStorage> Backend for Layout<S> {
         }
         let checked = !options.sparse;
         if let Some(tag) = &options.tag {
-            self.commit("tag", Some(tag), descriptor, None, checked, |index| {
-                Ok(set_tag(index, descriptor, tag))
+            let (entry, name) = (descriptor.clone(), tag.clone());
+            self.commit("tag", Some(tag), descriptor, None, checked, move |index| {
+                Ok(set_tag(index, &entry, &name))
             })
             .await?;
         } else if options.list && descriptor.media_type.is_manifest() {
-            self.commit("list", None, descriptor, None, checked, |index| {
-                Ok(index.list_untagged(descriptor))
+            let entry = descriptor.clone();
+            self.commit("list", None, descriptor, None, checked, move |index| {
+                Ok(index.list_untagged(&entry))
             })
             .await?;
         }
@@ -393,8 +411,9 @@ impl<S: ObjectStorage> Backend for Layout<S> {
     }
 
     async fn tag(&self, descriptor: &Descriptor, tag: &str) -> Result<()> {
-        self.commit("tag", Some(tag), descriptor, None, true, |index| {
-            Ok(set_tag(index, descriptor, tag))
+        let (entry, name) = (descriptor.clone(), tag.to_owned());
+        self.commit("tag", Some(tag), descriptor, None, true, move |index| {
+            Ok(set_tag(index, &entry, &name))
         })
         .await
     }
@@ -430,9 +449,10 @@ impl<S: ObjectStorage> Backend for Layout<S> {
                 })
                 .await;
         };
-        self.commit("swap_tag", Some(tag), new, expected, true, |index| {
+        let (name, from, to) = (tag.to_owned(), expected.cloned(), new.clone());
+        self.commit("swap_tag", Some(tag), new, expected, true, move |index| {
             index
-                .swap_tag(tag, expected, Some(new), &place)
+                .swap_tag(&name, from.as_ref(), Some(&to), &place)
                 .map(|()| true)
         })
         .await
@@ -440,7 +460,7 @@ impl<S: ObjectStorage> Backend for Layout<S> {
 
     async fn tags(&self, query: &ListQuery) -> Result<ListPage> {
         let (index, _) = self.read_index().await?;
-        Ok(ListPage::slice(&index.tags(), query))
+        Ok(index.tag_page(query))
     }
 
     async fn referrers(&self, _: &Descriptor, _: Option<&MediaType>) -> Result<Referrers> {

@@ -175,12 +175,11 @@ impl<S: ObjectStorage> Layout<S> {
         for _ in 0..MARK_ATTEMPTS {
             let (index, version) = self.read_index().await?;
             let blobs = self.list_blobs(options.grace).await?;
-            let (garbage, young) = self.unreachable(index.entries(), &blobs).await?;
+            let (garbage, young) = self.unreachable(&index, &blobs).await?;
             // Names whose manifest goes leave index.json with it.
             let doomed_set: HashSet<&Digest> = garbage.iter().map(|(d, _)| d).collect();
             let mut dropped: Vec<String> = index
                 .entries()
-                .iter()
                 .filter(|d| doomed_set.contains(&d.digest))
                 .filter_map(|d| super::ref_name(d).map(str::to_owned))
                 .collect();
@@ -345,14 +344,10 @@ impl<S: ObjectStorage> Layout<S> {
         doomed: &HashSet<&Digest>,
         blobs: &[Found],
     ) -> Result<bool> {
-        let before: HashSet<(Option<&str>, &Digest)> = marked
-            .entries()
-            .iter()
-            .map(|d| (ref_name(d), &d.digest))
-            .collect();
+        let before: HashSet<(Option<&str>, &Digest)> =
+            marked.entries().map(|d| (ref_name(d), &d.digest)).collect();
         let added: Vec<Descriptor> = now
             .entries()
-            .iter()
             .filter(|d| !before.contains(&(ref_name(d), &d.digest)))
             .cloned()
             .collect();
@@ -376,13 +371,13 @@ impl<S: ObjectStorage> Layout<S> {
     /// go too.
     async fn unreachable(
         &self,
-        roots: &[Descriptor],
+        roots: &super::LayoutIndex,
         blobs: &[Found],
     ) -> Result<(Vec<(Digest, u64)>, Vec<(Digest, u64)>)> {
         let present: HashMap<&Digest, u64> = blobs.iter().map(|b| (&b.digest, b.size)).collect();
         let mut reachable = HashSet::new();
         let (fallback, regular): (Vec<&Descriptor>, Vec<&Descriptor>) =
-            roots.iter().partition(|d| {
+            roots.entries().partition(|d| {
                 // In a bundle the name is `REPO:sha256-<hex>`.
                 d.media_type.is_index()
                     && ref_name(d)
