@@ -29,9 +29,46 @@ async fn names(bundle: &dyn Backend) -> Result<Vec<String>> {
         .await
 }
 
+/// Names a bundle that pages its tags natively is asked for at once.
+const PAGE: usize = 1000;
+
 /// The repositories a bundle holds: the distinct `<repository>` parts of
 /// its `<repository>:<tag>` names, sorted. Plain tags are not counted.
+///
+/// A bundle that pages its tags natively (a layout) is asked for one name
+/// per repository: after `REPO:…` the next name asked for is the first
+/// after `REPO;` (`;` follows `:`), so a repository of 10,000 tags costs
+/// what one of a single tag does.
 pub async fn repositories(bundle: &dyn Backend) -> Result<Vec<String>> {
+    if bundle.capabilities().tag_list_pagination {
+        let mut found = Vec::new();
+        let mut after: Option<String> = None;
+        let mut pages = crate::backend::Pages::new("repositories", bundle.to_string());
+        loop {
+            let page = bundle.tags(&ListQuery::page(after.clone(), 1)).await?;
+            // A bundle may answer more than asked: every name counts.
+            let mut next = None;
+            for name in page.entries {
+                next = Some(match name.rsplit_once(':') {
+                    Some((repository, _)) if !repository.is_empty() => {
+                        found.push(repository.to_owned());
+                        format!("{repository};")
+                    }
+                    // A plain tag: the next name.
+                    _ => name,
+                });
+            }
+            let (Some(next), Some(_)) = (next, page.next) else {
+                break;
+            };
+            // A bundle that answered the same name again would loop.
+            pages.next(&next)?;
+            after = Some(next);
+        }
+        found.sort();
+        found.dedup();
+        return Ok(found);
+    }
     let mut names: Vec<String> = names(bundle)
         .await?
         .iter()
@@ -77,6 +114,45 @@ impl Namespaced {
         format!("{}:{tag}", self.repository)
     }
 
+    /// A page of this repository's tags from a bundle that pages natively:
+    /// its names are together in the sorted list, right after `prefix`
+    /// (`REPO:`), so only they are read.
+    async fn tags_under(&self, prefix: &str, query: &ListQuery) -> Result<ListPage> {
+        let limit = query.limit.unwrap_or(usize::MAX);
+        let mut after = format!("{prefix}{}", query.last.as_deref().unwrap_or(""));
+        let mut mine = Vec::new();
+        let mut more = false;
+        let mut pages = crate::backend::Pages::new("tags", self.to_string());
+        'pages: loop {
+            // One more than wanted tells whether there is a next page.
+            let ask = (limit - mine.len()).saturating_add(1).min(PAGE);
+            let page = self
+                .inner
+                .tags(&ListQuery::page(Some(after.clone()), ask))
+                .await?;
+            pages.read(page.entries.len())?;
+            for name in &page.entries {
+                let Some(tag) = name.strip_prefix(prefix) else {
+                    break 'pages;
+                };
+                if mine.len() == limit {
+                    more = true;
+                    break 'pages;
+                }
+                mine.push(tag.to_owned());
+            }
+            match page.next {
+                Some(next) if !page.entries.is_empty() => {
+                    pages.next(&next)?;
+                    after = next;
+                }
+                _ => break,
+            }
+        }
+        let next = if more { mine.last().cloned() } else { None };
+        Ok(ListPage::new(mine, next))
+    }
+
     fn selector(&self, selector: &Selector) -> Selector {
         match selector {
             Selector::Tag(tag) => Selector::Tag(self.full(tag)),
@@ -101,8 +177,8 @@ impl Backend for Namespaced {
         capabilities.delete = false;
         capabilities.mount = false;
         capabilities.catalog = false;
-        // Tags are filtered out of the bundle's whole list.
-        capabilities.tag_list_pagination = false;
+        // Tags are a range of the bundle's sorted list when it pages
+        // natively, else filtered out of its whole list.
         capabilities
     }
 
@@ -162,6 +238,9 @@ impl Backend for Namespaced {
 
     async fn tags(&self, query: &ListQuery) -> Result<ListPage> {
         let prefix = format!("{}:", self.repository);
+        if self.inner.capabilities().tag_list_pagination {
+            return self.tags_under(&prefix, query).await;
+        }
         let all = names(self.inner.as_ref()).await?;
         let mut mine: Vec<String> = all
             .iter()

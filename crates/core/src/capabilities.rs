@@ -33,6 +33,10 @@ pub struct Capabilities {
     /// cancelled, the source cut off) leaves what arrived, and a later push
     /// can continue from there: see `Backend::partial`.
     pub resume: bool,
+    /// Tags set at the same time are written together (one document
+    /// holds them all, as a layout's `index.json`): a caller with many
+    /// images to tag gains by tagging them at once, after their content.
+    pub batched_tags: bool,
     /// Largest manifest the backend stores or orca reads from it.
     pub max_manifest_size: u64,
 }
@@ -49,6 +53,7 @@ impl Capabilities {
         tag_compare_and_swap: false,
         catalog: false,
         resume: false,
+        batched_tags: false,
         max_manifest_size: DEFAULT_MAX_MANIFEST_SIZE,
     };
 
@@ -63,6 +68,7 @@ impl Capabilities {
         tag_compare_and_swap: true,
         catalog: true,
         resume: true,
+        batched_tags: true,
         max_manifest_size: DEFAULT_MAX_MANIFEST_SIZE,
     };
 }

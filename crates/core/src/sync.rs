@@ -38,6 +38,8 @@ use referrers::{any_held, catch_up, new_referrers};
 /// Listings and up-to-date checks in flight at once: each is one small
 /// request.
 const CHECKS: usize = 16;
+/// Images tagged together on a target that writes tags together.
+const TAG_BATCH: usize = 64;
 
 /// One repository to mirror.
 #[derive(Clone, Debug)]
@@ -206,9 +208,16 @@ pub async fn sync(mirrors: &[Mirror], options: &SyncOptions) -> Vec<ImageReport>
         .buffer_unordered(CHECKS)
         .collect()
         .await;
+    // Images whose target writes tags together (a layout's index.json)
+    // are tagged in batches once their content is there: a cold sync of
+    // thousands of images writes the index once per batch.
     let mut copied: Vec<ImageReport> =
         stream::iter(checked.into_iter().map(|c| finish(c, options)))
             .buffer_unordered(images)
+            .chunks(TAG_BATCH)
+            .map(tag_batch)
+            .buffer_unordered(2)
+            .flat_map(stream::iter)
             .collect()
             .await;
     copied.sort_by(|a, b| (&a.target, &a.tag).cmp(&(&b.target, &b.tag)));
@@ -356,10 +365,37 @@ async fn check<'a>(work: &'a Work<'a>, tag: &str, options: &SyncOptions) -> Chec
     }
 }
 
-/// Copies what a check found to copy: a whole image, tagged, or the new
-/// referrers of an up-to-date one (it is then reported copied). Reports
-/// the image either way.
-async fn finish(checked: Checked<'_>, options: &SyncOptions) -> ImageReport {
+/// A tag left for [`tag_batch`]: the image's content is at the target.
+struct Deferred<'a> {
+    target: &'a Store,
+    tag: String,
+    root: Descriptor,
+    started: Instant,
+}
+
+/// Tags the images of a batch whose tags were left for it, all at once
+/// (a layout's group commit writes them together), and reports each.
+async fn tag_batch(batch: Vec<(ImageReport, Option<Deferred<'_>>)>) -> Vec<ImageReport> {
+    futures::future::join_all(batch.into_iter().map(|(mut report, deferred)| async move {
+        if let Some(deferred) = deferred {
+            if let Err(e) = deferred.target.tag(&deferred.root, &deferred.tag).await {
+                report = report.failed(&e);
+            }
+            report.seconds = deferred.started.elapsed().as_secs_f64();
+        }
+        report
+    }))
+    .await
+}
+
+/// Copies what a check found to copy: a whole image, tagged (or, on a
+/// target that writes tags together, with its tag left for
+/// [`tag_batch`]), or the new referrers of an up-to-date one (it is then
+/// reported copied). Reports the image either way.
+async fn finish<'a>(
+    checked: Checked<'a>,
+    options: &SyncOptions,
+) -> (ImageReport, Option<Deferred<'a>>) {
     let Checked {
         work,
         mut report,
@@ -384,12 +420,21 @@ async fn finish(checked: Checked<'_>, options: &SyncOptions) -> ImageReport {
             copy_root(job, copy_options).await
         }
     };
+    let batched = mirror.target.capabilities().batched_tags;
+    let mut deferred = None;
     let outcome: Result<u64> = async {
         match copy {
             None => Ok(0),
             Some(Todo::Image(image)) => {
                 let (root, new_root) = *image;
-                let copied = copy_one(root.clone(), new_root, report.tag.clone()).await?;
+                let tag = match (batched, report.tag.clone()) {
+                    (true, Some(tag)) => {
+                        deferred = Some((tag, root.clone()));
+                        None
+                    }
+                    (_, tag) => tag,
+                };
+                let copied = copy_one(root.clone(), new_root, tag).await?;
                 report.target_digest = Some(root.digest);
                 Ok(copied.bytes)
             }
@@ -403,12 +448,23 @@ async fn finish(checked: Checked<'_>, options: &SyncOptions) -> ImageReport {
         }
     }
     .await;
-    match outcome {
-        Ok(bytes) => report.bytes = bytes,
-        Err(e) => report = report.failed(&e),
-    }
+    let deferred = match outcome {
+        Ok(bytes) => {
+            report.bytes = bytes;
+            deferred.map(|(tag, root)| Deferred {
+                target: &mirror.target,
+                tag,
+                root,
+                started,
+            })
+        }
+        Err(e) => {
+            report = report.failed(&e);
+            None
+        }
+    };
     report.seconds = started.elapsed().as_secs_f64();
-    report
+    (report, deferred)
 }
 
 /// Removes the target tags the source no longer has, among those the

@@ -15,12 +15,14 @@ use futures::future::BoxFuture;
 
 use super::support::*;
 
+mod batched;
 mod staged;
 mod writers;
 
 use crate::layout::{
     Condition, GcOptions, INDEX_FILE, Layout, LayoutIndex, ObjectStorage, Version, blob_path,
 };
+pub use batched::*;
 pub use staged::*;
 pub use writers::*;
 
@@ -82,6 +84,8 @@ type Hook = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
 pub struct Hooked<S> {
     inner: S,
     hook: Arc<Mutex<Option<(Point, Hook)>>>,
+    /// Successful writes of `index.json`.
+    index_writes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl<S: ObjectStorage> Hooked<S> {
@@ -89,7 +93,22 @@ impl<S: ObjectStorage> Hooked<S> {
         Hooked {
             inner,
             hook: Arc::new(Mutex::new(Some((point, hook)))),
+            index_writes: Arc::default(),
         }
+    }
+
+    /// The storage with no hook, counting the writes of `index.json`.
+    fn counting(inner: S) -> Self {
+        Hooked {
+            inner,
+            hook: Arc::default(),
+            index_writes: Arc::default(),
+        }
+    }
+
+    /// How many times `index.json` was written.
+    fn index_writes(&self) -> usize {
+        self.index_writes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn fire(&self, at: Point) {
@@ -149,6 +168,10 @@ impl<S: ObjectStorage> ObjectStorage for Hooked<S> {
     async fn write(&self, key: &str, bytes: Bytes, condition: Condition) -> Result<()> {
         self.fire(Point::BeforeWrite(key.to_owned())).await;
         self.inner.write(key, bytes, condition).await?;
+        if key == INDEX_FILE {
+            self.index_writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.fire(Point::AfterWrite(key.to_owned())).await;
         Ok(())
     }
@@ -201,6 +224,7 @@ macro_rules! layout_conformance_tests {
             finding_9_a_digest_that_is_no_manifest_says_what_it_is,
             staged_objects_append_in_place_and_publish_verified,
             sparse_manifests_are_tagged_whatever_a_collection_removed,
+            tags_that_arrive_together_are_written_together,
         );
     };
     (@each $make:path; $($check:ident),* $(,)?) => {

@@ -26,6 +26,9 @@ use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::model::{Descriptor, Digest, MediaType, RawManifest};
 
+/// Turns of the scheduler a writer waits for commits that keep arriving.
+const GATHER_TURNS: usize = 8;
+
 /// A change to `index.json`: applied to the index read, it says whether
 /// it changed anything (an error leaves the index as it was).
 pub(super) type Change = Box<dyn FnMut(&mut LayoutIndex) -> Result<bool> + Send>;
@@ -189,8 +192,22 @@ impl<S: ObjectStorage> Layout<S> {
     async fn write_queued(self) {
         let writer = Writer(self.queue.clone());
         loop {
-            // Commits that arrive together join one batch.
-            tokio::task::yield_now().await;
+            // Commits that arrive together join one batch: wait while
+            // more keep coming (a few turns of the scheduler at most).
+            let mut queued = 0;
+            for _ in 0..GATHER_TURNS {
+                tokio::task::yield_now().await;
+                let now = self
+                    .queue
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .pending
+                    .len();
+                if now == queued {
+                    break;
+                }
+                queued = now;
+            }
             let jobs = {
                 let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
                 if queue.pending.is_empty() {
@@ -209,7 +226,8 @@ impl<S: ObjectStorage> Layout<S> {
     async fn write_batch(&self, mut jobs: Vec<Job>) {
         for attempt in 0..MAX_ATTEMPTS {
             let Ok((index, version)) = self.read_index_kept(false).await else {
-                jobs.into_iter().for_each(|job| job.end(|j| Outcome::Alone(Box::new(j))));
+                jobs.into_iter()
+                    .for_each(|job| job.end(|j| Outcome::Alone(Box::new(j))));
                 return;
             };
             if fence::collected_since_first_look(&self.place, &index) {
@@ -263,7 +281,8 @@ impl<S: ObjectStorage> Layout<S> {
                         None => Condition::Absent,
                     };
                     match index.to_bytes() {
-                        Ok(bytes) => match self.storage().write(INDEX_FILE, bytes, condition).await {
+                        Ok(bytes) => match self.storage().write(INDEX_FILE, bytes, condition).await
+                        {
                             Ok(()) => Ok(true),
                             Err(Error::Conflict { .. }) => Ok(false),
                             Err(e) => Err(e),
@@ -320,7 +339,9 @@ impl<S: ObjectStorage> Layout<S> {
         let mut previous = None;
         for attempt in 0..MAX_ATTEMPTS {
             let (index, version) = self.read_index_kept(false).await?;
-            if *checked && walked.is_none() && fence::collected_since_first_look(&self.place, &index)
+            if *checked
+                && walked.is_none()
+                && fence::collected_since_first_look(&self.place, &index)
             {
                 *walked = Some(self.graph(new, old.as_ref()).await?);
             }
@@ -331,7 +352,9 @@ impl<S: ObjectStorage> Layout<S> {
                 if let Some(doomed) = named.into_iter().find(|d| fenced.contains(*d)) {
                     return Err(self.collected(doomed, new, "is removing"));
                 }
-                previous = tag.as_deref().and_then(|tag| index.resolve_tag(tag).cloned());
+                previous = tag
+                    .as_deref()
+                    .and_then(|tag| index.resolve_tag(tag).cloned());
                 let dropped = index.drop_dead_fences();
                 Ok((change(index)? || dropped, ()))
             };

@@ -290,6 +290,7 @@ impl<S: ObjectStorage> Backend for Layout<S> {
         Capabilities {
             resume: self.storage.resumable(),
             mount: self.storage.adopts(),
+            batched_tags: true,
             ..capabilities()
         }
     }
