@@ -204,9 +204,20 @@ impl ObjectStorage for Directory {
     }
 
     async fn write(&self, key: &str, bytes: Bytes, condition: Condition) -> Result<()> {
+        self.write_versioned(key, bytes, condition).await.map(drop)
+    }
+
+    async fn write_versioned(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        condition: Condition,
+    ) -> Result<Option<Version>> {
         let key = key.to_owned();
-        self.blocking("write", move |files| files.write(&key, &bytes, &condition))
-            .await
+        self.blocking("write", move |files| {
+            files.write_versioned(&key, &bytes, &condition).map(Some)
+        })
+        .await
     }
 
     async fn size(&self, key: &str) -> Result<Option<u64>> {

@@ -231,8 +231,14 @@ impl Files {
     }
 
     /// Replaces the small file at `key` if `condition` holds, under the
-    /// layout's lock so the comparison and the replacement are one step.
-    pub(crate) fn write(&self, key: &str, bytes: &[u8], condition: &Condition) -> Result<()> {
+    /// layout's lock so the comparison and the replacement are one step;
+    /// the version written.
+    pub(crate) fn write_versioned(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        condition: &Condition,
+    ) -> Result<Version> {
         let path = self.root.join(key);
         let lock = self.lock("write")?;
         let holds = match condition {
@@ -264,14 +270,15 @@ impl Files {
                 self.create_dir(dir)?;
             }
             self.write_atomic(&path, bytes)?;
+            let written = version(bytes);
             // Still under the lock: no other orca replaced it since.
             if let Ok(meta) = fs::metadata(&path) {
                 self.seen
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .insert(key.to_owned(), (Stamp::of(&meta), version(bytes)));
+                    .insert(key.to_owned(), (Stamp::of(&meta), written.clone()));
             }
-            Ok(())
+            Ok(written)
         })();
         drop(lock);
         written.map_err(|e| self.file_error("write", e))

@@ -280,15 +280,7 @@ impl<S: ObjectStorage> Layout<S> {
                         Some(version) => Condition::Matches(version),
                         None => Condition::Absent,
                     };
-                    match index.to_bytes() {
-                        Ok(bytes) => match self.storage().write(INDEX_FILE, bytes, condition).await
-                        {
-                            Ok(()) => Ok(true),
-                            Err(Error::Conflict { .. }) => Ok(false),
-                            Err(e) => Err(e),
-                        },
-                        Err(e) => Err(e),
-                    }
+                    self.write_index(index, condition).await
                 }
             };
             match written {

@@ -104,6 +104,20 @@ impl<S: ObjectStorage> Layout<S> {
                     .read_changed(INDEX_FILE, INDEX_LIMIT, &version)
                     .await?
                 {
+                    Changed::No if !keep => {
+                        // A writer takes the index it is about to change
+                        // (no copy); it keeps what it writes.
+                        drop(index);
+                        let taken = self
+                            .known
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .take_if(|(v, _)| *v == version);
+                        match taken {
+                            Some((version, index)) => return Ok((index, Some(version))),
+                            None => self.storage.read(INDEX_FILE, INDEX_LIMIT).await?,
+                        }
+                    }
                     Changed::No => return Ok((index, Some(version))),
                     Changed::Yes(found) => found,
                 }
@@ -203,13 +217,34 @@ impl<S: ObjectStorage> Layout<S> {
             Some(version) => Condition::Matches(version),
             None => Condition::Absent,
         };
+        match self.write_index(index, condition).await {
+            Ok(true) => Ok(Some(value)),
+            Ok(false) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `index` if `condition` holds (`false` when another writer
+    /// won), and keeps it as the index last read when the storage says
+    /// what version it wrote.
+    pub(super) async fn write_index(
+        &self,
+        index: LayoutIndex,
+        condition: Condition,
+    ) -> Result<bool> {
         match self
             .storage
-            .write(INDEX_FILE, index.to_bytes()?, condition)
+            .write_versioned(INDEX_FILE, index.to_bytes()?, condition)
             .await
         {
-            Ok(()) => Ok(Some(value)),
-            Err(Error::Conflict { .. }) => Ok(None),
+            Ok(version) => {
+                if let Some(version) = version {
+                    *self.known.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some((version, Arc::new(index)));
+                }
+                Ok(true)
+            }
+            Err(Error::Conflict { .. }) => Ok(false),
             Err(e) => Err(e),
         }
     }

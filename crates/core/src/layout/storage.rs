@@ -83,6 +83,18 @@ pub trait ObjectStorage: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// `Error::Conflict` and nothing is written.
     async fn write(&self, key: &str, bytes: Bytes, condition: Condition) -> Result<()>;
 
+    /// [`ObjectStorage::write`], giving the version the object now has
+    /// when the storage knows it without asking again (the engine then
+    /// keeps what it wrote instead of reading it back); by default `None`.
+    async fn write_versioned(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        condition: Condition,
+    ) -> Result<Option<Version>> {
+        self.write(key, bytes, condition).await.map(|()| None)
+    }
+
     /// The size of an object; `None` when absent.
     async fn size(&self, key: &str) -> Result<Option<u64>>;
 
