@@ -4,11 +4,16 @@
 //! so growth can be read off (linear: the time per item stays put).
 //! Prints a table; `scale [DIR [GROUP…]]`, GROUP one of `tags`,
 //! `remote` (tags on the registry and S3; `registry` or `s3` for one of
-//! them), `referrers`, `gc`, `index`.
+//! them), `referrers`, `gc`, `index`, `sync` (a cold sync of repositories
+//! of 10 images each into a layout bundle, with the writes of its
+//! `index.json` counted), `bundle` (a bundle's repositories and each
+//! one's tags listed), `prune` (stale tags removed 64 at a time).
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use orca_core::{Descriptor, Index, Manifest, MediaType, RawManifest, Selector, Store};
+use orca_core::bundle::Namespaced;
+use orca_core::{Backend, Descriptor, Index, Manifest, MediaType, RawManifest, Selector, Store};
 
 /// The resident set now, in MiB.
 fn rss_mib() -> u64 {
@@ -20,6 +25,111 @@ fn report(scenario: &str, n: usize, seconds: f64) {
         "| {scenario} | {n} | {seconds:.2} s | {:.1} µs | {} MiB |",
         seconds * 1e6 / n as f64,
         rss_mib()
+    );
+}
+
+/// The peak resident set so far, in MiB.
+fn peak_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        / 1024
+}
+
+/// A layout bundle of `repos` repositories (`team/appNNNN`) of 10 small
+/// images each (`v0`…`v9`), tagged 256 at a time.
+async fn fill_bundle(root: &std::path::Path, repos: usize) -> Arc<dyn Backend> {
+    let bundle: Arc<dyn Backend> = Arc::new(
+        orca_backend_fs::LayoutBuilder::new(root.join(format!("bundle-{repos}")))
+            .durable(false)
+            .open()
+            .expect("layout"),
+    );
+    let store = Store::from_arc(bundle.clone());
+    let mut names = Vec::new();
+    for r in 0..repos {
+        for t in 0..10 {
+            let image = image(&store, r * 10 + t).await;
+            names.push((format!("team/app{r:04}:v{t}"), image));
+        }
+    }
+    for chunk in names.chunks(256) {
+        let tagged =
+            futures::future::join_all(chunk.iter().map(|(name, image)| bundle.tag(image, name)))
+                .await;
+        tagged.into_iter().for_each(|t| t.expect("tag"));
+    }
+    bundle
+}
+
+/// A cold sync of every repository of a bundle into another layout
+/// bundle, counting the target's writes of `index.json`.
+async fn bundle_sync(root: &std::path::Path, repos: usize) {
+    let source = fill_bundle(root, repos).await;
+    let storage = orca_benches::CountingStorage::new(
+        orca_backend_fs::Directory::open(root.join(format!("synced-{repos}")), false)
+            .expect("directory"),
+    );
+    let target: Arc<dyn Backend> = Arc::new(orca_core::layout::Layout::new(storage.clone()));
+    let mirrors: Vec<orca_core::sync::Mirror> = (0..repos)
+        .map(|r| {
+            let name = format!("team/app{r:04}");
+            let view = |bundle: &Arc<dyn Backend>| {
+                Store::new(Namespaced::new(bundle.clone(), &name).expect("view"))
+            };
+            orca_core::sync::Mirror {
+                source: view(&source),
+                target: view(&target),
+                source_name: name.clone(),
+                target_name: name.clone(),
+                shared: None,
+            }
+        })
+        .collect();
+    let started = Instant::now();
+    let reports = orca_core::sync::sync(&mirrors, &orca_core::sync::SyncOptions::default()).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let images = repos * 10;
+    assert_eq!(reports.len(), images);
+    for report in &reports {
+        assert_eq!(report.action, orca_core::sync::Action::Copied, "{report:?}");
+    }
+    let writes = storage.index_writes();
+    report(
+        &format!(
+            "cold sync into a layout bundle: {writes} writes of index.json (1 per {:.0} images), peak RSS {} MiB",
+            images as f64 / writes.max(1) as f64,
+            peak_mib()
+        ),
+        images,
+        seconds,
+    );
+}
+
+/// Lists a bundle's repositories, then every repository's tags.
+async fn bundle_listing(root: &std::path::Path, repos: usize) {
+    let bundle = fill_bundle(root, repos).await;
+    let started = Instant::now();
+    let found = orca_core::bundle::repositories(bundle.as_ref())
+        .await
+        .expect("repositories");
+    assert_eq!(found.len(), repos);
+    let mut names = 0;
+    for repository in &found {
+        let view = Store::new(Namespaced::new(bundle.clone(), repository).expect("view"));
+        names += view.tags_all().await.expect("tags").len();
+    }
+    assert_eq!(names, repos * 10);
+    report(
+        "list a bundle by repository (names)",
+        names,
+        started.elapsed().as_secs_f64(),
     );
 }
 
@@ -153,6 +263,49 @@ async fn main() {
     }
     if wants("remote") || wants("s3") {
         s3_tags().await;
+    }
+
+    for repos in [10, 100, 1_000] {
+        if !wants("sync") {
+            break;
+        }
+        bundle_sync(root, repos).await;
+    }
+
+    for repos in [1_000, 10_000] {
+        if !wants("bundle") {
+            break;
+        }
+        bundle_listing(root, repos).await;
+    }
+
+    for n in [1_000, 10_000] {
+        if !wants("prune") {
+            break;
+        }
+        // As sync's prune removes stale tags: 64 at a time.
+        let store = layout(root, &format!("prune-{n}"));
+        let manifest = image(&store, 0).await;
+        let names: Vec<String> = (0..n).map(|i| format!("stale{i:05}")).collect();
+        for chunk in names.chunks(256) {
+            let tagged =
+                futures::future::join_all(chunk.iter().map(|name| store.tag(&manifest, name)))
+                    .await;
+            tagged.into_iter().for_each(|t| t.expect("tag"));
+        }
+        let started = Instant::now();
+        let untagged: Vec<_> = futures::StreamExt::collect(futures::StreamExt::buffered(
+            futures::stream::iter(names.iter().map(|name| store.untag(name))),
+            64,
+        ))
+        .await;
+        untagged.into_iter().for_each(|u| u.expect("untag"));
+        assert!(store.tags_all().await.expect("tags").is_empty());
+        report(
+            "layout: prune stale tags, 64 at a time",
+            n,
+            started.elapsed().as_secs_f64(),
+        );
     }
 
     for n in [1_000, 10_000] {

@@ -513,8 +513,14 @@ async fn prune(work: &Work<'_>, options: &SyncOptions) -> Vec<ImageReport> {
         report.seconds = started.elapsed().as_secs_f64();
         report
     };
+    // A target that writes tags together takes a batch at once.
+    let at_once = if mirror.target.capabilities().batched_tags {
+        TAG_BATCH
+    } else {
+        options.images.max(1)
+    };
     futures::stream::iter(stale.into_iter().map(prune_one))
-        .buffered(options.images.max(1))
+        .buffered(at_once)
         .collect()
         .await
 }

@@ -53,7 +53,8 @@ impl fmt::Debug for Queue {
 /// One commit waiting in the queue.
 struct Job {
     tag: Option<String>,
-    new: Descriptor,
+    /// What the tag will name; `None` for an untag.
+    new: Option<Descriptor>,
     /// What the tag named before, whose graph need not be walked again.
     old: Option<Digest>,
     /// Whether the graph under `new` is walked once a collection has run.
@@ -66,7 +67,7 @@ struct Job {
 /// How a queued commit ended.
 enum Outcome {
     /// Written: what the tag named before, and the graph walked.
-    Written(Option<Descriptor>, Option<Vec<Digest>>),
+    Written(Box<Option<Descriptor>>, Option<Vec<Digest>>),
     /// Refused on its own (a fence, its change, its graph).
     Failed(Error),
     /// The batch's read or write failed: commit it alone, for its own
@@ -125,7 +126,7 @@ impl<S: ObjectStorage> Layout<S> {
         let (done, answer) = oneshot::channel();
         self.enqueue(Job {
             tag: tag.map(str::to_owned),
-            new: new.clone(),
+            new: Some(new.clone()),
             old: old.cloned(),
             checked,
             walked: None,
@@ -133,7 +134,7 @@ impl<S: ObjectStorage> Layout<S> {
             done: Some(done),
         });
         let (previous, walked) = match answer.await {
-            Ok(Outcome::Written(previous, walked)) => (previous, walked),
+            Ok(Outcome::Written(previous, walked)) => (*previous, walked),
             Ok(Outcome::Failed(e)) => return Err(e),
             Ok(Outcome::Alone(mut job)) => self.commit_alone(operation, &mut job).await?,
             Err(_) => {
@@ -172,6 +173,42 @@ impl<S: ObjectStorage> Layout<S> {
         })
         .await?;
         Err(err)
+    }
+
+    /// Removes `tag` in the next batched write of `index.json`; whether
+    /// it was there.
+    pub(super) async fn untag_batched(&self, tag: &str) -> Result<bool> {
+        self.ready().await?;
+        let removed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (done, answer) = oneshot::channel();
+        let (name, seen) = (tag.to_owned(), removed.clone());
+        self.enqueue(Job {
+            tag: Some(tag.to_owned()),
+            new: None,
+            old: None,
+            checked: false,
+            walked: None,
+            change: Box::new(move |index| {
+                let gone = index.remove_tag(&name);
+                seen.store(gone, std::sync::atomic::Ordering::Relaxed);
+                Ok(gone)
+            }),
+            done: Some(done),
+        });
+        match answer.await {
+            Ok(Outcome::Written(..)) => {}
+            Ok(Outcome::Failed(e)) => return Err(e),
+            Ok(Outcome::Alone(mut job)) => {
+                self.commit_alone("untag", &mut job).await?;
+            }
+            Err(_) => {
+                return Err(Error::Conflict {
+                    what: format!("{INDEX_FILE} (untag): its writer stopped"),
+                    place: self.place(),
+                });
+            }
+        }
+        Ok(removed.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Queues `job`, starting the writer task unless one runs.
@@ -233,8 +270,12 @@ impl<S: ObjectStorage> Layout<S> {
             if fence::collected_since_first_look(&self.place, &index) {
                 let mut walked = Vec::with_capacity(jobs.len());
                 for mut job in jobs {
-                    if job.checked && job.walked.is_none() {
-                        match self.graph(&job.new, job.old.as_ref()).await {
+                    let unwalked = job
+                        .new
+                        .as_ref()
+                        .filter(|_| job.checked && job.walked.is_none());
+                    if let Some(new) = unwalked {
+                        match self.graph(new, job.old.as_ref()).await {
                             Ok(graph) => job.walked = Some(graph),
                             Err(e) => {
                                 job.end(|_| Outcome::Failed(e));
@@ -252,11 +293,13 @@ impl<S: ObjectStorage> Layout<S> {
             let mut changed = index.drop_dead_fences();
             let mut applied = Vec::with_capacity(jobs.len());
             for mut job in jobs {
-                let mut named = std::iter::once(&job.new.digest).chain(job.walked.iter().flatten());
-                if let Some(doomed) = named.find(|d| fenced.contains(*d)) {
-                    let err = self.collected(doomed, &job.new, "is removing");
-                    job.end(|_| Outcome::Failed(err));
-                    continue;
+                if let Some(new) = &job.new {
+                    let mut named = std::iter::once(&new.digest).chain(job.walked.iter().flatten());
+                    if let Some(doomed) = named.find(|d| fenced.contains(*d)) {
+                        let err = self.collected(doomed, new, "is removing");
+                        job.end(|_| Outcome::Failed(err));
+                        continue;
+                    }
                 }
                 let previous = job
                     .tag
@@ -286,7 +329,7 @@ impl<S: ObjectStorage> Layout<S> {
             match written {
                 Ok(true) => {
                     for (job, previous) in applied {
-                        job.end(|j| Outcome::Written(previous, j.walked));
+                        job.end(|j| Outcome::Written(Box::new(previous), j.walked));
                     }
                     return;
                 }
@@ -331,18 +374,19 @@ impl<S: ObjectStorage> Layout<S> {
         let mut previous = None;
         for attempt in 0..MAX_ATTEMPTS {
             let (index, version) = self.read_index_kept(false).await?;
-            if *checked
-                && walked.is_none()
+            if let Some(new) = new.as_ref().filter(|_| *checked && walked.is_none())
                 && fence::collected_since_first_look(&self.place, &index)
             {
                 *walked = Some(self.graph(new, old.as_ref()).await?);
             }
             let mut apply = |index: &mut LayoutIndex| {
-                // Read once: no fence up is an empty set.
-                let fenced = index.fenced();
-                let named = std::iter::once(&new.digest).chain(walked.iter().flatten());
-                if let Some(doomed) = named.into_iter().find(|d| fenced.contains(*d)) {
-                    return Err(self.collected(doomed, new, "is removing"));
+                if let Some(new) = new.as_ref() {
+                    // Read once: no fence up is an empty set.
+                    let fenced = index.fenced();
+                    let named = std::iter::once(&new.digest).chain(walked.iter().flatten());
+                    if let Some(doomed) = named.into_iter().find(|d| fenced.contains(*d)) {
+                        return Err(self.collected(doomed, new, "is removing"));
+                    }
                 }
                 previous = tag
                     .as_deref()

@@ -455,13 +455,7 @@ impl<S: ObjectStorage> Backend for Layout<S> {
     }
 
     async fn untag(&self, tag: &str) -> Result<()> {
-        let removed = self
-            .update_index("untag", |index| {
-                let removed = index.remove_tag(tag);
-                Ok((removed, removed))
-            })
-            .await?;
-        if removed {
+        if self.untag_batched(tag).await? {
             Ok(())
         } else {
             Err(self.not_found(format!("tag {tag}")))
