@@ -32,8 +32,9 @@ pub(super) use crate::retry::{CAS_ATTEMPTS as MAX_ATTEMPTS, backoff};
 /// The longest `index.json` orca reads.
 const INDEX_LIMIT: u64 = 64 * 1024 * 1024;
 
-/// An `index.json` as read, with its version.
-type Seen = (Version, Arc<LayoutIndex>);
+/// An `index.json` as read, with its version (the index `None` while a
+/// writer has taken it).
+type Seen = (Version, Option<Arc<LayoutIndex>>);
 
 /// An OCI image layout kept in an [`ObjectStorage`], as a [`Backend`].
 /// Clones share the storage, what was read and the queue of tags.
@@ -106,19 +107,27 @@ impl<S: ObjectStorage> Layout<S> {
                 {
                     Changed::No if !keep => {
                         // A writer takes the index it is about to change
-                        // (no copy); it keeps what it writes.
+                        // (no copy), leaving the version to ask about; it
+                        // keeps what it writes when the storage says what
+                        // version that is.
                         drop(index);
                         let taken = self
                             .known
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
-                            .take_if(|(v, _)| *v == version);
+                            .as_mut()
+                            .filter(|(v, _)| *v == version)
+                            .and_then(|(_, index)| index.take());
                         match taken {
-                            Some((version, index)) => return Ok((index, Some(version))),
+                            Some(index) => return Ok((index, Some(version))),
                             None => self.storage.read(INDEX_FILE, INDEX_LIMIT).await?,
                         }
                     }
-                    Changed::No => return Ok((index, Some(version))),
+                    Changed::No => match index {
+                        Some(index) => return Ok((index, Some(version))),
+                        // Taken by a writer: read it whole.
+                        None => self.storage.read(INDEX_FILE, INDEX_LIMIT).await?,
+                    },
                     Changed::Yes(found) => found,
                 }
             }
@@ -132,7 +141,7 @@ impl<S: ObjectStorage> Layout<S> {
             None => (Arc::new(LayoutIndex::new()), None),
         };
         if keep {
-            let seen = version.clone().map(|v| (v, index.clone()));
+            let seen = version.clone().map(|v| (v, Some(index.clone())));
             *self.known.lock().unwrap_or_else(PoisonError::into_inner) = seen;
         }
         Ok((index, version))
@@ -240,7 +249,7 @@ impl<S: ObjectStorage> Layout<S> {
             Ok(version) => {
                 if let Some(version) = version {
                     *self.known.lock().unwrap_or_else(PoisonError::into_inner) =
-                        Some((version, Arc::new(index)));
+                        Some((version, Some(Arc::new(index))));
                 }
                 Ok(true)
             }
