@@ -16,6 +16,11 @@ use orca_core::{Error, Result, Store};
 
 use crate::open::OpenOptions;
 
+#[cfg(feature = "fs")]
+mod catalog;
+#[cfg(feature = "fs")]
+use catalog::{layouts_page, layouts_under};
+
 /// Runs file work on tokio's blocking pool; its failure, or the pool's,
 /// is `doing` that failed.
 #[cfg(all(feature = "fs", unix))]
@@ -431,6 +436,35 @@ impl Root {
         names.dedup();
         Ok(names)
     }
+
+    /// A page of [`Root::repositories`]: those after `last`, at most `n`,
+    /// and whether more follow. On a directory only the directories on
+    /// the way are read, so every page of a catalog of 10,000
+    /// repositories costs about what the first does; other roots list
+    /// them all and take the page.
+    pub async fn repositories_page(
+        &self,
+        last: Option<&str>,
+        n: Option<usize>,
+    ) -> Result<(Vec<String>, bool)> {
+        #[cfg(feature = "fs")]
+        if let Kind::Directory(dir) = &self.kind {
+            let (dir, last) = (dir.clone(), last.map(str::to_owned));
+            return tokio::task::spawn_blocking(move || layouts_page(&dir, last.as_deref(), n))
+                .await
+                .map_err(|e| Error::Failed {
+                    doing: format!("listing the repositories of {}", self.name),
+                    source: Box::new(e),
+                })?;
+        }
+        let mut names = self.repositories().await?;
+        names.retain(|name| last.is_none_or(|last| name.as_str() > last));
+        let more = n.is_some_and(|n| names.len() > n);
+        if let Some(n) = n {
+            names.truncate(n);
+        }
+        Ok((names, more))
+    }
 }
 
 /// Makes `storage` a layout (its `oci-layout` marker), unless it is one.
@@ -460,53 +494,4 @@ async fn marked(storage: &dyn ObjectStorage) -> Result<Vec<String>> {
         .filter_map(|listed| listed.key.strip_suffix(&suffix).map(str::to_owned))
         .filter(|name| orca_core::model::reference::validate_repository(name).is_ok())
         .collect())
-}
-
-/// The repositories under `dir`: every directory below it that holds an
-/// `oci-layout` marker, by its path relative to `dir` (blobs are not
-/// walked).
-#[cfg(feature = "fs")]
-fn layouts_under(dir: &std::path::Path) -> Result<Vec<String>> {
-    let mut found = Vec::new();
-    let mut queue = vec![std::path::PathBuf::new()];
-    while let Some(relative) = queue.pop() {
-        let here = dir.join(&relative);
-        let entries = match std::fs::read_dir(&here) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                return Err(Error::Failed {
-                    doing: format!("listing the repositories under {}", here.display()),
-                    source: Box::new(e),
-                });
-            }
-        };
-        let layout = here.join(orca_core::layout::OCI_LAYOUT_FILE).is_file();
-        if layout
-            && let Some(name) = relative.to_str()
-            && !name.is_empty()
-        {
-            found.push(name.replace(std::path::MAIN_SEPARATOR, "/"));
-        }
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(text) = name.to_str() else { continue };
-            // A layout's own directories hold no repositories (a server
-            // keeps its sessions and cache records there too), nor does
-            // a name no repository can have (`_shared`, the root's shared
-            // blobs; a server's records beside repositories).
-            let own = layout
-                && (text == orca_core::layout::BLOBS_DIR
-                    || text == "ingest"
-                    || text == "uploads"
-                    || text == "cache");
-            if own || text.starts_with(['_', '.']) {
-                continue;
-            }
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                queue.push(relative.join(text));
-            }
-        }
-    }
-    Ok(found)
 }

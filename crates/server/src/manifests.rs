@@ -245,28 +245,13 @@ fn paging(request: &Parts) -> Result<(Option<usize>, Option<String>), ApiError> 
     Ok((n, query_value(query, "last").filter(|l| !l.is_empty())))
 }
 
-/// A page of `all` (sorted) after `last`, at most `n`, with the `Link` to
-/// the next one when there is more.
-fn page(
-    all: Vec<String>,
-    n: Option<usize>,
-    last: Option<&str>,
-    path: &str,
-) -> (Vec<String>, Option<String>) {
-    let mut rest: Vec<String> = all
-        .into_iter()
-        .filter(|entry| last.is_none_or(|last| entry.as_str() > last))
-        .collect();
-    let Some(n) = n else {
-        return (rest, None);
-    };
-    let more = rest.len() > n;
-    rest.truncate(n);
-    let link = match rest.last() {
-        Some(last) if more => Some(format!("<{path}?n={n}&last={last}>; rel=\"next\"")),
+/// The `Link` to the page after `entries` (a page of at most `n`) when
+/// there is more.
+fn next_link(path: &str, n: Option<usize>, entries: &[String], more: bool) -> Option<String> {
+    match (n, entries.last()) {
+        (Some(n), Some(last)) if more => Some(format!("<{path}?n={n}&last={last}>; rel=\"next\"")),
         _ => None,
-    };
-    (rest, link)
+    }
 }
 
 fn listing(json: serde_json::Value, link: Option<String>) -> Response {
@@ -281,8 +266,19 @@ fn listing(json: serde_json::Value, link: Option<String>) -> Response {
 pub(crate) async fn tags(state: &Shared, name: &str, request: &Parts) -> Answer {
     let (n, last) = paging(request)?;
     let repository = existing(state, name).await?;
-    let all = repository.store.tags_all().await?;
-    let (tags, link) = page(all, n, last.as_deref(), &format!("/v2/{name}/tags/list"));
+    // A layout pages from its parsed index: a page of a repository of
+    // 100,000 tags reads only that page.
+    let mut query = orca::ListQuery::all();
+    query.last = last;
+    query.limit = n;
+    let found = repository.store.tags(&query).await?;
+    let link = next_link(
+        &format!("/v2/{name}/tags/list"),
+        n,
+        &found.entries,
+        found.next.is_some(),
+    );
+    let tags = found.entries;
     Ok(listing(
         serde_json::json!({ "name": name, "tags": tags }),
         link,
@@ -292,8 +288,8 @@ pub(crate) async fn tags(state: &Shared, name: &str, request: &Parts) -> Answer 
 /// `GET /v2/_catalog`.
 pub(crate) async fn catalog(state: &Shared, request: &Parts) -> Answer {
     let (n, last) = paging(request)?;
-    let all = state.root.repositories().await?;
-    let (repositories, link) = page(all, n, last.as_deref(), "/v2/_catalog");
+    let (repositories, more) = state.root.repositories_page(last.as_deref(), n).await?;
+    let link = next_link("/v2/_catalog", n, &repositories, more);
     Ok(listing(
         serde_json::json!({ "repositories": repositories }),
         link,

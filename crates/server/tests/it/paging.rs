@@ -164,3 +164,80 @@ async fn a_long_referrers_list_is_paged_by_link() {
             .all(|d| d.artifact_type.as_ref().map(MediaType::as_str) == Some(sig))
     );
 }
+
+/// Follows `Link` from `first`, collecting `field` of every page of at
+/// most `n` entries.
+async fn paged(host: &str, first: &str, field: &str, n: usize) -> Vec<String> {
+    let mut path = Some(first.to_owned());
+    let mut seen = Vec::new();
+    while let Some(next) = path.take() {
+        let (headers, page) = get(host, &next).await;
+        let entries = page[field].as_array().expect("entries").clone();
+        assert!(entries.len() <= n, "{next}: {} entries", entries.len());
+        seen.extend(entries.iter().map(|e| e.as_str().expect("name").to_owned()));
+        path = next_link(&headers);
+    }
+    seen
+}
+
+/// The catalog of a directory root and a repository's tags are paged by
+/// `Link` from what the store keeps sorted (a page of the catalog walks
+/// only the directories on its way; a page of tags reads the parsed
+/// index): every page in order, nothing repeated or missed, whatever
+/// sorts between a repository and those below it.
+#[tokio::test]
+async fn the_catalog_and_tags_are_paged_from_the_store() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let target = format!("oci:{}", dir.path().display());
+    let root = Root::open(&target, &orca::OpenOptions::new()).expect("root");
+    let mut names = vec![
+        "a".to_owned(),
+        "a-c".to_owned(),
+        "a/b".to_owned(),
+        "z".to_owned(),
+    ];
+    names.extend((0..23).map(|i| format!("team/app{i}")));
+    let image = Manifest::new(Descriptor::of(MediaType::OCI_EMPTY, b"{}"), Vec::new())
+        .to_raw()
+        .expect("image");
+    for name in &names {
+        let repository = root.create(name).await.expect("repository");
+        let empty = repository
+            .store
+            .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+            .await
+            .expect("config");
+        assert_eq!(
+            empty.digest,
+            Descriptor::of(MediaType::OCI_EMPTY, b"{}").digest
+        );
+        repository
+            .store
+            .push_manifest(&image, Some("v1"))
+            .await
+            .expect("push");
+    }
+    let app = root.repository("team/app0").await.expect("app");
+    let mut tags: Vec<String> = (0..57).map(|i| format!("t{i:03}")).collect();
+    let descriptor = image.descriptor();
+    let tagged =
+        futures::future::join_all(tags.iter().map(|tag| app.store.tag(&descriptor, tag))).await;
+    tagged.into_iter().for_each(|t| t.expect("tag"));
+    tags.push("v1".to_owned());
+    let running = orca_server::Server::configured(
+        root,
+        orca_server::Limits::default(),
+        orca_server::Auth::default(),
+    )
+    .spawn("127.0.0.1:0")
+    .await
+    .expect("serve");
+    let host = running.host();
+    names.sort();
+    for n in [1, 4, 100] {
+        let catalog = paged(&host, &format!("/v2/_catalog?n={n}"), "repositories", n).await;
+        assert_eq!(catalog, names, "catalog by {n}");
+        let listed = paged(&host, &format!("/v2/team/app0/tags/list?n={n}"), "tags", n).await;
+        assert_eq!(listed, tags, "tags by {n}");
+    }
+}
