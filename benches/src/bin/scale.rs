@@ -6,7 +6,7 @@
 //! `remote` (tags on the registry and S3; `registry` or `s3` for one of
 //! them), `referrers`, `gc`, `index`, `sync` (a cold sync of repositories
 //! of 10 images each into a layout bundle, with the writes of its
-//! `index.json` counted), `bundle` (a bundle's repositories and each
+//! `index.json` counted; `s3-sync` the same into an S3 bundle), `bundle` (a bundle's repositories and each
 //! one's tags listed), `prune` (stale tags removed 64 at a time).
 
 use std::sync::Arc;
@@ -72,10 +72,37 @@ async fn fill_bundle(root: &std::path::Path, repos: usize) -> Arc<dyn Backend> {
 /// bundle, counting the target's writes of `index.json`.
 async fn bundle_sync(root: &std::path::Path, repos: usize) {
     let source = fill_bundle(root, repos).await;
-    let storage = orca_benches::CountingStorage::new(
-        orca_backend_fs::Directory::open(root.join(format!("synced-{repos}")), false)
-            .expect("directory"),
-    );
+    let storage = orca_backend_fs::Directory::open(root.join(format!("synced-{repos}")), false)
+        .expect("directory");
+    sync_bundle_into(&source, storage, repos, "a layout bundle").await;
+}
+
+/// The same cold sync into a bundle in S3 (moto, started once).
+async fn s3_bundle_sync(root: &std::path::Path, moto: &orca_testkit::MotoServer, repos: usize) {
+    let source = fill_bundle(root, repos).await;
+    let bucket = orca_backend_s3::S3Builder::new(format!("s3://scale/bundle-{repos}"))
+        .endpoint(moto.endpoint())
+        .region("us-east-1")
+        .credentials("scale", "scale")
+        .allow_http(true)
+        .build()
+        .expect("bucket");
+    sync_bundle_into(
+        &source,
+        bucket.storage().clone(),
+        repos,
+        "an S3 bundle (moto)",
+    )
+    .await;
+}
+
+/// Syncs every repository of `source` into a bundle on `storage`,
+/// counting the writes of its `index.json`.
+async fn sync_bundle_into<S>(source: &Arc<dyn Backend>, storage: S, repos: usize, place: &str)
+where
+    S: orca_core::layout::ObjectStorage + Clone + 'static,
+{
+    let storage = orca_benches::CountingStorage::new(storage);
     let target: Arc<dyn Backend> = Arc::new(orca_core::layout::Layout::new(storage.clone()));
     let mirrors: Vec<orca_core::sync::Mirror> = (0..repos)
         .map(|r| {
@@ -84,7 +111,7 @@ async fn bundle_sync(root: &std::path::Path, repos: usize) {
                 Store::new(Namespaced::new(bundle.clone(), &name).expect("view"))
             };
             orca_core::sync::Mirror {
-                source: view(&source),
+                source: view(source),
                 target: view(&target),
                 source_name: name.clone(),
                 target_name: name.clone(),
@@ -103,7 +130,7 @@ async fn bundle_sync(root: &std::path::Path, repos: usize) {
     let writes = storage.index_writes();
     report(
         &format!(
-            "cold sync into a layout bundle: {writes} writes of index.json (1 per {:.0} images), peak RSS {} MiB",
+            "cold sync into {place}: {writes} writes of index.json (1 per {:.0} images), peak RSS {} MiB",
             images as f64 / writes.max(1) as f64,
             peak_mib()
         ),
@@ -272,6 +299,14 @@ async fn main() {
         bundle_sync(root, repos).await;
     }
 
+    if wants("s3-sync") {
+        let moto = orca_testkit::MotoServer::start().expect("moto_server");
+        moto.create_bucket("scale").expect("bucket");
+        for repos in [10, 100] {
+            s3_bundle_sync(root, &moto, repos).await;
+        }
+    }
+
     for repos in [1_000, 10_000] {
         if !wants("bundle") {
             break;
@@ -325,7 +360,7 @@ async fn main() {
         for i in 0..n {
             let store = store.clone();
             let (subject, empty) = (subject.clone(), empty.clone());
-            pending.push(async move {
+            pending.push(tokio::spawn(async move {
                 let mut referrer = Manifest::new(empty.clone(), vec![empty]);
                 referrer.artifact_type = Some(MediaType::new("application/vnd.example.sig"));
                 referrer.subject = Some(subject.plain());
@@ -334,7 +369,7 @@ async fn main() {
                     .push_manifest(&referrer.to_raw().expect("raw"), None)
                     .await
                     .expect("attach")
-            });
+            }));
             if pending.len() >= 64 {
                 futures::StreamExt::next(&mut pending).await;
             }

@@ -270,15 +270,23 @@ impl Files {
                 self.create_dir(dir)?;
             }
             self.write_atomic(&path, bytes)?;
-            let written = version(bytes);
-            // Still under the lock: no other orca replaced it since.
-            if let Ok(meta) = fs::metadata(&path) {
-                self.seen
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(key.to_owned(), (Stamp::of(&meta), written.clone()));
-            }
-            Ok(written)
+            // Still under the lock: no other orca replaced it since. What
+            // was written is named by the file's identity, not by hashing
+            // its bytes (a bundle's index.json is megabytes): a later
+            // compare finds the same identity or treats the file as
+            // changed, as a version read from disk never equals it.
+            Ok(match fs::metadata(&path) {
+                Ok(meta) => {
+                    let stamp = Stamp::of(&meta);
+                    let written = Version(format!("written {:?}", stamp.0));
+                    self.seen
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(key.to_owned(), (stamp, written.clone()));
+                    written
+                }
+                Err(_) => version(bytes),
+            })
         })();
         drop(lock);
         written.map_err(|e| self.file_error("write", e))

@@ -3,12 +3,16 @@
 //! hashed, so finding a tag, a digest, a page of tags or the tags under a
 //! prefix costs the same whatever the layout holds, and changing one entry
 //! touches that entry only: a bundle of 100,000 names is parsed once per
-//! change of the file, never scanned per call.
+//! change of the file, never scanned per call. Each entry's JSON is kept
+//! too, encoded once when it arrives, so writing the file is a copy of
+//! those bytes rather than an encoding of every entry again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
 use bytes::Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
 
 use super::ref_name;
 use crate::backend::{ListPage, ListQuery};
@@ -26,12 +30,17 @@ pub struct LayoutIndex {
     pub(super) index: Index,
     /// The entries in file order; `None` where one was removed.
     slots: Vec<Option<Descriptor>>,
+    /// Each slot's entry as JSON, encoded when it arrived (`None` where the
+    /// slot is empty, or where encoding failed: `to_bytes` says why).
+    encoded: Vec<Option<Box<RawValue>>>,
     /// How many slots hold an entry.
     live: usize,
     /// Where the entries carrying each tag are, in file order.
     tags: BTreeMap<String, Vec<usize>>,
     /// Where the entries of each digest are, in file order.
-    digests: HashMap<Digest, Vec<usize>>,
+    digests: HashMap<Digest, BTreeSet<usize>>,
+    /// Where the untagged entries of each digest are, in file order.
+    untagged: HashMap<Digest, BTreeSet<usize>>,
 }
 
 impl LayoutIndex {
@@ -45,12 +54,34 @@ impl LayoutIndex {
         let mut built = LayoutIndex {
             index,
             slots: Vec::with_capacity(entries.len()),
+            encoded: Vec::with_capacity(entries.len()),
             live: 0,
             tags: BTreeMap::new(),
             digests: HashMap::with_capacity(entries.len()),
+            untagged: HashMap::new(),
         };
         for entry in entries {
             built.push(entry);
+        }
+        built
+    }
+
+    /// Rebuilds the lookups over `entries` (already encoded), in order.
+    fn from_encoded(
+        index: Index,
+        entries: impl Iterator<Item = (Descriptor, Option<Box<RawValue>>)>,
+    ) -> Self {
+        let mut built = LayoutIndex {
+            index,
+            slots: Vec::new(),
+            encoded: Vec::new(),
+            live: 0,
+            tags: BTreeMap::new(),
+            digests: HashMap::new(),
+            untagged: HashMap::new(),
+        };
+        for (entry, encoded) in entries {
+            built.push_encoded(entry, encoded);
         }
         built
     }
@@ -77,11 +108,44 @@ impl LayoutIndex {
         }
     }
 
-    /// The bytes to write, deterministic for the same content.
+    /// The bytes to write, deterministic for the same content: the same
+    /// bytes as the [`Index`] they hold would encode to, made from each
+    /// entry's JSON as it was encoded on arrival.
     pub fn to_bytes(&self) -> Result<Bytes> {
-        let mut index = self.index.clone();
-        index.manifests = self.entries().cloned().collect();
-        Ok(index.to_raw()?.bytes().clone())
+        let entries = self
+            .slots
+            .iter()
+            .zip(&self.encoded)
+            .filter_map(|(slot, encoded)| match (slot, encoded) {
+                (Some(_), Some(json)) => Some(Entry::Encoded(json)),
+                (Some(entry), None) => Some(Entry::Plain(entry)),
+                (None, _) => None,
+            })
+            .collect();
+        let index = &self.index;
+        let document = Encoding {
+            schema_version: index.schema_version,
+            media_type: index.media_type.as_ref(),
+            artifact_type: index.artifact_type.as_ref(),
+            manifests: entries,
+            subject: index.subject.as_ref(),
+            annotations: &index.annotations,
+            extra: &index.extra,
+        };
+        // Sized once: a bundle's index is megabytes, copied as it grows.
+        let size: usize = self
+            .encoded
+            .iter()
+            .flatten()
+            .map(|json| json.get().len() + 1)
+            .sum();
+        let mut bytes = Vec::with_capacity(size + 4096);
+        serde_json::to_writer(&mut bytes, &document).map_err(|e| Error::InvalidManifest {
+            what: "index.json".into(),
+            reason: "it cannot be serialised".into(),
+            source: Some(Box::new(e)),
+        })?;
+        Ok(Bytes::from(bytes))
     }
 
     /// The root entries, in file order.
@@ -171,7 +235,7 @@ impl LayoutIndex {
             }
             None => {
                 let same = self
-                    .digests
+                    .untagged
                     .get(&entry.digest)
                     .is_some_and(|at| at.iter().any(|&at| self.slots[at].as_ref() == Some(&entry)));
                 if same {
@@ -222,7 +286,12 @@ impl LayoutIndex {
 
     /// Removes the untagged entries of `digest`; whether there were any.
     pub fn remove_untagged(&mut self, digest: &Digest) -> bool {
-        self.remove_where(digest, |entry| ref_name(entry).is_none())
+        let Some(at) = self.untagged.remove(digest) else {
+            return false;
+        };
+        at.into_iter().for_each(|at| self.remove_at(at));
+        self.settle();
+        true
     }
 
     /// Removes `tag`; `false` when no entry carried it.
@@ -237,36 +306,39 @@ impl LayoutIndex {
 
     /// Removes every entry for `digest`; `false` when there was none.
     pub fn remove_digest(&mut self, digest: &Digest) -> bool {
-        self.remove_where(digest, |_| true)
-    }
-
-    /// Removes the entries of `digest` that `which` picks; whether any.
-    fn remove_where(&mut self, digest: &Digest, which: impl Fn(&Descriptor) -> bool) -> bool {
-        let Some(at) = self.digests.get(digest) else {
+        let Some(at) = self.digests.remove(digest) else {
             return false;
         };
-        let picked: Vec<usize> = at
-            .iter()
-            .copied()
-            .filter(|&at| self.slots[at].as_ref().is_some_and(&which))
-            .collect();
-        picked.iter().for_each(|&at| self.remove_at(at));
+        at.into_iter().for_each(|at| self.remove_at(at));
         self.settle();
-        !picked.is_empty()
+        true
     }
 
     /// Appends an entry and records where it is.
     fn push(&mut self, entry: Descriptor) {
+        let encoded = serde_json::value::to_raw_value(&entry).ok();
+        self.push_encoded(entry, encoded);
+    }
+
+    /// Appends an entry with its JSON and records where it is.
+    fn push_encoded(&mut self, entry: Descriptor, encoded: Option<Box<RawValue>>) {
         self.settle();
         let at = self.slots.len();
-        if let Some(tag) = ref_name(&entry) {
-            self.tags.entry(tag.to_owned()).or_default().push(at);
+        match ref_name(&entry) {
+            Some(tag) => self.tags.entry(tag.to_owned()).or_default().push(at),
+            None => {
+                self.untagged
+                    .entry(entry.digest.clone())
+                    .or_default()
+                    .insert(at);
+            }
         }
         self.digests
             .entry(entry.digest.clone())
             .or_default()
-            .push(at);
+            .insert(at);
         self.slots.push(Some(entry));
+        self.encoded.push(encoded);
         self.live += 1;
     }
 
@@ -275,21 +347,20 @@ impl LayoutIndex {
         let Some(entry) = self.slots[at].take() else {
             return;
         };
+        self.encoded[at] = None;
         self.live -= 1;
-        if let Some(tag) = ref_name(&entry)
-            && let Some(places) = self.tags.get_mut(tag)
-        {
-            places.retain(|&p| p != at);
-            if places.is_empty() {
-                self.tags.remove(tag);
+        match ref_name(&entry) {
+            Some(tag) => {
+                if let Some(places) = self.tags.get_mut(tag) {
+                    places.retain(|&p| p != at);
+                    if places.is_empty() {
+                        self.tags.remove(tag);
+                    }
+                }
             }
+            None => forget(&mut self.untagged, &entry.digest, at),
         }
-        if let Some(places) = self.digests.get_mut(&entry.digest) {
-            places.retain(|&p| p != at);
-            if places.is_empty() {
-                self.digests.remove(&entry.digest);
-            }
-        }
+        forget(&mut self.digests, &entry.digest, at);
     }
 
     /// Compacts the slots once most of them are empty (after a change,
@@ -297,14 +368,57 @@ impl LayoutIndex {
     fn settle(&mut self) {
         let empty = self.slots.len() - self.live;
         if empty > 64 && empty > self.live {
-            let mut index = std::mem::take(&mut self.index);
-            index.manifests = std::mem::take(&mut self.slots)
+            let index = std::mem::take(&mut self.index);
+            let slots = std::mem::take(&mut self.slots);
+            let encoded = std::mem::take(&mut self.encoded);
+            let entries = slots
                 .into_iter()
-                .flatten()
-                .collect();
-            *self = LayoutIndex::from_index(index);
+                .zip(encoded)
+                .filter_map(|(slot, encoded)| slot.map(|entry| (entry, encoded)));
+            *self = LayoutIndex::from_encoded(index, entries);
         }
     }
+}
+
+/// Drops position `at` from `digest`'s set, and the set once empty.
+fn forget(places: &mut HashMap<Digest, BTreeSet<usize>>, digest: &Digest, at: usize) {
+    if let Some(set) = places.get_mut(digest) {
+        set.remove(&at);
+        if set.is_empty() {
+            places.remove(digest);
+        }
+    }
+}
+
+/// `index.json` as [`Index`] encodes it, field for field, with entries
+/// that are mostly JSON already.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Encoding<'a> {
+    schema_version: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media_type: Option<&'a MediaType>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    artifact_type: Option<&'a MediaType>,
+    manifests: Vec<Entry<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a Descriptor>,
+    #[serde(skip_serializing_if = "no_annotations")]
+    annotations: &'a BTreeMap<String, String>,
+    #[serde(flatten)]
+    extra: &'a BTreeMap<String, serde_json::Value>,
+}
+
+/// One entry of [`Encoding`]: its JSON when kept, else the descriptor.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Entry<'a> {
+    Encoded(&'a RawValue),
+    Plain(&'a Descriptor),
+}
+
+fn no_annotations(annotations: &&BTreeMap<String, String>) -> bool {
+    annotations.is_empty()
 }
 
 impl PartialEq for LayoutIndex {
@@ -416,6 +530,10 @@ mod tests {
             for probe in ["dup", "t0", "t5", &tag] {
                 assert_eq!(index.resolve_tag(probe), scan_tag(&index, probe).as_ref());
             }
+            for probe in [manifest(n), manifest(n + 10), manifest((n + 3) % 7)] {
+                let first = index.entries().find(|d| d.digest == probe.digest);
+                assert_eq!(index.find(&probe.digest), first);
+            }
             assert_eq!(index.len(), index.entries().count());
             let mut scanned: Vec<String> = index
                 .entries()
@@ -437,6 +555,31 @@ mod tests {
         assert_eq!(index.entries().last(), Some(&with_name(9, "dup")));
         let reparsed = LayoutIndex::parse(&index.to_bytes().expect("bytes"), "i").expect("parse");
         assert_eq!(reparsed, index);
+    }
+
+    /// The kept JSON gives the bytes the whole index encodes to, through
+    /// moves, removals and a compaction, with fields orca does not know.
+    #[test]
+    fn kept_entry_json_writes_what_the_index_encodes_to() {
+        let text = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:4bf5122f344554c53bde2ebb8cd2b7e3d1600ad631c385a5d7cce23c7785459a","size":1,"annotations":{"org.opencontainers.image.ref.name":"old"},"x-unknown":{"kept":true}}],"annotations":{"a":"b"},"x-extra":[1,2]}"#;
+        let mut index = LayoutIndex::parse(text.as_bytes(), "index.json").expect("parse");
+        let whole = |index: &LayoutIndex| {
+            let mut plain = index.index.clone();
+            plain.manifests = index.entries().cloned().collect();
+            plain.to_raw().expect("raw").bytes().clone()
+        };
+        assert_eq!(index.to_bytes().expect("bytes"), whole(&index));
+        assert_eq!(&index.to_bytes().expect("bytes")[..], text.as_bytes());
+        for n in 0..200u8 {
+            index.set_tag(&manifest(n % 13), &format!("t{}", n % 40));
+            if n % 3 == 0 {
+                index.remove_tag(&format!("t{}", (n / 3) % 40));
+            }
+            if n % 17 == 0 {
+                index.remove_digest(&manifest(n % 13).digest);
+            }
+            assert_eq!(index.to_bytes().expect("bytes"), whole(&index), "round {n}");
+        }
     }
 
     #[test]

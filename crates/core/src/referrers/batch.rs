@@ -94,29 +94,24 @@ impl Batcher {
             slot: Some(slot.clone()),
             id,
         };
-        {
-            let _turn = slot.turn.lock().await;
-            let batch: Vec<Queued> =
-                std::mem::take(&mut *slot.pending.lock().unwrap_or_else(PoisonError::into_inner))
-                    .into_iter()
-                    // A caller that went away takes its change with it.
-                    .filter(|q| !q.answer.is_closed())
-                    .collect();
-            if !batch.is_empty() {
-                let mut combined = Change::default();
-                // Superseded indexes go only if every caller agrees.
-                let mut settings = batch[0].settings;
-                for queued in &batch {
-                    combined.then(&queued.change);
-                    settings.gc &= queued.settings.gc;
-                }
-                let done = update(backend, subject, &combined, settings).await.is_ok();
-                for queued in batch {
-                    let _ = queued.answer.send(done);
+        // Wait for the turn, or for the answer of whoever's batch took this
+        // change first: a change already applied never waits behind the
+        // turns of changes that came after it (which would leave one update
+        // running at a time however many wait).
+        let mut receiver = receiver;
+        let answer = {
+            let turn = slot.turn.lock();
+            tokio::pin!(turn);
+            tokio::select! {
+                biased;
+                answer = &mut receiver => answer,
+                _turn = &mut turn => {
+                    self.apply_waiting(backend, subject, &slot).await;
+                    (&mut receiver).await
                 }
             }
-        }
-        let result = if receiver.await == Ok(true) {
+        };
+        let result = if answer == Ok(true) {
             Ok(())
         } else {
             let _turn = slot.turn.lock().await;
@@ -125,6 +120,31 @@ impl Batcher {
         withdraw.slot = None;
         self.release(subject, slot);
         result
+    }
+
+    /// Applies every change waiting for `subject` as one update (the
+    /// caller holds the turn) and answers each.
+    async fn apply_waiting(&self, backend: &dyn Backend, subject: &Digest, slot: &Slot) {
+        let batch: Vec<Queued> =
+            std::mem::take(&mut *slot.pending.lock().unwrap_or_else(PoisonError::into_inner))
+                .into_iter()
+                // A caller that went away takes its change with it.
+                .filter(|q| !q.answer.is_closed())
+                .collect();
+        if batch.is_empty() {
+            return;
+        }
+        let mut combined = Change::default();
+        // Superseded indexes go only if every caller agrees.
+        let mut settings = batch[0].settings;
+        for queued in &batch {
+            combined.then(&queued.change);
+            settings.gc &= queued.settings.gc;
+        }
+        let done = update(backend, subject, &combined, settings).await.is_ok();
+        for queued in batch {
+            let _ = queued.answer.send(done);
+        }
     }
 
     /// Forgets an idle subject's slot (held only by the map and `slot`).

@@ -239,3 +239,60 @@ fn finding_3_old_stamps_leave_the_index() {
     assert_eq!(out.stamps.len(), 1, "{:?}", out.stamps);
     assert!(out.stamps.contains_key(&entry(2).digest.to_string()));
 }
+
+/// Counts the moves of fallback tags, each taking a moment as a write
+/// does.
+#[derive(Debug, Default)]
+struct CountingSwaps(std::sync::atomic::AtomicUsize);
+
+#[async_trait::async_trait]
+impl crate::conformance::Hooks for std::sync::Arc<CountingSwaps> {
+    async fn swap_tag(
+        &self,
+        inner: &dyn Backend,
+        tag: &str,
+        expected: Option<&Digest>,
+        new: Option<&Descriptor>,
+    ) -> Result<()> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        inner.swap_tag(tag, expected, new).await
+    }
+}
+
+/// Sixteen writers, each attaching again as soon as its last attach
+/// returned: every update takes what waits. (A caller whose change
+/// another's batch had applied used to wait for the turn anyway, and the
+/// turn then applied one newcomer at a time: one update per attach.)
+#[tokio::test]
+async fn changes_that_arrive_while_one_runs_go_in_the_next_update() {
+    let counting = std::sync::Arc::new(CountingSwaps::default());
+    let backend = crate::conformance::Intercept::new(tag_schema_memory(), counting.clone());
+    let batcher = Batcher::default();
+    let subject = Digest::sha256(b"subject");
+    let (writers, each) = (16u8, 20u8);
+    let write = |w: u8| {
+        let (backend, batcher, subject) = (&backend, &batcher, &subject);
+        async move {
+            for n in 0..each {
+                let mut referrer = entry(w);
+                referrer.digest = Digest::sha256(&[w, n]);
+                batcher
+                    .submit(backend, subject, Change::add(referrer), settings(true))
+                    .await
+                    .expect("attach");
+            }
+        }
+    };
+    futures::future::join_all((0..writers).map(write)).await;
+    let listed = list(&backend, &subject, settings(true).max)
+        .await
+        .expect("list");
+    let attaches = usize::from(writers) * usize::from(each);
+    assert_eq!(listed.len(), attaches);
+    let swaps = counting.0.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        swaps * 4 <= attaches,
+        "{swaps} updates for {attaches} attaches from {writers} writers at once"
+    );
+}
