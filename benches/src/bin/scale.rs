@@ -7,7 +7,8 @@
 //! them), `referrers`, `gc`, `index`, `sync` (a cold sync of repositories
 //! of 10 images each into a layout bundle, with the writes of its
 //! `index.json` counted; `s3-sync` the same into an S3 bundle), `bundle` (a bundle's repositories and each
-//! one's tags listed), `prune` (stale tags removed 64 at a time).
+//! one's tags listed), `prune` (stale tags removed 4,096 at a time),
+//! `serve` (`orca serve`'s catalog and a repository's tags, page by page).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -137,6 +138,100 @@ where
         images,
         seconds,
     );
+}
+
+/// `orca serve` over a directory root of `repos` repositories, one of
+/// them holding `tags` tags: the time of a page of 100 from the catalog
+/// and from the tags, read from start to end by `Link`.
+async fn serve_listing(root: &std::path::Path, repos: usize, tags: usize) {
+    let dir = root.join(format!("serve-{repos}"));
+    let target = format!("oci:{}", dir.display());
+    let served = orca::Root::open(&target, &orca::OpenOptions::new()).expect("root");
+    let image = Manifest::new(
+        orca_core::Descriptor::of(MediaType::OCI_EMPTY, b"{}"),
+        Vec::new(),
+    )
+    .to_raw()
+    .expect("image");
+    let names: Vec<String> = (0..repos).map(|r| format!("team/app{r:05}")).collect();
+    for chunk in names.chunks(64) {
+        let created = futures::future::join_all(chunk.iter().map(|name| {
+            let (served, image) = (&served, &image);
+            async move {
+                let repository = served.create(name).await.expect("repository");
+                repository
+                    .store
+                    .push_bytes(MediaType::OCI_EMPTY, &b"{}"[..])
+                    .await
+                    .expect("config");
+                repository
+                    .store
+                    .push_manifest(image, Some("v1"))
+                    .await
+                    .expect("push");
+            }
+        }))
+        .await;
+        drop(created);
+    }
+    let busy = served.repository(&names[0]).await.expect("repository");
+    let descriptor = image.descriptor();
+    let more: Vec<String> = (1..tags).map(|t| format!("t{t:06}")).collect();
+    for chunk in more.chunks(4096) {
+        let tagged =
+            futures::future::join_all(chunk.iter().map(|tag| busy.store.tag(&descriptor, tag)))
+                .await;
+        tagged.into_iter().for_each(|t| t.expect("tag"));
+    }
+    let running = orca_server::Server::new(served)
+        .spawn("127.0.0.1:0")
+        .await
+        .expect("serve");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", running.host());
+    let walk = |first: String, field: &'static str| {
+        let (client, base) = (&client, &base);
+        async move {
+            let (mut next, mut pages, mut seen) = (Some(first), 0usize, 0usize);
+            let started = Instant::now();
+            while let Some(path) = next.take() {
+                let answer = client
+                    .get(format!("{base}{path}"))
+                    .send()
+                    .await
+                    .expect("page");
+                assert!(answer.status().is_success(), "{path}: {}", answer.status());
+                next = answer
+                    .headers()
+                    .get("link")
+                    .and_then(|l| l.to_str().ok())
+                    .and_then(|l| l.split_once('>'))
+                    .map(|(target, _)| target.trim_start_matches('<').to_owned());
+                let bytes = answer.bytes().await.expect("body");
+                let body: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+                seen += body[field].as_array().map_or(0, Vec::len);
+                pages += 1;
+            }
+            (seen, pages, started.elapsed().as_secs_f64())
+        }
+    };
+    let (seen, pages, seconds) = walk("/v2/_catalog?n=100".to_owned(), "repositories").await;
+    assert_eq!(seen, repos);
+    report(
+        &format!("orca serve: catalog of {repos} repositories, per page of 100"),
+        pages,
+        seconds,
+    );
+    let first = format!("/v2/{}/tags/list?n=100", names[0]);
+    let (seen, pages, seconds) = walk(first, "tags").await;
+    assert_eq!(seen, tags);
+    report(
+        &format!("orca serve: {tags} tags of a repository, per page of 100"),
+        pages,
+        seconds,
+    );
+    running.stop().await;
 }
 
 /// Lists a bundle's repositories, then every repository's tags.
@@ -307,6 +402,13 @@ async fn main() {
         }
     }
 
+    for (repos, tags) in [(1_000, 10_000), (10_000, 100_000)] {
+        if !wants("serve") {
+            break;
+        }
+        serve_listing(root, repos, tags).await;
+    }
+
     for repos in [1_000, 10_000] {
         if !wants("bundle") {
             break;
@@ -318,7 +420,7 @@ async fn main() {
         if !wants("prune") {
             break;
         }
-        // As sync's prune removes stale tags: 64 at a time.
+        // As sync's prune removes stale tags from a layout: 4,096 at a time.
         let store = layout(root, &format!("prune-{n}"));
         let manifest = image(&store, 0).await;
         let names: Vec<String> = (0..n).map(|i| format!("stale{i:05}")).collect();
@@ -331,13 +433,13 @@ async fn main() {
         let started = Instant::now();
         let untagged: Vec<_> = futures::StreamExt::collect(futures::StreamExt::buffered(
             futures::stream::iter(names.iter().map(|name| store.untag(name))),
-            64,
+            4096,
         ))
         .await;
         untagged.into_iter().for_each(|u| u.expect("untag"));
         assert!(store.tags_all().await.expect("tags").is_empty());
         report(
-            "layout: prune stale tags, 64 at a time",
+            "layout: prune stale tags, 4,096 at a time",
             n,
             started.elapsed().as_secs_f64(),
         );

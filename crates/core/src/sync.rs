@@ -40,6 +40,10 @@ use referrers::{any_held, catch_up, new_referrers};
 const CHECKS: usize = 16;
 /// Images tagged together on a target that writes tags together.
 const TAG_BATCH: usize = 64;
+/// Stale tags removed at once on a target that writes tags together: it
+/// writes its index once for all that wait, so the more at once, the
+/// fewer whole-index writes (each a small future; bounded all the same).
+const PRUNE_BATCH: usize = 4096;
 
 /// One repository to mirror.
 #[derive(Clone, Debug)]
@@ -515,7 +519,7 @@ async fn prune(work: &Work<'_>, options: &SyncOptions) -> Vec<ImageReport> {
     };
     // A target that writes tags together takes a batch at once.
     let at_once = if mirror.target.capabilities().batched_tags {
-        TAG_BATCH
+        PRUNE_BATCH
     } else {
         options.images.max(1)
     };

@@ -5,8 +5,9 @@
 //! pays about the same for the last page as for the first.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use orca_core::{Error, Result};
 
@@ -68,30 +69,148 @@ pub(super) fn layouts_under(dir: &Path) -> Result<Vec<String>> {
     Ok(found)
 }
 
-/// A step of the sorted walk: a directory that may be a repository, or
-/// the directories below one. Its key orders the walk: a name, or a name
-/// and `/` for what is below it (every name below sorts after that key).
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
+/// The sorted subdirectories of directories already listed, with the
+/// identity each directory had then: a directory's times change whenever
+/// an entry is added, removed or renamed in it, so an unchanged identity
+/// means an unchanged listing. Listings of directories changed within the
+/// last second are not kept (timestamps are coarse: a change in the same
+/// tick as the listing would keep the same identity).
+static LISTED: Mutex<Option<HashMap<(PathBuf, bool), Listed>>> = Mutex::new(None);
+
+/// How many directory listings [`LISTED`] keeps before it starts over.
+const LISTINGS_KEPT: usize = 4096;
+
+/// A directory's sorted subdirectories and the identity it had then.
+type Listed = (DirStamp, Arc<[String]>);
+
+/// A directory's identity: inode, size, modification and change times.
+type DirStamp = (u64, u64, i64, i64, i64, i64);
+
+fn dir_stamp(meta: &std::fs::Metadata) -> DirStamp {
+    use std::os::unix::fs::MetadataExt;
+    (
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+    )
+}
+
+/// The subdirectories below `here` that can hold repositories, sorted,
+/// listed again only when the directory changed.
+fn sorted_subdirectories(here: &Path, in_layout: bool) -> Result<Arc<[String]>> {
+    let Ok(meta) = std::fs::metadata(here) else {
+        return Ok(Arc::from(subdirectories(here, in_layout)?));
+    };
+    let stamp = dir_stamp(&meta);
+    let key = (here.to_path_buf(), in_layout);
+    if let Some((seen, names)) = LISTED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .and_then(|listed| listed.get(&key))
+        && *seen == stamp
+    {
+        return Ok(names.clone());
+    }
+    let mut names = subdirectories(here, in_layout)?;
+    names.sort();
+    let names: Arc<[String]> = Arc::from(names);
+    let settled = meta
+        .modified()
+        .ok()
+        .and_then(|at| at.elapsed().ok())
+        .is_some_and(|age| age >= std::time::Duration::from_secs(1));
+    if settled {
+        let mut listed = LISTED.lock().unwrap_or_else(PoisonError::into_inner);
+        let listed = listed.get_or_insert_with(HashMap::new);
+        if listed.len() >= LISTINGS_KEPT {
+            listed.clear();
+        }
+        listed.insert(key, (stamp, names.clone()));
+    }
+    Ok(names)
+}
+
+/// A step of the sorted walk, ordered by its key: a directory that may be
+/// a repository (`NAME`), the directories below one (`NAME/`, every name
+/// below sorts after it), or the next of a directory's sorted children.
+#[derive(PartialEq, Eq)]
 enum Step {
     /// `NAME`: a repository if it has a marker.
     Name(String),
     /// `NAME/`: what is below `NAME` (empty for the root).
     Below(String),
+    /// The children of the directory `prefix` names, from `at` on: its
+    /// key is the name of the child at `at`.
+    Children {
+        prefix: String,
+        names: Arc<[String]>,
+        at: usize,
+        key: String,
+    },
 }
 
 impl Step {
     fn key(&self) -> &str {
         match self {
-            Step::Name(key) | Step::Below(key) => key,
+            Step::Name(key) | Step::Below(key) | Step::Children { key, .. } => key,
         }
     }
+
+    /// The children of `prefix` from `at`, or nothing past the last.
+    fn children(prefix: String, names: Arc<[String]>, at: usize) -> Option<Step> {
+        let key = format!("{prefix}{}", names.get(at)?);
+        Some(Step::Children {
+            prefix,
+            names,
+            at,
+            key,
+        })
+    }
+}
+
+impl Ord for Step {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(other.key())
+    }
+}
+
+impl PartialOrd for Step {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Where among the sorted children of `prefix` names after `last` can
+/// start: the first child not below the next part of `last`, and the few
+/// children before it that are a beginning of that part (`a` before
+/// `a-c`: `a/b` sorts after `a-c`).
+fn first_after(prefix: &str, names: &[String], last: Option<&str>) -> (usize, Vec<usize>) {
+    let Some(rest) = last.and_then(|last| last.strip_prefix(prefix)) else {
+        return (0, Vec::new());
+    };
+    let part = rest.split('/').next().unwrap_or(rest);
+    let start = names.partition_point(|name| name.as_str() < part);
+    let beginnings = (1..part.len())
+        .filter(|&end| part.is_char_boundary(end))
+        .filter_map(|end| {
+            names
+                .binary_search_by(|name| name.as_str().cmp(&part[..end]))
+                .ok()
+        })
+        .collect();
+    (start, beginnings)
 }
 
 /// The repositories under `dir` after `last`, at most `n` (all without
 /// one), sorted, and whether more follow. Steps are taken in the order of
-/// their keys, so names come out sorted; what is below a directory is
-/// read only when it can hold a name after `last` and the page is not
-/// yet full.
+/// their keys, so names come out sorted; a directory's children are read
+/// from its sorted listing (kept while the directory is unchanged) from
+/// where names after `last` can start, one at a time, only while the page
+/// is not yet full: the last page costs about what the first does.
 pub(super) fn layouts_page(
     dir: &Path,
     last: Option<&str>,
@@ -100,18 +219,19 @@ pub(super) fn layouts_page(
     let wanted = n.map_or(usize::MAX, |n| n.saturating_add(1));
     let mut found = Vec::new();
     let mut steps = BinaryHeap::new();
-    steps.push(Reverse((String::new(), Step::Below(String::new()))));
-    while let Some(Reverse((_, step))) = steps.pop() {
+    steps.push(Reverse(Step::Below(String::new())));
+    while let Some(Reverse(step)) = steps.pop() {
         if found.len() >= wanted {
             break;
         }
-        match step {
-            Step::Name(name) => {
-                if last.is_none_or(|last| name.as_str() > last) && is_layout(&dir.join(&name)) {
-                    found.push(name.clone());
-                }
-                let below = format!("{name}/");
-                steps.push(Reverse((below.clone(), Step::Below(below))));
+        let name = match step {
+            Step::Name(name) => name,
+            Step::Children {
+                prefix, names, at, ..
+            } => {
+                let name = format!("{prefix}{}", names[at]);
+                steps.extend(Step::children(prefix, names, at + 1).map(Reverse));
+                name
             }
             Step::Below(prefix) => {
                 // Every name below sorts before `last`: nothing to read.
@@ -123,13 +243,19 @@ pub(super) fn layouts_page(
                 }
                 let here = dir.join(&prefix);
                 let in_layout = !prefix.is_empty() && is_layout(&here);
-                for child in subdirectories(&here, in_layout)? {
-                    let name = format!("{prefix}{child}");
-                    let step = Step::Name(name.clone());
-                    steps.push(Reverse((step.key().to_owned(), step)));
+                let names = sorted_subdirectories(&here, in_layout)?;
+                let (start, beginnings) = first_after(&prefix, &names, last);
+                for at in beginnings {
+                    steps.push(Reverse(Step::Name(format!("{prefix}{}", names[at]))));
                 }
+                steps.extend(Step::children(prefix, names, start).map(Reverse));
+                continue;
             }
+        };
+        if last.is_none_or(|last| name.as_str() > last) && is_layout(&dir.join(&name)) {
+            found.push(name.clone());
         }
+        steps.push(Reverse(Step::Below(format!("{name}/"))));
     }
     let more = found.len() > n.unwrap_or(usize::MAX);
     found.truncate(n.unwrap_or(usize::MAX));
@@ -196,5 +322,51 @@ mod tests {
             }
             assert_eq!(paged, sorted, "pages of {size}");
         }
+    }
+
+    /// A listing kept for a settled directory is read again as soon as
+    /// the directory changes: a repository added or removed after it was
+    /// kept shows in the next page.
+    #[test]
+    fn kept_listings_follow_their_directory() {
+        let root = tempfile::tempdir().expect("temporary directory");
+        let make = |name: &str| {
+            let dir = root.path().join(name);
+            std::fs::create_dir_all(dir.join("blobs")).expect("dir");
+            std::fs::write(dir.join("oci-layout"), b"{}").expect("marker");
+        };
+        let settle = |dir: &Path| {
+            let past = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+            std::fs::File::open(dir)
+                .and_then(|d| d.set_modified(past))
+                .expect("backdate");
+        };
+        for name in ["team/a", "team/b", "team/c"] {
+            make(name);
+        }
+        let team = root.path().join("team");
+        settle(&team);
+        let page = |last: Option<&str>| layouts_page(root.path(), last, Some(2)).expect("page");
+        assert_eq!(page(None), (vec!["team/a".into(), "team/b".into()], true));
+        assert!(
+            LISTED
+                .lock()
+                .expect("lock")
+                .as_ref()
+                .is_some_and(|l| l.contains_key(&(team.clone(), false))),
+            "the settled directory's listing was not kept"
+        );
+        make("team/bb");
+        assert_eq!(
+            page(Some("team/b")),
+            (vec!["team/bb".into(), "team/c".into()], false)
+        );
+        settle(&team);
+        assert_eq!(
+            page(Some("team/b")),
+            (vec!["team/bb".into(), "team/c".into()], false)
+        );
+        std::fs::remove_dir_all(team.join("bb")).expect("remove");
+        assert_eq!(page(Some("team/b")), (vec!["team/c".into()], false));
     }
 }
