@@ -207,14 +207,19 @@ impl Files {
                 limit,
             });
         }
-        let version = version(&bytes);
+        let mut version = version(&bytes);
         // The identity of the file that was read (not of what the path
-        // names by now).
+        // names by now). The same file as last seen keeps the version it
+        // had, which a writer holding it compares against.
         if let Ok(meta) = file.metadata() {
-            self.seen
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(key.to_owned(), (Stamp::of(&meta), version.clone()));
+            let stamp = Stamp::of(&meta);
+            let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+            match seen.get(key) {
+                Some((known, kept)) if *known == stamp => version = kept.clone(),
+                _ => {
+                    seen.insert(key.to_owned(), (stamp, version.clone()));
+                }
+            }
         }
         Ok(Some((bytes.into(), version)))
     }
@@ -271,14 +276,18 @@ impl Files {
             }
             self.write_atomic(&path, bytes)?;
             // Still under the lock: no other orca replaced it since. What
-            // was written is named by the file's identity, not by hashing
-            // its bytes (a bundle's index.json is megabytes): a later
-            // compare finds the same identity or treats the file as
-            // changed, as a version read from disk never equals it.
+            // was written is named by a number of its own and the file's
+            // identity, not by hashing its bytes (a bundle's index.json is
+            // megabytes): a later compare finds the same write or treats
+            // the file as changed, as a version read from disk never
+            // equals it, nor another write's (whose file may reuse the
+            // inode and the coarse times of this one).
             Ok(match fs::metadata(&path) {
                 Ok(meta) => {
+                    static WRITES: AtomicU64 = AtomicU64::new(0);
                     let stamp = Stamp::of(&meta);
-                    let written = Version(format!("written {:?}", stamp.0));
+                    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+                    let written = Version(format!("written {n} {:?}", stamp.0));
                     self.seen
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)

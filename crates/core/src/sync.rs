@@ -488,8 +488,11 @@ async fn prune(work: &Work<'_>, options: &SyncOptions) -> Vec<ImageReport> {
     stale.sort();
     // Tags are pruned several at once (as images are copied), in the
     // order of the list (core 14: one after another, 10,000 stale tags
-    // were 20,000 round trips in a row).
-    let prune_one = |tag: String| async move {
+    // were 20,000 round trips in a row). Each is looked up first, as many
+    // at once as images are copied (a lookup may read the target's index
+    // whole); then removed, a batch at once on a target that writes tags
+    // together.
+    let look_up = |tag: String| async move {
         let started = Instant::now();
         let action = if options.dry_run {
             Action::WouldPrune
@@ -497,33 +500,30 @@ async fn prune(work: &Work<'_>, options: &SyncOptions) -> Vec<ImageReport> {
             Action::Pruned
         };
         let mut report = ImageReport::new(mirror, Some(&tag), action);
-        let outcome: Result<()> = async {
-            report.target_digest = Some(
-                mirror
-                    .target
-                    .resolve(&Selector::Tag(tag.clone()))
-                    .await?
-                    .digest,
-            );
-            if !options.dry_run {
-                mirror.target.untag(&tag).await?;
-            }
-            Ok(())
+        match mirror.target.resolve(&Selector::Tag(tag.clone())).await {
+            Ok(found) => report.target_digest = Some(found.digest),
+            Err(e) => report = report.failed(&e),
         }
-        .await;
-        if let Err(e) = outcome {
+        (tag, report, started)
+    };
+    let remove = |(tag, mut report, started): (String, ImageReport, Instant)| async move {
+        if report.error.is_none()
+            && !options.dry_run
+            && let Err(e) = mirror.target.untag(&tag).await
+        {
             report = report.failed(&e);
         }
         report.seconds = started.elapsed().as_secs_f64();
         report
     };
-    // A target that writes tags together takes a batch at once.
     let at_once = if mirror.target.capabilities().batched_tags {
         PRUNE_BATCH
     } else {
         options.images.max(1)
     };
-    futures::stream::iter(stale.into_iter().map(prune_one))
+    futures::stream::iter(stale.into_iter().map(look_up))
+        .buffered(options.images.max(1))
+        .map(remove)
         .buffered(at_once)
         .collect()
         .await

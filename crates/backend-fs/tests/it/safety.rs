@@ -380,3 +380,59 @@ async fn m18_a_planted_partial_symlink_is_not_followed() {
     pushed.expect("the push goes on past the planted link");
     assert_eq!(store.fetch_bytes(&desc).await.expect("fetch"), &data[..]);
 }
+
+/// What a write of `index.json` answers names that write alone: a read of
+/// the same file in between keeps it (the writer's compare still holds,
+/// no false conflict), and once another write replaced the file it no
+/// longer matches, even if the new file took the old one's inode and
+/// times.
+#[tokio::test]
+async fn a_written_version_names_that_write_alone() {
+    use orca_core::layout::{Changed, Condition, ObjectStorage};
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let storage = orca_backend_fs::Directory::open(dir.path().join("layout"), false).expect("open");
+    let first = storage
+        .write_versioned(
+            "index.json",
+            Bytes::from_static(b"{\"a\":1}"),
+            Condition::Absent,
+        )
+        .await
+        .expect("first write")
+        .expect("a directory names what it wrote");
+    let (_, read) = storage
+        .read("index.json", 1024)
+        .await
+        .expect("read")
+        .expect("present");
+    assert_eq!(read, first, "a read of the same file names it as written");
+    let second = storage
+        .write_versioned(
+            "index.json",
+            Bytes::from_static(b"{\"a\":2}"),
+            Condition::Matches(first.clone()),
+        )
+        .await
+        .expect("the writer's compare holds after a read")
+        .expect("version");
+    assert_ne!(second, first);
+    let stale = storage
+        .write_versioned(
+            "index.json",
+            Bytes::from_static(b"{\"a\":3}"),
+            Condition::Matches(first.clone()),
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(orca_core::Error::Conflict { .. })),
+        "a write that compared against a replaced file went through: {stale:?}"
+    );
+    match storage
+        .read_changed("index.json", 1024, &first)
+        .await
+        .expect("read")
+    {
+        Changed::Yes(Some((bytes, _))) => assert_eq!(&bytes[..], b"{\"a\":2}"),
+        other => panic!("a replaced file read as unchanged: {other:?}"),
+    }
+}
