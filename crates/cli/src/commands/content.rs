@@ -4,11 +4,15 @@
 use std::io::Read;
 
 use anyhow::Context as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use orca::{Access, Document, ListQuery, RawManifest, Schema1, Selector};
 
 use super::{open, resolve_root, select_platform};
 use crate::cli::{Gc, ManifestCommand, Repos, Tag, Tags};
 use crate::output::{Ctx, Usage, descriptor_json, size};
+
+/// Tags `orca tag` applies at once.
+const TAGS_AT_ONCE: usize = 16;
 
 pub(crate) async fn inspect(ctx: &Ctx, args: &crate::cli::Inspect) -> anyhow::Result<()> {
     let target = args.target.as_str();
@@ -144,13 +148,22 @@ pub(crate) async fn config(ctx: &Ctx, args: &crate::cli::Inspect) -> anyhow::Res
 pub(crate) async fn tag(ctx: &Ctx, args: Tag) -> anyhow::Result<()> {
     let opened = open(ctx, &args.target, Access::Write).await?;
     let (_, descriptor) = resolve_root(&opened).await?;
-    for tag in &args.tags {
-        opened
-            .store()
-            .tag(&descriptor, tag)
-            .await
-            .with_context(|| format!("tagging {} as {tag}", descriptor.digest))?;
-    }
+    // Several at once (as oras tags): a layout or bucket writes the tags
+    // that arrive together in one change of its index.json.
+    let store = opened.store();
+    let tagging = args.tags.iter().map(|tag| {
+        let descriptor = &descriptor;
+        async move {
+            store
+                .tag(descriptor, tag)
+                .await
+                .with_context(|| format!("tagging {} as {tag}", descriptor.digest))
+        }
+    });
+    futures::stream::iter(tagging)
+        .buffered(TAGS_AT_ONCE)
+        .try_collect::<Vec<()>>()
+        .await?;
     opened.finish().await?;
     ctx.emit(
         &format!("{} tagged {}", descriptor.digest, args.tags.join(", ")),
