@@ -6,8 +6,8 @@
 //! `remote` (tags on the registry and S3; `registry` or `s3` for one of
 //! them), `referrers`, `gc`, `index`, `sync` (a cold sync of repositories
 //! of 10 images each into a layout bundle, with the writes of its
-//! `index.json` counted; `s3-sync` the same into an S3 bundle), `bundle` (a bundle's repositories and each
-//! one's tags listed), `prune` (stale tags removed 4,096 at a time),
+//! `index.json` counted; `s3-sync` the same into an S3 bundle), `bundle`
+//! (a bundle's repositories and each one's tags listed), `prune` (stale tags removed 4,096 at a time),
 //! `serve` (`orca serve`'s catalog and a repository's tags, page by page).
 
 use std::sync::Arc;
@@ -81,13 +81,7 @@ async fn bundle_sync(root: &std::path::Path, repos: usize) {
 /// The same cold sync into a bundle in S3 (moto, started once).
 async fn s3_bundle_sync(root: &std::path::Path, moto: &orca_testkit::MotoServer, repos: usize) {
     let source = fill_bundle(root, repos).await;
-    let bucket = orca_backend_s3::S3Builder::new(format!("s3://scale/bundle-{repos}"))
-        .endpoint(moto.endpoint())
-        .region("us-east-1")
-        .credentials("scale", "scale")
-        .allow_http(true)
-        .build()
-        .expect("bucket");
+    let bucket = moto_layout(moto, &format!("bundle-{repos}"));
     sync_bundle_into(
         &source,
         bucket.storage().clone(),
@@ -95,6 +89,17 @@ async fn s3_bundle_sync(root: &std::path::Path, moto: &orca_testkit::MotoServer,
         "an S3 bundle (moto)",
     )
     .await;
+}
+
+/// A layout at `prefix` of moto's bucket `scale`.
+fn moto_layout(moto: &orca_testkit::MotoServer, prefix: &str) -> orca_backend_s3::S3Backend {
+    orca_backend_s3::S3Builder::new(format!("s3://scale/{prefix}"))
+        .endpoint(moto.endpoint())
+        .region("us-east-1")
+        .credentials("scale", "scale")
+        .allow_http(true)
+        .build()
+        .expect("bucket")
 }
 
 /// Syncs every repository of `source` into a bundle on `storage`,
@@ -155,7 +160,7 @@ async fn serve_listing(root: &std::path::Path, repos: usize, tags: usize) {
     .expect("image");
     let names: Vec<String> = (0..repos).map(|r| format!("team/app{r:05}")).collect();
     for chunk in names.chunks(64) {
-        let created = futures::future::join_all(chunk.iter().map(|name| {
+        futures::future::join_all(chunk.iter().map(|name| {
             let (served, image) = (&served, &image);
             async move {
                 let repository = served.create(name).await.expect("repository");
@@ -172,7 +177,6 @@ async fn serve_listing(root: &std::path::Path, repos: usize, tags: usize) {
             }
         }))
         .await;
-        drop(created);
     }
     let busy = served.repository(&names[0]).await.expect("repository");
     let descriptor = image.descriptor();
@@ -299,15 +303,7 @@ async fn s3_tags() {
     let moto = orca_testkit::MotoServer::start().expect("moto_server");
     moto.create_bucket("scale").expect("bucket");
     for n in [1_000, 10_000] {
-        let store = Store::new(
-            orca_backend_s3::S3Builder::new(format!("s3://scale/tags-{n}"))
-                .endpoint(moto.endpoint())
-                .region("us-east-1")
-                .credentials("scale", "scale")
-                .allow_http(true)
-                .build()
-                .expect("bucket"),
-        );
+        let store = Store::new(moto_layout(&moto, &format!("tags-{n}")));
         tag_and_list(&store, n, "S3 (moto)").await;
     }
 }

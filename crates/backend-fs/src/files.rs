@@ -207,20 +207,33 @@ impl Files {
                 limit,
             });
         }
-        let mut version = version(&bytes);
         // The identity of the file that was read (not of what the path
         // names by now). The same file as last seen keeps the version it
-        // had, which a writer holding it compares against.
-        if let Ok(meta) = file.metadata() {
-            let stamp = Stamp::of(&meta);
-            let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-            match seen.get(key) {
-                Some((known, kept)) if *known == stamp => version = kept.clone(),
-                _ => {
-                    seen.insert(key.to_owned(), (stamp, version.clone()));
-                }
+        // had, which a writer holding it compares against, and is not
+        // hashed again.
+        let Ok(meta) = file.metadata() else {
+            let hashed = version(&bytes);
+            return Ok(Some((bytes.into(), hashed)));
+        };
+        let stamp = Stamp::of(&meta);
+        let kept = self
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .filter(|(known, _)| *known == stamp)
+            .map(|(_, kept)| kept.clone());
+        let version = match kept {
+            Some(kept) => kept,
+            None => {
+                let hashed = version(&bytes);
+                self.seen
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(key.to_owned(), (stamp, hashed.clone()));
+                hashed
             }
-        }
+        };
         Ok(Some((bytes.into(), version)))
     }
 

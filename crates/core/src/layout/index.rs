@@ -51,33 +51,24 @@ impl LayoutIndex {
 
     fn from_index(mut index: Index) -> Self {
         let entries = std::mem::take(&mut index.manifests);
-        let mut built = LayoutIndex {
-            index,
-            slots: Vec::with_capacity(entries.len()),
-            encoded: Vec::with_capacity(entries.len()),
-            live: 0,
-            tags: BTreeMap::new(),
-            digests: HashMap::with_capacity(entries.len()),
-            untagged: HashMap::new(),
-        };
-        for entry in entries {
-            built.push(entry);
-        }
-        built
+        let count = entries.len();
+        LayoutIndex::from_encoded(index, entries.into_iter().map(encoded), count)
     }
 
-    /// Rebuilds the lookups over `entries` (already encoded), in order.
+    /// Builds the lookups over the `count` `entries` (already encoded),
+    /// in order.
     fn from_encoded(
         index: Index,
         entries: impl Iterator<Item = (Descriptor, Option<Box<RawValue>>)>,
+        count: usize,
     ) -> Self {
         let mut built = LayoutIndex {
             index,
-            slots: Vec::new(),
-            encoded: Vec::new(),
+            slots: Vec::with_capacity(count),
+            encoded: Vec::with_capacity(count),
             live: 0,
             tags: BTreeMap::new(),
-            digests: HashMap::new(),
+            digests: HashMap::with_capacity(count),
             untagged: HashMap::new(),
         };
         for (entry, encoded) in entries {
@@ -286,27 +277,26 @@ impl LayoutIndex {
 
     /// Removes the untagged entries of `digest`; whether there were any.
     pub fn remove_untagged(&mut self, digest: &Digest) -> bool {
-        let Some(at) = self.untagged.remove(digest) else {
-            return false;
-        };
-        at.into_iter().for_each(|at| self.remove_at(at));
-        self.settle();
-        true
+        let at = self.untagged.remove(digest);
+        self.remove_all(at)
     }
 
     /// Removes `tag`; `false` when no entry carried it.
     pub fn remove_tag(&mut self, tag: &str) -> bool {
-        let Some(at) = self.tags.get(tag).cloned() else {
-            return false;
-        };
-        at.into_iter().for_each(|at| self.remove_at(at));
-        self.settle();
-        true
+        let at = self.tags.get(tag).cloned();
+        self.remove_all(at)
     }
 
     /// Removes every entry for `digest`; `false` when there was none.
     pub fn remove_digest(&mut self, digest: &Digest) -> bool {
-        let Some(at) = self.digests.remove(digest) else {
+        let at = self.digests.remove(digest);
+        self.remove_all(at)
+    }
+
+    /// Removes the entries at the positions `at` names, if any; whether
+    /// it named any.
+    fn remove_all(&mut self, at: Option<impl IntoIterator<Item = usize>>) -> bool {
+        let Some(at) = at else {
             return false;
         };
         at.into_iter().for_each(|at| self.remove_at(at));
@@ -316,8 +306,8 @@ impl LayoutIndex {
 
     /// Appends an entry and records where it is.
     fn push(&mut self, entry: Descriptor) {
-        let encoded = serde_json::value::to_raw_value(&entry).ok();
-        self.push_encoded(entry, encoded);
+        let (entry, json) = encoded(entry);
+        self.push_encoded(entry, json);
     }
 
     /// Appends an entry with its JSON and records where it is.
@@ -375,9 +365,16 @@ impl LayoutIndex {
                 .into_iter()
                 .zip(encoded)
                 .filter_map(|(slot, encoded)| slot.map(|entry| (entry, encoded)));
-            *self = LayoutIndex::from_encoded(index, entries);
+            *self = LayoutIndex::from_encoded(index, entries, self.live);
         }
     }
+}
+
+/// An entry with its JSON (`None` if it cannot be encoded: `to_bytes`
+/// then encodes it again and says why).
+fn encoded(entry: Descriptor) -> (Descriptor, Option<Box<RawValue>>) {
+    let json = serde_json::value::to_raw_value(&entry).ok();
+    (entry, json)
 }
 
 /// Drops position `at` from `digest`'s set, and the set once empty.

@@ -78,7 +78,7 @@ impl Batcher {
         static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let id = IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let slot = self.slot(subject);
-        let (answer, receiver) = oneshot::channel();
+        let (answer, mut receiver) = oneshot::channel();
         slot.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -98,7 +98,6 @@ impl Batcher {
         // change first: a change already applied never waits behind the
         // turns of changes that came after it (which would leave one update
         // running at a time however many wait).
-        let mut receiver = receiver;
         let answer = {
             let turn = slot.turn.lock();
             tokio::pin!(turn);

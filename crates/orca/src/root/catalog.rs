@@ -124,15 +124,20 @@ fn sorted_subdirectories(here: &Path, in_layout: bool) -> Result<Arc<[String]>> 
     let names: Arc<[String]> = Arc::from(names);
     // Both times: a user may set the modification time back (`cp -a`,
     // `rsync -t`), never the change time.
-    let changed = std::time::UNIX_EPOCH
-        + std::time::Duration::new(
-            u64::try_from(stamp.5).unwrap_or(0),
-            u32::try_from(stamp.6).unwrap_or(0),
-        );
-    let settled = [meta.modified().ok(), Some(changed)].into_iter().all(|at| {
-        at.and_then(|at| at.elapsed().ok())
-            .is_some_and(|age| age >= std::time::Duration::from_secs(1))
-    });
+    let settled = {
+        use std::os::unix::fs::MetadataExt;
+        use std::time::{Duration, SystemTime, UNIX_EPOCH};
+        let at = |secs: i64, nanos: i64| {
+            Duration::new(
+                u64::try_from(secs).unwrap_or(0),
+                u32::try_from(nanos).unwrap_or(0),
+            )
+        };
+        let newest = at(meta.mtime(), meta.mtime_nsec()).max(at(meta.ctime(), meta.ctime_nsec()));
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .is_ok_and(|now| now >= newest + Duration::from_secs(1))
+    };
     if settled {
         let mut listed = LISTED.lock().unwrap_or_else(PoisonError::into_inner);
         let listed = listed.get_or_insert_with(HashMap::new);
@@ -237,11 +242,14 @@ pub(super) fn layouts_page(
         let name = match step {
             Step::Name(name) => name,
             Step::Children {
-                prefix, names, at, ..
+                prefix,
+                names,
+                at,
+                key,
             } => {
-                let name = format!("{prefix}{}", names[at]);
+                // The key is the child's name.
                 steps.extend(Step::children(prefix, names, at + 1).map(Reverse));
-                name
+                key
             }
             Step::Below(prefix) => {
                 // Every name below sorts before `last`: nothing to read.
