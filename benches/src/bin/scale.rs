@@ -8,7 +8,8 @@
 //! of 10 images each into a layout bundle, with the writes of its
 //! `index.json` counted; `s3-sync` the same into an S3 bundle), `bundle`
 //! (a bundle's repositories and each one's tags listed), `prune` (stale tags removed 4,096 at a time),
-//! `serve` (`orca serve`'s catalog and a repository's tags, page by page).
+//! `serve` (`orca serve`'s catalog and a repository's tags, page by page;
+//! `serve-s3` the catalog of a bucket root on moto).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -145,13 +146,33 @@ where
     );
 }
 
-/// `orca serve` over a directory root of `repos` repositories, one of
-/// them holding `tags` tags: the time of a page of 100 from the catalog
-/// and from the tags, read from start to end by `Link`.
-async fn serve_listing(root: &std::path::Path, repos: usize, tags: usize) {
-    let dir = root.join(format!("serve-{repos}"));
-    let target = format!("oci:{}", dir.display());
-    let served = orca::Root::open(&target, &orca::OpenOptions::new()).expect("root");
+/// `orca serve` over the root `target` (`place` in the report) of
+/// `repos` repositories, one of them holding `tags` tags: the time of a
+/// page of 100 from the catalog and, with more than one tag, from the
+/// tags, read from start to end by `Link`.
+async fn serve_listing(
+    target: &str,
+    options: &orca::OpenOptions,
+    place: &str,
+    repos: usize,
+    tags: usize,
+) {
+    serve_listing_counted(target, options, options, None, place, repos, tags).await;
+}
+
+/// [`serve_listing`], the root made through `made` and served through
+/// `serving`; with `lists`, the proxy `serving` reaches the bucket
+/// through, the S3 listings a catalog page cost are counted.
+async fn serve_listing_counted(
+    target: &str,
+    made: &orca::OpenOptions,
+    serving: &orca::OpenOptions,
+    lists: Option<&orca_testkit::RecordingProxy>,
+    place: &str,
+    repos: usize,
+    tags: usize,
+) {
+    let served = orca::Root::open(target, made).expect("root");
     let image = Manifest::new(
         orca_core::Descriptor::of(MediaType::OCI_EMPTY, b"{}"),
         Vec::new(),
@@ -187,6 +208,7 @@ async fn serve_listing(root: &std::path::Path, repos: usize, tags: usize) {
                 .await;
         tagged.into_iter().for_each(|t| t.expect("tag"));
     }
+    let served = orca::Root::open(target, serving).expect("root");
     let running = orca_server::Server::new(served)
         .spawn("127.0.0.1:0")
         .await
@@ -220,13 +242,25 @@ async fn serve_listing(root: &std::path::Path, repos: usize, tags: usize) {
             (seen, pages, started.elapsed().as_secs_f64())
         }
     };
+    let listed_before = lists.map(|proxy| proxy.recorded().matches("list-type=2").count());
     let (seen, pages, seconds) = walk("/v2/_catalog?n=100".to_owned(), "repositories").await;
     assert_eq!(seen, repos);
+    if let (Some(proxy), Some(before)) = (lists, listed_before) {
+        let listed = proxy.recorded().matches("list-type=2").count() - before;
+        println!(
+            "| orca serve{place}: S3 listings per catalog page ({repos} repositories) | {pages} | {listed} listings | {:.1} a page | |",
+            listed as f64 / pages as f64
+        );
+    }
     report(
-        &format!("orca serve: catalog of {repos} repositories, per page of 100"),
+        &format!("orca serve{place}: catalog of {repos} repositories, per page of 100"),
         pages,
         seconds,
     );
+    if tags <= 1 {
+        running.stop().await;
+        return;
+    }
     let first = format!("/v2/{}/tags/list?n=100", names[0]);
     let (seen, pages, seconds) = walk(first, "tags").await;
     assert_eq!(seen, tags);
@@ -402,7 +436,38 @@ async fn main() {
         if !wants("serve") {
             break;
         }
-        serve_listing(root, repos, tags).await;
+        let target = format!("oci:{}", root.join(format!("serve-{repos}")).display());
+        serve_listing(&target, &orca::OpenOptions::new(), "", repos, tags).await;
+    }
+
+    if wants("serve-s3") {
+        // The catalog of a bucket root: a page lists the levels on its
+        // way, not every object of the root.
+        let moto = orca_testkit::MotoServer::start().expect("moto_server");
+        moto.create_bucket("scale").expect("bucket");
+        let mut made = orca::OpenOptions::new();
+        made.s3_endpoint = Some(moto.endpoint());
+        made.s3_region = Some("us-east-1".into());
+        made.s3_credentials = Some(("scale".into(), "scale".into()));
+        // The server reaches moto through a proxy that counts its
+        // listings: moto scans every key of the bucket for each one, so
+        // its time is no measure of S3's, where a listing is a range read.
+        let proxy = orca_testkit::RecordingProxy::start(moto.port()).expect("proxy");
+        let mut serving = made.clone();
+        serving.s3_endpoint = Some(format!("http://127.0.0.1:{}", proxy.port()));
+        for repos in [100, 1_000] {
+            let target = format!("s3://scale/serve-{repos}");
+            serve_listing_counted(
+                &target,
+                &made,
+                &serving,
+                Some(&proxy),
+                " on S3 (moto)",
+                repos,
+                1,
+            )
+            .await;
+        }
     }
 
     for repos in [1_000, 10_000] {

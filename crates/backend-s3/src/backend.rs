@@ -17,7 +17,7 @@ use object_store::path::Path;
 use object_store::{
     GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, UpdateVersion,
 };
-use orca_core::layout::{Changed, Condition, Layout, Listed, ObjectStorage, Version};
+use orca_core::layout::{Changed, Condition, Layout, Level, Listed, ObjectStorage, Version};
 use orca_core::{Body, Descriptor, Error, Result};
 
 use crate::error::convert;
@@ -352,6 +352,26 @@ impl ObjectStorage for Bucket {
                 })
             })
             .collect())
+    }
+
+    async fn list_level(&self, prefix: &str) -> Result<Option<Level>> {
+        let listed = self.key(prefix.trim_end_matches('/'));
+        let found = self
+            .store
+            .list_with_delimiter(Some(&listed))
+            .await
+            .map_err(self.err("list", &listed))?;
+        let names = |paths: &mut dyn Iterator<Item = &Path>| {
+            let mut names: Vec<String> = paths
+                .filter_map(|path| path.filename().map(str::to_owned))
+                .collect();
+            names.sort();
+            names
+        };
+        Ok(Some(Level {
+            objects: names(&mut found.objects.iter().map(|object| &object.location)),
+            below: names(&mut found.common_prefixes.iter()),
+        }))
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

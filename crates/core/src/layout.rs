@@ -19,7 +19,7 @@ pub(crate) use fence::Foreign;
 pub use gc::{GcOptions, GcReport};
 pub use index::LayoutIndex;
 pub use memory::MemoryStorage;
-pub use storage::{Changed, Condition, Listed, ObjectStorage, Version};
+pub use storage::{Changed, Condition, Level, Listed, ObjectStorage, Version};
 
 use bytes::Bytes;
 

@@ -16,10 +16,10 @@ use orca_core::{Error, Result, Store};
 
 use crate::open::OpenOptions;
 
-#[cfg(feature = "fs")]
+#[cfg(any(feature = "fs", feature = "s3", feature = "plugins"))]
 mod catalog;
 #[cfg(feature = "fs")]
-use catalog::{layouts_page, layouts_under};
+use catalog::directory::{layouts_page, layouts_under};
 
 /// Runs file work on tokio's blocking pool; its failure, or the pool's,
 /// is `doing` that failed.
@@ -388,7 +388,7 @@ impl Root {
 
     /// The repositories the root holds (those with a layout), sorted.
     pub async fn repositories(&self) -> Result<Vec<String>> {
-        let mut names: Vec<String> = match &self.kind {
+        match &self.kind {
             Kind::Memory => {
                 let known = self.lock().clone();
                 let mut names = Vec::new();
@@ -402,22 +402,56 @@ impl Root {
                         names.push(name);
                     }
                 }
-                names
+                Ok(names)
             }
             #[cfg(feature = "fs")]
             Kind::Directory(dir) => {
                 let dir = dir.clone();
-                tokio::task::spawn_blocking(move || layouts_under(&dir))
-                    .await
-                    .map_err(|e| Error::Failed {
-                        doing: format!("listing the repositories of {}", self.name),
-                        source: Box::new(e),
-                    })??
+                let mut names = blocking_walk(&self.name, move || layouts_under(&dir)).await?;
+                names.sort();
+                names.dedup();
+                Ok(names)
             }
+            #[cfg(any(feature = "s3", feature = "plugins"))]
+            _ => Ok(self.stored_page(None, None).await?.0),
+        }
+    }
+
+    /// A page of [`Root::repositories`]: those after `last`, at most `n`,
+    /// and whether more follow. On a directory, and on a bucket, only the
+    /// levels on the way are read (a bucket lists one level per request),
+    /// so every page of a catalog of 10,000 repositories costs about what
+    /// the first does; other roots list them all and take the page.
+    pub async fn repositories_page(
+        &self,
+        last: Option<&str>,
+        n: Option<usize>,
+    ) -> Result<(Vec<String>, bool)> {
+        match &self.kind {
+            #[cfg(feature = "fs")]
+            Kind::Directory(dir) => {
+                let (dir, last) = (dir.clone(), last.map(str::to_owned));
+                blocking_walk(&self.name, move || layouts_page(&dir, last.as_deref(), n)).await
+            }
+            Kind::Memory => Ok(take_page(self.repositories().await?, last, n)),
+            #[cfg(any(feature = "s3", feature = "plugins"))]
+            _ => self.stored_page(last, n).await,
+        }
+    }
+
+    /// [`Root::repositories_page`] of a root in object storage: walked one
+    /// level at a time where the storage lists levels, else listed whole.
+    #[cfg(any(feature = "s3", feature = "plugins"))]
+    async fn stored_page(
+        &self,
+        last: Option<&str>,
+        n: Option<usize>,
+    ) -> Result<(Vec<String>, bool)> {
+        match &self.kind {
             #[cfg(feature = "s3")]
             Kind::Bucket(url) => {
                 let bucket = crate::open::s3_builder(url, &self.options).build()?;
-                marked(bucket.storage()).await?
+                stored_page(&self.name, bucket.storage().clone(), last, n).await
             }
             #[cfg(feature = "plugins")]
             Kind::Plugin { scheme, location } => {
@@ -425,46 +459,71 @@ impl Root {
                 match crate::open::open_plugin_storage(&target, scheme, location, &self.options)
                     .await
                 {
-                    Ok(Some(storage)) => marked(&storage).await?,
+                    Ok(Some(storage)) => stored_page(&self.name, storage, last, n).await,
                     // A root the plugin cannot open as storage: the
                     // repositories this process opened.
-                    _ => self.lock().keys().cloned().collect(),
+                    _ => Ok(take_page(self.lock().keys().cloned().collect(), last, n)),
                 }
             }
-        };
-        names.sort();
-        names.dedup();
-        Ok(names)
+            _ => Ok(take_page(Vec::new(), last, n)),
+        }
     }
+}
 
-    /// A page of [`Root::repositories`]: those after `last`, at most `n`,
-    /// and whether more follow. On a directory only the directories on
-    /// the way are read, so every page of a catalog of 10,000
-    /// repositories costs about what the first does; other roots list
-    /// them all and take the page.
-    pub async fn repositories_page(
-        &self,
-        last: Option<&str>,
-        n: Option<usize>,
-    ) -> Result<(Vec<String>, bool)> {
-        #[cfg(feature = "fs")]
-        if let Kind::Directory(dir) = &self.kind {
-            let (dir, last) = (dir.clone(), last.map(str::to_owned));
-            return tokio::task::spawn_blocking(move || layouts_page(&dir, last.as_deref(), n))
-                .await
-                .map_err(|e| Error::Failed {
-                    doing: format!("listing the repositories of {}", self.name),
-                    source: Box::new(e),
-                })?;
-        }
-        let mut names = self.repositories().await?;
-        names.retain(|name| last.is_none_or(|last| name.as_str() > last));
-        let more = n.is_some_and(|n| names.len() > n);
-        if let Some(n) = n {
-            names.truncate(n);
-        }
-        Ok((names, more))
+/// Runs a walk of the root `name` on tokio's blocking pool.
+#[cfg(any(feature = "fs", feature = "s3", feature = "plugins"))]
+async fn blocking_walk<T: Send + 'static>(
+    name: &str,
+    walk: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(walk)
+        .await
+        .map_err(|e| Error::Failed {
+            doing: format!("listing the repositories of {name}"),
+            source: Box::new(e),
+        })?
+}
+
+/// Those of the `names` after `last`, sorted, at most `n`, and whether
+/// more follow.
+fn take_page(mut names: Vec<String>, last: Option<&str>, n: Option<usize>) -> (Vec<String>, bool) {
+    names.sort();
+    names.dedup();
+    names.retain(|name| last.is_none_or(|last| name.as_str() > last));
+    let more = n.is_some_and(|n| names.len() > n);
+    if let Some(n) = n {
+        names.truncate(n);
     }
+    (names, more)
+}
+
+/// A page of the repositories of the root storage `storage` (of the root
+/// `name`): walked one level at a time where it lists levels (a bucket:
+/// a page reads the levels on its way, not every blob of the root), else
+/// from one listing of everything, keeping the directories of keys that
+/// end in `/oci-layout`.
+#[cfg(any(feature = "s3", feature = "plugins"))]
+async fn stored_page<S: ObjectStorage + 'static>(
+    name: &str,
+    storage: S,
+    last: Option<&str>,
+    n: Option<usize>,
+) -> Result<(Vec<String>, bool)> {
+    let Some(top) = storage.list_level("").await? else {
+        let suffix = format!("/{}", orca_core::layout::OCI_LAYOUT_FILE);
+        let names = storage
+            .list("")
+            .await?
+            .into_iter()
+            .filter_map(|listed| listed.key.strip_suffix(&suffix).map(str::to_owned))
+            .filter(|name| orca_core::model::reference::validate_repository(name).is_ok())
+            .collect();
+        return Ok(take_page(names, last, n));
+    };
+    let mut walk = catalog::Stored::new(storage, tokio::runtime::Handle::current());
+    walk.keep("", top);
+    let last = last.map(str::to_owned);
+    blocking_walk(name, move || catalog::page(&mut walk, last.as_deref(), n)).await
 }
 
 /// Makes `storage` a layout (its `oci-layout` marker), unless it is one.
@@ -480,18 +539,4 @@ async fn write_marker(storage: &dyn ObjectStorage) -> Result<()> {
         Ok(()) | Err(Error::Conflict { .. }) => Ok(()),
         Err(e) => Err(e),
     }
-}
-
-/// The repositories of a root storage: the directories of keys that end
-/// in `/oci-layout`.
-#[cfg(any(feature = "s3", feature = "plugins"))]
-async fn marked(storage: &dyn ObjectStorage) -> Result<Vec<String>> {
-    let suffix = format!("/{}", orca_core::layout::OCI_LAYOUT_FILE);
-    Ok(storage
-        .list("")
-        .await?
-        .into_iter()
-        .filter_map(|listed| listed.key.strip_suffix(&suffix).map(str::to_owned))
-        .filter(|name| orca_core::model::reference::validate_repository(name).is_ok())
-        .collect())
 }

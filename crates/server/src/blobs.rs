@@ -287,13 +287,11 @@ pub(crate) async fn mounted(
         if !state.auth.is_open() {
             return Ok(false);
         }
-        for other in state
+        let (first, _) = state
             .root
-            .repositories()
-            .await?
-            .into_iter()
-            .take(ANONYMOUS_MOUNT_LOOKS)
-        {
+            .repositories_page(None, Some(ANONYMOUS_MOUNT_LOOKS))
+            .await?;
+        for other in first {
             let source = state.root.repository(&other).await?;
             if source.store.stat(&blob(digest, 0)).await?.is_some() {
                 return Box::pin(mounted(state, repository, digest, Some(other))).await;

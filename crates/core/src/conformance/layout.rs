@@ -16,6 +16,7 @@ use futures::future::BoxFuture;
 use super::support::*;
 
 mod batched;
+mod levels;
 mod staged;
 mod writers;
 
@@ -23,6 +24,7 @@ use crate::layout::{
     Condition, GcOptions, INDEX_FILE, Layout, LayoutIndex, ObjectStorage, Version, blob_path,
 };
 pub use batched::*;
+pub use levels::*;
 pub use staged::*;
 pub use writers::*;
 
@@ -225,6 +227,7 @@ macro_rules! layout_conformance_tests {
             staged_objects_append_in_place_and_publish_verified,
             sparse_manifests_are_tagged_whatever_a_collection_removed,
             tags_that_arrive_together_are_written_together,
+            a_level_holds_what_is_directly_under_it,
         );
     };
     (@each $make:path; $($check:ident),* $(,)?) => {

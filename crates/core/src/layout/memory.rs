@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::storage::{Condition, Listed, ObjectStorage, Version};
+use super::storage::{Condition, Level, Listed, ObjectStorage, Version};
 use crate::body::Body;
 use crate::error::{Error, Result};
 use crate::model::Descriptor;
@@ -151,6 +151,13 @@ impl ObjectStorage for MemoryStorage {
                 modified: Some(object.modified),
             })
             .collect())
+    }
+
+    async fn list_level(&self, prefix: &str) -> Result<Option<Level>> {
+        Ok(Some(Level::of(
+            prefix,
+            self.objects().keys().map(String::as_str),
+        )))
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

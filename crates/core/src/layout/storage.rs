@@ -5,6 +5,7 @@
 //! lock around the compare) and an object store (`If-Match` /
 //! `If-None-Match`) are its two implementations.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::ops::Range;
 use std::time::{Duration, SystemTime};
@@ -41,6 +42,35 @@ pub struct Listed {
     /// When it was last written, by the storage's clock (a file's mtime,
     /// an object's `LastModified`); `None` when the storage does not say.
     pub modified: Option<SystemTime>,
+}
+
+/// What is directly under a prefix, as [`ObjectStorage::list_level`]
+/// found it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Level {
+    /// The names of the objects there, sorted.
+    pub objects: Vec<String>,
+    /// The names of the levels below it (the next part of longer keys,
+    /// without its `/`), sorted.
+    pub below: Vec<String>,
+}
+
+impl Level {
+    /// The level directly under `prefix` of a storage holding `keys`.
+    pub fn of<'a>(prefix: &str, keys: impl IntoIterator<Item = &'a str>) -> Level {
+        let (mut objects, mut below) = (BTreeSet::new(), BTreeSet::new());
+        for rest in keys.into_iter().filter_map(|key| key.strip_prefix(prefix)) {
+            match rest.split_once('/') {
+                Some((next, _)) => below.insert(next),
+                None => objects.insert(rest),
+            };
+        }
+        let owned = |names: BTreeSet<&str>| names.into_iter().map(str::to_owned).collect();
+        Level {
+            objects: owned(objects),
+            below: owned(below),
+        }
+    }
 }
 
 /// The condition a [`ObjectStorage::write`] needs to hold.
@@ -102,6 +132,16 @@ pub trait ObjectStorage: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// to the layout, with sizes and modification times, in no particular
     /// order.
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>>;
+
+    /// What is directly under `prefix` (a key ending in `/`, or empty for
+    /// the top), in one request where the storage can (an object store's
+    /// delimiter listing): a walk of a tree of layouts then reads only the
+    /// levels it passes. `None` (the default) where the storage can only
+    /// list everything below ([`ObjectStorage::list`]).
+    async fn list_level(&self, prefix: &str) -> Result<Option<Level>> {
+        let _ = prefix;
+        Ok(None)
+    }
 
     /// Deletes an object; one that is already gone is no error.
     async fn delete(&self, key: &str) -> Result<()>;

@@ -57,16 +57,21 @@ pub(crate) struct Served {
     pub(crate) _dir: tempfile::TempDir,
 }
 
-/// A server on a fresh root of `kind`.
-pub(crate) async fn served(kind: Kind) -> Served {
-    let dir = tempfile::tempdir().expect("temporary directory");
+/// A fresh root of `kind`, in `dir` where it is a directory.
+pub(crate) fn root(kind: Kind, dir: &tempfile::TempDir) -> Root {
     let target = match kind {
         Kind::Memory => "memory".to_owned(),
         Kind::Directory => format!("oci:{}", dir.path().display()),
         Kind::Bucket => format!("s3://{}/{}", bucket(), unique("root")),
         Kind::Plugin => format!("ocidir://{}", dir.path().display()),
     };
-    let root = Root::open(&target, &options()).expect("root");
+    Root::open(&target, &options()).expect("root")
+}
+
+/// A server on a fresh root of `kind`.
+pub(crate) async fn served(kind: Kind) -> Served {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let root = root(kind, &dir);
     let running = orca_server::Server::new(root)
         .spawn("127.0.0.1:0")
         .await

@@ -1,12 +1,13 @@
-//! The Referrers API pages a long list with `Link`: each page within its
-//! byte budget, in digest order, and orca's registry client, following
-//! the links, sees every referrer once (filtered or not).
+//! Paging by `Link`: the Referrers API pages a long list (each page
+//! within its byte budget, in digest order, and orca's registry client,
+//! following the links, sees every referrer once, filtered or not); the
+//! catalog and a repository's tags are paged on every kind of root.
 
 use std::collections::BTreeMap;
 
 use orca::{Descriptor, Manifest, MediaType, Root, Store};
 
-use crate::common::get;
+use crate::common::{self, Kind, get};
 
 fn next_link(headers: &[(String, String)]) -> Option<String> {
     let link = headers.iter().find(|(k, _)| k == "link")?;
@@ -180,16 +181,14 @@ async fn paged(host: &str, first: &str, field: &str, n: usize) -> Vec<String> {
     seen
 }
 
-/// The catalog of a directory root and a repository's tags are paged by
-/// `Link` from what the store keeps sorted (a page of the catalog walks
-/// only the directories on its way; a page of tags reads the parsed
-/// index): every page in order, nothing repeated or missed, whatever
-/// sorts between a repository and those below it.
-#[tokio::test]
-async fn the_catalog_and_tags_are_paged_from_the_store() {
+/// The catalog of a root and a repository's tags are paged by `Link`
+/// from what the store keeps sorted (a page of the catalog of a directory
+/// or a bucket walks only the levels on its way; a page of tags reads the
+/// parsed index): every page in order, nothing repeated or missed,
+/// whatever sorts between a repository and those below it.
+async fn catalog_and_tags_are_paged_from_the_store(kind: Kind) {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let target = format!("oci:{}", dir.path().display());
-    let root = Root::open(&target, &orca::OpenOptions::new()).expect("root");
+    let root = common::root(kind, &dir);
     let mut names = vec![
         "a".to_owned(),
         "a-c".to_owned(),
@@ -240,4 +239,24 @@ async fn the_catalog_and_tags_are_paged_from_the_store() {
         let listed = paged(&host, &format!("/v2/team/app0/tags/list?n={n}"), "tags", n).await;
         assert_eq!(listed, tags, "tags by {n}");
     }
+}
+
+#[tokio::test]
+async fn the_catalog_and_tags_of_a_directory_are_paged_from_the_store() {
+    catalog_and_tags_are_paged_from_the_store(Kind::Directory).await;
+}
+
+#[tokio::test]
+async fn the_catalog_and_tags_of_a_bucket_are_paged_from_the_store() {
+    catalog_and_tags_are_paged_from_the_store(Kind::Bucket).await;
+}
+
+#[tokio::test]
+async fn the_catalog_and_tags_of_a_plugin_root_are_paged_from_the_store() {
+    catalog_and_tags_are_paged_from_the_store(Kind::Plugin).await;
+}
+
+#[tokio::test]
+async fn the_catalog_and_tags_in_memory_are_paged_from_the_store() {
+    catalog_and_tags_are_paged_from_the_store(Kind::Memory).await;
 }
