@@ -293,8 +293,51 @@ impl<S: orca_core::layout::ObjectStorage> Levels for Stored<S> {
     }
 }
 
+/// What the walks' tests share.
+#[cfg(test)]
+mod check {
+    /// Repositories whose names sort between a repository and those
+    /// below it (`a`, `a-c`, `a/b`, `a0`).
+    pub(super) const REPOSITORIES: [&str; 9] = [
+        "a",
+        "a-c",
+        "a/b",
+        "a/b/c",
+        "a0",
+        "team/app1",
+        "team/app10",
+        "team/app2",
+        "z",
+    ];
+
+    /// Asserts that `walk` (a page after a name, of at most a size) gives
+    /// [`REPOSITORIES`], sorted, whole and by pages of every size.
+    pub(super) fn pages_of_every_size(
+        mut walk: impl FnMut(Option<&str>, Option<usize>) -> (Vec<String>, bool),
+    ) {
+        let mut sorted: Vec<String> = REPOSITORIES.iter().map(|s| s.to_string()).collect();
+        sorted.sort();
+        assert_eq!(walk(None, None), (sorted.clone(), false));
+        for size in 1..=sorted.len() + 1 {
+            let mut paged = Vec::new();
+            let mut last: Option<String> = None;
+            loop {
+                let (page, more) = walk(last.as_deref(), Some(size));
+                assert!(page.len() <= size);
+                paged.extend(page.iter().cloned());
+                last = page.last().cloned();
+                if !more {
+                    break;
+                }
+            }
+            assert_eq!(paged, sorted, "pages of {size}");
+        }
+    }
+}
+
 #[cfg(all(test, any(feature = "s3", feature = "plugins")))]
 mod tests {
+    use super::check::{REPOSITORIES, pages_of_every_size};
     use super::*;
     use orca_core::layout::{Condition, MemoryStorage, ObjectStorage};
 
@@ -305,18 +348,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stored_root_pages_the_sorted_catalog_by_levels() {
         let storage = MemoryStorage::new("root");
-        let repositories = [
-            "a",
-            "a-c",
-            "a/b",
-            "a/b/c",
-            "a0",
-            "team/app1",
-            "team/app10",
-            "team/app2",
-            "z",
-        ];
-        let mut keys: Vec<String> = repositories
+        let mut keys: Vec<String> = REPOSITORIES
             .iter()
             .flat_map(|name| {
                 [
@@ -343,37 +375,14 @@ mod tests {
                 .await
                 .expect("write");
         }
-        let mut sorted: Vec<String> = repositories.iter().map(|s| s.to_string()).collect();
-        sorted.sort();
         let runtime = tokio::runtime::Handle::current();
-        let found = tokio::task::spawn_blocking(move || {
-            let walk = |last: Option<&str>, n| {
+        tokio::task::spawn_blocking(move || {
+            pages_of_every_size(|last, n| {
                 let mut walk = Stored::new(storage.clone(), runtime.clone());
                 page(&mut walk, last, n).expect("page")
-            };
-            let mut pages = vec![(walk(None, None), sorted.len())];
-            for size in 1..=sorted.len() + 1 {
-                let mut paged = Vec::new();
-                let mut last: Option<String> = None;
-                loop {
-                    let (page, more) = walk(last.as_deref(), Some(size));
-                    assert!(page.len() <= size);
-                    paged.extend(page.iter().cloned());
-                    last = page.last().cloned();
-                    if !more {
-                        break;
-                    }
-                }
-                pages.push(((paged, false), size));
-            }
-            (pages, sorted)
+            });
         })
         .await
         .expect("walk");
-        let (pages, sorted) = found;
-        for ((paged, more), size) in pages {
-            assert_eq!(paged, sorted, "pages of {size}");
-            assert!(!more);
-        }
     }
 }

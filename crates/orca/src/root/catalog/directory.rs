@@ -162,6 +162,7 @@ pub(in crate::root) fn layouts_page(
 
 #[cfg(test)]
 mod tests {
+    use super::super::check::{REPOSITORIES, pages_of_every_size};
     use super::*;
 
     /// Pages of every size give the sorted catalog, whatever sorts
@@ -170,18 +171,7 @@ mod tests {
     #[test]
     fn pages_give_the_sorted_catalog() {
         let root = tempfile::tempdir().expect("temporary directory");
-        let repositories = [
-            "a",
-            "a-c",
-            "a/b",
-            "a/b/c",
-            "a0",
-            "team/app1",
-            "team/app10",
-            "team/app2",
-            "z",
-        ];
-        for name in repositories {
+        for name in REPOSITORIES {
             let dir = root.path().join(name);
             std::fs::create_dir_all(dir.join("blobs/sha256")).expect("dir");
             std::fs::write(dir.join("oci-layout"), b"{}").expect("marker");
@@ -196,30 +186,12 @@ mod tests {
             std::fs::create_dir_all(root.path().join(not)).expect("dir");
         }
         std::fs::write(root.path().join("a/blobs/x/oci-layout"), b"{}").expect("marker");
-        let mut sorted: Vec<String> = repositories.iter().map(|s| s.to_string()).collect();
+        let mut sorted: Vec<String> = REPOSITORIES.iter().map(|s| s.to_string()).collect();
         sorted.sort();
         let mut walked = layouts_under(root.path()).expect("walk");
         walked.sort();
         assert_eq!(walked, sorted);
-        assert_eq!(
-            layouts_page(root.path(), None, None).expect("all"),
-            (sorted.clone(), false)
-        );
-        for size in 1..=sorted.len() + 1 {
-            let mut paged = Vec::new();
-            let mut last: Option<String> = None;
-            loop {
-                let (page, more) =
-                    layouts_page(root.path(), last.as_deref(), Some(size)).expect("page");
-                assert!(page.len() <= size);
-                paged.extend(page.iter().cloned());
-                last = page.last().cloned();
-                if !more {
-                    break;
-                }
-            }
-            assert_eq!(paged, sorted, "pages of {size}");
-        }
+        pages_of_every_size(|last, n| layouts_page(root.path(), last, n).expect("page"));
     }
 
     /// A listing kept for a settled directory is read again as soon as
