@@ -104,6 +104,12 @@ impl<S: orca_core::layout::ObjectStorage> orca_core::layout::ObjectStorage for C
     async fn list(&self, prefix: &str) -> orca_core::Result<Vec<orca_core::layout::Listed>> {
         self.inner.list(prefix).await
     }
+    async fn list_level(
+        &self,
+        prefix: &str,
+    ) -> orca_core::Result<Option<orca_core::layout::Level>> {
+        self.inner.list_level(prefix).await
+    }
     async fn delete(&self, key: &str) -> orca_core::Result<()> {
         self.inner.delete(key).await
     }

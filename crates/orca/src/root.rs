@@ -439,6 +439,33 @@ impl Root {
         }
     }
 
+    /// The repositories whose names start with `prefix` (a namespace and
+    /// `/`), sorted: paged from where such names start until the first
+    /// that does not, so a namespace costs what it holds, not the whole
+    /// catalog.
+    pub async fn repositories_under(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut names: Vec<String> = Vec::new();
+        let mut last = prefix.to_owned();
+        loop {
+            let (page, more) = self
+                .repositories_page(Some(&last), Some(UNDER_PAGE))
+                .await?;
+            let before = names.len();
+            names.extend(
+                page.iter()
+                    .take_while(|name| name.starts_with(prefix))
+                    .cloned(),
+            );
+            if !more || names.len() - before < page.len() {
+                return Ok(names);
+            }
+            match names.last() {
+                Some(name) => last.clone_from(name),
+                None => return Ok(names),
+            }
+        }
+    }
+
     /// [`Root::repositories_page`] of a root in object storage: walked one
     /// level at a time where the storage lists levels, else listed whole.
     #[cfg(any(feature = "s3", feature = "plugins"))]
@@ -469,6 +496,10 @@ impl Root {
         }
     }
 }
+
+/// How many repositories [`Root::repositories_under`] reads a page at a
+/// time.
+const UNDER_PAGE: usize = 1000;
 
 /// Runs a walk of the root `name` on tokio's blocking pool.
 #[cfg(any(feature = "fs", feature = "s3", feature = "plugins"))]

@@ -139,10 +139,8 @@ pub(crate) async fn evict_all(state: &Shared, cache: &Cache) {
 async fn evict(state: &Shared, upstream: &Upstream, budget: u64) -> orca::Result<Evicted> {
     let prefix = format!("{}/", upstream.namespace);
     let mut images = Vec::new();
-    for name in state.root.repositories().await? {
-        if name.starts_with(&prefix) {
-            images.extend(cached_images(state, &name).await?);
-        }
+    for name in state.root.repositories_under(&prefix).await? {
+        images.extend(cached_images(state, &name).await?);
     }
     // How many images hold each digest, and its size.
     let mut held: HashMap<Digest, (u64, usize)> = HashMap::new();

@@ -183,6 +183,9 @@ impl<S: ObjectStorage> ObjectStorage for Hooked<S> {
     async fn list(&self, prefix: &str) -> Result<Vec<crate::layout::Listed>> {
         self.inner.list(prefix).await
     }
+    async fn list_level(&self, prefix: &str) -> Result<Option<crate::layout::Level>> {
+        self.inner.list_level(prefix).await
+    }
     async fn delete(&self, key: &str) -> Result<()> {
         self.fire(Point::BeforeDelete(key.to_owned())).await;
         self.inner.delete(key).await

@@ -154,8 +154,13 @@ impl ObjectStorage for MemoryStorage {
     }
 
     async fn list_level(&self, prefix: &str) -> Result<Option<Level>> {
+        // `a` and `a/` name the same level, as in an object store.
+        let prefix = match prefix.trim_end_matches('/') {
+            "" => String::new(),
+            trimmed => format!("{trimmed}/"),
+        };
         Ok(Some(Level::of(
-            prefix,
+            &prefix,
             self.objects().keys().map(String::as_str),
         )))
     }

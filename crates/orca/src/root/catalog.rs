@@ -76,6 +76,10 @@ pub(super) fn page(
                 at,
                 key,
             } => {
+                if (at + 1) % AHEAD == 0 {
+                    let room = wanted.saturating_sub(found.len());
+                    look_ahead(levels, &prefix, &names, at + 1, last, room)?;
+                }
                 // The key is the child's name.
                 steps.extend(Step::children(prefix, names, at + 1).map(Reverse));
                 key
@@ -91,8 +95,7 @@ pub(super) fn page(
                 let names = levels.below(&prefix)?;
                 let (start, beginnings) = first_after(&prefix, &names, last);
                 let room = wanted.saturating_sub(found.len());
-                let coming = &names[start..names.len().min(start.saturating_add(room))];
-                levels.ahead(&prefix, coming)?;
+                look_ahead(levels, &prefix, &names, start, last, room)?;
                 for at in beginnings {
                     steps.push(Reverse(Step::Name(format!("{prefix}{}", names[at]))));
                 }
@@ -111,6 +114,40 @@ pub(super) fn page(
     let more = found.len() > n.unwrap_or(usize::MAX);
     found.truncate(n.unwrap_or(usize::MAX));
     Ok((found, more))
+}
+
+/// How many of a level's children [`Levels::ahead`] is told of at once.
+const AHEAD: usize = 32;
+
+/// Tells `levels` of the children of `prefix` the walk looks at next,
+/// from `names[from]` to the end of its window of [`AHEAD`], at most
+/// `room`: those whose names, or names below them, can come after `last`.
+fn look_ahead(
+    levels: &mut impl Levels,
+    prefix: &str,
+    names: &[String],
+    from: usize,
+    last: Option<&str>,
+    room: usize,
+) -> Result<()> {
+    let end = names
+        .len()
+        .min(from.saturating_add(room))
+        .min((from / AHEAD + 1) * AHEAD);
+    let coming: Vec<String> = names
+        .get(from..end)
+        .unwrap_or_default()
+        .iter()
+        .filter(|child| {
+            let name = format!("{prefix}{child}");
+            last.is_none_or(|last| name.as_str() >= last || last.starts_with(&format!("{name}/")))
+        })
+        .cloned()
+        .collect();
+    if coming.is_empty() {
+        return Ok(());
+    }
+    levels.ahead(prefix, &coming)
 }
 
 /// A step of the sorted walk, ordered by its key: a directory that may be
@@ -253,10 +290,6 @@ async fn list_level<S: orca_core::layout::ObjectStorage>(
     }
 }
 
-/// How many levels a walk of a root in storage lists at once.
-#[cfg(any(feature = "s3", feature = "plugins"))]
-const LEVELS_AT_ONCE: usize = 32;
-
 #[cfg(any(feature = "s3", feature = "plugins"))]
 impl<S: orca_core::layout::ObjectStorage> Levels for Stored<S> {
     fn below(&mut self, prefix: &str) -> Result<Arc<[String]>> {
@@ -283,7 +316,7 @@ impl<S: orca_core::layout::ObjectStorage> Levels for Stored<S> {
                     let listed = list_level(storage, &level).await;
                     (level, listed)
                 })
-                .buffered(LEVELS_AT_ONCE)
+                .buffered(AHEAD)
                 .collect(),
         );
         for (level, listed) in listed {

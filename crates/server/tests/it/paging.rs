@@ -216,6 +216,17 @@ async fn catalog_and_tags_are_paged_from_the_store(kind: Kind) {
             .await
             .expect("push");
     }
+    let mut team: Vec<String> = names
+        .iter()
+        .filter(|name| name.starts_with("team/"))
+        .cloned()
+        .collect();
+    team.sort();
+    assert_eq!(root.repositories_under("team/").await.expect("team"), team);
+    assert_eq!(
+        root.repositories_under("a/").await.expect("a/"),
+        vec!["a/b".to_owned()]
+    );
     let app = root.repository("team/app0").await.expect("app");
     let mut tags: Vec<String> = (0..57).map(|i| format!("t{i:03}")).collect();
     let descriptor = image.descriptor();

@@ -35,7 +35,8 @@ fn subdirectories(here: &Path, in_layout: bool) -> Result<Vec<String>> {
         .collect())
 }
 
-/// The repositories under `dir`, in no order.
+/// The repositories under `dir`, in no order: those with a name a
+/// repository can have, as the catalog lists them.
 pub(in crate::root) fn layouts_under(dir: &Path) -> Result<Vec<String>> {
     let mut found = Vec::new();
     let mut queue = vec![PathBuf::new()];
@@ -46,7 +47,10 @@ pub(in crate::root) fn layouts_under(dir: &Path) -> Result<Vec<String>> {
             && let Some(name) = relative.to_str()
             && !name.is_empty()
         {
-            found.push(name.replace(std::path::MAIN_SEPARATOR, "/"));
+            let name = name.replace(std::path::MAIN_SEPARATOR, "/");
+            if orca_core::model::reference::validate_repository(&name).is_ok() {
+                found.push(name);
+            }
         }
         for name in subdirectories(&here, layout)? {
             queue.push(relative.join(name));
@@ -186,6 +190,9 @@ mod tests {
             std::fs::create_dir_all(root.path().join(not)).expect("dir");
         }
         std::fs::write(root.path().join("a/blobs/x/oci-layout"), b"{}").expect("marker");
+        // A layout whose name no repository can have.
+        std::fs::create_dir_all(root.path().join("Upper")).expect("dir");
+        std::fs::write(root.path().join("Upper/oci-layout"), b"{}").expect("marker");
         let mut sorted: Vec<String> = REPOSITORIES.iter().map(|s| s.to_string()).collect();
         sorted.sort();
         let mut walked = layouts_under(root.path()).expect("walk");
