@@ -25,6 +25,33 @@ const INGEST_DIR: &str = "ingest";
 /// The lock taken around every conditional write (of `index.json`, the marker).
 const LOCK_FILE: &str = "index.json.lock";
 
+/// Whether `name`, in `ingest/`, is one this layout gives its staging: a
+/// blob's partial file (`partial-ALG-HEX`) or a temporary file
+/// (`LABEL.PID.N.NANOS`). Nothing else there is orca's to remove: the
+/// directory may hold what others put (a repository named `app/ingest`
+/// beside a layout `app` keeps its `oci-layout` and `index.json` there).
+fn is_staging_name(name: &str) -> bool {
+    if name.strip_prefix("partial-").is_some_and(|rest| {
+        rest.split_once('-').is_some_and(|(algorithm, hex)| {
+            !algorithm.is_empty()
+                && algorithm.bytes().all(|b| b.is_ascii_alphanumeric())
+                && !hex.is_empty()
+                && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+    }) {
+        return true;
+    }
+    let mut parts = name.split('.');
+    let label = parts.next().unwrap_or_default();
+    let numbers: Vec<&str> = parts.collect();
+    !label.is_empty()
+        && label.bytes().all(|b| b.is_ascii_lowercase())
+        && numbers.len() == 3
+        && numbers
+            .iter()
+            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Paths and settings of one layout.
 #[derive(Debug)]
 pub(crate) struct Files {
@@ -78,7 +105,7 @@ impl Files {
             .join(format!("partial-{}-{}", digest.algorithm(), digest.hex()))
     }
 
-    /// A fresh temporary path in `ingest/`.
+    /// A fresh temporary path in `ingest/` (see [`is_staging_name`]).
     pub(crate) fn temp_path(&self, label: &str) -> PathBuf {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -396,7 +423,7 @@ impl Files {
         };
         entries
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_name() != LOCK_FILE)
+            .filter(|e| e.file_name().to_str().is_some_and(is_staging_name))
             .filter(|e| {
                 e.metadata()
                     .and_then(|m| m.modified())
@@ -499,6 +526,43 @@ impl Flusher {
             if let Some(kicks) = &self.kicks {
                 let _ = kicks.try_send(());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names the layout gives its staging, and no others.
+    #[test]
+    fn staging_names_are_the_layouts_own() {
+        let files = Files {
+            root: PathBuf::from("/layout"),
+            place: "test".into(),
+            durable: false,
+            seen: Default::default(),
+        };
+        let partial = files.partial_path(&Digest::sha256(b"x"));
+        let temp = files.temp_path("blob");
+        for path in [partial, temp] {
+            let name = path.file_name().and_then(|n| n.to_str()).expect("name");
+            assert!(is_staging_name(name), "{name}");
+        }
+        for name in [
+            "oci-layout",
+            "index.json",
+            "index.json.lock",
+            "blobs",
+            "partial-",
+            "partial-sha256-",
+            "partial-sha256-xyz",
+            "blob.1.2",
+            "blob.1.2.x",
+            "Blob.1.2.3",
+            ".1.2.3",
+        ] {
+            assert!(!is_staging_name(name), "{name}");
         }
     }
 }

@@ -57,9 +57,10 @@ pub(crate) fn random_word() -> u64 {
     hasher.finish()
 }
 
-/// Whether `id` can be a session id (and so a key component).
+/// Whether `id` can be a session id this server made (32 lowercase hex
+/// digits, see `new_id`), and so a key component.
 fn plausible(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Starts a session; returns its id.
@@ -300,10 +301,14 @@ pub(crate) async fn expire(
     type Seen = (Vec<String>, Option<std::time::SystemTime>);
     let mut sessions: std::collections::BTreeMap<String, Seen> = std::collections::BTreeMap::new();
     for object in storage.list("uploads/").await? {
+        // Only `uploads/ID/…` is a session: whatever else is there (a
+        // repository named `app/uploads` beside a layout `app` keeps its
+        // `oci-layout` and `blobs/` there) is not this server's to remove.
         let Some(id) = object
             .key
             .strip_prefix("uploads/")
-            .and_then(|k| k.split('/').next())
+            .and_then(|k| k.split_once('/'))
+            .map(|(id, _)| id)
             .filter(|id| plausible(id))
         else {
             continue;
@@ -331,4 +336,49 @@ pub(crate) async fn expire(
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orca::layout::{Condition, MemoryStorage, ObjectStorage};
+
+    /// Only sessions expire: what else sits under `uploads/` (a
+    /// repository named `app/uploads` beside the layout `app` keeps its
+    /// `oci-layout` and blobs there) stays however old.
+    #[tokio::test]
+    async fn only_sessions_expire() {
+        let storage = MemoryStorage::new("app");
+        let session = new_id();
+        let others = [
+            "uploads/oci-layout",
+            "uploads/index.json",
+            "uploads/blobs/sha256/00",
+            "uploads/0123456789ABCDEF0123456789abcdef/piece",
+        ];
+        let keys = std::iter::once(format!("uploads/{session}/started"))
+            .chain(others.iter().map(|key| key.to_string()));
+        for key in keys {
+            storage
+                .write(&key, bytes::Bytes::from_static(b"{}"), Condition::Absent)
+                .await
+                .expect("write");
+            storage.set_modified(&key, std::time::UNIX_EPOCH);
+        }
+        let removed = expire(&storage, std::time::Duration::from_secs(60))
+            .await
+            .expect("expire");
+        assert_eq!(removed, 1);
+        let left: Vec<String> = storage
+            .list("uploads/")
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|listed| listed.key)
+            .collect();
+        for key in others {
+            assert!(left.iter().any(|k| k == key), "{key} removed: {left:?}");
+        }
+        assert!(!left.iter().any(|k| k.contains(&session)), "{left:?}");
+    }
 }

@@ -353,6 +353,40 @@ async fn the_clean_up_removes_staging_of_pushes_that_died() {
     assert!(leftovers(&root).is_empty(), "{:?}", leftovers(&root));
 }
 
+/// The clean-up removes only the staging names the layout gives: what
+/// others keep in `ingest/` stays however old (here a layout named
+/// `app/ingest` made before the layout `app`, as a registry root holds
+/// two repositories so named; its `oci-layout` and `index.json` sit in
+/// `app`'s `ingest/`).
+#[tokio::test]
+async fn the_clean_up_leaves_what_others_keep_in_ingest() {
+    use orca_core::layout::ObjectStorage;
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let app = dir.path().join("app");
+    // `app/ingest` first: a directory holding only `ingest/` is one being
+    // made a layout, so `app` then opens too.
+    let beside = store(&app.join("ingest"));
+    let image = push_image(&beside, "beside", Some("v1")).await;
+    let backend = orca_backend_fs::open(&app).expect("open");
+    push_image(&orca_core::Store::new(backend.clone()), "app", Some("v1")).await;
+    // A temporary file a dead process left: orca's to remove.
+    std::fs::write(app.join("ingest").join("blob.1.2.3"), b"left").expect("write");
+    let removed = backend
+        .storage()
+        .clean_staging(Duration::ZERO)
+        .await
+        .expect("clean-up");
+    assert_eq!(removed, 1);
+    assert!(!app.join("ingest").join("blob.1.2.3").exists());
+    let found = beside
+        .resolve(&orca_core::Selector::Tag("v1".into()))
+        .await
+        .expect("the layout beside kept its tag");
+    assert_eq!(found.digest, image.digest);
+    beside.fetch_bytes(&found).await.expect("and its manifest");
+}
+
 /// Backends review m18: a symlink planted at a blob's partial-file name
 /// (in a shared layout's `ingest/`) is never followed: the file it points
 /// at keeps its bytes, and the push still lands whole.
