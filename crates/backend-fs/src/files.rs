@@ -26,11 +26,25 @@ const INGEST_DIR: &str = "ingest";
 const LOCK_FILE: &str = "index.json.lock";
 
 /// Whether `name`, in `ingest/`, is one this layout gives its staging: a
-/// blob's partial file (`partial-ALG-HEX`) or a temporary file
-/// (`LABEL.PID.N.NANOS`). Nothing else there is orca's to remove: the
-/// directory may hold what others put (a repository named `app/ingest`
-/// beside a layout `app` keeps its `oci-layout` and `index.json` there).
+/// blob's partial file (`partial-ALG-HEX`), a temporary file
+/// (`LABEL.PID.N.NANOS`) or a link to a shared blob on its way into place
+/// (`shared-HEX-PID-N`, see `shared.rs`). Nothing else there is orca's to
+/// remove: the directory may hold what others put (a repository named
+/// `app/ingest` beside a layout `app` keeps its `oci-layout` and
+/// `index.json` there).
 fn is_staging_name(name: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if let Some(rest) = name.strip_prefix("shared-") {
+        let parts: Vec<&str> = rest.split('-').collect();
+        if let [hex, pid, n] = parts[..]
+            && !hex.is_empty()
+            && hex.bytes().all(|b| b.is_ascii_hexdigit())
+            && digits(pid)
+            && digits(n)
+        {
+            return true;
+        }
+    }
     if name.strip_prefix("partial-").is_some_and(|rest| {
         rest.split_once('-').is_some_and(|(algorithm, hex)| {
             !algorithm.is_empty()
@@ -47,9 +61,7 @@ fn is_staging_name(name: &str) -> bool {
     !label.is_empty()
         && label.bytes().all(|b| b.is_ascii_lowercase())
         && numbers.len() == 3
-        && numbers
-            .iter()
-            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        && numbers.iter().all(|n| digits(n))
 }
 
 /// Paths and settings of one layout.
@@ -549,6 +561,8 @@ mod tests {
             let name = path.file_name().and_then(|n| n.to_str()).expect("name");
             assert!(is_staging_name(name), "{name}");
         }
+        let shared = format!("shared-{}-12-0", Digest::sha256(b"x").hex());
+        assert!(is_staging_name(&shared), "{shared}");
         for name in [
             "oci-layout",
             "index.json",
@@ -561,6 +575,8 @@ mod tests {
             "blob.1.2.x",
             "Blob.1.2.3",
             ".1.2.3",
+            "shared-xyz-1-2",
+            "shared-ab-1",
         ] {
             assert!(!is_staging_name(name), "{name}");
         }

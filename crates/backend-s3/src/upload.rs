@@ -297,6 +297,12 @@ impl Bucket {
             .unwrap_or(0);
         let mut aborted = 0;
         for record in records {
+            // Only this layout's records, directly in its staging: a
+            // layout nested below (a repository `app/ingest` beside `app`)
+            // keeps its own there.
+            if record.location.prefix_match(&dir).map(Iterator::count) != Some(1) {
+                continue;
+            }
             let elapsed = now.saturating_sub(record.last_modified.timestamp());
             if elapsed < age.as_secs() as i64 {
                 continue;

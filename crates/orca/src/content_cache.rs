@@ -34,6 +34,22 @@ const CHUNK: usize = 1 << 20;
 /// A fill left in `tmp/` this long belongs to no running process.
 const STALE_FILL: Duration = Duration::from_secs(3600);
 
+/// Whether `name`, in `tmp/`, is one a fill gives its file
+/// (`HEX-PID-NANOS`): nothing else there is the cache's to remove.
+fn is_fill_name(name: &str) -> bool {
+    let mut parts = name.split('-');
+    let (Some(hex), Some(pid), Some(nanos), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    !hex.is_empty()
+        && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && digits(pid)
+        && digits(nanos)
+}
+
 /// A content cache directory.
 #[derive(Clone, Debug)]
 pub struct ContentCache {
@@ -202,6 +218,7 @@ impl ContentCache {
         older_than: Option<Duration>,
         max_bytes: Option<u64>,
     ) -> Result<Pruned> {
+        self.check_own()?;
         let mut entries = self.entries()?;
         entries.sort_by_key(|e| e.used);
         let now = SystemTime::now();
@@ -228,16 +245,46 @@ impl ContentCache {
         }
         if let Ok(fills) = std::fs::read_dir(self.dir.join("tmp")) {
             for fill in fills.flatten() {
-                let stale = fill
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|at| now.duration_since(at).is_ok_and(|age| age >= STALE_FILL));
+                let ours = fill.file_name().to_str().is_some_and(is_fill_name);
+                let stale = ours
+                    && fill
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|at| now.duration_since(at).is_ok_and(|age| age >= STALE_FILL));
                 if stale {
                     let _ = std::fs::remove_file(fill.path());
                 }
             }
         }
         Ok(pruned)
+    }
+
+    /// Refuses a directory holding more than a cache's own places
+    /// (`blobs/`, `sources/`, `tmp/`): pruning it would remove what others
+    /// keep there (an image layout's blobs, a project's `tmp/`).
+    fn check_own(&self) -> Result<()> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(failed(format!("listing {}", self.dir.display()), e)),
+        };
+        let mut others: Vec<String> = entries
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| !matches!(name.as_str(), "blobs" | "sources" | "tmp"))
+            .collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        others.sort();
+        others.truncate(3);
+        Err(Error::InvalidInput {
+            what: format!("content cache {}", self.dir.display()),
+            reason: format!(
+                "it holds {} besides a cache's blobs/, sources/ and tmp/, so it is not pruned: name the directory only orca's cache uses",
+                others.join(", ")
+            ),
+        })
     }
 
     /// A registry repository's backend read through this cache; `source`
@@ -529,5 +576,49 @@ impl Backend for Cached {
 
     async fn catalog(&self, query: &ListQuery) -> Result<ListPage> {
         self.origin.catalog(query).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pruning removes only what the cache made: stale fills by their
+    /// names, entries by their digests; a directory holding anything else
+    /// is refused whole.
+    #[test]
+    fn pruning_removes_only_what_the_cache_made() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let cache = ContentCache::new(dir.path());
+        let digest = Digest::sha256(b"entry");
+        let blob = cache.blob_path(&digest);
+        std::fs::create_dir_all(blob.parent().expect("parent")).expect("dir");
+        std::fs::write(&blob, b"entry").expect("entry");
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).expect("tmp");
+        let fill = tmp.join(format!("{}-12-345", digest.hex()));
+        let theirs = tmp.join("notes.txt");
+        let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1);
+        for path in [&fill, &theirs] {
+            std::fs::write(path, b"x").expect("write");
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .and_then(|file| file.set_modified(old))
+                .expect("age");
+        }
+        let project = dir.path().join("Gemfile");
+        std::fs::write(&project, b"source").expect("write");
+        let refused = cache.prune(true, None, None);
+        assert!(
+            matches!(&refused, Err(Error::InvalidInput { reason, .. }) if reason.contains("Gemfile")),
+            "{refused:?}"
+        );
+        assert!(blob.exists() && fill.exists() && theirs.exists());
+        std::fs::remove_file(&project).expect("remove");
+        let pruned = cache.prune(true, None, None).expect("prune");
+        assert_eq!(pruned.entries, 1);
+        assert!(!blob.exists() && !fill.exists());
+        assert!(theirs.exists(), "a file the cache did not make was removed");
     }
 }

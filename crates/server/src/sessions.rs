@@ -36,6 +36,20 @@ fn key(id: &str, name: &str) -> String {
     format!("uploads/{id}/{name}")
 }
 
+/// The name of `key` within session `id` when it is one of the session's
+/// own objects (its marker, its `data`, a piece named by its offset),
+/// directly in `uploads/<id>/`. Anything deeper or otherwise named is not
+/// the session's: a repository `app/uploads/<id>` nested in `app` keeps
+/// its layout there.
+fn own<'a>(id: &str, key: &'a str) -> Option<&'a str> {
+    let name = key
+        .strip_prefix("uploads/")?
+        .strip_prefix(id)?
+        .strip_prefix('/')?;
+    let piece = !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit());
+    (name == MARKER || name == DATA || piece).then_some(name)
+}
+
 /// A new session id: 128 random bits, as hex.
 fn new_id() -> String {
     format!("{:016x}{:016x}", random_word(), random_word())
@@ -101,7 +115,7 @@ pub(crate) async fn state(
     let mut found = false;
     let mut pieces = Vec::new();
     for object in listed {
-        let Some(name) = object.key.rsplit('/').next() else {
+        let Some(name) = own(id, &object.key) else {
             continue;
         };
         if name == MARKER {
@@ -281,7 +295,9 @@ pub(crate) async fn remove(storage: &dyn ObjectStorage, id: &str) -> Result<(), 
         return Err(ApiError::upload_unknown(id));
     }
     for object in storage.list(&format!("uploads/{id}/")).await? {
-        storage.delete(&object.key).await?;
+        if own(id, &object.key).is_some() {
+            storage.delete(&object.key).await?;
+        }
     }
     Ok(())
 }
@@ -298,24 +314,27 @@ pub(crate) async fn expire(
     idle: std::time::Duration,
 ) -> Result<usize, orca::Error> {
     // Each session's objects and its newest write, from one listing.
-    type Seen = (Vec<String>, Option<std::time::SystemTime>);
+    // A session is `uploads/ID/session` with its own objects beside it;
+    // whatever else is there (a repository named `app/uploads`, or
+    // `app/uploads/ID`, nested in the layout `app` keeps its `oci-layout`
+    // and `blobs/` there) is not this server's to remove.
+    type Seen = (Vec<String>, Option<std::time::SystemTime>, bool);
     let mut sessions: std::collections::BTreeMap<String, Seen> = std::collections::BTreeMap::new();
     for object in storage.list("uploads/").await? {
-        // Only `uploads/ID/…` is a session: whatever else is there (a
-        // repository named `app/uploads` beside a layout `app` keeps its
-        // `oci-layout` and `blobs/` there) is not this server's to remove.
-        let Some(id) = object
+        let Some((id, name)) = object
             .key
             .strip_prefix("uploads/")
             .and_then(|k| k.split_once('/'))
-            .map(|(id, _)| id)
-            .filter(|id| plausible(id))
+            .filter(|(id, _)| plausible(id))
+            .and_then(|(id, _)| Some((id, own(id, &object.key)?)))
         else {
             continue;
         };
-        let (keys, newest) = sessions
-            .entry(id.to_owned())
-            .or_insert((Vec::new(), object.modified));
+        let (keys, newest, marked) =
+            sessions
+                .entry(id.to_owned())
+                .or_insert((Vec::new(), object.modified, false));
+        *marked |= name == MARKER;
         *newest = match (*newest, object.modified) {
             (Some(a), Some(b)) => Some(a.max(b)),
             _ => None,
@@ -323,11 +342,12 @@ pub(crate) async fn expire(
         keys.push(object.key);
     }
     let mut removed = 0;
-    for (keys, newest) in sessions.into_values() {
+    for (keys, newest, marked) in sessions.into_values() {
         // A time the storage does not tell, or one in the future, is young.
-        let old = newest
-            .and_then(|at| at.elapsed().ok())
-            .is_some_and(|age| age > idle);
+        let old = marked
+            && newest
+                .and_then(|at| at.elapsed().ok())
+                .is_some_and(|age| age > idle);
         if old {
             for key in keys {
                 storage.delete(&key).await?;
@@ -343,21 +363,41 @@ mod tests {
     use super::*;
     use orca::layout::{Condition, MemoryStorage, ObjectStorage};
 
-    /// Only sessions expire: what else sits under `uploads/` (a
-    /// repository named `app/uploads` beside the layout `app` keeps its
-    /// `oci-layout` and blobs there) stays however old.
+    /// Only sessions expire or are removed: what else sits under
+    /// `uploads/` (a repository named `app/uploads`, or `app/uploads/ID`,
+    /// nested in the layout `app` keeps its `oci-layout` and blobs there)
+    /// stays however old, and asking for it as a session finds none.
     #[tokio::test]
     async fn only_sessions_expire() {
         let storage = MemoryStorage::new("app");
         let session = new_id();
+        let nested = new_id();
         let others = [
             "uploads/oci-layout",
             "uploads/index.json",
             "uploads/blobs/sha256/00",
             "uploads/0123456789ABCDEF0123456789abcdef/piece",
-        ];
-        let keys = std::iter::once(format!("uploads/{session}/started"))
-            .chain(others.iter().map(|key| key.to_string()));
+        ]
+        .map(str::to_owned)
+        .into_iter()
+        // A repository `app/uploads/<nested>` in `app`, with an upload of
+        // its own open.
+        .chain(
+            [
+                "oci-layout".to_owned(),
+                "index.json".to_owned(),
+                "blobs/sha256/00".to_owned(),
+                format!("uploads/{}/session", new_id()),
+            ]
+            .map(|key| format!("uploads/{nested}/{key}")),
+        )
+        .collect::<Vec<String>>();
+        let keys = [
+            format!("uploads/{session}/{MARKER}"),
+            format!("uploads/{session}/{DATA}"),
+        ]
+        .into_iter()
+        .chain(others.iter().cloned());
         for key in keys {
             storage
                 .write(&key, bytes::Bytes::from_static(b"{}"), Condition::Absent)
@@ -376,9 +416,15 @@ mod tests {
             .into_iter()
             .map(|listed| listed.key)
             .collect();
-        for key in others {
-            assert!(left.iter().any(|k| k == key), "{key} removed: {left:?}");
+        for key in &others {
+            assert!(left.contains(key), "{key} removed: {left:?}");
         }
         assert!(!left.iter().any(|k| k.contains(&session)), "{left:?}");
+        // Asked for by the nested repository's name, no session is found
+        // and nothing is removed.
+        assert!(state(&storage, &nested).await.is_err());
+        remove(&storage, &nested).await.expect("remove");
+        let after = storage.list("uploads/").await.expect("list").len();
+        assert_eq!(after, left.len());
     }
 }

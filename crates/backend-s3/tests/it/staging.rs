@@ -112,17 +112,7 @@ async fn an_upload_left_by_a_killed_push_is_aborted_by_the_clean_up() {
     let store = Store::new(backend.clone());
     let descriptor = never_completes(b"never completes");
     let storage = backend.storage();
-    // The push runs on a runtime of its own, shut down under it as a
-    // killed process stops: nothing gets the chance to abort its upload.
-    let killed = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let pushing = stalled_push(killed.handle(), &store, storage, &descriptor).await;
-    drop(pushing);
-    killed.shutdown_background();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    killed_push(&store, storage, &descriptor).await;
     assert_eq!(
         open_uploads(&prefix),
         1,
@@ -146,6 +136,51 @@ async fn an_upload_left_by_a_killed_push_is_aborted_by_the_clean_up() {
     assert!(!store.exists(&descriptor).await.expect("exists"));
     let staging = storage.list("ingest/").await.expect("list");
     assert!(staging.is_empty(), "records left: {staging:?}");
+}
+
+/// Runs a push of `descriptor` that stalls on a runtime of its own, then
+/// shuts that runtime down under it, as a killed process stops: nothing
+/// gets the chance to abort its upload.
+async fn killed_push(store: &Store, storage: &orca_backend_s3::Bucket, descriptor: &Descriptor) {
+    let killed = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let pushing = stalled_push(killed.handle(), store, storage, descriptor).await;
+    drop(pushing);
+    killed.shutdown_background();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+/// The clean-up takes only its own layout's records: a layout nested in
+/// its staging (a repository `app/ingest` beside `app` in a bucket root)
+/// keeps its records and its open upload, for its own clean-up.
+#[tokio::test]
+async fn the_clean_up_leaves_the_records_of_a_layout_below_its_staging() {
+    let prefix = fresh_prefix("nested-staging");
+    let nested = format!("{prefix}/ingest");
+    let below = builder(&nested).part_size(PART).build().expect("backend");
+    let descriptor = never_completes(b"nested never completes");
+    killed_push(&Store::new(below.clone()), below.storage(), &descriptor).await;
+    assert_eq!(open_uploads(&nested), 1, "the killed push left no upload");
+    let outer = builder(&prefix).part_size(PART).build().expect("backend");
+    let aborted = outer
+        .storage()
+        .clean_staging(Duration::ZERO)
+        .await
+        .expect("clean-up");
+    assert_eq!(aborted, 0);
+    assert_eq!(open_uploads(&nested), 1);
+    let records = below.storage().list("ingest/").await.expect("list");
+    assert_eq!(records.len(), 1, "{records:?}");
+    let aborted = below
+        .storage()
+        .clean_staging(Duration::ZERO)
+        .await
+        .expect("clean-up");
+    assert_eq!(aborted, 1);
+    assert_eq!(open_uploads(&nested), 0);
 }
 
 /// Backends review m12: a failed push whose abort also fails keeps the
