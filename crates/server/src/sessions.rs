@@ -313,28 +313,26 @@ pub(crate) async fn expire(
     storage: &dyn ObjectStorage,
     idle: std::time::Duration,
 ) -> Result<usize, orca::Error> {
-    // Each session's objects and its newest write, from one listing.
-    // A session is `uploads/ID/session` with its own objects beside it;
-    // whatever else is there (a repository named `app/uploads`, or
-    // `app/uploads/ID`, nested in the layout `app` keeps its `oci-layout`
-    // and `blobs/` there) is not this server's to remove.
-    type Seen = (Vec<String>, Option<std::time::SystemTime>, bool);
+    // Each session's objects and its newest write, from one listing. Only
+    // a session's own objects count (see `own`): whatever else is there
+    // (a repository named `app/uploads`, or `app/uploads/ID`, nested in
+    // the layout `app` keeps its `oci-layout` and `blobs/` there) is not
+    // this server's to remove.
+    type Seen = (Vec<String>, Option<std::time::SystemTime>);
     let mut sessions: std::collections::BTreeMap<String, Seen> = std::collections::BTreeMap::new();
     for object in storage.list("uploads/").await? {
-        let Some((id, name)) = object
+        let Some(id) = object
             .key
             .strip_prefix("uploads/")
             .and_then(|k| k.split_once('/'))
-            .filter(|(id, _)| plausible(id))
-            .and_then(|(id, _)| Some((id, own(id, &object.key)?)))
+            .map(|(id, _)| id)
+            .filter(|id| plausible(id) && own(id, &object.key).is_some())
         else {
             continue;
         };
-        let (keys, newest, marked) =
-            sessions
-                .entry(id.to_owned())
-                .or_insert((Vec::new(), object.modified, false));
-        *marked |= name == MARKER;
+        let (keys, newest) = sessions
+            .entry(id.to_owned())
+            .or_insert((Vec::new(), object.modified));
         *newest = match (*newest, object.modified) {
             (Some(a), Some(b)) => Some(a.max(b)),
             _ => None,
@@ -342,12 +340,11 @@ pub(crate) async fn expire(
         keys.push(object.key);
     }
     let mut removed = 0;
-    for (keys, newest, marked) in sessions.into_values() {
+    for (keys, newest) in sessions.into_values() {
         // A time the storage does not tell, or one in the future, is young.
-        let old = marked
-            && newest
-                .and_then(|at| at.elapsed().ok())
-                .is_some_and(|age| age > idle);
+        let old = newest
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age > idle);
         if old {
             for key in keys {
                 storage.delete(&key).await?;
